@@ -1,0 +1,425 @@
+//! Configuration: `SimulationConfig` and its layers.
+//!
+//! Precedence, lowest first: built-in defaults, `config/troupe.toml`, a TinyTroupe `config.ini`
+//! (`config/config.ini` or `--config-ini`), the scenario's `config` overrides, `TROUPE_*`
+//! environment variables (`TROUPE_LLM__MODEL=gpt-4o`), then command-line flags. figment keeps
+//! where each value came from, which `troupe config show` prints.
+
+pub mod ini;
+pub mod secret;
+pub mod secrets;
+pub mod settings;
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::value::{Dict, Map as FMap, Value as FValue};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::Serialize;
+
+pub use ini::IniProvider;
+pub use secret::SecretString;
+pub use secrets::{ApiKey, KeySource, resolve_api_key};
+pub use settings::*;
+
+/// Errors from reading or checking configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A config file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line of a `config.ini` is malformed or has a value of the wrong type.
+    #[error("{}:{line}: {message}", path.display())]
+    Ini {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// figment rejected a layer (unknown key, wrong type, syntax error).
+    #[error("{0}")]
+    Layer(String),
+    /// A value is out of its allowed range.
+    #[error("{source_name}: `{key}` = {value}: {message}")]
+    Invalid {
+        /// Dotted key.
+        key: String,
+        /// The value, rendered.
+        value: String,
+        /// Where the value came from.
+        source_name: String,
+        /// What to change.
+        message: String,
+    },
+    /// A `--set key=value` flag is malformed.
+    #[error("--set {0:?}: expected KEY=VALUE with a dotted key such as llm.model=gpt-4o")]
+    BadSet(String),
+}
+
+/// A named layer of plain values (defaults, scenario overrides, command-line flags).
+#[derive(Debug, Clone)]
+pub struct Layer {
+    name: String,
+    source: Option<PathBuf>,
+    dict: Dict,
+}
+
+impl Layer {
+    /// A layer from any serializable value shaped like the config (nested maps).
+    pub fn new(name: impl Into<String>, source: Option<PathBuf>, value: &impl Serialize) -> Result<Self, ConfigError> {
+        let name = name.into();
+        let dict = match FValue::serialize(value) {
+            Ok(FValue::Dict(_, d)) => d,
+            Ok(_) => return Err(ConfigError::Layer(format!("{name}: overrides must be a map of sections"))),
+            Err(e) => return Err(ConfigError::Layer(format!("{name}: {e}"))),
+        };
+        Ok(Layer { name, source, dict })
+    }
+
+    /// A layer from `key=value` strings with dotted keys; values are parsed as TOML scalars
+    /// (numbers, booleans) and fall back to plain strings.
+    pub fn from_sets(name: &str, sets: &[String]) -> Result<Self, ConfigError> {
+        let mut root = serde_json::Map::new();
+        for s in sets {
+            let (k, v) = s.split_once('=').ok_or_else(|| ConfigError::BadSet(s.clone()))?;
+            let k = k.trim();
+            if k.is_empty() || k.split('.').any(str::is_empty) {
+                return Err(ConfigError::BadSet(s.clone()));
+            }
+            set_path(&mut root, k, parse_scalar(v.trim()));
+        }
+        Layer::new(name, None, &root)
+    }
+
+    /// True when the layer sets nothing.
+    pub fn is_empty(&self) -> bool {
+        self.dict.is_empty()
+    }
+}
+
+impl Provider for Layer {
+    fn metadata(&self) -> Metadata {
+        let md = Metadata::named(self.name.clone());
+        match &self.source {
+            Some(p) => md.source(figment::Source::File(p.clone())),
+            None => md,
+        }
+    }
+    fn data(&self) -> Result<FMap<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}
+
+/// Sets a dotted path in a JSON map, creating maps on the way.
+pub fn set_path(root: &mut serde_json::Map<String, serde_json::Value>, key: &str, v: serde_json::Value) {
+    match key.split_once('.') {
+        Some((head, rest)) => {
+            let e = root
+                .entry(head.to_string())
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+            if !e.is_object() {
+                *e = serde_json::Value::Object(Default::default());
+            }
+            if let Some(m) = e.as_object_mut() {
+                set_path(m, rest, v);
+            }
+        }
+        None => {
+            root.insert(key.to_string(), v);
+        }
+    }
+}
+
+fn parse_scalar(v: &str) -> serde_json::Value {
+    if let Ok(b) = v.parse::<bool>() {
+        return b.into();
+    }
+    if let Ok(i) = v.parse::<i64>() {
+        return i.into();
+    }
+    if let Ok(f) = v.parse::<f64>()
+        && f.is_finite()
+    {
+        return f.into();
+    }
+    v.trim_matches('"').to_string().into()
+}
+
+/// Where to read configuration from.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSources {
+    /// The TOML file (`config/troupe.toml` when `None` and it exists).
+    pub toml: Option<PathBuf>,
+    /// A TinyTroupe `config.ini` (`config/config.ini` when `None` and it exists).
+    pub ini: Option<PathBuf>,
+    /// The scenario's overrides.
+    pub scenario: Option<Layer>,
+    /// Read `TROUPE_*` variables (on by default in the CLI; tests turn it off).
+    pub env: bool,
+    /// Command-line overrides.
+    pub cli: Option<Layer>,
+}
+
+/// The merged configuration, with the figment that knows where each value came from.
+#[derive(Debug)]
+pub struct LoadedConfig {
+    /// The settings in force.
+    pub config: SimulationConfig,
+    /// The merged layers, for provenance.
+    pub figment: Figment,
+    /// Notes for the user (ignored ini keys, an API key in the config file).
+    pub notes: Vec<String>,
+}
+
+/// One line of `troupe config show`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigEntry {
+    /// Dotted key.
+    pub key: String,
+    /// The value as TOML-ish text (secrets redacted).
+    pub value: String,
+    /// Where it came from.
+    pub source: String,
+}
+
+const DEFAULT_TOML: &str = "config/troupe.toml";
+const DEFAULT_INI: &str = "config/config.ini";
+
+/// Builds the layered configuration.
+pub fn load_config(src: &ConfigSources) -> Result<LoadedConfig, ConfigError> {
+    let mut notes = Vec::new();
+    let defaults = Layer::new("built-in default", None, &SimulationConfig::default())?;
+    let mut fig = Figment::from(defaults);
+
+    let toml_path = src.toml.clone().or_else(|| existing(DEFAULT_TOML));
+    if let Some(p) = &toml_path {
+        if src.toml.is_some() && !p.exists() {
+            return Err(ConfigError::Io {
+                path: p.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "config file not found"),
+            });
+        }
+        fig = fig.merge(Toml::file_exact(p));
+    }
+    let ini_path = src.ini.clone().or_else(|| existing(DEFAULT_INI));
+    if let Some(p) = &ini_path {
+        let ini = IniProvider::read(p)?;
+        for k in &ini.ignored {
+            if !IniProvider::is_tinytroupe_only(k) {
+                notes.push(format!("{}: key `{k}` is not used by troupe-sim and was ignored", p.display()));
+            }
+        }
+        fig = fig.merge(ini);
+    }
+    if let Some(l) = &src.scenario {
+        fig = fig.merge(l.clone());
+    }
+    if src.env {
+        let env = Env::prefixed("TROUPE_")
+            .filter(|k| k.as_str().contains("__"))
+            .split("__");
+        fig = fig.merge(env);
+    }
+    if let Some(l) = &src.cli {
+        fig = fig.merge(l.clone());
+    }
+    let config: SimulationConfig = fig.extract().map_err(|e| ConfigError::Layer(describe(e)))?;
+    check_ranges(&config, &fig)?;
+    if config.llm.api_key.is_some() {
+        let from = source_of(&fig, "llm.api_key");
+        notes.push(format!(
+            "the API key is set in {from}, the least safe place; move it to .troupe/secrets.toml (mode 600) or OPENAI_API_KEY"
+        ));
+    }
+    Ok(LoadedConfig { config, figment: fig, notes })
+}
+
+fn existing(p: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(p);
+    p.exists().then_some(p)
+}
+
+/// Renders figment errors with their source and a "did you mean" for unknown keys.
+fn describe(err: figment::Error) -> String {
+    let mut lines = Vec::new();
+    for e in err {
+        let source = e
+            .metadata
+            .as_ref()
+            .map(|m| match &m.source {
+                Some(s) => format!("{} ({s})", m.name),
+                None => m.name.to_string(),
+            })
+            .unwrap_or_else(|| "configuration".into());
+        let path = e.path.join(".");
+        let line = match &e.kind {
+            figment::error::Kind::UnknownField(field, expected) => {
+                let full = if path.is_empty() { field.clone() } else { format!("{path}.{field}") };
+                let hint = strsim_best(field, expected)
+                    .map(|s| format!("; did you mean `{}`?", if path.is_empty() { s.to_string() } else { format!("{path}.{s}") }))
+                    .unwrap_or_else(|| format!("; known keys here: {}", expected.join(", ")));
+                format!("{source}: unknown key `{full}`{hint}")
+            }
+            figment::error::Kind::InvalidType(actual, expected) => {
+                format!("{source}: `{path}` has the wrong type: found {actual}, expected {expected}")
+            }
+            figment::error::Kind::UnknownVariant(v, expected) => format!(
+                "{source}: `{path}` = {v:?} is not allowed; use one of: {}",
+                expected.join(", ")
+            ),
+            other => format!("{source}: `{path}`: {other}"),
+        };
+        lines.push(line);
+    }
+    lines.join("\n")
+}
+
+fn strsim_best<'a>(field: &str, expected: &'a [&'a str]) -> Option<&'a str> {
+    expected
+        .iter()
+        .map(|e| (strsim::jaro_winkler(field, e), *e))
+        .filter(|(s, _)| *s > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, e)| e)
+}
+
+/// Where `key` came from, as "name (path)".
+pub fn source_of(fig: &Figment, key: &str) -> String {
+    match fig.find_metadata(key) {
+        Some(m) => match &m.source {
+            Some(s) => format!("{} ({s})", m.name),
+            None => m.name.to_string(),
+        },
+        None => "built-in default".into(),
+    }
+}
+
+fn check_ranges(c: &SimulationConfig, fig: &Figment) -> Result<(), ConfigError> {
+    let bad = |key: &str, value: String, message: &str| {
+        Err(ConfigError::Invalid {
+            key: key.into(),
+            value,
+            source_name: source_of(fig, key),
+            message: message.into(),
+        })
+    };
+    let rate = |r: f64| (0.0..=1.0).contains(&r);
+    let p = &c.performance;
+    let f = &c.llm.simulated.faults;
+    if !(0.0..=2.0).contains(&c.llm.temperature) {
+        return bad("llm.temperature", c.llm.temperature.to_string(), "use a value between 0.0 and 2.0");
+    }
+    if let Some(tp) = c.llm.top_p
+        && !(0.0..=1.0).contains(&tp)
+    {
+        return bad("llm.top_p", tp.to_string(), "use a value between 0.0 and 1.0");
+    }
+    if c.llm.max_tokens == 0 {
+        return bad("llm.max_tokens", "0".into(), "allow at least 1 token");
+    }
+    if p.max_workers == 0 {
+        return bad("performance.max_workers", "0".into(), "allow at least 1 concurrent call");
+    }
+    if p.batch_size == 0 {
+        return bad("performance.batch_size", "0".into(), "ask at least 1 persona at a time");
+    }
+    for (k, v) in [
+        ("performance.persona_timeout", p.persona_timeout),
+        ("performance.timeout_seconds", p.timeout_seconds),
+        ("performance.backoff_factor", p.backoff_factor),
+    ] {
+        if !(v.is_finite() && v > 0.0) {
+            return bad(k, v.to_string(), "use a positive number of seconds");
+        }
+    }
+    for (k, v) in [
+        ("performance.rate_limit_delay", p.rate_limit_delay),
+        ("performance.backoff_base", p.backoff_base),
+        ("performance.backoff_max", p.backoff_max),
+    ] {
+        if !(v.is_finite() && v >= 0.0) {
+            return bad(k, v.to_string(), "use zero or a positive number of seconds");
+        }
+    }
+    for (k, v) in [
+        ("llm.simulated.faults.rate_limited", f.rate_limited),
+        ("llm.simulated.faults.server_error", f.server_error),
+        ("llm.simulated.faults.timeout", f.timeout),
+        ("llm.simulated.faults.malformed", f.malformed),
+        ("llm.simulated.faults.empty", f.empty),
+    ] {
+        if !rate(v) {
+            return bad(k, v.to_string(), "use a share between 0.0 and 1.0");
+        }
+    }
+    let total = f.rate_limited + f.server_error + f.timeout + f.malformed + f.empty;
+    if total > 1.0 {
+        return bad("llm.simulated.faults", total.to_string(), "the fault shares add up to more than 1.0");
+    }
+    match c.llm.simulated.latency {
+        LatencyModel::Fixed { ms } if !(ms.is_finite() && ms >= 0.0) => {
+            return bad("llm.simulated.latency.ms", ms.to_string(), "use zero or more milliseconds");
+        }
+        LatencyModel::Uniform { min_ms, max_ms } if !(min_ms >= 0.0 && max_ms >= min_ms && max_ms.is_finite()) => {
+            return bad("llm.simulated.latency", format!("{min_ms}..{max_ms}"), "use 0 <= min_ms <= max_ms");
+        }
+        LatencyModel::LogNormal { p50_ms, p99_ms } if !(p50_ms > 0.0 && p99_ms >= p50_ms && p99_ms.is_finite()) => {
+            return bad("llm.simulated.latency", format!("p50 {p50_ms}, p99 {p99_ms}"), "use 0 < p50_ms <= p99_ms");
+        }
+        _ => {}
+    }
+    if c.simulation.max_personas == 0 {
+        return bad("simulation.max_personas", "0".into(), "allow at least 1 persona");
+    }
+    if !matches!(c.monitoring.log_level.to_uppercase().as_str(), "ERROR" | "WARN" | "WARNING" | "INFO" | "DEBUG" | "TRACE") {
+        return bad("monitoring.log_level", c.monitoring.log_level.clone(), "use ERROR, WARN, INFO, DEBUG or TRACE");
+    }
+    Ok(())
+}
+
+impl LoadedConfig {
+    /// Every leaf value with where it came from, sorted by key; secrets redacted.
+    pub fn entries(&self) -> Vec<ConfigEntry> {
+        let json = serde_json::to_value(&self.config).unwrap_or_default();
+        let mut out = Vec::new();
+        flatten("", &json, &mut out);
+        out.into_iter()
+            .map(|(key, value)| ConfigEntry { source: source_of(&self.figment, &key), key, value })
+            .collect()
+    }
+}
+
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    match v {
+        serde_json::Value::Object(m) if !m.is_empty() && !m.contains_key("kind") => {
+            for (k, v) in m {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&key, v, out);
+            }
+        }
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+/// Loads the config with defaults only (no files, no environment): what tests and benches use.
+pub fn defaults_only() -> SimulationConfig {
+    SimulationConfig::default()
+}
+
+/// Convenience: the layered config with the default file locations and the environment.
+pub fn load_default(cli: Option<Layer>) -> Result<LoadedConfig, ConfigError> {
+    load_config(&ConfigSources { env: true, cli, ..Default::default() })
+}
+
+/// Reads a scenario's override map into a layer named after the scenario file.
+pub fn scenario_layer(path: &Path, overrides: &serde_json::Value) -> Result<Layer, ConfigError> {
+    Layer::new(format!("scenario {}", path.display()), Some(path.to_path_buf()), overrides)
+}

@@ -1,0 +1,349 @@
+//! `SimulationConfig`: every setting, grouped, with the defaults of the engine troupe-sim replaces.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::secret::SecretString;
+
+/// All settings of a run, grouped as in `config/troupe.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulationConfig {
+    /// The language model and provider.
+    pub llm: LlmConfig,
+    /// The simulation itself.
+    pub simulation: SimulationSettings,
+    /// Concurrency, timeouts and failure handling.
+    pub performance: PerformanceConfig,
+    /// Logging and metrics.
+    pub monitoring: MonitoringConfig,
+    /// Where and what to save.
+    pub output: OutputConfig,
+}
+
+/// Which provider produces the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// The best available provider; in this version, the simulated one.
+    #[default]
+    Auto,
+    /// The built-in simulated provider (synthetic text, offline, deterministic).
+    Simulated,
+}
+
+/// `[llm]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    /// Provider kind.
+    pub provider: ProviderKind,
+    /// Model name.
+    pub model: String,
+    /// Model used when the primary keeps failing.
+    pub fallback_model: String,
+    /// Sampling temperature (0.0..=2.0).
+    pub temperature: f64,
+    /// Nucleus sampling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// Longest reply, in tokens.
+    pub max_tokens: u32,
+    /// OpenAI-compatible base URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// API key; prefer `.troupe/secrets.toml` or `OPENAI_API_KEY`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<SecretString>,
+    /// OpenAI organisation header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    /// Azure OpenAI endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub azure_endpoint: Option<String>,
+    /// Azure deployment name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub azure_deployment: Option<String>,
+    /// Azure API version.
+    pub azure_api_version: String,
+    /// Client-side request budget per minute (none when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u32>,
+    /// Client-side token budget per minute (none when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u32>,
+    /// Behaviour of the simulated provider.
+    pub simulated: SimulatedConfig,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        LlmConfig {
+            provider: ProviderKind::Auto,
+            model: "gpt-4o-mini".into(),
+            fallback_model: "gpt-3.5-turbo".into(),
+            temperature: 0.7,
+            top_p: None,
+            max_tokens: 512,
+            base_url: None,
+            api_key: None,
+            organization: None,
+            azure_endpoint: None,
+            azure_deployment: None,
+            azure_api_version: "2024-10-21".into(),
+            requests_per_minute: None,
+            tokens_per_minute: None,
+            simulated: SimulatedConfig::default(),
+        }
+    }
+}
+
+/// `[llm.simulated]`: latency and faults of the simulated provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulatedConfig {
+    /// Latency distribution of each call.
+    pub latency: LatencyModel,
+    /// Injected failures.
+    pub faults: FaultProfile,
+}
+
+/// A latency distribution, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LatencyModel {
+    /// Always `ms`.
+    Fixed {
+        /// Milliseconds.
+        ms: f64,
+    },
+    /// Uniform between `min_ms` and `max_ms`.
+    Uniform {
+        /// Lower bound.
+        min_ms: f64,
+        /// Upper bound.
+        max_ms: f64,
+    },
+    /// Log-normal with the given median and 99th percentile.
+    LogNormal {
+        /// Median.
+        p50_ms: f64,
+        /// 99th percentile.
+        p99_ms: f64,
+    },
+}
+
+impl Default for LatencyModel {
+    fn default() -> Self {
+        LatencyModel::Fixed { ms: 0.0 }
+    }
+}
+
+/// Failure rates (0.0..=1.0) injected by the simulated provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultProfile {
+    /// Share of calls answered with 429 Too Many Requests.
+    pub rate_limited: f64,
+    /// Seconds announced in the 429's Retry-After.
+    pub retry_after_secs: f64,
+    /// Share of calls answered with 500.
+    pub server_error: f64,
+    /// Share of calls that never answer (they hit `persona_timeout`).
+    pub timeout: f64,
+    /// Share of calls answered with unusable text.
+    pub malformed: f64,
+    /// Share of calls answered with empty text.
+    pub empty: f64,
+}
+
+impl Default for FaultProfile {
+    fn default() -> Self {
+        FaultProfile {
+            rate_limited: 0.0,
+            retry_after_secs: 1.0,
+            server_error: 0.0,
+            timeout: 0.0,
+            malformed: 0.0,
+            empty: 0.0,
+        }
+    }
+}
+
+/// How personas take turns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TurnPolicy {
+    /// One after another; each hears everything said before it.
+    RoundRobin,
+    /// All at once on the same snapshot; delivered at the end of the turn in persona order.
+    Parallel,
+    /// One after another in a seeded shuffle each turn.
+    RandomOrder,
+}
+
+/// `[simulation]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulationSettings {
+    /// The discussion topic (the old engine called it the seed).
+    pub seed: String,
+    /// Turns to run.
+    pub max_turns: u32,
+    /// The persona database.
+    pub personas_file: PathBuf,
+    /// The most personas in one run.
+    pub max_personas: usize,
+    /// Shorthand for `turn_policy = "Parallel"` when no policy is given.
+    pub parallel_execution: bool,
+    /// Turn policy; when unset, `Parallel` if `parallel_execution` else `RoundRobin`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turn_policy: Option<TurnPolicy>,
+    /// The random seed that makes a run reproducible.
+    pub run_seed: u64,
+    /// Memory events always kept at the start of a persona's prompt.
+    pub memory_prefix: usize,
+    /// Most recent memory events kept in the prompt.
+    pub memory_recent: usize,
+    /// Make a running summary every N memory events (0: off).
+    pub consolidate_every: usize,
+}
+
+impl Default for SimulationSettings {
+    fn default() -> Self {
+        SimulationSettings {
+            seed: String::new(),
+            max_turns: 6,
+            personas_file: PathBuf::from("data/personas.agents.json"),
+            max_personas: 10,
+            parallel_execution: false,
+            turn_policy: None,
+            run_seed: 42,
+            memory_prefix: 10,
+            memory_recent: 20,
+            consolidate_every: 0,
+        }
+    }
+}
+
+impl SimulationSettings {
+    /// The policy in force.
+    pub fn policy(&self) -> TurnPolicy {
+        self.turn_policy.unwrap_or(if self.parallel_execution {
+            TurnPolicy::Parallel
+        } else {
+            TurnPolicy::RoundRobin
+        })
+    }
+}
+
+/// `[performance]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PerformanceConfig {
+    /// Seconds one LLM call may take.
+    pub persona_timeout: f64,
+    /// Concurrent LLM calls across the simulation.
+    pub max_workers: usize,
+    /// Minimum seconds between the starts of two calls (0 disables it).
+    pub rate_limit_delay: f64,
+    /// Retries of a retryable failure.
+    pub max_retries: u32,
+    /// Personas asked at once under the Parallel policy.
+    pub batch_size: usize,
+    /// Seconds the whole simulation may take.
+    pub timeout_seconds: f64,
+    /// Skip a persona's turn (recorded) instead of failing the run.
+    pub graceful_degradation: bool,
+    /// First backoff delay, seconds.
+    pub backoff_base: f64,
+    /// Backoff growth per attempt.
+    pub backoff_factor: f64,
+    /// Longest backoff delay, seconds.
+    pub backoff_max: f64,
+    /// Failed attempts on the primary model before switching to the fallback model.
+    pub fallback_after: u32,
+}
+
+impl Default for PerformanceConfig {
+    fn default() -> Self {
+        PerformanceConfig {
+            persona_timeout: 30.0,
+            max_workers: 3,
+            rate_limit_delay: 1.0,
+            max_retries: 5,
+            batch_size: 5,
+            timeout_seconds: 300.0,
+            graceful_degradation: true,
+            backoff_base: 1.0,
+            backoff_factor: 2.0,
+            backoff_max: 60.0,
+            fallback_after: 3,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[monitoring]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringConfig {
+    /// Collect metrics.
+    pub enable_monitoring: bool,
+    /// ERROR, WARN, INFO, DEBUG or TRACE (overridden by `RUST_LOG`).
+    pub log_level: String,
+    /// Record latency histograms.
+    pub performance_tracking: bool,
+    /// Also write logs to this file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_file: Option<PathBuf>,
+    /// Format of the log file.
+    pub log_format: LogFormat,
+    /// Log prompt text at `trace` level (off by default: prompts may hold private data).
+    pub log_prompts: bool,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        MonitoringConfig {
+            enable_monitoring: true,
+            log_level: "INFO".into(),
+            performance_tracking: true,
+            log_file: None,
+            log_format: LogFormat::Text,
+            log_prompts: false,
+        }
+    }
+}
+
+/// `[output]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Root folder for results.
+    pub output_dir: PathBuf,
+    /// Analyse every run.
+    pub auto_analysis: bool,
+    /// Save charts with the analysis.
+    pub save_visualizations: bool,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            output_dir: PathBuf::from("outputs"),
+            auto_analysis: true,
+            save_visualizations: true,
+        }
+    }
+}

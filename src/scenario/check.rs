@@ -1,0 +1,335 @@
+//! Resolving a scenario against the persona database and config, collecting every problem.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use super::schema::*;
+use super::{ScenarioError, did_you_mean};
+use crate::config::set_path;
+use crate::persona::load::{PersonaDatabase, apply_fragment, persona_from_value};
+use crate::persona::tinytroupe::deep_merge;
+use crate::persona::validate::{Severity, check_persona};
+use crate::persona::PersonaSpec;
+use crate::rng::SplitMix64;
+
+/// A scenario with its personas loaded and checked, ready to run.
+#[derive(Debug, Clone)]
+pub struct ResolvedScenario {
+    /// Scenario name.
+    pub name: String,
+    /// World name.
+    pub world_name: String,
+    /// Situation text.
+    pub context: String,
+    /// The opening message (the topic when unset).
+    pub opening: Option<String>,
+    /// Personas at the start, in order.
+    pub personas: Vec<PersonaSpec>,
+    /// Who hears whom.
+    pub hearing: Hearing,
+    /// Interventions, with added personas loaded.
+    pub interventions: Vec<ResolvedIntervention>,
+    /// The variant applied, if any.
+    pub variant: Option<String>,
+}
+
+/// An intervention ready to apply.
+#[derive(Debug, Clone)]
+pub struct ResolvedIntervention {
+    /// 1-based turn.
+    pub turn: u32,
+    /// What happens.
+    pub action: ResolvedAction,
+}
+
+/// An intervention's effect, with personas loaded.
+#[derive(Debug, Clone)]
+pub enum ResolvedAction {
+    /// A moderator message.
+    Broadcast(String),
+    /// A new world context.
+    SetContext(String),
+    /// A persona joins.
+    AddPersona(Box<PersonaSpec>),
+    /// A persona leaves.
+    RemovePersona(String),
+}
+
+/// The config overrides a scenario (and variant) carry, as one JSON map shaped like the config.
+pub fn scenario_overrides(s: &Scenario, variant: Option<&str>) -> Value {
+    let mut root = match &s.config {
+        Some(Value::Object(m)) => m.clone(),
+        _ => Map::new(),
+    };
+    if let Some(t) = s.turns {
+        set_path(&mut root, "simulation.max_turns", t.into());
+    }
+    if !s.seed.is_empty() {
+        set_path(&mut root, "simulation.seed", s.seed.clone().into());
+    }
+    if let Some(p) = &s.provider {
+        set_path(&mut root, "llm.provider", p.clone().into());
+    }
+    if let Some(p) = s.world.policy {
+        set_path(&mut root, "simulation.turn_policy", serde_json::to_value(p).unwrap_or_default());
+    }
+    let mut root = Value::Object(root);
+    if let Some(v) = variant.and_then(|v| s.variants.get(v)) {
+        if let Some(c) = &v.config {
+            deep_merge(&mut root, c);
+        }
+        if let Some(m) = root.as_object_mut() {
+            if let Some(seed) = &v.seed {
+                set_path(m, "simulation.seed", seed.clone().into());
+            }
+            if let Some(p) = v.policy {
+                set_path(m, "simulation.turn_policy", serde_json::to_value(p).unwrap_or_default());
+            }
+        }
+    }
+    root
+}
+
+/// Resolves `s` (read from `path`) against `db`. `turns` and `max_personas` come from the merged
+/// config; `run_seed` drives `Sample`. Every problem is reported at once.
+pub fn resolve(
+    s: &Scenario,
+    path: &Path,
+    db: &PersonaDatabase,
+    variant: Option<&str>,
+    turns: u32,
+    max_personas: usize,
+    run_seed: u64,
+) -> Result<ResolvedScenario, ScenarioError> {
+    let mut problems = Vec::new();
+    let base = path.parent().unwrap_or(Path::new("."));
+    let var = match variant {
+        Some(v) => match s.variants.get(v) {
+            Some(var) => Some(var),
+            None => {
+                let names: Vec<&String> = s.variants.keys().collect();
+                let hint = match did_you_mean(v, &names.iter().map(|s| s.as_str()).collect::<Vec<_>>()) {
+                    Some(n) => format!("; did you mean `{n}`?"),
+                    None if names.is_empty() => "; this scenario defines no variants".into(),
+                    None => format!("; known variants: {}", names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
+                };
+                problems.push(format!("unknown variant `{v}`{hint}"));
+                None
+            }
+        },
+        None => None,
+    };
+
+    let mut refs: Vec<&PersonaRef> = s.personas.iter().collect();
+    if let Some(v) = var {
+        refs.extend(v.add_personas.iter());
+    }
+    let mut rng = SplitMix64::new(run_seed ^ 0x5a4d_504c_4500_0001);
+    let mut personas = Vec::new();
+    for (i, r) in refs.iter().enumerate() {
+        personas.extend(load_ref(r, db, base, &mut rng, &format!("personas[{i}]"), &mut problems));
+    }
+    if let Some(v) = var {
+        for id in &v.remove_personas {
+            let before = personas.len();
+            personas.retain(|p: &PersonaSpec| &p.id != id);
+            if personas.len() == before {
+                problems.push(format!("variant removes `{id}`, which is not in the scenario"));
+            }
+        }
+    }
+    let mut uses: Vec<&FragmentUse> = s.fragments.iter().collect();
+    if let Some(v) = var {
+        uses.extend(v.fragments.iter());
+    }
+    for u in uses {
+        apply_use(u, base, &mut personas, &mut problems);
+    }
+
+    let mut seen = std::collections::HashSet::new();
+    for p in &personas {
+        if !seen.insert(p.id.as_str()) {
+            problems.push(format!("persona `{}` takes part twice; list it once", p.id));
+        }
+    }
+    if personas.len() > max_personas {
+        problems.push(format!(
+            "{} personas take part but simulation.max_personas is {max_personas}; raise it or list fewer",
+            personas.len()
+        ));
+    }
+    if personas.is_empty() {
+        problems.push("no persona takes part; list at least one under `personas`".into());
+    }
+    for p in &personas {
+        for iss in check_persona(p).into_iter().filter(|i| i.severity == Severity::Error) {
+            problems.push(format!("persona `{}`: {}: {} (hint: {})", p.id, iss.field, iss.message, iss.hint));
+        }
+    }
+
+    let mut all_ids: Vec<String> = personas.iter().map(|p| p.id.clone()).collect();
+    let mut interventions = Vec::new();
+    for (i, iv) in s.interventions.iter().enumerate() {
+        if iv.turn == 0 || iv.turn > turns {
+            problems.push(format!(
+                "interventions[{i}]: turn {} is outside the run's turns 1..={turns}; use a turn in that range or raise `turns`",
+                iv.turn
+            ));
+        }
+        let action = match &iv.action {
+            Action::Broadcast(m) => Some(ResolvedAction::Broadcast(m.clone())),
+            Action::SetContext(c) => Some(ResolvedAction::SetContext(c.clone())),
+            Action::AddPersona(r) => {
+                let loaded = load_ref(r, db, base, &mut rng, &format!("interventions[{i}]"), &mut problems);
+                if loaded.len() > 1 {
+                    problems.push(format!("interventions[{i}]: AddPersona must name one persona"));
+                }
+                loaded.into_iter().next().map(|p| {
+                    all_ids.push(p.id.clone());
+                    ResolvedAction::AddPersona(Box::new(p))
+                })
+            }
+            Action::RemovePersona(id) => {
+                if !all_ids.contains(id) {
+                    problems.push(unknown_id(&format!("interventions[{i}]: RemovePersona"), id, &all_ids));
+                }
+                Some(ResolvedAction::RemovePersona(id.clone()))
+            }
+        };
+        if let Some(action) = action {
+            interventions.push(ResolvedIntervention { turn: iv.turn, action });
+        }
+    }
+    if let Hearing::Relations(g) | Hearing::Directed(g) = &s.world.hearing {
+        for (k, vs) in g {
+            for id in std::iter::once(k).chain(vs) {
+                if !all_ids.contains(id) {
+                    problems.push(unknown_id("world.hearing", id, &all_ids));
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ScenarioError::Invalid { path: path.to_path_buf(), problems });
+    }
+    let context = var.and_then(|v| v.context.clone()).unwrap_or_else(|| s.world.context.clone());
+    Ok(ResolvedScenario {
+        name: s.name.clone(),
+        world_name: s.world.name.clone(),
+        context,
+        opening: s.opening.clone(),
+        personas,
+        hearing: s.world.hearing.clone(),
+        interventions,
+        variant: variant.map(str::to_owned),
+    })
+}
+
+fn unknown_id(place: &str, id: &str, known: &[String]) -> String {
+    match did_you_mean(id, known) {
+        Some(s) => format!("{place}: unknown persona id `{id}`; did you mean `{s}`?"),
+        None => format!("{place}: unknown persona id `{id}`; `troupe personas list` shows the ids"),
+    }
+}
+
+fn resolve_path(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() || p.exists() { p.to_path_buf() } else { base.join(p) }
+}
+
+fn load_ref(
+    r: &PersonaRef,
+    db: &PersonaDatabase,
+    base: &Path,
+    rng: &mut SplitMix64,
+    place: &str,
+    problems: &mut Vec<String>,
+) -> Vec<PersonaSpec> {
+    match r {
+        PersonaRef::Id(id) => match db.get(id) {
+            Some(p) => vec![p.clone()],
+            None => {
+                let ids: Vec<String> = db.personas.iter().map(|p| p.id.clone()).collect();
+                problems.push(unknown_id(place, id, &ids));
+                vec![]
+            }
+        },
+        PersonaRef::File(f) => {
+            let path = resolve_path(base, f);
+            match PersonaDatabase::load(&path) {
+                Ok(d) if d.personas.is_empty() => {
+                    problems.push(format!("{place}: {} holds no persona", path.display()));
+                    vec![]
+                }
+                Ok(d) => d.personas,
+                Err(e) => {
+                    problems.push(format!("{place}: {e}"));
+                    vec![]
+                }
+            }
+        }
+        PersonaRef::Inline(v) => match persona_from_value(v.clone()) {
+            Ok(p) => vec![p],
+            Err((field, msg)) => {
+                problems.push(format!("{place}: inline persona, field `{field}`: {msg}"));
+                vec![]
+            }
+        },
+        PersonaRef::Sample { tags, count } => {
+            let mut pool: Vec<&PersonaSpec> = db.by_tags(tags);
+            if pool.len() < *count {
+                problems.push(format!(
+                    "{place}: Sample wants {count} personas tagged {tags:?} but the database has {}",
+                    pool.len()
+                ));
+                return vec![];
+            }
+            rng.shuffle(&mut pool);
+            pool.truncate(*count);
+            pool.into_iter().cloned().collect()
+        }
+    }
+}
+
+fn apply_use(u: &FragmentUse, base: &Path, personas: &mut [PersonaSpec], problems: &mut Vec<String>) {
+    let path = resolve_path(base, &u.file);
+    let db = match PersonaDatabase::load(&path) {
+        Ok(d) => d,
+        Err(e) => {
+            problems.push(format!("fragments: {e}"));
+            return;
+        }
+    };
+    let Some(frag) = db.fragments.first() else {
+        problems.push(format!("fragments: {} is not a fragment file (expected {{\"type\": \"Fragment\", \"persona\": {{...}}}})", path.display()));
+        return;
+    };
+    let ids: Vec<String> = personas.iter().map(|p| p.id.clone()).collect();
+    for id in &u.apply_to {
+        if !ids.contains(id) {
+            problems.push(unknown_id("fragments.apply_to", id, &ids));
+        }
+    }
+    for p in personas.iter_mut() {
+        if u.apply_to.is_empty() || u.apply_to.contains(&p.id) {
+            match apply_fragment(p, frag) {
+                Ok(np) => *p = np,
+                Err(e) => problems.push(format!("fragments: {e}")),
+            }
+        }
+    }
+}
+
+/// Checks a scenario: parse, resolve, and report every problem (the `troupe scenario check`
+/// command). Returns the resolved scenario when there is none.
+pub fn check_scenario(
+    path: &Path,
+    db: &PersonaDatabase,
+    variant: Option<&str>,
+    turns: u32,
+    max_personas: usize,
+    run_seed: u64,
+) -> Result<ResolvedScenario, ScenarioError> {
+    let s = super::load_scenario(path)?;
+    resolve(&s, path, db, variant, turns, max_personas, run_seed)
+}

@@ -1,0 +1,160 @@
+//! The RON scenario format. See `scenarios/README.md` for a commented example.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::TurnPolicy;
+
+/// One simulation, as written in `scenarios/*.ron`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name; also the start of the run id.
+    pub name: String,
+    /// What the scenario is about.
+    #[serde(default)]
+    pub description: String,
+    /// The world: its context, turn policy and who hears whom.
+    #[serde(default)]
+    pub world: WorldSpec,
+    /// Who takes part.
+    pub personas: Vec<PersonaRef>,
+    /// Fragments to apply to personas.
+    #[serde(default)]
+    pub fragments: Vec<FragmentUse>,
+    /// The discussion topic.
+    #[serde(default)]
+    pub seed: String,
+    /// The opening message; defaults to the topic.
+    #[serde(default)]
+    pub opening: Option<String>,
+    /// Number of turns (overrides `simulation.max_turns`).
+    #[serde(default)]
+    pub turns: Option<u32>,
+    /// The provider to use (overrides `llm.provider`), e.g. "simulated".
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Config overrides shaped like `config/troupe.toml`: `{"llm": {"temperature": 0.4}}`.
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+    /// Things that happen at given turns.
+    #[serde(default)]
+    pub interventions: Vec<Intervention>,
+    /// Named variants for experiments.
+    #[serde(default)]
+    pub variants: BTreeMap<String, Variant>,
+}
+
+/// The world block.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorldSpec {
+    /// The world's name ("Board room").
+    #[serde(default)]
+    pub name: String,
+    /// Situation text every persona sees.
+    #[serde(default)]
+    pub context: String,
+    /// Turn policy (overrides the config).
+    #[serde(default)]
+    pub policy: Option<TurnPolicy>,
+    /// Who hears whom.
+    #[serde(default)]
+    pub hearing: Hearing,
+}
+
+/// Who hears whom.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub enum Hearing {
+    /// Everyone hears everyone.
+    #[default]
+    Everyone,
+    /// Undirected relations: each listed pair hears each other.
+    Relations(BTreeMap<String, Vec<String>>),
+    /// Directed: `listener: [speakers it hears]`.
+    Directed(BTreeMap<String, Vec<String>>),
+}
+
+/// A persona taking part.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PersonaRef {
+    /// A persona of the database, by id.
+    Id(String),
+    /// A persona file (native or TinyTroupe `*.agent.json`).
+    File(PathBuf),
+    /// A persona written in the scenario, as a map in the native schema.
+    Inline(serde_json::Value),
+    /// `count` personas drawn (seeded) from those carrying any of `tags`.
+    Sample {
+        /// Tags to draw from.
+        tags: Vec<String>,
+        /// How many.
+        count: usize,
+    },
+}
+
+/// A fragment applied to some personas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FragmentUse {
+    /// The fragment file.
+    pub file: PathBuf,
+    /// Persona ids to apply it to (all personas when empty).
+    #[serde(default)]
+    pub apply_to: Vec<String>,
+}
+
+/// Something that happens at the start of a turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Intervention {
+    /// 1-based turn.
+    pub turn: u32,
+    /// What happens.
+    pub action: Action,
+}
+
+/// An intervention's effect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Action {
+    /// A message from the moderator, heard by everyone.
+    Broadcast(String),
+    /// Replace the world context.
+    SetContext(String),
+    /// Bring a persona in.
+    AddPersona(PersonaRef),
+    /// Take a persona out (by id).
+    RemovePersona(String),
+}
+
+/// Named overrides for experiments.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    /// What this variant changes.
+    #[serde(default)]
+    pub description: String,
+    /// Config overrides, merged over the scenario's.
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+    /// Another topic.
+    #[serde(default)]
+    pub seed: Option<String>,
+    /// Another world context.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Another turn policy.
+    #[serde(default)]
+    pub policy: Option<TurnPolicy>,
+    /// Personas added.
+    #[serde(default)]
+    pub add_personas: Vec<PersonaRef>,
+    /// Persona ids removed.
+    #[serde(default)]
+    pub remove_personas: Vec<String>,
+    /// Fragments applied.
+    #[serde(default)]
+    pub fragments: Vec<FragmentUse>,
+}
