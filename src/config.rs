@@ -65,7 +65,7 @@ pub enum ConfigError {
 }
 
 /// A named layer of plain values (defaults, scenario overrides, command-line flags).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Layer {
     name: String,
     source: Option<PathBuf>,
@@ -102,6 +102,17 @@ impl Layer {
     /// True when the layer sets nothing.
     pub fn is_empty(&self) -> bool {
         self.dict.is_empty()
+    }
+}
+
+// By hand: the values may hold the API key (`--set llm.api_key=...`), so only keys show.
+impl std::fmt::Debug for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Layer")
+            .field("name", &self.name)
+            .field("source", &self.source)
+            .field("keys", &self.dict.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -169,7 +180,6 @@ pub struct ConfigSources {
 }
 
 /// The merged configuration, with the figment that knows where each value came from.
-#[derive(Debug)]
 pub struct LoadedConfig {
     /// The settings in force.
     pub config: SimulationConfig,
@@ -177,6 +187,16 @@ pub struct LoadedConfig {
     pub figment: Figment,
     /// Notes for the user (ignored ini keys, an API key in the config file).
     pub notes: Vec<String>,
+}
+
+// By hand: the figment holds every raw value, the API key included, so it is left out.
+impl std::fmt::Debug for LoadedConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedConfig")
+            .field("config", &self.config)
+            .field("notes", &self.notes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One line of `troupe config show`.
@@ -262,10 +282,14 @@ fn describe(err: figment::Error) -> String {
         let path = e.path.join(".");
         let line = match &e.kind {
             figment::error::Kind::UnknownField(field, expected) => {
-                let full = if path.is_empty() { field.clone() } else { format!("{path}.{field}") };
-                let hint = strsim_best(field, expected)
-                    .map(|s| format!("; did you mean `{}`?", if path.is_empty() { s.to_string() } else { format!("{path}.{s}") }))
-                    .unwrap_or_else(|| format!("; known keys here: {}", expected.join(", ")));
+                // figment's path already ends with the unknown field.
+                let parent = e.path.split_last().map(|(_, p)| p.join(".")).unwrap_or_default();
+                let full = if path.is_empty() { field.clone() } else { path.clone() };
+                let in_parent = |s: &str| if parent.is_empty() { s.to_string() } else { format!("{parent}.{s}") };
+                let hint = match strsim_best(field, expected) {
+                    Some(s) => format!("; did you mean `{}`?", in_parent(s)),
+                    None => format!("; known keys here: {}", expected.join(", ")),
+                };
                 format!("{source}: unknown key `{full}`{hint}")
             }
             figment::error::Kind::InvalidType(actual, expected) => {
@@ -275,6 +299,7 @@ fn describe(err: figment::Error) -> String {
                 "{source}: `{path}` = {v:?} is not allowed; use one of: {}",
                 expected.join(", ")
             ),
+            other if path.is_empty() => format!("{source}: {other}"),
             other => format!("{source}: `{path}`: {other}"),
         };
         lines.push(line);
@@ -364,15 +389,17 @@ fn check_ranges(c: &SimulationConfig, fig: &Figment) -> Result<(), ConfigError> 
     if total > 1.0 {
         return bad("llm.simulated.faults", total.to_string(), "the fault shares add up to more than 1.0");
     }
-    match c.llm.simulated.latency {
-        LatencyModel::Fixed { ms } if !(ms.is_finite() && ms >= 0.0) => {
-            return bad("llm.simulated.latency.ms", ms.to_string(), "use zero or more milliseconds");
+    let l = &c.llm.simulated.latency;
+    let ok = |v: f64| v.is_finite() && v >= 0.0;
+    match l.kind {
+        LatencyKind::Fixed if !ok(l.ms) => {
+            return bad("llm.simulated.latency.ms", l.ms.to_string(), "use zero or more milliseconds");
         }
-        LatencyModel::Uniform { min_ms, max_ms } if !(min_ms >= 0.0 && max_ms >= min_ms && max_ms.is_finite()) => {
-            return bad("llm.simulated.latency", format!("{min_ms}..{max_ms}"), "use 0 <= min_ms <= max_ms");
+        LatencyKind::Uniform if !(ok(l.min_ms) && ok(l.max_ms) && l.max_ms >= l.min_ms) => {
+            return bad("llm.simulated.latency", format!("{}..{}", l.min_ms, l.max_ms), "use 0 <= min_ms <= max_ms");
         }
-        LatencyModel::LogNormal { p50_ms, p99_ms } if !(p50_ms > 0.0 && p99_ms >= p50_ms && p99_ms.is_finite()) => {
-            return bad("llm.simulated.latency", format!("p50 {p50_ms}, p99 {p99_ms}"), "use 0 < p50_ms <= p99_ms");
+        LatencyKind::LogNormal if !(ok(l.p50_ms) && l.p50_ms > 0.0 && ok(l.p99_ms) && l.p99_ms >= l.p50_ms) => {
+            return bad("llm.simulated.latency", format!("p50 {}, p99 {}", l.p50_ms, l.p99_ms), "use 0 < p50_ms <= p99_ms");
         }
         _ => {}
     }
@@ -399,7 +426,7 @@ impl LoadedConfig {
 
 fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
     match v {
-        serde_json::Value::Object(m) if !m.is_empty() && !m.contains_key("kind") => {
+        serde_json::Value::Object(m) if !m.is_empty() => {
             for (k, v) in m {
                 let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
                 flatten(&key, v, out);

@@ -11,7 +11,13 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod fsutil;
+pub mod llm;
+pub mod memory;
+pub mod actors;
 pub mod config;
+pub mod engine;
 pub mod persona;
+pub mod results;
 pub mod rng;
 pub mod scenario;
+pub mod transcript;

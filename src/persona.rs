@@ -3,6 +3,7 @@
 
 pub mod json;
 pub mod load;
+pub mod prompt;
 pub mod save;
 pub mod spec;
 pub mod tinytroupe;
@@ -29,7 +30,7 @@ pub enum PersonaError {
         source: std::io::Error,
     },
     /// The file is empty.
-    #[error("{}: the file is empty; it should hold a JSON array of personas, an object with a \"personas\" array, or one agent", path.display())]
+    #[error("{}:1:1: the file is empty; it should hold a JSON array of personas, an object with a \"personas\" array, or one agent", path.display())]
     Empty {
         /// The file.
         path: PathBuf,

@@ -6,7 +6,7 @@ pub mod schema;
 
 use std::path::{Path, PathBuf};
 
-pub use check::{ResolvedScenario, check_scenario, resolve};
+pub use check::{ResolvedAction, ResolvedIntervention, ResolvedScenario, check_scenario, resolve};
 pub use schema::*;
 
 /// Errors from reading or resolving a scenario.

@@ -109,34 +109,56 @@ pub struct SimulatedConfig {
     pub faults: FaultProfile,
 }
 
-/// A latency distribution, in milliseconds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum LatencyModel {
+/// The shape of the simulated latency distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LatencyKind {
     /// Always `ms`.
-    Fixed {
-        /// Milliseconds.
-        ms: f64,
-    },
+    #[default]
+    Fixed,
     /// Uniform between `min_ms` and `max_ms`.
-    Uniform {
-        /// Lower bound.
-        min_ms: f64,
-        /// Upper bound.
-        max_ms: f64,
-    },
-    /// Log-normal with the given median and 99th percentile.
-    LogNormal {
-        /// Median.
-        p50_ms: f64,
-        /// 99th percentile.
-        p99_ms: f64,
-    },
+    Uniform,
+    /// Log-normal with median `p50_ms` and 99th percentile `p99_ms`.
+    LogNormal,
+}
+
+/// A latency distribution, in milliseconds. Only the fields of `kind` are used; keeping them
+/// flat lets config layers change `kind` without clearing the others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LatencyModel {
+    /// Which distribution.
+    pub kind: LatencyKind,
+    /// `fixed`: the latency.
+    pub ms: f64,
+    /// `uniform`: lower bound.
+    pub min_ms: f64,
+    /// `uniform`: upper bound.
+    pub max_ms: f64,
+    /// `log_normal`: median.
+    pub p50_ms: f64,
+    /// `log_normal`: 99th percentile.
+    pub p99_ms: f64,
 }
 
 impl Default for LatencyModel {
     fn default() -> Self {
-        LatencyModel::Fixed { ms: 0.0 }
+        LatencyModel { kind: LatencyKind::Fixed, ms: 0.0, min_ms: 0.0, max_ms: 0.0, p50_ms: 100.0, p99_ms: 1000.0 }
+    }
+}
+
+impl LatencyModel {
+    /// A fixed latency.
+    pub fn fixed(ms: f64) -> Self {
+        LatencyModel { kind: LatencyKind::Fixed, ms, ..Default::default() }
+    }
+    /// A uniform latency.
+    pub fn uniform(min_ms: f64, max_ms: f64) -> Self {
+        LatencyModel { kind: LatencyKind::Uniform, min_ms, max_ms, ..Default::default() }
+    }
+    /// A log-normal latency.
+    pub fn log_normal(p50_ms: f64, p99_ms: f64) -> Self {
+        LatencyModel { kind: LatencyKind::LogNormal, p50_ms, p99_ms, ..Default::default() }
     }
 }
 

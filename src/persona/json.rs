@@ -106,7 +106,8 @@ pub struct PositionIndex {
 const MAX_INDEXED_DEPTH: usize = 4;
 
 impl PositionIndex {
-    /// Scans `text` once. The text must be valid JSON (parse it first).
+    /// Scans `text` once. Parse it first: on text that is not JSON the positions mean little,
+    /// though the scan still ends without panicking.
     pub fn build(text: &[u8]) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(memchr_all(b'\n', text).map(|i| i + 1));
@@ -183,8 +184,13 @@ impl PositionIndex {
                         }
                         _ => {}
                     }
+                    let before = sc.i;
                     self.value(sc, format!("{path}/{n}"), depth + 1);
                     n += 1;
+                    if sc.i == before {
+                        // Not JSON (a stray `:` or `}`): step over it so the scan always ends.
+                        sc.i += 1;
+                    }
                     sc.ws();
                 }
             }
@@ -215,7 +221,8 @@ impl Scanner<'_> {
     fn string(&mut self) -> String {
         let start = self.i;
         self.skip_string();
-        let raw = &self.s[start..self.i];
+        // On text that is not JSON the scan can stop past the end.
+        let raw = self.s.get(start..self.i.min(self.s.len())).unwrap_or_default();
         serde_json::from_slice::<String>(raw).unwrap_or_default()
     }
     fn skip_string(&mut self) {

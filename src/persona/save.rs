@@ -29,9 +29,7 @@ pub fn save_personas(
         move |source| PersonaError::Io { path: p, source }
     };
     let backup = if path.exists() {
-        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
-        let dir = backup_root.join(stamp);
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let dir = new_backup_dir(backup_root).map_err(io(backup_root))?;
         let name = path.file_name().unwrap_or_else(|| "personas.json".as_ref());
         let dest = dir.join(name);
         std::fs::copy(path, &dest).map_err(io(&dest))?;
@@ -41,4 +39,20 @@ pub fn save_personas(
     };
     write_atomic(path, &bytes).map_err(io(path))?;
     Ok(backup)
+}
+
+/// Creates `backup_root/<timestamp>/`, adding `-2`, `-3`, ... when a save in the same millisecond
+/// already took the name, so one backup never overwrites another.
+fn new_backup_dir(backup_root: &Path) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(backup_root)?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+    let mut n = 1u32;
+    loop {
+        let dir = if n == 1 { backup_root.join(&stamp) } else { backup_root.join(format!("{stamp}-{n}")) };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 10_000 => n += 1,
+            Err(e) => return Err(e),
+        }
+    }
 }

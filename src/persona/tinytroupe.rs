@@ -63,6 +63,10 @@ pub fn from_agent(original: Map<String, Value>) -> PersonaSpec {
     };
     let goals = p.get("long_term_goals").map(texts).unwrap_or_default();
     let style = p.get("style").map(joined).unwrap_or_default();
+    let (communication, decisions, approach) = match personality_obj.and_then(|o| o.get("big_five")) {
+        Some(b5) => from_big_five(b5),
+        None => Default::default(),
+    };
 
     let mut tags = vec!["tinytroupe".to_string()];
     if let Some(Value::Array(t)) = original.get("tags").or_else(|| p.get("tags")) {
@@ -75,7 +79,15 @@ pub fn from_agent(original: Map<String, Value>) -> PersonaSpec {
         name,
         role,
         description: description.join(" "),
-        personality: Personality { traits, goals, style, ..Personality::default() },
+        personality: Personality {
+            traits,
+            goals,
+            style,
+            communication,
+            decisions,
+            approach,
+            ..Personality::default()
+        },
         model: None,
         temperature: None,
         prompting: None,
@@ -83,6 +95,51 @@ pub fn from_agent(original: Map<String, Value>) -> PersonaSpec {
         tags,
         extra: Map::new(),
         origin: Origin::TinyTroupe { original },
+    }
+}
+
+/// Derives the native communication / decisions / approach fields from TinyTroupe's Big Five
+/// descriptions ("High. ...", "Low. ..."): the strongest matching trait decides each field.
+fn from_big_five(b5: &Value) -> (String, String, String) {
+    let high = |k: &str| {
+        b5.get(k).map(joined).is_some_and(|t| {
+            let t = t.trim_start().to_lowercase();
+            t.starts_with("high") || t.starts_with("very high")
+        })
+    };
+    let communication = if high("extraversion") {
+        "direct"
+    } else if high("conscientiousness") {
+        "structured"
+    } else {
+        "visual"
+    };
+    let decisions = if high("agreeableness") {
+        "collaborative"
+    } else if high("conscientiousness") {
+        "data-driven"
+    } else {
+        "intuitive"
+    };
+    let approach = if high("openness") {
+        "creative"
+    } else if high("conscientiousness") {
+        "systematic"
+    } else {
+        "pragmatic"
+    };
+    (communication.into(), decisions.into(), approach.into())
+}
+
+/// Where a native field lives in a TinyTroupe agent file, as a JSON pointer.
+pub fn agent_pointer(native_field: &str) -> &'static str {
+    match native_field {
+        "id" | "name" => "/persona/name",
+        "role" | "description" => "/persona/occupation",
+        "personality" | "personality.traits" => "/persona/personality/traits",
+        "personality.goals" => "/persona/long_term_goals",
+        "personality.style" => "/persona/style",
+        _ => "/persona/personality",
     }
 }
 

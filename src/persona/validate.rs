@@ -203,8 +203,18 @@ fn truncate(s: &str) -> String {
 /// Validates a whole database: every rule, every persona, plus duplicates across files.
 pub fn validate_database(db: &PersonaDatabase) -> ValidationReport {
     let mut findings = db.load_findings.clone();
-    let place = |i: usize, field: &str, iss: Issue| {
-        let pointer = if field.is_empty() { String::new() } else { format!("/{}", field.replace('.', "/")) };
+    let place = |i: usize, field: &str, mut iss: Issue| {
+        let tinytroupe = matches!(db.personas[i].origin, super::spec::Origin::TinyTroupe { .. });
+        let pointer = if tinytroupe {
+            if iss.severity == Severity::Warning {
+                iss.hint = format!("{}; in a TinyTroupe agent file, add personality.big_five so it can be derived", iss.hint);
+            }
+            super::tinytroupe::agent_pointer(field).to_string()
+        } else if field.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", field.replace('.', "/"))
+        };
         let (file, position) = db.describe_location(i, &pointer);
         Finding {
             severity: iss.severity,

@@ -130,8 +130,10 @@ pub fn resolve(
     for (i, r) in refs.iter().enumerate() {
         personas.extend(load_ref(r, db, base, &mut rng, &format!("personas[{i}]"), &mut problems));
     }
+    let mut removed = Vec::new();
     if let Some(v) = var {
         for id in &v.remove_personas {
+            removed.push(id.clone());
             let before = personas.len();
             personas.retain(|p: &PersonaSpec| &p.id != id);
             if personas.len() == before {
@@ -185,10 +187,24 @@ pub fn resolve(
                 if loaded.len() > 1 {
                     problems.push(format!("interventions[{i}]: AddPersona must name one persona"));
                 }
-                loaded.into_iter().next().map(|p| {
+                let joined = loaded.into_iter().next();
+                if let Some(p) = &joined {
+                    if all_ids.contains(&p.id) {
+                        problems.push(format!("interventions[{i}]: AddPersona `{}` already takes part", p.id));
+                    }
+                    for iss in check_persona(p).into_iter().filter(|i| i.severity == Severity::Error) {
+                        problems.push(format!("interventions[{i}]: persona `{}`: {}: {} (hint: {})", p.id, iss.field, iss.message, iss.hint));
+                    }
                     all_ids.push(p.id.clone());
-                    ResolvedAction::AddPersona(Box::new(p))
-                })
+                    if all_ids.len() > max_personas {
+                        problems.push(format!(
+                            "interventions[{i}]: adding `{}` makes {} personas but simulation.max_personas is {max_personas}",
+                            p.id,
+                            all_ids.len()
+                        ));
+                    }
+                }
+                joined.map(|p| ResolvedAction::AddPersona(Box::new(p)))
             }
             Action::RemovePersona(id) => {
                 if !all_ids.contains(id) {
@@ -204,7 +220,8 @@ pub fn resolve(
     if let Hearing::Relations(g) | Hearing::Directed(g) = &s.world.hearing {
         for (k, vs) in g {
             for id in std::iter::once(k).chain(vs) {
-                if !all_ids.contains(id) {
+                // A variant may remove a persona the shared graph names; that is fine.
+                if !all_ids.contains(id) && !removed.contains(id) {
                     problems.push(unknown_id("world.hearing", id, &all_ids));
                 }
             }

@@ -1,0 +1,15 @@
+//! The actors of a simulation, one per file.
+//!
+//! ```text
+//! engine (plain async code, not an actor)
+//!  ├── MetricsActor      aggregates latency histograms and counters
+//!  ├── SupervisorActor   every LLM call: workers, spacing, timeout, retry, fallback
+//!  │    └── PersonaActor × N   (linked: a panicking persona is restarted with its memory)
+//!  └── WorldActor        the clock and the turn loop; delivers messages, applies interventions
+//! ```
+//! Transcript events flow from the world to the engine on an unbounded channel.
+
+pub mod metrics;
+pub mod persona;
+pub mod supervisor;
+pub mod world;

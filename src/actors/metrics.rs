@@ -1,0 +1,340 @@
+//! The metrics actor: HDR latency histograms and counters, fed by messages from the other
+//! actors; anyone can ask it for a snapshot while the run goes on.
+
+use std::collections::BTreeMap;
+use tokio::time::Instant;
+
+use hdrhistogram::Histogram;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
+
+use crate::llm::{ErrorKind, Usage};
+
+/// The metrics actor (holds no data; see `MetricsState`).
+#[derive(Debug)]
+pub struct MetricsActor;
+
+/// What the metrics actor records.
+#[derive(Debug)]
+pub enum MetricsMsg {
+    /// A call attempt started after waiting `queued_us` in the supervisor's queue.
+    CallStarted {
+        /// Queue wait, microseconds.
+        queued_us: u64,
+    },
+    /// A call attempt succeeded.
+    CallSucceeded {
+        /// Model that answered.
+        model: String,
+        /// Persona index.
+        persona: usize,
+        /// Attempt latency, microseconds.
+        latency_us: u64,
+        /// Tokens.
+        usage: Usage,
+    },
+    /// A call attempt failed.
+    CallFailed {
+        /// Model.
+        model: String,
+        /// Class of failure.
+        kind: ErrorKind,
+        /// Attempt latency, microseconds.
+        latency_us: u64,
+    },
+    /// A retry was scheduled.
+    Retry,
+    /// A call switched to the fallback model.
+    Fallback,
+    /// A persona's turn was skipped.
+    Skipped,
+    /// A persona actor was restarted.
+    Restart,
+    /// A message went into the transcript.
+    Message,
+    /// A persona's whole response time for one act (all attempts), microseconds.
+    PersonaResponse {
+        /// Persona index.
+        persona: usize,
+        /// Microseconds.
+        us: u64,
+    },
+    /// A turn finished after `us` microseconds.
+    TurnDuration {
+        /// Microseconds.
+        us: u64,
+    },
+    /// A message waited `us` microseconds in a persona's mailbox.
+    MailboxDelay {
+        /// Microseconds.
+        us: u64,
+    },
+    /// Reply with a snapshot.
+    Snapshot(RpcReplyPort<MetricsSnapshot>),
+}
+
+/// Percentiles of one histogram, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Samples.
+    pub count: u64,
+    /// Mean.
+    pub mean_ms: f64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Maximum.
+    pub max_ms: f64,
+}
+
+/// Counters and derived figures at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetricsSnapshot {
+    /// Seconds since the metrics actor started.
+    pub elapsed_s: f64,
+    /// Call attempts made.
+    pub api_calls: u64,
+    /// Attempts that succeeded.
+    pub successful_calls: u64,
+    /// Calls in flight now.
+    pub in_flight: u64,
+    /// Transcript messages.
+    pub messages: u64,
+    /// Tokens sent.
+    pub prompt_tokens: u64,
+    /// Tokens received.
+    pub completion_tokens: u64,
+    /// Sent plus received.
+    pub total_tokens: u64,
+    /// Failed attempts by kind.
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// All failed attempts.
+    pub errors: u64,
+    /// Retries scheduled.
+    pub retries: u64,
+    /// Attempts that timed out.
+    pub timeouts: u64,
+    /// Calls moved to the fallback model.
+    pub fallbacks: u64,
+    /// Persona turns skipped.
+    pub skipped_turns: u64,
+    /// Persona actors restarted.
+    pub restarts: u64,
+    /// Messages per minute.
+    pub throughput_per_min: f64,
+    /// Call attempts per transcript message.
+    pub calls_per_message: f64,
+    /// Failed attempts / attempts.
+    pub error_rate: f64,
+    /// Attempt latency, all models.
+    pub llm_latency: Percentiles,
+    /// Attempt latency per model.
+    pub llm_latency_by_model: BTreeMap<String, Percentiles>,
+    /// A persona's response time (all attempts of one act).
+    pub persona_response: Percentiles,
+    /// Mean response time per persona index, milliseconds.
+    pub persona_mean_ms: BTreeMap<usize, f64>,
+    /// Turn duration.
+    pub turn_duration: Percentiles,
+    /// Time messages waited in persona mailboxes.
+    pub mailbox_delay: Percentiles,
+    /// Time calls waited in the supervisor's queue.
+    pub queue_wait: Percentiles,
+    /// Bucketed attempt latency for charts: (upper bound ms, count).
+    pub latency_buckets: Vec<(f64, u64)>,
+}
+
+/// The metrics actor's state.
+#[derive(Debug)]
+pub struct MetricsState {
+    started: Instant,
+    snap: MetricsSnapshot,
+    latency: Histogram<u64>,
+    by_model: BTreeMap<String, Histogram<u64>>,
+    persona_response: Histogram<u64>,
+    persona_sums: BTreeMap<usize, (u64, u64)>,
+    turns: Histogram<u64>,
+    mailbox: Histogram<u64>,
+    queue: Histogram<u64>,
+}
+
+fn hist() -> Histogram<u64> {
+    // 1 us .. 1 hour at 3 significant figures; values above are clamped.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
+}
+
+fn record(h: &mut Histogram<u64>, us: u64) {
+    h.saturating_record(us.max(1));
+}
+
+fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    if h.is_empty() {
+        return Percentiles::default();
+    }
+    let ms = |v: u64| v as f64 / 1000.0;
+    Percentiles {
+        count: h.len(),
+        mean_ms: h.mean() / 1000.0,
+        p50_ms: ms(h.value_at_quantile(0.5)),
+        p90_ms: ms(h.value_at_quantile(0.9)),
+        p99_ms: ms(h.value_at_quantile(0.99)),
+        max_ms: ms(h.max()),
+    }
+}
+
+impl MetricsState {
+    /// Fresh state.
+    pub fn new() -> Self {
+        MetricsState {
+            started: Instant::now(),
+            snap: MetricsSnapshot::default(),
+            latency: hist(),
+            by_model: BTreeMap::new(),
+            persona_response: hist(),
+            persona_sums: BTreeMap::new(),
+            turns: hist(),
+            mailbox: hist(),
+            queue: hist(),
+        }
+    }
+
+    /// Applies one message (everything but `Snapshot`).
+    pub fn apply(&mut self, msg: MetricsMsg) {
+        let s = &mut self.snap;
+        match msg {
+            MetricsMsg::CallStarted { queued_us } => {
+                s.api_calls += 1;
+                s.in_flight += 1;
+                record(&mut self.queue, queued_us);
+            }
+            MetricsMsg::CallSucceeded { model, persona: _, latency_us, usage } => {
+                s.in_flight = s.in_flight.saturating_sub(1);
+                s.successful_calls += 1;
+                s.prompt_tokens += usage.prompt_tokens;
+                s.completion_tokens += usage.completion_tokens;
+                record(&mut self.latency, latency_us);
+                record(self.by_model.entry(model).or_insert_with(hist), latency_us);
+            }
+            MetricsMsg::CallFailed { model, kind, latency_us } => {
+                s.in_flight = s.in_flight.saturating_sub(1);
+                s.errors += 1;
+                *s.errors_by_kind.entry(kind.as_str().to_string()).or_default() += 1;
+                if kind == ErrorKind::Timeout {
+                    s.timeouts += 1;
+                }
+                record(&mut self.latency, latency_us);
+                record(self.by_model.entry(model).or_insert_with(hist), latency_us);
+            }
+            MetricsMsg::Retry => s.retries += 1,
+            MetricsMsg::Fallback => s.fallbacks += 1,
+            MetricsMsg::Skipped => s.skipped_turns += 1,
+            MetricsMsg::Restart => s.restarts += 1,
+            MetricsMsg::Message => s.messages += 1,
+            MetricsMsg::PersonaResponse { persona, us } => {
+                record(&mut self.persona_response, us);
+                let e = self.persona_sums.entry(persona).or_default();
+                e.0 += 1;
+                e.1 += us;
+            }
+            MetricsMsg::TurnDuration { us } => record(&mut self.turns, us),
+            MetricsMsg::MailboxDelay { us } => record(&mut self.mailbox, us),
+            MetricsMsg::Snapshot(_) => {}
+        }
+    }
+
+    /// The current figures.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let mut s = self.snap.clone();
+        s.elapsed_s = self.started.elapsed().as_secs_f64();
+        s.total_tokens = s.prompt_tokens + s.completion_tokens;
+        s.throughput_per_min = if s.elapsed_s > 0.0 { s.messages as f64 * 60.0 / s.elapsed_s } else { 0.0 };
+        s.calls_per_message = if s.messages > 0 { s.api_calls as f64 / s.messages as f64 } else { 0.0 };
+        s.error_rate = if s.api_calls > 0 { s.errors as f64 / s.api_calls as f64 } else { 0.0 };
+        s.llm_latency = percentiles(&self.latency);
+        s.llm_latency_by_model = self.by_model.iter().map(|(k, h)| (k.clone(), percentiles(h))).collect();
+        s.persona_response = percentiles(&self.persona_response);
+        s.persona_mean_ms = self
+            .persona_sums
+            .iter()
+            .map(|(k, (n, sum))| (*k, *sum as f64 / (*n).max(1) as f64 / 1000.0))
+            .collect();
+        s.turn_duration = percentiles(&self.turns);
+        s.mailbox_delay = percentiles(&self.mailbox);
+        s.queue_wait = percentiles(&self.queue);
+        s.latency_buckets = buckets(&self.latency);
+        s
+    }
+}
+
+impl Default for MetricsState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Log-spaced buckets (1 ms .. 1 h) with their counts, for the latency chart.
+fn buckets(h: &Histogram<u64>) -> Vec<(f64, u64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut lo = 0u64;
+    let mut hi = 1_000u64;
+    while lo <= h.max() && hi <= 3_600_000_000 {
+        let n = h.count_between(lo, hi.saturating_sub(1));
+        out.push((hi as f64 / 1000.0, n));
+        lo = hi;
+        hi = hi.saturating_mul(2);
+    }
+    out
+}
+
+impl Actor for MetricsActor {
+    type Msg = MetricsMsg;
+    type State = MetricsState;
+    type Arguments = ();
+
+    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, _: ()) -> Result<Self::State, ActorProcessingErr> {
+        Ok(MetricsState::new())
+    }
+
+    async fn handle(&self, _myself: ActorRef<Self::Msg>, msg: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        match msg {
+            MetricsMsg::Snapshot(reply) => {
+                let _ = reply.send(state.snapshot());
+            }
+            other => state.apply(other),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_percentiles() {
+        let mut s = MetricsState::new();
+        for i in 1..=100u64 {
+            s.apply(MetricsMsg::CallStarted { queued_us: 0 });
+            s.apply(MetricsMsg::CallSucceeded { model: "m".into(), persona: 0, latency_us: i * 1000, usage: Usage { prompt_tokens: 10, completion_tokens: 5 } });
+            s.apply(MetricsMsg::Message);
+        }
+        s.apply(MetricsMsg::CallStarted { queued_us: 0 });
+        s.apply(MetricsMsg::CallFailed { model: "m".into(), kind: ErrorKind::Timeout, latency_us: 5 });
+        let snap = s.snapshot();
+        assert_eq!(snap.api_calls, 101);
+        assert_eq!(snap.errors, 1);
+        assert_eq!(snap.timeouts, 1);
+        assert_eq!(snap.in_flight, 0);
+        assert_eq!(snap.total_tokens, 1500);
+        assert!((snap.llm_latency_by_model["m"].p50_ms - 50.0).abs() < 1.0);
+        assert!((snap.calls_per_message - 1.01).abs() < 1e-9);
+        let bucketed: u64 = snap.latency_buckets.iter().map(|b| b.1).sum();
+        assert_eq!(bucketed, 101);
+    }
+}

@@ -1,0 +1,290 @@
+//! The persona actor: one per persona, with its own mailbox and memory.
+//!
+//! When the world asks it to act, it stores what it heard since it last acted (one batch, one
+//! mailbox message), builds its request from its persona, the world and its bounded memory, and
+//! hands the request to the supervisor. It never awaits the call: the supervisor posts the
+//! result back as `LlmDone`, and the actor then tells the world what it did.
+
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
+
+use super::metrics::MetricsMsg;
+use super::supervisor::SupervisorMsg;
+use super::world::WorldMsg;
+use crate::llm::{ChatResponse, ErrorKind};
+use crate::memory::{EpisodicMemory, MemoryEvent};
+use crate::persona::PersonaSpec;
+use crate::persona::prompt::{Reply, Sampling, WorldFacts, act_request, parse_reply, summary_request, system_prompt};
+
+/// The persona actor (holds no data; see `PersonaState`).
+#[derive(Debug)]
+pub struct PersonaActor;
+
+/// Identifies one act of one persona, so late answers to an older act are ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallTag {
+    /// Turn.
+    pub turn: u32,
+    /// The persona's act counter.
+    pub act: u64,
+    /// True for the consolidation (summary) call.
+    pub summary: bool,
+}
+
+/// Everything needed to (re)spawn a persona, apart from its memory.
+#[derive(Debug, Clone)]
+pub struct PersonaSpawn {
+    /// The persona.
+    pub spec: Arc<PersonaSpec>,
+    /// World name and topic.
+    pub facts: Arc<WorldFacts>,
+    /// Model and sampling (persona overrides applied).
+    pub sampling: Sampling,
+    /// Memory events kept first in prompts.
+    pub memory_prefix: usize,
+    /// Memory events kept last in prompts.
+    pub memory_recent: usize,
+    /// Summarize every N events (0: never).
+    pub consolidate_every: usize,
+    /// The world to report to.
+    pub world: ActorRef<WorldMsg>,
+}
+
+/// Spawn arguments.
+#[derive(Debug)]
+pub struct PersonaArgs {
+    /// Index in the world's list.
+    pub idx: usize,
+    /// What the persona is.
+    pub spawn: PersonaSpawn,
+    /// Memory to start with (empty, or rebuilt after a restart).
+    pub history: Vec<MemoryEvent>,
+    /// Where calls go.
+    pub supervisor: ActorRef<SupervisorMsg>,
+    /// Where mailbox delays go.
+    pub metrics: ActorRef<MetricsMsg>,
+}
+
+/// A successful call as the persona sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallSuccess {
+    /// The answer.
+    pub response: ChatResponse,
+    /// Attempts it took.
+    pub attempts: u32,
+    /// True when the fallback model answered.
+    pub fallback: bool,
+    /// Latency of the successful attempt.
+    pub latency_ms: f64,
+    /// From request to answer, retries included.
+    pub total_ms: f64,
+}
+
+/// A call the supervisor gave up on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallFailure {
+    /// Why, for the skip record.
+    pub reason: String,
+    /// The last failure's class.
+    pub kind: ErrorKind,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+/// Facts about the call behind a message, kept in the transcript.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallInfo {
+    /// Model that answered.
+    pub model: String,
+    /// Tokens sent.
+    pub prompt_tokens: u64,
+    /// Tokens received.
+    pub completion_tokens: u64,
+    /// Latency of the successful attempt.
+    pub latency_ms: f64,
+    /// Attempts it took.
+    pub attempts: u32,
+    /// True when the fallback model answered.
+    pub fallback: bool,
+}
+
+/// What a persona did with its turn, as reported to the world.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// It replied (speech, thought or pass).
+    Replied {
+        /// The reply.
+        reply: Reply,
+        /// The call behind it.
+        call: CallInfo,
+    },
+    /// Its turn could not be completed.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Messages to a persona. Plain data: a persona can be addressed from another node.
+#[derive(Debug)]
+pub enum PersonaMsg {
+    /// Hear this batch, then act in `turn`.
+    Act {
+        /// Turn.
+        turn: u32,
+        /// Everything heard since the last act, in order.
+        batch: Vec<MemoryEvent>,
+        /// The world's current context.
+        context: Arc<str>,
+        /// When it was sent (microseconds on the process clock), for mailbox delay.
+        sent_us: u64,
+    },
+    /// The supervisor's answer to a call.
+    LlmDone {
+        /// The act it belongs to.
+        tag: CallTag,
+        /// Outcome.
+        result: Result<CallSuccess, CallFailure>,
+    },
+    /// Reply with a copy of the memory (for inspection and tests).
+    GetMemory(RpcReplyPort<EpisodicMemory>),
+    /// Reply with the size, in tokens, of the prompt this persona would send now.
+    PromptTokens(RpcReplyPort<u64>),
+    /// Fault injection: panic inside the handler (used to test supervision).
+    Crash,
+}
+
+/// The persona's state.
+#[derive(Debug)]
+pub struct PersonaState {
+    idx: usize,
+    spawn: PersonaSpawn,
+    system: Arc<str>,
+    memory: EpisodicMemory,
+    supervisor: ActorRef<SupervisorMsg>,
+    metrics: ActorRef<MetricsMsg>,
+    act: u64,
+    current: Option<(u32, Arc<str>)>,
+    new_summary: Option<Arc<str>>,
+}
+
+/// Microseconds on a process-wide monotonic clock (comparable across actors).
+pub fn now_us() -> u64 {
+    // tokio's clock, so tests with paused time see consistent values.
+    static EPOCH: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(tokio::time::Instant::now).elapsed().as_micros() as u64
+}
+
+impl Actor for PersonaActor {
+    type Msg = PersonaMsg;
+    type State = PersonaState;
+    type Arguments = PersonaArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, a: PersonaArgs) -> Result<Self::State, ActorProcessingErr> {
+        let mut memory = EpisodicMemory::new(a.spawn.memory_prefix, a.spawn.memory_recent);
+        for e in a.history {
+            memory.push(e);
+        }
+        Ok(PersonaState {
+            idx: a.idx,
+            system: system_prompt(&a.spawn.spec),
+            spawn: a.spawn,
+            memory,
+            supervisor: a.supervisor,
+            metrics: a.metrics,
+            act: 0,
+            current: None,
+            new_summary: None,
+        })
+    }
+
+    async fn handle(&self, _myself: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        match msg {
+            PersonaMsg::Act { turn, batch, context, sent_us } => {
+                let _ = st.metrics.cast(MetricsMsg::MailboxDelay { us: now_us().saturating_sub(sent_us) });
+                on_act(st, turn, batch, context);
+            }
+            PersonaMsg::LlmDone { tag, result } => on_done(st, tag, result),
+            PersonaMsg::GetMemory(reply) => {
+                let _ = reply.send(st.memory.clone());
+            }
+            PersonaMsg::PromptTokens(reply) => {
+                let req = act_request(&st.system, &st.spawn.spec, &st.memory, &st.spawn.facts, "", 1, &st.spawn.sampling);
+                let _ = reply.send(crate::llm::tokens::count_request(&req));
+            }
+            PersonaMsg::Crash => panic!("persona {} was asked to crash (fault injection)", st.spawn.spec.id),
+        }
+        Ok(())
+    }
+}
+
+fn on_act(st: &mut PersonaState, turn: u32, batch: Vec<MemoryEvent>, context: Arc<str>) {
+    for e in batch {
+        st.memory.push(e);
+    }
+    st.act += 1;
+    st.new_summary = None;
+    st.current = Some((turn, context));
+    let every = st.spawn.consolidate_every;
+    if every > 0 && st.memory.since_summary() >= every {
+        send(st, true);
+    } else {
+        send(st, false);
+    }
+}
+
+fn send(st: &mut PersonaState, summary: bool) {
+    let Some((turn, context)) = st.current.clone() else { return };
+    let s = &st.spawn;
+    let req = if summary {
+        summary_request(&st.system, &s.spec, &st.memory, &s.facts, &context, turn, &s.sampling)
+    } else {
+        act_request(&st.system, &s.spec, &st.memory, &s.facts, &context, turn, &s.sampling)
+    };
+    let tag = CallTag { turn, act: st.act, summary };
+    let _ = st.supervisor.cast(SupervisorMsg::Call { persona: st.idx, tag, request: req });
+}
+
+fn on_done(st: &mut PersonaState, tag: CallTag, result: Result<CallSuccess, CallFailure>) {
+    let Some((turn, _)) = st.current.clone() else { return };
+    if tag.turn != turn || tag.act != st.act {
+        return; // an answer to an act that is over
+    }
+    if tag.summary {
+        match result {
+            Ok(ok) => {
+                let text: Arc<str> = ok.response.text.trim().into();
+                st.memory.push(MemoryEvent::summary(turn, text.clone()));
+                st.new_summary = Some(text);
+            }
+            Err(e) => tracing::warn!(persona = %st.spawn.spec.id, turn, reason = %e.reason, "memory consolidation failed; acting without a new summary"),
+        }
+        send(st, false);
+        return;
+    }
+    st.current = None;
+    let outcome = match result {
+        Ok(ok) => {
+            let reply = parse_reply(&ok.response.text, &st.spawn.spec.name);
+            if let Reply::Think(t) = &reply {
+                st.memory.push(MemoryEvent::thought(turn, t.as_str().into()));
+            }
+            Outcome::Replied {
+                reply,
+                call: CallInfo {
+                    model: ok.response.model,
+                    prompt_tokens: ok.response.usage.prompt_tokens,
+                    completion_tokens: ok.response.usage.completion_tokens,
+                    latency_ms: ok.latency_ms,
+                    attempts: ok.attempts,
+                    fallback: ok.fallback,
+                },
+            }
+        }
+        Err(e) => Outcome::Skipped { reason: e.reason },
+    };
+    let summary = st.new_summary.take();
+    let _ = st.spawn.world.cast(WorldMsg::Acted { turn, idx: st.idx, outcome, summary });
+}

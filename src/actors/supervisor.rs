@@ -1,0 +1,414 @@
+//! The supervisor actor: every LLM call goes through it, and it supervises the persona actors.
+//!
+//! For calls it applies `max_workers` (concurrent calls), `rate_limit_delay` (spacing between
+//! call starts), the per-call `persona_timeout`, retries with backoff and full jitter, the
+//! fallback model, and finally gives up (the persona then records a skipped turn). The
+//! decisions are the pure functions of [`policy`]. Calls run in tasks that post their result
+//! back as a message, so the mailbox never waits on the network.
+//!
+//! For personas: they are spawned linked to it; one that panics is restarted with its memory,
+//! rebuilt from the world's record of what it was told (asked for by message, never by a
+//! blocking call, so the two actors cannot deadlock).
+
+pub mod policy;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tracing::Instrument;
+
+use self::policy::{Decision, RetryPolicy, decide};
+use super::metrics::MetricsMsg;
+use super::persona::{CallFailure, CallSuccess, CallTag, PersonaActor, PersonaArgs, PersonaMsg, PersonaSpawn};
+use super::world::WorldMsg;
+use crate::config::SimulationConfig;
+use crate::llm::{CallContext, ChatRequest, ChatResponse, ErrorKind, LlmError, Provider};
+use crate::memory::MemoryEvent;
+use crate::rng::SplitMix64;
+
+/// The supervisor actor (holds no data; see `SupervisorState`).
+#[derive(Debug)]
+pub struct SupervisorActor;
+
+/// What the supervisor is given at start.
+#[derive(Debug)]
+pub struct SupervisorArgs {
+    /// The provider every call goes to.
+    pub provider: Arc<dyn Provider>,
+    /// Settings.
+    pub config: Arc<SimulationConfig>,
+    /// Where counters go.
+    pub metrics: ActorRef<MetricsMsg>,
+    /// Process-unique number of this simulation, used in actor names.
+    pub instance: u64,
+}
+
+/// Messages to the supervisor.
+#[derive(Debug)]
+pub enum SupervisorMsg {
+    /// Spawn persona `idx` (linked) with this memory; reply with its ref.
+    SpawnPersona {
+        /// Index in the world's persona list.
+        idx: usize,
+        /// Everything the persona needs.
+        spawn: Box<PersonaSpawn>,
+        /// Its memory so far.
+        history: Vec<MemoryEvent>,
+        /// The new actor.
+        reply: RpcReplyPort<Result<ActorRef<PersonaMsg>, String>>,
+    },
+    /// The world's answer to a restart: persona `idx`'s memory to respawn it with.
+    Respawn {
+        /// Index.
+        idx: usize,
+        /// Its memory.
+        history: Vec<MemoryEvent>,
+    },
+    /// A persona asks for a completion.
+    Call {
+        /// Persona index (the answer goes back to it).
+        persona: usize,
+        /// Identifies the act, so stale answers are ignored.
+        tag: CallTag,
+        /// The request.
+        request: ChatRequest,
+    },
+    /// An attempt finished (posted by the call's task).
+    Done {
+        /// Call id.
+        id: u64,
+        /// Attempt number it belongs to.
+        attempt: u32,
+        /// Outcome.
+        result: Result<ChatResponse, LlmError>,
+        /// Attempt latency.
+        latency_us: u64,
+    },
+    /// A backoff elapsed.
+    RetryDue {
+        /// Call id.
+        id: u64,
+        /// The attempt that is due.
+        attempt: u32,
+    },
+    /// The rate-limit spacing elapsed; start queued calls.
+    Wake,
+}
+
+/// One call's progress.
+#[derive(Debug)]
+struct CallState {
+    persona: usize,
+    tag: CallTag,
+    request: Arc<ChatRequest>,
+    primary: String,
+    attempt: u32,
+    primary_failures: u32,
+    on_fallback: bool,
+    created: Instant,
+    queued_since: Instant,
+    last_latency_us: u64,
+}
+
+/// The supervisor's state.
+#[derive(Debug)]
+pub struct SupervisorState {
+    provider: Arc<dyn Provider>,
+    config: Arc<SimulationConfig>,
+    metrics: ActorRef<MetricsMsg>,
+    instance: u64,
+    timeout: Duration,
+    max_workers: usize,
+    spacing: Duration,
+    personas: HashMap<usize, (Box<PersonaSpawn>, ractor::ActorId)>,
+    calls: HashMap<u64, CallState>,
+    queue: VecDeque<u64>,
+    in_flight: usize,
+    next_start: Option<Instant>,
+    wake_pending: bool,
+    next_id: u64,
+    jitter: SplitMix64,
+}
+
+/// The registered name of persona `idx` in simulation `instance`.
+pub fn persona_name(instance: u64, idx: usize) -> String {
+    format!("troupe-{instance}-persona-{idx}")
+}
+
+impl Actor for SupervisorActor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, a: SupervisorArgs) -> Result<Self::State, ActorProcessingErr> {
+        let p = &a.config.performance;
+        Ok(SupervisorState {
+            timeout: Duration::from_secs_f64(p.persona_timeout),
+            max_workers: p.max_workers.max(1),
+            spacing: Duration::from_secs_f64(p.rate_limit_delay),
+            jitter: SplitMix64::new(a.config.simulation.run_seed ^ 0x6a17_7e42),
+            provider: a.provider,
+            metrics: a.metrics,
+            instance: a.instance,
+            config: a.config,
+            personas: HashMap::new(),
+            calls: HashMap::new(),
+            queue: VecDeque::new(),
+            in_flight: 0,
+            next_start: None,
+            wake_pending: false,
+            next_id: 0,
+        })
+    }
+
+    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::SpawnPersona { idx, spawn, history, reply } => {
+                let r = spawn_persona(&myself, st, idx, spawn, history).await;
+                let _ = reply.send(r);
+            }
+            SupervisorMsg::Respawn { idx, history } => {
+                if let Some((spawn, _)) = st.personas.remove(&idx) {
+                    let world = spawn.world.clone();
+                    match spawn_persona(&myself, st, idx, spawn, history).await {
+                        Ok(_) => {
+                            let _ = st.metrics.cast(MetricsMsg::Restart);
+                            let _ = world.cast(WorldMsg::PersonaRestarted { idx });
+                        }
+                        Err(e) => tracing::error!(persona = idx, error = %e, "could not restart persona"),
+                    }
+                }
+            }
+            SupervisorMsg::Call { persona, tag, request } => {
+                let id = st.next_id;
+                st.next_id += 1;
+                let now = Instant::now();
+                st.calls.insert(
+                    id,
+                    CallState {
+                        persona,
+                        tag,
+                        primary: request.model.clone(),
+                        request: Arc::new(request),
+                        attempt: 0,
+                        primary_failures: 0,
+                        on_fallback: false,
+                        created: now,
+                        queued_since: now,
+                        last_latency_us: 0,
+                    },
+                );
+                st.queue.push_back(id);
+                pump(&myself, st);
+            }
+            SupervisorMsg::Done { id, attempt, result, latency_us } => {
+                on_done(&myself, st, id, attempt, result, latency_us);
+                pump(&myself, st);
+            }
+            SupervisorMsg::RetryDue { id, attempt } => {
+                if st.calls.get(&id).is_some_and(|c| c.attempt == attempt) {
+                    if let Some(c) = st.calls.get_mut(&id) {
+                        c.queued_since = Instant::now();
+                    }
+                    st.queue.push_back(id);
+                    pump(&myself, st);
+                }
+            }
+            SupervisorMsg::Wake => {
+                st.wake_pending = false;
+                pump(&myself, st);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(&self, _myself: ActorRef<Self::Msg>, evt: SupervisionEvent, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(cell, err) = evt {
+            let idx = st.personas.iter().find(|(_, (_, id))| *id == cell.get_id()).map(|(i, _)| *i);
+            if let Some(idx) = idx {
+                tracing::warn!(persona = idx, error = %err, "persona actor failed; restarting it with its memory");
+                if let Some((spawn, _)) = st.personas.get(&idx) {
+                    let _ = spawn.world.cast(WorldMsg::PersonaFailed { idx });
+                }
+            }
+        }
+        // Normal exits and other events need nothing: the world decides when personas stop.
+        Ok(())
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        for idx in st.personas.keys() {
+            if let Some(cell) = ractor::registry::where_is(persona_name(st.instance, *idx)) {
+                cell.stop(None);
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn spawn_persona(
+    myself: &ActorRef<SupervisorMsg>,
+    st: &mut SupervisorState,
+    idx: usize,
+    spawn: Box<PersonaSpawn>,
+    history: Vec<MemoryEvent>,
+) -> Result<ActorRef<PersonaMsg>, String> {
+    let args = PersonaArgs { idx, spawn: (*spawn).clone(), history, supervisor: myself.clone(), metrics: st.metrics.clone() };
+    let name = persona_name(st.instance, idx);
+    let r = Actor::spawn_linked(Some(name), PersonaActor, args, myself.get_cell()).await;
+    match r {
+        Ok((actor, _)) => {
+            st.personas.insert(idx, (spawn, actor.get_id()));
+            Ok(actor)
+        }
+        Err(e) => Err(format!("could not spawn persona {idx}: {e}")),
+    }
+}
+
+/// Starts queued calls while workers are free and the spacing allows.
+fn pump(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
+    while st.in_flight < st.max_workers && !st.queue.is_empty() {
+        let now = Instant::now();
+        if let Some(at) = st.next_start
+            && now < at
+        {
+            if !st.wake_pending {
+                st.wake_pending = true;
+                ractor::time::send_after(at - now, myself.get_cell(), || SupervisorMsg::Wake);
+            }
+            return;
+        }
+        let Some(id) = st.queue.pop_front() else { return };
+        if !st.spacing.is_zero() {
+            st.next_start = Some(now + st.spacing);
+        }
+        start(myself, st, id, now);
+    }
+}
+
+fn start(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, id: u64, now: Instant) {
+    let Some(c) = st.calls.get_mut(&id) else { return };
+    c.attempt += 1;
+    st.in_flight += 1;
+    let queued_us = now.duration_since(c.queued_since).as_micros() as u64;
+    let _ = st.metrics.cast(MetricsMsg::CallStarted { queued_us });
+    let fut = st.provider.chat(c.request.clone(), CallContext { attempt: c.attempt, run_seed: st.config.simulation.run_seed });
+    let timeout = st.timeout;
+    let attempt = c.attempt;
+    let me = myself.clone();
+    let span = tracing::debug_span!("llm_call", persona = %c.request.meta.persona, turn = c.tag.turn, attempt, model = %c.request.model);
+    if st.config.monitoring.log_prompts {
+        span.in_scope(|| tracing::trace!(prompt = ?c.request.messages, "request"));
+    }
+    tokio::spawn(
+        async move {
+            let t0 = Instant::now();
+            let result = match tokio::time::timeout(timeout, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(LlmError::new(
+                    ErrorKind::Timeout,
+                    format!("no answer within persona_timeout = {:.1} s", timeout.as_secs_f64()),
+                )),
+            };
+            let latency_us = t0.elapsed().as_micros() as u64;
+            let _ = me.cast(SupervisorMsg::Done { id, attempt, result, latency_us });
+        }
+        .instrument(span),
+    );
+}
+
+fn on_done(
+    myself: &ActorRef<SupervisorMsg>,
+    st: &mut SupervisorState,
+    id: u64,
+    attempt: u32,
+    result: Result<ChatResponse, LlmError>,
+    latency_us: u64,
+) {
+    // A stale attempt (superseded) is ignored; calls only ever have one attempt in flight.
+    let Some(c) = st.calls.get_mut(&id) else { return };
+    if c.attempt != attempt {
+        return;
+    }
+    st.in_flight = st.in_flight.saturating_sub(1);
+    c.last_latency_us = latency_us;
+    let result = result.and_then(|r| {
+        if r.text.trim().is_empty() {
+            Err(LlmError::new(ErrorKind::Empty, "the model returned empty text"))
+        } else {
+            Ok(r)
+        }
+    });
+    match result {
+        Ok(resp) => {
+            let _ = st.metrics.cast(MetricsMsg::CallSucceeded {
+                model: resp.model.clone(),
+                persona: c.persona,
+                latency_us,
+                usage: resp.usage,
+            });
+            let c = st.calls.remove(&id).expect("call present");
+            let total = c.created.elapsed();
+            let _ = st.metrics.cast(MetricsMsg::PersonaResponse { persona: c.persona, us: total.as_micros() as u64 });
+            send_to_persona(st, c.persona, PersonaMsg::LlmDone {
+                tag: c.tag,
+                result: Ok(CallSuccess {
+                    response: resp,
+                    attempts: c.attempt,
+                    fallback: c.on_fallback,
+                    latency_ms: latency_us as f64 / 1000.0,
+                    total_ms: total.as_secs_f64() * 1000.0,
+                }),
+            });
+        }
+        Err(err) => {
+            let _ = st.metrics.cast(MetricsMsg::CallFailed { model: c.request.model.clone(), kind: err.kind, latency_us });
+            if !c.on_fallback {
+                c.primary_failures += 1;
+            }
+            let policy = RetryPolicy::from_config(&st.config, &c.primary);
+            let jitter = st.jitter.next_f64();
+            tracing::debug!(persona = %c.request.meta.persona, turn = c.tag.turn, attempt, error = %err, "call failed");
+            match decide(&policy, c.attempt, &err, c.primary_failures, c.on_fallback, jitter) {
+                Decision::Retry { delay, fallback } => {
+                    let _ = st.metrics.cast(MetricsMsg::Retry);
+                    if fallback && let Some(fb) = &policy.fallback_model {
+                        let _ = st.metrics.cast(MetricsMsg::Fallback);
+                        tracing::info!(persona = %c.request.meta.persona, from = %c.primary, to = %fb, "switching to the fallback model");
+                        let mut req = (*c.request).clone();
+                        req.model = fb.clone();
+                        c.request = Arc::new(req);
+                        c.on_fallback = true;
+                    }
+                    let due = SupervisorMsg::RetryDue { id, attempt: c.attempt };
+                    if delay.is_zero() {
+                        let _ = myself.cast(due);
+                    } else {
+                        ractor::time::send_after(delay, myself.get_cell(), move || due);
+                    }
+                }
+                Decision::GiveUp { reason } => {
+                    let c = st.calls.remove(&id).expect("call present");
+                    send_to_persona(st, c.persona, PersonaMsg::LlmDone {
+                        tag: c.tag,
+                        result: Err(CallFailure { reason, kind: err.kind, attempts: c.attempt }),
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn send_to_persona(st: &SupervisorState, idx: usize, msg: PersonaMsg) {
+    // By name: after a restart the persona is a new actor with the same name.
+    match ractor::registry::where_is(persona_name(st.instance, idx)) {
+        Some(cell) => {
+            let _ = ActorRef::<PersonaMsg>::from(cell).cast(msg);
+        }
+        None => tracing::debug!(persona = idx, "persona gone; dropping its call result"),
+    }
+}

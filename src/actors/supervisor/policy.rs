@@ -1,0 +1,155 @@
+//! Retry, backoff and fallback decisions as pure functions; the supervisor only applies them.
+
+use std::time::Duration;
+
+use crate::config::SimulationConfig;
+use crate::llm::{ErrorKind, LlmError};
+
+/// The knobs of failure handling.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// First backoff ceiling, seconds.
+    pub base: f64,
+    /// Growth per attempt.
+    pub factor: f64,
+    /// Largest backoff ceiling, seconds.
+    pub max: f64,
+    /// Failed attempts on the primary model before switching.
+    pub fallback_after: u32,
+    /// The fallback model, if any (never the primary itself).
+    pub fallback_model: Option<String>,
+}
+
+impl RetryPolicy {
+    /// The policy a config asks for, for calls whose primary model is `primary`.
+    pub fn from_config(c: &SimulationConfig, primary: &str) -> Self {
+        let fb = c.llm.fallback_model.trim();
+        RetryPolicy {
+            max_retries: c.performance.max_retries,
+            base: c.performance.backoff_base,
+            factor: c.performance.backoff_factor,
+            max: c.performance.backoff_max,
+            fallback_after: c.performance.fallback_after.max(1),
+            fallback_model: (!fb.is_empty() && fb != primary).then(|| fb.to_string()),
+        }
+    }
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Try again after `delay`; with `fallback`, on the fallback model from now on.
+    Retry {
+        /// Wait before the next attempt.
+        delay: Duration,
+        /// Switch to the fallback model.
+        fallback: bool,
+    },
+    /// Stop trying; the reason goes into the transcript's skip record.
+    GiveUp {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The backoff ceiling before attempt `attempt + 1`: `min(max, base * factor^(attempt-1))`.
+pub fn backoff_ceiling(p: &RetryPolicy, attempt: u32) -> f64 {
+    let exp = attempt.saturating_sub(1).min(64) as i32;
+    (p.base * p.factor.powi(exp)).min(p.max).max(0.0)
+}
+
+/// Full jitter: a uniform draw (`jitter` in [0, 1)) below the ceiling, but never sooner than
+/// the provider's Retry-After.
+pub fn backoff_delay(p: &RetryPolicy, attempt: u32, jitter: f64, retry_after: Option<Duration>) -> Duration {
+    let d = Duration::from_secs_f64(backoff_ceiling(p, attempt) * jitter.clamp(0.0, 1.0));
+    match retry_after {
+        Some(ra) => d.max(ra),
+        None => d,
+    }
+}
+
+/// Decides after attempt number `attempt` (1-based) failed with `err`.
+/// `primary_failures` counts failed attempts on the primary model so far (this one included);
+/// `on_fallback` says whether the call already moved to the fallback model.
+pub fn decide(p: &RetryPolicy, attempt: u32, err: &LlmError, primary_failures: u32, on_fallback: bool, jitter: f64) -> Decision {
+    let can_fallback = p.fallback_model.is_some() && !on_fallback;
+    if !err.kind.retryable() {
+        // An unknown model is the one non-retryable failure a different model can fix.
+        if err.kind == ErrorKind::NotFound && can_fallback && attempt <= p.max_retries {
+            return Decision::Retry { delay: Duration::ZERO, fallback: true };
+        }
+        return Decision::GiveUp { reason: format!("not retryable: {err}") };
+    }
+    if attempt > p.max_retries {
+        return Decision::GiveUp {
+            reason: format!("gave up after {attempt} attempt(s) (max_retries = {}): last error {err}", p.max_retries),
+        };
+    }
+    Decision::Retry {
+        delay: backoff_delay(p, attempt, jitter, err.retry_after),
+        fallback: can_fallback && primary_failures >= p.fallback_after,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy { max_retries: 3, base: 1.0, factor: 2.0, max: 5.0, fallback_after: 2, fallback_model: Some("fb".into()) }
+    }
+
+    fn err(kind: ErrorKind) -> LlmError {
+        LlmError::new(kind, "x")
+    }
+
+    #[test]
+    fn ceilings_grow_then_cap() {
+        let p = policy();
+        let c: Vec<f64> = (1..=5).map(|a| backoff_ceiling(&p, a)).collect();
+        assert_eq!(c, vec![1.0, 2.0, 4.0, 5.0, 5.0]);
+    }
+
+    #[test]
+    fn full_jitter_stays_below_ceiling_and_honours_retry_after() {
+        let p = policy();
+        assert_eq!(backoff_delay(&p, 3, 0.5, None), Duration::from_secs(2));
+        assert_eq!(backoff_delay(&p, 1, 0.0, Some(Duration::from_secs(7))), Duration::from_secs(7));
+        assert_eq!(backoff_delay(&p, 3, 0.99, Some(Duration::from_millis(10))), Duration::from_secs_f64(3.96));
+    }
+
+    #[test]
+    fn retries_retryable_until_the_limit() {
+        let p = policy();
+        assert!(matches!(decide(&p, 1, &err(ErrorKind::Server), 1, false, 0.5), Decision::Retry { fallback: false, .. }));
+        assert!(matches!(decide(&p, 3, &err(ErrorKind::Timeout), 0, true, 0.5), Decision::Retry { .. }));
+        assert!(matches!(decide(&p, 4, &err(ErrorKind::Timeout), 0, true, 0.5), Decision::GiveUp { .. }));
+    }
+
+    #[test]
+    fn non_retryable_gives_up_at_once() {
+        let p = policy();
+        assert!(matches!(decide(&p, 1, &err(ErrorKind::Auth), 1, false, 0.5), Decision::GiveUp { .. }));
+        assert!(matches!(decide(&p, 1, &err(ErrorKind::BadRequest), 1, false, 0.5), Decision::GiveUp { .. }));
+    }
+
+    #[test]
+    fn falls_back_after_repeated_primary_failures() {
+        let p = policy();
+        assert!(matches!(decide(&p, 1, &err(ErrorKind::RateLimited), 1, false, 0.5), Decision::Retry { fallback: false, .. }));
+        assert!(matches!(decide(&p, 2, &err(ErrorKind::RateLimited), 2, false, 0.5), Decision::Retry { fallback: true, .. }));
+        // Already on the fallback: no second switch.
+        assert!(matches!(decide(&p, 3, &err(ErrorKind::RateLimited), 2, true, 0.5), Decision::Retry { fallback: false, .. }));
+        // Unknown model: switch at once.
+        assert_eq!(decide(&p, 1, &err(ErrorKind::NotFound), 1, false, 0.5), Decision::Retry { delay: Duration::ZERO, fallback: true });
+    }
+
+    #[test]
+    fn no_fallback_when_it_is_the_primary() {
+        let mut c = SimulationConfig::default();
+        c.llm.fallback_model = "gpt-4o-mini".into();
+        assert_eq!(RetryPolicy::from_config(&c, "gpt-4o-mini").fallback_model, None);
+    }
+}

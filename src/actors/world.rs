@@ -1,0 +1,564 @@
+//! The world actor: owns the clock and the turn loop.
+//!
+//! It opens with the seed message, asks personas to act according to the turn policy, delivers
+//! each message to those who can hear it, applies interventions, and stops after the last turn,
+//! on the overall timeout or on request, always emitting a final state.
+//!
+//! Delivery is batched: what a persona hears accumulates in its `pending` list (shared `Arc`s,
+//! no mailbox traffic) and travels with its next `Act`. The world also keeps each persona's
+//! `log` of everything it was told, which is how a restarted persona gets its memory back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::{mpsc, oneshot};
+
+use super::metrics::MetricsMsg;
+use super::persona::{Outcome, PersonaMsg, PersonaSpawn, now_us};
+use super::supervisor::{SupervisorMsg, persona_name};
+use crate::config::{SimulationConfig, TurnPolicy};
+use crate::memory::{MemoryEvent, Utterance};
+use crate::persona::PersonaSpec;
+use crate::persona::prompt::{Reply, Sampling, WorldFacts};
+use crate::rng::{SplitMix64, mix};
+use crate::scenario::{Hearing, ResolvedAction, ResolvedIntervention};
+use crate::transcript::{FinalState, RunEvent, SkipRecord, StopReason, TranscriptEntry};
+
+/// The world actor (holds no data; see `WorldState`).
+#[derive(Debug)]
+pub struct WorldActor;
+
+/// What the world starts from.
+#[derive(Debug)]
+pub struct WorldArgs {
+    /// Personas at the start, in order.
+    pub personas: Vec<PersonaSpec>,
+    /// World name and topic.
+    pub facts: Arc<WorldFacts>,
+    /// Initial context.
+    pub context: String,
+    /// The opening message.
+    pub opening: String,
+    /// Who hears whom.
+    pub hearing: Hearing,
+    /// Interventions by turn.
+    pub interventions: Vec<ResolvedIntervention>,
+    /// Settings.
+    pub config: Arc<SimulationConfig>,
+    /// Spawns personas and carries calls.
+    pub supervisor: ActorRef<SupervisorMsg>,
+    /// Counters.
+    pub metrics: ActorRef<MetricsMsg>,
+    /// Transcript events (never dropped).
+    pub events: mpsc::UnboundedSender<RunEvent>,
+    /// Receives the final state once.
+    pub done: oneshot::Sender<FinalState>,
+    /// Process-unique simulation number.
+    pub instance: u64,
+}
+
+/// Messages to the world. Plain data apart from reply ports.
+#[derive(Debug)]
+pub enum WorldMsg {
+    /// Open the simulation.
+    Start,
+    /// Begin the next turn.
+    NextTurn,
+    /// A persona finished acting.
+    Acted {
+        /// Turn it acted in.
+        turn: u32,
+        /// Persona index.
+        idx: usize,
+        /// What it did.
+        outcome: Outcome,
+        /// A new running summary it made before acting.
+        summary: Option<Arc<str>>,
+    },
+    /// Stop now (timeout, Ctrl-C, cancel).
+    Stop(StopReason),
+    /// The supervisor saw persona `idx` fail; answer with its memory.
+    PersonaFailed {
+        /// Index.
+        idx: usize,
+    },
+    /// Persona `idx` is running again.
+    PersonaRestarted {
+        /// Index.
+        idx: usize,
+    },
+    /// Reply with persona `idx`'s memory log.
+    GetLog(usize, RpcReplyPort<Vec<MemoryEvent>>),
+}
+
+#[derive(Debug)]
+struct Slot {
+    id: Arc<str>,
+    name: Arc<str>,
+    role: Arc<str>,
+    active: bool,
+    pending: Vec<MemoryEvent>,
+    log: Vec<MemoryEvent>,
+    actor: ActorRef<PersonaMsg>,
+}
+
+#[derive(Debug)]
+enum Listeners {
+    Everyone,
+    Graph(Vec<Vec<usize>>),
+}
+
+/// The world's state.
+#[derive(Debug)]
+pub struct WorldState {
+    config: Arc<SimulationConfig>,
+    facts: Arc<WorldFacts>,
+    context: Arc<str>,
+    opening: String,
+    hearing: Hearing,
+    listeners: Listeners,
+    interventions: Vec<ResolvedIntervention>,
+    slots: Vec<Slot>,
+    supervisor: ActorRef<SupervisorMsg>,
+    metrics: ActorRef<MetricsMsg>,
+    events: mpsc::UnboundedSender<RunEvent>,
+    done: Option<oneshot::Sender<FinalState>>,
+    instance: u64,
+    policy: TurnPolicy,
+    max_turns: u32,
+    turn: u32,
+    turn_started: Instant,
+    order: Vec<usize>,
+    next: usize,
+    awaiting: Vec<bool>,
+    outstanding: usize,
+    parallel_results: Vec<Option<Outcome>>,
+    seq: u64,
+    finished: bool,
+}
+
+impl Actor for WorldActor {
+    type Msg = WorldMsg;
+    type State = WorldState;
+    type Arguments = WorldArgs;
+
+    async fn pre_start(&self, myself: ActorRef<Self::Msg>, a: WorldArgs) -> Result<Self::State, ActorProcessingErr> {
+        let c = a.config.clone();
+        let mut st = WorldState {
+            policy: c.simulation.policy(),
+            max_turns: c.simulation.max_turns,
+            config: a.config,
+            facts: a.facts,
+            context: a.context.into(),
+            opening: a.opening,
+            hearing: a.hearing,
+            listeners: Listeners::Everyone,
+            interventions: a.interventions,
+            slots: Vec::with_capacity(a.personas.len()),
+            supervisor: a.supervisor,
+            metrics: a.metrics,
+            events: a.events,
+            done: Some(a.done),
+            instance: a.instance,
+            turn: 0,
+            turn_started: Instant::now(),
+            order: Vec::new(),
+            next: 0,
+            awaiting: Vec::new(),
+            outstanding: 0,
+            parallel_results: Vec::new(),
+            seq: 0,
+            finished: false,
+        };
+        for p in a.personas {
+            add_persona(&myself, &mut st, p).await?;
+        }
+        recompute_listeners(&mut st);
+        Ok(st)
+    }
+
+    async fn post_start(&self, myself: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        let limit = Duration::from_secs_f64(st.config.performance.timeout_seconds);
+        ractor::time::send_after(limit, myself.get_cell(), || WorldMsg::Stop(StopReason::Timeout));
+        Ok(())
+    }
+
+    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        if st.finished {
+            if let WorldMsg::GetLog(idx, reply) = msg {
+                let _ = reply.send(st.slots.get(idx).map(|s| s.log.clone()).unwrap_or_default());
+            }
+            return Ok(());
+        }
+        match msg {
+            WorldMsg::Start => {
+                open(st);
+                let _ = myself.cast(WorldMsg::NextTurn);
+            }
+            WorldMsg::NextTurn => begin_turn(&myself, st).await,
+            WorldMsg::Acted { turn, idx, outcome, summary } => on_acted(&myself, st, turn, idx, outcome, summary),
+            WorldMsg::Stop(reason) => finish(st, reason),
+            WorldMsg::PersonaFailed { idx } => {
+                if let Some(s) = st.slots.get(idx) {
+                    let _ = st.supervisor.cast(SupervisorMsg::Respawn { idx, history: s.log.clone() });
+                }
+            }
+            WorldMsg::PersonaRestarted { idx } => on_restarted(st, idx),
+            WorldMsg::GetLog(idx, reply) => {
+                let _ = reply.send(st.slots.get(idx).map(|s| s.log.clone()).unwrap_or_default());
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn add_persona(myself: &ActorRef<WorldMsg>, st: &mut WorldState, p: PersonaSpec) -> Result<usize, ActorProcessingErr> {
+    let idx = st.slots.len();
+    let c = &st.config;
+    let sampling = Sampling {
+        model: p.model.clone().filter(|m| !m.trim().is_empty()).unwrap_or_else(|| c.llm.model.clone()),
+        temperature: p.temperature.unwrap_or(c.llm.temperature),
+        top_p: c.llm.top_p,
+        max_tokens: c.llm.max_tokens,
+        seed: Some(mix(&[c.simulation.run_seed, crate::rng::fnv1a(p.id.as_bytes())])),
+    };
+    let spec = Arc::new(p);
+    let spawn = PersonaSpawn {
+        facts: st.facts.clone(),
+        sampling,
+        memory_prefix: c.simulation.memory_prefix,
+        memory_recent: c.simulation.memory_recent,
+        consolidate_every: c.simulation.consolidate_every,
+        world: myself.clone(),
+        spec: spec.clone(),
+    };
+    let actor = st
+        .supervisor
+        .call(|reply| SupervisorMsg::SpawnPersona { idx, spawn: Box::new(spawn), history: Vec::new(), reply }, None)
+        .await
+        .map_err(|e| format!("supervisor unreachable: {e}"))?;
+    let actor = match actor {
+        ractor::rpc::CallResult::Success(Ok(a)) => a,
+        ractor::rpc::CallResult::Success(Err(e)) => return Err(e.into()),
+        _ => return Err("the supervisor did not answer the spawn request".into()),
+    };
+    st.slots.push(Slot {
+        id: spec.id.as_str().into(),
+        name: spec.name.as_str().into(),
+        role: spec.role.as_str().into(),
+        active: true,
+        pending: Vec::new(),
+        log: Vec::new(),
+        actor,
+    });
+    st.awaiting.push(false);
+    Ok(idx)
+}
+
+fn recompute_listeners(st: &mut WorldState) {
+    let index_of = |id: &str| st.slots.iter().position(|s| &*s.id == id);
+    st.listeners = match &st.hearing {
+        Hearing::Everyone => Listeners::Everyone,
+        Hearing::Relations(g) => {
+            let mut l = vec![Vec::new(); st.slots.len()];
+            for (a, bs) in g {
+                for b in bs {
+                    if let (Some(i), Some(j)) = (index_of(a), index_of(b))
+                        && i != j
+                    {
+                        l[i].push(j);
+                        l[j].push(i);
+                    }
+                }
+            }
+            for v in &mut l {
+                v.sort_unstable();
+                v.dedup();
+            }
+            Listeners::Graph(l)
+        }
+        Hearing::Directed(g) => {
+            // listener -> speakers it hears; invert to speaker -> listeners.
+            let mut l = vec![Vec::new(); st.slots.len()];
+            for (listener, speakers) in g {
+                for s in speakers {
+                    if let (Some(li), Some(si)) = (index_of(listener), index_of(s))
+                        && li != si
+                    {
+                        l[si].push(li);
+                    }
+                }
+            }
+            for v in &mut l {
+                v.sort_unstable();
+                v.dedup();
+            }
+            Listeners::Graph(l)
+        }
+    };
+}
+
+fn emit(st: &WorldState, e: RunEvent) {
+    // The receiver lives as long as the engine waits for the run; a send error means the
+    // engine is gone, and there is no one left to tell.
+    let _ = st.events.send(e);
+}
+
+fn moderator_says(st: &mut WorldState, turn: u32, text: &str) {
+    let u = Arc::new(Utterance::new(st.seq, turn, "moderator".into(), "Moderator".into(), "".into(), None, text.into()));
+    st.seq += 1;
+    for s in st.slots.iter_mut().filter(|s| s.active) {
+        s.pending.push(MemoryEvent::Heard(u.clone()));
+    }
+    emit(st, RunEvent::Message(entry(&u, None)));
+    let _ = st.metrics.cast(MetricsMsg::Message);
+}
+
+fn entry(u: &Utterance, call: Option<&super::persona::CallInfo>) -> TranscriptEntry {
+    TranscriptEntry {
+        seq: u.seq,
+        turn: u.turn,
+        speaker: u.speaker.to_string(),
+        speaker_id: u.speaker_id.to_string(),
+        role: if u.speaker_id.as_ref() == "moderator" { "moderator".into() } else { u.role.to_string() },
+        text: u.text.to_string(),
+        to: u.to.as_ref().map(|t| t.to_string()),
+        timestamp: chrono::Utc::now(),
+        model: call.map(|c| c.model.clone()),
+        prompt_tokens: call.map(|c| c.prompt_tokens),
+        completion_tokens: call.map(|c| c.completion_tokens),
+        latency_ms: call.map(|c| c.latency_ms),
+        attempts: call.map(|c| c.attempts),
+    }
+}
+
+fn open(st: &mut WorldState) {
+    let text = if st.opening.trim().is_empty() { st.facts.topic.to_string() } else { st.opening.clone() };
+    if !text.trim().is_empty() {
+        moderator_says(st, 0, &text);
+    }
+}
+
+async fn begin_turn(myself: &ActorRef<WorldMsg>, st: &mut WorldState) {
+    if st.turn >= st.max_turns {
+        finish(st, StopReason::Completed);
+        return;
+    }
+    st.turn += 1;
+    st.turn_started = Instant::now();
+    let turn = st.turn;
+    emit(st, RunEvent::TurnStarted { turn });
+    let due: Vec<ResolvedIntervention> = st.interventions.iter().filter(|i| i.turn == turn).cloned().collect();
+    for iv in due {
+        apply_intervention(myself, st, iv.action).await;
+    }
+    let mut order: Vec<usize> = (0..st.slots.len()).filter(|&i| st.slots[i].active).collect();
+    if st.policy == TurnPolicy::RandomOrder {
+        SplitMix64::new(mix(&[st.config.simulation.run_seed, turn as u64, 0x07d3])).shuffle(&mut order);
+    }
+    st.order = order;
+    st.next = 0;
+    st.outstanding = 0;
+    st.parallel_results = vec![None; st.order.len()];
+    if st.order.is_empty() {
+        end_turn(myself, st);
+        return;
+    }
+    match st.policy {
+        TurnPolicy::Parallel => {
+            let first = st.config.performance.batch_size.max(1).min(st.order.len());
+            for _ in 0..first {
+                ask_next(st);
+            }
+        }
+        TurnPolicy::RoundRobin | TurnPolicy::RandomOrder => ask_next(st),
+    }
+}
+
+async fn apply_intervention(myself: &ActorRef<WorldMsg>, st: &mut WorldState, action: ResolvedAction) {
+    let turn = st.turn;
+    let description = match action {
+        ResolvedAction::Broadcast(text) => {
+            moderator_says(st, turn, &text);
+            format!("broadcast: {text}")
+        }
+        ResolvedAction::SetContext(text) => {
+            st.context = text.as_str().into();
+            let e = MemoryEvent::context(turn, st.context.clone());
+            for s in st.slots.iter_mut().filter(|s| s.active) {
+                s.pending.push(e.clone());
+            }
+            format!("context changed: {text}")
+        }
+        ResolvedAction::AddPersona(p) => {
+            let name = p.name.clone();
+            match add_persona(myself, st, *p).await {
+                Ok(idx) => {
+                    recompute_listeners(st);
+                    let e = MemoryEvent::context(turn, st.context.clone());
+                    st.slots[idx].pending.push(e);
+                    format!("{name} joined")
+                }
+                Err(e) => format!("{name} could not join: {e}"),
+            }
+        }
+        ResolvedAction::RemovePersona(id) => match st.slots.iter_mut().find(|s| &*s.id == id.as_str()) {
+            Some(s) => {
+                s.active = false;
+                s.pending.clear();
+                s.actor.stop(Some("removed by an intervention".into()));
+                format!("{} left", s.name)
+            }
+            None => format!("{id} was not present"),
+        },
+    };
+    tracing::info!(turn, %description, "intervention");
+    emit(st, RunEvent::Intervention { turn, description });
+}
+
+fn ask_next(st: &mut WorldState) {
+    let Some(&idx) = st.order.get(st.next) else { return };
+    st.next += 1;
+    st.outstanding += 1;
+    st.awaiting[idx] = true;
+    send_act(st, idx);
+}
+
+fn send_act(st: &mut WorldState, idx: usize) {
+    let s = &mut st.slots[idx];
+    let batch = std::mem::take(&mut s.pending);
+    s.log.extend(batch.iter().cloned());
+    let msg = PersonaMsg::Act { turn: st.turn, batch, context: st.context.clone(), sent_us: now_us() };
+    if s.actor.cast(msg).is_err() {
+        tracing::warn!(persona = %s.id, "persona mailbox closed; waiting for its restart");
+    }
+}
+
+fn on_acted(myself: &ActorRef<WorldMsg>, st: &mut WorldState, turn: u32, idx: usize, outcome: Outcome, summary: Option<Arc<str>>) {
+    if turn != st.turn || !st.awaiting.get(idx).copied().unwrap_or(false) {
+        return; // a late answer from an earlier turn or an unknown persona
+    }
+    st.awaiting[idx] = false;
+    st.outstanding -= 1;
+    if let Some(s) = summary {
+        st.slots[idx].log.push(MemoryEvent::summary(turn, s));
+    }
+    match st.policy {
+        TurnPolicy::Parallel => {
+            if let Some(pos) = st.order.iter().position(|&i| i == idx) {
+                st.parallel_results[pos] = Some(outcome);
+            }
+            if st.next < st.order.len() {
+                ask_next(st);
+            } else if st.outstanding == 0 {
+                // Everyone acted on the same snapshot; deliver in persona order.
+                let results = std::mem::take(&mut st.parallel_results);
+                let order = st.order.clone();
+                for (idx, r) in order.into_iter().zip(results) {
+                    if let Some(o) = r {
+                        record(st, idx, o);
+                        if st.finished {
+                            return;
+                        }
+                    }
+                }
+                end_turn(myself, st);
+            }
+        }
+        TurnPolicy::RoundRobin | TurnPolicy::RandomOrder => {
+            record(st, idx, outcome);
+            if st.finished {
+                return;
+            }
+            if st.next < st.order.len() {
+                ask_next(st);
+            } else {
+                end_turn(myself, st);
+            }
+        }
+    }
+}
+
+fn listeners_of(st: &WorldState, speaker: usize) -> Vec<usize> {
+    match &st.listeners {
+        Listeners::Everyone => (0..st.slots.len()).filter(|&i| i != speaker && st.slots[i].active).collect(),
+        Listeners::Graph(l) => l.get(speaker).map(|v| v.iter().copied().filter(|&i| st.slots[i].active).collect()).unwrap_or_default(),
+    }
+}
+
+/// Applies one persona's outcome: transcript, delivery, counters.
+fn record(st: &mut WorldState, idx: usize, outcome: Outcome) {
+    let turn = st.turn;
+    let id = st.slots[idx].id.to_string();
+    match outcome {
+        Outcome::Replied { reply: Reply::Speak { text, to }, call } => {
+            let to_name = to.and_then(|t| resolve_name(st, &t));
+            let s = &st.slots[idx];
+            let u = Arc::new(Utterance::new(st.seq, turn, s.id.clone(), s.name.clone(), s.role.clone(), to_name, text.into()));
+            st.seq += 1;
+            for l in listeners_of(st, idx) {
+                st.slots[l].pending.push(MemoryEvent::Heard(u.clone()));
+            }
+            st.slots[idx].pending.push(MemoryEvent::Said(u.clone()));
+            let _ = st.metrics.cast(MetricsMsg::Message);
+            emit(st, RunEvent::Message(entry(&u, Some(&call))));
+        }
+        Outcome::Replied { reply: Reply::Think(text), .. } => {
+            st.slots[idx].log.push(MemoryEvent::thought(turn, text.as_str().into()));
+            emit(st, RunEvent::Thought { turn, persona: id, text });
+        }
+        Outcome::Replied { reply: Reply::Pass, .. } => emit(st, RunEvent::Passed { turn, persona: id }),
+        Outcome::Skipped { reason } => {
+            let _ = st.metrics.cast(MetricsMsg::Skipped);
+            tracing::warn!(turn, persona = %id, %reason, "turn skipped");
+            emit(st, RunEvent::Skipped(SkipRecord { turn, persona: id.clone(), reason: reason.clone() }));
+            if !st.config.performance.graceful_degradation {
+                finish(st, StopReason::Failed(format!("persona {id} could not complete turn {turn}: {reason} (graceful_degradation is off)")));
+            }
+        }
+    }
+}
+
+/// Matches an addressee as written ("Marcus", "@Marcus Rivera") to a persona name.
+fn resolve_name(st: &WorldState, written: &str) -> Option<Arc<str>> {
+    let w = written.trim().trim_start_matches('@').to_lowercase();
+    st.slots
+        .iter()
+        .find(|s| s.name.to_lowercase() == w || &*s.id == w)
+        .or_else(|| st.slots.iter().find(|s| s.name.to_lowercase().split_whitespace().any(|part| part == w)))
+        .map(|s| s.name.clone())
+}
+
+fn end_turn(myself: &ActorRef<WorldMsg>, st: &mut WorldState) {
+    let _ = st.metrics.cast(MetricsMsg::TurnDuration { us: st.turn_started.elapsed().as_micros() as u64 });
+    emit(st, RunEvent::TurnEnded { turn: st.turn });
+    let _ = myself.cast(WorldMsg::NextTurn);
+}
+
+fn on_restarted(st: &mut WorldState, idx: usize) {
+    let Some(cell) = ractor::registry::where_is(persona_name(st.instance, idx)) else { return };
+    st.slots[idx].actor = cell.into();
+    if st.awaiting.get(idx).copied().unwrap_or(false) {
+        // Its memory already holds the batch it was given; ask again for this turn.
+        send_act(st, idx);
+    }
+}
+
+fn finish(st: &mut WorldState, reason: StopReason) {
+    if st.finished {
+        return;
+    }
+    st.finished = true;
+    let completed_turns = match reason {
+        StopReason::Completed => st.turn,
+        _ => st.turn.saturating_sub(1),
+    };
+    let state = FinalState { success: reason == StopReason::Completed, completed_turns, reason };
+    emit(st, RunEvent::Finished(state.clone()));
+    if let Some(done) = st.done.take() {
+        let _ = done.send(state);
+    }
+}

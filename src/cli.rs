@@ -1,0 +1,106 @@
+//! Command-line arguments and dispatch. Each command lives in its own file under `cli/`.
+
+mod config_cmd;
+mod logging;
+mod personas;
+mod run;
+mod scenario_cmd;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use troupe_sim::config::{self, ConfigSources, Layer, LoadedConfig};
+
+/// troupe: run persona-based multi-agent LLM simulations.
+#[derive(Debug, Parser)]
+#[command(name = "troupe", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// TOML config file [default: config/troupe.toml when it exists]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// TinyTroupe config.ini [default: config/config.ini when it exists]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config_ini: Option<PathBuf>,
+    /// Override any config key, e.g. --set llm.temperature=0.2 (repeatable)
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a simulation from a scenario file, or from --seed and --personas
+    Run(Box<run::RunArgs>),
+    /// Check the persona database against every rule
+    Validate(validate::ValidateArgs),
+    /// List and inspect personas
+    #[command(subcommand)]
+    Personas(personas::PersonasCmd),
+    /// Work with scenario files
+    #[command(subcommand)]
+    Scenario(scenario_cmd::ScenarioCmd),
+    /// Show the merged configuration
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCmd),
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(a) => run::run(&cli.global, *a),
+        Command::Validate(a) => validate::run(&cli.global, a),
+        Command::Personas(c) => personas::run(&cli.global, c),
+        Command::Scenario(c) => scenario_cmd::run(&cli.global, c),
+        Command::Config(c) => config_cmd::run(&cli.global, c),
+    }
+}
+
+/// Loads the layered config with the global flags and, optionally, a scenario layer and
+/// extra command-line overrides.
+pub fn load_config(
+    g: &GlobalArgs,
+    scenario: Option<Layer>,
+    extra_sets: &[String],
+) -> anyhow::Result<LoadedConfig> {
+    let mut sets = extra_sets.to_vec();
+    sets.extend(g.sets.iter().cloned());
+    let cli = if sets.is_empty() { None } else { Some(Layer::from_sets("command line", &sets)?) };
+    let loaded = config::load_config(&ConfigSources {
+        toml: g.config.clone(),
+        ini: g.config_ini.clone(),
+        scenario,
+        env: true,
+        cli,
+    })?;
+    Ok(loaded)
+}
+
+/// Input errors (config, personas, scenarios) exit with 2; everything else with 1.
+pub fn exit_code_for(err: &anyhow::Error) -> u8 {
+    let input = err.chain().any(|e| {
+        e.is::<troupe_sim::config::ConfigError>()
+            || e.is::<troupe_sim::persona::PersonaError>()
+            || e.is::<troupe_sim::scenario::ScenarioError>()
+            || e.is::<UsageError>()
+            || matches!(
+                e.downcast_ref::<troupe_sim::engine::EngineError>(),
+                Some(troupe_sim::engine::EngineError::Persona(_) | troupe_sim::engine::EngineError::UnknownPersona { .. } | troupe_sim::engine::EngineError::NoPersonas)
+            )
+    });
+    if input { 2 } else { 1 }
+}
+
+/// A usage problem found after parsing (a flag combination clap cannot express).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);

@@ -1,0 +1,508 @@
+//! The engine: builds the actors for one run, collects what they emit, and assembles results.
+//!
+//! Mirrors the library API of the engine troupe-sim replaces:
+//! [`SimulationEngine::new`], [`SimulationEngine::run_simulation`] and
+//! [`crate::results::save_results`]. [`SimulationEngine::start`] gives a [`RunHandle`] for
+//! live progress, streaming and cancellation.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use troupe_sim::config::SimulationConfig;
+//! use troupe_sim::engine::SimulationEngine;
+//!
+//! let mut config = SimulationConfig::default();
+//! config.performance.rate_limit_delay = 0.0;
+//! let engine = SimulationEngine::new(config)?;
+//! let results = engine
+//!     .run_simulation("Evaluate AI-powered content moderation", 3, &["sarah_chen", "marcus_rivera"], vec![])
+//!     .await?;
+//! troupe_sim::results::save_results(&results, std::path::Path::new("outputs/demo"))?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::time::Instant;
+
+use ractor::{Actor, ActorRef};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::actors::metrics::{MetricsActor, MetricsMsg, MetricsSnapshot};
+use crate::actors::supervisor::{SupervisorActor, SupervisorArgs, SupervisorMsg};
+use crate::actors::world::{WorldActor, WorldArgs, WorldMsg};
+use crate::config::SimulationConfig;
+use crate::llm::{Provider, provider_from_config};
+use crate::persona::prompt::WorldFacts;
+use crate::persona::{PersonaDatabase, PersonaSpec};
+use crate::results::{AgentInfo, ResultsConfig, ResultsMetrics, SimulationResults, run_id, save_results};
+use crate::scenario::{Hearing, ResolvedIntervention, ResolvedScenario};
+use crate::transcript::{FinalState, RunEvent, StopReason, TranscriptEntry};
+
+/// Errors that stop a run from starting or finishing.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Personas could not be loaded or are invalid.
+    #[error(transparent)]
+    Persona(#[from] crate::persona::PersonaError),
+    /// A persona id is not in the database.
+    #[error("unknown persona id `{id}`{hint}")]
+    UnknownPersona {
+        /// The id.
+        id: String,
+        /// A suggestion.
+        hint: String,
+    },
+    /// Nothing to simulate.
+    #[error("no persona takes part; name at least one (--personas a,b or a scenario)")]
+    NoPersonas,
+    /// The output folder cannot be used.
+    #[error("cannot write the run's output in {}: {source}; check output.output_dir", path.display())]
+    Output {
+        /// The folder.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Saving failed.
+    #[error(transparent)]
+    Save(#[from] crate::results::SaveError),
+    /// An actor could not start.
+    #[error("the runtime failed to start: {0}")]
+    Spawn(String),
+}
+
+static INSTANCE: AtomicU64 = AtomicU64::new(1);
+
+/// What to simulate: personas, world and schedule (config comes from the engine).
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    /// Scenario name ("ad-hoc" for runs without a scenario file).
+    pub name: String,
+    /// Variant applied.
+    pub variant: Option<String>,
+    /// World name.
+    pub world_name: String,
+    /// Situation text.
+    pub context: String,
+    /// Discussion topic.
+    pub topic: String,
+    /// Opening message (the topic when empty).
+    pub opening: String,
+    /// Personas at the start.
+    pub personas: Vec<PersonaSpec>,
+    /// Who hears whom.
+    pub hearing: Hearing,
+    /// Interventions.
+    pub interventions: Vec<ResolvedIntervention>,
+}
+
+impl RunPlan {
+    /// A plan from a resolved scenario; the topic is the config's `simulation.seed`.
+    pub fn from_scenario(r: ResolvedScenario, topic: &str) -> Self {
+        RunPlan {
+            name: r.name,
+            variant: r.variant,
+            world_name: r.world_name,
+            context: r.context,
+            topic: topic.to_string(),
+            opening: r.opening.unwrap_or_default(),
+            personas: r.personas,
+            hearing: r.hearing,
+            interventions: r.interventions,
+        }
+    }
+
+    /// A plan for the scenario-less mode: a topic and some personas, everyone hearing everyone.
+    pub fn ad_hoc(topic: &str, personas: Vec<PersonaSpec>) -> Self {
+        RunPlan {
+            name: "ad-hoc".into(),
+            variant: None,
+            world_name: String::new(),
+            context: String::new(),
+            topic: topic.to_string(),
+            opening: String::new(),
+            personas,
+            hearing: Hearing::Everyone,
+            interventions: Vec::new(),
+        }
+    }
+}
+
+/// Options for one run.
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    /// Save the run in `<save_under>/<run-id>/`: `transcript.jsonl` grows as messages arrive,
+    /// `results.json` and `metrics.json` are written at the end (also when the run fails or is
+    /// cancelled). `None`: keep everything in memory. The CLI uses `output_dir/conversations`.
+    pub save_under: Option<PathBuf>,
+    /// Also send every event here (for a terminal or web view). Never dropped.
+    pub events: Option<mpsc::UnboundedSender<RunEvent>>,
+}
+
+/// Runs simulations with one configuration and provider.
+#[derive(Debug, Clone)]
+pub struct SimulationEngine {
+    config: Arc<SimulationConfig>,
+    provider: Arc<dyn Provider>,
+    notice: Option<String>,
+}
+
+/// A run in progress.
+#[derive(Debug)]
+pub struct RunHandle {
+    /// The run's id.
+    pub run_id: String,
+    /// Where its files go, when saved.
+    pub run_dir: Option<PathBuf>,
+    world: ActorRef<WorldMsg>,
+    metrics: ActorRef<MetricsMsg>,
+    join: JoinHandle<Result<SimulationResults, EngineError>>,
+}
+
+impl RunHandle {
+    /// Asks the run to stop; it saves what it has and ends as cancelled.
+    pub fn stop(&self) {
+        let _ = self.world.cast(WorldMsg::Stop(StopReason::Cancelled));
+    }
+
+    /// Live metrics, or `None` once the run is over.
+    pub async fn metrics(&self) -> Option<MetricsSnapshot> {
+        snapshot(&self.metrics).await
+    }
+
+    /// Waits for the run to end and returns its results.
+    pub async fn wait(self) -> Result<SimulationResults, EngineError> {
+        match self.join.await {
+            Ok(r) => r,
+            Err(e) => Err(EngineError::Spawn(format!("the run's task failed: {e}"))),
+        }
+    }
+}
+
+async fn snapshot(m: &ActorRef<MetricsMsg>) -> Option<MetricsSnapshot> {
+    match m.call(MetricsMsg::Snapshot, Some(std::time::Duration::from_secs(5))).await {
+        Ok(ractor::rpc::CallResult::Success(s)) => Some(s),
+        _ => None,
+    }
+}
+
+impl SimulationEngine {
+    /// An engine with the provider the config selects.
+    pub fn new(config: SimulationConfig) -> Result<Self, EngineError> {
+        let (provider, notice) = provider_from_config(&config);
+        Ok(SimulationEngine { config: Arc::new(config), provider, notice })
+    }
+
+    /// An engine with a given provider (tests, custom providers).
+    pub fn with_provider(config: SimulationConfig, provider: Arc<dyn Provider>) -> Self {
+        SimulationEngine { config: Arc::new(config), provider, notice: None }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &SimulationConfig {
+        &self.config
+    }
+
+    /// A note for the user about the provider choice, if any.
+    pub fn notice(&self) -> Option<&str> {
+        self.notice.as_deref()
+    }
+
+    /// The old engine's single mode: `seed` is the topic, `personas` are ids from
+    /// `simulation.personas_file`, `custom_personas` join them. Runs `turns` turns, everyone
+    /// hearing everyone, and returns the results (nothing is written).
+    pub async fn run_simulation(
+        &self,
+        seed: &str,
+        turns: u32,
+        personas: &[&str],
+        custom_personas: Vec<PersonaSpec>,
+    ) -> Result<SimulationResults, EngineError> {
+        let mut chosen = Vec::new();
+        if !personas.is_empty() {
+            let db = PersonaDatabase::load(&self.config.simulation.personas_file)?;
+            for id in personas {
+                match db.get(id) {
+                    Some(p) => chosen.push(p.clone()),
+                    None => {
+                        let ids: Vec<&str> = db.personas.iter().map(|p| p.id.as_str()).collect();
+                        let hint = crate::scenario::did_you_mean(id, &ids)
+                            .map(|s| format!("; did you mean `{s}`?"))
+                            .unwrap_or_else(|| "; `troupe personas list` shows the ids".into());
+                        return Err(EngineError::UnknownPersona { id: id.to_string(), hint });
+                    }
+                }
+            }
+        }
+        chosen.extend(custom_personas);
+        let mut engine = self.clone();
+        let mut cfg = (*self.config).clone();
+        cfg.simulation.max_turns = turns;
+        cfg.simulation.seed = seed.to_string();
+        engine.config = Arc::new(cfg);
+        engine.start(RunPlan::ad_hoc(seed, chosen), RunOptions::default()).await?.wait().await
+    }
+
+    /// Runs a plan to the end.
+    pub async fn run(&self, plan: RunPlan, opts: RunOptions) -> Result<SimulationResults, EngineError> {
+        self.start(plan, opts).await?.wait().await
+    }
+
+    /// Starts a plan and returns a handle for progress, streaming and cancellation.
+    pub async fn start(&self, plan: RunPlan, opts: RunOptions) -> Result<RunHandle, EngineError> {
+        if plan.personas.is_empty() {
+            return Err(EngineError::NoPersonas);
+        }
+        let instance = INSTANCE.fetch_add(1, Ordering::Relaxed);
+        let started_at = chrono::Utc::now();
+        let rid = run_id(&plan.name, started_at, crate::rng::mix(&[self.config.simulation.run_seed, instance, started_at.timestamp_micros() as u64]));
+        let run_dir = opts.save_under.as_ref().map(|p| p.join(&rid));
+        let mut transcript_file = None;
+        if let Some(dir) = &run_dir {
+            std::fs::create_dir_all(dir).map_err(|source| EngineError::Output { path: dir.clone(), source })?;
+            let path = dir.join("transcript.jsonl");
+            let f = std::fs::File::create(&path).map_err(|source| EngineError::Output { path, source })?;
+            transcript_file = Some(f);
+        }
+
+        let span = tracing::info_span!("simulation", run = %rid, scenario = %plan.name, personas = plan.personas.len());
+        let (metrics, _) = Actor::spawn(None, MetricsActor, ()).await.map_err(|e| EngineError::Spawn(e.to_string()))?;
+        let supervisor = match Actor::spawn(
+            None,
+            SupervisorActor,
+            SupervisorArgs { provider: self.provider.clone(), config: self.config.clone(), metrics: metrics.clone(), instance },
+        )
+        .await
+        {
+            Ok((s, _)) => s,
+            Err(e) => {
+                metrics.stop(None);
+                return Err(EngineError::Spawn(e.to_string()));
+            }
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (done_tx, done_rx) = oneshot::channel();
+        let agents: Vec<AgentInfo> = plan.personas.iter().map(|p| AgentInfo { name: p.name.clone(), role: p.role.clone(), id: p.id.clone() }).collect();
+        let world_args = WorldArgs {
+            personas: plan.personas.clone(),
+            facts: Arc::new(WorldFacts { world: plan.world_name.as_str().into(), topic: plan.topic.as_str().into() }),
+            context: plan.context.clone(),
+            opening: plan.opening.clone(),
+            hearing: plan.hearing.clone(),
+            interventions: plan.interventions.clone(),
+            config: self.config.clone(),
+            supervisor: supervisor.clone(),
+            metrics: metrics.clone(),
+            events: tx,
+            done: done_tx,
+            instance,
+        };
+        let world = match Actor::spawn(None, WorldActor, world_args).instrument(span.clone()).await {
+            Ok((w, _)) => w,
+            Err(e) => {
+                supervisor.stop(None);
+                metrics.stop(None);
+                return Err(EngineError::Spawn(e.to_string()));
+            }
+        };
+        span.in_scope(|| tracing::info!("simulation started"));
+        span.in_scope(|| {
+            let _ = world.cast(WorldMsg::Start);
+        });
+
+        let ctx = Collect {
+            config: self.config.clone(),
+            provider_name: self.provider.name().to_string(),
+            synthetic: self.provider.synthetic(),
+            notice: self.notice.clone(),
+            plan,
+            agents,
+            run_id: rid.clone(),
+            run_dir: run_dir.clone(),
+            started_at,
+            t0: Instant::now(),
+        };
+        let join = tokio::spawn(
+            collect(ctx, rx, done_rx, transcript_file, opts.events, world.clone(), supervisor, metrics.clone()).instrument(span),
+        );
+        Ok(RunHandle { run_id: rid, run_dir, world, metrics, join })
+    }
+}
+
+struct Collect {
+    config: Arc<SimulationConfig>,
+    provider_name: String,
+    synthetic: bool,
+    notice: Option<String>,
+    plan: RunPlan,
+    agents: Vec<AgentInfo>,
+    run_id: String,
+    run_dir: Option<PathBuf>,
+    started_at: chrono::DateTime<chrono::Utc>,
+    t0: Instant,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn collect(
+    ctx: Collect,
+    mut rx: mpsc::UnboundedReceiver<RunEvent>,
+    done_rx: oneshot::Receiver<FinalState>,
+    mut file: Option<std::fs::File>,
+    forward: Option<mpsc::UnboundedSender<RunEvent>>,
+    world: ActorRef<WorldMsg>,
+    supervisor: ActorRef<SupervisorMsg>,
+    metrics: ActorRef<MetricsMsg>,
+) -> Result<SimulationResults, EngineError> {
+    let mut transcript: Vec<TranscriptEntry> = Vec::new();
+    let mut results_extra = Extra::default();
+    let mut final_state = None;
+    let mut write_error = None;
+    while let Some(ev) = rx.recv().await {
+        match &ev {
+            RunEvent::Message(e) => {
+                if let Some(f) = file.as_mut() {
+                    // One write per line, straight to the file: a crash loses nothing already said.
+                    let mut line = serde_json::to_vec(e).unwrap_or_default();
+                    line.push(b'\n');
+                    if let Err(err) = f.write_all(&line) {
+                        write_error.get_or_insert_with(|| err.to_string());
+                        file = None;
+                        let _ = world.cast(WorldMsg::Stop(StopReason::Failed("could not append to transcript.jsonl".into())));
+                    }
+                }
+                transcript.push(e.clone());
+            }
+            RunEvent::Skipped(s) => results_extra.skipped.push(s.clone()),
+            RunEvent::Thought { turn, persona, text } => results_extra.thoughts.push((*turn, persona.clone(), text.clone())),
+            RunEvent::Passed { turn, persona } => results_extra.passes.push((*turn, persona.clone())),
+            RunEvent::Intervention { turn, description } => results_extra.interventions.push((*turn, description.clone())),
+            RunEvent::Finished(s) => final_state = Some(s.clone()),
+            RunEvent::TurnStarted { .. } | RunEvent::TurnEnded { .. } => {}
+        }
+        if let Some(fw) = &forward {
+            let _ = fw.send(ev);
+        }
+        if final_state.is_some() {
+            break;
+        }
+    }
+    let final_state = match final_state {
+        Some(s) => s,
+        None => done_rx.await.unwrap_or(FinalState {
+            success: false,
+            completed_turns: 0,
+            reason: StopReason::Failed("the world actor stopped without a final state".into()),
+        }),
+    };
+    let duration = ctx.t0.elapsed().as_secs_f64();
+    let snap = snapshot(&metrics).await.unwrap_or_default();
+    world.stop(None);
+    supervisor.stop(None);
+    metrics.stop(None);
+    let results = build_results(ctx, transcript, results_extra, final_state, snap, duration, write_error);
+    if let Some(dir) = &results.run_dir {
+        save_results(&results, dir)?;
+    }
+    tracing::info!(messages = results.transcript.len(), success = results.success, "simulation finished");
+    Ok(results)
+}
+
+#[derive(Default)]
+struct Extra {
+    skipped: Vec<crate::transcript::SkipRecord>,
+    thoughts: Vec<(u32, String, String)>,
+    passes: Vec<(u32, String)>,
+    interventions: Vec<(u32, String)>,
+}
+
+fn build_results(
+    ctx: Collect,
+    transcript: Vec<TranscriptEntry>,
+    extra: Extra,
+    fs: FinalState,
+    snap: MetricsSnapshot,
+    duration: f64,
+    write_error: Option<String>,
+) -> SimulationResults {
+    let c = &ctx.config;
+    let models: BTreeSet<String> = transcript.iter().filter_map(|e| e.model.clone()).collect();
+    let error = match (&fs.reason, write_error) {
+        (_, Some(w)) => Some(format!("could not append to transcript.jsonl: {w}")),
+        (StopReason::Failed(m), None) => Some(m.clone()),
+        (StopReason::Timeout, None) => Some(format!("the run hit timeout_seconds = {}", c.performance.timeout_seconds)),
+        (StopReason::Cancelled, None) => Some("the run was cancelled".into()),
+        (StopReason::Completed, None) => None,
+    };
+    SimulationResults {
+        success: fs.success && error.is_none(),
+        metrics: ResultsMetrics {
+            duration,
+            total_messages: transcript.len() as u64,
+            total_tokens: snap.total_tokens,
+            api_calls: snap.api_calls,
+            errors: snap.errors,
+            average_response_time: snap.persona_response.mean_ms / 1000.0,
+            prompt_tokens: snap.prompt_tokens,
+            completion_tokens: snap.completion_tokens,
+            retries: snap.retries,
+            timeouts: snap.timeouts,
+            fallbacks: snap.fallbacks,
+            skipped_turns: snap.skipped_turns,
+            restarts: snap.restarts,
+            throughput_per_min: if duration > 0.0 { transcript.len() as f64 * 60.0 / duration } else { 0.0 },
+            calls_per_message: snap.calls_per_message,
+            error_rate: snap.error_rate,
+            latency_p50: snap.llm_latency.p50_ms / 1000.0,
+            latency_p99: snap.llm_latency.p99_ms / 1000.0,
+        },
+        config: ResultsConfig {
+            model: c.llm.model.clone(),
+            temperature: c.llm.temperature,
+            turns: c.simulation.max_turns,
+            policy: c.simulation.policy(),
+            run_seed: c.simulation.run_seed,
+            provider: ctx.provider_name.clone(),
+            fallback_model: c.llm.fallback_model.clone(),
+            max_workers: c.performance.max_workers,
+            rate_limit_delay: c.performance.rate_limit_delay,
+            persona_timeout: c.performance.persona_timeout,
+            max_retries: c.performance.max_retries,
+            graceful_degradation: c.performance.graceful_degradation,
+        },
+        transcript,
+        agents: ctx.agents,
+        run_id: ctx.run_id,
+        scenario: ctx.plan.name,
+        variant: ctx.plan.variant,
+        topic: ctx.plan.topic,
+        provider: ctx.provider_name,
+        synthetic: ctx.synthetic,
+        models_used: models.into_iter().collect(),
+        notice: ctx
+            .synthetic
+            .then(|| "The text of this run is synthetic: it was written by troupe-sim's simulated provider, not by a language model.".to_string())
+            .or(ctx.notice),
+        completed_turns: fs.completed_turns,
+        stop_reason: fs.reason,
+        skipped: extra.skipped,
+        thoughts: extra.thoughts,
+        passes: extra.passes,
+        interventions: extra.interventions,
+        started_at: ctx.started_at,
+        finished_at: chrono::Utc::now(),
+        error,
+        full_metrics: snap,
+        run_dir: ctx.run_dir,
+    }
+}
+
+/// The folder runs are saved under: `output_dir/conversations`.
+pub fn conversations_dir(output_dir: &Path) -> PathBuf {
+    output_dir.join("conversations")
+}

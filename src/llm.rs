@@ -1,0 +1,173 @@
+//! Language-model providers behind one trait, with provider-neutral types.
+//!
+//! - [`types`]: `ChatRequest`, `ChatResponse`, `Usage`.
+//! - [`tokens`]: the token counter every provider's usage is measured with.
+//! - [`simulated`]: the built-in simulated provider (offline, deterministic, configurable
+//!   latency and faults).
+//!
+//! Retry, timeout and fallback are not a provider's business: the supervisor actor applies them
+//! to every provider alike.
+
+pub mod simulated;
+pub mod tokens;
+pub mod types;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use simulated::SimulatedProvider;
+pub use types::*;
+
+/// A boxed future returned by providers.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Per-call facts a provider may use: the attempt number and the run seed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallContext {
+    /// 1 for the first try.
+    pub attempt: u32,
+    /// The run's seed.
+    pub run_seed: u64,
+}
+
+/// Something that answers chat requests.
+pub trait Provider: Send + Sync + fmt::Debug + 'static {
+    /// Short name recorded in results ("simulated", "openai", ...).
+    fn name(&self) -> &str;
+    /// True when the text is synthetic (not written by a language model).
+    fn synthetic(&self) -> bool {
+        false
+    }
+    /// Sends one request. The future must be cancel-safe: the supervisor drops it on timeout.
+    fn chat(&self, req: Arc<ChatRequest>, ctx: CallContext) -> BoxFuture<Result<ChatResponse, LlmError>>;
+}
+
+/// The class of a failed call, which decides whether it is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// 429 Too Many Requests.
+    RateLimited,
+    /// 5xx.
+    Server,
+    /// No answer within `persona_timeout`.
+    Timeout,
+    /// The connection failed.
+    Connection,
+    /// The answer could not be read.
+    Malformed,
+    /// The answer was empty.
+    Empty,
+    /// 400: the request is wrong (e.g. the context length is exceeded).
+    BadRequest,
+    /// 401/403: the key is wrong or lacks permission.
+    Auth,
+    /// 404: unknown model or deployment.
+    NotFound,
+    /// The run's cost or token budget forbids the call.
+    Budget,
+}
+
+impl ErrorKind {
+    /// True for failures worth retrying: 429, 5xx, timeouts, connection errors and unusable
+    /// answers.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::RateLimited
+                | ErrorKind::Server
+                | ErrorKind::Timeout
+                | ErrorKind::Connection
+                | ErrorKind::Malformed
+                | ErrorKind::Empty
+        )
+    }
+
+    /// Stable lower-case name used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Server => "server",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Connection => "connection",
+            ErrorKind::Malformed => "malformed",
+            ErrorKind::Empty => "empty",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Auth => "auth",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Budget => "budget",
+        }
+    }
+}
+
+/// A failed call: its class, the HTTP status when there was one, what the provider said, and
+/// how long it asked us to wait.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+#[error("{}{}: {message}", kind.as_str(), status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+pub struct LlmError {
+    /// Class.
+    pub kind: ErrorKind,
+    /// HTTP status.
+    pub status: Option<u16>,
+    /// What went wrong, with a hint where there is one.
+    pub message: String,
+    /// Retry-After, when the provider sent one.
+    #[serde(with = "opt_duration_secs")]
+    pub retry_after: Option<Duration>,
+}
+
+impl LlmError {
+    /// An error of `kind`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        LlmError { kind, status: None, message: message.into(), retry_after: None }
+    }
+    /// With an HTTP status.
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+    /// With a Retry-After delay.
+    pub fn with_retry_after(mut self, d: Duration) -> Self {
+        self.retry_after = Some(d);
+        self
+    }
+}
+
+mod opt_duration_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let v: Option<f64> = Option::deserialize(d)?;
+        Ok(v.filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64))
+    }
+}
+
+/// Picks the provider the config asks for. Returns it with a notice for the user when the
+/// choice was made for them.
+pub fn provider_from_config(cfg: &crate::config::SimulationConfig) -> (Arc<dyn Provider>, Option<String>) {
+    use crate::config::ProviderKind;
+    let sim = Arc::new(SimulatedProvider::new(cfg.llm.simulated.clone()));
+    match cfg.llm.provider {
+        ProviderKind::Simulated => (sim, None),
+        ProviderKind::Auto => (
+            sim,
+            Some(
+                "using the built-in simulated provider: the text is synthetic. Set llm.provider = \"simulated\" to silence this notice."
+                    .into(),
+            ),
+        ),
+    }
+}

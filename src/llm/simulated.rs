@@ -1,0 +1,490 @@
+//! The built-in simulated provider: persona-flavoured synthetic text, offline and free.
+//!
+//! It reads the request the way a model would: the persona's name, role, traits, goals and style
+//! from the system prompt, and the topic and recent conversation from the last user message
+//! (the layout written by `persona::prompt`). From those it composes a short contribution that
+//! addresses earlier speakers by name, agrees or disagrees, and sometimes asks a question.
+//! Everything it draws is seeded by the run seed and the request fingerprint, so the same
+//! request in the same run always gets the same answer, whatever the timing.
+//!
+//! Latency and faults come from `[llm.simulated]` and are drawn per attempt.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+use super::tokens::count_tokens;
+use super::{BoxFuture, CallContext, ChatRequest, ChatResponse, ErrorKind, FinishReason, LlmError, Provider, Role, Usage};
+use crate::config::{FaultProfile, LatencyKind, LatencyModel, SimulatedConfig};
+use crate::rng::{SplitMix64, fnv1a, mix};
+
+/// The simulated provider.
+#[derive(Debug)]
+pub struct SimulatedProvider {
+    cfg: SimulatedConfig,
+    // Parsed system prompts, keyed by their hash: each persona's prompt is parsed once, not per
+    // call. Shared by every concurrent call, hence a concurrent map.
+    profiles: DashMap<u64, Arc<Profile>>,
+}
+
+#[derive(Debug, Default)]
+struct Profile {
+    name: String,
+    role: String,
+    traits: Vec<String>,
+    goals: Vec<String>,
+    lean: i32,
+}
+
+/// What the simulated provider decided for one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer normally.
+    None,
+    /// 429 with Retry-After.
+    RateLimited,
+    /// 500.
+    Server,
+    /// Never answer.
+    Timeout,
+    /// Unreadable body.
+    Malformed,
+    /// Empty text.
+    Empty,
+}
+
+impl SimulatedProvider {
+    /// A provider with this latency and fault profile.
+    pub fn new(cfg: SimulatedConfig) -> Self {
+        SimulatedProvider { cfg, profiles: DashMap::new() }
+    }
+
+    /// The fault drawn for an attempt (pure; exposed for tests).
+    pub fn draw_fault(f: &FaultProfile, rng: &mut SplitMix64) -> Fault {
+        let u = rng.next_f64();
+        let mut acc = 0.0;
+        for (p, fault) in [
+            (f.rate_limited, Fault::RateLimited),
+            (f.server_error, Fault::Server),
+            (f.timeout, Fault::Timeout),
+            (f.malformed, Fault::Malformed),
+            (f.empty, Fault::Empty),
+        ] {
+            acc += p;
+            if u < acc {
+                return fault;
+            }
+        }
+        Fault::None
+    }
+
+    /// A latency drawn from the model (pure; exposed for tests).
+    pub fn draw_latency(m: &LatencyModel, rng: &mut SplitMix64) -> Duration {
+        let ms = match m.kind {
+            LatencyKind::Fixed => m.ms,
+            LatencyKind::Uniform => m.min_ms + (m.max_ms - m.min_ms) * rng.next_f64(),
+            LatencyKind::LogNormal => {
+                let (p50_ms, p99_ms) = (m.p50_ms, m.p99_ms);
+                // z(0.99) = 2.3263: sigma puts p99 where asked.
+                let sigma = (p99_ms.ln() - p50_ms.ln()) / 2.326_347_9;
+                let (u1, u2) = (rng.next_f64().max(f64::MIN_POSITIVE), rng.next_f64());
+                let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+                (p50_ms.ln() + sigma * z).exp()
+            }
+        };
+        Duration::from_secs_f64((ms.max(0.0)) / 1000.0)
+    }
+
+    fn profile(&self, system: &str) -> Arc<Profile> {
+        let key = fnv1a(system.as_bytes());
+        if let Some(p) = self.profiles.get(&key) {
+            return p.clone();
+        }
+        let p = Arc::new(parse_profile(system));
+        self.profiles.insert(key, p.clone());
+        p
+    }
+
+    /// Writes the reply for a request (pure given the seed).
+    pub fn compose(&self, req: &ChatRequest, seed: u64) -> String {
+        let system = req.messages.iter().find(|m| m.role == Role::System).map(|m| &*m.content).unwrap_or("");
+        let user = req.messages.iter().rev().find(|m| m.role == Role::User).map(|m| &*m.content).unwrap_or("");
+        let profile = self.profile(system);
+        let mut rng = SplitMix64::new(seed);
+        if req.meta.purpose == "summary" {
+            return summarize(user, &mut rng);
+        }
+        compose_reply(&profile, user, &mut rng)
+    }
+}
+
+impl Provider for SimulatedProvider {
+    fn name(&self) -> &str {
+        "simulated"
+    }
+
+    fn synthetic(&self) -> bool {
+        true
+    }
+
+    fn chat(&self, req: Arc<ChatRequest>, ctx: CallContext) -> BoxFuture<Result<ChatResponse, LlmError>> {
+        let fp = req.fingerprint();
+        let mut attempt_rng = SplitMix64::new(mix(&[ctx.run_seed, fp, ctx.attempt as u64, 0xfa17]));
+        let fault = Self::draw_fault(&self.cfg.faults, &mut attempt_rng);
+        let latency = Self::draw_latency(&self.cfg.latency, &mut attempt_rng);
+        let retry_after = Duration::from_secs_f64(self.cfg.faults.retry_after_secs.max(0.0));
+        // The text is composed before the wait so the future holds no borrow of `self`.
+        let text = match fault {
+            Fault::None => Some(self.compose(&req, mix(&[ctx.run_seed, fp]))),
+            _ => None,
+        };
+        Box::pin(async move {
+            let wait = |d: Duration| async move {
+                if !d.is_zero() {
+                    tokio::time::sleep(d).await;
+                }
+            };
+            match fault {
+                Fault::RateLimited => {
+                    wait(latency / 10).await;
+                    return Err(LlmError::new(ErrorKind::RateLimited, "simulated 429 Too Many Requests")
+                        .with_status(429)
+                        .with_retry_after(retry_after));
+                }
+                Fault::Server => {
+                    wait(latency / 2).await;
+                    return Err(LlmError::new(ErrorKind::Server, "simulated 500 Internal Server Error").with_status(500));
+                }
+                Fault::Timeout => std::future::pending::<()>().await,
+                Fault::Malformed => {
+                    wait(latency).await;
+                    return Err(LlmError::new(
+                        ErrorKind::Malformed,
+                        "simulated malformed response: body was not the expected JSON: {\"choices\": [{\"mess",
+                    )
+                    .with_status(200));
+                }
+                Fault::Empty | Fault::None => wait(latency).await,
+            }
+            let mut text = text.unwrap_or_default();
+            let mut finish_reason = FinishReason::Stop;
+            if let Some(max) = req.max_tokens {
+                finish_reason = truncate_to_tokens(&mut text, max as u64);
+            }
+            let usage = Usage {
+                prompt_tokens: super::tokens::count_request(&req),
+                completion_tokens: count_tokens(&text),
+            };
+            Ok(ChatResponse { text, usage, model: req.model.clone(), finish_reason })
+        })
+    }
+}
+
+fn truncate_to_tokens(text: &mut String, max: u64) -> FinishReason {
+    if count_tokens(text) <= max {
+        return FinishReason::Stop;
+    }
+    let words: Vec<&str> = text.split(' ').collect();
+    let mut out = String::new();
+    for w in words {
+        let candidate = if out.is_empty() { w.to_string() } else { format!("{out} {w}") };
+        if count_tokens(&candidate) > max {
+            break;
+        }
+        out = candidate;
+    }
+    *text = out;
+    FinishReason::Length
+}
+
+const TRAIT_LEAN: &[(&str, i32)] = &[
+    ("skeptic", -2),
+    ("critical", -2),
+    ("blunt", -1),
+    ("cautious", -1),
+    ("analytical", -1),
+    ("rigorous", -1),
+    ("direct", -1),
+    ("collaborative", 2),
+    ("empathetic", 2),
+    ("diplomatic", 2),
+    ("optimistic", 2),
+    ("supportive", 1),
+    ("pragmatic", 0),
+];
+
+fn parse_profile(system: &str) -> Profile {
+    let mut p = Profile::default();
+    for line in system.lines() {
+        let line = line.trim_start_matches(['-', ' ', '*', '#']).replace("**", "");
+        if let Some(rest) = line.strip_prefix("You are ") {
+            if let Some((name, role)) = rest.split_once(", ") {
+                p.name = name.to_string();
+                p.role = role.trim_end_matches('.').to_string();
+            }
+        } else if let Some(rest) = line.strip_prefix("Traits: ") {
+            p.traits = rest.split(", ").map(str::to_string).collect();
+        } else if let Some(rest) = line.strip_prefix("Goals: ") {
+            p.goals = rest.split("; ").map(str::to_string).collect();
+        }
+    }
+    let all = p.traits.join(" ").to_lowercase();
+    p.lean = TRAIT_LEAN.iter().filter(|(k, _)| all.contains(k)).map(|(_, v)| v).sum();
+    p
+}
+
+struct Heard<'a> {
+    speaker: &'a str,
+    text: &'a str,
+}
+
+fn parse_conversation(user: &str) -> (Option<&str>, Vec<Heard<'_>>) {
+    let mut topic = None;
+    let mut heard = Vec::new();
+    for line in user.lines() {
+        if let Some(t) = line.strip_prefix("Topic: ") {
+            topic = Some(t);
+        } else if let Some(rest) = line.strip_prefix("[turn ") {
+            let Some((_, rest)) = rest.split_once("] ") else { continue };
+            let Some((who, text)) = rest.split_once(": ") else { continue };
+            if who.starts_with("You") || who.starts_with("(") {
+                continue;
+            }
+            let speaker = who.split(" (").next().unwrap_or(who);
+            let speaker = speaker.split(" to ").next().unwrap_or(speaker);
+            heard.push(Heard { speaker, text });
+        }
+    }
+    (topic, heard)
+}
+
+const STOP: &[&str] = &[
+    "should", "would", "could", "about", "their", "there", "these", "those", "which", "where", "while", "because",
+    "before", "after", "think", "really", "point", "being", "other", "every", "something", "people", "whether",
+    "agree", "with", "that", "this", "have", "from", "what", "when", "your", "into", "more", "than", "just", "need",
+    "respect", "evidence", "building", "underestimating", "convinced", "differently",
+];
+
+fn keywords(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for w in text.split(|c: char| !c.is_alphanumeric() && c != '-') {
+        let lw = w.to_lowercase();
+        if lw.chars().count() >= 6 && !STOP.contains(&lw.as_str()) && !out.contains(&lw) {
+            out.push(lw);
+        }
+    }
+    out
+}
+
+fn first_name(full: &str) -> &str {
+    let mut parts = full.split_whitespace().filter(|p| !p.ends_with('.'));
+    parts.next().unwrap_or(full)
+}
+
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+fn compose_reply(p: &Profile, user: &str, rng: &mut SplitMix64) -> String {
+    let (topic, heard) = parse_conversation(user);
+    let topic = topic.unwrap_or("the question in front of us");
+    let others: Vec<&Heard<'_>> = heard.iter().filter(|h| h.speaker != p.name && h.speaker != "Moderator").collect();
+    let last = others.last();
+    let mut kws = last.map(|h| keywords(h.text)).unwrap_or_default();
+    if kws.is_empty() {
+        kws = keywords(topic);
+    }
+    if kws.is_empty() {
+        kws.push("this".into());
+    }
+    let kw = rng.pick(&kws).clone();
+    let kw2 = rng.pick(&keywords(topic).into_iter().chain([kw.clone()]).collect::<Vec<_>>()).clone();
+
+    let roll = rng.next_f64();
+    if !others.is_empty() && roll < 0.02 {
+        return "PASS".into();
+    }
+    let mut parts: Vec<String> = Vec::new();
+    match last {
+        Some(h) => {
+            let who = first_name(h.speaker);
+            // lean < 0 disagrees more often, lean > 0 agrees more often.
+            let agree_p = (0.5 + 0.1 * p.lean as f64).clamp(0.15, 0.85);
+            let r = rng.next_f64();
+            let opener = if r < agree_p * 0.8 {
+                match rng.below(3) {
+                    0 => format!("{who}, I agree with you on {kw}."),
+                    1 => format!("That's a fair point about {kw}, {who}."),
+                    _ => format!("Building on what {who} said about {kw}: yes, and we can go further."),
+                }
+            } else if r < 0.85 {
+                match rng.below(3) {
+                    0 => format!("I'm not convinced, {who}: {kw} is not the whole story."),
+                    1 => format!("{who}, I see {kw} differently."),
+                    _ => format!("With respect, {who}, I think we're underestimating {kw}."),
+                }
+            } else {
+                format!("{who}, what evidence do we actually have on {kw}?")
+            };
+            parts.push(opener);
+        }
+        None => parts.push(format!("Let me start with {}.", lower_first(topic.trim_end_matches(['.', '?', '!'])))),
+    }
+    if !p.role.is_empty() && rng.next_f64() < 0.7 {
+        let goal = if p.goals.is_empty() {
+            format!("get {kw2} right")
+        } else {
+            lower_first(rng.pick(&p.goals).trim_end_matches('.'))
+        };
+        parts.push(match rng.below(3) {
+            0 => format!("As a {}, my priority here is to {goal}.", p.role),
+            1 => format!("From where I sit as a {}, what matters is that we {goal}.", p.role),
+            _ => format!("Speaking as a {}, I'd want us to {goal}.", p.role),
+        });
+    }
+    parts.push(trait_sentence(p, &kw2, rng));
+    if rng.next_f64() < 0.35 {
+        parts.push(match rng.below(4) {
+            0 => format!("How would we handle {kw2} if it goes wrong?"),
+            1 => format!("Who owns {kw2} once this ships?"),
+            2 => format!("What would change your mind on {kw}?"),
+            _ => format!("Can we agree on how we'd measure {kw2}?"),
+        });
+    }
+    let text = parts.join(" ");
+    if rng.next_f64() < 0.04 {
+        return format!("THINK: I should watch how the others react to {kw} before committing.");
+    }
+    if let Some(h) = last
+        && rng.next_f64() < 0.12
+    {
+        return format!("@{}: {text}", h.speaker);
+    }
+    text
+}
+
+fn trait_sentence(p: &Profile, kw: &str, rng: &mut SplitMix64) -> String {
+    let traits = p.traits.join(" ").to_lowercase();
+    let has = |k: &str| traits.contains(k);
+    let bank: &[&str] = if has("analytic") || has("data") || has("rigorous") {
+        &[
+            "Before we commit to {kw}, let's run a two-week pilot with clear success metrics.",
+            "I'd like to see numbers on {kw}: baseline, target, and what we do if we miss.",
+            "The data on {kw} is thinner than it sounds; we should size the risk first.",
+        ]
+    } else if has("empath") || has("caring") || has("compassion") {
+        &[
+            "We need to think about the people who live with {kw} every day.",
+            "Whatever we decide on {kw}, the people affected should hear it from us first.",
+            "I keep coming back to how {kw} feels for the person on the other end.",
+        ]
+    } else if has("skeptic") || has("critical") || has("cautious") {
+        &[
+            "I've seen {kw} promised before, and the hidden costs showed up a year later.",
+            "Let's name the failure modes of {kw} before we celebrate it.",
+            "If {kw} goes wrong, who carries the cost? That answer decides it for me.",
+        ]
+    } else if has("creative") || has("curious") || has("visionary") || has("innovative") {
+        &[
+            "What if we treated {kw} as an experiment and designed it to be reversible?",
+            "There's a bolder version of {kw} that nobody has tried yet.",
+            "I'd sketch three very different takes on {kw} before picking one.",
+        ]
+    } else if has("pragmatic") || has("practical") || has("decisive") {
+        &[
+            "Let's pick the smallest version of {kw} we can ship this quarter.",
+            "On {kw}, good enough now beats perfect next year.",
+            "Budget and time decide {kw} in practice, so let's start there.",
+        ]
+    } else {
+        &[
+            "On {kw}, I think we should be clear about the trade-offs.",
+            "{Kw} deserves a decision, not another round of discussion.",
+            "I'd like us to agree on one next step for {kw} today.",
+        ]
+    };
+    let t = *rng.pick(bank);
+    let mut cap = kw.to_string();
+    if let Some(f) = cap.get_mut(0..1) {
+        f.make_ascii_uppercase();
+    }
+    t.replace("{kw}", kw).replace("{Kw}", &cap)
+}
+
+fn summarize(user: &str, rng: &mut SplitMix64) -> String {
+    let (topic, heard) = parse_conversation(user);
+    let mut speakers: Vec<&str> = heard.iter().map(|h| h.speaker).collect();
+    speakers.dedup();
+    let kws: Vec<String> = heard.iter().flat_map(|h| keywords(h.text)).take(12).collect();
+    let focus = if kws.is_empty() { "the topic".to_string() } else { rng.pick(&kws).clone() };
+    format!(
+        "So far {} people discussed {}; the main thread was {focus}.",
+        speakers.len(),
+        topic.unwrap_or("the topic")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::ChatMessage;
+
+    fn req(user: &str) -> ChatRequest {
+        ChatRequest {
+            model: "m".into(),
+            messages: vec![
+                ChatMessage::new(Role::System, "You are Dr. Sarah Chen, Systems Architect.\nTraits: analytical, direct\nGoals: Ensure systems scale"),
+                ChatMessage::new(Role::User, user),
+            ],
+            temperature: Some(0.7),
+            top_p: None,
+            max_tokens: None,
+            seed: None,
+            stop: vec![],
+            meta: Default::default(),
+        }
+    }
+
+    #[test]
+    fn same_request_same_text_and_it_addresses_speakers() {
+        let p = SimulatedProvider::new(SimulatedConfig::default());
+        let r = req("Topic: Evaluate AI-powered content moderation\n[turn 1] Marcus Rivera (Product Manager): Moderation latency hurts engagement.\nTurn 2: reply");
+        let a = p.compose(&r, 7);
+        assert_eq!(a, p.compose(&r, 7));
+        let many: Vec<String> = (0..40).map(|s| p.compose(&r, s)).collect();
+        assert!(many.iter().any(|t| t.contains("Marcus")), "{many:?}");
+        let distinct: std::collections::HashSet<_> = many.iter().collect();
+        assert!(distinct.len() > 20);
+    }
+
+    #[test]
+    fn fault_rates_follow_the_profile() {
+        let f = FaultProfile { rate_limited: 0.2, server_error: 0.05, timeout: 0.02, ..FaultProfile::default() };
+        let mut rng = SplitMix64::new(1);
+        let n = 20_000;
+        let rl = (0..n).filter(|_| SimulatedProvider::draw_fault(&f, &mut rng) == Fault::RateLimited).count();
+        assert!((rl as f64 / n as f64 - 0.2).abs() < 0.02, "{rl}");
+    }
+
+    #[test]
+    fn lognormal_percentiles() {
+        let m = LatencyModel::log_normal(100.0, 1000.0);
+        let mut rng = SplitMix64::new(3);
+        let mut v: Vec<f64> = (0..20_000).map(|_| SimulatedProvider::draw_latency(&m, &mut rng).as_secs_f64() * 1e3).collect();
+        v.sort_by(f64::total_cmp);
+        assert!((v[10_000] - 100.0).abs() < 10.0, "p50 {}", v[10_000]);
+        assert!((v[19_800] - 1000.0).abs() < 200.0, "p99 {}", v[19_800]);
+    }
+
+    #[test]
+    fn max_tokens_truncates() {
+        let mut s = "one two three four five six".to_string();
+        assert_eq!(truncate_to_tokens(&mut s, 3), FinishReason::Length);
+        assert_eq!(s, "one two three");
+    }
+}

@@ -1,0 +1,205 @@
+//! How a persona's requests are written, and how replies are read back.
+//!
+//! The system prompt is rendered once per persona and shared by every call. The user message
+//! holds the world, the topic, the bounded memory window and the instruction for this turn.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::PersonaSpec;
+use crate::llm::{ChatMessage, ChatRequest, RequestMeta, Role};
+use crate::memory::EpisodicMemory;
+
+/// Renders the persona's system prompt.
+pub fn system_prompt(p: &PersonaSpec) -> Arc<str> {
+    let mut s = String::with_capacity(512);
+    let markdown = p.prompting.as_ref().is_some_and(|pr| pr.format == "markdown");
+    match p.prompting.as_ref().map(|pr| pr.role.trim()).filter(|r| !r.is_empty()) {
+        Some(role) => {
+            let _ = writeln!(s, "{role}");
+        }
+        None => s.push_str("You are taking part in a simulated group discussion.\n"),
+    }
+    if markdown {
+        s.push_str("# Your persona\n");
+    }
+    let bullet = if markdown { "- " } else { "" };
+    let _ = writeln!(s, "You are {}, {}.", p.name, p.role);
+    if !p.description.is_empty() {
+        let _ = writeln!(s, "{bullet}About you: {}", p.description);
+    }
+    let pers = &p.personality;
+    if !pers.traits.is_empty() {
+        let _ = writeln!(s, "{bullet}Traits: {}", pers.traits.join(", "));
+    }
+    if !pers.goals.is_empty() {
+        let _ = writeln!(s, "{bullet}Goals: {}", pers.goals.join("; "));
+    }
+    if !pers.style.is_empty() {
+        let _ = writeln!(s, "{bullet}Style: {}", pers.style);
+    }
+    let habits: Vec<String> = [("Communication", &pers.communication), ("Decisions", &pers.decisions), ("Approach", &pers.approach)]
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    if !habits.is_empty() {
+        let _ = writeln!(s, "{bullet}{}.", habits.join(". "));
+    }
+    s.push_str("Stay in character. Speak in the first person, in 2-4 sentences, and react to what others said.");
+    s.into()
+}
+
+/// The fixed facts of the world a persona lives in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorldFacts {
+    /// World name.
+    pub world: Arc<str>,
+    /// Discussion topic.
+    pub topic: Arc<str>,
+}
+
+/// Sampling settings for a persona (its own overrides already applied).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    /// Model.
+    pub model: String,
+    /// Temperature.
+    pub temperature: f64,
+    /// top_p.
+    pub top_p: Option<f64>,
+    /// Longest reply.
+    pub max_tokens: u32,
+    /// Seed sent to providers that support one.
+    pub seed: Option<u64>,
+}
+
+/// The request asking a persona to act in `turn`.
+pub fn act_request(
+    system: &Arc<str>,
+    persona: &PersonaSpec,
+    memory: &EpisodicMemory,
+    world: &WorldFacts,
+    context: &str,
+    turn: u32,
+    sampling: &Sampling,
+) -> ChatRequest {
+    let mut u = String::with_capacity(1024);
+    render_situation(&mut u, memory, world, context);
+    let _ = write!(
+        u,
+        "Turn {turn}: reply as {} with one short contribution (2-4 sentences). To speak to one person, start with \"@Their Name:\". To keep a private thought, start with \"THINK:\". To stay silent, reply \"PASS\".",
+        persona.name
+    );
+    request(system, u, persona, turn, "act", sampling)
+}
+
+/// The request asking a persona to summarize its memory (consolidation).
+pub fn summary_request(
+    system: &Arc<str>,
+    persona: &PersonaSpec,
+    memory: &EpisodicMemory,
+    world: &WorldFacts,
+    context: &str,
+    turn: u32,
+    sampling: &Sampling,
+) -> ChatRequest {
+    let mut u = String::with_capacity(1024);
+    render_situation(&mut u, memory, world, context);
+    u.push_str("Summarize what has happened so far in 2-3 sentences, from your point of view, keeping names and open questions.");
+    request(system, u, persona, turn, "summary", sampling)
+}
+
+fn render_situation(u: &mut String, memory: &EpisodicMemory, world: &WorldFacts, context: &str) {
+    if !world.world.is_empty() {
+        let _ = writeln!(u, "World: {}", world.world);
+    }
+    if !context.is_empty() {
+        let _ = writeln!(u, "Context: {context}");
+    }
+    let _ = writeln!(u, "Topic: {}", world.topic);
+    let w = memory.window();
+    if let Some(s) = w.summary {
+        let _ = writeln!(u, "Summary of earlier events: {s}");
+    }
+    u.push_str("Conversation so far:\n");
+    for e in w.prefix {
+        e.render(u);
+    }
+    if w.omitted > 0 {
+        let _ = writeln!(u, "(... {} earlier events omitted ...)", w.omitted);
+    }
+    for e in w.recent {
+        e.render(u);
+    }
+}
+
+fn request(system: &Arc<str>, user: String, p: &PersonaSpec, turn: u32, purpose: &str, s: &Sampling) -> ChatRequest {
+    ChatRequest {
+        model: s.model.clone(),
+        messages: vec![ChatMessage { role: Role::System, content: system.clone() }, ChatMessage::new(Role::User, user)],
+        temperature: Some(s.temperature),
+        top_p: s.top_p,
+        max_tokens: Some(s.max_tokens),
+        seed: s.seed,
+        stop: Vec::new(),
+        meta: RequestMeta { persona: p.id.clone(), turn, purpose: purpose.into() },
+    }
+}
+
+/// What a persona did with its turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    /// Said something, to everyone or to one named persona.
+    Speak {
+        /// The text.
+        text: String,
+        /// Addressee name as written.
+        to: Option<String>,
+    },
+    /// Kept a thought.
+    Think(String),
+    /// Stayed silent.
+    Pass,
+}
+
+/// Reads a reply: `PASS`, `THINK: ...`, `@Name: ...`, or plain speech. Strips a leading
+/// "Name:" echo of the persona's own name, which models often add.
+pub fn parse_reply(raw: &str, own_name: &str) -> Reply {
+    let mut t = raw.trim();
+    if let Some(rest) = t.strip_prefix(own_name).and_then(|r| r.strip_prefix(':')) {
+        t = rest.trim();
+    }
+    let upper: String = t.chars().take(8).collect::<String>().to_uppercase();
+    if upper.trim_end_matches(['.', '!']) == "PASS" {
+        return Reply::Pass;
+    }
+    if upper.starts_with("THINK:") {
+        return Reply::Think(t[6..].trim().to_string());
+    }
+    if let Some(rest) = t.strip_prefix('@')
+        && let Some((name, text)) = rest.split_once(':')
+        && !name.is_empty()
+        && name.len() <= 80
+        && !text.trim().is_empty()
+    {
+        return Reply::Speak { text: text.trim().to_string(), to: Some(name.trim().to_string()) };
+    }
+    Reply::Speak { text: t.to_string(), to: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies() {
+        assert_eq!(parse_reply(" PASS ", "A"), Reply::Pass);
+        assert_eq!(parse_reply("THINK: hmm", "A"), Reply::Think("hmm".into()));
+        assert_eq!(parse_reply("@Marcus Rivera: yes", "A"), Reply::Speak { text: "yes".into(), to: Some("Marcus Rivera".into()) });
+        assert_eq!(parse_reply("A: hello", "A"), Reply::Speak { text: "hello".into(), to: None });
+        assert_eq!(parse_reply("Passionate words", "A"), Reply::Speak { text: "Passionate words".into(), to: None });
+    }
+}

@@ -1,0 +1,242 @@
+//! `SimulationResults` (the `results.json` shape) and saving a run's files.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::actors::metrics::MetricsSnapshot;
+use crate::fsutil::write_atomic;
+use crate::transcript::{SkipRecord, StopReason, TranscriptEntry};
+
+/// A participant, as listed in results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// Display name.
+    pub name: String,
+    /// Role.
+    pub role: String,
+    /// Persona id.
+    pub id: String,
+}
+
+/// The run's headline figures (durations in seconds).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResultsMetrics {
+    /// Wall time of the run, seconds.
+    pub duration: f64,
+    /// Transcript messages (the opening and moderator messages included).
+    pub total_messages: u64,
+    /// Tokens sent plus received.
+    pub total_tokens: u64,
+    /// Call attempts.
+    pub api_calls: u64,
+    /// Failed call attempts.
+    pub errors: u64,
+    /// Mean time for a persona to get its answer (retries included), seconds.
+    pub average_response_time: f64,
+    /// Tokens sent.
+    pub prompt_tokens: u64,
+    /// Tokens received.
+    pub completion_tokens: u64,
+    /// Retries scheduled.
+    pub retries: u64,
+    /// Attempts that timed out.
+    pub timeouts: u64,
+    /// Calls moved to the fallback model.
+    pub fallbacks: u64,
+    /// Persona turns skipped.
+    pub skipped_turns: u64,
+    /// Persona actors restarted.
+    pub restarts: u64,
+    /// Messages per minute.
+    pub throughput_per_min: f64,
+    /// Call attempts per message.
+    pub calls_per_message: f64,
+    /// Failed attempts / attempts.
+    pub error_rate: f64,
+    /// Median call latency, seconds.
+    pub latency_p50: f64,
+    /// 99th percentile call latency, seconds.
+    pub latency_p99: f64,
+}
+
+/// The settings the run used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultsConfig {
+    /// Default model.
+    pub model: String,
+    /// Default temperature.
+    pub temperature: f64,
+    /// Turns asked for.
+    pub turns: u32,
+    /// Turn policy.
+    pub policy: crate::config::TurnPolicy,
+    /// Run seed.
+    pub run_seed: u64,
+    /// Provider name.
+    pub provider: String,
+    /// Fallback model.
+    pub fallback_model: String,
+    /// Concurrent calls allowed.
+    pub max_workers: usize,
+    /// Spacing between call starts, seconds.
+    pub rate_limit_delay: f64,
+    /// Per-call timeout, seconds.
+    pub persona_timeout: f64,
+    /// Retries allowed.
+    pub max_retries: u32,
+    /// Skip failed turns instead of failing.
+    pub graceful_degradation: bool,
+}
+
+/// Everything a run produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimulationResults {
+    /// True when every turn ran.
+    pub success: bool,
+    /// The messages, in order.
+    pub transcript: Vec<TranscriptEntry>,
+    /// Who took part.
+    pub agents: Vec<AgentInfo>,
+    /// Headline figures.
+    pub metrics: ResultsMetrics,
+    /// Settings used.
+    pub config: ResultsConfig,
+    /// Folder-safe run id.
+    pub run_id: String,
+    /// Scenario name (or "ad-hoc").
+    pub scenario: String,
+    /// Variant applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// The discussion topic.
+    pub topic: String,
+    /// Who produced the text.
+    pub provider: String,
+    /// True when the text is synthetic (simulated provider).
+    pub synthetic: bool,
+    /// Models that answered.
+    pub models_used: Vec<String>,
+    /// A plain statement about the text, when it matters (synthetic text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
+    /// Turns fully completed.
+    pub completed_turns: u32,
+    /// Why the run ended.
+    pub stop_reason: StopReason,
+    /// Skipped persona turns with reasons.
+    pub skipped: Vec<SkipRecord>,
+    /// Private thoughts: (turn, persona id, text).
+    pub thoughts: Vec<(u32, String, String)>,
+    /// Silent turns: (turn, persona id).
+    pub passes: Vec<(u32, String)>,
+    /// Interventions applied: (turn, description).
+    pub interventions: Vec<(u32, String)>,
+    /// Start (RFC 3339 UTC).
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// End (RFC 3339 UTC).
+    pub finished_at: chrono::DateTime<chrono::Utc>,
+    /// The error that ended the run, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Full metrics (also saved as `metrics.json`).
+    #[serde(skip)]
+    pub full_metrics: MetricsSnapshot,
+    /// The folder the run was saved in, when it was.
+    #[serde(skip)]
+    pub run_dir: Option<PathBuf>,
+}
+
+/// Files written by `save_results`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedPaths {
+    /// `results.json`.
+    pub results: PathBuf,
+    /// `transcript.jsonl`.
+    pub transcript: PathBuf,
+    /// `metrics.json`.
+    pub metrics: PathBuf,
+}
+
+/// Errors while saving.
+#[derive(Debug, thiserror::Error)]
+#[error("could not write {}: {source}; check that the output folder is writable and the disk has space (output.output_dir)", path.display())]
+pub struct SaveError {
+    /// The file.
+    pub path: PathBuf,
+    /// The OS error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Writes `results.json`, `transcript.jsonl` and `metrics.json` into `dir` (created if
+/// needed), each atomically.
+pub fn save_results(results: &SimulationResults, dir: &Path) -> Result<SavedPaths, SaveError> {
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SaveError { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(err(dir))?;
+    let paths = SavedPaths {
+        results: dir.join("results.json"),
+        transcript: dir.join("transcript.jsonl"),
+        metrics: dir.join("metrics.json"),
+    };
+    write_atomic(&paths.results, &pretty(results)).map_err(err(&paths.results))?;
+    write_atomic(&paths.metrics, &pretty(&results.full_metrics)).map_err(err(&paths.metrics))?;
+    write_atomic(&paths.transcript, &transcript_jsonl(&results.transcript)).map_err(err(&paths.transcript))?;
+    Ok(paths)
+}
+
+/// The transcript as JSON lines.
+pub fn transcript_jsonl(t: &[TranscriptEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(t.len() * 256);
+    for e in t {
+        // Serializing our own plain struct cannot fail.
+        if serde_json::to_writer(&mut out, e).is_ok() {
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+fn pretty<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serializing these plain structs cannot fail.
+    let mut out = serde_json::to_vec_pretty(v).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+/// Reads a saved `results.json`.
+pub fn load_results(path: &Path) -> Result<SimulationResults, String> {
+    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_slice(&text).map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))
+}
+
+/// A folder-safe run id: the scenario name as a slug (at most 40 characters), a UTC timestamp
+/// and a short suffix.
+pub fn run_id(name: &str, at: chrono::DateTime<chrono::Utc>, suffix: u64) -> String {
+    let mut slug = crate::persona::tinytroupe::slug(name);
+    if slug.is_empty() {
+        slug = "run".into();
+    }
+    slug.truncate(40);
+    let slug = slug.trim_end_matches('_');
+    format!("{slug}-{}-{:04x}", at.format("%Y%m%dT%H%M%SZ"), suffix & 0xffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_are_folder_safe() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").unwrap().with_timezone(&chrono::Utc);
+        assert_eq!(run_id("City Budget: 2027!", at, 0xabc), "city_budget_2027-20260102T030405Z-0abc");
+        for evil in ["../../etc", "a/b\\c", "", "CON", "x\0y", &"n".repeat(300)] {
+            let id = run_id(evil, at, 1);
+            assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'), "{id}");
+            assert!(id.len() < 80);
+        }
+    }
+}

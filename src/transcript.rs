@@ -1,0 +1,122 @@
+//! What a run produces as it goes: transcript entries and the events the world emits on a
+//! channel that never drops (an unbounded tokio channel, not a lossy broadcast port).
+
+use serde::{Deserialize, Serialize};
+
+/// One message of the transcript (the `results.json` shape, plus optional call facts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptEntry {
+    /// Position (0 is the opening).
+    pub seq: u64,
+    /// Turn (0 for the opening).
+    pub turn: u32,
+    /// Speaker's display name.
+    pub speaker: String,
+    /// Speaker's id ("moderator" for the world).
+    pub speaker_id: String,
+    /// Speaker's role.
+    pub role: String,
+    /// What was said.
+    pub text: String,
+    /// Addressee's name, when spoken to one persona.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// When it was said (RFC 3339, UTC).
+    pub timestamp: chrono::DateTime<chrono::Utc>,
+    /// Model that wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Tokens sent for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u64>,
+    /// Tokens received for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens: Option<u64>,
+    /// Latency of the call that wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// Attempts the call took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+}
+
+/// A persona turn that could not be completed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkipRecord {
+    /// Turn.
+    pub turn: u32,
+    /// Persona id.
+    pub persona: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
+pub enum StopReason {
+    /// All turns ran.
+    Completed,
+    /// `timeout_seconds` elapsed.
+    Timeout,
+    /// The user asked to stop (Ctrl-C, cancel).
+    Cancelled,
+    /// A persona's turn failed with graceful degradation off, or the runtime failed.
+    Failed(String),
+}
+
+/// The world's final state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinalState {
+    /// True when every turn ran.
+    pub success: bool,
+    /// Turns fully completed.
+    pub completed_turns: u32,
+    /// Why it ended.
+    pub reason: StopReason,
+}
+
+/// Events of a run, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RunEvent {
+    /// A turn began.
+    TurnStarted {
+        /// Turn.
+        turn: u32,
+    },
+    /// A message was said.
+    Message(TranscriptEntry),
+    /// A persona kept a private thought.
+    Thought {
+        /// Turn.
+        turn: u32,
+        /// Persona id.
+        persona: String,
+        /// The thought.
+        text: String,
+    },
+    /// A persona stayed silent.
+    Passed {
+        /// Turn.
+        turn: u32,
+        /// Persona id.
+        persona: String,
+    },
+    /// A persona's turn was skipped.
+    Skipped(SkipRecord),
+    /// An intervention was applied.
+    Intervention {
+        /// Turn.
+        turn: u32,
+        /// What happened.
+        description: String,
+    },
+    /// A turn finished.
+    TurnEnded {
+        /// Turn.
+        turn: u32,
+    },
+    /// The run ended.
+    Finished(FinalState),
+}

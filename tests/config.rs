@@ -1,0 +1,558 @@
+//! Configuration (issue 2): the defaults, the layering and where each value came from, TinyTroupe
+//! `config.ini` files, errors that name the source and key, and the API key that never prints.
+//!
+//! Every test passes its own config files, so files under `config/` in the repository never leak
+//! in. Tests that read the environment hold `ENV_LOCK`, so they never see each other's variables.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use tempfile::TempDir;
+use troupe_sim::config::{
+    self, ConfigError, ConfigSources, KeySource, Layer, LoadedConfig, SecretString, SimulationConfig,
+    TurnPolicy, load_config, resolve_api_key,
+};
+
+static ENV_LOCK: Mutex<()> = Mutex::new(());
+
+/// Environment variables set for the life of the guard.
+struct EnvVars {
+    names: Vec<String>,
+    _lock: MutexGuard<'static, ()>,
+}
+
+fn env_vars(vars: &[(&str, &str)]) -> EnvVars {
+    let lock = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    for (k, v) in vars {
+        // SAFETY: every test that sets or reads these variables holds ENV_LOCK, and std's own
+        // environment lock covers the other threads' reads (TMPDIR).
+        unsafe { std::env::set_var(k, v) };
+    }
+    EnvVars { names: vars.iter().map(|(k, _)| k.to_string()).collect(), _lock: lock }
+}
+
+impl Drop for EnvVars {
+    fn drop(&mut self) {
+        for k in &self.names {
+            // SAFETY: as in `env_vars`; the lock is still held here.
+            unsafe { std::env::remove_var(k) };
+        }
+    }
+}
+
+/// A folder of config files for one test.
+struct Files {
+    dir: TempDir,
+}
+
+impl Files {
+    fn new() -> Self {
+        Files { dir: tempfile::tempdir().unwrap() }
+    }
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        fs::write(&p, text).unwrap();
+        p
+    }
+    /// Sources with an empty TOML file and an empty ini file unless given.
+    fn sources(&self, toml: Option<&str>, ini: Option<&str>) -> ConfigSources {
+        ConfigSources {
+            toml: Some(self.write("troupe.toml", toml.unwrap_or(""))),
+            ini: Some(self.write("config.ini", ini.unwrap_or(""))),
+            scenario: None,
+            env: false,
+            cli: None,
+        }
+    }
+}
+
+fn sets(s: &[&str]) -> Layer {
+    Layer::from_sets("command line", &s.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+}
+
+/// The value and source `troupe config show` prints for `key`.
+fn entry(loaded: &LoadedConfig, key: &str) -> (String, String) {
+    let e = loaded.entries().into_iter().find(|e| e.key == key).unwrap_or_else(|| panic!("no entry {key}"));
+    (e.value, e.source)
+}
+
+fn layer_error(src: &ConfigSources) -> String {
+    match load_config(src) {
+        Err(e) => e.to_string(),
+        Ok(c) => panic!("expected an error, got {:?}", c.config),
+    }
+}
+
+// ---------------------------------------------------------------- defaults
+
+#[test]
+fn defaults_match_the_issue() {
+    let c = SimulationConfig::default();
+    assert_eq!(c.llm.model, "gpt-4o-mini");
+    assert_eq!(c.llm.temperature, 0.7);
+    assert_eq!(c.simulation.max_turns, 6);
+    assert_eq!(c.simulation.seed, "");
+    assert_eq!(c.simulation.personas_file, Path::new("data/personas.agents.json"));
+    assert_eq!(c.simulation.max_personas, 10);
+    assert_eq!(c.performance.persona_timeout, 30.0);
+    assert!(!c.simulation.parallel_execution);
+    assert_eq!(c.performance.max_workers, 3);
+    assert_eq!(c.performance.rate_limit_delay, 1.0);
+    assert_eq!(c.performance.max_retries, 5);
+    assert_eq!(c.performance.batch_size, 5);
+    assert!(c.monitoring.enable_monitoring);
+    assert_eq!(c.monitoring.log_level, "INFO");
+    assert!(c.monitoring.performance_tracking);
+    assert_eq!(c.output.output_dir, Path::new("outputs"));
+    assert!(c.output.auto_analysis);
+    assert!(c.output.save_visualizations);
+    assert_eq!(c.performance.timeout_seconds, 300.0);
+    assert!(c.performance.graceful_degradation);
+    assert_eq!(c.llm.fallback_model, "gpt-3.5-turbo");
+    // Provider settings the later issues need are present and empty by default.
+    assert!(c.llm.base_url.is_none() && c.llm.api_key.is_none());
+    assert!(c.llm.azure_endpoint.is_none() && c.llm.azure_deployment.is_none());
+    assert!(!c.llm.azure_api_version.is_empty());
+    assert!(c.llm.max_tokens > 0);
+    assert!(c.llm.requests_per_minute.is_none() && c.llm.tokens_per_minute.is_none());
+    assert_eq!(c.simulation.policy(), TurnPolicy::RoundRobin);
+    assert_eq!(config::defaults_only(), c);
+}
+
+#[test]
+fn defaults_load_with_their_source_and_their_section() {
+    let f = Files::new();
+    let loaded = load_config(&f.sources(None, None)).unwrap();
+    assert_eq!(loaded.config, SimulationConfig::default());
+    let entries = loaded.entries();
+    assert!(entries.iter().all(|e| e.source == "built-in default"), "{entries:#?}");
+    for key in [
+        "llm.model",
+        "llm.temperature",
+        "llm.fallback_model",
+        "simulation.max_turns",
+        "simulation.seed",
+        "simulation.personas_file",
+        "simulation.max_personas",
+        "simulation.parallel_execution",
+        "performance.persona_timeout",
+        "performance.max_workers",
+        "performance.rate_limit_delay",
+        "performance.max_retries",
+        "performance.batch_size",
+        "performance.timeout_seconds",
+        "performance.graceful_degradation",
+        "monitoring.enable_monitoring",
+        "monitoring.log_level",
+        "monitoring.performance_tracking",
+        "output.output_dir",
+        "output.auto_analysis",
+        "output.save_visualizations",
+    ] {
+        assert!(entries.iter().any(|e| e.key == key), "{key} is grouped under its section");
+    }
+    assert!(loaded.notes.is_empty(), "{:?}", loaded.notes);
+}
+
+// ---------------------------------------------------------------- layering
+
+#[test]
+fn layers_apply_lowest_first_and_say_where_each_value_came_from() {
+    let f = Files::new();
+    // Each key is set by one more layer than the one before, so each layer wins exactly once.
+    let toml = "[llm]\nmax_tokens = 100\ntemperature = 0.1\n[simulation]\nmax_turns = 7\n\
+                [performance]\nmax_workers = 2\nbatch_size = 2\n";
+    let ini = "[OpenAI]\nTEMPERATURE=0.2\n[Simulation]\nMAX_TURNS=8\n[Performance]\nMAX_WORKERS=4\nBATCH_SIZE=3\n";
+    let mut src = f.sources(Some(toml), Some(ini));
+    let scenario_file = f.write("panel.ron", "");
+    let overrides = serde_json::json!({"simulation": {"max_turns": 9}, "performance": {"max_workers": 5, "batch_size": 4}});
+    src.scenario = Some(config::scenario_layer(&scenario_file, &overrides).unwrap());
+    src.env = true;
+    src.cli = Some(sets(&["performance.batch_size=8"]));
+    let loaded = {
+        let _env = env_vars(&[("TROUPE_PERFORMANCE__MAX_WORKERS", "6"), ("TROUPE_PERFORMANCE__BATCH_SIZE", "7")]);
+        load_config(&src).unwrap()
+    };
+    let c = &loaded.config;
+    assert_eq!(
+        (c.llm.max_tokens, c.llm.temperature, c.simulation.max_turns, c.performance.max_workers, c.performance.batch_size),
+        (100, 0.2, 9, 6, 8)
+    );
+    let toml_path = f.dir.path().join("troupe.toml").display().to_string();
+    let ini_path = f.dir.path().join("config.ini").display().to_string();
+    let cases = [
+        ("llm.fallback_model", "\"gpt-3.5-turbo\"", "built-in default".to_string()),
+        ("llm.max_tokens", "100", toml_path),
+        ("llm.temperature", "0.2", ini_path),
+        ("simulation.max_turns", "9", scenario_file.display().to_string()),
+        ("performance.max_workers", "6", "`TROUPE_` environment".into()),
+        ("performance.batch_size", "8", "command line".into()),
+    ];
+    for (key, value, source) in cases {
+        let (v, s) = entry(&loaded, key);
+        assert_eq!(v, value, "{key}");
+        assert!(s.contains(&source), "{key}: source {s:?} should name {source:?}");
+    }
+}
+
+#[test]
+fn env_layer_needs_the_prefix_and_double_underscores() {
+    let f = Files::new();
+    let mut src = f.sources(None, None);
+    src.env = true;
+    let loaded = {
+        let _env = env_vars(&[
+            ("TROUPE_LLM__MODEL", "gpt-4o"),
+            ("TROUPE_SIMULATION__PARALLEL_EXECUTION", "true"),
+            ("TROUPE_UNRELATED", "ignored: no double underscore"),
+            ("OTHER_LLM__MODEL", "ignored: other prefix"),
+        ]);
+        load_config(&src).unwrap()
+    };
+    assert_eq!(loaded.config.llm.model, "gpt-4o");
+    assert_eq!(loaded.config.simulation.policy(), TurnPolicy::Parallel);
+    // With `env: false` the same variables are not read.
+    let _env = env_vars(&[("TROUPE_LLM__MODEL", "gpt-4o")]);
+    assert_eq!(load_config(&f.sources(None, None)).unwrap().config.llm.model, "gpt-4o-mini");
+}
+
+#[test]
+fn cli_sets_parse_scalars_and_reject_malformed_flags() {
+    let f = Files::new();
+    let mut src = f.sources(None, None);
+    src.cli = Some(sets(&[
+        "llm.temperature=0.25",
+        "simulation.max_turns=12",
+        "simulation.parallel_execution=true",
+        "simulation.seed=Should cities tax drones?",
+        "llm.model=\"gpt-4o\"",
+    ]));
+    let c = load_config(&src).unwrap().config;
+    assert_eq!(c.llm.temperature, 0.25);
+    assert_eq!(c.simulation.max_turns, 12);
+    assert!(c.simulation.parallel_execution);
+    assert_eq!(c.simulation.seed, "Should cities tax drones?");
+    assert_eq!(c.llm.model, "gpt-4o");
+    for bad in ["novalue", "=1", "llm..model=x", ".x=1"] {
+        let e = Layer::from_sets("command line", &[bad.to_string()]).unwrap_err();
+        assert!(matches!(e, ConfigError::BadSet(_)), "{bad}: {e}");
+        assert!(e.to_string().contains("KEY=VALUE"), "{e}");
+    }
+}
+
+// ---------------------------------------------------------------- TinyTroupe config.ini
+
+/// Shaped like the `config.ini` TinyTroupe ships: upper-case keys, sections troupe-sim does not
+/// use, comments, a trailing space and a spaced `KEY = value`.
+const TINYTROUPE_INI: &str = "[OpenAI]
+#
+# OpenAI or Azure OpenAI Service
+#
+API_TYPE=openai
+AZURE_API_VERSION=2024-12-01-preview
+
+# Models
+MODEL=gpt-5-mini
+REASONING_MODEL=o3-mini
+EMBEDDING_MODEL=text-embedding-3-small 
+
+MAX_COMPLETION_TOKENS=32000
+TIMEOUT=480
+MAX_ATTEMPTS=5
+WAITING_TIME=1
+EXPONENTIAL_BACKOFF_FACTOR=5
+MAX_CONCURRENT_MODEL_CALLS=4
+REASONING_EFFORT=high
+CACHE_API_CALLS=False
+CACHE_FILE_NAME=openai_api_cache.pickle
+MAX_CONTENT_DISPLAY_LENGTH=4000
+
+[Simulation]
+PARALLEL_AGENT_GENERATION=True
+PARALLEL_AGENT_ACTIONS=True
+RAI_HARMFUL_CONTENT_PREVENTION=True
+RAI_COPYRIGHT_INFRINGEMENT_PREVENTION=True
+
+[Cognition]
+ENABLE_MEMORY_CONSOLIDATION=True
+MIN_EPISODE_LENGTH=10
+
+[ActionGenerator]
+MAX_ATTEMPTS=2
+QUALITY_THRESHOLD = 5
+
+[Logging]
+LOGLEVEL=ERROR
+LOGLEVEL_CONSOLE=INFO
+LOGLEVEL_FILE=DEBUG
+";
+
+#[test]
+fn a_real_tinytroupe_config_ini_loads() {
+    let f = Files::new();
+    let loaded = load_config(&f.sources(None, Some(TINYTROUPE_INI))).unwrap();
+    let c = &loaded.config;
+    assert_eq!(c.llm.model, "gpt-5-mini");
+    assert_eq!(c.llm.azure_api_version, "2024-12-01-preview");
+    assert_eq!(c.performance.persona_timeout, 480.0);
+    assert_eq!(c.performance.max_retries, 5, "[OpenAI] MAX_ATTEMPTS, not [ActionGenerator]'s");
+    assert_eq!(c.performance.backoff_base, 1.0);
+    assert_eq!(c.performance.backoff_factor, 5.0);
+    assert!(c.simulation.parallel_execution);
+    assert_eq!(c.monitoring.log_level, "ERROR");
+    let (_, source) = entry(&loaded, "llm.model");
+    assert!(source.contains("config.ini"), "{source}");
+    // Keys TinyTroupe has and troupe-sim does not use are noted, not errors.
+    assert!(loaded.notes.iter().any(|n| n.contains("max_completion_tokens")), "{:?}", loaded.notes);
+    assert!(!loaded.notes.iter().any(|n| n.contains("api_type")), "known TinyTroupe-only keys stay quiet");
+}
+
+#[test]
+fn config_ini_sections_and_keys_match_in_any_letter_case() {
+    let f = Files::new();
+    let ini = "[openai]\nModel = gpt-4o\ntemperature=1.1\nMax_Tokens=900\n\
+               [SIMULATION]\nmax_turns=11\nParallel_Agent_Actions=true\n\
+               [Performance]\nRATE_LIMIT_DELAY=0.5\nmax_workers=7\nBatch_Size=2\n\
+               [monitoring]\nENABLE_MONITORING=FALSE\nLog_Level=debug\n";
+    let c = load_config(&f.sources(None, Some(ini))).unwrap().config;
+    assert_eq!(c.llm.model, "gpt-4o");
+    assert_eq!(c.llm.temperature, 1.1);
+    assert_eq!(c.llm.max_tokens, 900);
+    assert_eq!(c.simulation.max_turns, 11);
+    assert!(c.simulation.parallel_execution);
+    assert_eq!(c.performance.rate_limit_delay, 0.5);
+    assert_eq!(c.performance.max_workers, 7);
+    assert_eq!(c.performance.batch_size, 2);
+    assert!(!c.monitoring.enable_monitoring);
+    assert_eq!(c.monitoring.log_level, "debug");
+}
+
+#[test]
+fn config_ini_wrong_type_names_file_line_and_key() {
+    let f = Files::new();
+    let e = layer_error(&f.sources(None, Some("[OpenAI]\nMODEL=gpt-4o\n\nMAX_TOKENS=lots\n")));
+    assert!(e.contains("config.ini:4"), "{e}");
+    assert!(e.contains("max_tokens") && e.contains("lots") && e.contains("whole number"), "{e}");
+    let e = layer_error(&f.sources(None, Some("[Simulation]\nPARALLEL_AGENT_ACTIONS=maybe\n")));
+    assert!(e.contains("config.ini:2") && e.contains("true or false"), "{e}");
+    let e = layer_error(&f.sources(None, Some("[OpenAI\nMODEL=x\n")));
+    assert!(e.contains("config.ini:1") && e.contains("]"), "{e}");
+}
+
+// ---------------------------------------------------------------- errors
+
+#[test]
+fn unknown_key_names_the_file_and_suggests_the_near_miss() {
+    let f = Files::new();
+    let e = layer_error(&f.sources(Some("[llm]\nmodle = \"gpt-4o\"\n"), None));
+    assert!(e.contains("troupe.toml"), "{e}");
+    assert!(e.contains("unknown key `llm.modle`"), "{e}");
+    assert!(e.contains("did you mean `llm.model`?"), "{e}");
+    let e = layer_error(&f.sources(Some("[simulaton]\nmax_turns = 3\n"), None));
+    assert!(e.contains("did you mean `simulation`?") && e.contains("troupe.toml"), "{e}");
+    let e = layer_error(&f.sources(Some("[performance]\nmax_worker = 3\n"), None));
+    assert!(e.contains("did you mean `performance.max_workers`?"), "{e}");
+    // Far from every key: the known keys are listed instead.
+    let e = layer_error(&f.sources(Some("[output]\nzzz = 1\n"), None));
+    assert!(e.contains("known keys here") && e.contains("output_dir"), "{e}");
+}
+
+#[test]
+fn unknown_key_from_the_command_line_or_environment_names_that_source() {
+    let f = Files::new();
+    let mut src = f.sources(None, None);
+    src.cli = Some(sets(&["llm.temprature=0.3"]));
+    let e = layer_error(&src);
+    assert!(e.contains("command line") && e.contains("did you mean `llm.temperature`?"), "{e}");
+
+    let mut src = f.sources(None, None);
+    src.env = true;
+    let e = {
+        let _env = env_vars(&[("TROUPE_SIMULATION__MAX_TURN", "3")]);
+        layer_error(&src)
+    };
+    assert!(e.contains("`TROUPE_` environment") && e.contains("`simulation.max_turn`"), "{e}");
+    assert!(e.contains("did you mean `simulation.max_turns`?"), "{e}");
+}
+
+#[test]
+fn wrong_type_names_the_file_and_key() {
+    let f = Files::new();
+    let e = layer_error(&f.sources(Some("[simulation]\nmax_turns = \"six\"\n"), None));
+    assert!(e.contains("troupe.toml") && e.contains("`simulation.max_turns`"), "{e}");
+    assert!(e.contains("wrong type") && e.contains("\"six\""), "{e}");
+    let mut src = f.sources(None, None);
+    src.cli = Some(sets(&["performance.graceful_degradation=sometimes"]));
+    let e = layer_error(&src);
+    assert!(e.contains("command line") && e.contains("performance.graceful_degradation"), "{e}");
+    let e = layer_error(&f.sources(Some("[llm]\nprovider = \"openia\"\n"), None));
+    assert!(e.contains("llm.provider") && e.contains("simulated"), "unknown variants list the choices: {e}");
+}
+
+#[test]
+fn out_of_range_values_name_their_source() {
+    let f = Files::new();
+    let e = layer_error(&f.sources(Some("[llm]\ntemperature = 3.5\n"), None));
+    assert!(e.contains("llm.temperature") && e.contains("3.5") && e.contains("troupe.toml"), "{e}");
+    let mut src = f.sources(None, None);
+    src.cli = Some(sets(&["performance.max_workers=0"]));
+    let e = layer_error(&src);
+    assert!(e.contains("performance.max_workers") && e.contains("command line"), "{e}");
+    let e = layer_error(&f.sources(None, Some("[Logging]\nLOGLEVEL=LOUD\n")));
+    assert!(e.contains("monitoring.log_level") && e.contains("config.ini"), "{e}");
+}
+
+#[test]
+fn a_missing_explicit_toml_file_is_an_error() {
+    let f = Files::new();
+    let mut src = f.sources(None, None);
+    src.toml = Some(f.dir.path().join("nope.toml"));
+    let e = layer_error(&src);
+    assert!(e.contains("nope.toml"), "{e}");
+}
+
+#[test]
+fn malformed_toml_names_the_file() {
+    let f = Files::new();
+    let e = layer_error(&f.sources(Some("[llm\nmodel = 1\n"), None));
+    assert!(e.contains("troupe.toml"), "{e}");
+}
+
+// ---------------------------------------------------------------- the API key
+
+const CANARY: &str = "sk-canary-7f3e9a1c55d2";
+
+/// A secrets file with the given Unix mode.
+fn secrets_file(f: &Files, mode: u32) -> PathBuf {
+    let p = f.write("secrets.toml", &format!("api_key = \"{CANARY}-file\"\n"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    p
+}
+
+fn config_with_key() -> SimulationConfig {
+    let mut c = SimulationConfig::default();
+    c.llm.api_key = Some(SecretString::new(format!("{CANARY}-config")));
+    c
+}
+
+// A variable only this file uses, so no other test's environment matters.
+const KEY_VAR: &str = "TROUPE_TEST_CONFIG_RS_API_KEY";
+
+#[test]
+fn api_key_secrets_file_beats_env_beats_config() {
+    let f = Files::new();
+    let secrets = secrets_file(&f, 0o600);
+    let none = f.dir.path().join("no-secrets.toml");
+    let _env = env_vars(&[(KEY_VAR, &format!("{CANARY}-env"))]);
+
+    let k = resolve_api_key(&config_with_key(), &secrets, KEY_VAR);
+    assert_eq!(k.source, KeySource::SecretsFile(secrets.clone()));
+    assert_eq!(k.key.unwrap().expose(), format!("{CANARY}-file"));
+    assert!(k.warnings.is_empty(), "a 0600 secrets file is fine: {:?}", k.warnings);
+
+    let k = resolve_api_key(&config_with_key(), &none, KEY_VAR);
+    assert_eq!(k.source, KeySource::Env(KEY_VAR));
+    assert_eq!(k.key.unwrap().expose(), format!("{CANARY}-env"));
+
+    drop(_env);
+    let k = resolve_api_key(&config_with_key(), &none, KEY_VAR);
+    assert_eq!(k.source, KeySource::Config);
+    assert_eq!(k.key.unwrap().expose(), format!("{CANARY}-config"));
+    assert!(k.warnings.iter().any(|w| w.contains("least safe")), "{:?}", k.warnings);
+
+    let k = resolve_api_key(&SimulationConfig::default(), &none, KEY_VAR);
+    assert_eq!((k.source, k.key), (KeySource::Missing, None));
+}
+
+#[cfg(unix)]
+#[test]
+fn api_key_secrets_file_readable_by_others_is_warned() {
+    let f = Files::new();
+    let k = resolve_api_key(&SimulationConfig::default(), &secrets_file(&f, 0o644), KEY_VAR);
+    assert!(k.warnings.iter().any(|w| w.contains("chmod 600")), "{:?}", k.warnings);
+}
+
+#[test]
+fn api_key_in_the_config_file_is_noted_as_least_safe() {
+    let f = Files::new();
+    let loaded = load_config(&f.sources(Some(&format!("[llm]\napi_key = \"{CANARY}\"\n")), None)).unwrap();
+    assert_eq!(loaded.config.llm.api_key.as_ref().unwrap().expose(), CANARY);
+    assert!(loaded.notes.iter().any(|n| n.contains("least safe") && n.contains("troupe.toml")), "{:?}", loaded.notes);
+    assert!(!loaded.notes.concat().contains(CANARY));
+}
+
+#[test]
+fn a_broken_secrets_file_does_not_quote_the_key() {
+    let f = Files::new();
+    let p = f.write("secrets.toml", &format!("api_key = \"{CANARY}\nother = 1\n"));
+    let k = resolve_api_key(&SimulationConfig::default(), &p, KEY_VAR);
+    assert!(!k.warnings.is_empty());
+    assert!(!format!("{k:?}").contains(CANARY), "{k:?}");
+}
+
+#[test]
+fn the_api_key_never_prints() {
+    let f = Files::new();
+    let mut src = f.sources(Some(&format!("[llm]\napi_key = \"{CANARY}\"\n")), None);
+    src.cli = Some(sets(&[&format!("llm.api_key={CANARY}")]));
+    let loaded = load_config(&src).unwrap();
+    assert_eq!(loaded.config.llm.api_key.as_ref().unwrap().expose(), CANARY, "the key is usable");
+
+    let secret = SecretString::new(CANARY);
+    let key = resolve_api_key(&loaded.config, &f.dir.path().join("none.toml"), KEY_VAR);
+    let entries = loaded.entries();
+    let rendered = [
+        format!("{secret} {secret:?} {secret:#?}"),
+        serde_json::to_string(&secret).unwrap(),
+        format!("{:?} {:#?}", loaded.config, loaded.config),
+        serde_json::to_string(&loaded.config).unwrap(),
+        toml::to_string(&loaded.config).unwrap(),
+        format!("{entries:?}"),
+        serde_json::to_string(&entries).unwrap(),
+        format!("{loaded:?}"),
+        format!("{loaded:#?}"),
+        format!("{key:?}"),
+        format!("{src:?}"),
+        loaded.notes.join("\n"),
+    ];
+    for (i, text) in rendered.iter().enumerate() {
+        assert!(!text.contains(CANARY), "rendering {i} shows the key: {text}");
+    }
+    let (value, source) = entry(&loaded, "llm.api_key");
+    assert_eq!(value, "\"[redacted]\"");
+    assert_eq!(source, "command line");
+}
+
+#[test]
+fn errors_about_the_key_do_not_quote_it() {
+    let f = Files::new();
+    let e = layer_error(&f.sources(Some(&format!("[llm]\napi_key = [\"{CANARY}\"]\n")), None));
+    assert!(e.contains("llm.api_key"), "{e}");
+    assert!(!e.contains(CANARY), "{e}");
+}
+
+#[test]
+fn scenario_layer_is_named_after_its_file() {
+    let f = Files::new();
+    let path = f.write("budget.ron", "");
+    let mut src = f.sources(None, None);
+    let o = serde_json::json!({"llm": {"model": "gpt-4o"}, "simulation": {"turn_policy": "RandomOrder"}});
+    src.scenario = Some(config::scenario_layer(&path, &o).unwrap());
+    let loaded = load_config(&src).unwrap();
+    assert_eq!(loaded.config.simulation.policy(), TurnPolicy::RandomOrder);
+    let (_, source) = entry(&loaded, "llm.model");
+    assert!(source.starts_with("scenario") && source.contains("budget.ron"), "{source}");
+    // A scenario override with an unknown key is an error naming the scenario.
+    let mut src = f.sources(None, None);
+    let bad = serde_json::json!({"simulation": {"max_turnz": 3}});
+    src.scenario = Some(config::scenario_layer(&path, &bad).unwrap());
+    let e = layer_error(&src);
+    assert!(e.contains("budget.ron") && e.contains("did you mean `simulation.max_turns`?"), "{e}");
+}
