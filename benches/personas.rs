@@ -15,36 +15,136 @@ use troupe_sim::persona::{PersonaDatabase, validate_database};
 const COUNT: usize = 100_000;
 
 const FIRST: [&str; 64] = [
-    "Amara", "Ben", "Carla", "Dmitri", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Keiko", "Luis",
-    "Maya", "Nikhil", "Olga", "Pedro", "Quinn", "Rosa", "Sven", "Tara", "Umar", "Vera", "Wei", "Ximena",
-    "Yusuf", "Zoe", "Aditi", "Bruno", "Chloe", "Diego", "Emeka", "Fatima", "Gustav", "Hana", "Ivan",
-    "Jade", "Kofi", "Lena", "Mateo", "Nora", "Oscar", "Priya", "Rafael", "Sofia", "Tomas", "Ulla",
-    "Victor", "Wanda", "Xavier", "Yara", "Zain", "Alice", "Bilal", "Carmen", "David", "Esther", "Felix",
-    "Gita", "Hugo", "Iris", "Jamal", "Kira", "Leo", "Mina",
+    "Amara", "Ben", "Carla", "Dmitri", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Keiko",
+    "Luis", "Maya", "Nikhil", "Olga", "Pedro", "Quinn", "Rosa", "Sven", "Tara", "Umar", "Vera",
+    "Wei", "Ximena", "Yusuf", "Zoe", "Aditi", "Bruno", "Chloe", "Diego", "Emeka", "Fatima",
+    "Gustav", "Hana", "Ivan", "Jade", "Kofi", "Lena", "Mateo", "Nora", "Oscar", "Priya", "Rafael",
+    "Sofia", "Tomas", "Ulla", "Victor", "Wanda", "Xavier", "Yara", "Zain", "Alice", "Bilal",
+    "Carmen", "David", "Esther", "Felix", "Gita", "Hugo", "Iris", "Jamal", "Kira", "Leo", "Mina",
 ];
 const LAST: [&str; 64] = [
-    "Okafor", "Chen", "Rivera", "Petrova", "Kim", "Haddad", "Wright", "Moreno", "Patel", "Becker", "Tanaka",
-    "Alvarez", "Nguyen", "Schmidt", "Costa", "Ivanova", "Mensah", "Larsen", "Kowalski", "Dubois", "Rossi",
-    "Sato", "Oliveira", "Novak", "Murphy", "Fischer", "Ali", "Santos", "Yilmaz", "Jansen", "Eriksson",
-    "Popescu", "Horvat", "Silva", "Khan", "Park", "Lopez", "Muller", "Bianchi", "Svensson", "Adeyemi",
-    "Gomez", "Ortiz", "Hansen", "Rahman", "Walsh", "Kaur", "Cohen", "Lindqvist", "Mbeki", "Nakamura",
-    "Sharma", "Torres", "Vargas", "Weber", "Zhou", "Abbott", "Brennan", "Castillo", "Delgado", "Fontaine",
-    "Gallagher", "Ibrahim", "Jovanovic",
+    "Okafor",
+    "Chen",
+    "Rivera",
+    "Petrova",
+    "Kim",
+    "Haddad",
+    "Wright",
+    "Moreno",
+    "Patel",
+    "Becker",
+    "Tanaka",
+    "Alvarez",
+    "Nguyen",
+    "Schmidt",
+    "Costa",
+    "Ivanova",
+    "Mensah",
+    "Larsen",
+    "Kowalski",
+    "Dubois",
+    "Rossi",
+    "Sato",
+    "Oliveira",
+    "Novak",
+    "Murphy",
+    "Fischer",
+    "Ali",
+    "Santos",
+    "Yilmaz",
+    "Jansen",
+    "Eriksson",
+    "Popescu",
+    "Horvat",
+    "Silva",
+    "Khan",
+    "Park",
+    "Lopez",
+    "Muller",
+    "Bianchi",
+    "Svensson",
+    "Adeyemi",
+    "Gomez",
+    "Ortiz",
+    "Hansen",
+    "Rahman",
+    "Walsh",
+    "Kaur",
+    "Cohen",
+    "Lindqvist",
+    "Mbeki",
+    "Nakamura",
+    "Sharma",
+    "Torres",
+    "Vargas",
+    "Weber",
+    "Zhou",
+    "Abbott",
+    "Brennan",
+    "Castillo",
+    "Delgado",
+    "Fontaine",
+    "Gallagher",
+    "Ibrahim",
+    "Jovanovic",
 ];
 const ROLES: [&str; 16] = [
-    "Systems Architect", "Product Manager", "Trust and Safety Lead", "ML Engineer", "Ethicist",
-    "Small Business Owner", "UX Researcher", "City Council Member", "Community Organizer",
-    "Site Reliability Engineer", "Support Team Lead", "Security Engineer", "Data Journalist",
-    "Nurse Practitioner", "Procurement Officer", "High School Teacher",
+    "Systems Architect",
+    "Product Manager",
+    "Trust and Safety Lead",
+    "ML Engineer",
+    "Ethicist",
+    "Small Business Owner",
+    "UX Researcher",
+    "City Council Member",
+    "Community Organizer",
+    "Site Reliability Engineer",
+    "Support Team Lead",
+    "Security Engineer",
+    "Data Journalist",
+    "Nurse Practitioner",
+    "Procurement Officer",
+    "High School Teacher",
 ];
 const TRAITS: [&str; 16] = [
-    "analytical", "pragmatic", "empathetic", "skeptical", "curious", "patient", "decisive", "methodical",
-    "optimistic", "blunt", "diplomatic", "creative", "cautious", "energetic", "detail-oriented", "candid",
+    "analytical",
+    "pragmatic",
+    "empathetic",
+    "skeptical",
+    "curious",
+    "patient",
+    "decisive",
+    "methodical",
+    "optimistic",
+    "blunt",
+    "diplomatic",
+    "creative",
+    "cautious",
+    "energetic",
+    "detail-oriented",
+    "candid",
 ];
 const TAGS: [&str; 20] = [
-    "engineering", "product", "policy", "research", "design", "operations", "security", "civic", "finance",
-    "community", "consumer", "health", "education", "media", "legal", "leadership", "support", "ml",
-    "reliability", "advocacy",
+    "engineering",
+    "product",
+    "policy",
+    "research",
+    "design",
+    "operations",
+    "security",
+    "civic",
+    "finance",
+    "community",
+    "consumer",
+    "health",
+    "education",
+    "media",
+    "legal",
+    "leadership",
+    "support",
+    "ml",
+    "reliability",
+    "advocacy",
 ];
 const STYLES: [&str; 4] = [
     "Concise and professional; leads with the conclusion",
@@ -71,8 +171,7 @@ fn persona(i: usize) -> Value {
         "name": format!("{first} {initial}. {last}"),
         "role": role,
         "description": format!(
-            "{first} has worked for {years} years as a {role} and has seen several reorganisations; \
-             cares about how decisions land on the people doing the work and keeps notes of what failed."
+            "{first} has worked for {years} years as a {role}; cares about how decisions land on the people doing the work."
         ),
         "personality": {
             "traits": [t(0), t(1), t(2)],
@@ -102,21 +201,37 @@ fn load_index_validate(path: &Path) -> usize {
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("personas.json");
-    let all: Vec<Value> = (0..COUNT).map(persona).collect();
-    std::fs::write(&path, serde_json::to_vec_pretty(&all).unwrap()).unwrap();
-    drop(all);
+    // One persona per line, as a tool exporting 100,000 personas would write them.
+    let lines: Vec<String> = (0..COUNT).map(|i| persona(i).to_string()).collect();
+    std::fs::write(&path, format!("[\n{}\n]\n", lines.join(",\n"))).unwrap();
+    drop(lines);
     let bytes = std::fs::metadata(&path).unwrap().len();
     let db = PersonaDatabase::load(&path).unwrap();
     let report = validate_database(&db);
-    assert_eq!((db.personas.len(), report.findings.len()), (COUNT, 0), "{:?}", report.findings.first());
-    eprintln!("{COUNT} personas, {:.1} MB ({} bytes per persona)", bytes as f64 / 1e6, bytes as usize / COUNT);
+    assert_eq!(
+        (db.personas.len(), report.findings.len()),
+        (COUNT, 0),
+        "{:?}",
+        report.findings.first()
+    );
+    eprintln!(
+        "{COUNT} personas, {:.1} MB ({} bytes per persona)",
+        bytes as f64 / 1e6,
+        bytes as usize / COUNT
+    );
 
     let mut g = c.benchmark_group("personas_100k");
-    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(6));
-    g.bench_function("load", |b| b.iter(|| PersonaDatabase::load(black_box(&path)).unwrap()));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(6));
+    g.bench_function("load", |b| {
+        b.iter(|| PersonaDatabase::load(black_box(&path)).unwrap())
+    });
     g.bench_function("tag_index", |b| b.iter(|| black_box(&db).tag_index()));
     g.bench_function("validate", |b| b.iter(|| validate_database(black_box(&db))));
-    g.bench_function("load+index+validate", |b| b.iter(|| load_index_validate(black_box(&path))));
+    g.bench_function("load+index+validate", |b| {
+        b.iter(|| load_index_validate(black_box(&path)))
+    });
     g.finish();
 }
 

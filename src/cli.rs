@@ -74,7 +74,11 @@ pub fn load_config(
 ) -> anyhow::Result<LoadedConfig> {
     let mut sets = extra_sets.to_vec();
     sets.extend(g.sets.iter().cloned());
-    let cli = if sets.is_empty() { None } else { Some(Layer::from_sets("command line", &sets)?) };
+    let cli = if sets.is_empty() {
+        None
+    } else {
+        Some(Layer::from_sets("command line", &sets)?)
+    };
     let loaded = config::load_config(&ConfigSources {
         toml: g.config.clone(),
         ini: g.config_ini.clone(),
@@ -94,7 +98,11 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
             || e.is::<UsageError>()
             || matches!(
                 e.downcast_ref::<troupe_sim::engine::EngineError>(),
-                Some(troupe_sim::engine::EngineError::Persona(_) | troupe_sim::engine::EngineError::UnknownPersona { .. } | troupe_sim::engine::EngineError::NoPersonas)
+                Some(
+                    troupe_sim::engine::EngineError::Persona(_)
+                        | troupe_sim::engine::EngineError::UnknownPersona { .. }
+                        | troupe_sim::engine::EngineError::NoPersonas
+                )
             )
     });
     if input { 2 } else { 1 }

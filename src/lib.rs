@@ -10,12 +10,12 @@
 //! - [`fsutil`]: atomic writes.
 #![warn(missing_docs, missing_debug_implementations)]
 
-pub mod fsutil;
-pub mod llm;
-pub mod memory;
 pub mod actors;
 pub mod config;
 pub mod engine;
+pub mod fsutil;
+pub mod llm;
+pub mod memory;
 pub mod persona;
 pub mod results;
 pub mod rng;

@@ -33,9 +33,26 @@ pub struct Utterance {
 
 impl Utterance {
     /// Builds an utterance and counts its tokens.
-    pub fn new(seq: u64, turn: u32, speaker_id: Arc<str>, speaker: Arc<str>, role: Arc<str>, to: Option<Arc<str>>, text: Arc<str>) -> Self {
+    pub fn new(
+        seq: u64,
+        turn: u32,
+        speaker_id: Arc<str>,
+        speaker: Arc<str>,
+        role: Arc<str>,
+        to: Option<Arc<str>>,
+        text: Arc<str>,
+    ) -> Self {
         let tokens = count_tokens(&text).min(u32::MAX as u64) as u32;
-        Utterance { seq, turn, speaker_id, speaker, role, to, text, tokens }
+        Utterance {
+            seq,
+            turn,
+            speaker_id,
+            speaker,
+            role,
+            to,
+            text,
+            tokens,
+        }
     }
 }
 
@@ -95,28 +112,67 @@ impl MemoryEvent {
     pub fn tokens(&self) -> u32 {
         match self {
             MemoryEvent::Heard(u) | MemoryEvent::Said(u) => u.tokens,
-            MemoryEvent::Thought { tokens, .. } | MemoryEvent::Context { tokens, .. } | MemoryEvent::Summary { tokens, .. } => *tokens,
+            MemoryEvent::Thought { tokens, .. }
+            | MemoryEvent::Context { tokens, .. }
+            | MemoryEvent::Summary { tokens, .. } => *tokens,
         }
     }
-    /// Appends this event as one prompt line.
-    pub fn render(&self, out: &mut String) {
+    /// Appends this event as one prompt line and returns the line's tokens. The text's count
+    /// was made when the event was created; only the short prefix is counted here. Lines are
+    /// separated by whitespace, so the counts add up exactly.
+    pub fn render(&self, out: &mut String) -> u64 {
         use std::fmt::Write;
-        let _ = match self {
+        let start = out.len();
+        let (text, tokens) = match self {
             MemoryEvent::Heard(u) => {
-                let role = if u.role.is_empty() { String::new() } else { format!(" ({})", u.role) };
-                match &u.to {
-                    Some(to) => writeln!(out, "[turn {}] {}{role} to {to}: {}", u.turn, u.speaker, u.text),
-                    None => writeln!(out, "[turn {}] {}{role}: {}", u.turn, u.speaker, u.text),
+                let _ = write!(out, "[turn {}] {}", u.turn, u.speaker);
+                if !u.role.is_empty() {
+                    let _ = write!(out, " ({})", u.role);
                 }
+                if let Some(to) = &u.to {
+                    let _ = write!(out, " to {to}");
+                }
+                (&u.text, u.tokens)
             }
-            MemoryEvent::Said(u) => match &u.to {
-                Some(to) => writeln!(out, "[turn {}] You said to {to}: {}", u.turn, u.text),
-                None => writeln!(out, "[turn {}] You said: {}", u.turn, u.text),
-            },
-            MemoryEvent::Thought { turn, text, .. } => writeln!(out, "[turn {turn}] (your private thought) {text}"),
-            MemoryEvent::Context { turn, text, .. } => writeln!(out, "[turn {turn}] (the situation changed) {text}"),
-            MemoryEvent::Summary { .. } => Ok(()),
+            MemoryEvent::Said(u) => {
+                let _ = write!(out, "[turn {}] You said", u.turn);
+                if let Some(to) = &u.to {
+                    let _ = write!(out, " to {to}");
+                }
+                (&u.text, u.tokens)
+            }
+            MemoryEvent::Thought { turn, text, tokens } => {
+                let _ = write!(out, "[turn {turn}] (your private thought)");
+                (text, *tokens)
+            }
+            MemoryEvent::Context { turn, text, tokens } => {
+                let _ = write!(out, "[turn {turn}] (the situation changed)");
+                (text, *tokens)
+            }
+            MemoryEvent::Summary { .. } => return 0,
         };
+        let sep = if matches!(self, MemoryEvent::Heard(_) | MemoryEvent::Said(_)) {
+            ": "
+        } else {
+            " "
+        };
+        out.push_str(sep);
+        let prefix_tokens = count_tokens(&out[start..]);
+        out.push_str(text);
+        out.push('\n');
+        prefix_tokens + tokens as u64
+    }
+
+    /// Bytes this event adds to a prompt, roughly (for buffer sizing).
+    pub fn text_len(&self) -> usize {
+        match self {
+            MemoryEvent::Heard(u) | MemoryEvent::Said(u) => {
+                u.text.len() + u.speaker.len() + u.role.len() + 24
+            }
+            MemoryEvent::Thought { text, .. }
+            | MemoryEvent::Context { text, .. }
+            | MemoryEvent::Summary { text, .. } => text.len() + 32,
+        }
     }
 }
 
@@ -145,7 +201,12 @@ pub struct Window<'a> {
 impl EpisodicMemory {
     /// An empty memory keeping `prefix` first and `recent` last events in prompts.
     pub fn new(prefix: usize, recent: usize) -> Self {
-        EpisodicMemory { events: Vec::new(), summary: None, prefix, recent }
+        EpisodicMemory {
+            events: Vec::new(),
+            summary: None,
+            prefix,
+            recent,
+        }
     }
 
     /// Stores an event. A `Summary` event replaces the running summary.
@@ -195,7 +256,15 @@ mod tests {
     use super::*;
 
     fn said(seq: u64) -> MemoryEvent {
-        MemoryEvent::Heard(Arc::new(Utterance::new(seq, 1, "a".into(), "A".into(), "R".into(), None, "hello there".into())))
+        MemoryEvent::Heard(Arc::new(Utterance::new(
+            seq,
+            1,
+            "a".into(),
+            "A".into(),
+            "R".into(),
+            None,
+            "hello there".into(),
+        )))
     }
 
     #[test]

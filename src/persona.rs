@@ -14,7 +14,7 @@ use std::path::PathBuf;
 pub use json::LineCol;
 pub use load::{Fragment, PersonaDatabase, apply_fragment, load_personas_by_tags};
 pub use save::save_personas;
-pub use spec::{Origin, Personality, PersonaSpec, Prompting, ValidationRules};
+pub use spec::{Origin, PersonaSpec, Personality, Prompting, ValidationRules};
 pub use validate::{Finding, Severity, ValidationReport, validate_database};
 
 /// Errors from reading or writing persona files.
@@ -70,7 +70,9 @@ pub enum PersonaError {
         message: String,
     },
     /// A fragment could not be applied.
-    #[error("fragment {fragment:?} applied to persona {persona:?} gives an invalid persona: {message}")]
+    #[error(
+        "fragment {fragment:?} applied to persona {persona:?} gives an invalid persona: {message}"
+    )]
     Fragment {
         /// Fragment name.
         fragment: String,
@@ -80,7 +82,9 @@ pub enum PersonaError {
         message: String,
     },
     /// The database has validation errors.
-    #[error("{errors} validation error(s) in the persona database; run `troupe validate` for the full report. First: {first}")]
+    #[error(
+        "{errors} validation error(s) in the persona database; run `troupe validate` for the full report. First: {first}"
+    )]
     Validation {
         /// How many errors.
         errors: usize,

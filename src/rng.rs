@@ -49,6 +49,28 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
+/// A fast stable 64-bit hash of bytes, 8 bytes at a time (little-endian on every platform).
+/// Not for adversarial inputs; used for request fingerprints and caches.
+pub fn hash_bytes(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h: u64 = 0x7472_6f75_7065_2d73 ^ (bytes.len() as u64).wrapping_mul(K);
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let v = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        h = (h ^ v).wrapping_mul(K).rotate_left(29);
+    }
+    let mut tail = [0u8; 8];
+    let rest = chunks.remainder();
+    tail[..rest.len()].copy_from_slice(rest);
+    h = (h ^ u64::from_le_bytes(tail))
+        .wrapping_mul(K)
+        .rotate_left(29);
+    // Final avalanche (SplitMix64's finalizer).
+    h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    h ^ (h >> 31)
+}
+
 /// Mixes several values into one seed.
 pub fn mix(parts: &[u64]) -> u64 {
     let mut r = SplitMix64::new(0x7472_6f75_7065);
@@ -71,6 +93,14 @@ mod tests {
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
         let mut r = SplitMix64::new(1);
         assert_eq!(r.next_u64(), 0x910a_2dec_8902_5cc1);
+    }
+
+    #[test]
+    fn hash_bytes_is_stable_and_spreads() {
+        assert_eq!(hash_bytes(b"abc"), hash_bytes(b"abc"));
+        assert_ne!(hash_bytes(b"abc"), hash_bytes(b"abd"));
+        assert_ne!(hash_bytes(b""), hash_bytes(b"\0"));
+        assert_ne!(hash_bytes(b"12345678a"), hash_bytes(b"12345678b"));
     }
 
     #[test]

@@ -23,7 +23,9 @@ use tracing::Instrument;
 
 use self::policy::{Decision, RetryPolicy, decide};
 use super::metrics::MetricsMsg;
-use super::persona::{CallFailure, CallSuccess, CallTag, PersonaActor, PersonaArgs, PersonaMsg, PersonaSpawn};
+use super::persona::{
+    CallFailure, CallSuccess, CallTag, PersonaActor, PersonaArgs, PersonaMsg, PersonaSpawn,
+};
 use super::world::WorldMsg;
 use crate::config::SimulationConfig;
 use crate::llm::{CallContext, ChatRequest, ChatResponse, ErrorKind, LlmError, Provider};
@@ -144,7 +146,11 @@ impl Actor for SupervisorActor {
     type State = SupervisorState;
     type Arguments = SupervisorArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, a: SupervisorArgs) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        a: SupervisorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
         let p = &a.config.performance;
         Ok(SupervisorState {
             timeout: Duration::from_secs_f64(p.persona_timeout),
@@ -165,9 +171,19 @@ impl Actor for SupervisorActor {
         })
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: Self::Msg, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SupervisorMsg::SpawnPersona { idx, spawn, history, reply } => {
+            SupervisorMsg::SpawnPersona {
+                idx,
+                spawn,
+                history,
+                reply,
+            } => {
                 let r = spawn_persona(&myself, st, idx, spawn, history).await;
                 let _ = reply.send(r);
             }
@@ -179,11 +195,17 @@ impl Actor for SupervisorActor {
                             let _ = st.metrics.cast(MetricsMsg::Restart);
                             let _ = world.cast(WorldMsg::PersonaRestarted { idx });
                         }
-                        Err(e) => tracing::error!(persona = idx, error = %e, "could not restart persona"),
+                        Err(e) => {
+                            tracing::error!(persona = idx, error = %e, "could not restart persona")
+                        }
                     }
                 }
             }
-            SupervisorMsg::Call { persona, tag, request } => {
+            SupervisorMsg::Call {
+                persona,
+                tag,
+                request,
+            } => {
                 let id = st.next_id;
                 st.next_id += 1;
                 let now = Instant::now();
@@ -205,7 +227,12 @@ impl Actor for SupervisorActor {
                 st.queue.push_back(id);
                 pump(&myself, st);
             }
-            SupervisorMsg::Done { id, attempt, result, latency_us } => {
+            SupervisorMsg::Done {
+                id,
+                attempt,
+                result,
+                latency_us,
+            } => {
                 on_done(&myself, st, id, attempt, result, latency_us);
                 pump(&myself, st);
             }
@@ -226,9 +253,18 @@ impl Actor for SupervisorActor {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(&self, _myself: ActorRef<Self::Msg>, evt: SupervisionEvent, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         if let SupervisionEvent::ActorFailed(cell, err) = evt {
-            let idx = st.personas.iter().find(|(_, (_, id))| *id == cell.get_id()).map(|(i, _)| *i);
+            let idx = st
+                .personas
+                .iter()
+                .find(|(_, (_, id))| *id == cell.get_id())
+                .map(|(i, _)| *i);
             if let Some(idx) = idx {
                 tracing::warn!(persona = idx, error = %err, "persona actor failed; restarting it with its memory");
                 if let Some((spawn, _)) = st.personas.get(&idx) {
@@ -240,7 +276,11 @@ impl Actor for SupervisorActor {
         Ok(())
     }
 
-    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         for idx in st.personas.keys() {
             if let Some(cell) = ractor::registry::where_is(persona_name(st.instance, *idx)) {
                 cell.stop(None);
@@ -257,7 +297,13 @@ async fn spawn_persona(
     spawn: Box<PersonaSpawn>,
     history: Vec<MemoryEvent>,
 ) -> Result<ActorRef<PersonaMsg>, String> {
-    let args = PersonaArgs { idx, spawn: (*spawn).clone(), history, supervisor: myself.clone(), metrics: st.metrics.clone() };
+    let args = PersonaArgs {
+        idx,
+        spawn: (*spawn).clone(),
+        history,
+        supervisor: myself.clone(),
+        metrics: st.metrics.clone(),
+    };
     let name = persona_name(st.instance, idx);
     let r = Actor::spawn_linked(Some(name), PersonaActor, args, myself.get_cell()).await;
     match r {
@@ -282,7 +328,9 @@ fn pump(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
             }
             return;
         }
-        let Some(id) = st.queue.pop_front() else { return };
+        let Some(id) = st.queue.pop_front() else {
+            return;
+        };
         if !st.spacing.is_zero() {
             st.next_start = Some(now + st.spacing);
         }
@@ -291,12 +339,20 @@ fn pump(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
 }
 
 fn start(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, id: u64, now: Instant) {
-    let Some(c) = st.calls.get_mut(&id) else { return };
+    let Some(c) = st.calls.get_mut(&id) else {
+        return;
+    };
     c.attempt += 1;
     st.in_flight += 1;
     let queued_us = now.duration_since(c.queued_since).as_micros() as u64;
     let _ = st.metrics.cast(MetricsMsg::CallStarted { queued_us });
-    let fut = st.provider.chat(c.request.clone(), CallContext { attempt: c.attempt, run_seed: st.config.simulation.run_seed });
+    let fut = st.provider.chat(
+        c.request.clone(),
+        CallContext {
+            attempt: c.attempt,
+            run_seed: st.config.simulation.run_seed,
+        },
+    );
     let timeout = st.timeout;
     let attempt = c.attempt;
     let me = myself.clone();
@@ -311,11 +367,19 @@ fn start(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, id: u64, no
                 Ok(r) => r,
                 Err(_) => Err(LlmError::new(
                     ErrorKind::Timeout,
-                    format!("no answer within persona_timeout = {:.1} s", timeout.as_secs_f64()),
+                    format!(
+                        "no answer within persona_timeout = {:.1} s",
+                        timeout.as_secs_f64()
+                    ),
                 )),
             };
             let latency_us = t0.elapsed().as_micros() as u64;
-            let _ = me.cast(SupervisorMsg::Done { id, attempt, result, latency_us });
+            let _ = me.cast(SupervisorMsg::Done {
+                id,
+                attempt,
+                result,
+                latency_us,
+            });
         }
         .instrument(span),
     );
@@ -330,7 +394,9 @@ fn on_done(
     latency_us: u64,
 ) {
     // A stale attempt (superseded) is ignored; calls only ever have one attempt in flight.
-    let Some(c) = st.calls.get_mut(&id) else { return };
+    let Some(c) = st.calls.get_mut(&id) else {
+        return;
+    };
     if c.attempt != attempt {
         return;
     }
@@ -338,7 +404,10 @@ fn on_done(
     c.last_latency_us = latency_us;
     let result = result.and_then(|r| {
         if r.text.trim().is_empty() {
-            Err(LlmError::new(ErrorKind::Empty, "the model returned empty text"))
+            Err(LlmError::new(
+                ErrorKind::Empty,
+                "the model returned empty text",
+            ))
         } else {
             Ok(r)
         }
@@ -353,27 +422,45 @@ fn on_done(
             });
             let c = st.calls.remove(&id).expect("call present");
             let total = c.created.elapsed();
-            let _ = st.metrics.cast(MetricsMsg::PersonaResponse { persona: c.persona, us: total.as_micros() as u64 });
-            send_to_persona(st, c.persona, PersonaMsg::LlmDone {
-                tag: c.tag,
-                result: Ok(CallSuccess {
-                    response: resp,
-                    attempts: c.attempt,
-                    fallback: c.on_fallback,
-                    latency_ms: latency_us as f64 / 1000.0,
-                    total_ms: total.as_secs_f64() * 1000.0,
-                }),
+            let _ = st.metrics.cast(MetricsMsg::PersonaResponse {
+                persona: c.persona,
+                us: total.as_micros() as u64,
             });
+            send_to_persona(
+                st,
+                c.persona,
+                PersonaMsg::LlmDone {
+                    tag: c.tag,
+                    result: Ok(CallSuccess {
+                        response: resp,
+                        attempts: c.attempt,
+                        fallback: c.on_fallback,
+                        latency_ms: latency_us as f64 / 1000.0,
+                        total_ms: total.as_secs_f64() * 1000.0,
+                    }),
+                },
+            );
         }
         Err(err) => {
-            let _ = st.metrics.cast(MetricsMsg::CallFailed { model: c.request.model.clone(), kind: err.kind, latency_us });
+            let _ = st.metrics.cast(MetricsMsg::CallFailed {
+                model: c.request.model.clone(),
+                kind: err.kind,
+                latency_us,
+            });
             if !c.on_fallback {
                 c.primary_failures += 1;
             }
             let policy = RetryPolicy::from_config(&st.config, &c.primary);
             let jitter = st.jitter.next_f64();
             tracing::debug!(persona = %c.request.meta.persona, turn = c.tag.turn, attempt, error = %err, "call failed");
-            match decide(&policy, c.attempt, &err, c.primary_failures, c.on_fallback, jitter) {
+            match decide(
+                &policy,
+                c.attempt,
+                &err,
+                c.primary_failures,
+                c.on_fallback,
+                jitter,
+            ) {
                 Decision::Retry { delay, fallback } => {
                     let _ = st.metrics.cast(MetricsMsg::Retry);
                     if fallback && let Some(fb) = &policy.fallback_model {
@@ -384,7 +471,10 @@ fn on_done(
                         c.request = Arc::new(req);
                         c.on_fallback = true;
                     }
-                    let due = SupervisorMsg::RetryDue { id, attempt: c.attempt };
+                    let due = SupervisorMsg::RetryDue {
+                        id,
+                        attempt: c.attempt,
+                    };
                     if delay.is_zero() {
                         let _ = myself.cast(due);
                     } else {
@@ -393,10 +483,18 @@ fn on_done(
                 }
                 Decision::GiveUp { reason } => {
                     let c = st.calls.remove(&id).expect("call present");
-                    send_to_persona(st, c.persona, PersonaMsg::LlmDone {
-                        tag: c.tag,
-                        result: Err(CallFailure { reason, kind: err.kind, attempts: c.attempt }),
-                    });
+                    send_to_persona(
+                        st,
+                        c.persona,
+                        PersonaMsg::LlmDone {
+                            tag: c.tag,
+                            result: Err(CallFailure {
+                                reason,
+                                kind: err.kind,
+                                attempts: c.attempt,
+                            }),
+                        },
+                    );
                 }
             }
         }

@@ -19,25 +19,45 @@ pub fn init(m: &MonitoringConfig, quiet: bool) -> anyhow::Result<Guard> {
         other => other.to_lowercase(),
     };
     // The terminal gets warnings and above by default: the transcript is the main output there.
-    let stderr_level = if quiet { "error".to_string() } else if level == "info" { "warn".into() } else { level.clone() };
+    let stderr_level = if quiet {
+        "error".to_string()
+    } else if level == "info" {
+        "warn".into()
+    } else {
+        level.clone()
+    };
     let env = std::env::var("RUST_LOG").ok();
     let filter = |default: &str| match &env {
         Some(f) => EnvFilter::try_new(f).unwrap_or_else(|_| EnvFilter::new(default)),
         None => EnvFilter::new(format!("{default},ractor=warn")),
     };
-    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr.with_max_level(tracing::Level::TRACE)).with_target(false).with_filter(filter(&stderr_level));
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr.with_max_level(tracing::Level::TRACE))
+        .with_target(false)
+        .with_filter(filter(&stderr_level));
     let registry = tracing_subscriber::registry().with(stderr);
     match &m.log_file {
         Some(path) => {
-            let file = OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open the log file {}", path.display()))?;
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open the log file {}", path.display()))?;
             let file = std::sync::Mutex::new(file);
             match m.log_format {
                 LogFormat::Json => {
-                    let layer = tracing_subscriber::fmt::layer().json().with_span_list(true).with_writer(file).with_filter(filter(&level));
+                    let layer = tracing_subscriber::fmt::layer()
+                        .json()
+                        .with_span_list(true)
+                        .with_writer(file)
+                        .with_filter(filter(&level));
                     let _ = registry.with(layer).try_init();
                 }
                 LogFormat::Text => {
-                    let layer = tracing_subscriber::fmt::layer().with_ansi(false).with_writer(file).with_filter(filter(&level));
+                    let layer = tracing_subscriber::fmt::layer()
+                        .with_ansi(false)
+                        .with_writer(file)
+                        .with_filter(filter(&level));
                     let _ = registry.with(layer).try_init();
                 }
             }

@@ -36,7 +36,12 @@ pub fn run(g: &GlobalArgs, cmd: PersonasCmd) -> anyhow::Result<ExitCode> {
 fn list(g: &GlobalArgs, a: ListArgs) -> anyhow::Result<ExitCode> {
     let path = match a.personas_file {
         Some(p) => p,
-        None => super::load_config(g, None, &[])?.config.simulation.personas_file,
+        None => {
+            super::load_config(g, None, &[])?
+                .config
+                .simulation
+                .personas_file
+        }
     };
     let db = PersonaDatabase::load(&path)?;
     let found = db.by_tags(&a.tags);
@@ -45,10 +50,21 @@ fn list(g: &GlobalArgs, a: ListArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let idw = found.iter().map(|p| p.id.len()).max().unwrap_or(2).max(2);
-    let nw = found.iter().map(|p| p.name.chars().count()).max().unwrap_or(4).max(4);
+    let nw = found
+        .iter()
+        .map(|p| p.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     println!("{:idw$}  {:nw$}  ROLE / TAGS", "ID", "NAME");
     for p in &found {
-        println!("{:idw$}  {:nw$}  {} [{}]", p.id, p.name, p.role, p.tags.join(", "));
+        println!(
+            "{:idw$}  {:nw$}  {} [{}]",
+            p.id,
+            p.name,
+            p.role,
+            p.tags.join(", ")
+        );
     }
     println!("{} of {} persona(s)", found.len(), db.personas.len());
     Ok(ExitCode::SUCCESS)

@@ -118,7 +118,10 @@ impl RunArgs {
 }
 
 pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("could not start the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
     rt.block_on(run_async(g, a))
 }
 
@@ -132,7 +135,15 @@ async fn run_async(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
             let layer = scenario_layer(path, &scenario_overrides(&s, a.variant.as_deref()))?;
             let cfg = super::load_config(g, Some(layer), &a.sets())?.config;
             let db = PersonaDatabase::load(&cfg.simulation.personas_file)?;
-            let resolved = scenario::resolve(&s, path, &db, a.variant.as_deref(), cfg.simulation.max_turns, cfg.simulation.max_personas, cfg.simulation.run_seed)?;
+            let resolved = scenario::resolve(
+                &s,
+                path,
+                &db,
+                a.variant.as_deref(),
+                cfg.simulation.max_turns,
+                cfg.simulation.max_personas,
+                cfg.simulation.run_seed,
+            )?;
             (RunPlan::from_scenario(resolved, &cfg.simulation.seed), cfg)
         }
         None => {
@@ -144,7 +155,9 @@ async fn run_async(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
                 return Err(UsageError("give a scenario file, or --seed \"topic\" and --personas id1,id2 (see `troupe personas list`)".into()).into());
             }
             if cfg.simulation.seed.trim().is_empty() {
-                return Err(UsageError("give the discussion topic with --seed \"...\"".into()).into());
+                return Err(
+                    UsageError("give the discussion topic with --seed \"...\"".into()).into(),
+                );
             }
             let db = PersonaDatabase::load(&cfg.simulation.personas_file)?;
             let mut chosen = Vec::new();
@@ -153,8 +166,13 @@ async fn run_async(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
                     Some(p) => chosen.push(p.clone()),
                     None => {
                         let ids: Vec<&str> = db.personas.iter().map(|p| p.id.as_str()).collect();
-                        let hint = scenario::did_you_mean(id, &ids).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
-                        return Err(UsageError(format!("unknown persona id `{id}`{hint}; `troupe personas list` shows the ids")).into());
+                        let hint = scenario::did_you_mean(id, &ids)
+                            .map(|s| format!("; did you mean `{s}`?"))
+                            .unwrap_or_default();
+                        return Err(UsageError(format!(
+                            "unknown persona id `{id}`{hint}; `troupe personas list` shows the ids"
+                        ))
+                        .into());
                     }
                 }
             }
@@ -171,12 +189,25 @@ async fn run_async(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let save_under = (!a.no_save).then(|| conversations_dir(&cfg.output.output_dir));
-    let handle = engine.start(plan, RunOptions { save_under, events: Some(tx) }).await?;
+    let handle = engine
+        .start(
+            plan,
+            RunOptions {
+                save_under,
+                events: Some(tx),
+            },
+        )
+        .await?;
     let interactive = !a.quiet && !a.json;
     let turns = cfg.simulation.max_turns as u64;
-    let pb = if interactive { ProgressBar::new(turns) } else { ProgressBar::hidden() };
+    let pb = if interactive {
+        ProgressBar::new(turns)
+    } else {
+        ProgressBar::hidden()
+    };
     pb.set_style(
-        ProgressStyle::with_template("{spinner} turn {pos}/{len} {wide_msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ProgressStyle::with_template("{spinner} turn {pos}/{len} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut stopping = false;
@@ -214,7 +245,11 @@ async fn run_async(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
         let m = &results.metrics;
         eprintln!(
             "{} after {} turn(s): {} messages, {} calls, {} errors, {} tokens, {:.2} s",
-            if results.success { "finished" } else { "stopped" },
+            if results.success {
+                "finished"
+            } else {
+                "stopped"
+            },
             results.completed_turns,
             m.total_messages,
             m.api_calls,
@@ -232,7 +267,11 @@ async fn run_async(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(e) = &results.error {
         eprintln!("error: {e}");
     }
-    Ok(if results.success { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if results.success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Prints transcript lines to stdout, above the progress bar (which lives on stderr).
@@ -249,4 +288,3 @@ fn show(pb: &ProgressBar, ev: &RunEvent) {
     };
     pb.suspend(|| println!("{line}"));
 }
-

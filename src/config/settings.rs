@@ -143,22 +143,43 @@ pub struct LatencyModel {
 
 impl Default for LatencyModel {
     fn default() -> Self {
-        LatencyModel { kind: LatencyKind::Fixed, ms: 0.0, min_ms: 0.0, max_ms: 0.0, p50_ms: 100.0, p99_ms: 1000.0 }
+        LatencyModel {
+            kind: LatencyKind::Fixed,
+            ms: 0.0,
+            min_ms: 0.0,
+            max_ms: 0.0,
+            p50_ms: 100.0,
+            p99_ms: 1000.0,
+        }
     }
 }
 
 impl LatencyModel {
     /// A fixed latency.
     pub fn fixed(ms: f64) -> Self {
-        LatencyModel { kind: LatencyKind::Fixed, ms, ..Default::default() }
+        LatencyModel {
+            kind: LatencyKind::Fixed,
+            ms,
+            ..Default::default()
+        }
     }
     /// A uniform latency.
     pub fn uniform(min_ms: f64, max_ms: f64) -> Self {
-        LatencyModel { kind: LatencyKind::Uniform, min_ms, max_ms, ..Default::default() }
+        LatencyModel {
+            kind: LatencyKind::Uniform,
+            min_ms,
+            max_ms,
+            ..Default::default()
+        }
     }
     /// A log-normal latency.
     pub fn log_normal(p50_ms: f64, p99_ms: f64) -> Self {
-        LatencyModel { kind: LatencyKind::LogNormal, p50_ms, p99_ms, ..Default::default() }
+        LatencyModel {
+            kind: LatencyKind::LogNormal,
+            p50_ms,
+            p99_ms,
+            ..Default::default()
+        }
     }
 }
 

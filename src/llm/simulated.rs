@@ -15,9 +15,12 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use super::tokens::count_tokens;
-use super::{BoxFuture, CallContext, ChatRequest, ChatResponse, ErrorKind, FinishReason, LlmError, Provider, Role, Usage};
+use super::{
+    BoxFuture, CallContext, ChatRequest, ChatResponse, ErrorKind, FinishReason, LlmError, Provider,
+    Role, Usage,
+};
 use crate::config::{FaultProfile, LatencyKind, LatencyModel, SimulatedConfig};
-use crate::rng::{SplitMix64, fnv1a, mix};
+use crate::rng::{SplitMix64, hash_bytes, mix};
 
 /// The simulated provider.
 #[derive(Debug)]
@@ -26,6 +29,9 @@ pub struct SimulatedProvider {
     // Parsed system prompts, keyed by their hash: each persona's prompt is parsed once, not per
     // call. Shared by every concurrent call, hence a concurrent map.
     profiles: DashMap<u64, Arc<Profile>>,
+    // The topic-and-context vocabulary, by hash of the two lines; it changes only when an
+    // intervention changes the context.
+    vocabularies: DashMap<u64, Arc<Vec<String>>>,
 }
 
 #[derive(Debug, Default)]
@@ -57,7 +63,11 @@ pub enum Fault {
 impl SimulatedProvider {
     /// A provider with this latency and fault profile.
     pub fn new(cfg: SimulatedConfig) -> Self {
-        SimulatedProvider { cfg, profiles: DashMap::new() }
+        SimulatedProvider {
+            cfg,
+            profiles: DashMap::new(),
+            vocabularies: DashMap::new(),
+        }
     }
 
     /// The fault drawn for an attempt (pure; exposed for tests).
@@ -97,7 +107,7 @@ impl SimulatedProvider {
     }
 
     fn profile(&self, system: &str) -> Arc<Profile> {
-        let key = fnv1a(system.as_bytes());
+        let key = hash_bytes(system.as_bytes());
         if let Some(p) = self.profiles.get(&key) {
             return p.clone();
         }
@@ -108,14 +118,39 @@ impl SimulatedProvider {
 
     /// Writes the reply for a request (pure given the seed).
     pub fn compose(&self, req: &ChatRequest, seed: u64) -> String {
-        let system = req.messages.iter().find(|m| m.role == Role::System).map(|m| &*m.content).unwrap_or("");
-        let user = req.messages.iter().rev().find(|m| m.role == Role::User).map(|m| &*m.content).unwrap_or("");
+        let system = req
+            .messages
+            .iter()
+            .find(|m| m.role == Role::System)
+            .map(|m| &*m.content)
+            .unwrap_or("");
+        let user = req
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .map(|m| &*m.content)
+            .unwrap_or("");
         let profile = self.profile(system);
         let mut rng = SplitMix64::new(seed);
         if req.meta.purpose == "summary" {
             return summarize(user, &mut rng);
         }
-        compose_reply(&profile, user, &mut rng)
+        let conv = parse_conversation(user);
+        let topic = conv.topic.unwrap_or("the question in front of us");
+        let key = mix(&[
+            hash_bytes(topic.as_bytes()),
+            hash_bytes(conv.context.as_bytes()),
+        ]);
+        let vocabulary = match self.vocabularies.get(&key) {
+            Some(v) => v.clone(),
+            None => {
+                let v = Arc::new(vocabulary(topic, conv.context));
+                self.vocabularies.insert(key, v.clone());
+                v
+            }
+        };
+        compose_reply(&profile, &conv, &vocabulary, &mut rng)
     }
 }
 
@@ -128,7 +163,11 @@ impl Provider for SimulatedProvider {
         true
     }
 
-    fn chat(&self, req: Arc<ChatRequest>, ctx: CallContext) -> BoxFuture<Result<ChatResponse, LlmError>> {
+    fn chat(
+        &self,
+        req: Arc<ChatRequest>,
+        ctx: CallContext,
+    ) -> BoxFuture<Result<ChatResponse, LlmError>> {
         let fp = req.fingerprint();
         let mut attempt_rng = SplitMix64::new(mix(&[ctx.run_seed, fp, ctx.attempt as u64, 0xfa17]));
         let fault = Self::draw_fault(&self.cfg.faults, &mut attempt_rng);
@@ -148,13 +187,20 @@ impl Provider for SimulatedProvider {
             match fault {
                 Fault::RateLimited => {
                     wait(latency / 10).await;
-                    return Err(LlmError::new(ErrorKind::RateLimited, "simulated 429 Too Many Requests")
-                        .with_status(429)
-                        .with_retry_after(retry_after));
+                    return Err(LlmError::new(
+                        ErrorKind::RateLimited,
+                        "simulated 429 Too Many Requests",
+                    )
+                    .with_status(429)
+                    .with_retry_after(retry_after));
                 }
                 Fault::Server => {
                     wait(latency / 2).await;
-                    return Err(LlmError::new(ErrorKind::Server, "simulated 500 Internal Server Error").with_status(500));
+                    return Err(LlmError::new(
+                        ErrorKind::Server,
+                        "simulated 500 Internal Server Error",
+                    )
+                    .with_status(500));
                 }
                 Fault::Timeout => std::future::pending::<()>().await,
                 Fault::Malformed => {
@@ -173,10 +219,15 @@ impl Provider for SimulatedProvider {
                 finish_reason = truncate_to_tokens(&mut text, max as u64);
             }
             let usage = Usage {
-                prompt_tokens: super::tokens::count_request(&req),
+                prompt_tokens: super::tokens::prompt_tokens(&req),
                 completion_tokens: count_tokens(&text),
             };
-            Ok(ChatResponse { text, usage, model: req.model.clone(), finish_reason })
+            Ok(ChatResponse {
+                text,
+                usage,
+                model: req.model.clone(),
+                finish_reason,
+            })
         })
     }
 }
@@ -188,7 +239,11 @@ fn truncate_to_tokens(text: &mut String, max: u64) -> FinishReason {
     let words: Vec<&str> = text.split(' ').collect();
     let mut out = String::new();
     for w in words {
-        let candidate = if out.is_empty() { w.to_string() } else { format!("{out} {w}") };
+        let candidate = if out.is_empty() {
+            w.to_string()
+        } else {
+            format!("{out} {w}")
+        };
         if count_tokens(&candidate) > max {
             break;
         }
@@ -217,7 +272,9 @@ const TRAIT_LEAN: &[(&str, i32)] = &[
 fn parse_profile(system: &str) -> Profile {
     let mut p = Profile::default();
     for line in system.lines() {
-        let line = line.trim_start_matches(['-', ' ', '*', '#']).replace("**", "");
+        let line = line
+            .trim_start_matches(['-', ' ', '*', '#'])
+            .replace("**", "");
         if let Some(rest) = line.strip_prefix("You are ") {
             if let Some((name, role)) = rest.split_once(", ") {
                 p.name = name.to_string();
@@ -230,7 +287,11 @@ fn parse_profile(system: &str) -> Profile {
         }
     }
     let all = p.traits.join(" ").to_lowercase();
-    p.lean = TRAIT_LEAN.iter().filter(|(k, _)| all.contains(k)).map(|(_, v)| v).sum();
+    p.lean = TRAIT_LEAN
+        .iter()
+        .filter(|(k, _)| all.contains(k))
+        .map(|(_, v)| v)
+        .sum();
     p
 }
 
@@ -239,15 +300,28 @@ struct Heard<'a> {
     text: &'a str,
 }
 
-fn parse_conversation(user: &str) -> (Option<&str>, Vec<Heard<'_>>) {
+struct Conversation<'a> {
+    topic: Option<&'a str>,
+    context: &'a str,
+    heard: Vec<Heard<'a>>,
+}
+
+fn parse_conversation(user: &str) -> Conversation<'_> {
     let mut topic = None;
+    let mut context = "";
     let mut heard = Vec::new();
     for line in user.lines() {
         if let Some(t) = line.strip_prefix("Topic: ") {
             topic = Some(t);
+        } else if let Some(c) = line.strip_prefix("Context: ") {
+            context = c;
         } else if let Some(rest) = line.strip_prefix("[turn ") {
-            let Some((_, rest)) = rest.split_once("] ") else { continue };
-            let Some((who, text)) = rest.split_once(": ") else { continue };
+            let Some((_, rest)) = rest.split_once("] ") else {
+                continue;
+            };
+            let Some((who, text)) = rest.split_once(": ") else {
+                continue;
+            };
             if who.starts_with("You") || who.starts_with("(") {
                 continue;
             }
@@ -256,25 +330,175 @@ fn parse_conversation(user: &str) -> (Option<&str>, Vec<Heard<'_>>) {
             heard.push(Heard { speaker, text });
         }
     }
-    (topic, heard)
+    Conversation {
+        topic,
+        context,
+        heard,
+    }
 }
 
 const STOP: &[&str] = &[
-    "should", "would", "could", "about", "their", "there", "these", "those", "which", "where", "while", "because",
-    "before", "after", "think", "really", "point", "being", "other", "every", "something", "people", "whether",
-    "agree", "with", "that", "this", "have", "from", "what", "when", "your", "into", "more", "than", "just", "need",
-    "respect", "evidence", "building", "underestimating", "convinced", "differently",
+    "should",
+    "would",
+    "could",
+    "about",
+    "their",
+    "there",
+    "these",
+    "those",
+    "which",
+    "where",
+    "while",
+    "because",
+    "before",
+    "after",
+    "think",
+    "really",
+    "point",
+    "being",
+    "other",
+    "every",
+    "something",
+    "people",
+    "whether",
+    "agree",
+    "respect",
+    "evidence",
+    "building",
+    "underestimating",
+    "convinced",
+    "differently",
+    "months",
+    "years",
+    "weeks",
+    "today",
+    "tomorrow",
+    "going",
+    "doing",
+    "having",
+    "makes",
+    "matters",
+    "decide",
+    "decides",
+    "start",
+    "first",
+    "second",
+    "third",
+    "right",
+    "wrong",
+    "still",
+    "again",
+    "never",
+    "always",
+    "often",
+    "since",
+    "until",
+    "within",
+    "without",
+    "against",
+    "between",
+    "through",
+    "during",
+    "around",
+    "already",
+    "another",
+    "anything",
+    "everyone",
+    "someone",
+    "nothing",
+    "maybe",
+    "perhaps",
+    "actually",
+    "probably",
+    "simply",
+    "rather",
+    "quite",
+    "covered",
+    "celebrate",
+    "answer",
+    "practice",
+    "version",
+    "further",
+    "thing",
+    "things",
+    "words",
+    "speaking",
+    "priority",
+    "handle",
+    "measure",
+    "change",
+    "owns",
+    "ships",
+    "affected",
+    "whatever",
+    "person",
+    "coming",
 ];
 
+fn is_stop(w: &str) -> bool {
+    static SET: std::sync::OnceLock<std::collections::HashSet<&'static str>> =
+        std::sync::OnceLock::new();
+    SET.get_or_init(|| STOP.iter().copied().collect())
+        .contains(w)
+}
+
+/// Content words (5+ letters, not in the stop list), lower-cased, in order, without repeats.
 fn keywords(text: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for w in text.split(|c: char| !c.is_alphanumeric() && c != '-') {
+        let w = w.trim_matches('-');
         let lw = w.to_lowercase();
-        if lw.chars().count() >= 6 && !STOP.contains(&lw.as_str()) && !out.contains(&lw) {
+        if lw.chars().count() >= 5
+            && lw.chars().any(char::is_alphabetic)
+            && !is_stop(&lw)
+            && !out.contains(&lw)
+        {
             out.push(lw);
         }
     }
     out
+}
+
+/// Keywords, with a hyphenated word joined to the short word after it ("four-day week").
+fn phrases(text: &str) -> Vec<String> {
+    let words: Vec<&str> = text
+        .split_whitespace()
+        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric() && c != '-'))
+        .collect();
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let w = words[i].to_lowercase();
+        let next = words.get(i + 1).map(|n| n.to_lowercase());
+        let phrase = match next {
+            Some(n)
+                if w.contains('-')
+                    && n.len() <= 8
+                    && n.chars().all(char::is_alphabetic)
+                    && !is_stop(&n) =>
+            {
+                i += 1;
+                Some(format!("{w} {n}"))
+            }
+            _ => keywords(&w).into_iter().next(),
+        };
+        if let Some(p) = phrase
+            && !out.contains(&p)
+        {
+            out.push(p);
+        }
+        i += 1;
+    }
+    out
+}
+
+/// A rough noun test for context words: common noun endings or a hyphenated term.
+fn nounish(w: &str) -> bool {
+    const ENDINGS: &[&str] = &[
+        "tion", "sion", "ment", "ness", "ity", "ance", "ence", "ship", "age", "ure", "ics", "ism",
+        "ist", "ets", "cost", "costs", "work", "load", "rate", "time", "plan",
+    ];
+    w.contains(' ') || w.contains('-') || ENDINGS.iter().any(|e| w.ends_with(e))
 }
 
 fn first_name(full: &str) -> &str {
@@ -290,21 +514,47 @@ fn lower_first(s: &str) -> String {
     }
 }
 
-fn compose_reply(p: &Profile, user: &str, rng: &mut SplitMix64) -> String {
-    let (topic, heard) = parse_conversation(user);
-    let topic = topic.unwrap_or("the question in front of us");
-    let others: Vec<&Heard<'_>> = heard.iter().filter(|h| h.speaker != p.name && h.speaker != "Moderator").collect();
-    let last = others.last();
-    let mut kws = last.map(|h| keywords(h.text)).unwrap_or_default();
-    if kws.is_empty() {
-        kws = keywords(topic);
+/// The topic's key phrases, then the context's noun-like ones: what replies talk about.
+fn vocabulary(topic: &str, context: &str) -> Vec<String> {
+    let mut domain = phrases(topic);
+    for k in phrases(context).into_iter().filter(|k| nounish(k)) {
+        if !domain.contains(&k) {
+            domain.push(k);
+        }
     }
-    if kws.is_empty() {
-        kws.push("this".into());
+    if domain.is_empty() {
+        domain.push("this decision".into());
     }
-    let kw = rng.pick(&kws).clone();
-    let kw2 = rng.pick(&keywords(topic).into_iter().chain([kw.clone()]).collect::<Vec<_>>()).clone();
+    domain
+}
 
+fn compose_reply(
+    p: &Profile,
+    conv: &Conversation<'_>,
+    domain: &[String],
+    rng: &mut SplitMix64,
+) -> String {
+    let others: Vec<&Heard<'_>> = conv
+        .heard
+        .iter()
+        .filter(|h| h.speaker != p.name && h.speaker != "Moderator")
+        .collect();
+    let last = others.last();
+    // Replies stay on topic: from the last message only words of the vocabulary are picked up.
+    let echoed: Vec<String> = last
+        .map(|h| {
+            phrases(h.text)
+                .into_iter()
+                .filter(|k| domain.contains(k))
+                .collect()
+        })
+        .unwrap_or_default();
+    let kw = if echoed.is_empty() {
+        rng.pick(domain).clone()
+    } else {
+        rng.pick(&echoed).clone()
+    };
+    let kw2 = rng.pick(domain).clone();
     let roll = rng.next_f64();
     if !others.is_empty() && roll < 0.02 {
         return "PASS".into();
@@ -320,7 +570,9 @@ fn compose_reply(p: &Profile, user: &str, rng: &mut SplitMix64) -> String {
                 match rng.below(3) {
                     0 => format!("{who}, I agree with you on {kw}."),
                     1 => format!("That's a fair point about {kw}, {who}."),
-                    _ => format!("Building on what {who} said about {kw}: yes, and we can go further."),
+                    _ => format!(
+                        "Building on what {who} said about {kw}: yes, and we can go further."
+                    ),
                 }
             } else if r < 0.85 {
                 match rng.below(3) {
@@ -333,7 +585,11 @@ fn compose_reply(p: &Profile, user: &str, rng: &mut SplitMix64) -> String {
             };
             parts.push(opener);
         }
-        None => parts.push(format!("Let me start with {}.", lower_first(topic.trim_end_matches(['.', '?', '!'])))),
+        None => parts.push(match rng.below(3) {
+            0 => format!("Let me start with {kw}."),
+            1 => format!("On {kw}, here is where I stand."),
+            _ => format!("I want to put {kw} on the table first."),
+        }),
     }
     if !p.role.is_empty() && rng.next_f64() < 0.7 {
         let goal = if p.goals.is_empty() {
@@ -343,7 +599,10 @@ fn compose_reply(p: &Profile, user: &str, rng: &mut SplitMix64) -> String {
         };
         parts.push(match rng.below(3) {
             0 => format!("As a {}, my priority here is to {goal}.", p.role),
-            1 => format!("From where I sit as a {}, what matters is that we {goal}.", p.role),
+            1 => format!(
+                "From where I sit as a {}, what matters is that we {goal}.",
+                p.role
+            ),
             _ => format!("Speaking as a {}, I'd want us to {goal}.", p.role),
         });
     }
@@ -417,11 +676,19 @@ fn trait_sentence(p: &Profile, kw: &str, rng: &mut SplitMix64) -> String {
 }
 
 fn summarize(user: &str, rng: &mut SplitMix64) -> String {
-    let (topic, heard) = parse_conversation(user);
+    let Conversation { topic, heard, .. } = parse_conversation(user);
     let mut speakers: Vec<&str> = heard.iter().map(|h| h.speaker).collect();
     speakers.dedup();
-    let kws: Vec<String> = heard.iter().flat_map(|h| keywords(h.text)).take(12).collect();
-    let focus = if kws.is_empty() { "the topic".to_string() } else { rng.pick(&kws).clone() };
+    let kws: Vec<String> = heard
+        .iter()
+        .flat_map(|h| keywords(h.text))
+        .take(12)
+        .collect();
+    let focus = if kws.is_empty() {
+        "the topic".to_string()
+    } else {
+        rng.pick(&kws).clone()
+    };
     format!(
         "So far {} people discussed {}; the main thread was {focus}.",
         speakers.len(),
@@ -438,7 +705,10 @@ mod tests {
         ChatRequest {
             model: "m".into(),
             messages: vec![
-                ChatMessage::new(Role::System, "You are Dr. Sarah Chen, Systems Architect.\nTraits: analytical, direct\nGoals: Ensure systems scale"),
+                ChatMessage::new(
+                    Role::System,
+                    "You are Dr. Sarah Chen, Systems Architect.\nTraits: analytical, direct\nGoals: Ensure systems scale",
+                ),
                 ChatMessage::new(Role::User, user),
             ],
             temperature: Some(0.7),
@@ -453,7 +723,9 @@ mod tests {
     #[test]
     fn same_request_same_text_and_it_addresses_speakers() {
         let p = SimulatedProvider::new(SimulatedConfig::default());
-        let r = req("Topic: Evaluate AI-powered content moderation\n[turn 1] Marcus Rivera (Product Manager): Moderation latency hurts engagement.\nTurn 2: reply");
+        let r = req(
+            "Topic: Evaluate AI-powered content moderation\n[turn 1] Marcus Rivera (Product Manager): Moderation latency hurts engagement.\nTurn 2: reply",
+        );
         let a = p.compose(&r, 7);
         assert_eq!(a, p.compose(&r, 7));
         let many: Vec<String> = (0..40).map(|s| p.compose(&r, s)).collect();
@@ -464,10 +736,17 @@ mod tests {
 
     #[test]
     fn fault_rates_follow_the_profile() {
-        let f = FaultProfile { rate_limited: 0.2, server_error: 0.05, timeout: 0.02, ..FaultProfile::default() };
+        let f = FaultProfile {
+            rate_limited: 0.2,
+            server_error: 0.05,
+            timeout: 0.02,
+            ..FaultProfile::default()
+        };
         let mut rng = SplitMix64::new(1);
         let n = 20_000;
-        let rl = (0..n).filter(|_| SimulatedProvider::draw_fault(&f, &mut rng) == Fault::RateLimited).count();
+        let rl = (0..n)
+            .filter(|_| SimulatedProvider::draw_fault(&f, &mut rng) == Fault::RateLimited)
+            .count();
         assert!((rl as f64 / n as f64 - 0.2).abs() < 0.02, "{rl}");
     }
 
@@ -475,7 +754,9 @@ mod tests {
     fn lognormal_percentiles() {
         let m = LatencyModel::log_normal(100.0, 1000.0);
         let mut rng = SplitMix64::new(3);
-        let mut v: Vec<f64> = (0..20_000).map(|_| SimulatedProvider::draw_latency(&m, &mut rng).as_secs_f64() * 1e3).collect();
+        let mut v: Vec<f64> = (0..20_000)
+            .map(|_| SimulatedProvider::draw_latency(&m, &mut rng).as_secs_f64() * 1e3)
+            .collect();
         v.sort_by(f64::total_cmp);
         assert!((v[10_000] - 100.0).abs() < 10.0, "p50 {}", v[10_000]);
         assert!((v[19_800] - 1000.0).abs() < 200.0, "p99 {}", v[19_800]);

@@ -30,7 +30,10 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message.
     pub fn new(role: Role, content: impl Into<Arc<str>>) -> Self {
-        ChatMessage { role, content: content.into() }
+        ChatMessage {
+            role,
+            content: content.into(),
+        }
     }
 }
 
@@ -44,6 +47,10 @@ pub struct RequestMeta {
     pub turn: u32,
     /// Why: "act", "summary".
     pub purpose: String,
+    /// The request's prompt tokens, counted by `llm::tokens` as the prompt was written
+    /// (0 when unknown). Lets providers skip a second pass over the text.
+    #[serde(default)]
+    pub prompt_tokens: u64,
 }
 
 /// A chat completion request.
@@ -77,13 +84,23 @@ impl ChatRequest {
     /// A stable hash of everything that decides the answer (model, messages, sampling),
     /// excluding `meta`.
     pub fn fingerprint(&self) -> u64 {
-        let mut h = crate::rng::fnv1a(self.model.as_bytes());
+        let mut h = crate::rng::hash_bytes(self.model.as_bytes());
         for m in &self.messages {
-            h = crate::rng::mix(&[h, m.role as u64, crate::rng::fnv1a(m.content.as_bytes())]);
+            h = crate::rng::mix(&[
+                h,
+                m.role as u64,
+                crate::rng::hash_bytes(m.content.as_bytes()),
+            ]);
         }
         let t = self.temperature.map_or(u64::MAX, f64::to_bits);
         let p = self.top_p.map_or(u64::MAX, f64::to_bits);
-        crate::rng::mix(&[h, t, p, self.max_tokens.unwrap_or(0) as u64, self.seed.unwrap_or(0)])
+        crate::rng::mix(&[
+            h,
+            t,
+            p,
+            self.max_tokens.unwrap_or(0) as u64,
+            self.seed.unwrap_or(0),
+        ])
     }
 }
 

@@ -4,7 +4,8 @@
 //! validation findings must still name `line:col`. `PositionIndex` re-scans the text once, only
 //! when a finding needs a position, and records where each value of depth <= 3 starts.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -70,14 +71,116 @@ impl<'de> Visitor<'de> for StrictVisitor {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if out.contains_key(&key) {
-                return Err(de::Error::custom(format_args!(
-                    "duplicate key `{key}` in the same object; keep only one of them"
-                )));
+                return Err(duplicate_key(&key));
             }
             let v = map.next_value_seed(StrictValue)?;
             out.insert(key, v);
         }
         Ok(Value::Object(out))
+    }
+}
+
+fn duplicate_key<E: de::Error>(key: &str) -> E {
+    E::custom(format_args!(
+        "duplicate key `{key}` in the same object; keep only one of them"
+    ))
+}
+
+/// Checks JSON text as `parse_strict` does (same errors, same positions) without building a
+/// `Value`: the cheap first pass before a large file is read straight into typed personas.
+pub fn check_strict(bytes: &[u8]) -> Result<(), serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    StrictCheck.deserialize(&mut de)?;
+    de.end()
+}
+
+struct StrictCheck;
+
+impl<'de> DeserializeSeed<'de> for StrictCheck {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// Objects with more keys than this are checked for duplicates with a hash set.
+const LINEAR_KEYS: usize = 16;
+
+impl<'de> Visitor<'de> for StrictCheck {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(StrictCheck)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // Keys borrow from the input unless they hold escapes.
+        let mut keys: Vec<Cow<'de, str>> = Vec::new();
+        let mut many: HashSet<Cow<'de, str>> = HashSet::new();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let seen = if keys.len() < LINEAR_KEYS {
+                keys.contains(&key)
+            } else {
+                many.contains(&key)
+            };
+            if seen {
+                return Err(duplicate_key(&key));
+            }
+            if keys.len() < LINEAR_KEYS {
+                keys.push(key);
+                if keys.len() == LINEAR_KEYS {
+                    many.extend(keys.iter().cloned());
+                }
+            } else {
+                many.insert(key);
+            }
+            map.next_value_seed(StrictCheck)?;
+        }
+        Ok(())
+    }
+}
+
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
     }
 }
 
@@ -111,7 +214,10 @@ impl PositionIndex {
     pub fn build(text: &[u8]) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(memchr_all(b'\n', text).map(|i| i + 1));
-        let mut idx = PositionIndex { starts: HashMap::new(), line_starts };
+        let mut idx = PositionIndex {
+            starts: HashMap::new(),
+            line_starts,
+        };
         let mut sc = Scanner { s: text, i: 0 };
         sc.ws();
         idx.value(&mut sc, String::new(), 0);
@@ -134,7 +240,10 @@ impl PositionIndex {
 
     fn line_col(&self, off: usize) -> LineCol {
         let line = self.line_starts.partition_point(|&s| s <= off);
-        LineCol { line, col: off - self.line_starts[line - 1] + 1 }
+        LineCol {
+            line,
+            col: off - self.line_starts[line - 1] + 1,
+        }
     }
 
     fn value(&mut self, sc: &mut Scanner<'_>, path: String, depth: usize) {
@@ -200,7 +309,10 @@ impl PositionIndex {
 }
 
 fn memchr_all(needle: u8, hay: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    hay.iter().enumerate().filter(move |(_, b)| **b == needle).map(|(i, _)| i)
+    hay.iter()
+        .enumerate()
+        .filter(move |(_, b)| **b == needle)
+        .map(|(i, _)| i)
 }
 
 struct Scanner<'a> {
@@ -222,7 +334,10 @@ impl Scanner<'_> {
         let start = self.i;
         self.skip_string();
         // On text that is not JSON the scan can stop past the end.
-        let raw = self.s.get(start..self.i.min(self.s.len())).unwrap_or_default();
+        let raw = self
+            .s
+            .get(start..self.i.min(self.s.len()))
+            .unwrap_or_default();
         serde_json::from_slice::<String>(raw).unwrap_or_default()
     }
     fn skip_string(&mut self) {
@@ -290,7 +405,10 @@ mod tests {
         let text = b"[\n {\"id\": \"a\",\n  \"personality\": {\"traits\": [\"x\", \"y\"]}},\n {\"id\": \"b\"}\n]";
         let idx = PositionIndex::build(text);
         assert_eq!(idx.locate("/0/id"), Some(LineCol { line: 2, col: 9 }));
-        assert_eq!(idx.locate("/0/personality/traits/1"), Some(LineCol { line: 3, col: 35 }));
+        assert_eq!(
+            idx.locate("/0/personality/traits/1"),
+            Some(LineCol { line: 3, col: 35 })
+        );
         assert_eq!(idx.locate("/1"), Some(LineCol { line: 4, col: 2 }));
         // Missing fields fall back to the nearest ancestor.
         assert_eq!(idx.locate("/1/role"), Some(LineCol { line: 4, col: 2 }));

@@ -9,14 +9,23 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::PersonaSpec;
+use crate::llm::tokens::{MESSAGE_OVERHEAD, REQUEST_OVERHEAD, count_tokens};
 use crate::llm::{ChatMessage, ChatRequest, RequestMeta, Role};
 use crate::memory::EpisodicMemory;
 
 /// Renders the persona's system prompt.
 pub fn system_prompt(p: &PersonaSpec) -> Arc<str> {
     let mut s = String::with_capacity(512);
-    let markdown = p.prompting.as_ref().is_some_and(|pr| pr.format == "markdown");
-    match p.prompting.as_ref().map(|pr| pr.role.trim()).filter(|r| !r.is_empty()) {
+    let markdown = p
+        .prompting
+        .as_ref()
+        .is_some_and(|pr| pr.format == "markdown");
+    match p
+        .prompting
+        .as_ref()
+        .map(|pr| pr.role.trim())
+        .filter(|r| !r.is_empty())
+    {
         Some(role) => {
             let _ = writeln!(s, "{role}");
         }
@@ -40,11 +49,15 @@ pub fn system_prompt(p: &PersonaSpec) -> Arc<str> {
     if !pers.style.is_empty() {
         let _ = writeln!(s, "{bullet}Style: {}", pers.style);
     }
-    let habits: Vec<String> = [("Communication", &pers.communication), ("Decisions", &pers.decisions), ("Approach", &pers.approach)]
-        .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| format!("{k}: {v}"))
-        .collect();
+    let habits: Vec<String> = [
+        ("Communication", &pers.communication),
+        ("Decisions", &pers.decisions),
+        ("Approach", &pers.approach),
+    ]
+    .iter()
+    .filter(|(_, v)| !v.is_empty())
+    .map(|(k, v)| format!("{k}: {v}"))
+    .collect();
     if !habits.is_empty() {
         let _ = writeln!(s, "{bullet}{}.", habits.join(". "));
     }
@@ -86,14 +99,16 @@ pub fn act_request(
     turn: u32,
     sampling: &Sampling,
 ) -> ChatRequest {
-    let mut u = String::with_capacity(1024);
-    render_situation(&mut u, memory, world, context);
+    let mut u = String::with_capacity(capacity(memory));
+    let mut tokens = render_situation(&mut u, memory, world, context);
+    let start = u.len();
     let _ = write!(
         u,
         "Turn {turn}: reply as {} with one short contribution (2-4 sentences). To speak to one person, start with \"@Their Name:\". To keep a private thought, start with \"THINK:\". To stay silent, reply \"PASS\".",
         persona.name
     );
-    request(system, u, persona, turn, "act", sampling)
+    tokens += count_tokens(&u[start..]);
+    request(system, u, tokens, persona, turn, "act", sampling)
 }
 
 /// The request asking a persona to summarize its memory (consolidation).
@@ -106,13 +121,35 @@ pub fn summary_request(
     turn: u32,
     sampling: &Sampling,
 ) -> ChatRequest {
-    let mut u = String::with_capacity(1024);
-    render_situation(&mut u, memory, world, context);
-    u.push_str("Summarize what has happened so far in 2-3 sentences, from your point of view, keeping names and open questions.");
-    request(system, u, persona, turn, "summary", sampling)
+    let mut u = String::with_capacity(capacity(memory));
+    let mut tokens = render_situation(&mut u, memory, world, context);
+    const ASK: &str = "Summarize what has happened so far in 2-3 sentences, from your point of view, keeping names and open questions.";
+    u.push_str(ASK);
+    tokens += count_tokens(ASK);
+    request(system, u, tokens, persona, turn, "summary", sampling)
 }
 
-fn render_situation(u: &mut String, memory: &EpisodicMemory, world: &WorldFacts, context: &str) {
+fn capacity(memory: &EpisodicMemory) -> usize {
+    let w = memory.window();
+    512 + w
+        .prefix
+        .iter()
+        .chain(w.recent)
+        .map(|e| e.text_len())
+        .sum::<usize>()
+        + w.summary.map_or(0, str::len)
+}
+
+/// Writes the situation and memory window; returns their tokens (counted piecewise: every piece
+/// ends with a newline, so the pieces' counts add up to the count of the whole).
+fn render_situation(
+    u: &mut String,
+    memory: &EpisodicMemory,
+    world: &WorldFacts,
+    context: &str,
+) -> u64 {
+    let mut head_start = u.len();
+    let mut tokens = 0;
     if !world.world.is_empty() {
         let _ = writeln!(u, "World: {}", world.world);
     }
@@ -125,27 +162,55 @@ fn render_situation(u: &mut String, memory: &EpisodicMemory, world: &WorldFacts,
         let _ = writeln!(u, "Summary of earlier events: {s}");
     }
     u.push_str("Conversation so far:\n");
+    tokens += count_tokens(&u[head_start..]);
     for e in w.prefix {
-        e.render(u);
+        tokens += e.render(u);
     }
     if w.omitted > 0 {
+        head_start = u.len();
         let _ = writeln!(u, "(... {} earlier events omitted ...)", w.omitted);
+        tokens += count_tokens(&u[head_start..]);
     }
     for e in w.recent {
-        e.render(u);
+        tokens += e.render(u);
     }
+    tokens
 }
 
-fn request(system: &Arc<str>, user: String, p: &PersonaSpec, turn: u32, purpose: &str, s: &Sampling) -> ChatRequest {
+#[allow(clippy::too_many_arguments)]
+fn request(
+    system: &Arc<str>,
+    user: String,
+    user_tokens: u64,
+    p: &PersonaSpec,
+    turn: u32,
+    purpose: &str,
+    s: &Sampling,
+) -> ChatRequest {
+    // The system prompt is the same for every call of a persona; counting it is cheap next to
+    // the rest, but it could be cached per persona if prompts grow.
+    let prompt_tokens =
+        count_tokens(system) + user_tokens + 2 * MESSAGE_OVERHEAD + REQUEST_OVERHEAD;
     ChatRequest {
         model: s.model.clone(),
-        messages: vec![ChatMessage { role: Role::System, content: system.clone() }, ChatMessage::new(Role::User, user)],
+        messages: vec![
+            ChatMessage {
+                role: Role::System,
+                content: system.clone(),
+            },
+            ChatMessage::new(Role::User, user),
+        ],
         temperature: Some(s.temperature),
         top_p: s.top_p,
         max_tokens: Some(s.max_tokens),
         seed: s.seed,
         stop: Vec::new(),
-        meta: RequestMeta { persona: p.id.clone(), turn, purpose: purpose.into() },
+        meta: RequestMeta {
+            persona: p.id.clone(),
+            turn,
+            purpose: purpose.into(),
+            prompt_tokens,
+        },
     }
 }
 
@@ -185,9 +250,15 @@ pub fn parse_reply(raw: &str, own_name: &str) -> Reply {
         && name.len() <= 80
         && !text.trim().is_empty()
     {
-        return Reply::Speak { text: text.trim().to_string(), to: Some(name.trim().to_string()) };
+        return Reply::Speak {
+            text: text.trim().to_string(),
+            to: Some(name.trim().to_string()),
+        };
     }
-    Reply::Speak { text: t.to_string(), to: None }
+    Reply::Speak {
+        text: t.to_string(),
+        to: None,
+    }
 }
 
 #[cfg(test)]
@@ -195,11 +266,75 @@ mod tests {
     use super::*;
 
     #[test]
+    fn piecewise_token_count_is_exact() {
+        use crate::memory::{MemoryEvent, Utterance};
+        let p = PersonaSpec::new("ann", "Ann Lee", "Analyst", "Ten years in audits.");
+        let mut m = EpisodicMemory::new(2, 3);
+        for i in 0..9u64 {
+            let u = Utterance::new(
+                i,
+                1 + i as u32 / 3,
+                "b".into(),
+                "Bo Ng".into(),
+                "Analyst".into(),
+                (i % 2 == 0).then(|| "Ann Lee".into()),
+                format!("Point {i}: costs, risks & (maybe) 42% gains?").into(),
+            );
+            m.push(if i % 4 == 0 {
+                MemoryEvent::Said(u.into())
+            } else {
+                MemoryEvent::Heard(u.into())
+            });
+        }
+        m.push(MemoryEvent::thought(3, "Hmm... wait".into()));
+        m.push(MemoryEvent::context(3, "The budget doubled.".into()));
+        let facts = WorldFacts {
+            world: "Board room".into(),
+            topic: "Should we ship?".into(),
+        };
+        let s = Sampling {
+            model: "m".into(),
+            temperature: 0.5,
+            top_p: None,
+            max_tokens: 50,
+            seed: None,
+        };
+        let system = system_prompt(&p);
+        for req in [
+            act_request(&system, &p, &m, &facts, "ctx here", 3, &s),
+            summary_request(&system, &p, &m, &facts, "", 3, &s),
+        ] {
+            assert_eq!(
+                req.meta.prompt_tokens,
+                crate::llm::tokens::count_request(&req)
+            );
+        }
+    }
+
+    #[test]
     fn replies() {
         assert_eq!(parse_reply(" PASS ", "A"), Reply::Pass);
         assert_eq!(parse_reply("THINK: hmm", "A"), Reply::Think("hmm".into()));
-        assert_eq!(parse_reply("@Marcus Rivera: yes", "A"), Reply::Speak { text: "yes".into(), to: Some("Marcus Rivera".into()) });
-        assert_eq!(parse_reply("A: hello", "A"), Reply::Speak { text: "hello".into(), to: None });
-        assert_eq!(parse_reply("Passionate words", "A"), Reply::Speak { text: "Passionate words".into(), to: None });
+        assert_eq!(
+            parse_reply("@Marcus Rivera: yes", "A"),
+            Reply::Speak {
+                text: "yes".into(),
+                to: Some("Marcus Rivera".into())
+            }
+        );
+        assert_eq!(
+            parse_reply("A: hello", "A"),
+            Reply::Speak {
+                text: "hello".into(),
+                to: None
+            }
+        );
+        assert_eq!(
+            parse_reply("Passionate words", "A"),
+            Reply::Speak {
+                text: "Passionate words".into(),
+                to: None
+            }
+        );
     }
 }

@@ -48,7 +48,11 @@ fn new_backup_dir(backup_root: &Path) -> std::io::Result<PathBuf> {
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
     let mut n = 1u32;
     loop {
-        let dir = if n == 1 { backup_root.join(&stamp) } else { backup_root.join(format!("{stamp}-{n}")) };
+        let dir = if n == 1 {
+            backup_root.join(&stamp)
+        } else {
+            backup_root.join(format!("{stamp}-{n}"))
+        };
         match std::fs::create_dir(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 10_000 => n += 1,

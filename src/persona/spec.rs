@@ -126,6 +126,30 @@ pub enum Origin {
 }
 
 impl PersonaSpec {
+    /// A native persona with the required fields; set `personality` and the rest afterwards.
+    pub fn new(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        role: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
+        PersonaSpec {
+            kind: tiny_person(),
+            id: id.into(),
+            name: name.into(),
+            role: role.into(),
+            description: description.into(),
+            personality: Personality::default(),
+            model: None,
+            temperature: None,
+            prompting: None,
+            validation_rules: None,
+            tags: Vec::new(),
+            extra: Map::new(),
+            origin: Origin::Native,
+        }
+    }
+
     /// The JSON value written when saving: the native schema, or the original TinyTroupe object.
     pub fn to_saved_value(&self) -> Value {
         match &self.origin {

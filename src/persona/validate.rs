@@ -71,7 +71,10 @@ pub struct ValidationReport {
 impl ValidationReport {
     /// Number of error findings.
     pub fn errors(&self) -> usize {
-        self.findings.iter().filter(|f| f.severity == Severity::Error).count()
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .count()
     }
     /// Number of warning findings.
     pub fn warnings(&self) -> usize {
@@ -102,70 +105,159 @@ pub struct Issue {
 }
 
 fn issue(severity: Severity, field: &str, message: String, hint: &str) -> Issue {
-    Issue { severity, field: field.to_string(), message, hint: hint.to_string() }
+    Issue {
+        severity,
+        field: field.to_string(),
+        message,
+        hint: hint.to_string(),
+    }
 }
 
 /// Checks the rules that concern one persona alone (everything but duplicates).
 pub fn check_persona(p: &PersonaSpec) -> Vec<Issue> {
     use Severity::{Error, Warning};
     let mut out = Vec::new();
-    for (field, value) in [("id", &p.id), ("name", &p.name), ("role", &p.role), ("description", &p.description)] {
+    for (field, value) in [
+        ("id", &p.id),
+        ("name", &p.name),
+        ("role", &p.role),
+        ("description", &p.description),
+    ] {
         if value.trim().is_empty() {
-            out.push(issue(Error, field, format!("`{field}` is required and missing or empty"), &format!("add a non-empty \"{field}\"")));
+            out.push(issue(
+                Error,
+                field,
+                format!("`{field}` is required and missing or empty"),
+                &format!("add a non-empty \"{field}\""),
+            ));
         }
     }
-    if !p.id.is_empty() && !p.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if !p.id.is_empty()
+        && !p
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         out.push(issue(
             Error,
             "id",
-            format!("id {:?} has characters other than letters, digits, `_` and `-`", truncate(&p.id)),
+            format!(
+                "id {:?} has characters other than letters, digits, `_` and `-`",
+                truncate(&p.id)
+            ),
             &format!("use an id such as {:?}", super::tinytroupe::slug(&p.id)),
         ));
     }
     if let Some(t) = p.temperature
         && !TEMPERATURE_RANGE.contains(&t)
     {
-        out.push(issue(Error, "temperature", format!("temperature {t} is outside 0.0..=2.0"), "use a value between 0.0 and 2.0 (0.7 is a common default)"));
+        out.push(issue(
+            Error,
+            "temperature",
+            format!("temperature {t} is outside 0.0..=2.0"),
+            "use a value between 0.0 and 2.0 (0.7 is a common default)",
+        ));
     }
     let pers = &p.personality;
-    let personality_absent = pers.traits.is_empty() && pers.goals.is_empty() && pers.style.is_empty();
+    let personality_absent =
+        pers.traits.is_empty() && pers.goals.is_empty() && pers.style.is_empty();
     if personality_absent {
-        out.push(issue(Error, "personality", "`personality` is required and missing or empty".into(), "add \"personality\": {\"traits\": [...], \"goals\": [...], \"style\": \"...\"}"));
+        out.push(issue(
+            Error,
+            "personality",
+            "`personality` is required and missing or empty".into(),
+            "add \"personality\": {\"traits\": [...], \"goals\": [...], \"style\": \"...\"}",
+        ));
     } else {
         if pers.traits.iter().all(|t| t.trim().is_empty()) {
-            out.push(issue(Error, "personality.traits", "`personality.traits` is empty".into(), "list at least one trait, e.g. [\"analytical\"]"));
+            out.push(issue(
+                Error,
+                "personality.traits",
+                "`personality.traits` is empty".into(),
+                "list at least one trait, e.g. [\"analytical\"]",
+            ));
         }
         if pers.goals.iter().all(|t| t.trim().is_empty()) {
-            out.push(issue(Error, "personality.goals", "`personality.goals` is empty".into(), "list at least one goal the persona pursues in a discussion"));
+            out.push(issue(
+                Error,
+                "personality.goals",
+                "`personality.goals` is empty".into(),
+                "list at least one goal the persona pursues in a discussion",
+            ));
         }
         if pers.style.trim().is_empty() {
-            out.push(issue(Error, "personality.style", "`personality.style` is empty".into(), "describe how the persona speaks, e.g. \"concise and professional\""));
+            out.push(issue(
+                Error,
+                "personality.style",
+                "`personality.style` is empty".into(),
+                "describe how the persona speaks, e.g. \"concise and professional\"",
+            ));
         }
     }
     for (field, value, choices) in [
-        ("personality.communication", &pers.communication, "structured, visual or direct"),
-        ("personality.decisions", &pers.decisions, "data-driven, intuitive or collaborative"),
-        ("personality.approach", &pers.approach, "systematic, creative or pragmatic"),
+        (
+            "personality.communication",
+            &pers.communication,
+            "structured, visual or direct",
+        ),
+        (
+            "personality.decisions",
+            &pers.decisions,
+            "data-driven, intuitive or collaborative",
+        ),
+        (
+            "personality.approach",
+            &pers.approach,
+            "systematic, creative or pragmatic",
+        ),
     ] {
         if value.trim().is_empty() {
-            out.push(issue(Warning, field, format!("`{field}` is not set; the persona is less complete"), &format!("set it to {choices}")));
+            out.push(issue(
+                Warning,
+                field,
+                format!("`{field}` is not set; the persona is less complete"),
+                &format!("set it to {choices}"),
+            ));
         }
     }
     if let Some(pr) = &p.prompting
         && !pr.format.is_empty()
         && !matches!(pr.format.as_str(), "markdown" | "text")
     {
-        out.push(issue(Warning, "prompting.format", format!("unknown prompt format {:?}", truncate(&pr.format)), "use \"markdown\" or \"text\""));
+        out.push(issue(
+            Warning,
+            "prompting.format",
+            format!("unknown prompt format {:?}", truncate(&pr.format)),
+            "use \"markdown\" or \"text\"",
+        ));
     }
-    let long_fields = [("name", &p.name), ("role", &p.role), ("description", &p.description), ("personality.style", &pers.style)];
+    let long_fields = [
+        ("name", &p.name),
+        ("role", &p.role),
+        ("description", &p.description),
+        ("personality.style", &pers.style),
+    ];
     for (field, value) in long_fields {
         if value.len() > MAX_FIELD_BYTES {
-            out.push(issue(Error, field, format!("`{field}` is {} bytes long", value.len()), "keep each text field under 64 KiB; a longer value usually means a broken export"));
+            out.push(issue(
+                Error,
+                field,
+                format!("`{field}` is {} bytes long", value.len()),
+                "keep each text field under 64 KiB; a longer value usually means a broken export",
+            ));
         }
     }
-    for (field, list) in [("personality.traits", &pers.traits), ("personality.goals", &pers.goals)] {
+    for (field, list) in [
+        ("personality.traits", &pers.traits),
+        ("personality.goals", &pers.goals),
+    ] {
         if let Some(i) = list.iter().position(|s| s.len() > MAX_FIELD_BYTES) {
-            out.push(issue(Error, &format!("{field}.{i}"), format!("item is {} bytes long", list[i].len()), "keep each item under 64 KiB"));
+            out.push(issue(
+                Error,
+                &format!("{field}.{i}"),
+                format!("item is {} bytes long", list[i].len()),
+                "keep each item under 64 KiB",
+            ));
         }
     }
     if let Some(rules) = &p.validation_rules {
@@ -177,7 +269,15 @@ pub fn check_persona(p: &PersonaSpec) -> Vec<Issue> {
         if let Some(max) = rules.max_goals
             && pers.goals.len() > max
         {
-            out.push(issue(Error, "personality.goals", format!("{} goals exceed validation_rules.max_goals = {max}", pers.goals.len()), &format!("keep at most {max} goals or raise max_goals")));
+            out.push(issue(
+                Error,
+                "personality.goals",
+                format!(
+                    "{} goals exceed validation_rules.max_goals = {max}",
+                    pers.goals.len()
+                ),
+                &format!("keep at most {max} goals or raise max_goals"),
+            ));
         }
         let style = pers.style.to_lowercase();
         for c in &rules.style_constraints {
@@ -204,10 +304,16 @@ fn truncate(s: &str) -> String {
 pub fn validate_database(db: &PersonaDatabase) -> ValidationReport {
     let mut findings = db.load_findings.clone();
     let place = |i: usize, field: &str, mut iss: Issue| {
-        let tinytroupe = matches!(db.personas[i].origin, super::spec::Origin::TinyTroupe { .. });
+        let tinytroupe = matches!(
+            db.personas[i].origin,
+            super::spec::Origin::TinyTroupe { .. }
+        );
         let pointer = if tinytroupe {
             if iss.severity == Severity::Warning {
-                iss.hint = format!("{}; in a TinyTroupe agent file, add personality.big_five so it can be derived", iss.hint);
+                iss.hint = format!(
+                    "{}; in a TinyTroupe agent file, add personality.big_five so it can be derived",
+                    iss.hint
+                );
             }
             super::tinytroupe::agent_pointer(field).to_string()
         } else if field.is_empty() {
@@ -239,7 +345,16 @@ pub fn validate_database(db: &PersonaDatabase) -> ValidationReport {
             && let Some(&first) = ids.get(p.id.as_str())
         {
             let other = where_is(db, first);
-            findings.push(place(i, "id", issue(Severity::Error, "id", format!("duplicate id {:?}: also used at {other}", p.id), "give each persona a unique id")));
+            findings.push(place(
+                i,
+                "id",
+                issue(
+                    Severity::Error,
+                    "id",
+                    format!("duplicate id {:?}: also used at {other}", p.id),
+                    "give each persona a unique id",
+                ),
+            ));
         } else {
             ids.insert(&p.id, i);
         }
@@ -253,17 +368,29 @@ pub fn validate_database(db: &PersonaDatabase) -> ValidationReport {
             }
         }
     }
-    ValidationReport { personas: db.personas.len(), files: db.files.len(), findings }
+    ValidationReport {
+        personas: db.personas.len(),
+        files: db.files.len(),
+        findings,
+    }
 }
 
 fn label(p: &PersonaSpec, i: usize) -> String {
-    if p.id.is_empty() { format!("#{i}") } else { p.id.clone() }
+    if p.id.is_empty() {
+        format!("#{i}")
+    } else {
+        p.id.clone()
+    }
 }
 
 fn where_is(db: &PersonaDatabase, i: usize) -> String {
     let (file, pos) = db.describe_location(i, "");
     match pos {
-        Some(p) => format!("{}:{p} (persona {})", file.display(), label(&db.personas[i], i)),
+        Some(p) => format!(
+            "{}:{p} (persona {})",
+            file.display(),
+            label(&db.personas[i], i)
+        ),
         None => format!("{} (persona {})", file.display(), label(&db.personas[i], i)),
     }
 }

@@ -62,7 +62,12 @@ pub fn backoff_ceiling(p: &RetryPolicy, attempt: u32) -> f64 {
 
 /// Full jitter: a uniform draw (`jitter` in [0, 1)) below the ceiling, but never sooner than
 /// the provider's Retry-After.
-pub fn backoff_delay(p: &RetryPolicy, attempt: u32, jitter: f64, retry_after: Option<Duration>) -> Duration {
+pub fn backoff_delay(
+    p: &RetryPolicy,
+    attempt: u32,
+    jitter: f64,
+    retry_after: Option<Duration>,
+) -> Duration {
     let d = Duration::from_secs_f64(backoff_ceiling(p, attempt) * jitter.clamp(0.0, 1.0));
     match retry_after {
         Some(ra) => d.max(ra),
@@ -73,18 +78,33 @@ pub fn backoff_delay(p: &RetryPolicy, attempt: u32, jitter: f64, retry_after: Op
 /// Decides after attempt number `attempt` (1-based) failed with `err`.
 /// `primary_failures` counts failed attempts on the primary model so far (this one included);
 /// `on_fallback` says whether the call already moved to the fallback model.
-pub fn decide(p: &RetryPolicy, attempt: u32, err: &LlmError, primary_failures: u32, on_fallback: bool, jitter: f64) -> Decision {
+pub fn decide(
+    p: &RetryPolicy,
+    attempt: u32,
+    err: &LlmError,
+    primary_failures: u32,
+    on_fallback: bool,
+    jitter: f64,
+) -> Decision {
     let can_fallback = p.fallback_model.is_some() && !on_fallback;
     if !err.kind.retryable() {
         // An unknown model is the one non-retryable failure a different model can fix.
         if err.kind == ErrorKind::NotFound && can_fallback && attempt <= p.max_retries {
-            return Decision::Retry { delay: Duration::ZERO, fallback: true };
+            return Decision::Retry {
+                delay: Duration::ZERO,
+                fallback: true,
+            };
         }
-        return Decision::GiveUp { reason: format!("not retryable: {err}") };
+        return Decision::GiveUp {
+            reason: format!("not retryable: {err}"),
+        };
     }
     if attempt > p.max_retries {
         return Decision::GiveUp {
-            reason: format!("gave up after {attempt} attempt(s) (max_retries = {}): last error {err}", p.max_retries),
+            reason: format!(
+                "gave up after {attempt} attempt(s) (max_retries = {}): last error {err}",
+                p.max_retries
+            ),
         };
     }
     Decision::Retry {
@@ -98,7 +118,14 @@ mod tests {
     use super::*;
 
     fn policy() -> RetryPolicy {
-        RetryPolicy { max_retries: 3, base: 1.0, factor: 2.0, max: 5.0, fallback_after: 2, fallback_model: Some("fb".into()) }
+        RetryPolicy {
+            max_retries: 3,
+            base: 1.0,
+            factor: 2.0,
+            max: 5.0,
+            fallback_after: 2,
+            fallback_model: Some("fb".into()),
+        }
     }
 
     fn err(kind: ErrorKind) -> LlmError {
@@ -116,40 +143,88 @@ mod tests {
     fn full_jitter_stays_below_ceiling_and_honours_retry_after() {
         let p = policy();
         assert_eq!(backoff_delay(&p, 3, 0.5, None), Duration::from_secs(2));
-        assert_eq!(backoff_delay(&p, 1, 0.0, Some(Duration::from_secs(7))), Duration::from_secs(7));
-        assert_eq!(backoff_delay(&p, 3, 0.99, Some(Duration::from_millis(10))), Duration::from_secs_f64(3.96));
+        assert_eq!(
+            backoff_delay(&p, 1, 0.0, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            backoff_delay(&p, 3, 0.99, Some(Duration::from_millis(10))),
+            Duration::from_secs_f64(3.96)
+        );
     }
 
     #[test]
     fn retries_retryable_until_the_limit() {
         let p = policy();
-        assert!(matches!(decide(&p, 1, &err(ErrorKind::Server), 1, false, 0.5), Decision::Retry { fallback: false, .. }));
-        assert!(matches!(decide(&p, 3, &err(ErrorKind::Timeout), 0, true, 0.5), Decision::Retry { .. }));
-        assert!(matches!(decide(&p, 4, &err(ErrorKind::Timeout), 0, true, 0.5), Decision::GiveUp { .. }));
+        assert!(matches!(
+            decide(&p, 1, &err(ErrorKind::Server), 1, false, 0.5),
+            Decision::Retry {
+                fallback: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            decide(&p, 3, &err(ErrorKind::Timeout), 0, true, 0.5),
+            Decision::Retry { .. }
+        ));
+        assert!(matches!(
+            decide(&p, 4, &err(ErrorKind::Timeout), 0, true, 0.5),
+            Decision::GiveUp { .. }
+        ));
     }
 
     #[test]
     fn non_retryable_gives_up_at_once() {
         let p = policy();
-        assert!(matches!(decide(&p, 1, &err(ErrorKind::Auth), 1, false, 0.5), Decision::GiveUp { .. }));
-        assert!(matches!(decide(&p, 1, &err(ErrorKind::BadRequest), 1, false, 0.5), Decision::GiveUp { .. }));
+        assert!(matches!(
+            decide(&p, 1, &err(ErrorKind::Auth), 1, false, 0.5),
+            Decision::GiveUp { .. }
+        ));
+        assert!(matches!(
+            decide(&p, 1, &err(ErrorKind::BadRequest), 1, false, 0.5),
+            Decision::GiveUp { .. }
+        ));
     }
 
     #[test]
     fn falls_back_after_repeated_primary_failures() {
         let p = policy();
-        assert!(matches!(decide(&p, 1, &err(ErrorKind::RateLimited), 1, false, 0.5), Decision::Retry { fallback: false, .. }));
-        assert!(matches!(decide(&p, 2, &err(ErrorKind::RateLimited), 2, false, 0.5), Decision::Retry { fallback: true, .. }));
+        assert!(matches!(
+            decide(&p, 1, &err(ErrorKind::RateLimited), 1, false, 0.5),
+            Decision::Retry {
+                fallback: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            decide(&p, 2, &err(ErrorKind::RateLimited), 2, false, 0.5),
+            Decision::Retry { fallback: true, .. }
+        ));
         // Already on the fallback: no second switch.
-        assert!(matches!(decide(&p, 3, &err(ErrorKind::RateLimited), 2, true, 0.5), Decision::Retry { fallback: false, .. }));
+        assert!(matches!(
+            decide(&p, 3, &err(ErrorKind::RateLimited), 2, true, 0.5),
+            Decision::Retry {
+                fallback: false,
+                ..
+            }
+        ));
         // Unknown model: switch at once.
-        assert_eq!(decide(&p, 1, &err(ErrorKind::NotFound), 1, false, 0.5), Decision::Retry { delay: Duration::ZERO, fallback: true });
+        assert_eq!(
+            decide(&p, 1, &err(ErrorKind::NotFound), 1, false, 0.5),
+            Decision::Retry {
+                delay: Duration::ZERO,
+                fallback: true
+            }
+        );
     }
 
     #[test]
     fn no_fallback_when_it_is_the_primary() {
         let mut c = SimulationConfig::default();
         c.llm.fallback_model = "gpt-4o-mini".into();
-        assert_eq!(RetryPolicy::from_config(&c, "gpt-4o-mini").fallback_model, None);
+        assert_eq!(
+            RetryPolicy::from_config(&c, "gpt-4o-mini").fallback_model,
+            None
+        );
     }
 }
