@@ -1,13 +1,29 @@
 //! troupe-sim: an actor-based runtime for persona-based multi-agent LLM simulations.
 //!
 //! # Map of the modules
-//! - [`persona`]: the `PersonaSpec` type; loading native and TinyTroupe files, fragments,
-//!   validation, atomic saving with backups.
-//! - [`config`]: `SimulationConfig` and its layering (defaults, `config/troupe.toml`, a
-//!   TinyTroupe `config.ini`, scenario overrides, `TROUPE_*` environment, CLI flags), with where
-//!   each value came from; the API key as a secret.
-//! - [`scenario`]: the RON scenario format and `troupe scenario check`.
-//! - [`fsutil`]: atomic writes.
+//! - [`engine`]: runs one simulation: spawns the actors, collects their events, builds
+//!   [`results::SimulationResults`]. Start here.
+//! - [`actors`]: one actor per file: `world` (turn loop), `persona` (mailbox + memory),
+//!   `supervisor` (every LLM call: workers, spacing, timeout, retry, fallback; supervises the
+//!   personas), `metrics` (HDR histograms and counters).
+//! - [`llm`]: the `Provider` trait, provider-neutral request/response types, the token counter,
+//!   the built-in simulated provider.
+//! - [`persona`]: `PersonaSpec`; loading native and TinyTroupe files, fragments, validation,
+//!   atomic saving with backups; prompt writing and reply parsing.
+//! - [`memory`]: a persona's episodic memory and its bounded prompt window.
+//! - [`scenario`]: the RON scenario format, resolving it against the database, `scenario check`.
+//! - [`config`]: `SimulationConfig` and its layers (defaults, `config/troupe.toml`, a TinyTroupe
+//!   `config.ini`, scenario overrides, `TROUPE_*` environment, CLI flags) with provenance; the
+//!   API key as a secret.
+//! - [`transcript`], [`results`]: what a run emits and saves.
+//! - [`rng`], [`fsutil`]: stable seeded randomness and hashing; atomic writes.
+//!
+//! # Who supervises whom
+//! ```text
+//! engine ── MetricsActor
+//!        ── SupervisorActor ── PersonaActor × N (linked; restarted with their memory on panic)
+//!        ── WorldActor (asks personas to act, delivers what they say)
+//! ```
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod actors;

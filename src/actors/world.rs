@@ -103,6 +103,9 @@ struct Slot {
     pending: Vec<MemoryEvent>,
     log: Vec<MemoryEvent>,
     actor: ActorRef<PersonaMsg>,
+    /// Between `PersonaFailed` and `PersonaRestarted`: its respawn history is already fixed, so
+    /// new events stay in `pending` until the new actor can take them.
+    restarting: bool,
 }
 
 #[derive(Debug)]
@@ -222,7 +225,8 @@ impl Actor for WorldActor {
             } => on_acted(&myself, st, turn, idx, outcome, summary),
             WorldMsg::Stop(reason) => finish(st, reason),
             WorldMsg::PersonaFailed { idx } => {
-                if let Some(s) = st.slots.get(idx) {
+                if let Some(s) = st.slots.get_mut(idx) {
+                    s.restarting = true;
                     let _ = st.supervisor.cast(SupervisorMsg::Respawn {
                         idx,
                         history: s.log.clone(),
@@ -295,6 +299,7 @@ async fn add_persona(
         pending: Vec::new(),
         log: Vec::new(),
         actor,
+        restarting: false,
     });
     st.awaiting.push(false);
     Ok(idx)
@@ -509,6 +514,9 @@ fn ask_next(st: &mut WorldState) {
 
 fn send_act(st: &mut WorldState, idx: usize) {
     let s = &mut st.slots[idx];
+    if s.restarting {
+        return; // `on_restarted` asks again, with everything still pending
+    }
     let batch = std::mem::take(&mut s.pending);
     s.log.extend(batch.iter().cloned());
     let msg = PersonaMsg::Act {
@@ -661,7 +669,7 @@ fn resolve_name(st: &WorldState, written: &str) -> Option<Arc<str>> {
     let w = written.trim().trim_start_matches('@').to_lowercase();
     st.slots
         .iter()
-        .find(|s| s.name.to_lowercase() == w || &*s.id == w)
+        .find(|s| s.name.to_lowercase() == w || *s.id == w)
         .or_else(|| {
             st.slots.iter().find(|s| {
                 s.name
@@ -686,6 +694,7 @@ fn on_restarted(st: &mut WorldState, idx: usize) {
         return;
     };
     st.slots[idx].actor = cell.into();
+    st.slots[idx].restarting = false;
     if st.awaiting.get(idx).copied().unwrap_or(false) {
         // Its memory already holds the batch it was given; ask again for this turn.
         send_act(st, idx);
