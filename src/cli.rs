@@ -67,18 +67,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Loads the layered config with the global flags and, optionally, a scenario layer and
 /// extra command-line overrides.
-pub fn load_config(
-    g: &GlobalArgs,
-    scenario: Option<Layer>,
-    extra_sets: &[String],
-) -> anyhow::Result<LoadedConfig> {
+pub fn load_config(g: &GlobalArgs, scenario: Option<Layer>, extra_sets: &[String]) -> anyhow::Result<LoadedConfig> {
     let mut sets = extra_sets.to_vec();
     sets.extend(g.sets.iter().cloned());
-    let cli = if sets.is_empty() {
-        None
-    } else {
-        Some(Layer::from_sets("command line", &sets)?)
-    };
+    let cli = if sets.is_empty() { None } else { Some(Layer::from_sets("command line", &sets)?) };
     let loaded = config::load_config(&ConfigSources {
         toml: g.config.clone(),
         ini: g.config_ini.clone(),

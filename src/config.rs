@@ -74,18 +74,12 @@ pub struct Layer {
 
 impl Layer {
     /// A layer from any serializable value shaped like the config (nested maps).
-    pub fn new(
-        name: impl Into<String>,
-        source: Option<PathBuf>,
-        value: &impl Serialize,
-    ) -> Result<Self, ConfigError> {
+    pub fn new(name: impl Into<String>, source: Option<PathBuf>, value: &impl Serialize) -> Result<Self, ConfigError> {
         let name = name.into();
         let dict = match FValue::serialize(value) {
             Ok(FValue::Dict(_, d)) => d,
             Ok(_) => {
-                return Err(ConfigError::Layer(format!(
-                    "{name}: overrides must be a map of sections"
-                )));
+                return Err(ConfigError::Layer(format!("{name}: overrides must be a map of sections")));
             }
             Err(e) => return Err(ConfigError::Layer(format!("{name}: {e}"))),
         };
@@ -97,9 +91,7 @@ impl Layer {
     pub fn from_sets(name: &str, sets: &[String]) -> Result<Self, ConfigError> {
         let mut root = serde_json::Map::new();
         for s in sets {
-            let (k, v) = s
-                .split_once('=')
-                .ok_or_else(|| ConfigError::BadSet(s.clone()))?;
+            let (k, v) = s.split_once('=').ok_or_else(|| ConfigError::BadSet(s.clone()))?;
             let k = k.trim();
             if k.is_empty() || k.split('.').any(str::is_empty) {
                 return Err(ConfigError::BadSet(s.clone()));
@@ -140,16 +132,10 @@ impl Provider for Layer {
 }
 
 /// Sets a dotted path in a JSON map, creating maps on the way.
-pub fn set_path(
-    root: &mut serde_json::Map<String, serde_json::Value>,
-    key: &str,
-    v: serde_json::Value,
-) {
+pub fn set_path(root: &mut serde_json::Map<String, serde_json::Value>, key: &str, v: serde_json::Value) {
     match key.split_once('.') {
         Some((head, rest)) => {
-            let e = root
-                .entry(head.to_string())
-                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+            let e = root.entry(head.to_string()).or_insert_with(|| serde_json::Value::Object(Default::default()));
             if !e.is_object() {
                 *e = serde_json::Value::Object(Default::default());
             }
@@ -206,10 +192,7 @@ pub struct LoadedConfig {
 // By hand: the figment holds every raw value, the API key included, so it is left out.
 impl std::fmt::Debug for LoadedConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedConfig")
-            .field("config", &self.config)
-            .field("notes", &self.notes)
-            .finish_non_exhaustive()
+        f.debug_struct("LoadedConfig").field("config", &self.config).field("notes", &self.notes).finish_non_exhaustive()
     }
 }
 
@@ -248,10 +231,7 @@ pub fn load_config(src: &ConfigSources) -> Result<LoadedConfig, ConfigError> {
         let ini = IniProvider::read(p)?;
         for k in &ini.ignored {
             if !IniProvider::is_tinytroupe_only(k) {
-                notes.push(format!(
-                    "{}: key `{k}` is not used by troupe-sim and was ignored",
-                    p.display()
-                ));
+                notes.push(format!("{}: key `{k}` is not used by troupe-sim and was ignored", p.display()));
             }
         }
         fig = fig.merge(ini);
@@ -260,9 +240,7 @@ pub fn load_config(src: &ConfigSources) -> Result<LoadedConfig, ConfigError> {
         fig = fig.merge(l.clone());
     }
     if src.env {
-        let env = Env::prefixed("TROUPE_")
-            .filter(|k| k.as_str().contains("__"))
-            .split("__");
+        let env = Env::prefixed("TROUPE_").filter(|k| k.as_str().contains("__")).split("__");
         fig = fig.merge(env);
     }
     if let Some(l) = &src.cli {
@@ -276,11 +254,7 @@ pub fn load_config(src: &ConfigSources) -> Result<LoadedConfig, ConfigError> {
             "the API key is set in {from}, the least safe place; move it to .troupe/secrets.toml (mode 600) or OPENAI_API_KEY"
         ));
     }
-    Ok(LoadedConfig {
-        config,
-        figment: fig,
-        notes,
-    })
+    Ok(LoadedConfig { config, figment: fig, notes })
 }
 
 fn existing(p: &str) -> Option<PathBuf> {
@@ -304,22 +278,10 @@ fn describe(err: figment::Error) -> String {
         let line = match &e.kind {
             figment::error::Kind::UnknownField(field, expected) => {
                 // figment's path already ends with the unknown field.
-                let parent = e
-                    .path
-                    .split_last()
-                    .map(|(_, p)| p.join("."))
-                    .unwrap_or_default();
-                let full = if path.is_empty() {
-                    field.clone()
-                } else {
-                    path.clone()
-                };
+                let parent = e.path.split_last().map(|(_, p)| p.join(".")).unwrap_or_default();
+                let full = if path.is_empty() { field.clone() } else { path.clone() };
                 let in_parent = |s: &str| {
-                    if parent.is_empty() {
-                        s.to_string()
-                    } else {
-                        format!("{parent}.{s}")
-                    }
+                    if parent.is_empty() { s.to_string() } else { format!("{parent}.{s}") }
                 };
                 let hint = match strsim_best(field, expected) {
                     Some(s) => format!("; did you mean `{}`?", in_parent(s)),
@@ -328,14 +290,11 @@ fn describe(err: figment::Error) -> String {
                 format!("{source}: unknown key `{full}`{hint}")
             }
             figment::error::Kind::InvalidType(actual, expected) => {
-                format!(
-                    "{source}: `{path}` has the wrong type: found {actual}, expected {expected}"
-                )
+                format!("{source}: `{path}` has the wrong type: found {actual}, expected {expected}")
             }
-            figment::error::Kind::UnknownVariant(v, expected) => format!(
-                "{source}: `{path}` = {v:?} is not allowed; use one of: {}",
-                expected.join(", ")
-            ),
+            figment::error::Kind::UnknownVariant(v, expected) => {
+                format!("{source}: `{path}` = {v:?} is not allowed; use one of: {}", expected.join(", "))
+            }
             other if path.is_empty() => format!("{source}: {other}"),
             other => format!("{source}: `{path}`: {other}"),
         };
@@ -366,48 +325,27 @@ pub fn source_of(fig: &Figment, key: &str) -> String {
 
 fn check_ranges(c: &SimulationConfig, fig: &Figment) -> Result<(), ConfigError> {
     let bad = |key: &str, value: String, message: &str| {
-        Err(ConfigError::Invalid {
-            key: key.into(),
-            value,
-            source_name: source_of(fig, key),
-            message: message.into(),
-        })
+        Err(ConfigError::Invalid { key: key.into(), value, source_name: source_of(fig, key), message: message.into() })
     };
     let rate = |r: f64| (0.0..=1.0).contains(&r);
     let p = &c.performance;
     let f = &c.llm.simulated.faults;
     if !(0.0..=2.0).contains(&c.llm.temperature) {
-        return bad(
-            "llm.temperature",
-            c.llm.temperature.to_string(),
-            "use a value between 0.0 and 2.0",
-        );
+        return bad("llm.temperature", c.llm.temperature.to_string(), "use a value between 0.0 and 2.0");
     }
     if let Some(tp) = c.llm.top_p
         && !(0.0..=1.0).contains(&tp)
     {
-        return bad(
-            "llm.top_p",
-            tp.to_string(),
-            "use a value between 0.0 and 1.0",
-        );
+        return bad("llm.top_p", tp.to_string(), "use a value between 0.0 and 1.0");
     }
     if c.llm.max_tokens == 0 {
         return bad("llm.max_tokens", "0".into(), "allow at least 1 token");
     }
     if p.max_workers == 0 {
-        return bad(
-            "performance.max_workers",
-            "0".into(),
-            "allow at least 1 concurrent call",
-        );
+        return bad("performance.max_workers", "0".into(), "allow at least 1 concurrent call");
     }
     if p.batch_size == 0 {
-        return bad(
-            "performance.batch_size",
-            "0".into(),
-            "ask at least 1 persona at a time",
-        );
+        return bad("performance.batch_size", "0".into(), "ask at least 1 persona at a time");
     }
     for (k, v) in [
         ("performance.persona_timeout", p.persona_timeout),
@@ -440,32 +378,18 @@ fn check_ranges(c: &SimulationConfig, fig: &Figment) -> Result<(), ConfigError> 
     }
     let total = f.rate_limited + f.server_error + f.timeout + f.malformed + f.empty;
     if total > 1.0 {
-        return bad(
-            "llm.simulated.faults",
-            total.to_string(),
-            "the fault shares add up to more than 1.0",
-        );
+        return bad("llm.simulated.faults", total.to_string(), "the fault shares add up to more than 1.0");
     }
     let l = &c.llm.simulated.latency;
     let ok = |v: f64| v.is_finite() && v >= 0.0;
     match l.kind {
         LatencyKind::Fixed if !ok(l.ms) => {
-            return bad(
-                "llm.simulated.latency.ms",
-                l.ms.to_string(),
-                "use zero or more milliseconds",
-            );
+            return bad("llm.simulated.latency.ms", l.ms.to_string(), "use zero or more milliseconds");
         }
         LatencyKind::Uniform if !(ok(l.min_ms) && ok(l.max_ms) && l.max_ms >= l.min_ms) => {
-            return bad(
-                "llm.simulated.latency",
-                format!("{}..{}", l.min_ms, l.max_ms),
-                "use 0 <= min_ms <= max_ms",
-            );
+            return bad("llm.simulated.latency", format!("{}..{}", l.min_ms, l.max_ms), "use 0 <= min_ms <= max_ms");
         }
-        LatencyKind::LogNormal
-            if !(ok(l.p50_ms) && l.p50_ms > 0.0 && ok(l.p99_ms) && l.p99_ms >= l.p50_ms) =>
-        {
+        LatencyKind::LogNormal if !(ok(l.p50_ms) && l.p50_ms > 0.0 && ok(l.p99_ms) && l.p99_ms >= l.p50_ms) => {
             return bad(
                 "llm.simulated.latency",
                 format!("p50 {}, p99 {}", l.p50_ms, l.p99_ms),
@@ -475,21 +399,13 @@ fn check_ranges(c: &SimulationConfig, fig: &Figment) -> Result<(), ConfigError> 
         _ => {}
     }
     if c.simulation.max_personas == 0 {
-        return bad(
-            "simulation.max_personas",
-            "0".into(),
-            "allow at least 1 persona",
-        );
+        return bad("simulation.max_personas", "0".into(), "allow at least 1 persona");
     }
     if !matches!(
         c.monitoring.log_level.to_uppercase().as_str(),
         "ERROR" | "WARN" | "WARNING" | "INFO" | "DEBUG" | "TRACE"
     ) {
-        return bad(
-            "monitoring.log_level",
-            c.monitoring.log_level.clone(),
-            "use ERROR, WARN, INFO, DEBUG or TRACE",
-        );
+        return bad("monitoring.log_level", c.monitoring.log_level.clone(), "use ERROR, WARN, INFO, DEBUG or TRACE");
     }
     Ok(())
 }
@@ -500,13 +416,7 @@ impl LoadedConfig {
         let json = serde_json::to_value(&self.config).unwrap_or_default();
         let mut out = Vec::new();
         flatten("", &json, &mut out);
-        out.into_iter()
-            .map(|(key, value)| ConfigEntry {
-                source: source_of(&self.figment, &key),
-                key,
-                value,
-            })
-            .collect()
+        out.into_iter().map(|(key, value)| ConfigEntry { source: source_of(&self.figment, &key), key, value }).collect()
     }
 }
 
@@ -514,11 +424,7 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>)
     match v {
         serde_json::Value::Object(m) if !m.is_empty() => {
             for (k, v) in m {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
                 flatten(&key, v, out);
             }
         }
@@ -533,18 +439,10 @@ pub fn defaults_only() -> SimulationConfig {
 
 /// Convenience: the layered config with the default file locations and the environment.
 pub fn load_default(cli: Option<Layer>) -> Result<LoadedConfig, ConfigError> {
-    load_config(&ConfigSources {
-        env: true,
-        cli,
-        ..Default::default()
-    })
+    load_config(&ConfigSources { env: true, cli, ..Default::default() })
 }
 
 /// Reads a scenario's override map into a layer named after the scenario file.
 pub fn scenario_layer(path: &Path, overrides: &serde_json::Value) -> Result<Layer, ConfigError> {
-    Layer::new(
-        format!("scenario {}", path.display()),
-        Some(path.to_path_buf()),
-        overrides,
-    )
+    Layer::new(format!("scenario {}", path.display()), Some(path.to_path_buf()), overrides)
 }

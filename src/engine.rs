@@ -39,9 +39,7 @@ use crate::config::SimulationConfig;
 use crate::llm::{Provider, provider_from_config};
 use crate::persona::prompt::WorldFacts;
 use crate::persona::{PersonaDatabase, PersonaSpec};
-use crate::results::{
-    AgentInfo, ResultsConfig, ResultsMetrics, SimulationResults, run_id, save_results,
-};
+use crate::results::{AgentInfo, ResultsConfig, ResultsMetrics, SimulationResults, run_id, save_results};
 use crate::scenario::{Hearing, ResolvedIntervention, ResolvedScenario};
 use crate::transcript::{FinalState, RunEvent, StopReason, TranscriptEntry};
 
@@ -176,20 +174,12 @@ impl RunHandle {
 
     /// The actor of persona `idx` (in scenario order), while the run lives.
     pub fn persona(&self, idx: usize) -> Option<ActorRef<crate::actors::persona::PersonaMsg>> {
-        ractor::registry::where_is(crate::actors::supervisor::persona_name(self.instance, idx))
-            .map(Into::into)
+        ractor::registry::where_is(crate::actors::supervisor::persona_name(self.instance, idx)).map(Into::into)
     }
 
     /// A persona's memory log as the world recorded it (what a restart rebuilds from).
     pub async fn persona_log(&self, idx: usize) -> Option<Vec<crate::memory::MemoryEvent>> {
-        match self
-            .world
-            .call(
-                |r| WorldMsg::GetLog(idx, r),
-                Some(std::time::Duration::from_secs(5)),
-            )
-            .await
-        {
+        match self.world.call(|r| WorldMsg::GetLog(idx, r), Some(std::time::Duration::from_secs(5))).await {
             Ok(ractor::rpc::CallResult::Success(v)) => Some(v),
             _ => None,
         }
@@ -210,13 +200,7 @@ impl RunHandle {
 }
 
 async fn snapshot(m: &ActorRef<MetricsMsg>) -> Option<MetricsSnapshot> {
-    match m
-        .call(
-            MetricsMsg::Snapshot,
-            Some(std::time::Duration::from_secs(5)),
-        )
-        .await
-    {
+    match m.call(MetricsMsg::Snapshot, Some(std::time::Duration::from_secs(5))).await {
         Ok(ractor::rpc::CallResult::Success(s)) => Some(s),
         _ => None,
     }
@@ -226,20 +210,12 @@ impl SimulationEngine {
     /// An engine with the provider the config selects.
     pub fn new(config: SimulationConfig) -> Result<Self, EngineError> {
         let (provider, notice) = provider_from_config(&config);
-        Ok(SimulationEngine {
-            config: Arc::new(config),
-            provider,
-            notice,
-        })
+        Ok(SimulationEngine { config: Arc::new(config), provider, notice })
     }
 
     /// An engine with a given provider (tests, custom providers).
     pub fn with_provider(config: SimulationConfig, provider: Arc<dyn Provider>) -> Self {
-        SimulationEngine {
-            config: Arc::new(config),
-            provider,
-            notice: None,
-        }
+        SimulationEngine { config: Arc::new(config), provider, notice: None }
     }
 
     /// The configuration in force.
@@ -273,10 +249,7 @@ impl SimulationEngine {
                         let hint = crate::scenario::did_you_mean(id, &ids)
                             .map(|s| format!("; did you mean `{s}`?"))
                             .unwrap_or_else(|| "; `troupe personas list` shows the ids".into());
-                        return Err(EngineError::UnknownPersona {
-                            id: id.to_string(),
-                            hint,
-                        });
+                        return Err(EngineError::UnknownPersona { id: id.to_string(), hint });
                     }
                 }
             }
@@ -287,19 +260,11 @@ impl SimulationEngine {
         cfg.simulation.max_turns = turns;
         cfg.simulation.seed = seed.to_string();
         engine.config = Arc::new(cfg);
-        engine
-            .start(RunPlan::ad_hoc(seed, chosen), RunOptions::default())
-            .await?
-            .wait()
-            .await
+        engine.start(RunPlan::ad_hoc(seed, chosen), RunOptions::default()).await?.wait().await
     }
 
     /// Runs a plan to the end.
-    pub async fn run(
-        &self,
-        plan: RunPlan,
-        opts: RunOptions,
-    ) -> Result<SimulationResults, EngineError> {
+    pub async fn run(&self, plan: RunPlan, opts: RunOptions) -> Result<SimulationResults, EngineError> {
         self.start(plan, opts).await?.wait().await
     }
 
@@ -313,29 +278,19 @@ impl SimulationEngine {
         let rid = run_id(
             &plan.name,
             started_at,
-            crate::rng::mix(&[
-                self.config.simulation.run_seed,
-                instance,
-                started_at.timestamp_micros() as u64,
-            ]),
+            crate::rng::mix(&[self.config.simulation.run_seed, instance, started_at.timestamp_micros() as u64]),
         );
         let run_dir = opts.save_under.as_ref().map(|p| p.join(&rid));
         let mut transcript_file = None;
         if let Some(dir) = &run_dir {
-            std::fs::create_dir_all(dir).map_err(|source| EngineError::Output {
-                path: dir.clone(),
-                source,
-            })?;
+            std::fs::create_dir_all(dir).map_err(|source| EngineError::Output { path: dir.clone(), source })?;
             let path = dir.join("transcript.jsonl");
-            let f = std::fs::File::create(&path)
-                .map_err(|source| EngineError::Output { path, source })?;
+            let f = std::fs::File::create(&path).map_err(|source| EngineError::Output { path, source })?;
             transcript_file = Some(f);
         }
 
         let span = tracing::info_span!("simulation", run = %rid, scenario = %plan.name, personas = plan.personas.len());
-        let (metrics, _) = Actor::spawn(None, MetricsActor, ())
-            .await
-            .map_err(|e| EngineError::Spawn(e.to_string()))?;
+        let (metrics, _) = Actor::spawn(None, MetricsActor, ()).await.map_err(|e| EngineError::Spawn(e.to_string()))?;
         let supervisor = match Actor::spawn(
             None,
             SupervisorActor,
@@ -359,18 +314,11 @@ impl SimulationEngine {
         let agents: Vec<AgentInfo> = plan
             .personas
             .iter()
-            .map(|p| AgentInfo {
-                name: p.name.clone(),
-                role: p.role.clone(),
-                id: p.id.clone(),
-            })
+            .map(|p| AgentInfo { name: p.name.clone(), role: p.role.clone(), id: p.id.clone() })
             .collect();
         let world_args = WorldArgs {
             personas: plan.personas.clone(),
-            facts: Arc::new(WorldFacts {
-                world: plan.world_name.as_str().into(),
-                topic: plan.topic.as_str().into(),
-            }),
+            facts: Arc::new(WorldFacts { world: plan.world_name.as_str().into(), topic: plan.topic.as_str().into() }),
             context: plan.context.clone(),
             opening: plan.opening.clone(),
             hearing: plan.hearing.clone(),
@@ -382,10 +330,7 @@ impl SimulationEngine {
             done: done_tx,
             instance,
         };
-        let world = match Actor::spawn(None, WorldActor, world_args)
-            .instrument(span.clone())
-            .await
-        {
+        let world = match Actor::spawn(None, WorldActor, world_args).instrument(span.clone()).await {
             Ok((w, _)) => w,
             Err(e) => {
                 supervisor.stop(None);
@@ -411,26 +356,10 @@ impl SimulationEngine {
             t0: Instant::now(),
         };
         let join = tokio::spawn(
-            collect(
-                ctx,
-                rx,
-                done_rx,
-                transcript_file,
-                opts.events,
-                world.clone(),
-                supervisor,
-                metrics.clone(),
-            )
-            .instrument(span),
+            collect(ctx, rx, done_rx, transcript_file, opts.events, world.clone(), supervisor, metrics.clone())
+                .instrument(span),
         );
-        Ok(RunHandle {
-            run_id: rid,
-            run_dir,
-            instance,
-            world,
-            metrics,
-            join,
-        })
+        Ok(RunHandle { run_id: rid, run_dir, instance, world, metrics, join })
     }
 }
 
@@ -472,27 +401,20 @@ async fn collect(
                     if let Err(err) = f.write_all(&line) {
                         write_error.get_or_insert_with(|| err.to_string());
                         file = None;
-                        let _ = world.cast(WorldMsg::Stop(StopReason::Failed(
-                            "could not append to transcript.jsonl".into(),
-                        )));
+                        let _ = world
+                            .cast(WorldMsg::Stop(StopReason::Failed("could not append to transcript.jsonl".into())));
                     }
                 }
                 transcript.push(e.clone());
             }
             RunEvent::Skipped(s) => results_extra.skipped.push(s.clone()),
-            RunEvent::Thought {
-                turn,
-                persona,
-                text,
-            } => results_extra
-                .thoughts
-                .push((*turn, persona.clone(), text.clone())),
-            RunEvent::Passed { turn, persona } => {
-                results_extra.passes.push((*turn, persona.clone()))
+            RunEvent::Thought { turn, persona, text } => {
+                results_extra.thoughts.push((*turn, persona.clone(), text.clone()))
             }
-            RunEvent::Intervention { turn, description } => results_extra
-                .interventions
-                .push((*turn, description.clone())),
+            RunEvent::Passed { turn, persona } => results_extra.passes.push((*turn, persona.clone())),
+            RunEvent::Intervention { turn, description } => {
+                results_extra.interventions.push((*turn, description.clone()))
+            }
             RunEvent::Finished(s) => final_state = Some(s.clone()),
             RunEvent::TurnStarted { .. } | RunEvent::TurnEnded { .. } => {}
         }
@@ -516,23 +438,11 @@ async fn collect(
     world.stop(None);
     supervisor.stop(None);
     metrics.stop(None);
-    let results = build_results(
-        ctx,
-        transcript,
-        results_extra,
-        final_state,
-        snap,
-        duration,
-        write_error,
-    );
+    let results = build_results(ctx, transcript, results_extra, final_state, snap, duration, write_error);
     if let Some(dir) = &results.run_dir {
         save_results(&results, dir)?;
     }
-    tracing::info!(
-        messages = results.transcript.len(),
-        success = results.success,
-        "simulation finished"
-    );
+    tracing::info!(messages = results.transcript.len(), success = results.success, "simulation finished");
     Ok(results)
 }
 
@@ -558,10 +468,7 @@ fn build_results(
     let error = match (&fs.reason, write_error) {
         (_, Some(w)) => Some(format!("could not append to transcript.jsonl: {w}")),
         (StopReason::Failed(m), None) => Some(m.clone()),
-        (StopReason::Timeout, None) => Some(format!(
-            "the run hit timeout_seconds = {}",
-            c.performance.timeout_seconds
-        )),
+        (StopReason::Timeout, None) => Some(format!("the run hit timeout_seconds = {}", c.performance.timeout_seconds)),
         (StopReason::Cancelled, None) => Some("the run was cancelled".into()),
         (StopReason::Completed, None) => None,
     };

@@ -44,11 +44,7 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
         false
     }
     /// Sends one request. The future must be cancel-safe: the supervisor drops it on timeout.
-    fn chat(
-        &self,
-        req: Arc<ChatRequest>,
-        ctx: CallContext,
-    ) -> BoxFuture<Result<ChatResponse, LlmError>>;
+    fn chat(&self, req: Arc<ChatRequest>, ctx: CallContext) -> BoxFuture<Result<ChatResponse, LlmError>>;
 }
 
 /// The class of a failed call, which decides whether it is retried.
@@ -128,12 +124,7 @@ pub struct LlmError {
 impl LlmError {
     /// An error of `kind`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        LlmError {
-            kind,
-            status: None,
-            message: message.into(),
-            retry_after: None,
-        }
+        LlmError { kind, status: None, message: message.into(), retry_after: None }
     }
     /// With an HTTP status.
     pub fn with_status(mut self, status: u16) -> Self {
@@ -158,24 +149,19 @@ mod opt_duration_secs {
             None => s.serialize_none(),
         }
     }
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let v: Option<f64> = Option::deserialize(d)?;
-        Ok(v.filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64))
+        Ok(v.filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64))
     }
 }
 
 /// Picks the provider the config asks for. Returns it with a notice for the user when the
 /// choice was made for them.
-pub fn provider_from_config(
-    cfg: &crate::config::SimulationConfig,
-) -> (Arc<dyn Provider>, Option<String>) {
+pub fn provider_from_config(cfg: &crate::config::SimulationConfig) -> (Arc<dyn Provider>, Option<String>) {
     use crate::config::ProviderKind;
     let sim = Arc::new(SimulatedProvider::new(cfg.llm.simulated.clone()));
     match cfg.llm.provider {
-        ProviderKind::Simulated => (sim, None),
+        ProviderKind::Simulated | ProviderKind::OpenAi | ProviderKind::Azure => (sim, None),
         ProviderKind::Auto => (
             sim,
             Some(

@@ -43,16 +43,7 @@ impl Utterance {
         text: Arc<str>,
     ) -> Self {
         let tokens = count_tokens(&text).min(u32::MAX as u64) as u32;
-        Utterance {
-            seq,
-            turn,
-            speaker_id,
-            speaker,
-            role,
-            to,
-            text,
-            tokens,
-        }
+        Utterance { seq, turn, speaker_id, speaker, role, to, text, tokens }
     }
 }
 
@@ -151,11 +142,7 @@ impl MemoryEvent {
             }
             MemoryEvent::Summary { .. } => return 0,
         };
-        let sep = if matches!(self, MemoryEvent::Heard(_) | MemoryEvent::Said(_)) {
-            ": "
-        } else {
-            " "
-        };
+        let sep = if matches!(self, MemoryEvent::Heard(_) | MemoryEvent::Said(_)) { ": " } else { " " };
         out.push_str(sep);
         let prefix_tokens = count_tokens(&out[start..]);
         out.push_str(text);
@@ -166,9 +153,7 @@ impl MemoryEvent {
     /// Bytes this event adds to a prompt, roughly (for buffer sizing).
     pub fn text_len(&self) -> usize {
         match self {
-            MemoryEvent::Heard(u) | MemoryEvent::Said(u) => {
-                u.text.len() + u.speaker.len() + u.role.len() + 24
-            }
+            MemoryEvent::Heard(u) | MemoryEvent::Said(u) => u.text.len() + u.speaker.len() + u.role.len() + 24,
             MemoryEvent::Thought { text, .. }
             | MemoryEvent::Context { text, .. }
             | MemoryEvent::Summary { text, .. } => text.len() + 32,
@@ -201,12 +186,7 @@ pub struct Window<'a> {
 impl EpisodicMemory {
     /// An empty memory keeping `prefix` first and `recent` last events in prompts.
     pub fn new(prefix: usize, recent: usize) -> Self {
-        EpisodicMemory {
-            events: Vec::new(),
-            summary: None,
-            prefix,
-            recent,
-        }
+        EpisodicMemory { events: Vec::new(), summary: None, prefix, recent }
     }
 
     /// Stores an event. A `Summary` event replaces the running summary.

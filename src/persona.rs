@@ -70,9 +70,7 @@ pub enum PersonaError {
         message: String,
     },
     /// A fragment could not be applied.
-    #[error(
-        "fragment {fragment:?} applied to persona {persona:?} gives an invalid persona: {message}"
-    )]
+    #[error("fragment {fragment:?} applied to persona {persona:?} gives an invalid persona: {message}")]
     Fragment {
         /// Fragment name.
         fragment: String,

@@ -75,8 +75,8 @@ pub struct ResultsConfig {
     pub run_seed: u64,
     /// Provider name.
     pub provider: String,
-    /// Fallback model.
-    pub fallback_model: String,
+    /// Fallback model(s).
+    pub fallback_model: crate::config::ModelChain,
     /// Concurrent calls allowed.
     pub max_workers: usize,
     /// Spacing between call starts, seconds.
@@ -184,8 +184,7 @@ pub fn save_results(results: &SimulationResults, dir: &Path) -> Result<SavedPath
     };
     write_atomic(&paths.results, &pretty(results)).map_err(err(&paths.results))?;
     write_atomic(&paths.metrics, &pretty(&results.full_metrics)).map_err(err(&paths.metrics))?;
-    write_atomic(&paths.transcript, &transcript_jsonl(&results.transcript))
-        .map_err(err(&paths.transcript))?;
+    write_atomic(&paths.transcript, &transcript_jsonl(&results.transcript)).map_err(err(&paths.transcript))?;
     Ok(paths)
 }
 
@@ -211,8 +210,7 @@ fn pretty<T: Serialize>(v: &T) -> Vec<u8> {
 /// Reads a saved `results.json`.
 pub fn load_results(path: &Path) -> Result<SimulationResults, String> {
     let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_slice(&text)
-        .map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))
+    serde_json::from_slice(&text).map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))
 }
 
 /// A folder-safe run id: the scenario name as a slug (at most 40 characters), a UTC timestamp
@@ -224,11 +222,7 @@ pub fn run_id(name: &str, at: chrono::DateTime<chrono::Utc>, suffix: u64) -> Str
     }
     slug.truncate(40);
     let slug = slug.trim_end_matches('_');
-    format!(
-        "{slug}-{}-{:04x}",
-        at.format("%Y%m%dT%H%M%SZ"),
-        suffix & 0xffff
-    )
+    format!("{slug}-{}-{:04x}", at.format("%Y%m%dT%H%M%SZ"), suffix & 0xffff)
 }
 
 #[cfg(test)]
@@ -237,20 +231,11 @@ mod tests {
 
     #[test]
     fn run_ids_are_folder_safe() {
-        let at = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
-            .unwrap()
-            .with_timezone(&chrono::Utc);
-        assert_eq!(
-            run_id("City Budget: 2027!", at, 0xabc),
-            "city_budget_2027-20260102T030405Z-0abc"
-        );
+        let at = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").unwrap().with_timezone(&chrono::Utc);
+        assert_eq!(run_id("City Budget: 2027!", at, 0xabc), "city_budget_2027-20260102T030405Z-0abc");
         for evil in ["../../etc", "a/b\\c", "", "CON", "x\0y", &"n".repeat(300)] {
             let id = run_id(evil, at, 1);
-            assert!(
-                id.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
-                "{id}"
-            );
+            assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'), "{id}");
             assert!(id.len() < 80);
         }
     }

@@ -62,9 +62,7 @@ pub fn hash_bytes(bytes: &[u8]) -> u64 {
     let mut tail = [0u8; 8];
     let rest = chunks.remainder();
     tail[..rest.len()].copy_from_slice(rest);
-    h = (h ^ u64::from_le_bytes(tail))
-        .wrapping_mul(K)
-        .rotate_left(29);
+    h = (h ^ u64::from_le_bytes(tail)).wrapping_mul(K).rotate_left(29);
     // Final avalanche (SplitMix64's finalizer).
     h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

@@ -50,10 +50,7 @@ pub enum ScenarioError {
 
 /// Reads and parses a scenario file.
 pub fn load_scenario(path: &Path) -> Result<Scenario, ScenarioError> {
-    let bytes = std::fs::read(path).map_err(|e| ScenarioError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
+    let bytes = std::fs::read(path).map_err(|e| ScenarioError::Io { path: path.to_path_buf(), source: e })?;
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         let (line, col) = line_col_of(&bytes, e.valid_up_to());
         ScenarioError::Parse {
@@ -83,18 +80,12 @@ pub fn parse_scenario(path: &Path, text: &str) -> Result<Scenario, ScenarioError
         .with_recursion_limit(128);
     opts.from_str::<Scenario>(text).map_err(|e| {
         let hint = match &e.code {
-            ron::Error::NoSuchStructField {
-                expected, found, ..
-            }
-            | ron::Error::NoSuchEnumVariant {
-                expected, found, ..
-            } => match did_you_mean(found, expected) {
+            ron::Error::NoSuchStructField { expected, found, .. }
+            | ron::Error::NoSuchEnumVariant { expected, found, .. } => match did_you_mean(found, expected) {
                 Some(s) => format!("\n  hint: did you mean `{s}`?"),
                 None => format!("\n  hint: expected one of: {}", expected.join(", ")),
             },
-            ron::Error::ExceededRecursionLimit => {
-                "\n  hint: the file nests deeper than any scenario needs".into()
-            }
+            ron::Error::ExceededRecursionLimit => "\n  hint: the file nests deeper than any scenario needs".into(),
             _ => String::new(),
         };
         ScenarioError::Parse {
@@ -120,12 +111,7 @@ pub fn did_you_mean<'a, S: AsRef<str>>(word: &str, candidates: &'a [S]) -> Optio
 fn line_col_of(bytes: &[u8], offset: usize) -> (usize, usize) {
     let before = &bytes[..offset.min(bytes.len())];
     let line = before.iter().filter(|b| **b == b'\n').count() + 1;
-    let col = offset
-        - before
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map_or(0, |i| i + 1)
-        + 1;
+    let col = offset - before.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) + 1;
     (line, col)
 }
 
@@ -156,11 +142,7 @@ mod tests {
 
     #[test]
     fn unknown_field_gets_position_and_suggestion() {
-        let e = parse_scenario(
-            Path::new("t.ron"),
-            "Scenario(\n  name: \"t\",\n  persnas: [],\n)",
-        )
-        .unwrap_err();
+        let e = parse_scenario(Path::new("t.ron"), "Scenario(\n  name: \"t\",\n  persnas: [],\n)").unwrap_err();
         let s = e.to_string();
         assert!(s.starts_with("t.ron:3:"), "{s}");
         assert!(s.contains("did you mean `personas`"), "{s}");
@@ -169,11 +151,7 @@ mod tests {
     #[test]
     fn empty_and_deep_inputs_are_errors() {
         assert!(parse_scenario(Path::new("e.ron"), "  ").is_err());
-        let deep = format!(
-            "Scenario(name: \"x\", personas: [], config: {}{})",
-            "[".repeat(5000),
-            "]".repeat(5000)
-        );
+        let deep = format!("Scenario(name: \"x\", personas: [], config: {}{})", "[".repeat(5000), "]".repeat(5000));
         assert!(parse_scenario(Path::new("d.ron"), &deep).is_err());
     }
 }

@@ -210,12 +210,7 @@ impl MetricsState {
                 s.in_flight += 1;
                 record(&mut self.queue, queued_us);
             }
-            MetricsMsg::CallSucceeded {
-                model,
-                persona: _,
-                latency_us,
-                usage,
-            } => {
+            MetricsMsg::CallSucceeded { model, persona: _, latency_us, usage } => {
                 s.in_flight = s.in_flight.saturating_sub(1);
                 s.successful_calls += 1;
                 s.prompt_tokens += usage.prompt_tokens;
@@ -223,16 +218,10 @@ impl MetricsState {
                 record(&mut self.latency, latency_us);
                 record(self.by_model.entry(model).or_insert_with(hist), latency_us);
             }
-            MetricsMsg::CallFailed {
-                model,
-                kind,
-                latency_us,
-            } => {
+            MetricsMsg::CallFailed { model, kind, latency_us } => {
                 s.in_flight = s.in_flight.saturating_sub(1);
                 s.errors += 1;
-                *s.errors_by_kind
-                    .entry(kind.as_str().to_string())
-                    .or_default() += 1;
+                *s.errors_by_kind.entry(kind.as_str().to_string()).or_default() += 1;
                 if kind == ErrorKind::Timeout {
                     s.timeouts += 1;
                 }
@@ -261,33 +250,14 @@ impl MetricsState {
         let mut s = self.snap.clone();
         s.elapsed_s = self.started.elapsed().as_secs_f64();
         s.total_tokens = s.prompt_tokens + s.completion_tokens;
-        s.throughput_per_min = if s.elapsed_s > 0.0 {
-            s.messages as f64 * 60.0 / s.elapsed_s
-        } else {
-            0.0
-        };
-        s.calls_per_message = if s.messages > 0 {
-            s.api_calls as f64 / s.messages as f64
-        } else {
-            0.0
-        };
-        s.error_rate = if s.api_calls > 0 {
-            s.errors as f64 / s.api_calls as f64
-        } else {
-            0.0
-        };
+        s.throughput_per_min = if s.elapsed_s > 0.0 { s.messages as f64 * 60.0 / s.elapsed_s } else { 0.0 };
+        s.calls_per_message = if s.messages > 0 { s.api_calls as f64 / s.messages as f64 } else { 0.0 };
+        s.error_rate = if s.api_calls > 0 { s.errors as f64 / s.api_calls as f64 } else { 0.0 };
         s.llm_latency = percentiles(&self.latency);
-        s.llm_latency_by_model = self
-            .by_model
-            .iter()
-            .map(|(k, h)| (k.clone(), percentiles(h)))
-            .collect();
+        s.llm_latency_by_model = self.by_model.iter().map(|(k, h)| (k.clone(), percentiles(h))).collect();
         s.persona_response = percentiles(&self.persona_response);
-        s.persona_mean_ms = self
-            .persona_sums
-            .iter()
-            .map(|(k, (n, sum))| (*k, *sum as f64 / (*n).max(1) as f64 / 1000.0))
-            .collect();
+        s.persona_mean_ms =
+            self.persona_sums.iter().map(|(k, (n, sum))| (*k, *sum as f64 / (*n).max(1) as f64 / 1000.0)).collect();
         s.turn_duration = percentiles(&self.turns);
         s.mailbox_delay = percentiles(&self.mailbox);
         s.queue_wait = percentiles(&self.queue);
@@ -324,11 +294,7 @@ impl Actor for MetricsActor {
     type State = MetricsState;
     type Arguments = ();
 
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        _: (),
-    ) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, _: ()) -> Result<Self::State, ActorProcessingErr> {
         Ok(MetricsState::new())
     }
 
@@ -361,19 +327,12 @@ mod tests {
                 model: "m".into(),
                 persona: 0,
                 latency_us: i * 1000,
-                usage: Usage {
-                    prompt_tokens: 10,
-                    completion_tokens: 5,
-                },
+                usage: Usage { prompt_tokens: 10, completion_tokens: 5 },
             });
             s.apply(MetricsMsg::Message);
         }
         s.apply(MetricsMsg::CallStarted { queued_us: 0 });
-        s.apply(MetricsMsg::CallFailed {
-            model: "m".into(),
-            kind: ErrorKind::Timeout,
-            latency_us: 5,
-        });
+        s.apply(MetricsMsg::CallFailed { model: "m".into(), kind: ErrorKind::Timeout, latency_us: 5 });
         let snap = s.snapshot();
         assert_eq!(snap.api_calls, 101);
         assert_eq!(snap.errors, 1);

@@ -16,9 +16,7 @@ use super::world::WorldMsg;
 use crate::llm::{ChatResponse, ErrorKind};
 use crate::memory::{EpisodicMemory, MemoryEvent};
 use crate::persona::PersonaSpec;
-use crate::persona::prompt::{
-    Reply, Sampling, WorldFacts, act_request, parse_reply, summary_request, system_prompt,
-};
+use crate::persona::prompt::{Reply, Sampling, WorldFacts, act_request, parse_reply, summary_request, system_prompt};
 
 /// The persona actor (holds no data; see `PersonaState`).
 #[derive(Debug)]
@@ -176,10 +174,7 @@ pub struct PersonaState {
 pub fn now_us() -> u64 {
     // tokio's clock, so tests with paused time see consistent values.
     static EPOCH: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
-    EPOCH
-        .get_or_init(tokio::time::Instant::now)
-        .elapsed()
-        .as_micros() as u64
+    EPOCH.get_or_init(tokio::time::Instant::now).elapsed().as_micros() as u64
 }
 
 impl Actor for PersonaActor {
@@ -187,11 +182,7 @@ impl Actor for PersonaActor {
     type State = PersonaState;
     type Arguments = PersonaArgs;
 
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        a: PersonaArgs,
-    ) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, a: PersonaArgs) -> Result<Self::State, ActorProcessingErr> {
         let mut memory = EpisodicMemory::new(a.spawn.memory_prefix, a.spawn.memory_recent);
         for e in a.history {
             memory.push(e);
@@ -216,15 +207,8 @@ impl Actor for PersonaActor {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            PersonaMsg::Act {
-                turn,
-                batch,
-                context,
-                sent_us,
-            } => {
-                let _ = st.metrics.cast(MetricsMsg::MailboxDelay {
-                    us: now_us().saturating_sub(sent_us),
-                });
+            PersonaMsg::Act { turn, batch, context, sent_us } => {
+                let _ = st.metrics.cast(MetricsMsg::MailboxDelay { us: now_us().saturating_sub(sent_us) });
                 on_act(st, turn, batch, context);
             }
             PersonaMsg::LlmDone { tag, result } => on_done(st, tag, result),
@@ -232,21 +216,11 @@ impl Actor for PersonaActor {
                 let _ = reply.send(st.memory.clone());
             }
             PersonaMsg::PromptTokens(reply) => {
-                let req = act_request(
-                    &st.system,
-                    &st.spawn.spec,
-                    &st.memory,
-                    &st.spawn.facts,
-                    "",
-                    1,
-                    &st.spawn.sampling,
-                );
+                let req =
+                    act_request(&st.system, &st.spawn.spec, &st.memory, &st.spawn.facts, "", 1, &st.spawn.sampling);
                 let _ = reply.send(crate::llm::tokens::count_request(&req));
             }
-            PersonaMsg::Crash => panic!(
-                "persona {} was asked to crash (fault injection)",
-                st.spawn.spec.id
-            ),
+            PersonaMsg::Crash => panic!("persona {} was asked to crash (fault injection)", st.spawn.spec.id),
         }
         Ok(())
     }
@@ -273,36 +247,12 @@ fn send(st: &mut PersonaState, summary: bool) {
     };
     let s = &st.spawn;
     let req = if summary {
-        summary_request(
-            &st.system,
-            &s.spec,
-            &st.memory,
-            &s.facts,
-            &context,
-            turn,
-            &s.sampling,
-        )
+        summary_request(&st.system, &s.spec, &st.memory, &s.facts, &context, turn, &s.sampling)
     } else {
-        act_request(
-            &st.system,
-            &s.spec,
-            &st.memory,
-            &s.facts,
-            &context,
-            turn,
-            &s.sampling,
-        )
+        act_request(&st.system, &s.spec, &st.memory, &s.facts, &context, turn, &s.sampling)
     };
-    let tag = CallTag {
-        turn,
-        act: st.act,
-        summary,
-    };
-    let _ = st.supervisor.cast(SupervisorMsg::Call {
-        persona: st.idx,
-        tag,
-        request: req,
-    });
+    let tag = CallTag { turn, act: st.act, summary };
+    let _ = st.supervisor.cast(SupervisorMsg::Call { persona: st.idx, tag, request: req });
 }
 
 fn on_done(st: &mut PersonaState, tag: CallTag, result: Result<CallSuccess, CallFailure>) {
@@ -331,8 +281,7 @@ fn on_done(st: &mut PersonaState, tag: CallTag, result: Result<CallSuccess, Call
         Ok(ok) => {
             let reply = parse_reply(&ok.response.text, &st.spawn.spec.name);
             if let Reply::Think(t) = &reply {
-                st.memory
-                    .push(MemoryEvent::thought(turn, t.as_str().into()));
+                st.memory.push(MemoryEvent::thought(turn, t.as_str().into()));
             }
             Outcome::Replied {
                 reply,
@@ -349,10 +298,5 @@ fn on_done(st: &mut PersonaState, tag: CallTag, result: Result<CallSuccess, Call
         Err(e) => Outcome::Skipped { reason: e.reason },
     };
     let summary = st.new_summary.take();
-    let _ = st.spawn.world.cast(WorldMsg::Acted {
-        turn,
-        idx: st.idx,
-        outcome,
-        summary,
-    });
+    let _ = st.spawn.world.cast(WorldMsg::Acted { turn, idx: st.idx, outcome, summary });
 }

@@ -23,9 +23,7 @@ use tracing::Instrument;
 
 use self::policy::{Decision, RetryPolicy, decide};
 use super::metrics::MetricsMsg;
-use super::persona::{
-    CallFailure, CallSuccess, CallTag, PersonaActor, PersonaArgs, PersonaMsg, PersonaSpawn,
-};
+use super::persona::{CallFailure, CallSuccess, CallTag, PersonaActor, PersonaArgs, PersonaMsg, PersonaSpawn};
 use super::world::WorldMsg;
 use crate::config::SimulationConfig;
 use crate::llm::{CallContext, ChatRequest, ChatResponse, ErrorKind, LlmError, Provider};
@@ -109,8 +107,8 @@ struct CallState {
     request: Arc<ChatRequest>,
     primary: String,
     attempt: u32,
-    primary_failures: u32,
-    on_fallback: bool,
+    model_failures: u32,
+    step: usize,
     created: Instant,
     queued_since: Instant,
     last_latency_us: u64,
@@ -178,12 +176,7 @@ impl Actor for SupervisorActor {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SupervisorMsg::SpawnPersona {
-                idx,
-                spawn,
-                history,
-                reply,
-            } => {
+            SupervisorMsg::SpawnPersona { idx, spawn, history, reply } => {
                 let r = spawn_persona(&myself, st, idx, spawn, history).await;
                 let _ = reply.send(r);
             }
@@ -201,11 +194,7 @@ impl Actor for SupervisorActor {
                     }
                 }
             }
-            SupervisorMsg::Call {
-                persona,
-                tag,
-                request,
-            } => {
+            SupervisorMsg::Call { persona, tag, request } => {
                 let id = st.next_id;
                 st.next_id += 1;
                 let now = Instant::now();
@@ -217,8 +206,8 @@ impl Actor for SupervisorActor {
                         primary: request.model.clone(),
                         request: Arc::new(request),
                         attempt: 0,
-                        primary_failures: 0,
-                        on_fallback: false,
+                        model_failures: 0,
+                        step: 0,
                         created: now,
                         queued_since: now,
                         last_latency_us: 0,
@@ -227,12 +216,7 @@ impl Actor for SupervisorActor {
                 st.queue.push_back(id);
                 pump(&myself, st);
             }
-            SupervisorMsg::Done {
-                id,
-                attempt,
-                result,
-                latency_us,
-            } => {
+            SupervisorMsg::Done { id, attempt, result, latency_us } => {
                 on_done(&myself, st, id, attempt, result, latency_us);
                 pump(&myself, st);
             }
@@ -260,11 +244,7 @@ impl Actor for SupervisorActor {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         if let SupervisionEvent::ActorFailed(cell, err) = evt {
-            let idx = st
-                .personas
-                .iter()
-                .find(|(_, (_, id))| *id == cell.get_id())
-                .map(|(i, _)| *i);
+            let idx = st.personas.iter().find(|(_, (_, id))| *id == cell.get_id()).map(|(i, _)| *i);
             if let Some(idx) = idx {
                 tracing::warn!(persona = idx, error = %err, "persona actor failed; restarting it with its memory");
                 if let Some((spawn, _)) = st.personas.get(&idx) {
@@ -276,11 +256,7 @@ impl Actor for SupervisorActor {
         Ok(())
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        st: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
         for idx in st.personas.keys() {
             if let Some(cell) = ractor::registry::where_is(persona_name(st.instance, *idx)) {
                 cell.stop(None);
@@ -297,13 +273,8 @@ async fn spawn_persona(
     spawn: Box<PersonaSpawn>,
     history: Vec<MemoryEvent>,
 ) -> Result<ActorRef<PersonaMsg>, String> {
-    let args = PersonaArgs {
-        idx,
-        spawn: (*spawn).clone(),
-        history,
-        supervisor: myself.clone(),
-        metrics: st.metrics.clone(),
-    };
+    let args =
+        PersonaArgs { idx, spawn: (*spawn).clone(), history, supervisor: myself.clone(), metrics: st.metrics.clone() };
     let name = persona_name(st.instance, idx);
     let r = Actor::spawn_linked(Some(name), PersonaActor, args, myself.get_cell()).await;
     match r {
@@ -346,13 +317,9 @@ fn start(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, id: u64, no
     st.in_flight += 1;
     let queued_us = now.duration_since(c.queued_since).as_micros() as u64;
     let _ = st.metrics.cast(MetricsMsg::CallStarted { queued_us });
-    let fut = st.provider.chat(
-        c.request.clone(),
-        CallContext {
-            attempt: c.attempt,
-            run_seed: st.config.simulation.run_seed,
-        },
-    );
+    let fut = st
+        .provider
+        .chat(c.request.clone(), CallContext { attempt: c.attempt, run_seed: st.config.simulation.run_seed });
     let timeout = st.timeout;
     let attempt = c.attempt;
     let me = myself.clone();
@@ -367,19 +334,11 @@ fn start(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, id: u64, no
                 Ok(r) => r,
                 Err(_) => Err(LlmError::new(
                     ErrorKind::Timeout,
-                    format!(
-                        "no answer within persona_timeout = {:.1} s",
-                        timeout.as_secs_f64()
-                    ),
+                    format!("no answer within persona_timeout = {:.1} s", timeout.as_secs_f64()),
                 )),
             };
             let latency_us = t0.elapsed().as_micros() as u64;
-            let _ = me.cast(SupervisorMsg::Done {
-                id,
-                attempt,
-                result,
-                latency_us,
-            });
+            let _ = me.cast(SupervisorMsg::Done { id, attempt, result, latency_us });
         }
         .instrument(span),
     );
@@ -404,10 +363,7 @@ fn on_done(
     c.last_latency_us = latency_us;
     let result = result.and_then(|r| {
         if r.text.trim().is_empty() {
-            Err(LlmError::new(
-                ErrorKind::Empty,
-                "the model returned empty text",
-            ))
+            Err(LlmError::new(ErrorKind::Empty, "the model returned empty text"))
         } else {
             Ok(r)
         }
@@ -422,10 +378,7 @@ fn on_done(
             });
             let c = st.calls.remove(&id).expect("call present");
             let total = c.created.elapsed();
-            let _ = st.metrics.cast(MetricsMsg::PersonaResponse {
-                persona: c.persona,
-                us: total.as_micros() as u64,
-            });
+            let _ = st.metrics.cast(MetricsMsg::PersonaResponse { persona: c.persona, us: total.as_micros() as u64 });
             send_to_persona(
                 st,
                 c.persona,
@@ -434,7 +387,7 @@ fn on_done(
                     result: Ok(CallSuccess {
                         response: resp,
                         attempts: c.attempt,
-                        fallback: c.on_fallback,
+                        fallback: c.step > 0,
                         latency_ms: latency_us as f64 / 1000.0,
                         total_ms: total.as_secs_f64() * 1000.0,
                     }),
@@ -442,39 +395,26 @@ fn on_done(
             );
         }
         Err(err) => {
-            let _ = st.metrics.cast(MetricsMsg::CallFailed {
-                model: c.request.model.clone(),
-                kind: err.kind,
-                latency_us,
-            });
-            if !c.on_fallback {
-                c.primary_failures += 1;
-            }
+            let _ =
+                st.metrics.cast(MetricsMsg::CallFailed { model: c.request.model.clone(), kind: err.kind, latency_us });
+            c.model_failures += 1;
             let policy = RetryPolicy::from_config(&st.config, &c.primary);
             let jitter = st.jitter.next_f64();
             tracing::debug!(persona = %c.request.meta.persona, turn = c.tag.turn, attempt, error = %err, "call failed");
-            match decide(
-                &policy,
-                c.attempt,
-                &err,
-                c.primary_failures,
-                c.on_fallback,
-                jitter,
-            ) {
+            match decide(&policy, c.attempt, &err, c.model_failures, c.step, jitter) {
                 Decision::Retry { delay, fallback } => {
                     let _ = st.metrics.cast(MetricsMsg::Retry);
-                    if fallback && let Some(fb) = &policy.fallback_model {
+                    if fallback {
+                        c.step += 1;
+                        c.model_failures = 0;
+                        let next = policy.model_at(&c.primary, c.step).to_string();
                         let _ = st.metrics.cast(MetricsMsg::Fallback);
-                        tracing::info!(persona = %c.request.meta.persona, from = %c.primary, to = %fb, "switching to the fallback model");
+                        tracing::info!(persona = %c.request.meta.persona, from = %c.request.model, to = %next, "switching to the next model of the fallback chain");
                         let mut req = (*c.request).clone();
-                        req.model = fb.clone();
+                        req.model = next;
                         c.request = Arc::new(req);
-                        c.on_fallback = true;
                     }
-                    let due = SupervisorMsg::RetryDue {
-                        id,
-                        attempt: c.attempt,
-                    };
+                    let due = SupervisorMsg::RetryDue { id, attempt: c.attempt };
                     if delay.is_zero() {
                         let _ = myself.cast(due);
                     } else {
@@ -488,11 +428,7 @@ fn on_done(
                         c.persona,
                         PersonaMsg::LlmDone {
                             tag: c.tag,
-                            result: Err(CallFailure {
-                                reason,
-                                kind: err.kind,
-                                attempts: c.attempt,
-                            }),
+                            result: Err(CallFailure { reason, kind: err.kind, attempts: c.attempt }),
                         },
                     );
                 }

@@ -148,11 +148,7 @@ impl Actor for WorldActor {
     type State = WorldState;
     type Arguments = WorldArgs;
 
-    async fn pre_start(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        a: WorldArgs,
-    ) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(&self, myself: ActorRef<Self::Msg>, a: WorldArgs) -> Result<Self::State, ActorProcessingErr> {
         let c = a.config.clone();
         let mut st = WorldState {
             policy: c.simulation.policy(),
@@ -187,15 +183,9 @@ impl Actor for WorldActor {
         Ok(st)
     }
 
-    async fn post_start(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        st: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_start(&self, myself: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
         let limit = Duration::from_secs_f64(st.config.performance.timeout_seconds);
-        ractor::time::send_after(limit, myself.get_cell(), || {
-            WorldMsg::Stop(StopReason::Timeout)
-        });
+        ractor::time::send_after(limit, myself.get_cell(), || WorldMsg::Stop(StopReason::Timeout));
         Ok(())
     }
 
@@ -217,20 +207,12 @@ impl Actor for WorldActor {
                 let _ = myself.cast(WorldMsg::NextTurn);
             }
             WorldMsg::NextTurn => begin_turn(&myself, st).await,
-            WorldMsg::Acted {
-                turn,
-                idx,
-                outcome,
-                summary,
-            } => on_acted(&myself, st, turn, idx, outcome, summary),
+            WorldMsg::Acted { turn, idx, outcome, summary } => on_acted(&myself, st, turn, idx, outcome, summary),
             WorldMsg::Stop(reason) => finish(st, reason),
             WorldMsg::PersonaFailed { idx } => {
                 if let Some(s) = st.slots.get_mut(idx) {
                     s.restarting = true;
-                    let _ = st.supervisor.cast(SupervisorMsg::Respawn {
-                        idx,
-                        history: s.log.clone(),
-                    });
+                    let _ = st.supervisor.cast(SupervisorMsg::Respawn { idx, history: s.log.clone() });
                 }
             }
             WorldMsg::PersonaRestarted { idx } => on_restarted(st, idx),
@@ -250,18 +232,11 @@ async fn add_persona(
     let idx = st.slots.len();
     let c = &st.config;
     let sampling = Sampling {
-        model: p
-            .model
-            .clone()
-            .filter(|m| !m.trim().is_empty())
-            .unwrap_or_else(|| c.llm.model.clone()),
+        model: p.model.clone().filter(|m| !m.trim().is_empty()).unwrap_or_else(|| c.llm.model.clone()),
         temperature: p.temperature.unwrap_or(c.llm.temperature),
         top_p: c.llm.top_p,
         max_tokens: c.llm.max_tokens,
-        seed: Some(mix(&[
-            c.simulation.run_seed,
-            crate::rng::fnv1a(p.id.as_bytes()),
-        ])),
+        seed: Some(mix(&[c.simulation.run_seed, crate::rng::fnv1a(p.id.as_bytes())])),
     };
     let spec = Arc::new(p);
     let spawn = PersonaSpawn {
@@ -275,15 +250,7 @@ async fn add_persona(
     };
     let actor = st
         .supervisor
-        .call(
-            |reply| SupervisorMsg::SpawnPersona {
-                idx,
-                spawn: Box::new(spawn),
-                history: Vec::new(),
-                reply,
-            },
-            None,
-        )
+        .call(|reply| SupervisorMsg::SpawnPersona { idx, spawn: Box::new(spawn), history: Vec::new(), reply }, None)
         .await
         .map_err(|e| format!("supervisor unreachable: {e}"))?;
     let actor = match actor {
@@ -306,12 +273,7 @@ async fn add_persona(
 }
 
 fn recompute_listeners(st: &mut WorldState) {
-    let by_id: std::collections::HashMap<&str, usize> = st
-        .slots
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (&*s.id, i))
-        .collect();
+    let by_id: std::collections::HashMap<&str, usize> = st.slots.iter().enumerate().map(|(i, s)| (&*s.id, i)).collect();
     let index_of = |id: &str| by_id.get(id).copied();
     st.listeners = match &st.hearing {
         Hearing::Everyone => Listeners::Everyone,
@@ -361,15 +323,8 @@ fn emit(st: &WorldState, e: RunEvent) {
 }
 
 fn moderator_says(st: &mut WorldState, turn: u32, text: &str) {
-    let u = Arc::new(Utterance::new(
-        st.seq,
-        turn,
-        "moderator".into(),
-        "Moderator".into(),
-        "".into(),
-        None,
-        text.into(),
-    ));
+    let u =
+        Arc::new(Utterance::new(st.seq, turn, "moderator".into(), "Moderator".into(), "".into(), None, text.into()));
     st.seq += 1;
     for s in st.slots.iter_mut().filter(|s| s.active) {
         s.pending.push(MemoryEvent::Heard(u.clone()));
@@ -384,11 +339,7 @@ fn entry(u: &Utterance, call: Option<&super::persona::CallInfo>) -> TranscriptEn
         turn: u.turn,
         speaker: u.speaker.to_string(),
         speaker_id: u.speaker_id.to_string(),
-        role: if u.speaker_id.as_ref() == "moderator" {
-            "moderator".into()
-        } else {
-            u.role.to_string()
-        },
+        role: if u.speaker_id.as_ref() == "moderator" { "moderator".into() } else { u.role.to_string() },
         text: u.text.to_string(),
         to: u.to.as_ref().map(|t| t.to_string()),
         timestamp: chrono::Utc::now(),
@@ -401,11 +352,7 @@ fn entry(u: &Utterance, call: Option<&super::persona::CallInfo>) -> TranscriptEn
 }
 
 fn open(st: &mut WorldState) {
-    let text = if st.opening.trim().is_empty() {
-        st.facts.topic.to_string()
-    } else {
-        st.opening.clone()
-    };
+    let text = if st.opening.trim().is_empty() { st.facts.topic.to_string() } else { st.opening.clone() };
     if !text.trim().is_empty() {
         moderator_says(st, 0, &text);
     }
@@ -420,21 +367,13 @@ async fn begin_turn(myself: &ActorRef<WorldMsg>, st: &mut WorldState) {
     st.turn_started = Instant::now();
     let turn = st.turn;
     emit(st, RunEvent::TurnStarted { turn });
-    let due: Vec<ResolvedIntervention> = st
-        .interventions
-        .iter()
-        .filter(|i| i.turn == turn)
-        .cloned()
-        .collect();
+    let due: Vec<ResolvedIntervention> = st.interventions.iter().filter(|i| i.turn == turn).cloned().collect();
     for iv in due {
         apply_intervention(myself, st, iv.action).await;
     }
-    let mut order: Vec<usize> = (0..st.slots.len())
-        .filter(|&i| st.slots[i].active)
-        .collect();
+    let mut order: Vec<usize> = (0..st.slots.len()).filter(|&i| st.slots[i].active).collect();
     if st.policy == TurnPolicy::RandomOrder {
-        SplitMix64::new(mix(&[st.config.simulation.run_seed, turn as u64, 0x07d3]))
-            .shuffle(&mut order);
+        SplitMix64::new(mix(&[st.config.simulation.run_seed, turn as u64, 0x07d3])).shuffle(&mut order);
     }
     st.order = order;
     st.next = 0;
@@ -455,11 +394,7 @@ async fn begin_turn(myself: &ActorRef<WorldMsg>, st: &mut WorldState) {
     }
 }
 
-async fn apply_intervention(
-    myself: &ActorRef<WorldMsg>,
-    st: &mut WorldState,
-    action: ResolvedAction,
-) {
+async fn apply_intervention(myself: &ActorRef<WorldMsg>, st: &mut WorldState, action: ResolvedAction) {
     let turn = st.turn;
     let description = match action {
         ResolvedAction::Broadcast(text) => {
@@ -486,17 +421,15 @@ async fn apply_intervention(
                 Err(e) => format!("{name} could not join: {e}"),
             }
         }
-        ResolvedAction::RemovePersona(id) => {
-            match st.slots.iter_mut().find(|s| &*s.id == id.as_str()) {
-                Some(s) => {
-                    s.active = false;
-                    s.pending.clear();
-                    s.actor.stop(Some("removed by an intervention".into()));
-                    format!("{} left", s.name)
-                }
-                None => format!("{id} was not present"),
+        ResolvedAction::RemovePersona(id) => match st.slots.iter_mut().find(|s| &*s.id == id.as_str()) {
+            Some(s) => {
+                s.active = false;
+                s.pending.clear();
+                s.actor.stop(Some("removed by an intervention".into()));
+                format!("{} left", s.name)
             }
-        }
+            None => format!("{id} was not present"),
+        },
     };
     tracing::info!(turn, %description, "intervention");
     emit(st, RunEvent::Intervention { turn, description });
@@ -519,12 +452,7 @@ fn send_act(st: &mut WorldState, idx: usize) {
     }
     let batch = std::mem::take(&mut s.pending);
     s.log.extend(batch.iter().cloned());
-    let msg = PersonaMsg::Act {
-        turn: st.turn,
-        batch,
-        context: st.context.clone(),
-        sent_us: now_us(),
-    };
+    let msg = PersonaMsg::Act { turn: st.turn, batch, context: st.context.clone(), sent_us: now_us() };
     if s.actor.cast(msg).is_err() {
         tracing::warn!(persona = %s.id, "persona mailbox closed; waiting for its restart");
     }
@@ -584,13 +512,10 @@ fn on_acted(
 
 fn listeners_of(st: &WorldState, speaker: usize) -> Vec<usize> {
     match &st.listeners {
-        Listeners::Everyone => (0..st.slots.len())
-            .filter(|&i| i != speaker && st.slots[i].active)
-            .collect(),
-        Listeners::Graph(l) => l
-            .get(speaker)
-            .map(|v| v.iter().copied().filter(|&i| st.slots[i].active).collect())
-            .unwrap_or_default(),
+        Listeners::Everyone => (0..st.slots.len()).filter(|&i| i != speaker && st.slots[i].active).collect(),
+        Listeners::Graph(l) => {
+            l.get(speaker).map(|v| v.iter().copied().filter(|&i| st.slots[i].active).collect()).unwrap_or_default()
+        }
     }
 }
 
@@ -599,10 +524,7 @@ fn record(st: &mut WorldState, idx: usize, outcome: Outcome) {
     let turn = st.turn;
     let id = st.slots[idx].id.to_string();
     match outcome {
-        Outcome::Replied {
-            reply: Reply::Speak { text, to },
-            call,
-        } => {
+        Outcome::Replied { reply: Reply::Speak { text, to }, call } => {
             let to_name = to.and_then(|t| resolve_name(st, &t));
             let s = &st.slots[idx];
             let u = Arc::new(Utterance::new(
@@ -622,36 +544,15 @@ fn record(st: &mut WorldState, idx: usize, outcome: Outcome) {
             let _ = st.metrics.cast(MetricsMsg::Message);
             emit(st, RunEvent::Message(entry(&u, Some(&call))));
         }
-        Outcome::Replied {
-            reply: Reply::Think(text),
-            ..
-        } => {
-            st.slots[idx]
-                .log
-                .push(MemoryEvent::thought(turn, text.as_str().into()));
-            emit(
-                st,
-                RunEvent::Thought {
-                    turn,
-                    persona: id,
-                    text,
-                },
-            );
+        Outcome::Replied { reply: Reply::Think(text), .. } => {
+            st.slots[idx].log.push(MemoryEvent::thought(turn, text.as_str().into()));
+            emit(st, RunEvent::Thought { turn, persona: id, text });
         }
-        Outcome::Replied {
-            reply: Reply::Pass, ..
-        } => emit(st, RunEvent::Passed { turn, persona: id }),
+        Outcome::Replied { reply: Reply::Pass, .. } => emit(st, RunEvent::Passed { turn, persona: id }),
         Outcome::Skipped { reason } => {
             let _ = st.metrics.cast(MetricsMsg::Skipped);
             tracing::warn!(turn, persona = %id, %reason, "turn skipped");
-            emit(
-                st,
-                RunEvent::Skipped(SkipRecord {
-                    turn,
-                    persona: id.clone(),
-                    reason: reason.clone(),
-                }),
-            );
+            emit(st, RunEvent::Skipped(SkipRecord { turn, persona: id.clone(), reason: reason.clone() }));
             if !st.config.performance.graceful_degradation {
                 finish(
                     st,
@@ -670,21 +571,12 @@ fn resolve_name(st: &WorldState, written: &str) -> Option<Arc<str>> {
     st.slots
         .iter()
         .find(|s| s.name.to_lowercase() == w || *s.id == w)
-        .or_else(|| {
-            st.slots.iter().find(|s| {
-                s.name
-                    .to_lowercase()
-                    .split_whitespace()
-                    .any(|part| part == w)
-            })
-        })
+        .or_else(|| st.slots.iter().find(|s| s.name.to_lowercase().split_whitespace().any(|part| part == w)))
         .map(|s| s.name.clone())
 }
 
 fn end_turn(myself: &ActorRef<WorldMsg>, st: &mut WorldState) {
-    let _ = st.metrics.cast(MetricsMsg::TurnDuration {
-        us: st.turn_started.elapsed().as_micros() as u64,
-    });
+    let _ = st.metrics.cast(MetricsMsg::TurnDuration { us: st.turn_started.elapsed().as_micros() as u64 });
     emit(st, RunEvent::TurnEnded { turn: st.turn });
     let _ = myself.cast(WorldMsg::NextTurn);
 }
@@ -710,11 +602,7 @@ fn finish(st: &mut WorldState, reason: StopReason) {
         StopReason::Completed => st.turn,
         _ => st.turn.saturating_sub(1),
     };
-    let state = FinalState {
-        success: reason == StopReason::Completed,
-        completed_turns,
-        reason,
-    };
+    let state = FinalState { success: reason == StopReason::Completed, completed_turns, reason };
     emit(st, RunEvent::Finished(state.clone()));
     if let Some(done) = st.done.take() {
         let _ = done.send(state);

@@ -30,11 +30,7 @@ pub fn run(g: &GlobalArgs, cmd: ConfigCmd) -> anyhow::Result<ExitCode> {
 fn show(g: &GlobalArgs, a: ShowArgs) -> anyhow::Result<ExitCode> {
     let loaded = super::load_config(g, None, &[])?;
     let entries = loaded.entries();
-    let key = config::resolve_api_key(
-        &loaded.config,
-        Path::new(config::secrets::SECRETS_FILE),
-        "OPENAI_API_KEY",
-    );
+    let key = config::resolve_api_key(&loaded.config, Path::new(config::secrets::SECRETS_FILE), "OPENAI_API_KEY");
     let key_line = match &key.source {
         KeySource::SecretsFile(p) => {
             format!("found in {} ({})", p.display(), config::secret::REDACTED)
@@ -49,12 +45,7 @@ fn show(g: &GlobalArgs, a: ShowArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let kw = entries.iter().map(|e| e.key.len()).max().unwrap_or(0);
-    let vw = entries
-        .iter()
-        .map(|e| e.value.len())
-        .max()
-        .unwrap_or(0)
-        .min(40);
+    let vw = entries.iter().map(|e| e.value.len()).max().unwrap_or(0).min(40);
     let mut section = "";
     for e in &entries {
         let s = e.key.split('.').next().unwrap_or("");

@@ -54,10 +54,8 @@ pub fn init(m: &MonitoringConfig, quiet: bool) -> anyhow::Result<Guard> {
                     let _ = registry.with(layer).try_init();
                 }
                 LogFormat::Text => {
-                    let layer = tracing_subscriber::fmt::layer()
-                        .with_ansi(false)
-                        .with_writer(file)
-                        .with_filter(filter(&level));
+                    let layer =
+                        tracing_subscriber::fmt::layer().with_ansi(false).with_writer(file).with_filter(filter(&level));
                     let _ = registry.with(layer).try_init();
                 }
             }

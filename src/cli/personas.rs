@@ -51,12 +51,7 @@ pub fn run(g: &GlobalArgs, cmd: PersonasCmd) -> anyhow::Result<ExitCode> {
 fn show(g: &GlobalArgs, a: ShowArgs) -> anyhow::Result<ExitCode> {
     let path = match a.personas_file {
         Some(p) => p,
-        None => {
-            super::load_config(g, None, &[])?
-                .config
-                .simulation
-                .personas_file
-        }
+        None => super::load_config(g, None, &[])?.config.simulation.personas_file,
     };
     let db = PersonaDatabase::load(&path)?;
     let Some(mut p) = db.get(&a.id).cloned() else {
@@ -64,17 +59,16 @@ fn show(g: &GlobalArgs, a: ShowArgs) -> anyhow::Result<ExitCode> {
         let hint = troupe_sim::scenario::did_you_mean(&a.id, &ids)
             .map(|s| format!("; did you mean `{s}`?"))
             .unwrap_or_default();
-        return Err(super::UsageError(format!(
-            "no persona `{}` in {}{hint}",
-            a.id,
-            path.display()
-        ))
-        .into());
+        return Err(super::UsageError(format!("no persona `{}` in {}{hint}", a.id, path.display())).into());
     };
     for f in &a.fragments {
         let fdb = PersonaDatabase::load(f)?;
         let Some(frag) = fdb.fragments.first() else {
-            return Err(super::UsageError(format!("{} is not a fragment file (expected {{\"type\": \"Fragment\", \"persona\": {{...}}}})", f.display())).into());
+            return Err(super::UsageError(format!(
+                "{} is not a fragment file (expected {{\"type\": \"Fragment\", \"persona\": {{...}}}})",
+                f.display()
+            ))
+            .into());
         };
         p = troupe_sim::persona::apply_fragment(&p, frag)?;
     }
@@ -85,12 +79,7 @@ fn show(g: &GlobalArgs, a: ShowArgs) -> anyhow::Result<ExitCode> {
 fn list(g: &GlobalArgs, a: ListArgs) -> anyhow::Result<ExitCode> {
     let path = match a.personas_file {
         Some(p) => p,
-        None => {
-            super::load_config(g, None, &[])?
-                .config
-                .simulation
-                .personas_file
-        }
+        None => super::load_config(g, None, &[])?.config.simulation.personas_file,
     };
     let db = PersonaDatabase::load(&path)?;
     let found = db.by_tags(&a.tags);
@@ -99,21 +88,10 @@ fn list(g: &GlobalArgs, a: ListArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let idw = found.iter().map(|p| p.id.len()).max().unwrap_or(2).max(2);
-    let nw = found
-        .iter()
-        .map(|p| p.name.chars().count())
-        .max()
-        .unwrap_or(4)
-        .max(4);
+    let nw = found.iter().map(|p| p.name.chars().count()).max().unwrap_or(4).max(4);
     println!("{:idw$}  {:nw$}  ROLE / TAGS", "ID", "NAME");
     for p in &found {
-        println!(
-            "{:idw$}  {:nw$}  {} [{}]",
-            p.id,
-            p.name,
-            p.role,
-            p.tags.join(", ")
-        );
+        println!("{:idw$}  {:nw$}  {} [{}]", p.id, p.name, p.role, p.tags.join(", "));
     }
     println!("{} of {} persona(s)", found.len(), db.personas.len());
     Ok(ExitCode::SUCCESS)

@@ -129,7 +129,10 @@ async fn run_async(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
     let (plan, cfg) = match &a.scenario {
         Some(path) => {
             if !a.personas.is_empty() {
-                return Err(UsageError("--personas is for runs without a scenario; list personas in the scenario file instead".into()).into());
+                return Err(UsageError(
+                    "--personas is for runs without a scenario; list personas in the scenario file instead".into(),
+                )
+                .into());
             }
             let s = scenario::load_scenario(path)?;
             let layer = scenario_layer(path, &scenario_overrides(&s, a.variant.as_deref()))?;
@@ -152,12 +155,14 @@ async fn run_async(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
             }
             let cfg = super::load_config(g, None, &a.sets())?.config;
             if a.personas.is_empty() {
-                return Err(UsageError("give a scenario file, or --seed \"topic\" and --personas id1,id2 (see `troupe personas list`)".into()).into());
+                return Err(UsageError(
+                    "give a scenario file, or --seed \"topic\" and --personas id1,id2 (see `troupe personas list`)"
+                        .into(),
+                )
+                .into());
             }
             if cfg.simulation.seed.trim().is_empty() {
-                return Err(
-                    UsageError("give the discussion topic with --seed \"...\"".into()).into(),
-                );
+                return Err(UsageError("give the discussion topic with --seed \"...\"".into()).into());
             }
             let db = PersonaDatabase::load(&cfg.simulation.personas_file)?;
             let mut chosen = Vec::new();
@@ -177,7 +182,12 @@ async fn run_async(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             if chosen.len() > cfg.simulation.max_personas {
-                return Err(UsageError(format!("{} personas but simulation.max_personas is {}; raise it with --set simulation.max_personas=N", chosen.len(), cfg.simulation.max_personas)).into());
+                return Err(UsageError(format!(
+                    "{} personas but simulation.max_personas is {}; raise it with --set simulation.max_personas=N",
+                    chosen.len(),
+                    cfg.simulation.max_personas
+                ))
+                .into());
             }
             (RunPlan::ad_hoc(&cfg.simulation.seed, chosen), cfg)
         }
@@ -189,22 +199,10 @@ async fn run_async(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let save_under = (!a.no_save).then(|| conversations_dir(&cfg.output.output_dir));
-    let handle = engine
-        .start(
-            plan,
-            RunOptions {
-                save_under,
-                events: Some(tx),
-            },
-        )
-        .await?;
+    let handle = engine.start(plan, RunOptions { save_under, events: Some(tx) }).await?;
     let interactive = !a.quiet && !a.json;
     let turns = cfg.simulation.max_turns as u64;
-    let pb = if interactive {
-        ProgressBar::new(turns)
-    } else {
-        ProgressBar::hidden()
-    };
+    let pb = if interactive { ProgressBar::new(turns) } else { ProgressBar::hidden() };
     pb.set_style(
         ProgressStyle::with_template("{spinner} turn {pos}/{len} {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
@@ -245,11 +243,7 @@ async fn run_async(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
         let m = &results.metrics;
         eprintln!(
             "{} after {} turn(s): {} messages, {} calls, {} errors, {} tokens, {:.2} s",
-            if results.success {
-                "finished"
-            } else {
-                "stopped"
-            },
+            if results.success { "finished" } else { "stopped" },
             results.completed_turns,
             m.total_messages,
             m.api_calls,
@@ -267,11 +261,7 @@ async fn run_async(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(e) = &results.error {
         eprintln!("error: {e}");
     }
-    Ok(if results.success {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if results.success { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// Prints transcript lines to stdout, above the progress bar (which lives on stderr).

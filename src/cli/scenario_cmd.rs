@@ -35,9 +35,7 @@ fn check(g: &GlobalArgs, a: CheckArgs) -> anyhow::Result<ExitCode> {
     let s = scenario::load_scenario(&a.file)?;
     let names: Vec<Option<&str>> = match &a.variant {
         Some(v) => vec![Some(v.as_str())],
-        None => std::iter::once(None)
-            .chain(s.variants.keys().map(|v| Some(v.as_str())))
-            .collect(),
+        None => std::iter::once(None).chain(s.variants.keys().map(|v| Some(v.as_str()))).collect(),
     };
     // Every variant is checked with its own config, since each may change turns, limits or
     // personas.
@@ -59,9 +57,7 @@ fn check(g: &GlobalArgs, a: CheckArgs) -> anyhow::Result<ExitCode> {
         println!(
             "ok: {}{}: {} persona(s), {} turn(s), {} intervention(s)",
             a.file.display(),
-            variant
-                .map(|v| format!(" (variant {v})"))
-                .unwrap_or_default(),
+            variant.map(|v| format!(" (variant {v})")).unwrap_or_default(),
             r.personas.len(),
             cfg.simulation.max_turns,
             r.interventions.len()

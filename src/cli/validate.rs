@@ -24,18 +24,12 @@ pub struct ValidateArgs {
 pub fn run(g: &GlobalArgs, a: ValidateArgs) -> anyhow::Result<ExitCode> {
     let path = match a.personas_file {
         Some(p) => p,
-        None => {
-            super::load_config(g, None, &[])?
-                .config
-                .simulation
-                .personas_file
-        }
+        None => super::load_config(g, None, &[])?.config.simulation.personas_file,
     };
     let db = match PersonaDatabase::load(&path) {
         Ok(db) => db,
         Err(e) if a.json => {
-            let out =
-                serde_json::json!({"valid": false, "readable": false, "error": e.to_string()});
+            let out = serde_json::json!({"valid": false, "readable": false, "error": e.to_string()});
             println!("{}", serde_json::to_string_pretty(&out)?);
             return Ok(ExitCode::from(2));
         }
@@ -43,9 +37,7 @@ pub fn run(g: &GlobalArgs, a: ValidateArgs) -> anyhow::Result<ExitCode> {
     };
     let mut report = validate_database(&db);
     if a.errors_only {
-        report
-            .findings
-            .retain(|f| f.severity == troupe_sim::persona::Severity::Error);
+        report.findings.retain(|f| f.severity == troupe_sim::persona::Severity::Error);
     }
     if a.json {
         let out = serde_json::json!({
@@ -65,11 +57,7 @@ pub fn run(g: &GlobalArgs, a: ValidateArgs) -> anyhow::Result<ExitCode> {
         }
         println!(
             "{}: {} persona(s) in {} file(s), {} fragment(s): {} error(s), {} warning(s)",
-            if report.is_valid() {
-                "valid"
-            } else {
-                "INVALID"
-            },
+            if report.is_valid() { "valid" } else { "INVALID" },
             report.personas,
             report.files,
             db.fragments.len(),
@@ -77,9 +65,5 @@ pub fn run(g: &GlobalArgs, a: ValidateArgs) -> anyhow::Result<ExitCode> {
             report.warnings()
         );
     }
-    Ok(if report.is_valid() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if report.is_valid() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

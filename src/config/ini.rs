@@ -26,131 +26,31 @@ const MAPPING: &[(&str, &str, &str, Kind)] = &[
     ("openai", "temperature", "llm.temperature", Kind::Float),
     ("openai", "max_tokens", "llm.max_tokens", Kind::Int),
     ("openai", "top_p", "llm.top_p", Kind::Float),
-    (
-        "openai",
-        "timeout",
-        "performance.persona_timeout",
-        Kind::Float,
-    ),
-    (
-        "openai",
-        "max_attempts",
-        "performance.max_retries",
-        Kind::Int,
-    ),
-    (
-        "openai",
-        "waiting_time",
-        "performance.backoff_base",
-        Kind::Float,
-    ),
-    (
-        "openai",
-        "exponential_backoff_factor",
-        "performance.backoff_factor",
-        Kind::Float,
-    ),
-    (
-        "openai",
-        "azure_api_version",
-        "llm.azure_api_version",
-        Kind::Str,
-    ),
+    ("openai", "timeout", "performance.persona_timeout", Kind::Float),
+    ("openai", "max_attempts", "performance.max_retries", Kind::Int),
+    ("openai", "waiting_time", "performance.backoff_base", Kind::Float),
+    ("openai", "exponential_backoff_factor", "performance.backoff_factor", Kind::Float),
+    ("openai", "azure_api_version", "llm.azure_api_version", Kind::Str),
     ("openai", "fallback_model", "llm.fallback_model", Kind::Str),
     ("openai", "base_url", "llm.base_url", Kind::Str),
-    (
-        "simulation",
-        "parallel_agent_actions",
-        "simulation.parallel_execution",
-        Kind::Bool,
-    ),
+    ("simulation", "parallel_agent_actions", "simulation.parallel_execution", Kind::Bool),
     ("simulation", "max_turns", "simulation.max_turns", Kind::Int),
-    (
-        "simulation",
-        "max_personas",
-        "simulation.max_personas",
-        Kind::Int,
-    ),
+    ("simulation", "max_personas", "simulation.max_personas", Kind::Int),
     ("simulation", "seed", "simulation.seed", Kind::Str),
-    (
-        "simulation",
-        "rate_limit_delay",
-        "performance.rate_limit_delay",
-        Kind::Float,
-    ),
-    (
-        "simulation",
-        "max_workers",
-        "performance.max_workers",
-        Kind::Int,
-    ),
-    (
-        "simulation",
-        "timeout_seconds",
-        "performance.timeout_seconds",
-        Kind::Float,
-    ),
-    (
-        "performance",
-        "rate_limit_delay",
-        "performance.rate_limit_delay",
-        Kind::Float,
-    ),
-    (
-        "performance",
-        "max_workers",
-        "performance.max_workers",
-        Kind::Int,
-    ),
-    (
-        "performance",
-        "batch_size",
-        "performance.batch_size",
-        Kind::Int,
-    ),
-    (
-        "performance",
-        "max_retries",
-        "performance.max_retries",
-        Kind::Int,
-    ),
-    (
-        "performance",
-        "timeout",
-        "performance.persona_timeout",
-        Kind::Float,
-    ),
-    (
-        "performance",
-        "persona_timeout",
-        "performance.persona_timeout",
-        Kind::Float,
-    ),
-    (
-        "performance",
-        "timeout_seconds",
-        "performance.timeout_seconds",
-        Kind::Float,
-    ),
-    (
-        "performance",
-        "graceful_degradation",
-        "performance.graceful_degradation",
-        Kind::Bool,
-    ),
-    (
-        "monitoring",
-        "enable_monitoring",
-        "monitoring.enable_monitoring",
-        Kind::Bool,
-    ),
+    ("simulation", "rate_limit_delay", "performance.rate_limit_delay", Kind::Float),
+    ("simulation", "max_workers", "performance.max_workers", Kind::Int),
+    ("simulation", "timeout_seconds", "performance.timeout_seconds", Kind::Float),
+    ("performance", "rate_limit_delay", "performance.rate_limit_delay", Kind::Float),
+    ("performance", "max_workers", "performance.max_workers", Kind::Int),
+    ("performance", "batch_size", "performance.batch_size", Kind::Int),
+    ("performance", "max_retries", "performance.max_retries", Kind::Int),
+    ("performance", "timeout", "performance.persona_timeout", Kind::Float),
+    ("performance", "persona_timeout", "performance.persona_timeout", Kind::Float),
+    ("performance", "timeout_seconds", "performance.timeout_seconds", Kind::Float),
+    ("performance", "graceful_degradation", "performance.graceful_degradation", Kind::Bool),
+    ("monitoring", "enable_monitoring", "monitoring.enable_monitoring", Kind::Bool),
     ("monitoring", "log_level", "monitoring.log_level", Kind::Str),
-    (
-        "monitoring",
-        "performance_tracking",
-        "monitoring.performance_tracking",
-        Kind::Bool,
-    ),
+    ("monitoring", "performance_tracking", "monitoring.performance_tracking", Kind::Bool),
     ("logging", "loglevel", "monitoring.log_level", Kind::Str),
     ("logging", "log_level", "monitoring.log_level", Kind::Str),
 ];
@@ -193,10 +93,8 @@ pub struct IniProvider {
 impl IniProvider {
     /// Reads and maps `path`.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::Io { path: path.to_path_buf(), source: e })?;
         Self::parse(path, &text)
     }
 
@@ -205,11 +103,7 @@ impl IniProvider {
         let mut dict = Dict::new();
         let mut ignored = Vec::new();
         let mut section = String::new();
-        let err = |line: usize, message: String| ConfigError::Ini {
-            path: path.to_path_buf(),
-            line,
-            message,
-        };
+        let err = |line: usize, message: String| ConfigError::Ini { path: path.to_path_buf(), line, message };
         for (n, raw) in text.lines().enumerate() {
             let line_no = n + 1;
             let line = raw.trim().trim_start_matches('\u{feff}');
@@ -218,50 +112,30 @@ impl IniProvider {
             }
             if let Some(rest) = line.strip_prefix('[') {
                 let Some(name) = rest.strip_suffix(']') else {
-                    return Err(err(
-                        line_no,
-                        format!("section header {line:?} has no closing `]`"),
-                    ));
+                    return Err(err(line_no, format!("section header {line:?} has no closing `]`")));
                 };
                 section = name.trim().to_lowercase();
                 continue;
             }
             let Some((k, v)) = line.split_once(['=', ':']) else {
-                return Err(err(
-                    line_no,
-                    format!("expected `key = value`, found {line:?}"),
-                ));
+                return Err(err(line_no, format!("expected `key = value`, found {line:?}")));
             };
             let key = k.trim().to_lowercase();
             let value = strip_inline_comment(v.trim());
-            let Some((_, _, target, kind)) = MAPPING
-                .iter()
-                .find(|(s, k2, _, _)| *s == section && *k2 == key)
-            else {
+            let Some((_, _, target, kind)) = MAPPING.iter().find(|(s, k2, _, _)| *s == section && *k2 == key) else {
                 ignored.push(format!("{section}.{key}"));
                 continue;
             };
-            let parsed = convert(value, *kind).ok_or_else(|| {
-                err(
-                    line_no,
-                    format!("`{key}` = {value:?} is not {}", kind_name(*kind)),
-                )
-            })?;
+            let parsed = convert(value, *kind)
+                .ok_or_else(|| err(line_no, format!("`{key}` = {value:?} is not {}", kind_name(*kind))))?;
             insert_path(&mut dict, target, parsed);
         }
-        Ok(IniProvider {
-            path: path.to_path_buf(),
-            dict,
-            ignored,
-        })
+        Ok(IniProvider { path: path.to_path_buf(), dict, ignored })
     }
 
     /// True when `section.key` is a known TinyTroupe key that troupe-sim ignores.
     pub fn is_tinytroupe_only(entry: &str) -> bool {
-        entry
-            .rsplit('.')
-            .next()
-            .is_some_and(|k| IGNORED.contains(&k))
+        entry.rsplit('.').next().is_some_and(|k| IGNORED.contains(&k))
     }
 }
 
@@ -298,9 +172,7 @@ fn convert(v: &str, kind: Kind) -> Option<FValue> {
 fn insert_path(dict: &mut Dict, path: &str, value: FValue) {
     match path.split_once('.') {
         Some((head, rest)) => {
-            let entry = dict
-                .entry(head.to_string())
-                .or_insert_with(|| FValue::from(Dict::new()));
+            let entry = dict.entry(head.to_string()).or_insert_with(|| FValue::from(Dict::new()));
             if let FValue::Dict(_, inner) = entry {
                 insert_path(inner, rest, value);
             }
@@ -329,9 +201,9 @@ mod tests {
     #[test]
     fn reads_tinytroupe_file() {
         let p = IniProvider::parse(Path::new("config.ini"), TINYTROUPE).unwrap();
-        let cfg: crate::config::SimulationConfig = figment::Figment::from(
-            figment::providers::Serialized::defaults(crate::config::SimulationConfig::default()),
-        )
+        let cfg: crate::config::SimulationConfig = figment::Figment::from(figment::providers::Serialized::defaults(
+            crate::config::SimulationConfig::default(),
+        ))
         .merge(p.clone())
         .extract()
         .unwrap();
@@ -346,8 +218,7 @@ mod tests {
 
     #[test]
     fn wrong_type_names_line_and_key() {
-        let e =
-            IniProvider::parse(Path::new("c.ini"), "[openai]\n\ntemperature = warm\n").unwrap_err();
+        let e = IniProvider::parse(Path::new("c.ini"), "[openai]\n\ntemperature = warm\n").unwrap_err();
         let s = e.to_string();
         assert!(s.contains("c.ini:3") && s.contains("temperature"), "{s}");
     }

@@ -57,10 +57,7 @@ mod tests {
     #[test]
     fn never_shows() {
         let s = SecretString::new("sk-canary-123");
-        assert_eq!(
-            format!("{s:?} {s} {s:#?}"),
-            "[redacted] [redacted] [redacted]"
-        );
+        assert_eq!(format!("{s:?} {s} {s:#?}"), "[redacted] [redacted] [redacted]");
         assert_eq!(serde_json::to_string(&s).unwrap(), "\"[redacted]\"");
         assert_eq!(s.expose(), "sk-canary-123");
     }

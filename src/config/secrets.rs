@@ -34,11 +34,7 @@ pub const SECRETS_FILE: &str = ".troupe/secrets.toml";
 
 /// Looks for the key in the documented order. `env_var` is `OPENAI_API_KEY` or
 /// `AZURE_OPENAI_API_KEY`.
-pub fn resolve_api_key(
-    cfg: &SimulationConfig,
-    secrets_file: &Path,
-    env_var: &'static str,
-) -> ApiKey {
+pub fn resolve_api_key(cfg: &SimulationConfig, secrets_file: &Path, env_var: &'static str) -> ApiKey {
     let mut warnings = Vec::new();
     if let Ok(text) = std::fs::read_to_string(secrets_file) {
         #[derive(serde::Deserialize)]
@@ -54,53 +50,34 @@ pub fn resolve_api_key(
                         secrets_file.display()
                     ));
                 }
-                return ApiKey {
-                    key: Some(k),
-                    source: KeySource::SecretsFile(secrets_file.to_path_buf()),
-                    warnings,
-                };
+                return ApiKey { key: Some(k), source: KeySource::SecretsFile(secrets_file.to_path_buf()), warnings };
             }
             Ok(_) => {}
             // The parse error could quote the key's line, so only the position is reported.
             Err(e) => warnings.push(format!(
                 "{}: not valid TOML ({}); expected api_key = \"...\"",
                 secrets_file.display(),
-                e.span()
-                    .map(|s| format!("at byte {}", s.start))
-                    .unwrap_or_default()
+                e.span().map(|s| format!("at byte {}", s.start)).unwrap_or_default()
             )),
         }
     }
     if let Ok(k) = std::env::var(env_var)
         && !k.trim().is_empty()
     {
-        return ApiKey {
-            key: Some(SecretString::new(k)),
-            source: KeySource::Env(env_var),
-            warnings,
-        };
+        return ApiKey { key: Some(SecretString::new(k)), source: KeySource::Env(env_var), warnings };
     }
     if let Some(k) = cfg.llm.api_key.clone().filter(|k| !k.is_empty()) {
-        warnings.push("the API key is in the config file, the least safe place; move it to .troupe/secrets.toml".into());
-        return ApiKey {
-            key: Some(k),
-            source: KeySource::Config,
-            warnings,
-        };
+        warnings
+            .push("the API key is in the config file, the least safe place; move it to .troupe/secrets.toml".into());
+        return ApiKey { key: Some(k), source: KeySource::Config, warnings };
     }
-    ApiKey {
-        key: None,
-        source: KeySource::Missing,
-        warnings,
-    }
+    ApiKey { key: None, source: KeySource::Missing, warnings }
 }
 
 #[cfg(unix)]
 fn readable_by_others(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p)
-        .map(|m| m.permissions().mode() & 0o077 != 0)
-        .unwrap_or(false)
+    std::fs::metadata(p).map(|m| m.permissions().mode() & 0o077 != 0).unwrap_or(false)
 }
 
 #[cfg(not(unix))]
@@ -132,11 +109,7 @@ mod tests {
     fn config_key_is_last_and_warned() {
         let mut c = SimulationConfig::default();
         c.llm.api_key = Some(SecretString::new("sk-cfg"));
-        let k = resolve_api_key(
-            &c,
-            Path::new("/nonexistent/secrets.toml"),
-            "TROUPE_TEST_NO_SUCH_VAR",
-        );
+        let k = resolve_api_key(&c, Path::new("/nonexistent/secrets.toml"), "TROUPE_TEST_NO_SUCH_VAR");
         assert_eq!(k.source, KeySource::Config);
         assert!(!k.warnings.is_empty());
     }

@@ -26,11 +26,83 @@ pub struct SimulationConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
-    /// The best available provider; in this version, the simulated one.
+    /// An OpenAI-compatible provider when a key or base_url is configured, else the simulated
+    /// one (with a notice).
     #[default]
     Auto,
     /// The built-in simulated provider (synthetic text, offline, deterministic).
     Simulated,
+    /// OpenAI or any server speaking its chat-completions protocol (Ollama, vLLM, llama.cpp,
+    /// LiteLLM).
+    #[serde(rename = "openai")]
+    OpenAi,
+    /// Azure OpenAI.
+    Azure,
+}
+
+/// One model or a chain of models, written as a string or a list.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ModelChain(pub Vec<String>);
+
+impl From<&str> for ModelChain {
+    fn from(s: &str) -> Self {
+        ModelChain(if s.trim().is_empty() { Vec::new() } else { vec![s.to_string()] })
+    }
+}
+
+impl From<String> for ModelChain {
+    fn from(s: String) -> Self {
+        ModelChain::from(s.as_str())
+    }
+}
+
+impl PartialEq<&str> for ModelChain {
+    fn eq(&self, other: &&str) -> bool {
+        matches!(self.0.as_slice(), [one] if one == other)
+    }
+}
+
+impl Serialize for ModelChain {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => s.serialize_str(one),
+            many => many.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelChain {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(match OneOrMany::deserialize(d)? {
+            OneOrMany::One(s) if s.trim().is_empty() => ModelChain(Vec::new()),
+            OneOrMany::One(s) => ModelChain(vec![s]),
+            OneOrMany::Many(v) => ModelChain(v.into_iter().filter(|m| !m.trim().is_empty()).collect()),
+        })
+    }
+}
+
+/// One server of a pool (several base URLs and/or keys for one provider).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// Base URL, e.g. `http://10.0.0.5:8000/v1`.
+    pub base_url: String,
+    /// Name of the environment variable holding this endpoint's key (keys are not written in
+    /// config files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// Requests per minute for this endpoint (defaults to `llm.requests_per_minute`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u32>,
+    /// Tokens per minute for this endpoint (defaults to `llm.tokens_per_minute`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u32>,
 }
 
 /// `[llm]`
@@ -41,8 +113,8 @@ pub struct LlmConfig {
     pub provider: ProviderKind,
     /// Model name.
     pub model: String,
-    /// Model used when the primary keeps failing.
-    pub fallback_model: String,
+    /// Model(s) used, in order, when the primary keeps failing: a name or a list.
+    pub fallback_model: ModelChain,
     /// Sampling temperature (0.0..=2.0).
     pub temperature: f64,
     /// Nucleus sampling.
@@ -59,6 +131,27 @@ pub struct LlmConfig {
     /// OpenAI organisation header.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub organization: Option<String>,
+    /// OpenAI project header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// Stream completions (server-sent events).
+    pub stream: bool,
+    /// Ask personas for a JSON action (`{"action": "speak", "to": null, "text": "..."}`) and
+    /// send `response_format` to servers that support it.
+    pub json_actions: bool,
+    /// Send a per-persona sampling seed (some servers ignore it; none should reject it).
+    pub send_seed: bool,
+    /// Stop sequences.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
+    /// A pool of servers or keys for this provider; requests are balanced across them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<EndpointConfig>,
+    /// Stop the run gracefully before spending more than this (USD, from `pricing_file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
+    /// Prices per million tokens, by model.
+    pub pricing_file: PathBuf,
     /// Azure OpenAI endpoint.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub azure_endpoint: Option<String>,
@@ -82,13 +175,21 @@ impl Default for LlmConfig {
         LlmConfig {
             provider: ProviderKind::Auto,
             model: "gpt-4o-mini".into(),
-            fallback_model: "gpt-3.5-turbo".into(),
+            fallback_model: ModelChain(vec!["gpt-3.5-turbo".into()]),
             temperature: 0.7,
             top_p: None,
             max_tokens: 512,
             base_url: None,
             api_key: None,
             organization: None,
+            project: None,
+            stream: false,
+            json_actions: false,
+            send_seed: true,
+            stop: Vec::new(),
+            endpoints: Vec::new(),
+            max_cost_usd: None,
+            pricing_file: PathBuf::from("config/pricing.toml"),
             azure_endpoint: None,
             azure_deployment: None,
             azure_api_version: "2024-10-21".into(),
@@ -143,43 +244,22 @@ pub struct LatencyModel {
 
 impl Default for LatencyModel {
     fn default() -> Self {
-        LatencyModel {
-            kind: LatencyKind::Fixed,
-            ms: 0.0,
-            min_ms: 0.0,
-            max_ms: 0.0,
-            p50_ms: 100.0,
-            p99_ms: 1000.0,
-        }
+        LatencyModel { kind: LatencyKind::Fixed, ms: 0.0, min_ms: 0.0, max_ms: 0.0, p50_ms: 100.0, p99_ms: 1000.0 }
     }
 }
 
 impl LatencyModel {
     /// A fixed latency.
     pub fn fixed(ms: f64) -> Self {
-        LatencyModel {
-            kind: LatencyKind::Fixed,
-            ms,
-            ..Default::default()
-        }
+        LatencyModel { kind: LatencyKind::Fixed, ms, ..Default::default() }
     }
     /// A uniform latency.
     pub fn uniform(min_ms: f64, max_ms: f64) -> Self {
-        LatencyModel {
-            kind: LatencyKind::Uniform,
-            min_ms,
-            max_ms,
-            ..Default::default()
-        }
+        LatencyModel { kind: LatencyKind::Uniform, min_ms, max_ms, ..Default::default() }
     }
     /// A log-normal latency.
     pub fn log_normal(p50_ms: f64, p99_ms: f64) -> Self {
-        LatencyModel {
-            kind: LatencyKind::LogNormal,
-            p50_ms,
-            p99_ms,
-            ..Default::default()
-        }
+        LatencyModel { kind: LatencyKind::LogNormal, p50_ms, p99_ms, ..Default::default() }
     }
 }
 
@@ -272,11 +352,7 @@ impl Default for SimulationSettings {
 impl SimulationSettings {
     /// The policy in force.
     pub fn policy(&self) -> TurnPolicy {
-        self.turn_policy.unwrap_or(if self.parallel_execution {
-            TurnPolicy::Parallel
-        } else {
-            TurnPolicy::RoundRobin
-        })
+        self.turn_policy.unwrap_or(if self.parallel_execution { TurnPolicy::Parallel } else { TurnPolicy::RoundRobin })
     }
 }
 
@@ -383,10 +459,6 @@ pub struct OutputConfig {
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        OutputConfig {
-            output_dir: PathBuf::from("outputs"),
-            auto_analysis: true,
-            save_visualizations: true,
-        }
+        OutputConfig { output_dir: PathBuf::from("outputs"), auto_analysis: true, save_visualizations: true }
     }
 }

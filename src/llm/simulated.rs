@@ -16,8 +16,7 @@ use dashmap::DashMap;
 
 use super::tokens::count_tokens;
 use super::{
-    BoxFuture, CallContext, ChatRequest, ChatResponse, ErrorKind, FinishReason, LlmError, Provider,
-    Role, Usage,
+    BoxFuture, CallContext, ChatRequest, ChatResponse, ErrorKind, FinishReason, LlmError, Provider, Role, Usage,
 };
 use crate::config::{FaultProfile, LatencyKind, LatencyModel, SimulatedConfig};
 use crate::rng::{SplitMix64, hash_bytes, mix};
@@ -63,11 +62,7 @@ pub enum Fault {
 impl SimulatedProvider {
     /// A provider with this latency and fault profile.
     pub fn new(cfg: SimulatedConfig) -> Self {
-        SimulatedProvider {
-            cfg,
-            profiles: DashMap::new(),
-            vocabularies: DashMap::new(),
-        }
+        SimulatedProvider { cfg, profiles: DashMap::new(), vocabularies: DashMap::new() }
     }
 
     /// The fault drawn for an attempt (pure; exposed for tests).
@@ -118,19 +113,8 @@ impl SimulatedProvider {
 
     /// Writes the reply for a request (pure given the seed).
     pub fn compose(&self, req: &ChatRequest, seed: u64) -> String {
-        let system = req
-            .messages
-            .iter()
-            .find(|m| m.role == Role::System)
-            .map(|m| &*m.content)
-            .unwrap_or("");
-        let user = req
-            .messages
-            .iter()
-            .rev()
-            .find(|m| m.role == Role::User)
-            .map(|m| &*m.content)
-            .unwrap_or("");
+        let system = req.messages.iter().find(|m| m.role == Role::System).map(|m| &*m.content).unwrap_or("");
+        let user = req.messages.iter().rev().find(|m| m.role == Role::User).map(|m| &*m.content).unwrap_or("");
         let profile = self.profile(system);
         let mut rng = SplitMix64::new(seed);
         if req.meta.purpose == "summary" {
@@ -138,10 +122,7 @@ impl SimulatedProvider {
         }
         let conv = parse_conversation(user);
         let topic = conv.topic.unwrap_or("the question in front of us");
-        let key = mix(&[
-            hash_bytes(topic.as_bytes()),
-            hash_bytes(conv.context.as_bytes()),
-        ]);
+        let key = mix(&[hash_bytes(topic.as_bytes()), hash_bytes(conv.context.as_bytes())]);
         let vocabulary = match self.vocabularies.get(&key) {
             Some(v) => v.clone(),
             None => {
@@ -163,11 +144,7 @@ impl Provider for SimulatedProvider {
         true
     }
 
-    fn chat(
-        &self,
-        req: Arc<ChatRequest>,
-        ctx: CallContext,
-    ) -> BoxFuture<Result<ChatResponse, LlmError>> {
+    fn chat(&self, req: Arc<ChatRequest>, ctx: CallContext) -> BoxFuture<Result<ChatResponse, LlmError>> {
         let fp = req.fingerprint();
         let mut attempt_rng = SplitMix64::new(mix(&[ctx.run_seed, fp, ctx.attempt as u64, 0xfa17]));
         let fault = Self::draw_fault(&self.cfg.faults, &mut attempt_rng);
@@ -187,20 +164,15 @@ impl Provider for SimulatedProvider {
             match fault {
                 Fault::RateLimited => {
                     wait(latency / 10).await;
-                    return Err(LlmError::new(
-                        ErrorKind::RateLimited,
-                        "simulated 429 Too Many Requests",
-                    )
-                    .with_status(429)
-                    .with_retry_after(retry_after));
+                    return Err(LlmError::new(ErrorKind::RateLimited, "simulated 429 Too Many Requests")
+                        .with_status(429)
+                        .with_retry_after(retry_after));
                 }
                 Fault::Server => {
                     wait(latency / 2).await;
-                    return Err(LlmError::new(
-                        ErrorKind::Server,
-                        "simulated 500 Internal Server Error",
-                    )
-                    .with_status(500));
+                    return Err(
+                        LlmError::new(ErrorKind::Server, "simulated 500 Internal Server Error").with_status(500)
+                    );
                 }
                 Fault::Timeout => std::future::pending::<()>().await,
                 Fault::Malformed => {
@@ -218,16 +190,9 @@ impl Provider for SimulatedProvider {
             if let Some(max) = req.max_tokens {
                 finish_reason = truncate_to_tokens(&mut text, max as u64);
             }
-            let usage = Usage {
-                prompt_tokens: super::tokens::prompt_tokens(&req),
-                completion_tokens: count_tokens(&text),
-            };
-            Ok(ChatResponse {
-                text,
-                usage,
-                model: req.model.clone(),
-                finish_reason,
-            })
+            let usage =
+                Usage { prompt_tokens: super::tokens::prompt_tokens(&req), completion_tokens: count_tokens(&text) };
+            Ok(ChatResponse { text, usage, model: req.model.clone(), finish_reason })
         })
     }
 }
@@ -239,11 +204,7 @@ fn truncate_to_tokens(text: &mut String, max: u64) -> FinishReason {
     let words: Vec<&str> = text.split(' ').collect();
     let mut out = String::new();
     for w in words {
-        let candidate = if out.is_empty() {
-            w.to_string()
-        } else {
-            format!("{out} {w}")
-        };
+        let candidate = if out.is_empty() { w.to_string() } else { format!("{out} {w}") };
         if count_tokens(&candidate) > max {
             break;
         }
@@ -272,9 +233,7 @@ const TRAIT_LEAN: &[(&str, i32)] = &[
 fn parse_profile(system: &str) -> Profile {
     let mut p = Profile::default();
     for line in system.lines() {
-        let line = line
-            .trim_start_matches(['-', ' ', '*', '#'])
-            .replace("**", "");
+        let line = line.trim_start_matches(['-', ' ', '*', '#']).replace("**", "");
         if let Some(rest) = line.strip_prefix("You are ") {
             if let Some((name, role)) = rest.split_once(", ") {
                 p.name = name.to_string();
@@ -287,11 +246,7 @@ fn parse_profile(system: &str) -> Profile {
         }
     }
     let all = p.traits.join(" ").to_lowercase();
-    p.lean = TRAIT_LEAN
-        .iter()
-        .filter(|(k, _)| all.contains(k))
-        .map(|(_, v)| v)
-        .sum();
+    p.lean = TRAIT_LEAN.iter().filter(|(k, _)| all.contains(k)).map(|(_, v)| v).sum();
     p
 }
 
@@ -330,11 +285,7 @@ fn parse_conversation(user: &str) -> Conversation<'_> {
             heard.push(Heard { speaker, text });
         }
     }
-    Conversation {
-        topic,
-        context,
-        heard,
-    }
+    Conversation { topic, context, heard }
 }
 
 const STOP: &[&str] = &[
@@ -436,10 +387,8 @@ const STOP: &[&str] = &[
 ];
 
 fn is_stop(w: &str) -> bool {
-    static SET: std::sync::OnceLock<std::collections::HashSet<&'static str>> =
-        std::sync::OnceLock::new();
-    SET.get_or_init(|| STOP.iter().copied().collect())
-        .contains(w)
+    static SET: std::sync::OnceLock<std::collections::HashSet<&'static str>> = std::sync::OnceLock::new();
+    SET.get_or_init(|| STOP.iter().copied().collect()).contains(w)
 }
 
 /// Content words (5+ letters, not in the stop list), lower-cased, in order, without repeats.
@@ -448,11 +397,7 @@ fn keywords(text: &str) -> Vec<String> {
     for w in text.split(|c: char| !c.is_alphanumeric() && c != '-') {
         let w = w.trim_matches('-');
         let lw = w.to_lowercase();
-        if lw.chars().count() >= 5
-            && lw.chars().any(char::is_alphabetic)
-            && !is_stop(&lw)
-            && !out.contains(&lw)
-        {
+        if lw.chars().count() >= 5 && lw.chars().any(char::is_alphabetic) && !is_stop(&lw) && !out.contains(&lw) {
             out.push(lw);
         }
     }
@@ -461,22 +406,15 @@ fn keywords(text: &str) -> Vec<String> {
 
 /// Keywords, with a hyphenated word joined to the short word after it ("four-day week").
 fn phrases(text: &str) -> Vec<String> {
-    let words: Vec<&str> = text
-        .split_whitespace()
-        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric() && c != '-'))
-        .collect();
+    let words: Vec<&str> =
+        text.split_whitespace().map(|w| w.trim_matches(|c: char| !c.is_alphanumeric() && c != '-')).collect();
     let mut out: Vec<String> = Vec::new();
     let mut i = 0;
     while i < words.len() {
         let w = words[i].to_lowercase();
         let next = words.get(i + 1).map(|n| n.to_lowercase());
         let phrase = match next {
-            Some(n)
-                if w.contains('-')
-                    && n.len() <= 8
-                    && n.chars().all(char::is_alphabetic)
-                    && !is_stop(&n) =>
-            {
+            Some(n) if w.contains('-') && n.len() <= 8 && n.chars().all(char::is_alphabetic) && !is_stop(&n) => {
                 i += 1;
                 Some(format!("{w} {n}"))
             }
@@ -495,8 +433,8 @@ fn phrases(text: &str) -> Vec<String> {
 /// A rough noun test for context words: common noun endings or a hyphenated term.
 fn nounish(w: &str) -> bool {
     const ENDINGS: &[&str] = &[
-        "tion", "sion", "ment", "ness", "ity", "ance", "ence", "ship", "age", "ure", "ics", "ism",
-        "ist", "ets", "cost", "costs", "work", "load", "rate", "time", "plan",
+        "tion", "sion", "ment", "ness", "ity", "ance", "ence", "ship", "age", "ure", "ics", "ism", "ist", "ets",
+        "cost", "costs", "work", "load", "rate", "time", "plan",
     ];
     w.contains(' ') || w.contains('-') || ENDINGS.iter().any(|e| w.ends_with(e))
 }
@@ -528,32 +466,14 @@ fn vocabulary(topic: &str, context: &str) -> Vec<String> {
     domain
 }
 
-fn compose_reply(
-    p: &Profile,
-    conv: &Conversation<'_>,
-    domain: &[String],
-    rng: &mut SplitMix64,
-) -> String {
-    let others: Vec<&Heard<'_>> = conv
-        .heard
-        .iter()
-        .filter(|h| h.speaker != p.name && h.speaker != "Moderator")
-        .collect();
+fn compose_reply(p: &Profile, conv: &Conversation<'_>, domain: &[String], rng: &mut SplitMix64) -> String {
+    let others: Vec<&Heard<'_>> =
+        conv.heard.iter().filter(|h| h.speaker != p.name && h.speaker != "Moderator").collect();
     let last = others.last();
     // Replies stay on topic: from the last message only words of the vocabulary are picked up.
-    let echoed: Vec<String> = last
-        .map(|h| {
-            phrases(h.text)
-                .into_iter()
-                .filter(|k| domain.contains(k))
-                .collect()
-        })
-        .unwrap_or_default();
-    let kw = if echoed.is_empty() {
-        rng.pick(domain).clone()
-    } else {
-        rng.pick(&echoed).clone()
-    };
+    let echoed: Vec<String> =
+        last.map(|h| phrases(h.text).into_iter().filter(|k| domain.contains(k)).collect()).unwrap_or_default();
+    let kw = if echoed.is_empty() { rng.pick(domain).clone() } else { rng.pick(&echoed).clone() };
     let kw2 = rng.pick(domain).clone();
     let roll = rng.next_f64();
     if !others.is_empty() && roll < 0.02 {
@@ -570,9 +490,7 @@ fn compose_reply(
                 match rng.below(3) {
                     0 => format!("{who}, I agree with you on {kw}."),
                     1 => format!("That's a fair point about {kw}, {who}."),
-                    _ => format!(
-                        "Building on what {who} said about {kw}: yes, and we can go further."
-                    ),
+                    _ => format!("Building on what {who} said about {kw}: yes, and we can go further."),
                 }
             } else if r < 0.85 {
                 match rng.below(3) {
@@ -599,10 +517,7 @@ fn compose_reply(
         };
         parts.push(match rng.below(3) {
             0 => format!("As a {}, my priority here is to {goal}.", p.role),
-            1 => format!(
-                "From where I sit as a {}, what matters is that we {goal}.",
-                p.role
-            ),
+            1 => format!("From where I sit as a {}, what matters is that we {goal}.", p.role),
             _ => format!("Speaking as a {}, I'd want us to {goal}.", p.role),
         });
     }
@@ -679,21 +594,9 @@ fn summarize(user: &str, rng: &mut SplitMix64) -> String {
     let Conversation { topic, heard, .. } = parse_conversation(user);
     let mut speakers: Vec<&str> = heard.iter().map(|h| h.speaker).collect();
     speakers.dedup();
-    let kws: Vec<String> = heard
-        .iter()
-        .flat_map(|h| keywords(h.text))
-        .take(12)
-        .collect();
-    let focus = if kws.is_empty() {
-        "the topic".to_string()
-    } else {
-        rng.pick(&kws).clone()
-    };
-    format!(
-        "So far {} people discussed {}; the main thread was {focus}.",
-        speakers.len(),
-        topic.unwrap_or("the topic")
-    )
+    let kws: Vec<String> = heard.iter().flat_map(|h| keywords(h.text)).take(12).collect();
+    let focus = if kws.is_empty() { "the topic".to_string() } else { rng.pick(&kws).clone() };
+    format!("So far {} people discussed {}; the main thread was {focus}.", speakers.len(), topic.unwrap_or("the topic"))
 }
 
 #[cfg(test)]
@@ -736,17 +639,10 @@ mod tests {
 
     #[test]
     fn fault_rates_follow_the_profile() {
-        let f = FaultProfile {
-            rate_limited: 0.2,
-            server_error: 0.05,
-            timeout: 0.02,
-            ..FaultProfile::default()
-        };
+        let f = FaultProfile { rate_limited: 0.2, server_error: 0.05, timeout: 0.02, ..FaultProfile::default() };
         let mut rng = SplitMix64::new(1);
         let n = 20_000;
-        let rl = (0..n)
-            .filter(|_| SimulatedProvider::draw_fault(&f, &mut rng) == Fault::RateLimited)
-            .count();
+        let rl = (0..n).filter(|_| SimulatedProvider::draw_fault(&f, &mut rng) == Fault::RateLimited).count();
         assert!((rl as f64 / n as f64 - 0.2).abs() < 0.02, "{rl}");
     }
 
@@ -754,9 +650,8 @@ mod tests {
     fn lognormal_percentiles() {
         let m = LatencyModel::log_normal(100.0, 1000.0);
         let mut rng = SplitMix64::new(3);
-        let mut v: Vec<f64> = (0..20_000)
-            .map(|_| SimulatedProvider::draw_latency(&m, &mut rng).as_secs_f64() * 1e3)
-            .collect();
+        let mut v: Vec<f64> =
+            (0..20_000).map(|_| SimulatedProvider::draw_latency(&m, &mut rng).as_secs_f64() * 1e3).collect();
         v.sort_by(f64::total_cmp);
         assert!((v[10_000] - 100.0).abs() < 10.0, "p50 {}", v[10_000]);
         assert!((v[19_800] - 1000.0).abs() < 200.0, "p99 {}", v[19_800]);

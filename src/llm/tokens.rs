@@ -39,11 +39,7 @@ pub fn count_tokens(text: &str) -> u64 {
 
 /// Tokens of a chat request: the messages plus a small per-message overhead, as OpenAI counts.
 pub fn count_request(req: &super::ChatRequest) -> u64 {
-    req.messages
-        .iter()
-        .map(|m| count_tokens(&m.content) + MESSAGE_OVERHEAD)
-        .sum::<u64>()
-        + REQUEST_OVERHEAD
+    req.messages.iter().map(|m| count_tokens(&m.content) + MESSAGE_OVERHEAD).sum::<u64>() + REQUEST_OVERHEAD
 }
 
 /// Tokens added per chat message.
@@ -53,11 +49,7 @@ pub const REQUEST_OVERHEAD: u64 = 3;
 
 /// `count_request`, reusing the count recorded when the prompt was written when there is one.
 pub fn prompt_tokens(req: &super::ChatRequest) -> u64 {
-    if req.meta.prompt_tokens > 0 {
-        req.meta.prompt_tokens
-    } else {
-        count_request(req)
-    }
+    if req.meta.prompt_tokens > 0 { req.meta.prompt_tokens } else { count_request(req) }
 }
 
 #[cfg(test)]

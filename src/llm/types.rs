@@ -30,10 +30,7 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message.
     pub fn new(role: Role, content: impl Into<Arc<str>>) -> Self {
-        ChatMessage {
-            role,
-            content: content.into(),
-        }
+        ChatMessage { role, content: content.into() }
     }
 }
 
@@ -86,21 +83,11 @@ impl ChatRequest {
     pub fn fingerprint(&self) -> u64 {
         let mut h = crate::rng::hash_bytes(self.model.as_bytes());
         for m in &self.messages {
-            h = crate::rng::mix(&[
-                h,
-                m.role as u64,
-                crate::rng::hash_bytes(m.content.as_bytes()),
-            ]);
+            h = crate::rng::mix(&[h, m.role as u64, crate::rng::hash_bytes(m.content.as_bytes())]);
         }
         let t = self.temperature.map_or(u64::MAX, f64::to_bits);
         let p = self.top_p.map_or(u64::MAX, f64::to_bits);
-        crate::rng::mix(&[
-            h,
-            t,
-            p,
-            self.max_tokens.unwrap_or(0) as u64,
-            self.seed.unwrap_or(0),
-        ])
+        crate::rng::mix(&[h, t, p, self.max_tokens.unwrap_or(0) as u64, self.seed.unwrap_or(0)])
     }
 }
 

@@ -81,9 +81,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
 }
 
 fn duplicate_key<E: de::Error>(key: &str) -> E {
-    E::custom(format_args!(
-        "duplicate key `{key}` in the same object; keep only one of them"
-    ))
+    E::custom(format_args!("duplicate key `{key}` in the same object; keep only one of them"))
 }
 
 /// Checks JSON text as `parse_strict` does (same errors, same positions) without building a
@@ -139,11 +137,7 @@ impl<'de> Visitor<'de> for StrictCheck {
         let mut keys: Vec<Cow<'de, str>> = Vec::new();
         let mut many: HashSet<Cow<'de, str>> = HashSet::new();
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            let seen = if keys.len() < LINEAR_KEYS {
-                keys.contains(&key)
-            } else {
-                many.contains(&key)
-            };
+            let seen = if keys.len() < LINEAR_KEYS { keys.contains(&key) } else { many.contains(&key) };
             if seen {
                 return Err(duplicate_key(&key));
             }
@@ -214,10 +208,7 @@ impl PositionIndex {
     pub fn build(text: &[u8]) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(memchr_all(b'\n', text).map(|i| i + 1));
-        let mut idx = PositionIndex {
-            starts: HashMap::new(),
-            line_starts,
-        };
+        let mut idx = PositionIndex { starts: HashMap::new(), line_starts };
         let mut sc = Scanner { s: text, i: 0 };
         sc.ws();
         idx.value(&mut sc, String::new(), 0);
@@ -240,10 +231,7 @@ impl PositionIndex {
 
     fn line_col(&self, off: usize) -> LineCol {
         let line = self.line_starts.partition_point(|&s| s <= off);
-        LineCol {
-            line,
-            col: off - self.line_starts[line - 1] + 1,
-        }
+        LineCol { line, col: off - self.line_starts[line - 1] + 1 }
     }
 
     fn value(&mut self, sc: &mut Scanner<'_>, path: String, depth: usize) {
@@ -309,10 +297,7 @@ impl PositionIndex {
 }
 
 fn memchr_all(needle: u8, hay: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    hay.iter()
-        .enumerate()
-        .filter(move |(_, b)| **b == needle)
-        .map(|(i, _)| i)
+    hay.iter().enumerate().filter(move |(_, b)| **b == needle).map(|(i, _)| i)
 }
 
 struct Scanner<'a> {
@@ -334,10 +319,7 @@ impl Scanner<'_> {
         let start = self.i;
         self.skip_string();
         // On text that is not JSON the scan can stop past the end.
-        let raw = self
-            .s
-            .get(start..self.i.min(self.s.len()))
-            .unwrap_or_default();
+        let raw = self.s.get(start..self.i.min(self.s.len())).unwrap_or_default();
         serde_json::from_slice::<String>(raw).unwrap_or_default()
     }
     fn skip_string(&mut self) {
@@ -405,10 +387,7 @@ mod tests {
         let text = b"[\n {\"id\": \"a\",\n  \"personality\": {\"traits\": [\"x\", \"y\"]}},\n {\"id\": \"b\"}\n]";
         let idx = PositionIndex::build(text);
         assert_eq!(idx.locate("/0/id"), Some(LineCol { line: 2, col: 9 }));
-        assert_eq!(
-            idx.locate("/0/personality/traits/1"),
-            Some(LineCol { line: 3, col: 35 })
-        );
+        assert_eq!(idx.locate("/0/personality/traits/1"), Some(LineCol { line: 3, col: 35 }));
         assert_eq!(idx.locate("/1"), Some(LineCol { line: 4, col: 2 }));
         // Missing fields fall back to the nearest ancestor.
         assert_eq!(idx.locate("/1/role"), Some(LineCol { line: 4, col: 2 }));

@@ -35,9 +35,7 @@ pub struct SourceFile {
 impl SourceFile {
     /// The `line:col` of the value at `pointer`, or of its nearest ancestor.
     pub fn locate(&self, pointer: &str) -> Option<LineCol> {
-        self.positions
-            .get_or_init(|| PositionIndex::build(&self.text))
-            .locate(pointer)
+        self.positions.get_or_init(|| PositionIndex::build(&self.text)).locate(pointer)
     }
 }
 
@@ -88,21 +86,13 @@ impl PersonaDatabase {
 
     /// Adds a file or folder to this database.
     pub fn add_source(&mut self, path: &Path) -> Result<(), PersonaError> {
-        let meta = std::fs::metadata(path).map_err(|e| PersonaError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        let meta = std::fs::metadata(path).map_err(|e| PersonaError::Io { path: path.to_path_buf(), source: e })?;
         if meta.is_dir() {
             let mut files = Vec::new();
-            walk_json(path, &mut files).map_err(|e| PersonaError::Io {
-                path: path.to_path_buf(),
-                source: e,
-            })?;
+            walk_json(path, &mut files).map_err(|e| PersonaError::Io { path: path.to_path_buf(), source: e })?;
             files.sort();
             if files.is_empty() {
-                return Err(PersonaError::EmptyFolder {
-                    path: path.to_path_buf(),
-                });
+                return Err(PersonaError::EmptyFolder { path: path.to_path_buf() });
             }
             for f in files {
                 self.add_file(&f)?;
@@ -114,17 +104,11 @@ impl PersonaDatabase {
     }
 
     fn add_file(&mut self, path: &Path) -> Result<(), PersonaError> {
-        let text = std::fs::read(path).map_err(|e| PersonaError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        let text = std::fs::read(path).map_err(|e| PersonaError::Io { path: path.to_path_buf(), source: e })?;
         check_json_file(path, &text)?;
         let file = self.files.len();
         if let Some(personas) = native_array(&text) {
-            self.locations.extend((0..personas.len()).map(|i| Location {
-                file,
-                pointer: format!("/{i}"),
-            }));
+            self.locations.extend((0..personas.len()).map(|i| Location { file, pointer: format!("/{i}") }));
             self.personas.extend(personas);
             self.files.push(SourceFile {
                 path: path.to_path_buf(),
@@ -141,18 +125,10 @@ impl PersonaDatabase {
             Value::Object(o) if tinytroupe::is_fragment(o) => Layout::Fragment,
             Value::Object(_) => Layout::Single,
             _ => {
-                return Err(PersonaError::Shape {
-                    path: path.to_path_buf(),
-                    found: json_kind(&value),
-                });
+                return Err(PersonaError::Shape { path: path.to_path_buf(), found: json_kind(&value) });
             }
         };
-        self.files.push(SourceFile {
-            path: path.to_path_buf(),
-            layout,
-            text,
-            positions: OnceLock::new(),
-        });
+        self.files.push(SourceFile { path: path.to_path_buf(), layout, text, positions: OnceLock::new() });
         match (layout, value) {
             (Layout::Array, Value::Array(items)) => self.add_items(file, "", items),
             (Layout::Wrapped, Value::Object(mut o)) => {
@@ -189,11 +165,7 @@ impl PersonaDatabase {
                 self.locations.push(Location { file, pointer });
             }
             Err((field, msg)) => {
-                let at = if field.is_empty() {
-                    pointer.clone()
-                } else {
-                    format!("{pointer}/{field}")
-                };
+                let at = if field.is_empty() { pointer.clone() } else { format!("{pointer}/{field}") };
                 let f = &self.files[file];
                 self.load_findings.push(Finding {
                     severity: Severity::Error,
@@ -202,8 +174,7 @@ impl PersonaDatabase {
                     field: field.replace('/', "."),
                     position: f.locate(&at),
                     message: msg,
-                    hint: "give the field the type the persona schema expects (see README, \"Personas\")"
-                        .into(),
+                    hint: "give the field the type the persona schema expects (see README, \"Personas\")".into(),
                 });
             }
         }
@@ -213,10 +184,7 @@ impl PersonaDatabase {
     pub fn describe_location(&self, i: usize, field_pointer: &str) -> (PathBuf, Option<LineCol>) {
         let loc = &self.locations[i];
         let f = &self.files[loc.file];
-        (
-            f.path.clone(),
-            f.locate(&format!("{}{}", loc.pointer, field_pointer)),
-        )
+        (f.path.clone(), f.locate(&format!("{}{}", loc.pointer, field_pointer)))
     }
 
     /// Indexes personas by lower-cased tag.
@@ -238,11 +206,7 @@ impl PersonaDatabase {
         let wanted: Vec<String> = tags.iter().map(|t| t.to_lowercase()).collect();
         self.personas
             .iter()
-            .filter(|p| {
-                p.tags
-                    .iter()
-                    .any(|t| wanted.iter().any(|w| t.eq_ignore_ascii_case(w)))
-            })
+            .filter(|p| p.tags.iter().any(|t| wanted.iter().any(|w| t.eq_ignore_ascii_case(w))))
             .collect()
     }
 
@@ -258,10 +222,7 @@ impl PersonaDatabase {
 }
 
 /// Loads the personas of `path` that carry any of `tags` (all of them when `tags` is empty).
-pub fn load_personas_by_tags(
-    path: &Path,
-    tags: &[String],
-) -> Result<Vec<PersonaSpec>, PersonaError> {
+pub fn load_personas_by_tags(path: &Path, tags: &[String]) -> Result<Vec<PersonaSpec>, PersonaError> {
     let db = PersonaDatabase::load(path)?;
     Ok(db.by_tags(tags).into_iter().cloned().collect())
 }
@@ -275,19 +236,12 @@ pub fn persona_from_value(value: Value) -> Result<PersonaSpec, (String, String)>
             let de = serde_path_to_error::deserialize(v);
             de.map_err(|e| {
                 let path = e.path().to_string();
-                let field = if path == "." {
-                    String::new()
-                } else {
-                    path.replace('.', "/")
-                };
+                let field = if path == "." { String::new() } else { path.replace('.', "/") };
                 (field, e.into_inner().to_string())
             })
             .map(|p: PersonaSpec| p)
         }
-        other => Err((
-            String::new(),
-            format!("expected a persona object, found {}", json_kind(&other)),
-        )),
+        other => Err((String::new(), format!("expected a persona object, found {}", json_kind(&other)))),
     }
 }
 
@@ -300,18 +254,14 @@ fn native_array(text: &[u8]) -> Option<Vec<PersonaSpec>> {
         return None;
     }
     let personas: Vec<PersonaSpec> = serde_json::from_slice(text).ok()?;
-    let native = |p: &PersonaSpec| {
-        p.kind != "Fragment" && !p.extra.get("persona").is_some_and(Value::is_object)
-    };
+    let native = |p: &PersonaSpec| p.kind != "Fragment" && !p.extra.get("persona").is_some_and(Value::is_object);
     personas.iter().all(native).then_some(personas)
 }
 
 /// Checks a JSON file strictly without building a value; errors as `parse_json_file` gives them.
 fn check_json_file(path: &Path, text: &[u8]) -> Result<(), PersonaError> {
     if text.iter().all(u8::is_ascii_whitespace) {
-        return Err(PersonaError::Empty {
-            path: path.to_path_buf(),
-        });
+        return Err(PersonaError::Empty { path: path.to_path_buf() });
     }
     super::json::check_strict(text).map_err(|e| json_error(path, &e))
 }
@@ -319,10 +269,7 @@ fn check_json_file(path: &Path, text: &[u8]) -> Result<(), PersonaError> {
 fn json_error(path: &Path, e: &serde_json::Error) -> PersonaError {
     PersonaError::Json {
         path: path.to_path_buf(),
-        at: LineCol {
-            line: e.line(),
-            col: e.column(),
-        },
+        at: LineCol { line: e.line(), col: e.column() },
         message: e.to_string(),
         hint: json_hint(e),
     }
@@ -331,9 +278,7 @@ fn json_error(path: &Path, e: &serde_json::Error) -> PersonaError {
 /// Parses a JSON file strictly, turning errors into `PersonaError::Json` with `line:col`.
 pub fn parse_json_file(path: &Path, text: &[u8]) -> Result<Value, PersonaError> {
     if text.iter().all(u8::is_ascii_whitespace) {
-        return Err(PersonaError::Empty {
-            path: path.to_path_buf(),
-        });
+        return Err(PersonaError::Empty { path: path.to_path_buf() });
     }
     parse_strict(text).map_err(|e| json_error(path, &e))
 }
@@ -355,9 +300,7 @@ fn json_hint(e: &serde_json::Error) -> String {
 
 /// A persona's id when it has one, else its index (`#3`) in the file.
 fn persona_label(v: &Value, pointer: &str) -> String {
-    let id = v
-        .get("id")
-        .or_else(|| v.get("persona").and_then(|p| p.get("name")));
+    let id = v.get("id").or_else(|| v.get("persona").and_then(|p| p.get("name")));
     match id.and_then(Value::as_str) {
         Some(id) => id.to_string(),
         None => match pointer.rsplit('/').next() {
@@ -368,18 +311,10 @@ fn persona_label(v: &Value, pointer: &str) -> String {
 }
 
 fn fragment_from(path: &Path, o: Map<String, Value>) -> Fragment {
-    let name = o
-        .get("id")
-        .or_else(|| o.get("name"))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .unwrap_or_else(|| {
-            let stem = path
-                .file_name()
-                .and_then(|s| s.to_str())
-                .unwrap_or("fragment");
-            stem.split('.').next().unwrap_or(stem).to_string()
-        });
+    let name = o.get("id").or_else(|| o.get("name")).and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| {
+        let stem = path.file_name().and_then(|s| s.to_str()).unwrap_or("fragment");
+        stem.split('.').next().unwrap_or(stem).to_string()
+    });
     let persona = match o.get("persona") {
         Some(Value::Object(p)) => p.clone(),
         _ => Map::new(),
@@ -429,10 +364,7 @@ pub fn apply_fragment(p: &PersonaSpec, fragment: &Fragment) -> Result<PersonaSpe
             if let Some(obj) = patch.as_object_mut()
                 && let Some(goals) = obj.remove("long_term_goals")
             {
-                let goals: Vec<Value> = tinytroupe::texts(&goals)
-                    .into_iter()
-                    .map(Value::String)
-                    .collect();
+                let goals: Vec<Value> = tinytroupe::texts(&goals).into_iter().map(Value::String).collect();
                 let extra = serde_json::json!({ "personality": { "goals": goals } });
                 tinytroupe::deep_merge(&mut value, &extra);
             }
@@ -442,11 +374,7 @@ pub fn apply_fragment(p: &PersonaSpec, fragment: &Fragment) -> Result<PersonaSpe
     persona_from_value(value).map_err(|(field, message)| PersonaError::Fragment {
         fragment: fragment.name.clone(),
         persona: p.id.clone(),
-        message: if field.is_empty() {
-            message
-        } else {
-            format!("{field}: {message}")
-        },
+        message: if field.is_empty() { message } else { format!("{field}: {message}") },
     })
 }
 
@@ -454,10 +382,7 @@ pub fn apply_fragment(p: &PersonaSpec, fragment: &Fragment) -> Result<PersonaSpe
 pub fn persona_from_json_str(text: &str) -> Result<PersonaSpec, PersonaError> {
     let v = parse_strict(text.as_bytes()).map_err(|e| PersonaError::Json {
         path: PathBuf::from("<inline>"),
-        at: LineCol {
-            line: e.line(),
-            col: e.column(),
-        },
+        at: LineCol { line: e.line(), col: e.column() },
         message: e.to_string(),
         hint: json_hint(&e),
     })?;

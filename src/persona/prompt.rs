@@ -16,16 +16,8 @@ use crate::memory::EpisodicMemory;
 /// Renders the persona's system prompt.
 pub fn system_prompt(p: &PersonaSpec) -> Arc<str> {
     let mut s = String::with_capacity(512);
-    let markdown = p
-        .prompting
-        .as_ref()
-        .is_some_and(|pr| pr.format == "markdown");
-    match p
-        .prompting
-        .as_ref()
-        .map(|pr| pr.role.trim())
-        .filter(|r| !r.is_empty())
-    {
+    let markdown = p.prompting.as_ref().is_some_and(|pr| pr.format == "markdown");
+    match p.prompting.as_ref().map(|pr| pr.role.trim()).filter(|r| !r.is_empty()) {
         Some(role) => {
             let _ = writeln!(s, "{role}");
         }
@@ -49,15 +41,12 @@ pub fn system_prompt(p: &PersonaSpec) -> Arc<str> {
     if !pers.style.is_empty() {
         let _ = writeln!(s, "{bullet}Style: {}", pers.style);
     }
-    let habits: Vec<String> = [
-        ("Communication", &pers.communication),
-        ("Decisions", &pers.decisions),
-        ("Approach", &pers.approach),
-    ]
-    .iter()
-    .filter(|(_, v)| !v.is_empty())
-    .map(|(k, v)| format!("{k}: {v}"))
-    .collect();
+    let habits: Vec<String> =
+        [("Communication", &pers.communication), ("Decisions", &pers.decisions), ("Approach", &pers.approach)]
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
     if !habits.is_empty() {
         let _ = writeln!(s, "{bullet}{}.", habits.join(". "));
     }
@@ -131,23 +120,12 @@ pub fn summary_request(
 
 fn capacity(memory: &EpisodicMemory) -> usize {
     let w = memory.window();
-    512 + w
-        .prefix
-        .iter()
-        .chain(w.recent)
-        .map(|e| e.text_len())
-        .sum::<usize>()
-        + w.summary.map_or(0, str::len)
+    512 + w.prefix.iter().chain(w.recent).map(|e| e.text_len()).sum::<usize>() + w.summary.map_or(0, str::len)
 }
 
 /// Writes the situation and memory window; returns their tokens (counted piecewise: every piece
 /// ends with a newline, so the pieces' counts add up to the count of the whole).
-fn render_situation(
-    u: &mut String,
-    memory: &EpisodicMemory,
-    world: &WorldFacts,
-    context: &str,
-) -> u64 {
+fn render_situation(u: &mut String, memory: &EpisodicMemory, world: &WorldFacts, context: &str) -> u64 {
     let mut head_start = u.len();
     let mut tokens = 0;
     if !world.world.is_empty() {
@@ -189,28 +167,16 @@ fn request(
 ) -> ChatRequest {
     // The system prompt is the same for every call of a persona; counting it is cheap next to
     // the rest, but it could be cached per persona if prompts grow.
-    let prompt_tokens =
-        count_tokens(system) + user_tokens + 2 * MESSAGE_OVERHEAD + REQUEST_OVERHEAD;
+    let prompt_tokens = count_tokens(system) + user_tokens + 2 * MESSAGE_OVERHEAD + REQUEST_OVERHEAD;
     ChatRequest {
         model: s.model.clone(),
-        messages: vec![
-            ChatMessage {
-                role: Role::System,
-                content: system.clone(),
-            },
-            ChatMessage::new(Role::User, user),
-        ],
+        messages: vec![ChatMessage { role: Role::System, content: system.clone() }, ChatMessage::new(Role::User, user)],
         temperature: Some(s.temperature),
         top_p: s.top_p,
         max_tokens: Some(s.max_tokens),
         seed: s.seed,
         stop: Vec::new(),
-        meta: RequestMeta {
-            persona: p.id.clone(),
-            turn,
-            purpose: purpose.into(),
-            prompt_tokens,
-        },
+        meta: RequestMeta { persona: p.id.clone(), turn, purpose: purpose.into(), prompt_tokens },
     }
 }
 
@@ -250,15 +216,9 @@ pub fn parse_reply(raw: &str, own_name: &str) -> Reply {
         && name.len() <= 80
         && !text.trim().is_empty()
     {
-        return Reply::Speak {
-            text: text.trim().to_string(),
-            to: Some(name.trim().to_string()),
-        };
+        return Reply::Speak { text: text.trim().to_string(), to: Some(name.trim().to_string()) };
     }
-    Reply::Speak {
-        text: t.to_string(),
-        to: None,
-    }
+    Reply::Speak { text: t.to_string(), to: None }
 }
 
 #[cfg(test)]
@@ -280,34 +240,18 @@ mod tests {
                 (i % 2 == 0).then(|| "Ann Lee".into()),
                 format!("Point {i}: costs, risks & (maybe) 42% gains?").into(),
             );
-            m.push(if i % 4 == 0 {
-                MemoryEvent::Said(u.into())
-            } else {
-                MemoryEvent::Heard(u.into())
-            });
+            m.push(if i % 4 == 0 { MemoryEvent::Said(u.into()) } else { MemoryEvent::Heard(u.into()) });
         }
         m.push(MemoryEvent::thought(3, "Hmm... wait".into()));
         m.push(MemoryEvent::context(3, "The budget doubled.".into()));
-        let facts = WorldFacts {
-            world: "Board room".into(),
-            topic: "Should we ship?".into(),
-        };
-        let s = Sampling {
-            model: "m".into(),
-            temperature: 0.5,
-            top_p: None,
-            max_tokens: 50,
-            seed: None,
-        };
+        let facts = WorldFacts { world: "Board room".into(), topic: "Should we ship?".into() };
+        let s = Sampling { model: "m".into(), temperature: 0.5, top_p: None, max_tokens: 50, seed: None };
         let system = system_prompt(&p);
         for req in [
             act_request(&system, &p, &m, &facts, "ctx here", 3, &s),
             summary_request(&system, &p, &m, &facts, "", 3, &s),
         ] {
-            assert_eq!(
-                req.meta.prompt_tokens,
-                crate::llm::tokens::count_request(&req)
-            );
+            assert_eq!(req.meta.prompt_tokens, crate::llm::tokens::count_request(&req));
         }
     }
 
@@ -317,24 +261,9 @@ mod tests {
         assert_eq!(parse_reply("THINK: hmm", "A"), Reply::Think("hmm".into()));
         assert_eq!(
             parse_reply("@Marcus Rivera: yes", "A"),
-            Reply::Speak {
-                text: "yes".into(),
-                to: Some("Marcus Rivera".into())
-            }
+            Reply::Speak { text: "yes".into(), to: Some("Marcus Rivera".into()) }
         );
-        assert_eq!(
-            parse_reply("A: hello", "A"),
-            Reply::Speak {
-                text: "hello".into(),
-                to: None
-            }
-        );
-        assert_eq!(
-            parse_reply("Passionate words", "A"),
-            Reply::Speak {
-                text: "Passionate words".into(),
-                to: None
-            }
-        );
+        assert_eq!(parse_reply("A: hello", "A"), Reply::Speak { text: "hello".into(), to: None });
+        assert_eq!(parse_reply("Passionate words", "A"), Reply::Speak { text: "Passionate words".into(), to: None });
     }
 }

@@ -19,10 +19,8 @@ pub fn save_personas(
     backup_root: &Path,
 ) -> Result<Option<PathBuf>, PersonaError> {
     let values: Vec<Value> = personas.iter().map(PersonaSpec::to_saved_value).collect();
-    let mut bytes = serde_json::to_vec_pretty(&values).map_err(|e| PersonaError::Invalid {
-        field: String::new(),
-        message: e.to_string(),
-    })?;
+    let mut bytes = serde_json::to_vec_pretty(&values)
+        .map_err(|e| PersonaError::Invalid { field: String::new(), message: e.to_string() })?;
     bytes.push(b'\n');
     let io = |p: &Path| {
         let p = p.to_path_buf();
@@ -48,11 +46,7 @@ fn new_backup_dir(backup_root: &Path) -> std::io::Result<PathBuf> {
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
     let mut n = 1u32;
     loop {
-        let dir = if n == 1 {
-            backup_root.join(&stamp)
-        } else {
-            backup_root.join(format!("{stamp}-{n}"))
-        };
+        let dir = if n == 1 { backup_root.join(&stamp) } else { backup_root.join(format!("{stamp}-{n}")) };
         match std::fs::create_dir(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 10_000 => n += 1,

@@ -21,10 +21,7 @@ pub fn is_fragment(obj: &Map<String, Value>) -> bool {
 /// Maps a TinyTroupe agent object to a `PersonaSpec`, keeping the original for saving.
 pub fn from_agent(original: Map<String, Value>) -> PersonaSpec {
     let empty = Map::new();
-    let p = original
-        .get("persona")
-        .and_then(Value::as_object)
-        .unwrap_or(&empty);
+    let p = original.get("persona").and_then(Value::as_object).unwrap_or(&empty);
     let name = p.get("name").map(joined).unwrap_or_default();
     let id = p
         .get("id")
@@ -66,8 +63,7 @@ pub fn from_agent(original: Map<String, Value>) -> PersonaSpec {
     };
     let goals = p.get("long_term_goals").map(texts).unwrap_or_default();
     let style = p.get("style").map(joined).unwrap_or_default();
-    let (communication, decisions, approach) = match personality_obj.and_then(|o| o.get("big_five"))
-    {
+    let (communication, decisions, approach) = match personality_obj.and_then(|o| o.get("big_five")) {
         Some(b5) => from_big_five(b5),
         None => Default::default(),
     };
@@ -83,15 +79,7 @@ pub fn from_agent(original: Map<String, Value>) -> PersonaSpec {
         name,
         role,
         description: description.join(" "),
-        personality: Personality {
-            traits,
-            goals,
-            style,
-            communication,
-            decisions,
-            approach,
-            ..Personality::default()
-        },
+        personality: Personality { traits, goals, style, communication, decisions, approach, ..Personality::default() },
         model: None,
         temperature: None,
         prompting: None,
@@ -249,10 +237,7 @@ mod tests {
     fn merge_rules() {
         let mut base = json!({"a": [1], "m": {"x": 1}, "s": "old"});
         deep_merge(&mut base, &json!({"a": [2], "m": {"y": 2}, "s": "new"}));
-        assert_eq!(
-            base,
-            json!({"a": [1, 2], "m": {"x": 1, "y": 2}, "s": "new"})
-        );
+        assert_eq!(base, json!({"a": [1, 2], "m": {"x": 1, "y": 2}, "s": "new"}));
     }
 
     #[test]

@@ -71,10 +71,7 @@ pub struct ValidationReport {
 impl ValidationReport {
     /// Number of error findings.
     pub fn errors(&self) -> usize {
-        self.findings
-            .iter()
-            .filter(|f| f.severity == Severity::Error)
-            .count()
+        self.findings.iter().filter(|f| f.severity == Severity::Error).count()
     }
     /// Number of warning findings.
     pub fn warnings(&self) -> usize {
@@ -105,24 +102,14 @@ pub struct Issue {
 }
 
 fn issue(severity: Severity, field: &str, message: String, hint: &str) -> Issue {
-    Issue {
-        severity,
-        field: field.to_string(),
-        message,
-        hint: hint.to_string(),
-    }
+    Issue { severity, field: field.to_string(), message, hint: hint.to_string() }
 }
 
 /// Checks the rules that concern one persona alone (everything but duplicates).
 pub fn check_persona(p: &PersonaSpec) -> Vec<Issue> {
     use Severity::{Error, Warning};
     let mut out = Vec::new();
-    for (field, value) in [
-        ("id", &p.id),
-        ("name", &p.name),
-        ("role", &p.role),
-        ("description", &p.description),
-    ] {
+    for (field, value) in [("id", &p.id), ("name", &p.name), ("role", &p.role), ("description", &p.description)] {
         if value.trim().is_empty() {
             out.push(issue(
                 Error,
@@ -132,19 +119,11 @@ pub fn check_persona(p: &PersonaSpec) -> Vec<Issue> {
             ));
         }
     }
-    if !p.id.is_empty()
-        && !p
-            .id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
+    if !p.id.is_empty() && !p.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
         out.push(issue(
             Error,
             "id",
-            format!(
-                "id {:?} has characters other than letters, digits, `_` and `-`",
-                truncate(&p.id)
-            ),
+            format!("id {:?} has characters other than letters, digits, `_` and `-`", truncate(&p.id)),
             &format!("use an id such as {:?}", super::tinytroupe::slug(&p.id)),
         ));
     }
@@ -159,8 +138,7 @@ pub fn check_persona(p: &PersonaSpec) -> Vec<Issue> {
         ));
     }
     let pers = &p.personality;
-    let personality_absent =
-        pers.traits.is_empty() && pers.goals.is_empty() && pers.style.is_empty();
+    let personality_absent = pers.traits.is_empty() && pers.goals.is_empty() && pers.style.is_empty();
     if personality_absent {
         out.push(issue(
             Error,
@@ -195,21 +173,9 @@ pub fn check_persona(p: &PersonaSpec) -> Vec<Issue> {
         }
     }
     for (field, value, choices) in [
-        (
-            "personality.communication",
-            &pers.communication,
-            "structured, visual or direct",
-        ),
-        (
-            "personality.decisions",
-            &pers.decisions,
-            "data-driven, intuitive or collaborative",
-        ),
-        (
-            "personality.approach",
-            &pers.approach,
-            "systematic, creative or pragmatic",
-        ),
+        ("personality.communication", &pers.communication, "structured, visual or direct"),
+        ("personality.decisions", &pers.decisions, "data-driven, intuitive or collaborative"),
+        ("personality.approach", &pers.approach, "systematic, creative or pragmatic"),
     ] {
         if value.trim().is_empty() {
             out.push(issue(
@@ -231,12 +197,8 @@ pub fn check_persona(p: &PersonaSpec) -> Vec<Issue> {
             "use \"markdown\" or \"text\"",
         ));
     }
-    let long_fields = [
-        ("name", &p.name),
-        ("role", &p.role),
-        ("description", &p.description),
-        ("personality.style", &pers.style),
-    ];
+    let long_fields =
+        [("name", &p.name), ("role", &p.role), ("description", &p.description), ("personality.style", &pers.style)];
     for (field, value) in long_fields {
         if value.len() > MAX_FIELD_BYTES {
             out.push(issue(
@@ -247,10 +209,7 @@ pub fn check_persona(p: &PersonaSpec) -> Vec<Issue> {
             ));
         }
     }
-    for (field, list) in [
-        ("personality.traits", &pers.traits),
-        ("personality.goals", &pers.goals),
-    ] {
+    for (field, list) in [("personality.traits", &pers.traits), ("personality.goals", &pers.goals)] {
         if let Some(i) = list.iter().position(|s| s.len() > MAX_FIELD_BYTES) {
             out.push(issue(
                 Error,
@@ -263,7 +222,12 @@ pub fn check_persona(p: &PersonaSpec) -> Vec<Issue> {
     if let Some(rules) = &p.validation_rules {
         for req in &rules.required_traits {
             if !pers.traits.iter().any(|t| t.eq_ignore_ascii_case(req)) {
-                out.push(issue(Error, "personality.traits", format!("required trait {req:?} is missing (validation_rules.required_traits)"), &format!("add {req:?} to personality.traits or drop it from validation_rules.required_traits")));
+                out.push(issue(
+                    Error,
+                    "personality.traits",
+                    format!("required trait {req:?} is missing (validation_rules.required_traits)"),
+                    &format!("add {req:?} to personality.traits or drop it from validation_rules.required_traits"),
+                ));
             }
         }
         if let Some(max) = rules.max_goals
@@ -272,17 +236,19 @@ pub fn check_persona(p: &PersonaSpec) -> Vec<Issue> {
             out.push(issue(
                 Error,
                 "personality.goals",
-                format!(
-                    "{} goals exceed validation_rules.max_goals = {max}",
-                    pers.goals.len()
-                ),
+                format!("{} goals exceed validation_rules.max_goals = {max}", pers.goals.len()),
                 &format!("keep at most {max} goals or raise max_goals"),
             ));
         }
         let style = pers.style.to_lowercase();
         for c in &rules.style_constraints {
             if !style.contains(&c.to_lowercase()) {
-                out.push(issue(Error, "personality.style", format!("style does not meet the constraint {c:?} (validation_rules.style_constraints)"), &format!("describe the style with the word {c:?}, or drop the constraint")));
+                out.push(issue(
+                    Error,
+                    "personality.style",
+                    format!("style does not meet the constraint {c:?} (validation_rules.style_constraints)"),
+                    &format!("describe the style with the word {c:?}, or drop the constraint"),
+                ));
             }
         }
     }
@@ -304,16 +270,11 @@ fn truncate(s: &str) -> String {
 pub fn validate_database(db: &PersonaDatabase) -> ValidationReport {
     let mut findings = db.load_findings.clone();
     let place = |i: usize, field: &str, mut iss: Issue| {
-        let tinytroupe = matches!(
-            db.personas[i].origin,
-            super::spec::Origin::TinyTroupe { .. }
-        );
+        let tinytroupe = matches!(db.personas[i].origin, super::spec::Origin::TinyTroupe { .. });
         let pointer = if tinytroupe {
             if iss.severity == Severity::Warning {
-                iss.hint = format!(
-                    "{}; in a TinyTroupe agent file, add personality.big_five so it can be derived",
-                    iss.hint
-                );
+                iss.hint =
+                    format!("{}; in a TinyTroupe agent file, add personality.big_five so it can be derived", iss.hint);
             }
             super::tinytroupe::agent_pointer(field).to_string()
         } else if field.is_empty() {
@@ -362,35 +323,32 @@ pub fn validate_database(db: &PersonaDatabase) -> ValidationReport {
         if !key.is_empty() {
             if let Some(&first) = names.get(&key) {
                 let other = where_is(db, first);
-                findings.push(place(i, "name", issue(Severity::Error, "name", format!("duplicate name {:?} (names are compared ignoring case): also used at {other}", p.name), "give each persona a distinct name")));
+                findings.push(place(
+                    i,
+                    "name",
+                    issue(
+                        Severity::Error,
+                        "name",
+                        format!("duplicate name {:?} (names are compared ignoring case): also used at {other}", p.name),
+                        "give each persona a distinct name",
+                    ),
+                ));
             } else {
                 names.insert(key, i);
             }
         }
     }
-    ValidationReport {
-        personas: db.personas.len(),
-        files: db.files.len(),
-        findings,
-    }
+    ValidationReport { personas: db.personas.len(), files: db.files.len(), findings }
 }
 
 fn label(p: &PersonaSpec, i: usize) -> String {
-    if p.id.is_empty() {
-        format!("#{i}")
-    } else {
-        p.id.clone()
-    }
+    if p.id.is_empty() { format!("#{i}") } else { p.id.clone() }
 }
 
 fn where_is(db: &PersonaDatabase, i: usize) -> String {
     let (file, pos) = db.describe_location(i, "");
     match pos {
-        Some(p) => format!(
-            "{}:{p} (persona {})",
-            file.display(),
-            label(&db.personas[i], i)
-        ),
+        Some(p) => format!("{}:{p} (persona {})", file.display(), label(&db.personas[i], i)),
         None => format!("{} (persona {})", file.display(), label(&db.personas[i], i)),
     }
 }

@@ -72,11 +72,7 @@ pub fn scenario_overrides(s: &Scenario, variant: Option<&str>) -> Value {
         set_path(&mut root, "llm.provider", p.clone().into());
     }
     if let Some(p) = s.world.policy {
-        set_path(
-            &mut root,
-            "simulation.turn_policy",
-            serde_json::to_value(p).unwrap_or_default(),
-        );
+        set_path(&mut root, "simulation.turn_policy", serde_json::to_value(p).unwrap_or_default());
     }
     let mut root = Value::Object(root);
     if let Some(v) = variant.and_then(|v| s.variants.get(v)) {
@@ -88,11 +84,7 @@ pub fn scenario_overrides(s: &Scenario, variant: Option<&str>) -> Value {
                 set_path(m, "simulation.seed", seed.clone().into());
             }
             if let Some(p) = v.policy {
-                set_path(
-                    m,
-                    "simulation.turn_policy",
-                    serde_json::to_value(p).unwrap_or_default(),
-                );
+                set_path(m, "simulation.turn_policy", serde_json::to_value(p).unwrap_or_default());
             }
         }
     }
@@ -117,19 +109,13 @@ pub fn resolve(
             Some(var) => Some(var),
             None => {
                 let names: Vec<&String> = s.variants.keys().collect();
-                let hint =
-                    match did_you_mean(v, &names.iter().map(|s| s.as_str()).collect::<Vec<_>>()) {
-                        Some(n) => format!("; did you mean `{n}`?"),
-                        None if names.is_empty() => "; this scenario defines no variants".into(),
-                        None => format!(
-                            "; known variants: {}",
-                            names
-                                .iter()
-                                .map(|s| s.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    };
+                let hint = match did_you_mean(v, &names.iter().map(|s| s.as_str()).collect::<Vec<_>>()) {
+                    Some(n) => format!("; did you mean `{n}`?"),
+                    None if names.is_empty() => "; this scenario defines no variants".into(),
+                    None => {
+                        format!("; known variants: {}", names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+                    }
+                };
                 problems.push(format!("unknown variant `{v}`{hint}"));
                 None
             }
@@ -144,14 +130,7 @@ pub fn resolve(
     let mut rng = SplitMix64::new(run_seed ^ 0x5a4d_504c_4500_0001);
     let mut personas = Vec::new();
     for (i, r) in refs.iter().enumerate() {
-        personas.extend(load_ref(
-            r,
-            db,
-            base,
-            &mut rng,
-            &format!("personas[{i}]"),
-            &mut problems,
-        ));
+        personas.extend(load_ref(r, db, base, &mut rng, &format!("personas[{i}]"), &mut problems));
     }
     let mut removed = Vec::new();
     if let Some(v) = var {
@@ -160,9 +139,7 @@ pub fn resolve(
             let before = personas.len();
             personas.retain(|p: &PersonaSpec| &p.id != id);
             if personas.len() == before {
-                problems.push(format!(
-                    "variant removes `{id}`, which is not in the scenario"
-                ));
+                problems.push(format!("variant removes `{id}`, which is not in the scenario"));
             }
         }
     }
@@ -190,14 +167,8 @@ pub fn resolve(
         problems.push("no persona takes part; list at least one under `personas`".into());
     }
     for p in &personas {
-        for iss in check_persona(p)
-            .into_iter()
-            .filter(|i| i.severity == Severity::Error)
-        {
-            problems.push(format!(
-                "persona `{}`: {}: {} (hint: {})",
-                p.id, iss.field, iss.message, iss.hint
-            ));
+        for iss in check_persona(p).into_iter().filter(|i| i.severity == Severity::Error) {
+            problems.push(format!("persona `{}`: {}: {} (hint: {})", p.id, iss.field, iss.message, iss.hint));
         }
     }
 
@@ -217,31 +188,16 @@ pub fn resolve(
             Action::Broadcast(m) => Some(ResolvedAction::Broadcast(m.clone())),
             Action::SetContext(c) => Some(ResolvedAction::SetContext(c.clone())),
             Action::AddPersona(r) => {
-                let loaded = load_ref(
-                    r,
-                    db,
-                    base,
-                    &mut rng,
-                    &format!("interventions[{i}]"),
-                    &mut problems,
-                );
+                let loaded = load_ref(r, db, base, &mut rng, &format!("interventions[{i}]"), &mut problems);
                 if loaded.len() > 1 {
-                    problems.push(format!(
-                        "interventions[{i}]: AddPersona must name one persona"
-                    ));
+                    problems.push(format!("interventions[{i}]: AddPersona must name one persona"));
                 }
                 let joined = loaded.into_iter().next();
                 if let Some(p) = &joined {
                     if all_ids.contains(&p.id) {
-                        problems.push(format!(
-                            "interventions[{i}]: AddPersona `{}` already takes part",
-                            p.id
-                        ));
+                        problems.push(format!("interventions[{i}]: AddPersona `{}` already takes part", p.id));
                     }
-                    for iss in check_persona(p)
-                        .into_iter()
-                        .filter(|i| i.severity == Severity::Error)
-                    {
+                    for iss in check_persona(p).into_iter().filter(|i| i.severity == Severity::Error) {
                         problems.push(format!(
                             "interventions[{i}]: persona `{}`: {}: {} (hint: {})",
                             p.id, iss.field, iss.message, iss.hint
@@ -260,20 +216,13 @@ pub fn resolve(
             }
             Action::RemovePersona(id) => {
                 if !all_ids.contains(id) {
-                    problems.push(unknown_id(
-                        &format!("interventions[{i}]: RemovePersona"),
-                        id,
-                        &all_ids,
-                    ));
+                    problems.push(unknown_id(&format!("interventions[{i}]: RemovePersona"), id, &all_ids));
                 }
                 Some(ResolvedAction::RemovePersona(id.clone()))
             }
         };
         if let Some(action) = action {
-            interventions.push(ResolvedIntervention {
-                turn: iv.turn,
-                action,
-            });
+            interventions.push(ResolvedIntervention { turn: iv.turn, action });
         }
     }
     if let Hearing::Relations(g) | Hearing::Directed(g) = &s.world.hearing {
@@ -287,14 +236,9 @@ pub fn resolve(
         }
     }
     if !problems.is_empty() {
-        return Err(ScenarioError::Invalid {
-            path: path.to_path_buf(),
-            problems,
-        });
+        return Err(ScenarioError::Invalid { path: path.to_path_buf(), problems });
     }
-    let context = var
-        .and_then(|v| v.context.clone())
-        .unwrap_or_else(|| s.world.context.clone());
+    let context = var.and_then(|v| v.context.clone()).unwrap_or_else(|| s.world.context.clone());
     Ok(ResolvedScenario {
         name: s.name.clone(),
         world_name: s.world.name.clone(),
@@ -315,11 +259,7 @@ fn unknown_id(place: &str, id: &str, known: &[String]) -> String {
 }
 
 fn resolve_path(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() || p.exists() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
+    if p.is_absolute() || p.exists() { p.to_path_buf() } else { base.join(p) }
 }
 
 fn load_ref(
@@ -376,12 +316,7 @@ fn load_ref(
     }
 }
 
-fn apply_use(
-    u: &FragmentUse,
-    base: &Path,
-    personas: &mut [PersonaSpec],
-    problems: &mut Vec<String>,
-) {
+fn apply_use(u: &FragmentUse, base: &Path, personas: &mut [PersonaSpec], problems: &mut Vec<String>) {
     let path = resolve_path(base, &u.file);
     let db = match PersonaDatabase::load(&path) {
         Ok(d) => d,
@@ -391,7 +326,10 @@ fn apply_use(
         }
     };
     let Some(frag) = db.fragments.first() else {
-        problems.push(format!("fragments: {} is not a fragment file (expected {{\"type\": \"Fragment\", \"persona\": {{...}}}})", path.display()));
+        problems.push(format!(
+            "fragments: {} is not a fragment file (expected {{\"type\": \"Fragment\", \"persona\": {{...}}}})",
+            path.display()
+        ));
         return;
     };
     let ids: Vec<String> = personas.iter().map(|p| p.id.clone()).collect();

@@ -16,35 +16,47 @@ pub struct RetryPolicy {
     pub factor: f64,
     /// Largest backoff ceiling, seconds.
     pub max: f64,
-    /// Failed attempts on the primary model before switching.
+    /// Failed attempts on one model before moving to the next of the chain.
     pub fallback_after: u32,
-    /// The fallback model, if any (never the primary itself).
-    pub fallback_model: Option<String>,
+    /// The fallback chain, in order (never containing the primary itself).
+    pub fallback_models: Vec<String>,
 }
 
 impl RetryPolicy {
     /// The policy a config asks for, for calls whose primary model is `primary`.
     pub fn from_config(c: &SimulationConfig, primary: &str) -> Self {
-        let fb = c.llm.fallback_model.trim();
         RetryPolicy {
             max_retries: c.performance.max_retries,
             base: c.performance.backoff_base,
             factor: c.performance.backoff_factor,
             max: c.performance.backoff_max,
             fallback_after: c.performance.fallback_after.max(1),
-            fallback_model: (!fb.is_empty() && fb != primary).then(|| fb.to_string()),
+            fallback_models: c
+                .llm
+                .fallback_model
+                .0
+                .iter()
+                .map(|m| m.trim())
+                .filter(|m| !m.is_empty() && *m != primary)
+                .map(str::to_owned)
+                .collect(),
         }
+    }
+
+    /// The model to use after `step` moves along the chain (0: the primary).
+    pub fn model_at<'a>(&'a self, primary: &'a str, step: usize) -> &'a str {
+        if step == 0 { primary } else { self.fallback_models.get(step - 1).map_or(primary, String::as_str) }
     }
 }
 
 /// What to do after a failed attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    /// Try again after `delay`; with `fallback`, on the fallback model from now on.
+    /// Try again after `delay`; with `fallback`, on the next model of the chain from now on.
     Retry {
         /// Wait before the next attempt.
         delay: Duration,
-        /// Switch to the fallback model.
+        /// Move to the next model of the fallback chain.
         fallback: bool,
     },
     /// Stop trying; the reason goes into the transcript's skip record.
@@ -62,12 +74,7 @@ pub fn backoff_ceiling(p: &RetryPolicy, attempt: u32) -> f64 {
 
 /// Full jitter: a uniform draw (`jitter` in [0, 1)) below the ceiling, but never sooner than
 /// the provider's Retry-After.
-pub fn backoff_delay(
-    p: &RetryPolicy,
-    attempt: u32,
-    jitter: f64,
-    retry_after: Option<Duration>,
-) -> Duration {
+pub fn backoff_delay(p: &RetryPolicy, attempt: u32, jitter: f64, retry_after: Option<Duration>) -> Duration {
     let d = Duration::from_secs_f64(backoff_ceiling(p, attempt) * jitter.clamp(0.0, 1.0));
     match retry_after {
         Some(ra) => d.max(ra),
@@ -76,40 +83,32 @@ pub fn backoff_delay(
 }
 
 /// Decides after attempt number `attempt` (1-based) failed with `err`.
-/// `primary_failures` counts failed attempts on the primary model so far (this one included);
-/// `on_fallback` says whether the call already moved to the fallback model.
+/// `model_failures` counts failed attempts on the model in use (this one included); `step` is
+/// how far along the fallback chain the call is (0: the primary).
 pub fn decide(
     p: &RetryPolicy,
     attempt: u32,
     err: &LlmError,
-    primary_failures: u32,
-    on_fallback: bool,
+    model_failures: u32,
+    step: usize,
     jitter: f64,
 ) -> Decision {
-    let can_fallback = p.fallback_model.is_some() && !on_fallback;
+    let can_fallback = step < p.fallback_models.len();
     if !err.kind.retryable() {
         // An unknown model is the one non-retryable failure a different model can fix.
         if err.kind == ErrorKind::NotFound && can_fallback && attempt <= p.max_retries {
-            return Decision::Retry {
-                delay: Duration::ZERO,
-                fallback: true,
-            };
+            return Decision::Retry { delay: Duration::ZERO, fallback: true };
         }
-        return Decision::GiveUp {
-            reason: format!("not retryable: {err}"),
-        };
+        return Decision::GiveUp { reason: format!("not retryable: {err}") };
     }
     if attempt > p.max_retries {
         return Decision::GiveUp {
-            reason: format!(
-                "gave up after {attempt} attempt(s) (max_retries = {}): last error {err}",
-                p.max_retries
-            ),
+            reason: format!("gave up after {attempt} attempt(s) (max_retries = {}): last error {err}", p.max_retries),
         };
     }
     Decision::Retry {
         delay: backoff_delay(p, attempt, jitter, err.retry_after),
-        fallback: can_fallback && primary_failures >= p.fallback_after,
+        fallback: can_fallback && model_failures >= p.fallback_after,
     }
 }
 
@@ -143,14 +142,8 @@ mod tests {
     fn full_jitter_stays_below_ceiling_and_honours_retry_after() {
         let p = policy();
         assert_eq!(backoff_delay(&p, 3, 0.5, None), Duration::from_secs(2));
-        assert_eq!(
-            backoff_delay(&p, 1, 0.0, Some(Duration::from_secs(7))),
-            Duration::from_secs(7)
-        );
-        assert_eq!(
-            backoff_delay(&p, 3, 0.99, Some(Duration::from_millis(10))),
-            Duration::from_secs_f64(3.96)
-        );
+        assert_eq!(backoff_delay(&p, 1, 0.0, Some(Duration::from_secs(7))), Duration::from_secs(7));
+        assert_eq!(backoff_delay(&p, 3, 0.99, Some(Duration::from_millis(10))), Duration::from_secs_f64(3.96));
     }
 
     #[test]
@@ -158,32 +151,17 @@ mod tests {
         let p = policy();
         assert!(matches!(
             decide(&p, 1, &err(ErrorKind::Server), 1, false, 0.5),
-            Decision::Retry {
-                fallback: false,
-                ..
-            }
+            Decision::Retry { fallback: false, .. }
         ));
-        assert!(matches!(
-            decide(&p, 3, &err(ErrorKind::Timeout), 0, true, 0.5),
-            Decision::Retry { .. }
-        ));
-        assert!(matches!(
-            decide(&p, 4, &err(ErrorKind::Timeout), 0, true, 0.5),
-            Decision::GiveUp { .. }
-        ));
+        assert!(matches!(decide(&p, 3, &err(ErrorKind::Timeout), 0, true, 0.5), Decision::Retry { .. }));
+        assert!(matches!(decide(&p, 4, &err(ErrorKind::Timeout), 0, true, 0.5), Decision::GiveUp { .. }));
     }
 
     #[test]
     fn non_retryable_gives_up_at_once() {
         let p = policy();
-        assert!(matches!(
-            decide(&p, 1, &err(ErrorKind::Auth), 1, false, 0.5),
-            Decision::GiveUp { .. }
-        ));
-        assert!(matches!(
-            decide(&p, 1, &err(ErrorKind::BadRequest), 1, false, 0.5),
-            Decision::GiveUp { .. }
-        ));
+        assert!(matches!(decide(&p, 1, &err(ErrorKind::Auth), 1, false, 0.5), Decision::GiveUp { .. }));
+        assert!(matches!(decide(&p, 1, &err(ErrorKind::BadRequest), 1, false, 0.5), Decision::GiveUp { .. }));
     }
 
     #[test]
@@ -191,10 +169,7 @@ mod tests {
         let p = policy();
         assert!(matches!(
             decide(&p, 1, &err(ErrorKind::RateLimited), 1, false, 0.5),
-            Decision::Retry {
-                fallback: false,
-                ..
-            }
+            Decision::Retry { fallback: false, .. }
         ));
         assert!(matches!(
             decide(&p, 2, &err(ErrorKind::RateLimited), 2, false, 0.5),
@@ -203,18 +178,12 @@ mod tests {
         // Already on the fallback: no second switch.
         assert!(matches!(
             decide(&p, 3, &err(ErrorKind::RateLimited), 2, true, 0.5),
-            Decision::Retry {
-                fallback: false,
-                ..
-            }
+            Decision::Retry { fallback: false, .. }
         ));
         // Unknown model: switch at once.
         assert_eq!(
             decide(&p, 1, &err(ErrorKind::NotFound), 1, false, 0.5),
-            Decision::Retry {
-                delay: Duration::ZERO,
-                fallback: true
-            }
+            Decision::Retry { delay: Duration::ZERO, fallback: true }
         );
     }
 
@@ -222,9 +191,6 @@ mod tests {
     fn no_fallback_when_it_is_the_primary() {
         let mut c = SimulationConfig::default();
         c.llm.fallback_model = "gpt-4o-mini".into();
-        assert_eq!(
-            RetryPolicy::from_config(&c, "gpt-4o-mini").fallback_model,
-            None
-        );
+        assert_eq!(RetryPolicy::from_config(&c, "gpt-4o-mini").fallback_model, None);
     }
 }
