@@ -8,6 +8,7 @@
 //! Retry, timeout and fallback are not a provider's business: the supervisor actor applies them
 //! to every provider alike.
 
+pub mod budget;
 pub mod simulated;
 pub mod tokens;
 pub mod types;

@@ -123,12 +123,16 @@ mod tests {
             factor: 2.0,
             max: 5.0,
             fallback_after: 2,
-            fallback_model: Some("fb".into()),
+            fallback_models: vec!["fb".into(), "fb2".into()],
         }
     }
 
     fn err(kind: ErrorKind) -> LlmError {
         LlmError::new(kind, "x")
+    }
+
+    fn retry(fallback: bool) -> impl Fn(&Decision) -> bool {
+        move |d| matches!(d, Decision::Retry { fallback: f, .. } if *f == fallback)
     }
 
     #[test]
@@ -149,48 +153,44 @@ mod tests {
     #[test]
     fn retries_retryable_until_the_limit() {
         let p = policy();
-        assert!(matches!(
-            decide(&p, 1, &err(ErrorKind::Server), 1, false, 0.5),
-            Decision::Retry { fallback: false, .. }
-        ));
-        assert!(matches!(decide(&p, 3, &err(ErrorKind::Timeout), 0, true, 0.5), Decision::Retry { .. }));
-        assert!(matches!(decide(&p, 4, &err(ErrorKind::Timeout), 0, true, 0.5), Decision::GiveUp { .. }));
+        assert!(retry(false)(&decide(&p, 1, &err(ErrorKind::Server), 1, 0, 0.5)));
+        assert!(matches!(decide(&p, 3, &err(ErrorKind::Timeout), 0, 2, 0.5), Decision::Retry { .. }));
+        assert!(matches!(decide(&p, 4, &err(ErrorKind::Timeout), 0, 2, 0.5), Decision::GiveUp { .. }));
     }
 
     #[test]
     fn non_retryable_gives_up_at_once() {
         let p = policy();
-        assert!(matches!(decide(&p, 1, &err(ErrorKind::Auth), 1, false, 0.5), Decision::GiveUp { .. }));
-        assert!(matches!(decide(&p, 1, &err(ErrorKind::BadRequest), 1, false, 0.5), Decision::GiveUp { .. }));
+        assert!(matches!(decide(&p, 1, &err(ErrorKind::Auth), 1, 0, 0.5), Decision::GiveUp { .. }));
+        assert!(matches!(decide(&p, 1, &err(ErrorKind::BadRequest), 1, 0, 0.5), Decision::GiveUp { .. }));
     }
 
     #[test]
-    fn falls_back_after_repeated_primary_failures() {
-        let p = policy();
-        assert!(matches!(
-            decide(&p, 1, &err(ErrorKind::RateLimited), 1, false, 0.5),
-            Decision::Retry { fallback: false, .. }
-        ));
-        assert!(matches!(
-            decide(&p, 2, &err(ErrorKind::RateLimited), 2, false, 0.5),
-            Decision::Retry { fallback: true, .. }
-        ));
-        // Already on the fallback: no second switch.
-        assert!(matches!(
-            decide(&p, 3, &err(ErrorKind::RateLimited), 2, true, 0.5),
-            Decision::Retry { fallback: false, .. }
-        ));
+    fn walks_the_fallback_chain_after_repeated_failures() {
+        let p = RetryPolicy { max_retries: 6, ..policy() };
+        let rl = err(ErrorKind::RateLimited);
+        assert!(retry(false)(&decide(&p, 1, &rl, 1, 0, 0.5)));
+        assert!(retry(true)(&decide(&p, 2, &rl, 2, 0, 0.5)));
+        // On the first fallback, a second failure there moves to the second fallback.
+        assert!(retry(false)(&decide(&p, 3, &rl, 1, 1, 0.5)));
+        assert!(retry(true)(&decide(&p, 4, &rl, 2, 1, 0.5)));
+        // At the end of the chain: no further switch.
+        assert!(retry(false)(&decide(&p, 6, &rl, 2, 2, 0.5)));
         // Unknown model: switch at once.
         assert_eq!(
-            decide(&p, 1, &err(ErrorKind::NotFound), 1, false, 0.5),
+            decide(&p, 1, &err(ErrorKind::NotFound), 1, 0, 0.5),
             Decision::Retry { delay: Duration::ZERO, fallback: true }
         );
+        assert_eq!(p.model_at("m", 0), "m");
+        assert_eq!(p.model_at("m", 2), "fb2");
     }
 
     #[test]
     fn no_fallback_when_it_is_the_primary() {
         let mut c = SimulationConfig::default();
         c.llm.fallback_model = "gpt-4o-mini".into();
-        assert_eq!(RetryPolicy::from_config(&c, "gpt-4o-mini").fallback_model, None);
+        assert!(RetryPolicy::from_config(&c, "gpt-4o-mini").fallback_models.is_empty());
+        c.llm.fallback_model = crate::config::ModelChain(vec!["gpt-4o-mini".into(), "b".into()]);
+        assert_eq!(RetryPolicy::from_config(&c, "gpt-4o-mini").fallback_models, vec!["b".to_string()]);
     }
 }
