@@ -1,8 +1,10 @@
 //! Command-line arguments and dispatch. Each command lives in its own file under `cli/`.
 
 mod config_cmd;
+mod estimate;
 mod logging;
 mod personas;
+mod plan;
 mod run;
 mod scenario_cmd;
 mod validate;
@@ -41,6 +43,8 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Run a simulation from a scenario file, or from --seed and --personas
     Run(Box<run::RunArgs>),
+    /// Estimate calls, tokens and cost before running
+    Estimate(Box<estimate::EstimateArgs>),
     /// Check the persona database against every rule
     Validate(validate::ValidateArgs),
     /// List and inspect personas
@@ -58,6 +62,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(a) => run::run(&cli.global, *a),
+        Command::Estimate(a) => estimate::run(&cli.global, *a),
         Command::Validate(a) => validate::run(&cli.global, a),
         Command::Personas(c) => personas::run(&cli.global, c),
         Command::Scenario(c) => scenario_cmd::run(&cli.global, c),

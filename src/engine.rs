@@ -36,6 +36,8 @@ use crate::actors::metrics::{MetricsActor, MetricsMsg, MetricsSnapshot};
 use crate::actors::supervisor::{SupervisorActor, SupervisorArgs, SupervisorMsg};
 use crate::actors::world::{WorldActor, WorldArgs, WorldMsg};
 use crate::config::SimulationConfig;
+use crate::cost::Pricing;
+use crate::estimate::{Estimate, EstimateAccuracy};
 use crate::llm::{Provider, provider_from_config};
 use crate::persona::prompt::WorldFacts;
 use crate::persona::{PersonaDatabase, PersonaSpec};
@@ -57,6 +59,9 @@ pub enum EngineError {
         /// A suggestion.
         hint: String,
     },
+    /// The pricing table is unreadable.
+    #[error(transparent)]
+    Pricing(#[from] crate::cost::PricingError),
     /// Nothing to simulate.
     #[error("no persona takes part; name at least one (--personas a,b or a scenario)")]
     NoPersonas,
@@ -151,6 +156,7 @@ pub struct SimulationEngine {
     config: Arc<SimulationConfig>,
     provider: Arc<dyn Provider>,
     notice: Option<String>,
+    pricing: Arc<Pricing>,
 }
 
 /// A run in progress.
@@ -210,12 +216,27 @@ impl SimulationEngine {
     /// An engine with the provider the config selects.
     pub fn new(config: SimulationConfig) -> Result<Self, EngineError> {
         let (provider, notice) = provider_from_config(&config);
-        Ok(SimulationEngine { config: Arc::new(config), provider, notice })
+        let pricing = Arc::new(Pricing::load(&config.llm.pricing_file)?);
+        Ok(SimulationEngine { config: Arc::new(config), provider, notice, pricing })
     }
 
     /// An engine with a given provider (tests, custom providers).
     pub fn with_provider(config: SimulationConfig, provider: Arc<dyn Provider>) -> Self {
-        SimulationEngine { config: Arc::new(config), provider, notice: None }
+        let pricing = Pricing::load(&config.llm.pricing_file).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "pricing table unreadable; costs count as 0");
+            Pricing::default()
+        });
+        SimulationEngine { config: Arc::new(config), provider, notice: None, pricing: Arc::new(pricing) }
+    }
+
+    /// The pricing table in use.
+    pub fn pricing(&self) -> &Pricing {
+        &self.pricing
+    }
+
+    /// Estimates a plan's calls, tokens and cost under this engine's config and prices.
+    pub fn estimate(&self, plan: &RunPlan) -> Estimate {
+        crate::estimate::estimate(plan, &self.config, &self.pricing)
     }
 
     /// The configuration in force.
@@ -299,6 +320,8 @@ impl SimulationEngine {
                 config: self.config.clone(),
                 metrics: metrics.clone(),
                 instance,
+                // Synthetic text costs nothing; the estimate still shows what the model would cost.
+                pricing: if self.provider.synthetic() { Arc::new(Pricing::default()) } else { self.pricing.clone() },
             },
         )
         .await
@@ -343,7 +366,9 @@ impl SimulationEngine {
             let _ = world.cast(WorldMsg::Start);
         });
 
+        let estimate = self.estimate(&plan);
         let ctx = Collect {
+            estimate,
             config: self.config.clone(),
             provider_name: self.provider.name().to_string(),
             synthetic: self.provider.synthetic(),
@@ -364,6 +389,7 @@ impl SimulationEngine {
 }
 
 struct Collect {
+    estimate: Estimate,
     config: Arc<SimulationConfig>,
     provider_name: String,
     synthetic: bool,
@@ -470,6 +496,7 @@ fn build_results(
         (StopReason::Failed(m), None) => Some(m.clone()),
         (StopReason::Timeout, None) => Some(format!("the run hit timeout_seconds = {}", c.performance.timeout_seconds)),
         (StopReason::Cancelled, None) => Some("the run was cancelled".into()),
+        (StopReason::CostLimit(m), None) => Some(m.clone()),
         (StopReason::Completed, None) => None,
     };
     SimulationResults {
@@ -491,6 +518,7 @@ fn build_results(
             throughput_per_min: if duration > 0.0 { transcript.len() as f64 * 60.0 / duration } else { 0.0 },
             calls_per_message: snap.calls_per_message,
             error_rate: snap.error_rate,
+            cost_usd: snap.cost_usd,
             latency_p50: snap.llm_latency.p50_ms / 1000.0,
             latency_p99: snap.llm_latency.p99_ms / 1000.0,
         },
@@ -530,6 +558,8 @@ fn build_results(
         started_at: ctx.started_at,
         finished_at: chrono::Utc::now(),
         error,
+        estimate_accuracy: EstimateAccuracy::of(&ctx.estimate, snap.api_calls, snap.total_tokens, snap.cost_usd),
+        estimate: ctx.estimate,
         full_metrics: snap,
         run_dir: ctx.run_dir,
     }

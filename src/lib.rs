@@ -28,7 +28,9 @@
 
 pub mod actors;
 pub mod config;
+pub mod cost;
 pub mod engine;
+pub mod estimate;
 pub mod fsutil;
 pub mod llm;
 pub mod memory;

@@ -4,12 +4,21 @@
 //! - [`tokens`]: the token counter every provider's usage is measured with.
 //! - [`simulated`]: the built-in simulated provider (offline, deterministic, configurable
 //!   latency and faults).
+//! - [`openai`]: OpenAI and compatible servers (Ollama, vLLM, llama.cpp, LiteLLM) over HTTP;
+//!   [`azure`] adds Azure OpenAI's URL and key header. Built from [`pool`] (endpoints with
+//!   their own budget and health), [`budget`] and [`sse`] (the streaming parser).
+//! - [`json_action`]: tolerant parsing of structured (JSON) replies.
 //!
 //! Retry, timeout and fallback are not a provider's business: the supervisor actor applies them
 //! to every provider alike.
 
+pub mod azure;
 pub mod budget;
+pub mod json_action;
+pub mod openai;
+pub mod pool;
 pub mod simulated;
+pub mod sse;
 pub mod tokens;
 pub mod types;
 
@@ -21,6 +30,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use openai::OpenAiProvider;
 pub use simulated::SimulatedProvider;
 pub use types::*;
 

@@ -54,6 +54,8 @@ pub struct ResultsMetrics {
     pub calls_per_message: f64,
     /// Failed attempts / attempts.
     pub error_rate: f64,
+    /// USD spent (models with a price in the pricing table).
+    pub cost_usd: f64,
     /// Median call latency, seconds.
     pub latency_p50: f64,
     /// 99th percentile call latency, seconds.
@@ -139,6 +141,10 @@ pub struct SimulationResults {
     /// The error that ended the run, when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What was estimated before the run.
+    pub estimate: crate::estimate::Estimate,
+    /// Actual divided by estimated.
+    pub estimate_accuracy: crate::estimate::EstimateAccuracy,
     /// Full metrics (also saved as `metrics.json`).
     #[serde(skip)]
     pub full_metrics: MetricsSnapshot,

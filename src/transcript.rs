@@ -61,6 +61,8 @@ pub enum StopReason {
     Timeout,
     /// The user asked to stop (Ctrl-C, cancel).
     Cancelled,
+    /// The next calls would have exceeded `max_cost_usd`.
+    CostLimit(String),
     /// A persona's turn failed with graceful degradation off, or the runtime failed.
     Failed(String),
 }

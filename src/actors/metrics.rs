@@ -32,6 +32,8 @@ pub enum MetricsMsg {
         latency_us: u64,
         /// Tokens.
         usage: Usage,
+        /// What it cost, when the model has a price.
+        cost_usd: Option<f64>,
     },
     /// A call attempt failed.
     CallFailed {
@@ -109,6 +111,10 @@ pub struct MetricsSnapshot {
     pub completion_tokens: u64,
     /// Sent plus received.
     pub total_tokens: u64,
+    /// USD spent (priced models only; see `unpriced_models`).
+    pub cost_usd: f64,
+    /// Models that answered but have no price in the pricing table.
+    pub unpriced_models: Vec<String>,
     /// Failed attempts by kind.
     pub errors_by_kind: BTreeMap<String, u64>,
     /// All failed attempts.
@@ -210,7 +216,15 @@ impl MetricsState {
                 s.in_flight += 1;
                 record(&mut self.queue, queued_us);
             }
-            MetricsMsg::CallSucceeded { model, persona: _, latency_us, usage } => {
+            MetricsMsg::CallSucceeded { model, persona: _, latency_us, usage, cost_usd } => {
+                match cost_usd {
+                    Some(c) => s.cost_usd += c,
+                    None => {
+                        if !s.unpriced_models.contains(&model) {
+                            s.unpriced_models.push(model.clone());
+                        }
+                    }
+                }
                 s.in_flight = s.in_flight.saturating_sub(1);
                 s.successful_calls += 1;
                 s.prompt_tokens += usage.prompt_tokens;
@@ -328,6 +342,7 @@ mod tests {
                 persona: 0,
                 latency_us: i * 1000,
                 usage: Usage { prompt_tokens: 10, completion_tokens: 5 },
+                cost_usd: Some(0.001),
             });
             s.apply(MetricsMsg::Message);
         }

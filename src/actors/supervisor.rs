@@ -26,9 +26,11 @@ use super::metrics::MetricsMsg;
 use super::persona::{CallFailure, CallSuccess, CallTag, PersonaActor, PersonaArgs, PersonaMsg, PersonaSpawn};
 use super::world::WorldMsg;
 use crate::config::SimulationConfig;
+use crate::cost::Pricing;
 use crate::llm::{CallContext, ChatRequest, ChatResponse, ErrorKind, LlmError, Provider};
 use crate::memory::MemoryEvent;
 use crate::rng::SplitMix64;
+use crate::transcript::StopReason;
 
 /// The supervisor actor (holds no data; see `SupervisorState`).
 #[derive(Debug)]
@@ -45,6 +47,8 @@ pub struct SupervisorArgs {
     pub metrics: ActorRef<MetricsMsg>,
     /// Process-unique number of this simulation, used in actor names.
     pub instance: u64,
+    /// Prices, for live cost and `max_cost_usd`.
+    pub pricing: Arc<Pricing>,
 }
 
 /// Messages to the supervisor.
@@ -112,6 +116,8 @@ struct CallState {
     created: Instant,
     queued_since: Instant,
     last_latency_us: u64,
+    /// Worst-case cost reserved for the attempt in flight.
+    reserved: f64,
 }
 
 /// The supervisor's state.
@@ -132,6 +138,13 @@ pub struct SupervisorState {
     wake_pending: bool,
     next_id: u64,
     jitter: SplitMix64,
+    pricing: Arc<Pricing>,
+    /// USD spent by finished calls.
+    spent: f64,
+    /// USD the calls in flight may still cost (their worst case).
+    reserved: f64,
+    /// Set once `max_cost_usd` would be exceeded: no call starts after that.
+    cost_stop: bool,
 }
 
 /// The registered name of persona `idx` in simulation `instance`.
@@ -166,6 +179,10 @@ impl Actor for SupervisorActor {
             next_start: None,
             wake_pending: false,
             next_id: 0,
+            pricing: a.pricing,
+            spent: 0.0,
+            reserved: 0.0,
+            cost_stop: false,
         })
     }
 
@@ -211,6 +228,7 @@ impl Actor for SupervisorActor {
                         created: now,
                         queued_since: now,
                         last_latency_us: 0,
+                        reserved: 0.0,
                     },
                 );
                 st.queue.push_back(id);
@@ -302,10 +320,71 @@ fn pump(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
         let Some(id) = st.queue.pop_front() else {
             return;
         };
+        if !within_cost_limit(st, id) {
+            refuse_all(st, id);
+            return;
+        }
         if !st.spacing.is_zero() {
             st.next_start = Some(now + st.spacing);
         }
         start(myself, st, id, now);
+    }
+}
+
+/// Worst case of the next attempt of call `id`: its prompt plus `max_tokens` of output.
+fn worst_case_cost(st: &SupervisorState, id: u64) -> f64 {
+    let Some(c) = st.calls.get(&id) else { return 0.0 };
+    let usage = crate::llm::Usage {
+        prompt_tokens: crate::llm::tokens::prompt_tokens(&c.request),
+        completion_tokens: c.request.max_tokens.unwrap_or(st.config.llm.max_tokens) as u64,
+    };
+    st.pricing.cost(&c.request.model, usage).unwrap_or(0.0)
+}
+
+/// True when starting call `id` cannot push the run past `max_cost_usd`.
+fn within_cost_limit(st: &mut SupervisorState, id: u64) -> bool {
+    let Some(max) = st.config.llm.max_cost_usd else { return true };
+    if st.cost_stop {
+        return false;
+    }
+    let next = worst_case_cost(st, id);
+    if st.spent + st.reserved + next <= max {
+        if let Some(c) = st.calls.get_mut(&id) {
+            c.reserved = next;
+        }
+        st.reserved += next;
+        return true;
+    }
+    st.cost_stop = true;
+    let reason = format!(
+        "max_cost_usd = {max:.4} reached: ${:.4} spent, ${:.4} in flight, the next call could cost ${next:.4}",
+        st.spent, st.reserved
+    );
+    tracing::warn!(%reason, "stopping the run before it costs more");
+    if let Some(world) = st.personas.values().next().map(|(s, _)| s.world.clone()) {
+        let _ = world.cast(WorldMsg::Stop(StopReason::CostLimit(reason)));
+    }
+    false
+}
+
+/// Fails call `id` and everything queued, once the cost limit is reached.
+fn refuse_all(st: &mut SupervisorState, first: u64) {
+    let ids: Vec<u64> = std::iter::once(first).chain(st.queue.drain(..)).collect();
+    for id in ids {
+        if let Some(c) = st.calls.remove(&id) {
+            send_to_persona(
+                st,
+                c.persona,
+                PersonaMsg::LlmDone {
+                    tag: c.tag,
+                    result: Err(CallFailure {
+                        reason: "not sent: the run reached max_cost_usd".into(),
+                        kind: ErrorKind::Budget,
+                        attempts: c.attempt,
+                    }),
+                },
+            );
+        }
     }
 }
 
@@ -361,6 +440,7 @@ fn on_done(
     }
     st.in_flight = st.in_flight.saturating_sub(1);
     c.last_latency_us = latency_us;
+    st.reserved = (st.reserved - std::mem::take(&mut c.reserved)).max(0.0);
     let result = result.and_then(|r| {
         if r.text.trim().is_empty() {
             Err(LlmError::new(ErrorKind::Empty, "the model returned empty text"))
@@ -370,7 +450,10 @@ fn on_done(
     });
     match result {
         Ok(resp) => {
+            let cost_usd = st.pricing.cost(&resp.model, resp.usage);
+            st.spent += cost_usd.unwrap_or(0.0);
             let _ = st.metrics.cast(MetricsMsg::CallSucceeded {
+                cost_usd,
                 model: resp.model.clone(),
                 persona: c.persona,
                 latency_us,

@@ -1,0 +1,38 @@
+//! `troupe estimate`: calls, tokens and cost before running.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use troupe_sim::engine::SimulationEngine;
+
+use super::GlobalArgs;
+use super::plan::PlanArgs;
+
+#[derive(Debug, Args)]
+pub struct EstimateArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(g: &GlobalArgs, a: EstimateArgs) -> anyhow::Result<ExitCode> {
+    let (plan, cfg) = super::plan::load(g, &a.plan, &[])?;
+    let engine = SimulationEngine::new(cfg)?;
+    let e = engine.estimate(&plan);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&e)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<24} {:>8} {:>14} {:>14} {:>12}", "MODEL", "CALLS", "PROMPT TOK", "OUTPUT TOK", "COST USD");
+    for (model, m) in &e.by_model {
+        let cost = m.cost_usd.map(|c| format!("{c:.4}")).unwrap_or_else(|| "unpriced".into());
+        println!("{model:<24} {:>8} {:>14} {:>14} {cost:>12}", m.calls, m.prompt_tokens, m.completion_tokens);
+    }
+    println!("{:<24} {:>8} {:>14} {:>14} {:>12.4}", "total", e.calls, e.prompt_tokens, e.completion_tokens, e.cost_usd);
+    for a in &e.assumptions {
+        println!("assumes: {a}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
