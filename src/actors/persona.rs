@@ -16,7 +16,9 @@ use super::world::WorldMsg;
 use crate::llm::{ChatResponse, ErrorKind};
 use crate::memory::{EpisodicMemory, MemoryEvent};
 use crate::persona::PersonaSpec;
-use crate::persona::prompt::{Reply, Sampling, WorldFacts, act_request, parse_reply, summary_request, system_prompt};
+use crate::persona::prompt::{
+    Reply, Sampling, WorldFacts, act_request, parse_json_reply, parse_reply, summary_request, system_prompt,
+};
 
 /// The persona actor (holds no data; see `PersonaState`).
 #[derive(Debug)]
@@ -279,7 +281,11 @@ fn on_done(st: &mut PersonaState, tag: CallTag, result: Result<CallSuccess, Call
     st.current = None;
     let outcome = match result {
         Ok(ok) => {
-            let reply = parse_reply(&ok.response.text, &st.spawn.spec.name);
+            let reply = if st.spawn.sampling.json_actions {
+                parse_json_reply(&ok.response.text, &st.spawn.spec.name)
+            } else {
+                parse_reply(&ok.response.text, &st.spawn.spec.name)
+            };
             if let Reply::Think(t) = &reply {
                 st.memory.push(MemoryEvent::thought(turn, t.as_str().into()));
             }

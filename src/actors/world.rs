@@ -236,7 +236,8 @@ async fn add_persona(
         temperature: p.temperature.unwrap_or(c.llm.temperature),
         top_p: c.llm.top_p,
         max_tokens: c.llm.max_tokens,
-        seed: Some(mix(&[c.simulation.run_seed, crate::rng::fnv1a(p.id.as_bytes())])),
+        seed: c.llm.send_seed.then(|| mix(&[c.simulation.run_seed, crate::rng::fnv1a(p.id.as_bytes())])),
+        json_actions: c.llm.json_actions,
     };
     let spec = Arc::new(p);
     let spawn = PersonaSpawn {

@@ -131,7 +131,9 @@ impl SimulatedProvider {
                 v
             }
         };
-        compose_reply(&profile, &conv, &vocabulary, &mut rng)
+        let reply = compose_reply(&profile, &conv, &vocabulary, &mut rng);
+        // Asked for a JSON action, answer with one, as a model following the prompt would.
+        if user.contains("with one JSON object") { json_action(&reply) } else { reply }
     }
 }
 
@@ -195,6 +197,19 @@ impl Provider for SimulatedProvider {
             Ok(ChatResponse { text, usage, model: req.model.clone(), finish_reason })
         })
     }
+}
+
+fn json_action(reply: &str) -> String {
+    let v = if reply == "PASS" {
+        serde_json::json!({"action": "pass"})
+    } else if let Some(t) = reply.strip_prefix("THINK: ") {
+        serde_json::json!({"action": "think", "text": t})
+    } else if let Some((to, text)) = reply.strip_prefix('@').and_then(|r| r.split_once(": ")) {
+        serde_json::json!({"action": "speak", "to": to, "text": text})
+    } else {
+        serde_json::json!({"action": "speak", "to": null, "text": reply})
+    };
+    v.to_string()
 }
 
 fn truncate_to_tokens(text: &mut String, max: u64) -> FinishReason {

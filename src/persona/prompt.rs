@@ -76,6 +76,9 @@ pub struct Sampling {
     pub max_tokens: u32,
     /// Seed sent to providers that support one.
     pub seed: Option<u64>,
+    /// Ask for a JSON action instead of plain text (`llm.json_actions`).
+    #[serde(default)]
+    pub json_actions: bool,
 }
 
 /// The request asking a persona to act in `turn`.
@@ -91,11 +94,19 @@ pub fn act_request(
     let mut u = String::with_capacity(capacity(memory));
     let mut tokens = render_situation(&mut u, memory, world, context);
     let start = u.len();
-    let _ = write!(
-        u,
-        "Turn {turn}: reply as {} with one short contribution (2-4 sentences). To speak to one person, start with \"@Their Name:\". To keep a private thought, start with \"THINK:\". To stay silent, reply \"PASS\".",
-        persona.name
-    );
+    if sampling.json_actions {
+        let _ = write!(
+            u,
+            "Turn {turn}: reply as {} with one JSON object and nothing else: {{\"action\": \"speak\", \"to\": null, \"text\": \"2-4 sentences\"}}. Set \"to\" to a name to speak to one person, \"action\" to \"think\" for a private thought or \"pass\" to stay silent.",
+            persona.name
+        );
+    } else {
+        let _ = write!(
+            u,
+            "Turn {turn}: reply as {} with one short contribution (2-4 sentences). To speak to one person, start with \"@Their Name:\". To keep a private thought, start with \"THINK:\". To stay silent, reply \"PASS\".",
+            persona.name
+        );
+    }
     tokens += count_tokens(&u[start..]);
     request(system, u, tokens, persona, turn, "act", sampling)
 }
@@ -196,6 +207,25 @@ pub enum Reply {
     Pass,
 }
 
+/// Reads a JSON action (`{"action": "speak"|"think"|"pass", "to": null|"Name", "text": "..."}`),
+/// tolerating code fences, prose around it, single quotes and trailing commas; text that holds
+/// no usable JSON is read as a plain reply.
+pub fn parse_json_reply(raw: &str, own_name: &str) -> Reply {
+    let Some(v) = crate::llm::json_action::parse_json_tolerant(raw) else {
+        return parse_reply(raw, own_name);
+    };
+    let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::trim).filter(|s| !s.is_empty());
+    let text = field("text").or_else(|| field("message")).or_else(|| field("content"));
+    match field("action").map(str::to_lowercase).as_deref() {
+        Some("pass") | Some("silent") | Some("none") => Reply::Pass,
+        Some("think") => Reply::Think(text.unwrap_or_default().to_string()),
+        _ => match text {
+            Some(t) => Reply::Speak { text: t.to_string(), to: field("to").map(str::to_owned) },
+            None => parse_reply(raw, own_name),
+        },
+    }
+}
+
 /// Reads a reply: `PASS`, `THINK: ...`, `@Name: ...`, or plain speech. Strips a leading
 /// "Name:" echo of the persona's own name, which models often add.
 pub fn parse_reply(raw: &str, own_name: &str) -> Reply {
@@ -245,7 +275,14 @@ mod tests {
         m.push(MemoryEvent::thought(3, "Hmm... wait".into()));
         m.push(MemoryEvent::context(3, "The budget doubled.".into()));
         let facts = WorldFacts { world: "Board room".into(), topic: "Should we ship?".into() };
-        let s = Sampling { model: "m".into(), temperature: 0.5, top_p: None, max_tokens: 50, seed: None };
+        let s = Sampling {
+            model: "m".into(),
+            temperature: 0.5,
+            top_p: None,
+            max_tokens: 50,
+            seed: None,
+            json_actions: false,
+        };
         let system = system_prompt(&p);
         for req in [
             act_request(&system, &p, &m, &facts, "ctx here", 3, &s),
@@ -253,6 +290,16 @@ mod tests {
         ] {
             assert_eq!(req.meta.prompt_tokens, crate::llm::tokens::count_request(&req));
         }
+    }
+
+    #[test]
+    fn json_replies_are_read_tolerantly() {
+        let r = parse_json_reply("```json\n{'action': 'speak', 'to': 'Bo', 'text': 'Hi there',}\n```", "A");
+        assert_eq!(r, Reply::Speak { text: "Hi there".into(), to: Some("Bo".into()) });
+        assert_eq!(parse_json_reply("Sure! {\"action\": \"pass\"}", "A"), Reply::Pass);
+        assert_eq!(parse_json_reply("{\"action\": \"think\", \"text\": \"hm\"}", "A"), Reply::Think("hm".into()));
+        // No JSON at all: read as plain text.
+        assert_eq!(parse_json_reply("Just words.", "A"), Reply::Speak { text: "Just words.".into(), to: None });
     }
 
     #[test]
