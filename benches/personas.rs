@@ -15,12 +15,11 @@ use troupe_sim::persona::{PersonaDatabase, validate_database};
 const COUNT: usize = 100_000;
 
 const FIRST: [&str; 64] = [
-    "Amara", "Ben", "Carla", "Dmitri", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Keiko",
-    "Luis", "Maya", "Nikhil", "Olga", "Pedro", "Quinn", "Rosa", "Sven", "Tara", "Umar", "Vera",
-    "Wei", "Ximena", "Yusuf", "Zoe", "Aditi", "Bruno", "Chloe", "Diego", "Emeka", "Fatima",
-    "Gustav", "Hana", "Ivan", "Jade", "Kofi", "Lena", "Mateo", "Nora", "Oscar", "Priya", "Rafael",
-    "Sofia", "Tomas", "Ulla", "Victor", "Wanda", "Xavier", "Yara", "Zain", "Alice", "Bilal",
-    "Carmen", "David", "Esther", "Felix", "Gita", "Hugo", "Iris", "Jamal", "Kira", "Leo", "Mina",
+    "Amara", "Ben", "Carla", "Dmitri", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Keiko", "Luis", "Maya",
+    "Nikhil", "Olga", "Pedro", "Quinn", "Rosa", "Sven", "Tara", "Umar", "Vera", "Wei", "Ximena", "Yusuf", "Zoe",
+    "Aditi", "Bruno", "Chloe", "Diego", "Emeka", "Fatima", "Gustav", "Hana", "Ivan", "Jade", "Kofi", "Lena", "Mateo",
+    "Nora", "Oscar", "Priya", "Rafael", "Sofia", "Tomas", "Ulla", "Victor", "Wanda", "Xavier", "Yara", "Zain", "Alice",
+    "Bilal", "Carmen", "David", "Esther", "Felix", "Gita", "Hugo", "Iris", "Jamal", "Kira", "Leo", "Mina",
 ];
 const LAST: [&str; 64] = [
     "Okafor",
@@ -208,30 +207,15 @@ fn bench(c: &mut Criterion) {
     let bytes = std::fs::metadata(&path).unwrap().len();
     let db = PersonaDatabase::load(&path).unwrap();
     let report = validate_database(&db);
-    assert_eq!(
-        (db.personas.len(), report.findings.len()),
-        (COUNT, 0),
-        "{:?}",
-        report.findings.first()
-    );
-    eprintln!(
-        "{COUNT} personas, {:.1} MB ({} bytes per persona)",
-        bytes as f64 / 1e6,
-        bytes as usize / COUNT
-    );
+    assert_eq!((db.personas.len(), report.findings.len()), (COUNT, 0), "{:?}", report.findings.first());
+    eprintln!("{COUNT} personas, {:.1} MB ({} bytes per persona)", bytes as f64 / 1e6, bytes as usize / COUNT);
 
     let mut g = c.benchmark_group("personas_100k");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(6));
-    g.bench_function("load", |b| {
-        b.iter(|| PersonaDatabase::load(black_box(&path)).unwrap())
-    });
+    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(6));
+    g.bench_function("load", |b| b.iter(|| PersonaDatabase::load(black_box(&path)).unwrap()));
     g.bench_function("tag_index", |b| b.iter(|| black_box(&db).tag_index()));
     g.bench_function("validate", |b| b.iter(|| validate_database(black_box(&db))));
-    g.bench_function("load+index+validate", |b| {
-        b.iter(|| load_index_validate(black_box(&path)))
-    });
+    g.bench_function("load+index+validate", |b| b.iter(|| load_index_validate(black_box(&path))));
     g.finish();
 }
 

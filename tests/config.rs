@@ -10,8 +10,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use tempfile::TempDir;
 use troupe_sim::config::{
-    self, ConfigError, ConfigSources, KeySource, Layer, LoadedConfig, SecretString,
-    SimulationConfig, TurnPolicy, load_config, resolve_api_key,
+    self, ConfigError, ConfigSources, KeySource, Layer, LoadedConfig, SecretString, SimulationConfig, TurnPolicy,
+    load_config, resolve_api_key,
 };
 
 static ENV_LOCK: Mutex<()> = Mutex::new(());
@@ -29,10 +29,7 @@ fn env_vars(vars: &[(&str, &str)]) -> EnvVars {
         // environment lock covers the other threads' reads (TMPDIR).
         unsafe { std::env::set_var(k, v) };
     }
-    EnvVars {
-        names: vars.iter().map(|(k, _)| k.to_string()).collect(),
-        _lock: lock,
-    }
+    EnvVars { names: vars.iter().map(|(k, _)| k.to_string()).collect(), _lock: lock }
 }
 
 impl Drop for EnvVars {
@@ -51,9 +48,7 @@ struct Files {
 
 impl Files {
     fn new() -> Self {
-        Files {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Files { dir: tempfile::tempdir().unwrap() }
     }
     fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.dir.path().join(name);
@@ -73,20 +68,12 @@ impl Files {
 }
 
 fn sets(s: &[&str]) -> Layer {
-    Layer::from_sets(
-        "command line",
-        &s.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-    )
-    .unwrap()
+    Layer::from_sets("command line", &s.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
 }
 
 /// The value and source `troupe config show` prints for `key`.
 fn entry(loaded: &LoadedConfig, key: &str) -> (String, String) {
-    let e = loaded
-        .entries()
-        .into_iter()
-        .find(|e| e.key == key)
-        .unwrap_or_else(|| panic!("no entry {key}"));
+    let e = loaded.entries().into_iter().find(|e| e.key == key).unwrap_or_else(|| panic!("no entry {key}"));
     (e.value, e.source)
 }
 
@@ -106,10 +93,7 @@ fn defaults_match_the_issue() {
     assert_eq!(c.llm.temperature, 0.7);
     assert_eq!(c.simulation.max_turns, 6);
     assert_eq!(c.simulation.seed, "");
-    assert_eq!(
-        c.simulation.personas_file,
-        Path::new("data/personas.agents.json")
-    );
+    assert_eq!(c.simulation.personas_file, Path::new("data/personas.agents.json"));
     assert_eq!(c.simulation.max_personas, 10);
     assert_eq!(c.performance.persona_timeout, 30.0);
     assert!(!c.simulation.parallel_execution);
@@ -142,10 +126,7 @@ fn defaults_load_with_their_source_and_their_section() {
     let loaded = load_config(&f.sources(None, None)).unwrap();
     assert_eq!(loaded.config, SimulationConfig::default());
     let entries = loaded.entries();
-    assert!(
-        entries.iter().all(|e| e.source == "built-in default"),
-        "{entries:#?}"
-    );
+    assert!(entries.iter().all(|e| e.source == "built-in default"), "{entries:#?}");
     for key in [
         "llm.model",
         "llm.temperature",
@@ -169,10 +150,7 @@ fn defaults_load_with_their_source_and_their_section() {
         "output.auto_analysis",
         "output.save_visualizations",
     ] {
-        assert!(
-            entries.iter().any(|e| e.key == key),
-            "{key} is grouped under its section"
-        );
+        assert!(entries.iter().any(|e| e.key == key), "{key} is grouped under its section");
     }
     assert!(loaded.notes.is_empty(), "{:?}", loaded.notes);
 }
@@ -188,15 +166,13 @@ fn layers_apply_lowest_first_and_say_where_each_value_came_from() {
     let ini = "[OpenAI]\nTEMPERATURE=0.2\n[Simulation]\nMAX_TURNS=8\n[Performance]\nMAX_WORKERS=4\nBATCH_SIZE=3\n";
     let mut src = f.sources(Some(toml), Some(ini));
     let scenario_file = f.write("panel.ron", "");
-    let overrides = serde_json::json!({"simulation": {"max_turns": 9}, "performance": {"max_workers": 5, "batch_size": 4}});
+    let overrides =
+        serde_json::json!({"simulation": {"max_turns": 9}, "performance": {"max_workers": 5, "batch_size": 4}});
     src.scenario = Some(config::scenario_layer(&scenario_file, &overrides).unwrap());
     src.env = true;
     src.cli = Some(sets(&["performance.batch_size=8"]));
     let loaded = {
-        let _env = env_vars(&[
-            ("TROUPE_PERFORMANCE__MAX_WORKERS", "6"),
-            ("TROUPE_PERFORMANCE__BATCH_SIZE", "7"),
-        ]);
+        let _env = env_vars(&[("TROUPE_PERFORMANCE__MAX_WORKERS", "6"), ("TROUPE_PERFORMANCE__BATCH_SIZE", "7")]);
         load_config(&src).unwrap()
     };
     let c = &loaded.config;
@@ -210,35 +186,29 @@ fn layers_apply_lowest_first_and_say_where_each_value_came_from() {
         ),
         (100, 0.2, 9, 6, 8)
     );
-    let toml_path = f.dir.path().join("troupe.toml").display().to_string();
-    let ini_path = f.dir.path().join("config.ini").display().to_string();
+    // figment shows file paths relative to the working folder, so match on their last parts.
+    let tail = |p: &Path| {
+        format!(
+            "{}/{}",
+            p.parent().unwrap().file_name().unwrap().to_str().unwrap(),
+            p.file_name().unwrap().to_str().unwrap()
+        )
+    };
+    let toml = tail(&f.dir.path().join("troupe.toml"));
+    let ini = tail(&f.dir.path().join("config.ini"));
+    let scenario = tail(&scenario_file);
     let cases = [
-        (
-            "llm.fallback_model",
-            "\"gpt-3.5-turbo\"",
-            "built-in default".to_string(),
-        ),
-        ("llm.max_tokens", "100", toml_path),
-        ("llm.temperature", "0.2", ini_path),
-        (
-            "simulation.max_turns",
-            "9",
-            scenario_file.display().to_string(),
-        ),
-        (
-            "performance.max_workers",
-            "6",
-            "`TROUPE_` environment".into(),
-        ),
-        ("performance.batch_size", "8", "command line".into()),
+        ("llm.fallback_model", "\"gpt-3.5-turbo\"", "built-in default", ""),
+        ("llm.max_tokens", "100", "TOML file", toml.as_str()),
+        ("llm.temperature", "0.2", "TinyTroupe config.ini", ini.as_str()),
+        ("simulation.max_turns", "9", "scenario", scenario.as_str()),
+        ("performance.max_workers", "6", "`TROUPE_` environment", ""),
+        ("performance.batch_size", "8", "command line", ""),
     ];
-    for (key, value, source) in cases {
+    for (key, value, label, path) in cases {
         let (v, s) = entry(&loaded, key);
         assert_eq!(v, value, "{key}");
-        assert!(
-            s.contains(&source),
-            "{key}: source {s:?} should name {source:?}"
-        );
+        assert!(s.starts_with(label) && s.contains(path), "{key}: source {s:?} should be {label} {path}");
     }
 }
 
@@ -260,14 +230,7 @@ fn env_layer_needs_the_prefix_and_double_underscores() {
     assert_eq!(loaded.config.simulation.policy(), TurnPolicy::Parallel);
     // With `env: false` the same variables are not read.
     let _env = env_vars(&[("TROUPE_LLM__MODEL", "gpt-4o")]);
-    assert_eq!(
-        load_config(&f.sources(None, None))
-            .unwrap()
-            .config
-            .llm
-            .model,
-        "gpt-4o-mini"
-    );
+    assert_eq!(load_config(&f.sources(None, None)).unwrap().config.llm.model, "gpt-4o-mini");
 }
 
 #[test]
@@ -349,10 +312,7 @@ fn a_real_tinytroupe_config_ini_loads() {
     assert_eq!(c.llm.model, "gpt-5-mini");
     assert_eq!(c.llm.azure_api_version, "2024-12-01-preview");
     assert_eq!(c.performance.persona_timeout, 480.0);
-    assert_eq!(
-        c.performance.max_retries, 5,
-        "[OpenAI] MAX_ATTEMPTS, not [ActionGenerator]'s"
-    );
+    assert_eq!(c.performance.max_retries, 5, "[OpenAI] MAX_ATTEMPTS, not [ActionGenerator]'s");
     assert_eq!(c.performance.backoff_base, 1.0);
     assert_eq!(c.performance.backoff_factor, 5.0);
     assert!(c.simulation.parallel_execution);
@@ -360,18 +320,8 @@ fn a_real_tinytroupe_config_ini_loads() {
     let (_, source) = entry(&loaded, "llm.model");
     assert!(source.contains("config.ini"), "{source}");
     // Keys TinyTroupe has and troupe-sim does not use are noted, not errors.
-    assert!(
-        loaded
-            .notes
-            .iter()
-            .any(|n| n.contains("max_completion_tokens")),
-        "{:?}",
-        loaded.notes
-    );
-    assert!(
-        !loaded.notes.iter().any(|n| n.contains("api_type")),
-        "known TinyTroupe-only keys stay quiet"
-    );
+    assert!(loaded.notes.iter().any(|n| n.contains("max_completion_tokens")), "{:?}", loaded.notes);
+    assert!(!loaded.notes.iter().any(|n| n.contains("api_type")), "known TinyTroupe-only keys stay quiet");
 }
 
 #[test]
@@ -399,15 +349,9 @@ fn config_ini_wrong_type_names_file_line_and_key() {
     let f = Files::new();
     let e = layer_error(&f.sources(None, Some("[OpenAI]\nMODEL=gpt-4o\n\nMAX_TOKENS=lots\n")));
     assert!(e.contains("config.ini:4"), "{e}");
-    assert!(
-        e.contains("max_tokens") && e.contains("lots") && e.contains("whole number"),
-        "{e}"
-    );
+    assert!(e.contains("max_tokens") && e.contains("lots") && e.contains("whole number"), "{e}");
     let e = layer_error(&f.sources(None, Some("[Simulation]\nPARALLEL_AGENT_ACTIONS=maybe\n")));
-    assert!(
-        e.contains("config.ini:2") && e.contains("true or false"),
-        "{e}"
-    );
+    assert!(e.contains("config.ini:2") && e.contains("true or false"), "{e}");
     let e = layer_error(&f.sources(None, Some("[OpenAI\nMODEL=x\n")));
     assert!(e.contains("config.ini:1") && e.contains("]"), "{e}");
 }
@@ -422,18 +366,12 @@ fn unknown_key_names_the_file_and_suggests_the_near_miss() {
     assert!(e.contains("unknown key `llm.modle`"), "{e}");
     assert!(e.contains("did you mean `llm.model`?"), "{e}");
     let e = layer_error(&f.sources(Some("[simulaton]\nmax_turns = 3\n"), None));
-    assert!(
-        e.contains("did you mean `simulation`?") && e.contains("troupe.toml"),
-        "{e}"
-    );
+    assert!(e.contains("did you mean `simulation`?") && e.contains("troupe.toml"), "{e}");
     let e = layer_error(&f.sources(Some("[performance]\nmax_worker = 3\n"), None));
     assert!(e.contains("did you mean `performance.max_workers`?"), "{e}");
     // Far from every key: the known keys are listed instead.
     let e = layer_error(&f.sources(Some("[output]\nzzz = 1\n"), None));
-    assert!(
-        e.contains("known keys here") && e.contains("output_dir"),
-        "{e}"
-    );
+    assert!(e.contains("known keys here") && e.contains("output_dir"), "{e}");
 }
 
 #[test]
@@ -442,10 +380,7 @@ fn unknown_key_from_the_command_line_or_environment_names_that_source() {
     let mut src = f.sources(None, None);
     src.cli = Some(sets(&["llm.temprature=0.3"]));
     let e = layer_error(&src);
-    assert!(
-        e.contains("command line") && e.contains("did you mean `llm.temperature`?"),
-        "{e}"
-    );
+    assert!(e.contains("command line") && e.contains("did you mean `llm.temperature`?"), "{e}");
 
     let mut src = f.sources(None, None);
     src.env = true;
@@ -453,10 +388,7 @@ fn unknown_key_from_the_command_line_or_environment_names_that_source() {
         let _env = env_vars(&[("TROUPE_SIMULATION__MAX_TURN", "3")]);
         layer_error(&src)
     };
-    assert!(
-        e.contains("`TROUPE_` environment") && e.contains("`simulation.max_turn`"),
-        "{e}"
-    );
+    assert!(e.contains("`TROUPE_` environment") && e.contains("`simulation.max_turn`"), "{e}");
     assert!(e.contains("did you mean `simulation.max_turns`?"), "{e}");
 }
 
@@ -464,45 +396,27 @@ fn unknown_key_from_the_command_line_or_environment_names_that_source() {
 fn wrong_type_names_the_file_and_key() {
     let f = Files::new();
     let e = layer_error(&f.sources(Some("[simulation]\nmax_turns = \"six\"\n"), None));
-    assert!(
-        e.contains("troupe.toml") && e.contains("`simulation.max_turns`"),
-        "{e}"
-    );
+    assert!(e.contains("troupe.toml") && e.contains("`simulation.max_turns`"), "{e}");
     assert!(e.contains("wrong type") && e.contains("\"six\""), "{e}");
     let mut src = f.sources(None, None);
     src.cli = Some(sets(&["performance.graceful_degradation=sometimes"]));
     let e = layer_error(&src);
-    assert!(
-        e.contains("command line") && e.contains("performance.graceful_degradation"),
-        "{e}"
-    );
+    assert!(e.contains("command line") && e.contains("performance.graceful_degradation"), "{e}");
     let e = layer_error(&f.sources(Some("[llm]\nprovider = \"openia\"\n"), None));
-    assert!(
-        e.contains("llm.provider") && e.contains("simulated"),
-        "unknown variants list the choices: {e}"
-    );
+    assert!(e.contains("llm.provider") && e.contains("simulated"), "unknown variants list the choices: {e}");
 }
 
 #[test]
 fn out_of_range_values_name_their_source() {
     let f = Files::new();
     let e = layer_error(&f.sources(Some("[llm]\ntemperature = 3.5\n"), None));
-    assert!(
-        e.contains("llm.temperature") && e.contains("3.5") && e.contains("troupe.toml"),
-        "{e}"
-    );
+    assert!(e.contains("llm.temperature") && e.contains("3.5") && e.contains("troupe.toml"), "{e}");
     let mut src = f.sources(None, None);
     src.cli = Some(sets(&["performance.max_workers=0"]));
     let e = layer_error(&src);
-    assert!(
-        e.contains("performance.max_workers") && e.contains("command line"),
-        "{e}"
-    );
+    assert!(e.contains("performance.max_workers") && e.contains("command line"), "{e}");
     let e = layer_error(&f.sources(None, Some("[Logging]\nLOGLEVEL=LOUD\n")));
-    assert!(
-        e.contains("monitoring.log_level") && e.contains("config.ini"),
-        "{e}"
-    );
+    assert!(e.contains("monitoring.log_level") && e.contains("config.ini"), "{e}");
 }
 
 #[test]
@@ -557,11 +471,7 @@ fn api_key_secrets_file_beats_env_beats_config() {
     let k = resolve_api_key(&config_with_key(), &secrets, KEY_VAR);
     assert_eq!(k.source, KeySource::SecretsFile(secrets.clone()));
     assert_eq!(k.key.unwrap().expose(), format!("{CANARY}-file"));
-    assert!(
-        k.warnings.is_empty(),
-        "a 0600 secrets file is fine: {:?}",
-        k.warnings
-    );
+    assert!(k.warnings.is_empty(), "a 0600 secrets file is fine: {:?}", k.warnings);
 
     let k = resolve_api_key(&config_with_key(), &none, KEY_VAR);
     assert_eq!(k.source, KeySource::Env(KEY_VAR));
@@ -571,11 +481,7 @@ fn api_key_secrets_file_beats_env_beats_config() {
     let k = resolve_api_key(&config_with_key(), &none, KEY_VAR);
     assert_eq!(k.source, KeySource::Config);
     assert_eq!(k.key.unwrap().expose(), format!("{CANARY}-config"));
-    assert!(
-        k.warnings.iter().any(|w| w.contains("least safe")),
-        "{:?}",
-        k.warnings
-    );
+    assert!(k.warnings.iter().any(|w| w.contains("least safe")), "{:?}", k.warnings);
 
     let k = resolve_api_key(&SimulationConfig::default(), &none, KEY_VAR);
     assert_eq!((k.source, k.key), (KeySource::Missing, None));
@@ -585,42 +491,23 @@ fn api_key_secrets_file_beats_env_beats_config() {
 #[test]
 fn api_key_secrets_file_readable_by_others_is_warned() {
     let f = Files::new();
-    let k = resolve_api_key(
-        &SimulationConfig::default(),
-        &secrets_file(&f, 0o644),
-        KEY_VAR,
-    );
-    assert!(
-        k.warnings.iter().any(|w| w.contains("chmod 600")),
-        "{:?}",
-        k.warnings
-    );
+    let k = resolve_api_key(&SimulationConfig::default(), &secrets_file(&f, 0o644), KEY_VAR);
+    assert!(k.warnings.iter().any(|w| w.contains("chmod 600")), "{:?}", k.warnings);
 }
 
 #[test]
 fn api_key_in_the_config_file_is_noted_as_least_safe() {
     let f = Files::new();
-    let loaded =
-        load_config(&f.sources(Some(&format!("[llm]\napi_key = \"{CANARY}\"\n")), None)).unwrap();
+    let loaded = load_config(&f.sources(Some(&format!("[llm]\napi_key = \"{CANARY}\"\n")), None)).unwrap();
     assert_eq!(loaded.config.llm.api_key.as_ref().unwrap().expose(), CANARY);
-    assert!(
-        loaded
-            .notes
-            .iter()
-            .any(|n| n.contains("least safe") && n.contains("troupe.toml")),
-        "{:?}",
-        loaded.notes
-    );
+    assert!(loaded.notes.iter().any(|n| n.contains("least safe") && n.contains("troupe.toml")), "{:?}", loaded.notes);
     assert!(!loaded.notes.concat().contains(CANARY));
 }
 
 #[test]
 fn a_broken_secrets_file_does_not_quote_the_key() {
     let f = Files::new();
-    let p = f.write(
-        "secrets.toml",
-        &format!("api_key = \"{CANARY}\nother = 1\n"),
-    );
+    let p = f.write("secrets.toml", &format!("api_key = \"{CANARY}\nother = 1\n"));
     let k = resolve_api_key(&SimulationConfig::default(), &p, KEY_VAR);
     assert!(!k.warnings.is_empty());
     assert!(!format!("{k:?}").contains(CANARY), "{k:?}");
@@ -632,11 +519,7 @@ fn the_api_key_never_prints() {
     let mut src = f.sources(Some(&format!("[llm]\napi_key = \"{CANARY}\"\n")), None);
     src.cli = Some(sets(&[&format!("llm.api_key={CANARY}")]));
     let loaded = load_config(&src).unwrap();
-    assert_eq!(
-        loaded.config.llm.api_key.as_ref().unwrap().expose(),
-        CANARY,
-        "the key is usable"
-    );
+    assert_eq!(loaded.config.llm.api_key.as_ref().unwrap().expose(), CANARY, "the key is usable");
 
     let secret = SecretString::new(CANARY);
     let key = resolve_api_key(&loaded.config, &f.dir.path().join("none.toml"), KEY_VAR);
@@ -656,10 +539,7 @@ fn the_api_key_never_prints() {
         loaded.notes.join("\n"),
     ];
     for (i, text) in rendered.iter().enumerate() {
-        assert!(
-            !text.contains(CANARY),
-            "rendering {i} shows the key: {text}"
-        );
+        assert!(!text.contains(CANARY), "rendering {i} shows the key: {text}");
     }
     let (value, source) = entry(&loaded, "llm.api_key");
     assert_eq!(value, "\"[redacted]\"");
@@ -684,17 +564,11 @@ fn scenario_layer_is_named_after_its_file() {
     let loaded = load_config(&src).unwrap();
     assert_eq!(loaded.config.simulation.policy(), TurnPolicy::RandomOrder);
     let (_, source) = entry(&loaded, "llm.model");
-    assert!(
-        source.starts_with("scenario") && source.contains("budget.ron"),
-        "{source}"
-    );
+    assert!(source.starts_with("scenario") && source.contains("budget.ron"), "{source}");
     // A scenario override with an unknown key is an error naming the scenario.
     let mut src = f.sources(None, None);
     let bad = serde_json::json!({"simulation": {"max_turnz": 3}});
     src.scenario = Some(config::scenario_layer(&path, &bad).unwrap());
     let e = layer_error(&src);
-    assert!(
-        e.contains("budget.ron") && e.contains("did you mean `simulation.max_turns`?"),
-        "{e}"
-    );
+    assert!(e.contains("budget.ron") && e.contains("did you mean `simulation.max_turns`?"), "{e}");
 }

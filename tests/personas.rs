@@ -16,8 +16,8 @@ use troupe_sim::persona::json::{PositionIndex, parse_strict};
 use troupe_sim::persona::load::{Layout, persona_from_value};
 use troupe_sim::persona::validate::MAX_FIELD_BYTES;
 use troupe_sim::persona::{
-    Finding, Fragment, LineCol, Origin, PersonaDatabase, PersonaError, PersonaSpec, Severity,
-    ValidationReport, apply_fragment, load_personas_by_tags, save_personas, validate_database,
+    Finding, Fragment, LineCol, Origin, PersonaDatabase, PersonaError, PersonaSpec, Severity, ValidationReport,
+    apply_fragment, load_personas_by_tags, save_personas, validate_database,
 };
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -69,15 +69,9 @@ fn at(text: &str, i: usize, keys: &[&str]) -> LineCol {
     let mut col = 2; // 0-based: the persona's `{`
     for k in keys {
         let needle = format!("\"{k}\":");
-        col += line[col..]
-            .find(&needle)
-            .unwrap_or_else(|| panic!("{k} not in {line}"))
-            + needle.len();
+        col += line[col..].find(&needle).unwrap_or_else(|| panic!("{k} not in {line}")) + needle.len();
     }
-    LineCol {
-        line: i + 2,
-        col: col + 1,
-    }
+    LineCol { line: i + 2, col: col + 1 }
 }
 
 /// One broken persona after a valid one, in a file of its own, validated.
@@ -96,12 +90,7 @@ fn case(break_it: impl FnOnce(&mut Map<String, Value>)) -> Case {
     let text = write_lines(&path, &[valid("good_one", "Good One"), broken]);
     let db = PersonaDatabase::load(&path).unwrap();
     let report = validate_database(&db);
-    Case {
-        _dir: dir,
-        path,
-        text,
-        report,
-    }
+    Case { _dir: dir, path, text, report }
 }
 
 fn personality(p: &mut Map<String, Value>) -> &mut Map<String, Value> {
@@ -120,33 +109,17 @@ impl Case {
     /// at the start of the value reached by `keys` in the broken persona (line 3).
     #[track_caller]
     fn one(&self, severity: Severity, field: &str, persona: &str, keys: &[&str]) -> Finding {
-        let hits: Vec<&Finding> = self
-            .report
-            .findings
-            .iter()
-            .filter(|f| f.field == field)
-            .collect();
-        assert_eq!(
-            hits.len(),
-            1,
-            "one finding on `{field}` expected: {:#?}",
-            self.report.findings
-        );
+        let hits: Vec<&Finding> = self.report.findings.iter().filter(|f| f.field == field).collect();
+        assert_eq!(hits.len(), 1, "one finding on `{field}` expected: {:#?}", self.report.findings);
         let f = hits[0].clone();
         assert_eq!(f.severity, severity, "{f}");
         assert_eq!(f.persona, persona, "{f}");
         assert_eq!(f.file, self.path, "{f}");
         let pos = at(&self.text, 1, keys);
         assert_eq!(f.position, Some(pos), "{f}");
-        assert!(
-            !f.hint.trim().is_empty(),
-            "a finding says how to fix it: {f}"
-        );
+        assert!(!f.hint.trim().is_empty(), "a finding says how to fix it: {f}");
         let shown = f.to_string();
-        assert!(
-            shown.contains(&format!("{}:{pos}", self.path.display())),
-            "{shown}"
-        );
+        assert!(shown.contains(&format!("{}:{pos}", self.path.display())), "{shown}");
         f
     }
 }
@@ -181,12 +154,7 @@ fn rule_name_is_required() {
     })
     .count(1)
     .one(Severity::Error, "name", "broken_one", &[]);
-    case(|p| p["name"] = json!("   ")).count(1).one(
-        Severity::Error,
-        "name",
-        "broken_one",
-        &["name"],
-    );
+    case(|p| p["name"] = json!("   ")).count(1).one(Severity::Error, "name", "broken_one", &["name"]);
 }
 
 #[test]
@@ -196,9 +164,7 @@ fn rule_role_is_required() {
     })
     .count(1)
     .one(Severity::Error, "role", "broken_one", &[]);
-    case(|p| p["role"] = json!(""))
-        .count(1)
-        .one(Severity::Error, "role", "broken_one", &["role"]);
+    case(|p| p["role"] = json!("")).count(1).one(Severity::Error, "role", "broken_one", &["role"]);
 }
 
 #[test]
@@ -224,26 +190,14 @@ fn rule_personality_is_required() {
     });
     c.one(Severity::Error, "personality", "broken_one", &[]);
     // Without a personality the completeness fields are missing too, as warnings.
-    assert_eq!(
-        (c.report.errors(), c.report.warnings()),
-        (1, 3),
-        "{:#?}",
-        c.report.findings
-    );
+    assert_eq!((c.report.errors(), c.report.warnings()), (1, 3), "{:#?}", c.report.findings);
 }
 
 // ---------------------------------------------------------------- id, temperature
 
 #[test]
 fn rule_id_allows_only_letters_digits_underscore_dash() {
-    for bad in [
-        "sarah chen",
-        "sarah.chen",
-        "a/b",
-        "zoë",
-        "x;drop",
-        "tab\there",
-    ] {
+    for bad in ["sarah chen", "sarah.chen", "a/b", "zoë", "x;drop", "tab\there"] {
         let c = case(|p| p["id"] = json!(bad));
         let f = c.count(1).one(Severity::Error, "id", bad, &["id"]);
         assert!(f.message.contains("letters, digits"), "{f}");
@@ -281,12 +235,7 @@ fn rule_traits_are_not_empty() {
             p.remove("validation_rules");
         })
         .count(1)
-        .one(
-            Severity::Error,
-            "personality.traits",
-            "broken_one",
-            &["personality", "traits"],
-        );
+        .one(Severity::Error, "personality.traits", "broken_one", &["personality", "traits"]);
     }
 }
 
@@ -307,12 +256,7 @@ fn rule_style_is_not_empty() {
         p.remove("validation_rules");
     })
     .count(1)
-    .one(
-        Severity::Error,
-        "personality.style",
-        "broken_one",
-        &["personality", "style"],
-    );
+    .one(Severity::Error, "personality.style", "broken_one", &["personality", "style"]);
 }
 
 #[test]
@@ -322,17 +266,9 @@ fn rule_completeness_warns_on_communication_decisions_approach() {
             personality(p).remove(field);
         });
         // A missing field points at the personality block that should hold it.
-        let f = c.count(1).one(
-            Severity::Warning,
-            &format!("personality.{field}"),
-            "broken_one",
-            &["personality"],
-        );
+        let f = c.count(1).one(Severity::Warning, &format!("personality.{field}"), "broken_one", &["personality"]);
         assert!(f.message.contains("less complete"), "{f}");
-        assert!(
-            c.report.is_valid(),
-            "warnings do not make the database invalid"
-        );
+        assert!(c.report.is_valid(), "warnings do not make the database invalid");
         // An empty string counts as unset.
         case(|p| personality(p)[field] = json!("")).count(1).one(
             Severity::Warning,
@@ -347,42 +283,35 @@ fn rule_completeness_warns_on_communication_decisions_approach() {
 
 #[test]
 fn rule_required_traits_are_present() {
-    let f = case(|p| p["validation_rules"]["required_traits"] = json!(["analytical", "curious"]))
-        .count(1)
-        .one(
-            Severity::Error,
-            "personality.traits",
-            "broken_one",
-            &["personality", "traits"],
-        );
+    let f = case(|p| p["validation_rules"]["required_traits"] = json!(["analytical", "curious"])).count(1).one(
+        Severity::Error,
+        "personality.traits",
+        "broken_one",
+        &["personality", "traits"],
+    );
     assert!(f.message.contains("\"curious\""), "{f}");
 }
 
 #[test]
 fn rule_max_goals_is_respected() {
-    let f = case(|p| p["validation_rules"]["max_goals"] = json!(1))
-        .count(1)
-        .one(
-            Severity::Error,
-            "personality.goals",
-            "broken_one",
-            &["personality", "goals"],
-        );
+    let f = case(|p| p["validation_rules"]["max_goals"] = json!(1)).count(1).one(
+        Severity::Error,
+        "personality.goals",
+        "broken_one",
+        &["personality", "goals"],
+    );
     assert!(f.message.contains("max_goals = 1"), "{f}");
     case(|p| p["validation_rules"]["max_goals"] = json!(0)).count(1);
 }
 
 #[test]
 fn rule_style_constraints_are_met() {
-    let f =
-        case(|p| p["validation_rules"]["style_constraints"] = json!(["professional", "formal"]))
-            .count(1)
-            .one(
-                Severity::Error,
-                "personality.style",
-                "broken_one",
-                &["personality", "style"],
-            );
+    let f = case(|p| p["validation_rules"]["style_constraints"] = json!(["professional", "formal"])).count(1).one(
+        Severity::Error,
+        "personality.style",
+        "broken_one",
+        &["personality", "style"],
+    );
     assert!(f.message.contains("\"formal\""), "{f}");
 }
 
@@ -412,13 +341,7 @@ fn every_broken_rule_is_reported_not_just_the_first() {
         personality(p).remove("approach");
     });
     let fields: Vec<&str> = c.report.findings.iter().map(|f| f.field.as_str()).collect();
-    for want in [
-        "role",
-        "id",
-        "temperature",
-        "personality.goals",
-        "personality.approach",
-    ] {
+    for want in ["role", "id", "temperature", "personality.goals", "personality.approach"] {
         assert!(fields.contains(&want), "{want} missing from {fields:?}");
     }
     assert_eq!((c.report.errors(), c.report.warnings()), (4, 1));
@@ -441,50 +364,27 @@ fn two_files(a: Value, b: Value) -> (TempDir, PathBuf, PathBuf, ValidationReport
 
 #[test]
 fn rule_ids_are_unique_across_files_naming_both_places() {
-    let (_d, pa, pb, r) = two_files(
-        valid("sarah_chen", "Sarah Chen"),
-        valid("sarah_chen", "Someone Else"),
-    );
+    let (_d, pa, pb, r) = two_files(valid("sarah_chen", "Sarah Chen"), valid("sarah_chen", "Someone Else"));
     assert_eq!(r.findings.len(), 1, "{:#?}", r.findings);
     let f = &r.findings[0];
-    assert_eq!(
-        (f.severity, f.field.as_str(), f.persona.as_str()),
-        (Severity::Error, "id", "sarah_chen")
-    );
+    assert_eq!((f.severity, f.field.as_str(), f.persona.as_str()), (Severity::Error, "id", "sarah_chen"));
     // This place: the second file, at the id value.
     assert_eq!(f.file, pb);
-    assert_eq!(
-        f.position,
-        Some(at(&fs::read_to_string(&pb).unwrap(), 0, &["id"]))
-    );
+    assert_eq!(f.position, Some(at(&fs::read_to_string(&pb).unwrap(), 0, &["id"])));
     // The other place: the first file, at the persona.
-    assert!(
-        f.message.contains(&format!("{}:3:3", pa.display())),
-        "{}",
-        f.message
-    );
+    assert!(f.message.contains(&format!("{}:3:3", pa.display())), "{}", f.message);
 }
 
 #[test]
 fn rule_names_are_unique_ignoring_case_naming_both_places() {
-    let (_d, pa, pb, r) = two_files(
-        valid("sarah_a", "Dr. Sarah Chen"),
-        valid("sarah_b", "DR. SARAH CHEN"),
-    );
+    let (_d, pa, pb, r) = two_files(valid("sarah_a", "Dr. Sarah Chen"), valid("sarah_b", "DR. SARAH CHEN"));
     assert_eq!(r.findings.len(), 1, "{:#?}", r.findings);
     let f = &r.findings[0];
-    assert_eq!(
-        (f.severity, f.field.as_str(), f.persona.as_str()),
-        (Severity::Error, "name", "sarah_b")
-    );
+    assert_eq!((f.severity, f.field.as_str(), f.persona.as_str()), (Severity::Error, "name", "sarah_b"));
     assert_eq!(f.file, pb);
     let text = fs::read_to_string(&pb).unwrap();
     assert_eq!(f.position, Some(at(&text, 0, &["name"])));
-    assert!(
-        f.message.contains(&format!("{}:3:3", pa.display())),
-        "{}",
-        f.message
-    );
+    assert!(f.message.contains(&format!("{}:3:3", pa.display())), "{}", f.message);
     assert!(f.message.contains("sarah_a"), "{}", f.message);
 }
 
@@ -497,11 +397,7 @@ fn duplicates_within_one_file_are_found_too() {
     c.count(2);
     c.one(Severity::Error, "id", "good_one", &["id"]);
     let f = c.one(Severity::Error, "name", "good_one", &["name"]);
-    assert!(
-        f.message.contains(&format!("{}:2:3", c.path.display())),
-        "{}",
-        f.message
-    );
+    assert!(f.message.contains(&format!("{}:2:3", c.path.display())), "{}", f.message);
 }
 
 // ---------------------------------------------------------------- positions
@@ -514,11 +410,7 @@ fn item_positions_are_exact() {
     p["personality"]["traits"] = json!(["analytical", "x".repeat(MAX_FIELD_BYTES + 1)]);
     let text = write_lines(&path, &[p]);
     let r = validate_database(&PersonaDatabase::load(&path).unwrap());
-    let f = r
-        .findings
-        .iter()
-        .find(|f| f.field == "personality.traits.1")
-        .unwrap();
+    let f = r.findings.iter().find(|f| f.field == "personality.traits.1").unwrap();
     let line = text.lines().nth(1).unwrap();
     let col = line.find(",\"xxx").unwrap() + 2;
     assert_eq!(f.position, Some(LineCol { line: 2, col }));
@@ -531,22 +423,14 @@ fn tinytroupe_findings_point_into_the_agent_file() {
     let text = "{\n  \"type\": \"TinyPerson\",\n  \"persona\": {\n    \"name\": \"No Style\",\n    \"occupation\": {\"title\": \"Clerk\", \"description\": \"Files things.\"},\n    \"long_term_goals\": [\"Retire\"],\n    \"personality\": {\"traits\": [\"calm\"]}\n  }\n}\n";
     fs::write(&path, text).unwrap();
     let r = validate_database(&PersonaDatabase::load(&path).unwrap());
-    let style = r
-        .findings
-        .iter()
-        .find(|f| f.field == "personality.style")
-        .unwrap();
+    let style = r.findings.iter().find(|f| f.field == "personality.style").unwrap();
     assert_eq!(style.severity, Severity::Error);
     assert_eq!(style.persona, "no_style");
     assert_eq!(style.file, path);
     // No `style` key: the finding points at the `persona` object that should hold it.
     assert_eq!(style.position, Some(LineCol { line: 3, col: 14 }));
     // Without big_five, the completeness fields are warnings that say how to derive them.
-    let warn = r
-        .findings
-        .iter()
-        .find(|f| f.field == "personality.approach")
-        .unwrap();
+    let warn = r.findings.iter().find(|f| f.field == "personality.approach").unwrap();
     assert_eq!(warn.severity, Severity::Warning);
     assert!(warn.hint.contains("big_five"), "{warn}");
 }
@@ -563,11 +447,7 @@ fn shipped_native_database_is_clean() {
     let mut roles: Vec<&str> = db.personas.iter().map(|p| p.role.as_str()).collect();
     roles.sort_unstable();
     roles.dedup();
-    assert_eq!(
-        roles.len(),
-        db.personas.len(),
-        "each shipped persona has its own role"
-    );
+    assert_eq!(roles.len(), db.personas.len(), "each shipped persona has its own role");
     for p in &db.personas {
         assert!(p.description.len() > 200, "{} has a real background", p.id);
         assert!(!p.tags.is_empty(), "{} has tags", p.id);
@@ -579,11 +459,7 @@ fn shipped_tinytroupe_agents_and_fragments_are_clean() {
     let db = PersonaDatabase::load(&shipped("data/agents")).unwrap();
     assert!(db.personas.len() >= 3);
     assert!(db.fragments.len() >= 2);
-    assert!(
-        db.personas
-            .iter()
-            .all(|p| matches!(p.origin, Origin::TinyTroupe { .. }))
-    );
+    assert!(db.personas.iter().all(|p| matches!(p.origin, Origin::TinyTroupe { .. })));
     let r = validate_database(&db);
     assert_eq!((r.errors(), r.warnings()), (0, 0), "{:#?}", r.findings);
 }
@@ -599,11 +475,7 @@ fn shipped_agents_save_back_unchanged() {
     let mut originals = db.files.iter().filter(|f| f.layout == Layout::Single);
     for item in saved {
         let original = parse_strict(&fs::read(&originals.next().unwrap().path).unwrap()).unwrap();
-        assert_eq!(
-            item.to_string(),
-            original.to_string(),
-            "byte-equal, key order included"
-        );
+        assert_eq!(item.to_string(), original.to_string(), "byte-equal, key order included");
     }
 }
 
@@ -660,14 +532,8 @@ fn tinytroupe_loose_shapes_load_and_map_sensibly() {
     let p = &db.personas[0];
     assert_eq!(p.id, "rosa_delgado_ng", "id from the name");
     assert_eq!(p.name, "Rosa Delgado-Ng");
-    assert_eq!(
-        p.role, "Third-grade teacher",
-        "role from a string occupation"
-    );
-    assert_eq!(
-        p.personality.goals,
-        ["Get every student reading at grade level by June."]
-    );
+    assert_eq!(p.role, "Third-grade teacher", "role from a string occupation");
+    assert_eq!(p.personality.goals, ["Get every student reading at grade level by June."]);
     assert_eq!(p.personality.traits, ["You are patient but firm."]);
     assert_eq!(p.personality.style, "Warm; plain-spoken");
     for part in [
@@ -677,18 +543,10 @@ fn tinytroupe_loose_shapes_load_and_map_sensibly() {
         "hobbies: chess",
         "pets: a one-eyed cat",
     ] {
-        assert!(
-            p.description.contains(part),
-            "{part:?} not in {:?}",
-            p.description
-        );
+        assert!(p.description.contains(part), "{part:?} not in {:?}", p.description);
     }
     assert_eq!(
-        (
-            p.personality.communication.as_str(),
-            p.personality.decisions.as_str(),
-            p.personality.approach.as_str()
-        ),
+        (p.personality.communication.as_str(), p.personality.decisions.as_str(), p.personality.approach.as_str()),
         ("structured", "collaborative", "creative"),
         "derived from big_five"
     );
@@ -705,8 +563,7 @@ fn tinytroupe_occupation_object_maps_role_and_description() {
     let p = persona_from_value(agent).unwrap();
     assert_eq!((p.id.as_str(), p.role.as_str()), ("lisa", "Data Scientist"));
     assert!(
-        p.description
-            .contains("Works at Microsoft. Analyses search logs. Builds ranking models."),
+        p.description.contains("Works at Microsoft. Analyses search logs. Builds ranking models."),
         "{}",
         p.description
     );
@@ -722,20 +579,13 @@ fn tinytroupe_agent_saves_back_unchanged() {
     save_personas(&out, &db.personas, &dir.path().join("backups")).unwrap();
     let saved = parse_strict(&fs::read(&out).unwrap()).unwrap();
     assert_eq!(saved[0], loose_agent());
-    assert_eq!(
-        saved[0].to_string(),
-        loose_agent().to_string(),
-        "key order kept too"
-    );
+    assert_eq!(saved[0].to_string(), loose_agent().to_string(), "key order kept too");
 }
 
 // ---------------------------------------------------------------- fragments
 
 fn fragment(persona: Value) -> Fragment {
-    Fragment {
-        name: "test_fragment".into(),
-        persona: persona.as_object().unwrap().clone(),
-    }
+    Fragment { name: "test_fragment".into(), persona: persona.as_object().unwrap().clone() }
 }
 
 #[test]
@@ -744,55 +594,31 @@ fn fragments_merge_into_tinytroupe_agents() {
     let lisa = db.get("lisa_carter").unwrap();
     let before = lisa.to_saved_value();
     let skeptic = db.fragment("skeptic").expect("the skeptic fragment ships");
-    let remote = db
-        .fragment("remote_worker")
-        .expect("the remote_worker fragment ships");
+    let remote = db.fragment("remote_worker").expect("the remote_worker fragment ships");
 
     let merged = apply_fragment(&apply_fragment(lisa, skeptic).unwrap(), remote).unwrap();
     let after = merged.to_saved_value();
     let (b, a) = (&before["persona"], &after["persona"]);
     // Lists append.
     let traits = a["personality"]["traits"].as_array().unwrap();
-    assert_eq!(
-        traits.len(),
-        b["personality"]["traits"].as_array().unwrap().len() + 1
-    );
-    assert_eq!(
-        traits.last().unwrap(),
-        &skeptic.persona["personality"]["traits"][0]
-    );
-    assert_eq!(
-        merged.personality.traits.last().unwrap(),
-        "You question claims until you see evidence."
-    );
-    assert_eq!(
-        merged.personality.goals.len(),
-        lisa.personality.goals.len() + 1
-    );
+    assert_eq!(traits.len(), b["personality"]["traits"].as_array().unwrap().len() + 1);
+    assert_eq!(traits.last().unwrap(), &skeptic.persona["personality"]["traits"][0]);
+    assert_eq!(merged.personality.traits.last().unwrap(), "You question claims until you see evidence.");
+    assert_eq!(merged.personality.goals.len(), lisa.personality.goals.len() + 1);
     // Maps merge: the agent's own behaviours stay, the fragment's are added.
     for k in b["behaviors"].as_object().unwrap().keys() {
         assert_eq!(a["behaviors"][k], b["behaviors"][k], "kept {k}");
     }
-    assert_eq!(
-        a["behaviors"]["debate"],
-        skeptic.persona["behaviors"]["debate"]
-    );
+    assert_eq!(a["behaviors"]["debate"], skeptic.persona["behaviors"]["debate"]);
     assert_eq!(a["personality"]["big_five"], b["personality"]["big_five"]);
     let likes = a["preferences"]["likes"].as_array().unwrap();
-    assert_eq!(
-        likes.len(),
-        b["preferences"]["likes"].as_array().unwrap().len() + 3
-    );
+    assert_eq!(likes.len(), b["preferences"]["likes"].as_array().unwrap().len() + 3);
     // Scalars replace.
     assert_eq!(a["residence"], remote.persona["residence"]);
     assert_ne!(a["residence"], b["residence"]);
     // The input is untouched and the result still validates.
     assert_eq!(lisa.to_saved_value(), before);
-    assert!(
-        troupe_sim::persona::validate::check_persona(&merged)
-            .iter()
-            .all(|i| i.severity != Severity::Error)
-    );
+    assert!(troupe_sim::persona::validate::check_persona(&merged).iter().all(|i| i.severity != Severity::Error));
 }
 
 #[test]
@@ -809,17 +635,10 @@ fn fragments_merge_into_native_personas() {
     }));
     let m = apply_fragment(&p, &f).unwrap();
     assert_eq!(m.personality.traits, ["analytical", "patient", "curious"]);
-    assert_eq!(
-        m.personality.goals.last().unwrap(),
-        "Ship the pilot",
-        "long_term_goals land in goals"
-    );
+    assert_eq!(m.personality.goals.last().unwrap(), "Ship the pilot", "long_term_goals land in goals");
     assert_eq!(m.personality.style, "Blunt but professional");
     assert_eq!(m.model.as_deref(), Some("gpt-4o"));
-    assert_eq!(
-        m.personality.communication, "structured",
-        "untouched fields stay"
-    );
+    assert_eq!(m.personality.communication, "structured", "untouched fields stay");
     assert_eq!(
         m.extra["preferences"],
         json!({"likes": ["tea", "coffee"], "dislikes": ["noise"], "hobbies": ["chess"]})
@@ -834,10 +653,7 @@ fn a_fragment_that_breaks_the_schema_is_an_error_naming_both() {
     let err = apply_fragment(&p, &fragment(json!({"temperature": "hot"}))).unwrap_err();
     let s = err.to_string();
     assert!(matches!(err, PersonaError::Fragment { .. }), "{s}");
-    assert!(
-        s.contains("test_fragment") && s.contains("native") && s.contains("temperature"),
-        "{s}"
-    );
+    assert!(s.contains("test_fragment") && s.contains("native") && s.contains("temperature"), "{s}");
 }
 
 // ---------------------------------------------------------------- sources
@@ -856,21 +672,12 @@ fn source_object_with_personas_array() {
     let path = dir.path().join("wrapped.json");
     let mut bad = valid("second", "Second");
     bad["temperature"] = json!(4.0);
-    let text = format!(
-        "{{\n  \"version\": 2,\n  \"personas\": [\n    {},\n    {}\n  ]\n}}\n",
-        valid("first", "First"),
-        bad
-    );
+    let text =
+        format!("{{\n  \"version\": 2,\n  \"personas\": [\n    {},\n    {}\n  ]\n}}\n", valid("first", "First"), bad);
     fs::write(&path, &text).unwrap();
     let db = PersonaDatabase::load(&path).unwrap();
     assert_eq!(db.files[0].layout, Layout::Wrapped);
-    assert_eq!(
-        db.personas
-            .iter()
-            .map(|p| p.id.as_str())
-            .collect::<Vec<_>>(),
-        ["first", "second"]
-    );
+    assert_eq!(db.personas.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), ["first", "second"]);
     let r = validate_database(&db);
     let f = &r.findings[0];
     assert_eq!(f.field, "temperature");
@@ -890,10 +697,7 @@ fn source_single_agent_file() {
     let path = dir.path().join("one.json");
     fs::write(&path, valid("solo", "Solo").to_string()).unwrap();
     let db = PersonaDatabase::load(&path).unwrap();
-    assert_eq!(
-        (db.files[0].layout, db.personas[0].id.as_str()),
-        (Layout::Single, "solo")
-    );
+    assert_eq!((db.files[0].layout, db.personas[0].id.as_str()), (Layout::Single, "solo"));
 }
 
 #[test]
@@ -901,20 +705,9 @@ fn source_folder_is_read_recursively() {
     let dir = tempfile::tempdir().unwrap();
     let deep = dir.path().join("teams").join("ops");
     fs::create_dir_all(&deep).unwrap();
-    write_lines(
-        &dir.path().join("core.json"),
-        &[valid("a1", "A One"), valid("a2", "A Two")],
-    );
-    fs::copy(
-        shipped("data/agents/mei_tanaka.agent.json"),
-        deep.join("mei.agent.json"),
-    )
-    .unwrap();
-    fs::copy(
-        shipped("data/agents/fragments/skeptic.fragment.json"),
-        deep.join("skeptic.fragment.json"),
-    )
-    .unwrap();
+    write_lines(&dir.path().join("core.json"), &[valid("a1", "A One"), valid("a2", "A Two")]);
+    fs::copy(shipped("data/agents/mei_tanaka.agent.json"), deep.join("mei.agent.json")).unwrap();
+    fs::copy(shipped("data/agents/fragments/skeptic.fragment.json"), deep.join("skeptic.fragment.json")).unwrap();
     fs::write(dir.path().join("notes.txt"), "not a persona").unwrap();
     let db = PersonaDatabase::load(dir.path()).unwrap();
     let ids: Vec<&str> = db.personas.iter().map(|p| p.id.as_str()).collect();
@@ -922,48 +715,28 @@ fn source_folder_is_read_recursively() {
     assert_eq!(db.fragments.len(), 1);
     assert_eq!(db.fragments[0].name, "skeptic");
     assert_eq!(db.files.len(), 3, "notes.txt is skipped");
-    assert_eq!(
-        db.files[db.locations[2].file].path,
-        deep.join("mei.agent.json")
-    );
+    assert_eq!(db.files[db.locations[2].file].path, deep.join("mei.agent.json"));
     let empty = tempfile::tempdir().unwrap();
-    assert!(matches!(
-        PersonaDatabase::load(empty.path()),
-        Err(PersonaError::EmptyFolder { .. })
-    ));
+    assert!(matches!(PersonaDatabase::load(empty.path()), Err(PersonaError::EmptyFolder { .. })));
 }
 
 #[test]
 fn load_personas_by_tags_returns_only_matching_personas() {
     let path = shipped("data/personas.agents.json");
     let all = load_personas_by_tags(&path, &[]).unwrap();
-    assert_eq!(
-        all.len(),
-        PersonaDatabase::load(&path).unwrap().personas.len()
-    );
+    assert_eq!(all.len(), PersonaDatabase::load(&path).unwrap().personas.len());
     let ids = |tags: &[&str]| -> Vec<String> {
         let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
-        load_personas_by_tags(&path, &tags)
-            .unwrap()
-            .into_iter()
-            .map(|p| p.id)
-            .collect()
+        load_personas_by_tags(&path, &tags).unwrap().into_iter().map(|p| p.id).collect()
     };
     assert_eq!(ids(&["security"]), ["omar_haddad"]);
-    assert_eq!(
-        ids(&["SECURITY"]),
-        ["omar_haddad"],
-        "tags match ignoring case"
-    );
+    assert_eq!(ids(&["SECURITY"]), ["omar_haddad"], "tags match ignoring case");
     assert!(ids(&["no-such-tag"]).is_empty());
     // Any of several tags, in database order, each persona once.
     let wanted = ["civic", "ml"];
     let got = ids(&wanted);
-    let expected: Vec<String> = all
-        .iter()
-        .filter(|p| wanted.iter().any(|t| p.has_tag(t)))
-        .map(|p| p.id.clone())
-        .collect();
+    let expected: Vec<String> =
+        all.iter().filter(|p| wanted.iter().any(|t| p.has_tag(t))).map(|p| p.id.clone()).collect();
     assert_eq!(got, expected);
     assert!(got.len() >= 3);
     // The tag index agrees.
@@ -989,10 +762,7 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
             if meta.is_dir() {
                 stack.push(p.clone());
             }
-            out.insert(
-                p.strip_prefix(dir).unwrap().to_path_buf(),
-                (meta.len(), meta.modified().unwrap()),
-            );
+            out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), (meta.len(), meta.modified().unwrap()));
         }
     }
     out
@@ -1005,14 +775,8 @@ fn adversarial(name: &str, bytes: &[u8]) -> (Result<ValidationReport, String>, P
     let path = dir.path().join(name);
     fs::write(&path, bytes).unwrap();
     let before = snapshot(dir.path());
-    let out = PersonaDatabase::load(&path)
-        .map(|db| validate_database(&db))
-        .map_err(|e| e.to_string());
-    assert_eq!(
-        snapshot(dir.path()),
-        before,
-        "loading wrote into the folder"
-    );
+    let out = PersonaDatabase::load(&path).map(|db| validate_database(&db)).map_err(|e| e.to_string());
+    assert_eq!(snapshot(dir.path()), before, "loading wrote into the folder");
     (out, path, dir)
 }
 
@@ -1033,10 +797,7 @@ fn truncated_json_is_an_error_with_position() {
     let line = full[..cut.len()].lines().count();
     let col = full[..cut.len()].lines().last().unwrap().len();
     let msg = expect_error_at("cut.json", cut, line, col, "EOF");
-    assert!(
-        msg.contains("truncated"),
-        "the hint names the likely cause: {msg}"
-    );
+    assert!(msg.contains("truncated"), "the hint names the likely cause: {msg}");
 }
 
 #[test]
@@ -1049,63 +810,34 @@ fn wrong_types_are_findings_with_field_and_position() {
     hot["temperature"] = json!("hot");
     let mut tags = valid("tagged", "Tagged");
     tags["tags"] = json!({"a": 1});
-    let text = write_lines(
-        &path,
-        &[valid("fine", "Fine"), traits5, hot, tags, json!(42)],
-    );
+    let text = write_lines(&path, &[valid("fine", "Fine"), traits5, hot, tags, json!(42)]);
     let before = snapshot(dir.path());
     let db = PersonaDatabase::load(&path).unwrap();
     assert_eq!(db.personas.len(), 1, "only the well-typed persona loads");
     let r = validate_database(&db);
     assert_eq!(snapshot(dir.path()), before);
     let find = |persona: &str| {
-        r.findings
-            .iter()
-            .find(|f| f.persona == persona)
-            .unwrap_or_else(|| panic!("{persona}: {:#?}", r.findings))
+        r.findings.iter().find(|f| f.persona == persona).unwrap_or_else(|| panic!("{persona}: {:#?}", r.findings))
     };
     let cases = [
-        (
-            "traits_five",
-            "personality.traits",
-            at(&text, 1, &["personality", "traits"]),
-            "integer `5`",
-        ),
-        (
-            "hot",
-            "temperature",
-            at(&text, 2, &["temperature"]),
-            "string \"hot\"",
-        ),
+        ("traits_five", "personality.traits", at(&text, 1, &["personality", "traits"]), "integer `5`"),
+        ("hot", "temperature", at(&text, 2, &["temperature"]), "string \"hot\""),
         ("tagged", "tags", at(&text, 3, &["tags"]), "map"),
         ("#4", "", at(&text, 4, &[]), "found a number"),
     ];
     for (persona, field, pos, words) in cases {
         let f = find(persona);
-        assert_eq!(
-            (f.severity, f.field.as_str(), f.position),
-            (Severity::Error, field, Some(pos)),
-            "{f}"
-        );
+        assert_eq!((f.severity, f.field.as_str(), f.position), (Severity::Error, field, Some(pos)), "{f}");
         assert_eq!(f.file, path);
         assert!(f.message.contains(words), "{f}");
-        assert!(
-            f.to_string().contains(&format!("{}:{pos}", path.display())),
-            "{f}"
-        );
+        assert!(f.to_string().contains(&format!("{}:{pos}", path.display())), "{f}");
     }
     assert_eq!(r.errors(), 4);
 }
 
 #[test]
 fn invalid_utf8_is_an_error_with_position() {
-    let msg = expect_error_at(
-        "latin1.json",
-        b"[\n  {\"id\": \"caf\xe9\"}\n]\n",
-        2,
-        14,
-        "invalid unicode",
-    );
+    let msg = expect_error_at("latin1.json", b"[\n  {\"id\": \"caf\xe9\"}\n]\n", 2, 14, "invalid unicode");
     assert!(msg.contains("UTF-8"), "{msg}");
     expect_error_at("bare.json", b"[\xff]", 1, 2, "expected value");
 }
@@ -1118,22 +850,11 @@ fn a_50_mb_string_is_a_finding_not_a_crash() {
     let text = small.replace("@BIG@", &"a".repeat(50 * 1024 * 1024));
     let (out, path, _dir) = adversarial("huge.json", text.as_bytes());
     let r = out.unwrap();
-    assert_eq!(
-        r.findings.len(),
-        1,
-        "{:?}",
-        r.findings.iter().map(|f| &f.message).collect::<Vec<_>>()
-    );
+    assert_eq!(r.findings.len(), 1, "{:?}", r.findings.iter().map(|f| &f.message).collect::<Vec<_>>());
     let f = &r.findings[0];
-    assert_eq!(
-        (f.severity, f.field.as_str()),
-        (Severity::Error, "description")
-    );
+    assert_eq!((f.severity, f.field.as_str()), (Severity::Error, "description"));
     assert_eq!(f.position, Some(at(&small, 0, &["description"])));
-    assert!(
-        f.message.len() < 200,
-        "the message does not quote the string"
-    );
+    assert!(f.message.len() < 200, "the message does not quote the string");
     assert_eq!(f.file, path);
 }
 
@@ -1148,23 +869,13 @@ fn nesting_10000_deep_is_an_error_with_position() {
     let deep = "[".repeat(10_000) + &"]".repeat(10_000);
     let msg = expect_error_at("deep.json", deep.as_bytes(), 1, 128, "recursion limit");
     assert!(msg.contains("nests deeper"), "{msg}");
-    let inside = format!(
-        "[\n  {{\"id\": \"x\", \"x\": {}{}}}\n]",
-        "{\"a\":".repeat(10_000),
-        "}".repeat(10_000)
-    );
+    let inside = format!("[\n  {{\"id\": \"x\", \"x\": {}{}}}\n]", "{\"a\":".repeat(10_000), "}".repeat(10_000));
     expect_error_at("deep2.json", inside.as_bytes(), 2, 645, "recursion limit");
 }
 
 #[test]
 fn duplicate_keys_are_an_error_with_position() {
-    let msg = expect_error_at(
-        "dup.json",
-        b"[\n  {\"id\": \"a\",\n   \"id\": \"b\"}\n]\n",
-        3,
-        7,
-        "duplicate key `id`",
-    );
+    let msg = expect_error_at("dup.json", b"[\n  {\"id\": \"a\",\n   \"id\": \"b\"}\n]\n", 3, 7, "duplicate key `id`");
     assert!(msg.contains("remove one"), "{msg}");
 }
 
@@ -1195,10 +906,7 @@ fn db_file(dir: &Path, personas: &[Value]) -> (PathBuf, String) {
 }
 
 fn specs(vals: &[Value]) -> Vec<PersonaSpec> {
-    vals.iter()
-        .cloned()
-        .map(|v| persona_from_value(v).unwrap())
-        .collect()
+    vals.iter().cloned().map(|v| persona_from_value(v).unwrap()).collect()
 }
 
 /// Names in `dir` other than `keep` (temp files a save might leave behind).
@@ -1216,19 +924,14 @@ fn save_replaces_the_file_and_backs_up_the_old_one() {
     let (path, old) = db_file(dir.path(), &[valid("old", "Old")]);
     let backups = dir.path().join("backups");
     let new = specs(&[valid("new1", "New One"), valid("new2", "New Two")]);
-    let backup = save_personas(&path, &new, &backups)
-        .unwrap()
-        .expect("a backup of the old file");
+    let backup = save_personas(&path, &new, &backups).unwrap().expect("a backup of the old file");
     assert_eq!(fs::read_to_string(&backup).unwrap(), old);
     // backups/<timestamp>/personas.json
     assert_eq!(backup.file_name().unwrap(), "personas.json");
     let stamp = backup.parent().unwrap();
     assert_eq!(stamp.parent().unwrap(), backups);
     let stamp = stamp.file_name().unwrap().to_str().unwrap();
-    assert!(
-        stamp.starts_with(&chrono::Utc::now().format("%Y").to_string()),
-        "{stamp}"
-    );
+    assert!(stamp.starts_with(&chrono::Utc::now().format("%Y").to_string()), "{stamp}");
     let db = PersonaDatabase::load(&path).unwrap();
     assert_eq!(db.personas, new);
     assert!(stray_files(dir.path(), &["personas.json", "backups"]).is_empty());
@@ -1239,10 +942,7 @@ fn save_without_an_old_file_makes_no_backup() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fresh.json");
     let backups = dir.path().join("backups");
-    assert_eq!(
-        save_personas(&path, &specs(&[valid("a", "A")]), &backups).unwrap(),
-        None
-    );
+    assert_eq!(save_personas(&path, &specs(&[valid("a", "A")]), &backups).unwrap(), None);
     assert!(!backups.exists());
 }
 
@@ -1253,26 +953,49 @@ fn quick_successive_saves_keep_every_backup() {
     let backups = dir.path().join("backups");
     let mut made = Vec::new();
     for i in 1..=5 {
-        let b = save_personas(
-            &path,
-            &specs(&[valid(&format!("v{i}"), &format!("V{i}"))]),
-            &backups,
-        )
-        .unwrap();
+        let b = save_personas(&path, &specs(&[valid(&format!("v{i}"), &format!("V{i}"))]), &backups).unwrap();
         made.push(b.unwrap());
     }
-    let mut contents: Vec<String> = made
-        .iter()
-        .map(|b| fs::read_to_string(b).unwrap())
-        .collect();
+    let mut contents: Vec<String> = made.iter().map(|b| fs::read_to_string(b).unwrap()).collect();
     for (i, c) in contents.iter().enumerate() {
-        assert!(
-            c.contains(&format!("\"v{i}\"")),
-            "backup {i} holds version {i}: {c}"
-        );
+        assert!(c.contains(&format!("\"v{i}\"")), "backup {i} holds version {i}: {c}");
     }
     contents.dedup();
     assert_eq!(contents.len(), 5, "no backup overwrote another");
+}
+
+#[test]
+fn a_backup_never_overwrites_an_earlier_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = db_file(dir.path(), &[valid("v0", "V0")]);
+    let backups = dir.path().join("backups");
+    for attempt in 1..=20 {
+        // Earlier backups stamped with each millisecond of the next 200 ms, so the save's own
+        // stamp is most likely taken already.
+        let now = chrono::Utc::now();
+        let mut taken = Vec::new();
+        for ms in 0..200 {
+            let stamp = (now + chrono::TimeDelta::milliseconds(ms)).format("%Y%m%dT%H%M%S%.3fZ");
+            let d = backups.join(stamp.to_string());
+            if fs::create_dir(&d).is_ok() {
+                fs::write(d.join("personas.json"), "an earlier backup").unwrap();
+                taken.push(stamp.to_string());
+            }
+        }
+        let old = fs::read_to_string(&path).unwrap();
+        let new = specs(&[valid(&format!("v{attempt}"), "V")]);
+        let made = save_personas(&path, &new, &backups).unwrap().unwrap();
+        assert_eq!(fs::read_to_string(&made).unwrap(), old, "the backup holds the old file");
+        for stamp in &taken {
+            let earlier = backups.join(stamp).join("personas.json");
+            assert_eq!(fs::read_to_string(earlier).unwrap(), "an earlier backup", "{stamp} overwritten");
+        }
+        let name = made.parent().unwrap().file_name().unwrap().to_str().unwrap().to_owned();
+        if taken.iter().any(|t| name.starts_with(t.as_str()) && name != *t) {
+            return; // The save met a taken stamp and went around it.
+        }
+    }
+    panic!("no save landed on a taken stamp in 20 attempts");
 }
 
 #[test]
@@ -1292,12 +1015,7 @@ fn failed_save_when_the_parent_is_a_file_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (file, old) = db_file(dir.path(), &[valid("old", "Old")]);
     let target = file.join("personas.json");
-    let err = save_personas(
-        &target,
-        &specs(&[valid("new", "New")]),
-        &dir.path().join("backups"),
-    )
-    .unwrap_err();
+    let err = save_personas(&target, &specs(&[valid("new", "New")]), &dir.path().join("backups")).unwrap_err();
     assert!(matches!(err, PersonaError::Io { .. }), "{err}");
     assert_eq!(fs::read_to_string(&file).unwrap(), old);
     assert!(stray_files(dir.path(), &["personas.json"]).is_empty());
@@ -1310,29 +1028,13 @@ fn failed_write_step_leaves_the_old_file_intact() {
     let dir = tempfile::tempdir().unwrap();
     let (path, old) = db_file(dir.path(), &[valid("old", "Old")]);
     for n in 0..2000 {
-        fs::create_dir(
-            dir.path()
-                .join(format!(".personas.json.tmp.{}.{n}", std::process::id())),
-        )
-        .unwrap();
+        fs::create_dir(dir.path().join(format!(".personas.json.tmp.{}.{n}", std::process::id()))).unwrap();
     }
     let before: Vec<String> = stray_files(dir.path(), &["backups"]);
-    let err = save_personas(
-        &path,
-        &specs(&[valid("new", "New")]),
-        &dir.path().join("backups"),
-    );
+    let err = save_personas(&path, &specs(&[valid("new", "New")]), &dir.path().join("backups"));
     assert!(err.is_err(), "the write must fail");
-    assert_eq!(
-        fs::read_to_string(&path).unwrap(),
-        old,
-        "the old file is intact"
-    );
-    assert_eq!(
-        stray_files(dir.path(), &["backups"]).len(),
-        before.len(),
-        "no temp file left"
-    );
+    assert_eq!(fs::read_to_string(&path).unwrap(), old, "the old file is intact");
+    assert_eq!(stray_files(dir.path(), &["backups"]).len(), before.len(), "no temp file left");
 }
 
 #[cfg(unix)]
@@ -1347,11 +1049,7 @@ fn failed_save_in_a_read_only_folder_leaves_the_old_file() {
     // Root ignores folder permissions; then there is nothing to show here.
     let root = fs::write(ro.join("probe"), "x").is_ok();
     if !root {
-        let err = save_personas(
-            &path,
-            &specs(&[valid("new", "New")]),
-            &dir.path().join("backups"),
-        );
+        let err = save_personas(&path, &specs(&[valid("new", "New")]), &dir.path().join("backups"));
         assert!(err.is_err());
         assert_eq!(fs::read_to_string(&path).unwrap(), old);
         assert!(stray_files(&ro, &["personas.json"]).is_empty());
@@ -1375,14 +1073,7 @@ const TOP_KEYS: &[&str] = &[
     "tags",
     "persona",
 ];
-const PERSONALITY_KEYS: &[&str] = &[
-    "traits",
-    "goals",
-    "style",
-    "communication",
-    "decisions",
-    "approach",
-];
+const PERSONALITY_KEYS: &[&str] = &["traits", "goals", "style", "communication", "decisions", "approach"];
 
 fn any_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -1390,16 +1081,13 @@ fn any_json() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        any::<f64>()
-            .prop_filter("finite", |f| f.is_finite())
-            .prop_map(Value::from),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
         "\\PC{0,12}".prop_map(Value::from),
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
-            prop::collection::btree_map("\\PC{0,6}", inner, 0..4)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map("\\PC{0,6}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
@@ -1407,9 +1095,7 @@ fn any_json() -> impl Strategy<Value = Value> {
 fn extras(reserved: &'static [&'static str]) -> impl Strategy<Value = Vec<(String, Value)>> {
     prop::collection::vec(
         (
-            "[a-zA-Z_][a-zA-Z0-9_ -]{0,10}".prop_filter("not a known field", move |k| {
-                !reserved.contains(&k.as_str())
-            }),
+            "[a-zA-Z_][a-zA-Z0-9_ -]{0,10}".prop_filter("not a known field", move |k| !reserved.contains(&k.as_str())),
             any_json(),
         ),
         0..4,
@@ -1448,11 +1134,7 @@ fn native_persona() -> impl Strategy<Value = Value> {
     let optional = (
         prop::option::of("\\PC{0,12}"),
         prop::option::of(any::<f64>().prop_filter("finite", |f| f.is_finite())),
-        prop::option::of((
-            prop::option::of(text()),
-            prop::option::of(text()),
-            extras(&["format", "role"]),
-        )),
+        prop::option::of((prop::option::of(text()), prop::option::of(text()), extras(&["format", "role"]))),
         prop::option::of((
             prop::collection::vec(text(), 1..3),
             prop::option::of(0usize..10),
@@ -1460,74 +1142,54 @@ fn native_persona() -> impl Strategy<Value = Value> {
         )),
         prop::collection::vec("[a-z-]{1,10}", 0..4),
     );
-    (
-        "[A-Za-z0-9_-]{0,16}",
-        "\\PC{0,24}",
-        "\\PC{0,24}",
-        "\\PC{0,40}",
-        personality,
-        optional,
-        extras(TOP_KEYS),
+    ("[A-Za-z0-9_-]{0,16}", "\\PC{0,24}", "\\PC{0,24}", "\\PC{0,40}", personality, optional, extras(TOP_KEYS)).prop_map(
+        |(id, name, role, description, personality, (model, temperature, prompting, rules, tags), extra)| {
+            let mut m = Map::new();
+            m.insert("type".into(), json!("TinyPerson"));
+            m.insert("id".into(), json!(id));
+            m.insert("name".into(), json!(name));
+            m.insert("role".into(), json!(role));
+            m.insert("description".into(), json!(description));
+            m.insert("personality".into(), personality);
+            if let Some(model) = model {
+                m.insert("model".into(), json!(model));
+            }
+            if let Some(t) = temperature {
+                m.insert("temperature".into(), json!(t));
+            }
+            if let Some((format, role, extra)) = prompting {
+                let mut p = Map::new();
+                if let Some(f) = format {
+                    p.insert("format".into(), json!(f));
+                }
+                if let Some(r) = role {
+                    p.insert("role".into(), json!(r));
+                }
+                p.extend(extra);
+                m.insert("prompting".into(), Value::Object(p));
+            }
+            if let Some((required, max, extra)) = rules {
+                let mut r = Map::new();
+                r.insert("required_traits".into(), json!(required));
+                if let Some(max) = max {
+                    r.insert("max_goals".into(), json!(max));
+                }
+                r.extend(extra);
+                m.insert("validation_rules".into(), Value::Object(r));
+            }
+            if !tags.is_empty() {
+                m.insert("tags".into(), json!(tags));
+            }
+            m.extend(extra);
+            Value::Object(m)
+        },
     )
-        .prop_map(
-            |(
-                id,
-                name,
-                role,
-                description,
-                personality,
-                (model, temperature, prompting, rules, tags),
-                extra,
-            )| {
-                let mut m = Map::new();
-                m.insert("type".into(), json!("TinyPerson"));
-                m.insert("id".into(), json!(id));
-                m.insert("name".into(), json!(name));
-                m.insert("role".into(), json!(role));
-                m.insert("description".into(), json!(description));
-                m.insert("personality".into(), personality);
-                if let Some(model) = model {
-                    m.insert("model".into(), json!(model));
-                }
-                if let Some(t) = temperature {
-                    m.insert("temperature".into(), json!(t));
-                }
-                if let Some((format, role, extra)) = prompting {
-                    let mut p = Map::new();
-                    if let Some(f) = format {
-                        p.insert("format".into(), json!(f));
-                    }
-                    if let Some(r) = role {
-                        p.insert("role".into(), json!(r));
-                    }
-                    p.extend(extra);
-                    m.insert("prompting".into(), Value::Object(p));
-                }
-                if let Some((required, max, extra)) = rules {
-                    let mut r = Map::new();
-                    r.insert("required_traits".into(), json!(required));
-                    if let Some(max) = max {
-                        r.insert("max_goals".into(), json!(max));
-                    }
-                    r.extend(extra);
-                    m.insert("validation_rules".into(), Value::Object(r));
-                }
-                if !tags.is_empty() {
-                    m.insert("tags".into(), json!(tags));
-                }
-                m.extend(extra);
-                Value::Object(m)
-            },
-        )
 }
 
 /// Bytes that look like JSON often enough to reach the scanner's corner cases.
 fn jsonish_bytes() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(
-        prop_oneof![
-            prop::sample::select(b"{}[]\":,\\ \n\tae0-.tfnul".to_vec()),
-            any::<u8>(),
-        ],
+        prop_oneof![prop::sample::select(b"{}[]\":,\\ \n\tae0-.tfnul".to_vec()), any::<u8>(),],
         0..200,
     )
 }
@@ -1588,6 +1250,19 @@ proptest! {
         save_personas(&out, &db.personas, &dir.path().join("backups")).unwrap();
         let saved = parse_strict(&fs::read(&out).unwrap()).unwrap();
         prop_assert_eq!(saved, Value::Array(personas));
+    }
+
+    #[test]
+    fn array_files_read_as_each_persona_alone_would(personas in prop::collection::vec(native_persona(), 1..4)) {
+        // A plain array takes a typed fast path; it must agree with the item-by-item reading.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.json");
+        fs::write(&path, serde_json::to_vec_pretty(&personas).unwrap()).unwrap();
+        let db = PersonaDatabase::load(&path).unwrap();
+        let one_by_one: Vec<PersonaSpec> = personas.into_iter().map(|v| persona_from_value(v).unwrap()).collect();
+        prop_assert_eq!(db.personas, one_by_one);
+        let pointers: Vec<String> = (0..db.locations.len()).map(|i| format!("/{i}")).collect();
+        prop_assert_eq!(db.locations.iter().map(|l| l.pointer.clone()).collect::<Vec<_>>(), pointers);
     }
 
     #[test]
