@@ -1,12 +1,19 @@
 //! Command-line arguments and dispatch. Each command lives in its own file under `cli/`.
 
+mod analyze;
 mod config_cmd;
+mod doctor;
 mod estimate;
+mod experiment;
+mod export;
 mod logging;
+mod model;
 mod personas;
 mod plan;
+mod resume;
 mod run;
 mod scenario_cmd;
+mod stress;
 mod validate;
 
 use std::path::PathBuf;
@@ -45,6 +52,8 @@ pub enum Command {
     Run(Box<run::RunArgs>),
     /// Estimate calls, tokens and cost before running
     Estimate(Box<estimate::EstimateArgs>),
+    /// Continue an interrupted run from its journal, without paying again for recorded calls
+    Resume(resume::ResumeArgs),
     /// Check the persona database against every rule
     Validate(validate::ValidateArgs),
     /// List and inspect personas
@@ -56,6 +65,19 @@ pub enum Command {
     /// Show the merged configuration
     #[command(subcommand)]
     Config(config_cmd::ConfigCmd),
+    /// Check that everything a run needs is in place (config, personas, disk, provider, key)
+    Doctor(doctor::DoctorArgs),
+    /// Run a scenario once per concurrency setting and compare throughput and latency
+    Stress(Box<stress::StressArgs>),
+    /// Fetch and list the embedded local model
+    #[command(subcommand)]
+    Model(model::ModelCmd),
+    /// Analyse a saved run: analysis.json and SVG charts in its folder, and a summary
+    Analyze(analyze::AnalyzeArgs),
+    /// Export a saved run as json, jsonl, csv, markdown or html
+    Export(export::ExportArgs),
+    /// Run a scenario's variants several times each and compare them with statistics
+    Experiment(Box<experiment::ExperimentArgs>),
 }
 
 /// Runs the parsed command.
@@ -63,10 +85,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(a) => run::run(&cli.global, *a),
         Command::Estimate(a) => estimate::run(&cli.global, *a),
+        Command::Resume(a) => resume::run(&cli.global, a),
         Command::Validate(a) => validate::run(&cli.global, a),
         Command::Personas(c) => personas::run(&cli.global, c),
         Command::Scenario(c) => scenario_cmd::run(&cli.global, c),
         Command::Config(c) => config_cmd::run(&cli.global, c),
+        Command::Doctor(a) => doctor::run(&cli.global, a),
+        Command::Analyze(a) => analyze::run(&cli.global, a),
+        Command::Export(a) => export::run(&cli.global, a),
+        Command::Experiment(a) => experiment::run(&cli.global, *a),
+        Command::Stress(a) => stress::run(&cli.global, *a),
+        Command::Model(c) => model::run(&cli.global, c),
     }
 }
 
@@ -93,12 +122,27 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
             || e.is::<troupe_sim::persona::PersonaError>()
             || e.is::<troupe_sim::scenario::ScenarioError>()
             || e.is::<UsageError>()
+            || e.is::<troupe_sim::journal::JournalError>()
+            || matches!(
+                e.downcast_ref::<troupe_sim::analysis::AnalysisError>(),
+                Some(troupe_sim::analysis::AnalysisError::Read { .. })
+            )
+            || matches!(
+                e.downcast_ref::<troupe_sim::experiment::ExperimentError>(),
+                Some(
+                    troupe_sim::experiment::ExperimentError::Invalid(_)
+                        | troupe_sim::experiment::ExperimentError::Plan { .. }
+                )
+            )
             || matches!(
                 e.downcast_ref::<troupe_sim::engine::EngineError>(),
                 Some(
                     troupe_sim::engine::EngineError::Persona(_)
                         | troupe_sim::engine::EngineError::UnknownPersona { .. }
                         | troupe_sim::engine::EngineError::NoPersonas
+                        | troupe_sim::engine::EngineError::Journal(_)
+                        | troupe_sim::engine::EngineError::Fork(_)
+                        | troupe_sim::engine::EngineError::Pricing(_)
                 )
             )
     });

@@ -34,10 +34,12 @@ use tracing::Instrument;
 
 use crate::actors::metrics::{MetricsActor, MetricsMsg, MetricsSnapshot};
 use crate::actors::supervisor::{SupervisorActor, SupervisorArgs, SupervisorMsg};
-use crate::actors::world::{WorldActor, WorldArgs, WorldMsg};
+use crate::actors::world::{Switch, WorldActor, WorldArgs, WorldMsg};
 use crate::config::SimulationConfig;
 use crate::cost::Pricing;
 use crate::estimate::{Estimate, EstimateAccuracy};
+use crate::journal::{FILE_NAME as JOURNAL_FILE, Header, JournalWriter};
+use crate::llm::cache::{CacheMode, CachingProvider, ResponseCache};
 use crate::llm::{Provider, provider_from_config};
 use crate::persona::prompt::WorldFacts;
 use crate::persona::{PersonaDatabase, PersonaSpec};
@@ -62,6 +64,15 @@ pub enum EngineError {
     /// The pricing table is unreadable.
     #[error(transparent)]
     Pricing(#[from] crate::cost::PricingError),
+    /// A journal could not be read or written.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    /// `resume` on a run that already finished.
+    #[error("{} already ran to its last turn; nothing to resume (use `troupe run --replay` to re-run it)", .0.display())]
+    AlreadyComplete(PathBuf),
+    /// A fork that cannot be made.
+    #[error("cannot fork: {0}")]
+    Fork(String),
     /// Nothing to simulate.
     #[error("no persona takes part; name at least one (--personas a,b or a scenario)")]
     NoPersonas,
@@ -80,12 +91,15 @@ pub enum EngineError {
     /// An actor could not start.
     #[error("the runtime failed to start: {0}")]
     Spawn(String),
+    /// The configured provider cannot be set up.
+    #[error("cannot set up the language-model provider: {0}")]
+    Provider(#[from] crate::llm::LlmError),
 }
 
 static INSTANCE: AtomicU64 = AtomicU64::new(1);
 
 /// What to simulate: personas, world and schedule (config comes from the engine).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunPlan {
     /// Scenario name ("ad-hoc" for runs without a scenario file).
     pub name: String,
@@ -105,6 +119,20 @@ pub struct RunPlan {
     pub hearing: Hearing,
     /// Interventions.
     pub interventions: Vec<ResolvedIntervention>,
+    /// When this plan forks a recorded run: the recorded history it replays first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork: Option<Box<Fork>>,
+}
+
+/// A fork point: the recorded plan and config replayed up to `at_turn`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Fork {
+    /// The last turn taken from the recording.
+    pub at_turn: u32,
+    /// The recorded plan.
+    pub history: RunPlan,
+    /// The recorded config (its sampling reproduces the recorded requests).
+    pub history_config: SimulationConfig,
 }
 
 impl RunPlan {
@@ -120,6 +148,7 @@ impl RunPlan {
             personas: r.personas,
             hearing: r.hearing,
             interventions: r.interventions,
+            fork: None,
         }
     }
 
@@ -135,6 +164,7 @@ impl RunPlan {
             personas,
             hearing: Hearing::Everyone,
             interventions: Vec::new(),
+            fork: None,
         }
     }
 }
@@ -144,10 +174,14 @@ impl RunPlan {
 pub struct RunOptions {
     /// Save the run in `<save_under>/<run-id>/`: `transcript.jsonl` grows as messages arrive,
     /// `results.json` and `metrics.json` are written at the end (also when the run fails or is
-    /// cancelled). `None`: keep everything in memory. The CLI uses `output_dir/conversations`.
+    /// cancelled), then `analysis.json` and `charts/*.svg` when `output.auto_analysis` (and
+    /// `output.save_visualizations`) are on. `None`: keep everything in memory. The CLI uses `output_dir/conversations`.
     pub save_under: Option<PathBuf>,
     /// Also send every event here (for a terminal or web view). Never dropped.
     pub events: Option<mpsc::UnboundedSender<RunEvent>>,
+    /// Use this run id (and so this folder) instead of a new one: how `resume` continues a
+    /// run in place.
+    pub run_id: Option<String>,
 }
 
 /// Runs simulations with one configuration and provider.
@@ -157,6 +191,8 @@ pub struct SimulationEngine {
     provider: Arc<dyn Provider>,
     notice: Option<String>,
     pricing: Arc<Pricing>,
+    /// Recorded answers in front of the provider (resume, replay, forks, `llm.cache`).
+    cache: Option<Arc<ResponseCache>>,
 }
 
 /// A run in progress.
@@ -215,9 +251,9 @@ async fn snapshot(m: &ActorRef<MetricsMsg>) -> Option<MetricsSnapshot> {
 impl SimulationEngine {
     /// An engine with the provider the config selects.
     pub fn new(config: SimulationConfig) -> Result<Self, EngineError> {
-        let (provider, notice) = provider_from_config(&config);
+        let (provider, notice) = provider_from_config(&config)?;
         let pricing = Arc::new(Pricing::load(&config.llm.pricing_file)?);
-        Ok(SimulationEngine { config: Arc::new(config), provider, notice, pricing })
+        Ok(SimulationEngine { config: Arc::new(config), provider, notice, pricing, cache: None })
     }
 
     /// An engine with a given provider (tests, custom providers).
@@ -226,7 +262,21 @@ impl SimulationEngine {
             tracing::warn!(error = %e, "pricing table unreadable; costs count as 0");
             Pricing::default()
         });
-        SimulationEngine { config: Arc::new(config), provider, notice: None, pricing: Arc::new(pricing) }
+        SimulationEngine { config: Arc::new(config), provider, notice: None, pricing: Arc::new(pricing), cache: None }
+    }
+
+    /// Puts a response cache in front of the provider. `name` is the provider name used in the
+    /// cache keys (the recorded one when replaying); `Replay` mode never calls the provider.
+    pub fn with_cache(mut self, cache: Arc<ResponseCache>, mode: CacheMode, name: &str) -> Self {
+        let inner = (mode != CacheMode::Replay).then(|| self.provider.clone());
+        self.provider = Arc::new(CachingProvider::new(inner, cache.clone(), mode, name));
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The provider calls go to.
+    pub fn provider(&self) -> &Arc<dyn Provider> {
+        &self.provider
     }
 
     /// The pricing table in use.
@@ -289,6 +339,13 @@ impl SimulationEngine {
         self.start(plan, opts).await?.wait().await
     }
 
+    /// Starts a fork: `fork.history` is replayed up to `fork.at_turn`, then `plan` takes over.
+    pub async fn start_fork(&self, mut plan: RunPlan, fork: Fork, opts: RunOptions) -> Result<RunHandle, EngineError> {
+        plan.name = format!("{} fork", plan.name);
+        plan.fork = Some(Box::new(fork));
+        self.start(plan, opts).await
+    }
+
     /// Starts a plan and returns a handle for progress, streaming and cancellation.
     pub async fn start(&self, plan: RunPlan, opts: RunOptions) -> Result<RunHandle, EngineError> {
         if plan.personas.is_empty() {
@@ -296,19 +353,37 @@ impl SimulationEngine {
         }
         let instance = INSTANCE.fetch_add(1, Ordering::Relaxed);
         let started_at = chrono::Utc::now();
-        let rid = run_id(
-            &plan.name,
-            started_at,
-            crate::rng::mix(&[self.config.simulation.run_seed, instance, started_at.timestamp_micros() as u64]),
-        );
+        let rid = opts.run_id.clone().unwrap_or_else(|| {
+            run_id(
+                &plan.name,
+                started_at,
+                crate::rng::mix(&[self.config.simulation.run_seed, instance, started_at.timestamp_micros() as u64]),
+            )
+        });
         let run_dir = opts.save_under.as_ref().map(|p| p.join(&rid));
         let mut transcript_file = None;
+        let mut journal = None;
         if let Some(dir) = &run_dir {
             std::fs::create_dir_all(dir).map_err(|source| EngineError::Output { path: dir.clone(), source })?;
             let path = dir.join("transcript.jsonl");
             let f = std::fs::File::create(&path).map_err(|source| EngineError::Output { path, source })?;
             transcript_file = Some(f);
+            let mut config = (*self.config).clone();
+            config.llm.api_key = None;
+            let header = Header {
+                format: crate::journal::FORMAT,
+                troupe_version: env!("CARGO_PKG_VERSION").to_string(),
+                run_id: rid.clone(),
+                provider: self.provider.name().to_string(),
+                config,
+                plan: plan.clone(),
+                started_at,
+            };
+            let w = JournalWriter::create(&dir.join(JOURNAL_FILE), &header, self.config.output.journal_fsync)
+                .map_err(|e| EngineError::Output { path: dir.clone(), source: std::io::Error::other(e.to_string()) })?;
+            journal = Some(w);
         }
+        let (tx, rx) = mpsc::unbounded_channel();
 
         let span = tracing::info_span!("simulation", run = %rid, scenario = %plan.name, personas = plan.personas.len());
         let (metrics, _) = Actor::spawn(None, MetricsActor, ()).await.map_err(|e| EngineError::Spawn(e.to_string()))?;
@@ -322,6 +397,7 @@ impl SimulationEngine {
                 instance,
                 // Synthetic text costs nothing; the estimate still shows what the model would cost.
                 pricing: if self.provider.synthetic() { Arc::new(Pricing::default()) } else { self.pricing.clone() },
+                events: Some(tx.clone()),
             },
         )
         .await
@@ -332,20 +408,31 @@ impl SimulationEngine {
                 return Err(EngineError::Spawn(e.to_string()));
             }
         };
-        let (tx, rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = oneshot::channel();
         let agents: Vec<AgentInfo> = plan
             .personas
             .iter()
             .map(|p| AgentInfo { name: p.name.clone(), role: p.role.clone(), id: p.id.clone() })
             .collect();
+        // A fork starts from its recorded history and switches to the plan after `at_turn`.
+        let (first, sampling_config, switch) = match &plan.fork {
+            Some(f) => {
+                let mut next = plan.clone();
+                next.fork = None;
+                let switch = Switch { at_turn: f.at_turn, plan: next, config: self.config.clone() };
+                (&f.history, Arc::new(f.history_config.clone()), Some(switch))
+            }
+            None => (&plan, self.config.clone(), None),
+        };
         let world_args = WorldArgs {
-            personas: plan.personas.clone(),
-            facts: Arc::new(WorldFacts { world: plan.world_name.as_str().into(), topic: plan.topic.as_str().into() }),
-            context: plan.context.clone(),
-            opening: plan.opening.clone(),
-            hearing: plan.hearing.clone(),
-            interventions: plan.interventions.clone(),
+            personas: first.personas.clone(),
+            facts: Arc::new(WorldFacts { world: first.world_name.as_str().into(), topic: first.topic.as_str().into() }),
+            context: first.context.clone(),
+            opening: first.opening.clone(),
+            hearing: first.hearing.clone(),
+            interventions: first.interventions.clone(),
+            sampling_config,
+            switch,
             config: self.config.clone(),
             supervisor: supervisor.clone(),
             metrics: metrics.clone(),
@@ -368,6 +455,8 @@ impl SimulationEngine {
 
         let estimate = self.estimate(&plan);
         let ctx = Collect {
+            journal,
+            cache: self.cache.clone(),
             estimate,
             config: self.config.clone(),
             provider_name: self.provider.name().to_string(),
@@ -389,6 +478,8 @@ impl SimulationEngine {
 }
 
 struct Collect {
+    journal: Option<JournalWriter>,
+    cache: Option<Arc<ResponseCache>>,
     estimate: Estimate,
     config: Arc<SimulationConfig>,
     provider_name: String,
@@ -404,7 +495,7 @@ struct Collect {
 
 #[allow(clippy::too_many_arguments)]
 async fn collect(
-    ctx: Collect,
+    mut ctx: Collect,
     mut rx: mpsc::UnboundedReceiver<RunEvent>,
     done_rx: oneshot::Receiver<FinalState>,
     mut file: Option<std::fs::File>,
@@ -417,7 +508,18 @@ async fn collect(
     let mut results_extra = Extra::default();
     let mut final_state = None;
     let mut write_error = None;
-    while let Some(ev) = rx.recv().await {
+    while let Some(mut ev) = rx.recv().await {
+        if let (RunEvent::Exchange(x), Some(cache)) = (&mut ev, &ctx.cache) {
+            x.replayed = u64::from_str_radix(&x.key, 16).is_ok_and(|k| cache.was_served(k));
+        }
+        if let Some(j) = ctx.journal.as_mut()
+            && let Err(e) = j.append(&ev)
+        {
+            // Nothing already journaled is lost; the run stops rather than go on unrecorded.
+            write_error.get_or_insert_with(|| e.to_string());
+            ctx.journal = None;
+            let _ = world.cast(WorldMsg::Stop(StopReason::Failed(format!("the journal could not be written: {e}"))));
+        }
         match &ev {
             RunEvent::Message(e) => {
                 if let Some(f) = file.as_mut() {
@@ -442,7 +544,11 @@ async fn collect(
                 results_extra.interventions.push((*turn, description.clone()))
             }
             RunEvent::Finished(s) => final_state = Some(s.clone()),
-            RunEvent::TurnStarted { .. } | RunEvent::TurnEnded { .. } => {}
+            RunEvent::TurnStarted { .. }
+            | RunEvent::TurnEnded { .. }
+            | RunEvent::Exchange(_)
+            | RunEvent::Retry { .. }
+            | RunEvent::Fallback { .. } => {}
         }
         if let Some(fw) = &forward {
             let _ = fw.send(ev);
@@ -464,9 +570,14 @@ async fn collect(
     world.stop(None);
     supervisor.stop(None);
     metrics.stop(None);
+    let output = ctx.config.output.clone();
     let results = build_results(ctx, transcript, results_extra, final_state, snap, duration, write_error);
     if let Some(dir) = &results.run_dir {
         save_results(&results, dir)?;
+        if output.auto_analysis {
+            // analysis.json (and charts) beside the results; a failure here is logged, not fatal.
+            crate::analysis::save_after_run(&results, dir, output.save_visualizations);
+        }
     }
     tracing::info!(messages = results.transcript.len(), success = results.success, "simulation finished");
     Ok(results)
@@ -492,7 +603,7 @@ fn build_results(
     let c = &ctx.config;
     let models: BTreeSet<String> = transcript.iter().filter_map(|e| e.model.clone()).collect();
     let error = match (&fs.reason, write_error) {
-        (_, Some(w)) => Some(format!("could not append to transcript.jsonl: {w}")),
+        (_, Some(w)) => Some(format!("could not write the run's files: {w}")),
         (StopReason::Failed(m), None) => Some(m.clone()),
         (StopReason::Timeout, None) => Some(format!("the run hit timeout_seconds = {}", c.performance.timeout_seconds)),
         (StopReason::Cancelled, None) => Some("the run was cancelled".into()),

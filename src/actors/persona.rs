@@ -156,6 +156,15 @@ pub enum PersonaMsg {
     PromptTokens(RpcReplyPort<u64>),
     /// Fault injection: panic inside the handler (used to test supervision).
     Crash,
+    /// A fork changes the persona, the world's facts or the sampling from the next act on.
+    Reconfigure {
+        /// The persona as the new plan has it.
+        spec: Arc<PersonaSpec>,
+        /// World name and topic.
+        facts: Arc<WorldFacts>,
+        /// Model and sampling.
+        sampling: Sampling,
+    },
 }
 
 /// The persona's state.
@@ -223,6 +232,12 @@ impl Actor for PersonaActor {
                 let _ = reply.send(crate::llm::tokens::count_request(&req));
             }
             PersonaMsg::Crash => panic!("persona {} was asked to crash (fault injection)", st.spawn.spec.id),
+            PersonaMsg::Reconfigure { spec, facts, sampling } => {
+                st.system = system_prompt(&spec);
+                st.spawn.spec = spec;
+                st.spawn.facts = facts;
+                st.spawn.sampling = sampling;
+            }
         }
         Ok(())
     }

@@ -30,7 +30,8 @@ use crate::cost::Pricing;
 use crate::llm::{CallContext, ChatRequest, ChatResponse, ErrorKind, LlmError, Provider};
 use crate::memory::MemoryEvent;
 use crate::rng::SplitMix64;
-use crate::transcript::StopReason;
+use crate::transcript::{RunEvent, StopReason};
+use tokio::sync::mpsc;
 
 /// The supervisor actor (holds no data; see `SupervisorState`).
 #[derive(Debug)]
@@ -49,6 +50,8 @@ pub struct SupervisorArgs {
     pub instance: u64,
     /// Prices, for live cost and `max_cost_usd`.
     pub pricing: Arc<Pricing>,
+    /// Where exchanges, retries and fallbacks are reported (the journal).
+    pub events: Option<mpsc::UnboundedSender<RunEvent>>,
 }
 
 /// Messages to the supervisor.
@@ -139,6 +142,7 @@ pub struct SupervisorState {
     next_id: u64,
     jitter: SplitMix64,
     pricing: Arc<Pricing>,
+    events: Option<mpsc::UnboundedSender<RunEvent>>,
     /// USD spent by finished calls.
     spent: f64,
     /// USD the calls in flight may still cost (their worst case).
@@ -180,6 +184,7 @@ impl Actor for SupervisorActor {
             wake_pending: false,
             next_id: 0,
             pricing: a.pricing,
+            events: a.events,
             spent: 0.0,
             reserved: 0.0,
             cost_stop: false,
@@ -460,6 +465,17 @@ fn on_done(
                 usage: resp.usage,
             });
             let c = st.calls.remove(&id).expect("call present");
+            emit(st, || {
+                RunEvent::Exchange(crate::journal::Exchange {
+                    persona: c.request.meta.persona.clone(),
+                    turn: c.tag.turn,
+                    purpose: c.request.meta.purpose.clone(),
+                    key: crate::llm::cache::key_hex(crate::llm::cache::request_key(st.provider.name(), &c.request)),
+                    response: resp.clone(),
+                    attempts: c.attempt,
+                    replayed: false,
+                })
+            });
             let total = c.created.elapsed();
             let _ = st.metrics.cast(MetricsMsg::PersonaResponse { persona: c.persona, us: total.as_micros() as u64 });
             send_to_persona(
@@ -487,12 +503,23 @@ fn on_done(
             match decide(&policy, c.attempt, &err, c.model_failures, c.step, jitter) {
                 Decision::Retry { delay, fallback } => {
                     let _ = st.metrics.cast(MetricsMsg::Retry);
+                    if let Some(tx) = &st.events {
+                        let (persona, turn) = (c.request.meta.persona.clone(), c.tag.turn);
+                        let _ = tx.send(RunEvent::Retry { persona, turn, attempt, error: err.to_string() });
+                    }
                     if fallback {
                         c.step += 1;
                         c.model_failures = 0;
                         let next = policy.model_at(&c.primary, c.step).to_string();
                         let _ = st.metrics.cast(MetricsMsg::Fallback);
                         tracing::info!(persona = %c.request.meta.persona, from = %c.request.model, to = %next, "switching to the next model of the fallback chain");
+                        if let Some(tx) = &st.events {
+                            let _ = tx.send(RunEvent::Fallback {
+                                persona: c.request.meta.persona.clone(),
+                                turn: c.tag.turn,
+                                to: next.clone(),
+                            });
+                        }
                         let mut req = (*c.request).clone();
                         req.model = next;
                         c.request = Arc::new(req);
@@ -517,6 +544,13 @@ fn on_done(
                 }
             }
         }
+    }
+}
+
+/// Reports an event to the journal, building it only when someone listens.
+fn emit(st: &SupervisorState, e: impl FnOnce() -> RunEvent) {
+    if let Some(tx) = &st.events {
+        let _ = tx.send(e());
     }
 }
 

@@ -58,6 +58,22 @@ pub struct WorldArgs {
     pub done: oneshot::Sender<FinalState>,
     /// Process-unique simulation number.
     pub instance: u64,
+    /// The config sampling comes from (the recorded one until a fork's switch; else `config`).
+    pub sampling_config: Arc<SimulationConfig>,
+    /// A fork's switch to a new plan after its replayed history.
+    pub switch: Option<Switch>,
+}
+
+/// Where a fork leaves its recorded history: after turn `at_turn`, the world takes `plan` and
+/// `config` (context, hearing, interventions, personas, sampling).
+#[derive(Debug, Clone)]
+pub struct Switch {
+    /// The last replayed turn.
+    pub at_turn: u32,
+    /// The plan from then on.
+    pub plan: crate::engine::RunPlan,
+    /// The config sampling comes from from then on.
+    pub config: Arc<SimulationConfig>,
 }
 
 /// Messages to the world. Plain data apart from reply ports.
@@ -141,6 +157,8 @@ pub struct WorldState {
     parallel_results: Vec<Option<Outcome>>,
     seq: u64,
     finished: bool,
+    sampling_config: Arc<SimulationConfig>,
+    switch: Option<Switch>,
 }
 
 impl Actor for WorldActor {
@@ -175,6 +193,8 @@ impl Actor for WorldActor {
             parallel_results: Vec::new(),
             seq: 0,
             finished: false,
+            sampling_config: a.sampling_config,
+            switch: a.switch,
         };
         for p in a.personas {
             add_persona(&myself, &mut st, p).await?;
@@ -224,6 +244,18 @@ impl Actor for WorldActor {
     }
 }
 
+/// A persona's model and sampling: its own overrides, else the config's.
+fn sampling_for(p: &PersonaSpec, c: &SimulationConfig) -> Sampling {
+    Sampling {
+        model: p.model.clone().filter(|m| !m.trim().is_empty()).unwrap_or_else(|| c.llm.model.clone()),
+        temperature: p.temperature.unwrap_or(c.llm.temperature),
+        top_p: c.llm.top_p,
+        max_tokens: c.llm.max_tokens,
+        seed: c.llm.send_seed.then(|| mix(&[c.simulation.run_seed, crate::rng::fnv1a(p.id.as_bytes())])),
+        json_actions: c.llm.json_actions,
+    }
+}
+
 async fn add_persona(
     myself: &ActorRef<WorldMsg>,
     st: &mut WorldState,
@@ -231,14 +263,7 @@ async fn add_persona(
 ) -> Result<usize, ActorProcessingErr> {
     let idx = st.slots.len();
     let c = &st.config;
-    let sampling = Sampling {
-        model: p.model.clone().filter(|m| !m.trim().is_empty()).unwrap_or_else(|| c.llm.model.clone()),
-        temperature: p.temperature.unwrap_or(c.llm.temperature),
-        top_p: c.llm.top_p,
-        max_tokens: c.llm.max_tokens,
-        seed: c.llm.send_seed.then(|| mix(&[c.simulation.run_seed, crate::rng::fnv1a(p.id.as_bytes())])),
-        json_actions: c.llm.json_actions,
-    };
+    let sampling = sampling_for(&p, &st.sampling_config);
     let spec = Arc::new(p);
     let spawn = PersonaSpawn {
         facts: st.facts.clone(),
@@ -368,13 +393,18 @@ async fn begin_turn(myself: &ActorRef<WorldMsg>, st: &mut WorldState) {
     st.turn_started = Instant::now();
     let turn = st.turn;
     emit(st, RunEvent::TurnStarted { turn });
+    if st.switch.as_ref().is_some_and(|s| s.at_turn + 1 == turn)
+        && let Some(sw) = st.switch.take()
+    {
+        apply_switch(myself, st, sw).await;
+    }
     let due: Vec<ResolvedIntervention> = st.interventions.iter().filter(|i| i.turn == turn).cloned().collect();
     for iv in due {
         apply_intervention(myself, st, iv.action).await;
     }
     let mut order: Vec<usize> = (0..st.slots.len()).filter(|&i| st.slots[i].active).collect();
     if st.policy == TurnPolicy::RandomOrder {
-        SplitMix64::new(mix(&[st.config.simulation.run_seed, turn as u64, 0x07d3])).shuffle(&mut order);
+        SplitMix64::new(mix(&[st.sampling_config.simulation.run_seed, turn as u64, 0x07d3])).shuffle(&mut order);
     }
     st.order = order;
     st.next = 0;
@@ -393,6 +423,52 @@ async fn begin_turn(myself: &ActorRef<WorldMsg>, st: &mut WorldState) {
         }
         TurnPolicy::RoundRobin | TurnPolicy::RandomOrder => ask_next(st),
     }
+}
+
+/// A fork leaves its history: the new plan's context, hearing, interventions and personas, and
+/// the new config's sampling, from this turn on.
+async fn apply_switch(myself: &ActorRef<WorldMsg>, st: &mut WorldState, sw: Switch) {
+    let turn = st.turn;
+    let plan = sw.plan;
+    st.sampling_config = sw.config;
+    st.facts = Arc::new(WorldFacts { world: plan.world_name.as_str().into(), topic: plan.topic.as_str().into() });
+    if *st.context != *plan.context {
+        st.context = plan.context.as_str().into();
+        let e = MemoryEvent::context(turn, st.context.clone());
+        for s in st.slots.iter_mut().filter(|s| s.active) {
+            s.pending.push(e.clone());
+        }
+    }
+    st.interventions = plan.interventions.iter().filter(|i| i.turn > sw.at_turn).cloned().collect();
+    st.hearing = plan.hearing.clone();
+    let wanted: Vec<&str> = plan.personas.iter().map(|p| p.id.as_str()).collect();
+    for s in st.slots.iter_mut().filter(|s| s.active && !wanted.contains(&&*s.id)) {
+        s.active = false;
+        s.pending.clear();
+        s.actor.stop(Some("not in the fork's plan".into()));
+    }
+    for p in &plan.personas {
+        match st.slots.iter().position(|s| *s.id == *p.id) {
+            Some(i) => {
+                let sampling = sampling_for(p, &st.sampling_config);
+                let msg = PersonaMsg::Reconfigure { spec: Arc::new(p.clone()), facts: st.facts.clone(), sampling };
+                let _ = st.slots[i].actor.cast(msg);
+            }
+            None => {
+                if let Err(e) = add_persona(myself, st, p.clone()).await {
+                    tracing::warn!(persona = %p.id, error = %e, "could not add the fork's persona");
+                }
+            }
+        }
+    }
+    recompute_listeners(st);
+    emit(
+        st,
+        RunEvent::Intervention {
+            turn,
+            description: format!("fork: the run leaves its recorded history after turn {}", sw.at_turn),
+        },
+    );
 }
 
 async fn apply_intervention(myself: &ActorRef<WorldMsg>, st: &mut WorldState, action: ResolvedAction) {

@@ -6,8 +6,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::sync::Arc;
 use tokio::sync::mpsc;
-use troupe_sim::engine::{RunOptions, SimulationEngine, conversations_dir};
+
+use troupe_sim::engine::{RunHandle, RunOptions, SimulationEngine, conversations_dir};
+use troupe_sim::llm::cache::{CacheMode, ResponseCache};
+use troupe_sim::resume::{self, Recording};
 use troupe_sim::transcript::RunEvent;
 
 use super::GlobalArgs;
@@ -17,6 +22,16 @@ use super::plan::PlanArgs;
 pub struct RunArgs {
     #[command(flatten)]
     pub plan: PlanArgs,
+    /// Re-run a recorded run from its journal, offline, without calling any provider
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["fork", "scenario", "personas"])]
+    pub replay: Option<PathBuf>,
+    /// Replay a recorded run's first turns (--at-turn) from its journal, then continue with
+    /// this scenario (and --variant)
+    #[arg(long, value_name = "RUN_DIR", requires = "at_turn")]
+    pub fork: Option<PathBuf>,
+    /// The last turn a fork takes from the recording
+    #[arg(long, value_name = "N", requires = "fork")]
+    pub at_turn: Option<u32>,
     /// Do not write any file
     #[arg(long)]
     pub no_save: bool,
@@ -37,18 +52,66 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_async(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    if let Some(dir) = &a.replay {
+        let rec = Recording::load(dir)?;
+        let cfg = rec.header.config.clone();
+        let _log_guard = super::logging::init(&cfg.monitoring, a.quiet)?;
+        let out = a.plan.output_dir.clone().unwrap_or_else(|| cfg.output.output_dir.clone());
+        let save_under = (!a.no_save).then(|| conversations_dir(&out));
+        let handle = resume::replay(dir, RunOptions { save_under, events: Some(tx), ..Default::default() }).await?;
+        return drive(handle, rx, cfg.simulation.max_turns, &a.mode()).await;
+    }
     let (plan, cfg) = super::plan::load(g, &a.plan, &[])?;
     let _log_guard = super::logging::init(&cfg.monitoring, a.quiet)?;
-    let engine = SimulationEngine::new(cfg.clone())?;
-    if let Some(n) = engine.notice() {
-        eprintln!("note: {n}");
-    }
-    let (tx, mut rx) = mpsc::unbounded_channel();
     let save_under = (!a.no_save).then(|| conversations_dir(&cfg.output.output_dir));
-    let handle = engine.start(plan, RunOptions { save_under, events: Some(tx) }).await?;
-    let interactive = !a.quiet && !a.json;
-    let turns = cfg.simulation.max_turns as u64;
-    let pb = if interactive { ProgressBar::new(turns) } else { ProgressBar::hidden() };
+    let opts = RunOptions { save_under, events: Some(tx), ..Default::default() };
+    let turns = cfg.simulation.max_turns;
+    let handle = match (&a.fork, a.at_turn) {
+        (Some(dir), Some(at)) => resume::fork(dir, at, plan, cfg, opts).await?,
+        _ => {
+            let mut engine = SimulationEngine::new(cfg.clone())?;
+            if let Some(n) = engine.notice() {
+                eprintln!("note: {n}");
+            }
+            if cfg.llm.cache != CacheMode::Off {
+                let cache = ResponseCache::open(&cfg.llm.cache_file).with_context(|| {
+                    format!("cannot open the response cache {} (llm.cache_file)", cfg.llm.cache_file.display())
+                })?;
+                let name = engine.provider().name().to_string();
+                engine = engine.with_cache(Arc::new(cache), cfg.llm.cache, &name);
+            }
+            engine.start(plan, opts).await?
+        }
+    };
+    drive(handle, rx, turns, &a.mode()).await
+}
+
+/// How a run is shown.
+#[derive(Debug, Clone, Copy)]
+pub struct Mode {
+    /// No transcript, no progress bar.
+    pub quiet: bool,
+    /// Print results.json at the end.
+    pub json: bool,
+}
+
+impl RunArgs {
+    fn mode(&self) -> Mode {
+        Mode { quiet: self.quiet, json: self.json }
+    }
+}
+
+/// Shows a run as it goes (transcript, progress, live metrics), stops it cleanly on Ctrl-C,
+/// prints the outcome and maps it to an exit code.
+pub async fn drive(
+    handle: RunHandle,
+    mut rx: mpsc::UnboundedReceiver<RunEvent>,
+    turns: u32,
+    mode: &Mode,
+) -> anyhow::Result<ExitCode> {
+    let interactive = !mode.quiet && !mode.json;
+    let pb = if interactive { ProgressBar::new(turns as u64) } else { ProgressBar::hidden() };
     pb.set_style(
         ProgressStyle::with_template("{spinner} turn {pos}/{len} {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
@@ -83,7 +146,7 @@ async fn run_async(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
     pb.finish_and_clear();
     let run_dir = handle.run_dir.clone();
     let results = handle.wait().await?;
-    if a.json {
+    if mode.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
         let m = &results.metrics;

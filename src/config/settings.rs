@@ -26,8 +26,8 @@ pub struct SimulationConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
-    /// An OpenAI-compatible provider when a key or base_url is configured, else the simulated
-    /// one (with a notice).
+    /// An OpenAI-compatible provider when a key or base_url is configured, else the embedded
+    /// local model (fetched on first use), else the simulated one (with a notice).
     #[default]
     Auto,
     /// The built-in simulated provider (synthetic text, offline, deterministic).
@@ -38,6 +38,8 @@ pub enum ProviderKind {
     OpenAi,
     /// Azure OpenAI.
     Azure,
+    /// The embedded local model (`[llm.local]`), run in-process; `troupe model fetch` gets it.
+    Local,
 }
 
 /// One model or a chain of models, written as a string or a list.
@@ -152,6 +154,10 @@ pub struct LlmConfig {
     pub max_cost_usd: Option<f64>,
     /// Prices per million tokens, by model.
     pub pricing_file: PathBuf,
+    /// The response cache: "off", "record", "replay" or "auto".
+    pub cache: crate::llm::cache::CacheMode,
+    /// Where the response cache is kept.
+    pub cache_file: PathBuf,
     /// Azure OpenAI endpoint.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub azure_endpoint: Option<String>,
@@ -168,6 +174,8 @@ pub struct LlmConfig {
     pub tokens_per_minute: Option<u32>,
     /// Behaviour of the simulated provider.
     pub simulated: SimulatedConfig,
+    /// The embedded local model.
+    pub local: LocalConfig,
 }
 
 impl Default for LlmConfig {
@@ -190,13 +198,43 @@ impl Default for LlmConfig {
             endpoints: Vec::new(),
             max_cost_usd: None,
             pricing_file: PathBuf::from("config/pricing.toml"),
+            cache: crate::llm::cache::CacheMode::Off,
+            cache_file: PathBuf::from("outputs/cache/responses.jsonl"),
             azure_endpoint: None,
             azure_deployment: None,
             azure_api_version: "2024-10-21".into(),
             requests_per_minute: None,
             tokens_per_minute: None,
             simulated: SimulatedConfig::default(),
+            local: LocalConfig::default(),
         }
+    }
+}
+
+/// `[llm.local]`: the embedded local model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalConfig {
+    /// A GGUF file to run instead of the fetched model (llama architecture, byte-level BPE
+    /// tokenizer, ChatML template, e.g. another SmolLM2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_path: Option<PathBuf>,
+    /// Where `troupe model fetch` caches models (default: `TROUPE_MODEL_DIR`, else
+    /// `~/.cache/troupe/models`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_dir: Option<PathBuf>,
+    /// Divides the logits of recently written tokens (1.0: off); small models repeat
+    /// themselves without it.
+    pub repeat_penalty: f64,
+    /// How many recent tokens the repeat penalty looks at.
+    pub repeat_last_n: usize,
+    /// Let `provider = "auto"` fetch the model (with pip) the first time it is needed.
+    pub auto_fetch: bool,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig { model_path: None, model_dir: None, repeat_penalty: 1.1, repeat_last_n: 64, auto_fetch: true }
     }
 }
 
@@ -382,6 +420,9 @@ pub struct PerformanceConfig {
     pub backoff_max: f64,
     /// Failed attempts on the primary model before switching to the fallback model.
     pub fallback_after: u32,
+    /// Runs of an experiment (`troupe experiment --parallel`) that go at once; they share the
+    /// provider and its budget.
+    pub max_parallel_runs: usize,
 }
 
 impl Default for PerformanceConfig {
@@ -398,6 +439,7 @@ impl Default for PerformanceConfig {
             backoff_factor: 2.0,
             backoff_max: 60.0,
             fallback_after: 3,
+            max_parallel_runs: 2,
         }
     }
 }
@@ -455,10 +497,17 @@ pub struct OutputConfig {
     pub auto_analysis: bool,
     /// Save charts with the analysis.
     pub save_visualizations: bool,
+    /// When the run journal is forced to disk: "record", "turn" or "never".
+    pub journal_fsync: crate::journal::FsyncPolicy,
 }
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        OutputConfig { output_dir: PathBuf::from("outputs"), auto_analysis: true, save_visualizations: true }
+        OutputConfig {
+            output_dir: PathBuf::from("outputs"),
+            auto_analysis: true,
+            save_visualizations: true,
+            journal_fsync: crate::journal::FsyncPolicy::Turn,
+        }
     }
 }

@@ -35,7 +35,7 @@ pub struct ResolvedScenario {
 }
 
 /// An intervention ready to apply.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResolvedIntervention {
     /// 1-based turn.
     pub turn: u32,
@@ -44,7 +44,7 @@ pub struct ResolvedIntervention {
 }
 
 /// An intervention's effect, with personas loaded.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ResolvedAction {
     /// A moderator message.
     Broadcast(String),
