@@ -143,6 +143,7 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
                         | troupe_sim::engine::EngineError::Journal(_)
                         | troupe_sim::engine::EngineError::Fork(_)
                         | troupe_sim::engine::EngineError::Pricing(_)
+                        | troupe_sim::engine::EngineError::Provider(_)
                 )
             )
     });

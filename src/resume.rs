@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::SimulationConfig;
+use crate::config::{ProviderKind, SimulationConfig};
 use crate::engine::{EngineError, RunOptions, RunPlan, SimulationEngine};
 use crate::journal::{self, Exchange, Header, JournalError};
 use crate::llm::cache::{CacheMode, ResponseCache};
@@ -82,7 +82,18 @@ impl Recording {
 }
 
 /// An engine for a recording's config, with the recorded answers in front of the provider.
-fn engine_for(rec: &Recording, config: SimulationConfig, mode: CacheMode) -> Result<SimulationEngine, EngineError> {
+/// `auto` is pinned to the provider that made the recording, so new calls go where the recorded
+/// ones went.
+fn engine_for(rec: &Recording, mut config: SimulationConfig, mode: CacheMode) -> Result<SimulationEngine, EngineError> {
+    if config.llm.provider == ProviderKind::Auto {
+        config.llm.provider = match rec.header.provider.as_str() {
+            "simulated" => ProviderKind::Simulated,
+            "openai" => ProviderKind::OpenAi,
+            "azure" => ProviderKind::Azure,
+            "local" => ProviderKind::Local,
+            _ => ProviderKind::Auto,
+        };
+    }
     let engine = SimulationEngine::new(config)?;
     Ok(engine.with_cache(Arc::new(rec.cache()), mode, &rec.header.provider))
 }
@@ -91,7 +102,9 @@ fn engine_for(rec: &Recording, config: SimulationConfig, mode: CacheMode) -> Res
 /// (`journal.N.jsonl`), so an interrupted resume loses nothing either.
 pub async fn resume(run_dir: &Path, opts: RunOptions) -> Result<crate::engine::RunHandle, EngineError> {
     let rec = Recording::load(run_dir)?;
-    if rec.is_complete() {
+    // Killed after the last turn but before results.json was written, a run still resumes:
+    // the replay rebuilds its results without calling the provider.
+    if rec.is_complete() && run_dir.join("results.json").exists() {
         return Err(EngineError::AlreadyComplete(run_dir.to_path_buf()));
     }
     let engine = engine_for(&rec, rec.header.config.clone(), CacheMode::Auto)?;

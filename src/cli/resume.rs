@@ -41,7 +41,14 @@ pub fn run(_g: &GlobalArgs, a: ResumeArgs) -> anyhow::Result<ExitCode> {
             );
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let handle = resume::resume(&a.run_dir, RunOptions { events: Some(tx), ..Default::default() }).await?;
+        let handle = match resume::resume(&a.run_dir, RunOptions { events: Some(tx), ..Default::default() }).await {
+            Ok(h) => h,
+            Err(troupe_sim::engine::EngineError::AlreadyComplete(dir)) => {
+                eprintln!("{} already ran to its last turn; nothing to resume", dir.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(e) => return Err(e.into()),
+        };
         drive(handle, rx, rec.header.config.simulation.max_turns, &Mode { quiet: a.quiet, json: a.json }).await
     })
 }

@@ -48,11 +48,7 @@ impl OpenAiProvider {
             .filter(|e| !e.trim().is_empty());
         let mut opts = match (endpoint, llm.endpoints.is_empty()) {
             (Some(e), true) => OpenAiOptions::new(e, key),
-            (_, false) => {
-                let mut o = OpenAiOptions::new("", None);
-                o.endpoints = endpoints_from_config(llm, key)?;
-                o
-            }
+            (_, false) => OpenAiOptions::with_endpoints(endpoints_from_config(llm, key)?),
             (None, true) => {
                 return Err(LlmError::new(
                     ErrorKind::BadRequest,

@@ -144,7 +144,7 @@ impl Budget {
     /// Makes every caller wait at least `d` from now (after a 429, or when the server says the
     /// budget is spent).
     pub fn pause_for(&self, d: Duration) {
-        let until = Instant::now() + d;
+        let until = Instant::now() + d.min(MAX_PAUSE);
         let mut p = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
         if p.is_none_or(|cur| cur < until) {
             *p = Some(until);
@@ -181,7 +181,8 @@ pub fn parse_reset(s: &str) -> Option<Duration> {
         return None;
     }
     if let Ok(secs) = s.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        return (secs.is_finite() && secs >= 0.0 && secs <= MAX_PAUSE.as_secs_f64())
+            .then(|| Duration::from_secs_f64(secs));
     }
     let mut total = 0.0f64;
     let mut num = String::new();
@@ -207,8 +208,13 @@ pub fn parse_reset(s: &str) -> Option<Duration> {
         num.clear();
         any = true;
     }
-    (any && num.is_empty() && total.is_finite()).then(|| Duration::from_secs_f64(total))
+    // A reset further away than a day is not a rate-limit window; ignore it rather than wait.
+    (any && num.is_empty() && total.is_finite() && total <= MAX_PAUSE.as_secs_f64())
+        .then(|| Duration::from_secs_f64(total))
 }
+
+/// The longest pause a header or a 429 can impose.
+pub const MAX_PAUSE: Duration = Duration::from_secs(24 * 3600);
 
 #[cfg(test)]
 mod tests {
@@ -222,7 +228,7 @@ mod tests {
         assert_eq!(parse_reset("0.5s"), Some(Duration::from_millis(500)));
         assert_eq!(parse_reset("1h2m3s"), Some(Duration::from_secs(3723)));
         assert_eq!(parse_reset("2"), Some(Duration::from_secs(2)));
-        for bad in ["", "s", "1x", "abc", "1s2"] {
+        for bad in ["", "s", "1x", "abc", "1s2", "99999999999999999999999h", "1e300"] {
             assert_eq!(parse_reset(bad), None, "{bad}");
         }
     }

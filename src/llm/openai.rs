@@ -115,6 +115,11 @@ impl OpenAiOptions {
         }
     }
 
+    /// Several endpoints (a pool of servers or keys); nothing else set.
+    pub fn with_endpoints(endpoints: Vec<EndpointSpec>) -> Self {
+        OpenAiOptions { endpoints, ..OpenAiOptions::new("", None) }
+    }
+
     /// The options `[llm]` describes, with the key already resolved: `llm.endpoints`, or one
     /// endpoint at `llm.base_url` (then `OPENAI_BASE_URL`, then OpenAI's API). An endpoint
     /// with `api_key_env` uses that variable's key, the others `key`.
@@ -607,7 +612,7 @@ impl Inner {
 
     fn transport_error(&self, ep: &Endpoint<Target>, e: &reqwest::Error) -> LlmError {
         // reqwest's own message is generic ("error sending request"); the cause says what failed.
-        let mut msg = e.without_url_ref();
+        let mut msg = e.to_string();
         let mut src = std::error::Error::source(e);
         while let Some(s) = src {
             msg.push_str(": ");
@@ -631,7 +636,12 @@ impl Inner {
         let text = String::from_utf8_lossy(body);
         LlmError::new(
             ErrorKind::Malformed,
-            format!("the answer is not the expected JSON ({why}); it begins: {}", self.scrub(&snippet(&text))),
+            // serde's message can quote the whole offending value: it is cut too.
+            format!(
+                "the answer is not the expected JSON ({}); it begins: {}",
+                self.scrub(&snippet_of(why, 100)),
+                self.scrub(&snippet(&text))
+            ),
         )
         .with_status(status)
     }
@@ -766,8 +776,13 @@ fn is_context_length(code: &str, message: &str) -> bool {
 
 /// The first `SNIPPET_CHARS` characters of `s`.
 fn snippet(s: &str) -> String {
+    snippet_of(s, SNIPPET_CHARS)
+}
+
+/// The first `n` characters of `s`, trimmed, with an ellipsis when cut.
+fn snippet_of(s: &str, n: usize) -> String {
     let s = s.trim();
-    match s.char_indices().nth(SNIPPET_CHARS) {
+    match s.char_indices().nth(n) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_string(),
     }

@@ -1,0 +1,185 @@
+//! `troupe run` end to end (issue 3): the saved `results.json`, `transcript.jsonl` and
+//! `metrics.json` have the documented shape, the scenario-less form works, and an unknown
+//! persona id is a usage error with a suggestion. Every command runs from the crate root with
+//! the user's `TROUPE_*` and API-key variables removed, and writes into a temporary folder.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn troupe() -> Command {
+    let mut cmd = Command::cargo_bin("troupe").unwrap();
+    cmd.current_dir(ROOT);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("TROUPE_") || k.ends_with("OPENAI_API_KEY") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// The one run folder under `<out>/conversations/`.
+fn run_dir(out: &Path) -> PathBuf {
+    let runs: Vec<PathBuf> = fs::read_dir(out.join("conversations")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    runs.into_iter().next().unwrap()
+}
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_slice(&fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+}
+
+fn is_rfc3339_utc(v: &Value) -> bool {
+    v.as_str().is_some_and(|s| {
+        s.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(s).is_ok_and(|t| t.offset().local_minus_utc() == 0)
+    })
+}
+
+/// Checks `results.json` field by field against the documented shape, and the two files
+/// beside it; returns the transcript length.
+fn check_run_folder(dir: &Path, turns: u64, agents: &[&str]) -> usize {
+    let r = read_json(&dir.join("results.json"));
+    assert_eq!(r["success"], Value::Bool(true), "{r:#}");
+
+    let transcript = r["transcript"].as_array().expect("transcript is an array");
+    assert!(transcript.len() > agents.len(), "an opening and replies: {}", transcript.len());
+    for e in transcript {
+        assert!(e["turn"].is_u64(), "{e}");
+        assert!(e["speaker"].as_str().is_some_and(|s| !s.is_empty()), "{e}");
+        assert!(e["role"].is_string(), "{e}");
+        assert!(e["text"].as_str().is_some_and(|s| !s.trim().is_empty()), "{e}");
+        assert!(is_rfc3339_utc(&e["timestamp"]), "timestamp is RFC 3339 UTC: {e}");
+    }
+    let max_turn = transcript.iter().map(|e| e["turn"].as_u64().unwrap()).max().unwrap();
+    assert_eq!(max_turn, turns);
+
+    let names: Vec<&str> = r["agents"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, agents);
+    assert!(r["agents"].as_array().unwrap().iter().all(|a| a["role"].as_str().is_some_and(|s| !s.is_empty())));
+
+    let m = &r["metrics"];
+    for k in ["duration", "total_messages", "total_tokens", "api_calls", "errors", "average_response_time"] {
+        assert!(m[k].is_number(), "metrics.{k} is a number: {m}");
+    }
+    assert_eq!(m["total_messages"].as_u64().unwrap() as usize, transcript.len());
+    assert!(m["api_calls"].as_u64().unwrap() >= turns * agents.len() as u64);
+    assert!(m["total_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(m["errors"], 0);
+    assert!(m["duration"].as_f64().unwrap() >= 0.0 && m["average_response_time"].as_f64().unwrap() >= 0.0);
+
+    let c = &r["config"];
+    assert!(c["model"].as_str().is_some_and(|s| !s.is_empty()), "{c}");
+    assert!(c["temperature"].is_number(), "{c}");
+    assert_eq!(c["turns"].as_u64(), Some(turns));
+    assert_eq!(r["synthetic"], true, "the simulated provider's text is marked synthetic");
+
+    let lines: Vec<Value> = fs::read_to_string(dir.join("transcript.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(&lines, transcript, "transcript.jsonl holds one line per message");
+
+    let metrics = read_json(&dir.join("metrics.json"));
+    for k in [
+        "api_calls",
+        "successful_calls",
+        "errors",
+        "retries",
+        "timeouts",
+        "fallbacks",
+        "skipped_turns",
+        "restarts",
+        "messages",
+    ] {
+        assert!(metrics[k].is_u64(), "metrics.json {k}: {metrics}");
+    }
+    for k in ["llm_latency", "persona_response", "turn_duration", "mailbox_delay", "queue_wait"] {
+        for p in ["p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms"] {
+            assert!(metrics[k][p].is_number(), "metrics.json {k}.{p}: {metrics}");
+        }
+    }
+    assert_eq!(metrics["api_calls"], m["api_calls"]);
+    assert!(metrics["llm_latency"]["count"].as_u64().unwrap() > 0);
+    transcript.len()
+}
+
+#[test]
+fn run_quickstart_saves_results_in_the_documented_shape() {
+    let out = tempfile::tempdir().unwrap();
+    let o = troupe()
+        .args(["run", "scenarios/quickstart.ron", "--quiet", "--output-dir"])
+        .arg(out.path())
+        .args(["--set", "llm.provider=\"simulated\""])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    let dir = run_dir(out.path());
+    let name = dir.file_name().unwrap().to_str().unwrap();
+    assert!(
+        name.starts_with("quickstart-") && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "{name}"
+    );
+    check_run_folder(&dir, 3, &["Marcus Rivera", "Raj Patel", "Hannah Wright"]);
+    assert!(stderr.contains("synthetic"), "the user is told the text is synthetic: {stderr}");
+}
+
+#[test]
+fn run_without_a_scenario_takes_seed_turns_and_personas() {
+    let out = tempfile::tempdir().unwrap();
+    let o = troupe()
+        .args([
+            "run",
+            "--seed",
+            "Evaluate AI-powered content moderation",
+            "--turns",
+            "2",
+            "--personas",
+            "sarah_chen,marcus_rivera",
+        ])
+        // Pinned to the simulated provider: offline, fast and deterministic whatever `auto` picks.
+        .args(["--set", "performance.rate_limit_delay=0", "--set", "llm.provider=simulated", "--quiet", "--output-dir"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let dir = run_dir(out.path());
+    assert!(dir.file_name().unwrap().to_str().unwrap().starts_with("ad_hoc-"));
+    check_run_folder(&dir, 2, &["Dr. Sarah Chen", "Marcus Rivera"]);
+    let r = read_json(&dir.join("results.json"));
+    assert_eq!(r["topic"], "Evaluate AI-powered content moderation");
+    assert_eq!(r["transcript"][0]["text"], "Evaluate AI-powered content moderation", "the topic opens the run");
+}
+
+#[test]
+fn run_with_an_unknown_persona_exits_2_with_a_suggestion() {
+    let out = tempfile::tempdir().unwrap();
+    let o = troupe()
+        .args([
+            "run",
+            "--seed",
+            "x",
+            "--turns",
+            "2",
+            "--personas",
+            "sarah_chen,marcus_rivra",
+            "--quiet",
+            "--output-dir",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("unknown persona id `marcus_rivra`") && stderr.contains("did you mean `marcus_rivera`?"),
+        "{stderr}"
+    );
+    assert!(!out.path().join("conversations").exists(), "nothing is written for a bad command");
+}
