@@ -19,6 +19,11 @@ use troupe_sim::transcript::{RunEvent, StopReason};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
+#[allow(dead_code)]
+mod support {
+    pub mod mock_openai;
+}
+
 fn troupe() -> Command {
     let mut c = Command::new(assert_cmd::cargo::cargo_bin("troupe"));
     c.current_dir(ROOT).env_remove("OPENAI_API_KEY").env_remove("OPENAI_BASE_URL");
@@ -318,4 +323,49 @@ async fn a_full_disk_stops_the_run_with_a_clear_error_and_keeps_the_journal() {
     // results.json still says what happened.
     let saved: SimulationResults = serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap();
     assert!(!saved.success);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_from_a_real_http_server_never_lose_or_duplicate_a_message() {
+    use support::mock_openai::{MockConfig, MockFaults, MockServer};
+    use troupe_sim::llm::openai::{OpenAiOptions, OpenAiProvider};
+    let mock = MockServer::start(MockConfig {
+        error_rate: 0.05,
+        faults: MockFaults { rate_limited: 0.20, hang: 0.02, malformed: 0.02 },
+        ..MockConfig::default()
+    })
+    .await;
+    let mut cfg = config(TurnPolicy::Parallel, 8);
+    cfg.llm.provider = ProviderKind::OpenAi;
+    cfg.performance.persona_timeout = 0.3;
+    cfg.performance.backoff_base = 0.01;
+    cfg.performance.backoff_max = 0.05;
+    let provider = Arc::new(OpenAiProvider::new(OpenAiOptions::new(mock.base_url(), None)).unwrap());
+    let engine = SimulationEngine::with_provider(cfg, provider);
+    let tmp = tempfile::tempdir().unwrap();
+    let ids = ["sarah_chen", "marcus_rivera", "aisha_okafor", "david_kim"];
+    let r = engine
+        .run(plan(&ids), RunOptions { save_under: Some(tmp.path().to_path_buf()), ..Default::default() })
+        .await
+        .unwrap();
+    assert!(r.success, "{:?}", r.error);
+    let m = &r.full_metrics;
+    assert!(mock.rate_limited() > 0, "the fault profile did not fire");
+    assert_eq!(m.errors_by_kind.get("rate_limited").copied().unwrap_or(0) as usize, mock.rate_limited());
+    assert_eq!(m.errors_by_kind.get("server").copied().unwrap_or(0) as usize, mock.server_errors());
+    // Every (turn, persona) accounted for exactly once; the server saw every attempt.
+    for t in 1..=8 {
+        for id in ids {
+            let n = r.transcript.iter().filter(|e| e.turn == t && e.speaker_id == id).count()
+                + r.skipped.iter().filter(|s| s.turn == t && s.persona == id).count()
+                + r.passes.iter().filter(|p| p.0 == t && p.1 == id).count()
+                + r.thoughts.iter().filter(|p| p.0 == t && p.1 == id).count();
+            assert_eq!(n, 1, "turn {t}, {id}");
+        }
+    }
+    assert_eq!(m.api_calls, m.successful_calls + m.errors);
+    assert_eq!(m.errors_by_kind.values().sum::<u64>(), m.errors);
+    assert_eq!(m.api_calls as usize, mock.request_count());
+    let seqs: Vec<u64> = r.transcript.iter().map(|e| e.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
 }

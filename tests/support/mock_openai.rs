@@ -89,6 +89,20 @@ pub struct MockConfig {
     pub require_key: Option<String>,
     /// Answers given first, one per request, before normal behaviour.
     pub script: VecDeque<Canned>,
+    /// A fault profile drawn per request (seeded): shares of 429s (with Retry-After), answers
+    /// that never come (the client's timeout fires) and malformed bodies. 500s use `error_rate`.
+    pub faults: MockFaults,
+}
+
+/// Shares of requests answered with each fault.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MockFaults {
+    /// 429 with `retry-after-ms: 20`.
+    pub rate_limited: f64,
+    /// No answer for an hour.
+    pub hang: f64,
+    /// A 200 whose body is not JSON.
+    pub malformed: f64,
 }
 
 impl Default for MockConfig {
@@ -108,6 +122,7 @@ impl Default for MockConfig {
             chunk_sizes: Vec::new(),
             require_key: None,
             script: VecDeque::new(),
+            faults: MockFaults::default(),
         }
     }
 }
@@ -396,6 +411,21 @@ async fn chat(st: Arc<MockState>, uri: Uri, headers: HeaderMap, body: Bytes, azu
 
     if !cfg.delay.is_zero() {
         tokio::time::sleep(cfg.delay).await;
+    }
+    let f = cfg.faults;
+    if f.rate_limited + f.hang + f.malformed > 0.0 {
+        // A second draw, independent of the one `error_rate` uses.
+        let u = unit(seq ^ 0x5eed_fa17);
+        if u < f.rate_limited {
+            st.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return canned_response(
+                Canned::error(429, "Rate limit reached", "rate_limit_exceeded").header("retry-after-ms", "20"),
+            );
+        } else if u < f.rate_limited + f.hang {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        } else if u < f.rate_limited + f.hang + f.malformed {
+            return canned_response(Canned::new(200, "{\"choices\": [{\"message\": {\"content\": \"unfinished"));
+        }
     }
     if cfg.error_rate > 0.0 && unit(seq) < cfg.error_rate {
         st.server_errors.fetch_add(1, Ordering::Relaxed);
