@@ -25,6 +25,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::time::Instant;
 
 use ractor::{Actor, ActorRef};
@@ -566,6 +567,9 @@ async fn collect(
         }),
     };
     let duration = ctx.t0.elapsed().as_secs_f64();
+    if final_state.reason != StopReason::Completed {
+        drain_in_flight(&mut ctx, &mut rx, &metrics).await;
+    }
     let snap = snapshot(&metrics).await.unwrap_or_default();
     world.stop(None);
     supervisor.stop(None);
@@ -589,6 +593,31 @@ struct Extra {
     thoughts: Vec<(u32, String, String)>,
     passes: Vec<(u32, String)>,
     interventions: Vec<(u32, String)>,
+}
+
+/// A run stopped early (Ctrl-C, timeout, failure) may still have calls in flight that will be
+/// paid for. Waits a little for them and journals their answers, so a resume reuses them.
+async fn drain_in_flight(
+    ctx: &mut Collect,
+    rx: &mut mpsc::UnboundedReceiver<RunEvent>,
+    metrics: &ActorRef<MetricsMsg>,
+) {
+    let grace = Duration::from_secs_f64(ctx.config.performance.persona_timeout.min(10.0));
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        match snapshot(metrics).await {
+            Some(m) if m.in_flight > 0 => {}
+            _ => break,
+        }
+        if let Ok(Some(ev @ RunEvent::Exchange(_))) = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await
+            && let Some(j) = ctx.journal.as_mut()
+        {
+            let _ = j.append(&ev);
+        }
+    }
+    if let Some(j) = ctx.journal.as_mut() {
+        let _ = j.sync();
+    }
 }
 
 fn build_results(

@@ -145,7 +145,14 @@ pub async fn drive(
     }
     pb.finish_and_clear();
     let run_dir = handle.run_dir.clone();
-    let results = handle.wait().await?;
+    // Saving waits for calls still in flight (they are paid for); a second Ctrl-C abandons them.
+    let results = tokio::select! {
+        r = handle.wait() => r?,
+        _ = tokio::signal::ctrl_c(), if stopping => {
+            eprintln!("abandoned: calls still in flight were not saved; `troupe resume` continues from the journal");
+            return Ok(ExitCode::from(130));
+        }
+    };
     if mode.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
