@@ -17,10 +17,15 @@
 //!   `config.ini`, scenario overrides, `TROUPE_*` environment, CLI flags) with provenance; the
 //!   API key as a secret.
 //! - [`transcript`], [`results`]: what a run emits and saves.
+//! - [`journal`], [`resume`]: the crash-safe run journal; resume, replay and forks from it
+//!   (with the response cache in `llm::cache`).
+//! - [`cost`], [`estimate`]: prices per model, live cost and `max_cost_usd`; estimates before a
+//!   run.
 //! - [`analysis`]: conversation analysis (`analysis.json`) and SVG charts; [`export`]: one
 //!   exporter per format (json, jsonl, csv, markdown, html); [`experiment`]: variants × runs
 //!   with statistics, blinding and per-persona extraction.
 //! - [`rng`], [`fsutil`]: stable seeded randomness and hashing; atomic writes.
+//! - [`web`]: the web app (`troupe serve`): pages, live runs over server-sent events, security.
 //! - [`doctor`], [`stress`]: health checks; runs of one plan per concurrency setting, with
 //!   JSON, CSV and SVG reports.
 //!
@@ -53,3 +58,4 @@ pub mod rng;
 pub mod scenario;
 pub mod stress;
 pub mod transcript;
+pub mod web;

@@ -120,6 +120,9 @@ impl SimulatedProvider {
         if req.meta.purpose == "summary" {
             return summarize(user, &mut rng);
         }
+        if req.meta.purpose == "extract" {
+            return extract_answer(&profile, user, &mut rng);
+        }
         let conv = parse_conversation(user);
         let topic = conv.topic.unwrap_or("the question in front of us");
         let key = mix(&[hash_bytes(topic.as_bytes()), hash_bytes(conv.context.as_bytes())]);
@@ -605,6 +608,71 @@ fn trait_sentence(p: &Profile, kw: &str, rng: &mut SplitMix64) -> String {
     t.replace("{kw}", kw).replace("{Kw}", &cap)
 }
 
+/// Answers an extraction request (`purpose == "extract"`, written by
+/// `experiment::extract`): one JSON object with the fields the prompt lists as
+/// `- "name": one of "a", "b"` or `- "name": free text ...`. A choice is drawn from the seed,
+/// leaning with the persona (supportive traits pick an approving answer more often, sceptical
+/// ones an opposing one); free text names the topic's phrase the persona mentioned most.
+fn extract_answer(p: &Profile, user: &str, rng: &mut SplitMix64) -> String {
+    const YES: &[&str] = &["support", "agree", "yes", "approve", "launch", "favour", "favor", "accept", "for"];
+    const NO: &[&str] = &["oppose", "against", "no", "reject", "drop", "disagree", "refuse"];
+    let conv = parse_conversation(user);
+    // Own lines first (they carry the persona's name), then everyone's.
+    let mine: Vec<&str> = conv.heard.iter().filter(|h| h.speaker == p.name).map(|h| h.text).collect();
+    let pool: Vec<&str> = if mine.is_empty() { conv.heard.iter().map(|h| h.text).collect() } else { mine };
+    // The topic's phrases, ranked by how often the persona's lines mention them.
+    let domain = vocabulary(conv.topic.unwrap_or("the question in front of us"), "");
+    let lower: Vec<String> = pool.iter().map(|t| t.to_lowercase()).collect();
+    let counts: Vec<(String, usize)> =
+        domain.iter().map(|k| (k.clone(), lower.iter().map(|t| t.matches(k.as_str()).count()).sum())).collect();
+    let mut obj = serde_json::Map::new();
+    for line in user.lines() {
+        let Some((name, spec)) = line.strip_prefix("- \"").and_then(|r| r.split_once("\": ")) else {
+            continue;
+        };
+        let value = match spec.strip_prefix("one of ") {
+            Some(list) => {
+                let choices: Vec<&str> = list.split('"').skip(1).step_by(2).collect();
+                if choices.is_empty() {
+                    continue;
+                }
+                let weights: Vec<f64> = choices
+                    .iter()
+                    .map(|c| {
+                        let c = c.to_lowercase();
+                        let lean = p.lean as f64 * 0.4;
+                        let w = if YES.iter().any(|y| c.split(|ch: char| !ch.is_alphanumeric()).any(|t| t == *y)) {
+                            1.0 + lean
+                        } else if NO.iter().any(|n| c.split(|ch: char| !ch.is_alphanumeric()).any(|t| t == *n)) {
+                            1.0 - lean
+                        } else {
+                            1.0
+                        };
+                        w.max(0.1)
+                    })
+                    .collect();
+                let mut x = rng.next_f64() * weights.iter().sum::<f64>();
+                let mut pick = choices.len() - 1;
+                for (i, w) in weights.iter().enumerate() {
+                    if x < *w {
+                        pick = i;
+                        break;
+                    }
+                    x -= w;
+                }
+                choices[pick].to_string()
+            }
+            None => {
+                let top = counts.iter().map(|c| c.1).max().unwrap_or(0);
+                let best: Vec<&String> = counts.iter().filter(|c| c.1 == top).map(|c| &c.0).collect();
+                if best.is_empty() { "the open questions".to_string() } else { (*rng.pick(&best)).clone() }
+            }
+        };
+        obj.insert(name.to_string(), serde_json::Value::String(value));
+    }
+    serde_json::Value::Object(obj).to_string()
+}
+
 fn summarize(user: &str, rng: &mut SplitMix64) -> String {
     let Conversation { topic, heard, .. } = parse_conversation(user);
     let mut speakers: Vec<&str> = heard.iter().map(|h| h.speaker).collect();
@@ -670,6 +738,25 @@ mod tests {
         v.sort_by(f64::total_cmp);
         assert!((v[10_000] - 100.0).abs() < 10.0, "p50 {}", v[10_000]);
         assert!((v[19_800] - 1000.0).abs() < 200.0, "p99 {}", v[19_800]);
+    }
+
+    #[test]
+    fn extraction_requests_get_a_json_object_with_declared_choices() {
+        let p = SimulatedProvider::new(SimulatedConfig::default());
+        let mut r = req(
+            "Topic: Evaluate AI-powered content moderation\n[turn 1] Dr. Sarah Chen (Systems Architect): Content moderation needs a pilot.\nThe discussion is over. Answer as Dr. Sarah Chen with one JSON object and nothing else, with exactly these fields:\n- \"final_stance\": one of \"support\", \"oppose\", \"undecided\"\n- \"top_concern\": free text (a few words)\n",
+        );
+        r.meta.purpose = "extract".into();
+        let mut seen = std::collections::HashSet::new();
+        for seed in 0..30 {
+            let v: serde_json::Value = serde_json::from_str(&p.compose(&r, seed)).unwrap();
+            let stance = v["final_stance"].as_str().unwrap().to_string();
+            assert!(["support", "oppose", "undecided"].contains(&stance.as_str()), "{v}");
+            assert!(!v["top_concern"].as_str().unwrap().is_empty());
+            seen.insert(stance);
+        }
+        assert_eq!(seen.len(), 3, "every choice is drawn for some seed");
+        assert_eq!(p.compose(&r, 5), p.compose(&r, 5));
     }
 
     #[test]

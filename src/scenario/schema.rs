@@ -45,6 +45,58 @@ pub struct Scenario {
     /// Named variants for experiments.
     #[serde(default)]
     pub variants: BTreeMap<String, Variant>,
+    /// How `troupe experiment` runs this scenario: default variants and runs, persona
+    /// assignment, blinding.
+    #[serde(default)]
+    pub experiment: ExperimentSettings,
+    /// Structured answers asked of every persona at the end of each experiment run, e.g.
+    /// `[(name: "final_stance", choices: ["support", "oppose", "undecided"]), (name: "top_concern")]`.
+    #[serde(default)]
+    pub extract: Vec<ExtractField>,
+}
+
+/// The `experiment` block.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentSettings {
+    /// Variants to compare when `--variants` is not given ("baseline" is the scenario as written
+    /// unless the scenario defines a variant of that name).
+    #[serde(default)]
+    pub variants: Vec<String>,
+    /// Runs per variant when `--runs` is not given.
+    #[serde(default)]
+    pub runs: Option<usize>,
+    /// Which personas take part in each variant's runs.
+    #[serde(default)]
+    pub assignment: Assignment,
+    /// Label variants "A", "B", ... in the report until its last section reveals which is which.
+    #[serde(default)]
+    pub blind: bool,
+}
+
+/// How personas are assigned to variants in an experiment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Assignment {
+    /// Every variant's runs use all of the scenario's personas.
+    #[default]
+    AllPersonas,
+    /// The scenario's personas are shuffled with the experiment seed and dealt to the variants
+    /// in turn (a between-subjects design): each persona takes part in one variant only.
+    Random,
+}
+
+/// One field asked of every persona at the end of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractField {
+    /// The JSON key, e.g. "final_stance".
+    pub name: String,
+    /// What it means, shown to the model.
+    #[serde(default)]
+    pub description: String,
+    /// Allowed answers; free text when empty.
+    #[serde(default)]
+    pub choices: Vec<String>,
 }
 
 /// The world block.

@@ -1,0 +1,794 @@
+//! Conversation analysis: what a run's transcript and metrics say about who spoke, to whom, how,
+//! and at what cost. [`analyze_conversation`] returns a typed [`ConversationAnalysis`], saved as
+//! `analysis.json`; [`save_analysis`] also draws the SVG charts of [`charts`].
+//!
+//! - [`text`]: words, terms, questions, name matching.
+//! - [`sentiment`]: VADER's rules over a compact lexicon (why not the crate: see there).
+//! - [`keywords`]: TF-IDF keywords per persona and overall.
+//! - [`markers`]: agreement and disagreement phrases.
+//! - [`repetition`]: near-duplicate messages (shingled Jaccard).
+//! - [`stats`]: means, confidence intervals, Welch / Mann-Whitney / Cohen's d, Gini.
+//! - [`charts`]: SVG charts with plotters.
+//!
+//! Moderator messages (the opening, broadcasts) count in the overview but not in any persona
+//! figure, the participation balance, turn-taking or keywords.
+
+pub mod charts;
+pub mod keywords;
+pub mod markers;
+pub mod repetition;
+pub mod sentiment;
+pub mod stats;
+pub mod text;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::write_atomic;
+use crate::results::SimulationResults;
+use crate::transcript::TranscriptEntry;
+pub use keywords::Keyword;
+pub use markers::Stance;
+pub use repetition::DuplicatePair;
+
+/// The speaker id of the world's own messages (the opening, broadcasts).
+pub const MODERATOR_ID: &str = "moderator";
+
+/// Keywords kept per persona and overall.
+pub const KEYWORDS_KEPT: usize = 10;
+
+/// Everything [`analyze_conversation`] finds in one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationAnalysis {
+    /// The run analysed.
+    pub run_id: String,
+    /// Its scenario.
+    pub scenario: String,
+    /// Its variant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// True when the text is synthetic (simulated provider).
+    pub synthetic: bool,
+    /// Headline counts.
+    pub overview: Overview,
+    /// Figures per persona, in the order they were listed (then by first message).
+    pub personas: Vec<PersonaFigures>,
+    /// How evenly personas took part.
+    pub participation: Participation,
+    /// Who speaks after whom.
+    pub turn_taking: TurnTaking,
+    /// Who addresses or names whom.
+    pub mentions: MentionGraph,
+    /// Distinctive terms of the whole conversation.
+    pub keywords: Vec<Keyword>,
+    /// Sentiment per message, per turn and overall.
+    pub sentiment: SentimentFigures,
+    /// Agreement and disagreement markers.
+    pub agreement: AgreementFigures,
+    /// Near-duplicate messages.
+    pub repetition: Repetition,
+    /// Tokens per turn (from the transcript's per-message figures).
+    pub tokens_per_turn: Vec<TurnTokens>,
+    /// Latency figures.
+    pub latency: LatencyFigures,
+}
+
+/// Headline counts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Overview {
+    /// All transcript messages (moderator included).
+    pub messages: u64,
+    /// Messages by personas.
+    pub persona_messages: u64,
+    /// Messages by the moderator (opening, broadcasts).
+    pub moderator_messages: u64,
+    /// Words in all messages.
+    pub words: u64,
+    /// Words in persona messages.
+    pub persona_words: u64,
+    /// Mean words per persona message.
+    pub words_per_message: f64,
+    /// Questions asked by personas.
+    pub questions: u64,
+    /// Highest turn reached.
+    pub turns: u32,
+    /// Wall time of the run, seconds.
+    pub duration_s: f64,
+    /// Personas listed or heard.
+    pub personas: usize,
+    /// Personas who said something.
+    pub speakers: usize,
+}
+
+/// A value for one turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnValue {
+    /// Turn.
+    pub turn: u32,
+    /// Value.
+    pub value: f64,
+}
+
+/// Latency of one persona's messages (from the transcript).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PersonaLatency {
+    /// Messages with a latency.
+    pub samples: u64,
+    /// Mean, milliseconds.
+    pub mean_ms: f64,
+    /// Median, milliseconds.
+    pub p50_ms: f64,
+    /// Slowest, milliseconds.
+    pub max_ms: f64,
+    /// The metrics actor's mean response time (retries included), when recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_mean_ms: Option<f64>,
+}
+
+/// Figures for one persona (moderator messages excluded).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersonaFigures {
+    /// Persona id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Role.
+    pub role: String,
+    /// Messages said.
+    pub messages: u64,
+    /// Words said.
+    pub words: u64,
+    /// Mean words per message.
+    pub average_words: f64,
+    /// Questions asked.
+    pub questions: u64,
+    /// Share of persona messages, 0..1.
+    pub share: f64,
+    /// Share of persona words, 0..1.
+    pub word_share: f64,
+    /// First turn spoken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_turn: Option<u32>,
+    /// Last turn spoken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_turn: Option<u32>,
+    /// Mean compound sentiment of its messages.
+    pub sentiment_mean: f64,
+    /// Mean compound sentiment per turn it spoke in.
+    pub sentiment_by_turn: Vec<TurnValue>,
+    /// Messages with an agreement marker.
+    pub agreements: u64,
+    /// Messages with a disagreement marker.
+    pub disagreements: u64,
+    /// Messages addressing or naming another persona.
+    pub mentions_made: u64,
+    /// Messages of others addressing or naming this persona.
+    pub mentions_received: u64,
+    /// Distinctive terms (TF-IDF across personas).
+    pub keywords: Vec<Keyword>,
+    /// Latency of its calls.
+    pub latency: PersonaLatency,
+    /// Tokens sent for its messages.
+    pub prompt_tokens: u64,
+    /// Tokens received for its messages.
+    pub completion_tokens: u64,
+}
+
+/// How evenly personas took part.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Participation {
+    /// Gini coefficient of messages per persona: 0 perfectly even, towards 1 one voice.
+    pub gini_messages: f64,
+    /// Gini coefficient of words per persona.
+    pub gini_words: f64,
+    /// Id of the persona with the most messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub most_active: Option<String>,
+    /// Id of the persona with the fewest messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub least_active: Option<String>,
+}
+
+/// Who speaks right after whom: `matrix[i][j]` counts persona messages by `personas[j]` that
+/// directly follow one by `personas[i]` (moderator messages skipped).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TurnTaking {
+    /// Persona ids, the order of rows and columns.
+    pub personas: Vec<String>,
+    /// Their display names, same order.
+    pub names: Vec<String>,
+    /// Counts: row = previous speaker, column = next speaker.
+    pub matrix: Vec<Vec<u64>>,
+    /// All transitions counted.
+    pub transitions: u64,
+}
+
+impl TurnTaking {
+    /// How often `next` spoke right after `prev` (ids); 0 when either is unknown.
+    pub fn count(&self, prev: &str, next: &str) -> u64 {
+        let i = self.personas.iter().position(|p| p == prev);
+        let j = self.personas.iter().position(|p| p == next);
+        match (i, j) {
+            (Some(i), Some(j)) => self.matrix[i][j],
+            _ => 0,
+        }
+    }
+}
+
+/// One directed edge of the mention graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MentionEdge {
+    /// Speaker id.
+    pub from: String,
+    /// Id of the persona addressed or named.
+    pub to: String,
+    /// Messages addressed to them (the `to` field).
+    pub addressed: u64,
+    /// Messages naming them in the text (first or full name).
+    pub named: u64,
+    /// Messages doing either.
+    pub total: u64,
+}
+
+/// Who addresses or names whom.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MentionGraph {
+    /// Edges with at least one message, sorted by `from`, then `to`.
+    pub edges: Vec<MentionEdge>,
+}
+
+impl MentionGraph {
+    /// The edge from one id to another, if any.
+    pub fn edge(&self, from: &str, to: &str) -> Option<&MentionEdge> {
+        self.edges.iter().find(|e| e.from == from && e.to == to)
+    }
+}
+
+/// The sentiment of one message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageSentiment {
+    /// Position in the transcript.
+    pub seq: u64,
+    /// Turn.
+    pub turn: u32,
+    /// Speaker id.
+    pub speaker_id: String,
+    /// Scores.
+    #[serde(flatten)]
+    pub score: sentiment::Sentiment,
+}
+
+/// Sentiment of the conversation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SentimentFigures {
+    /// Mean compound score of persona messages.
+    pub mean: f64,
+    /// Mean compound score of persona messages per turn.
+    pub by_turn: Vec<TurnValue>,
+    /// Every message (moderator included, marked by its speaker id).
+    pub messages: Vec<MessageSentiment>,
+}
+
+/// One marker found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MarkerHit {
+    /// Position in the transcript.
+    pub seq: u64,
+    /// Speaker id.
+    pub speaker_id: String,
+    /// Side.
+    pub stance: Stance,
+    /// The phrase.
+    pub marker: String,
+}
+
+/// Agreement and disagreement across persona messages.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgreementFigures {
+    /// Messages with an agreement marker.
+    pub agreements: u64,
+    /// Messages with a disagreement marker.
+    pub disagreements: u64,
+    /// agreements / (agreements + disagreements); none when neither occurs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement_ratio: Option<f64>,
+    /// Every marker found.
+    pub markers: Vec<MarkerHit>,
+}
+
+/// Near-duplicate persona messages.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Repetition {
+    /// Jaccard similarity at or above which a pair counts.
+    pub threshold: f64,
+    /// Pairs found.
+    pub pairs: Vec<DuplicatePair>,
+    /// Messages that nearly repeat an earlier one.
+    pub repeated_messages: u64,
+    /// repeated_messages / persona messages.
+    pub repetition_rate: f64,
+}
+
+/// Tokens of one turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnTokens {
+    /// Turn.
+    pub turn: u32,
+    /// Messages in it.
+    pub messages: u64,
+    /// Tokens sent.
+    pub prompt_tokens: u64,
+    /// Tokens received.
+    pub completion_tokens: u64,
+}
+
+/// Latency of the run's calls.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencyFigures {
+    /// Messages with a latency.
+    pub samples: u64,
+    /// Mean over messages, milliseconds.
+    pub mean_ms: f64,
+    /// Median, milliseconds.
+    pub p50_ms: f64,
+    /// 90th percentile, milliseconds.
+    pub p90_ms: f64,
+    /// Slowest, milliseconds.
+    pub max_ms: f64,
+    /// Every call attempt, bucketed (upper bound ms, count), from the metrics.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+/// Errors reading a run or writing its analysis.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalysisError {
+    /// The run folder or its `results.json` cannot be read.
+    #[error("cannot read the run at {}: {message}; give a run folder holding results.json (outputs/conversations/<run-id>/)", path.display())]
+    Read {
+        /// The path given.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A file could not be written.
+    #[error("could not write {}: {source}; check that the run folder is writable", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A chart could not be drawn.
+    #[error("could not draw the {chart} chart: {message}")]
+    Chart {
+        /// Which chart.
+        chart: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Files written by [`save_analysis`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AnalysisFiles {
+    /// `analysis.json`.
+    pub analysis: PathBuf,
+    /// The SVG charts (`charts/*.svg`), when drawn.
+    pub charts: Vec<PathBuf>,
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn is_moderator(e: &TranscriptEntry) -> bool {
+    e.speaker_id == MODERATOR_ID
+}
+
+/// Analyses a run: see [`ConversationAnalysis`]. Pure: reads only `results` (its transcript,
+/// agents and full metrics).
+pub fn analyze_conversation(results: &SimulationResults) -> ConversationAnalysis {
+    let t = &results.transcript;
+    // Personas: those listed, then anyone else who spoke (joined by an intervention).
+    let mut ids: Vec<String> = results.agents.iter().map(|a| a.id.clone()).collect();
+    let mut names: Vec<String> = results.agents.iter().map(|a| a.name.clone()).collect();
+    let mut roles: Vec<String> = results.agents.iter().map(|a| a.role.clone()).collect();
+    for e in t.iter().filter(|e| !is_moderator(e)) {
+        if !ids.contains(&e.speaker_id) {
+            ids.push(e.speaker_id.clone());
+            names.push(e.speaker.clone());
+            roles.push(e.role.clone());
+        }
+    }
+    let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    let n = ids.len();
+    let persona_msgs: Vec<&TranscriptEntry> = t.iter().filter(|e| !is_moderator(e)).collect();
+
+    // Names to look for in text: full name and first name, unless the first name is shared.
+    let firsts: Vec<&str> = names.iter().map(|n| text::first_name(n)).collect();
+    let name_forms: Vec<Vec<&str>> = (0..n)
+        .map(|i| {
+            let mut v = vec![names[i].as_str()];
+            let f = firsts[i];
+            if f != names[i] && firsts.iter().filter(|x| **x == f).count() == 1 {
+                v.push(f);
+            }
+            v
+        })
+        .collect();
+    let mut name_tokens: HashSet<String> = HashSet::new();
+    for nm in &names {
+        for tok in text::tokens(nm) {
+            name_tokens.insert(tok);
+        }
+    }
+
+    let mut messages = vec![0u64; n];
+    let mut words = vec![0u64; n];
+    let mut questions = vec![0u64; n];
+    let mut first_turn: Vec<Option<u32>> = vec![None; n];
+    let mut last_turn: Vec<Option<u32>> = vec![None; n];
+    let mut sent_by_turn: Vec<BTreeMap<u32, (f64, u64)>> = vec![BTreeMap::new(); n];
+    let mut sent_sum = vec![0.0f64; n];
+    let mut agree = vec![0u64; n];
+    let mut disagree = vec![0u64; n];
+    let mut made = vec![0u64; n];
+    let mut received = vec![0u64; n];
+    let mut lat: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut ptok = vec![0u64; n];
+    let mut ctok = vec![0u64; n];
+    let mut terms: Vec<Vec<String>> = vec![Vec::new(); n];
+    let mut msg_terms: Vec<Vec<String>> = Vec::new();
+    let mut edges: BTreeMap<(usize, usize), (u64, u64, u64)> = BTreeMap::new();
+    let mut matrix = vec![vec![0u64; n]; n];
+    let mut transitions = 0;
+    let mut prev: Option<usize> = None;
+    let mut all_sentiments = Vec::with_capacity(t.len());
+    let mut turn_sent: BTreeMap<u32, (f64, u64)> = BTreeMap::new();
+    let mut turn_tokens: BTreeMap<u32, TurnTokens> = BTreeMap::new();
+    let mut marker_hits = Vec::new();
+    let (mut total_agree, mut total_disagree) = (0u64, 0u64);
+    let mut all_lat = Vec::new();
+    let mut total_words = 0u64;
+
+    for e in t {
+        let w = text::word_count(&e.text) as u64;
+        total_words += w;
+        let s = sentiment::score(&e.text);
+        all_sentiments.push(MessageSentiment { seq: e.seq, turn: e.turn, speaker_id: e.speaker_id.clone(), score: s });
+        let tt = turn_tokens.entry(e.turn).or_insert(TurnTokens {
+            turn: e.turn,
+            messages: 0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+        });
+        tt.messages += 1;
+        tt.prompt_tokens += e.prompt_tokens.unwrap_or(0);
+        tt.completion_tokens += e.completion_tokens.unwrap_or(0);
+        if let Some(l) = e.latency_ms {
+            all_lat.push(l);
+        }
+        if is_moderator(e) {
+            continue;
+        }
+        let Some(&i) = index.get(e.speaker_id.as_str()) else { continue };
+        messages[i] += 1;
+        words[i] += w;
+        questions[i] += text::question_count(&e.text) as u64;
+        first_turn[i] = Some(first_turn[i].map_or(e.turn, |f| f.min(e.turn)));
+        last_turn[i] = Some(last_turn[i].map_or(e.turn, |l| l.max(e.turn)));
+        sent_sum[i] += s.compound;
+        let b = sent_by_turn[i].entry(e.turn).or_default();
+        b.0 += s.compound;
+        b.1 += 1;
+        let ts = turn_sent.entry(e.turn).or_default();
+        ts.0 += s.compound;
+        ts.1 += 1;
+        if let Some(l) = e.latency_ms {
+            lat[i].push(l);
+        }
+        ptok[i] += e.prompt_tokens.unwrap_or(0);
+        ctok[i] += e.completion_tokens.unwrap_or(0);
+        let mt = text::content_terms(&e.text, &name_tokens);
+        terms[i].extend(mt.iter().cloned());
+        msg_terms.push(mt);
+
+        // Markers.
+        let found = markers::find(&e.text);
+        let (mut a, mut d) = (false, false);
+        for (stance, m) in found {
+            match stance {
+                Stance::Agree => a = true,
+                Stance::Disagree => d = true,
+            }
+            marker_hits.push(MarkerHit { seq: e.seq, speaker_id: e.speaker_id.clone(), stance, marker: m.to_string() });
+        }
+        agree[i] += a as u64;
+        disagree[i] += d as u64;
+        total_agree += a as u64;
+        total_disagree += d as u64;
+
+        // Mentions: the `to` field (a name or an id) and names in the text.
+        let mut any = false;
+        for j in (0..n).filter(|j| *j != i) {
+            let addressed = e.to.as_deref().is_some_and(|to| to == names[j] || to == ids[j]);
+            let named = name_forms[j].iter().any(|f| text::contains_name(&e.text, f));
+            if addressed || named {
+                any = true;
+                received[j] += 1;
+                let edge = edges.entry((i, j)).or_default();
+                edge.0 += addressed as u64;
+                edge.1 += named as u64;
+                edge.2 += 1;
+            }
+        }
+        made[i] += any as u64;
+
+        // Turn-taking.
+        if let Some(p) = prev {
+            matrix[p][i] += 1;
+            transitions += 1;
+        }
+        prev = Some(i);
+    }
+
+    let persona_total: u64 = messages.iter().sum();
+    let persona_words: u64 = words.iter().sum();
+    let kw = keywords::per_document(&terms, KEYWORDS_KEPT);
+    let mean_of = |v: &[f64]| stats::mean(v);
+    let personas: Vec<PersonaFigures> = (0..n)
+        .map(|i| {
+            let mut l = lat[i].clone();
+            l.sort_by(f64::total_cmp);
+            PersonaFigures {
+                id: ids[i].clone(),
+                name: names[i].clone(),
+                role: roles[i].clone(),
+                messages: messages[i],
+                words: words[i],
+                average_words: if messages[i] > 0 { words[i] as f64 / messages[i] as f64 } else { 0.0 },
+                questions: questions[i],
+                share: if persona_total > 0 { messages[i] as f64 / persona_total as f64 } else { 0.0 },
+                word_share: if persona_words > 0 { words[i] as f64 / persona_words as f64 } else { 0.0 },
+                first_turn: first_turn[i],
+                last_turn: last_turn[i],
+                sentiment_mean: if messages[i] > 0 { sent_sum[i] / messages[i] as f64 } else { 0.0 },
+                sentiment_by_turn: sent_by_turn[i]
+                    .iter()
+                    .map(|(turn, (s, c))| TurnValue { turn: *turn, value: s / *c as f64 })
+                    .collect(),
+                agreements: agree[i],
+                disagreements: disagree[i],
+                mentions_made: made[i],
+                mentions_received: received[i],
+                keywords: kw[i].clone(),
+                latency: PersonaLatency {
+                    samples: l.len() as u64,
+                    mean_ms: mean_of(&l),
+                    p50_ms: percentile(&l, 0.5),
+                    max_ms: l.last().copied().unwrap_or(0.0),
+                    // The metrics actor keys personas by their index in the plan (the agents).
+                    response_mean_ms: (i < results.agents.len())
+                        .then(|| results.full_metrics.persona_mean_ms.get(&i).copied())
+                        .flatten(),
+                },
+                prompt_tokens: ptok[i],
+                completion_tokens: ctok[i],
+            }
+        })
+        .collect();
+
+    let counts: Vec<f64> = messages.iter().map(|m| *m as f64).collect();
+    let wcounts: Vec<f64> = words.iter().map(|m| *m as f64).collect();
+    let most = (0..n).max_by(|a, b| messages[*a].cmp(&messages[*b]).then(b.cmp(a)));
+    let least = (0..n).min_by(|a, b| messages[*a].cmp(&messages[*b]).then(a.cmp(b)));
+    let participation = Participation {
+        gini_messages: stats::gini(&counts),
+        gini_words: stats::gini(&wcounts),
+        most_active: most.filter(|_| persona_total > 0).map(|i| ids[i].clone()),
+        least_active: least.filter(|_| persona_total > 0).map(|i| ids[i].clone()),
+    };
+
+    let dup_input: Vec<(u64, &str, &str)> =
+        persona_msgs.iter().map(|e| (e.seq, e.speaker_id.as_str(), e.text.as_str())).collect();
+    let pairs = repetition::near_duplicates(&dup_input, repetition::DEFAULT_THRESHOLD);
+    let repeated: HashSet<u64> = pairs.iter().map(|p| p.second_seq).collect();
+
+    all_lat.sort_by(f64::total_cmp);
+    let sentiment_mean = if persona_total > 0 {
+        all_sentiments.iter().filter(|m| m.speaker_id != MODERATOR_ID).map(|m| m.score.compound).sum::<f64>()
+            / persona_total as f64
+    } else {
+        0.0
+    };
+
+    ConversationAnalysis {
+        run_id: results.run_id.clone(),
+        scenario: results.scenario.clone(),
+        variant: results.variant.clone(),
+        synthetic: results.synthetic,
+        overview: Overview {
+            messages: t.len() as u64,
+            persona_messages: persona_total,
+            moderator_messages: t.len() as u64 - persona_total,
+            words: total_words,
+            persona_words,
+            words_per_message: if persona_total > 0 { persona_words as f64 / persona_total as f64 } else { 0.0 },
+            questions: questions.iter().sum(),
+            turns: t.iter().map(|e| e.turn).max().unwrap_or(0).max(results.completed_turns),
+            duration_s: results.metrics.duration,
+            personas: n,
+            speakers: messages.iter().filter(|m| **m > 0).count(),
+        },
+        personas,
+        participation,
+        turn_taking: TurnTaking { personas: ids.clone(), names: names.clone(), matrix, transitions },
+        mentions: MentionGraph {
+            edges: edges
+                .into_iter()
+                .map(|((i, j), (a, nm, tot))| MentionEdge {
+                    from: ids[i].clone(),
+                    to: ids[j].clone(),
+                    addressed: a,
+                    named: nm,
+                    total: tot,
+                })
+                .collect(),
+        },
+        keywords: keywords::overall(&msg_terms, KEYWORDS_KEPT),
+        sentiment: SentimentFigures {
+            mean: sentiment_mean,
+            by_turn: turn_sent.into_iter().map(|(turn, (s, c))| TurnValue { turn, value: s / c as f64 }).collect(),
+            messages: all_sentiments,
+        },
+        agreement: AgreementFigures {
+            agreements: total_agree,
+            disagreements: total_disagree,
+            agreement_ratio: (total_agree + total_disagree > 0)
+                .then(|| total_agree as f64 / (total_agree + total_disagree) as f64),
+            markers: marker_hits,
+        },
+        repetition: Repetition {
+            threshold: repetition::DEFAULT_THRESHOLD,
+            repeated_messages: repeated.len() as u64,
+            repetition_rate: if persona_total > 0 { repeated.len() as f64 / persona_total as f64 } else { 0.0 },
+            pairs,
+        },
+        tokens_per_turn: turn_tokens.into_values().collect(),
+        latency: LatencyFigures {
+            samples: all_lat.len() as u64,
+            mean_ms: mean_of(&all_lat),
+            p50_ms: percentile(&all_lat, 0.5),
+            p90_ms: percentile(&all_lat, 0.9),
+            max_ms: all_lat.last().copied().unwrap_or(0.0),
+            buckets: results.full_metrics.latency_buckets.clone(),
+        },
+    }
+}
+
+/// Reads a saved run: `results.json` from `path` (a run folder, or the file itself), with
+/// `metrics.json` beside it when present (it holds the latency buckets).
+pub fn load_run(path: &Path) -> Result<SimulationResults, AnalysisError> {
+    let (dir, file) = if path.is_dir() {
+        (path.to_path_buf(), path.join("results.json"))
+    } else {
+        (path.parent().map(Path::to_path_buf).unwrap_or_default(), path.to_path_buf())
+    };
+    if !file.exists() {
+        return Err(AnalysisError::Read { path: path.to_path_buf(), message: format!("{} not found", file.display()) });
+    }
+    let mut results = crate::results::load_results(&file)
+        .map_err(|message| AnalysisError::Read { path: path.to_path_buf(), message })?;
+    let metrics = dir.join("metrics.json");
+    if let Ok(bytes) = std::fs::read(&metrics) {
+        match serde_json::from_slice(&bytes) {
+            Ok(m) => results.full_metrics = m,
+            Err(e) => {
+                tracing::warn!(file = %metrics.display(), error = %e, "metrics.json unreadable; latency buckets left out")
+            }
+        }
+    }
+    results.run_dir = Some(dir);
+    Ok(results)
+}
+
+/// Writes `analysis.json` into `dir` and, with `charts`, the SVG charts into `dir/charts/`.
+/// Every file is written atomically. Library users call it after
+/// [`crate::results::save_results`]; the engine does when `output.auto_analysis` is on.
+pub fn save_analysis(
+    results: &SimulationResults,
+    dir: &Path,
+    charts: bool,
+) -> Result<(ConversationAnalysis, AnalysisFiles), AnalysisError> {
+    let analysis = analyze_conversation(results);
+    let files = write_analysis(&analysis, results, dir, charts)?;
+    Ok((analysis, files))
+}
+
+/// Writes an analysis already made (see [`save_analysis`]).
+pub fn write_analysis(
+    analysis: &ConversationAnalysis,
+    results: &SimulationResults,
+    dir: &Path,
+    charts: bool,
+) -> Result<AnalysisFiles, AnalysisError> {
+    let werr = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| AnalysisError::Write { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(werr(dir))?;
+    let path = dir.join("analysis.json");
+    let mut bytes = serde_json::to_vec_pretty(analysis).unwrap_or_default();
+    bytes.push(b'\n');
+    write_atomic(&path, &bytes).map_err(werr(&path))?;
+    let mut files = AnalysisFiles { analysis: path, charts: Vec::new() };
+    if charts {
+        let cdir = dir.join("charts");
+        std::fs::create_dir_all(&cdir).map_err(werr(&cdir))?;
+        for chart in charts::render_all(analysis, results)? {
+            let p = cdir.join(format!("{}.svg", chart.name));
+            write_atomic(&p, chart.svg.as_bytes()).map_err(werr(&p))?;
+            files.charts.push(p);
+        }
+    }
+    Ok(files)
+}
+
+/// What the engine calls after saving a run when `output.auto_analysis` is on: writes the
+/// analysis (and charts) and logs, rather than fails, when that goes wrong; the run's own files
+/// are already safe.
+pub fn save_after_run(results: &SimulationResults, dir: &Path, charts: bool) {
+    if let Err(e) = save_analysis(results, dir, charts) {
+        tracing::warn!(error = %e, "the run was saved but its analysis was not; run `troupe analyze` on the folder");
+    }
+}
+
+/// A few lines for a terminal: headline counts, balance, the most active persona, sentiment.
+pub fn summary_lines(a: &ConversationAnalysis) -> Vec<String> {
+    let o = &a.overview;
+    let mut v = vec![format!(
+        "{} messages ({} by personas, {} by the moderator), {} words, {} turn(s), {:.1} s",
+        o.messages, o.persona_messages, o.moderator_messages, o.words, o.turns, o.duration_s
+    )];
+    v.push(format!(
+        "participation: Gini {:.2} by messages ({}), {:.1} words per message, {} question(s)",
+        a.participation.gini_messages,
+        balance_word(a.participation.gini_messages),
+        o.words_per_message,
+        o.questions
+    ));
+    for p in &a.personas {
+        let kws: Vec<&str> = p.keywords.iter().take(3).map(|k| k.term.as_str()).collect();
+        v.push(format!(
+            "  {}: {} msg ({:.0}%), {:.1} words/msg, sentiment {:+.2}, keywords: {}",
+            p.name,
+            p.messages,
+            p.share * 100.0,
+            p.average_words,
+            p.sentiment_mean,
+            if kws.is_empty() { "-".into() } else { kws.join(", ") }
+        ));
+    }
+    v.push(format!(
+        "sentiment {:+.2}; {} agreeing and {} disagreeing message(s); {} near-duplicate message(s)",
+        a.sentiment.mean, a.agreement.agreements, a.agreement.disagreements, a.repetition.repeated_messages
+    ));
+    v
+}
+
+/// A word for a Gini value.
+pub fn balance_word(g: f64) -> &'static str {
+    match g {
+        g if g < 0.1 => "even",
+        g if g < 0.25 => "fairly even",
+        g if g < 0.4 => "uneven",
+        _ => "dominated by a few",
+    }
+}

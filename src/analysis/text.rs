@@ -1,0 +1,327 @@
+//! Text helpers shared by the analyses: words, content terms, questions and name matching.
+
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
+/// Words as a reader counts them: runs of non-whitespace that hold a letter or digit.
+pub fn word_count(text: &str) -> usize {
+    text.split_whitespace().filter(|w| w.chars().any(char::is_alphanumeric)).count()
+}
+
+/// Lower-cased word tokens: letters and digits, keeping inner apostrophes and hyphens
+/// ("don't", "four-day").
+pub fn tokens(text: &str) -> Vec<String> {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '’' || c == '-'))
+        .map(|w| w.trim_matches(|c: char| c == '\'' || c == '’' || c == '-'))
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_lowercase().replace('’', "'"))
+        .collect()
+}
+
+/// Content terms for keywords: tokens of 3+ characters that hold a letter and are neither a
+/// stop word nor in `exclude` (participants' names).
+pub fn content_terms(text: &str, exclude: &HashSet<String>) -> Vec<String> {
+    tokens(text)
+        .into_iter()
+        .filter(|t| {
+            t.chars().count() >= 3
+                && t.chars().any(char::is_alphabetic)
+                && !is_stop_word(t)
+                && !exclude.contains(t)
+                && !t.contains('\'')
+        })
+        .collect()
+}
+
+/// Sentences that end with a question mark.
+pub fn question_count(text: &str) -> usize {
+    let mut n = 0;
+    let mut in_question_run = false;
+    for c in text.chars() {
+        if c == '?' {
+            if !in_question_run {
+                n += 1;
+            }
+            in_question_run = true;
+        } else if !c.is_whitespace() {
+            in_question_run = false;
+        }
+    }
+    n
+}
+
+/// The first name of a display name: its first word that is not a title ("Dr. Sarah Chen" →
+/// "Sarah").
+pub fn first_name(full: &str) -> &str {
+    const TITLES: &[&str] = &["dr", "mr", "mrs", "ms", "prof", "sir", "dame"];
+    full.split_whitespace().find(|w| !w.ends_with('.') && !TITLES.contains(&w.to_lowercase().as_str())).unwrap_or(full)
+}
+
+/// True when `needle` occurs in `hay` as whole words (no letter or digit on either side).
+pub fn contains_name(hay: &str, needle: &str) -> bool {
+    if needle.is_empty() {
+        return false;
+    }
+    let mut from = 0;
+    while let Some(pos) = hay[from..].find(needle) {
+        let start = from + pos;
+        let end = start + needle.len();
+        let before_ok = hay[..start].chars().next_back().is_none_or(|c| !c.is_alphanumeric());
+        let after_ok = hay[end..].chars().next().is_none_or(|c| !c.is_alphanumeric());
+        if before_ok && after_ok {
+            return true;
+        }
+        from = start + needle.chars().next().map_or(1, char::len_utf8);
+    }
+    false
+}
+
+/// Common English function words, left out of keywords.
+const STOP_WORDS: &[&str] = &[
+    "a",
+    "about",
+    "above",
+    "after",
+    "again",
+    "against",
+    "all",
+    "also",
+    "am",
+    "an",
+    "and",
+    "any",
+    "are",
+    "as",
+    "at",
+    "be",
+    "because",
+    "been",
+    "before",
+    "being",
+    "below",
+    "between",
+    "both",
+    "but",
+    "by",
+    "can",
+    "cannot",
+    "could",
+    "did",
+    "do",
+    "does",
+    "doing",
+    "don",
+    "down",
+    "during",
+    "each",
+    "either",
+    "else",
+    "even",
+    "ever",
+    "every",
+    "few",
+    "for",
+    "from",
+    "further",
+    "get",
+    "gets",
+    "got",
+    "had",
+    "has",
+    "have",
+    "having",
+    "he",
+    "her",
+    "here",
+    "hers",
+    "herself",
+    "him",
+    "himself",
+    "his",
+    "how",
+    "however",
+    "i",
+    "if",
+    "in",
+    "into",
+    "is",
+    "it",
+    "its",
+    "itself",
+    "just",
+    "let",
+    "lets",
+    "like",
+    "may",
+    "me",
+    "might",
+    "more",
+    "most",
+    "much",
+    "must",
+    "my",
+    "myself",
+    "need",
+    "needs",
+    "no",
+    "nor",
+    "not",
+    "now",
+    "of",
+    "off",
+    "on",
+    "once",
+    "one",
+    "only",
+    "or",
+    "other",
+    "others",
+    "our",
+    "ours",
+    "ourselves",
+    "out",
+    "over",
+    "own",
+    "per",
+    "put",
+    "rather",
+    "really",
+    "same",
+    "say",
+    "says",
+    "see",
+    "shall",
+    "she",
+    "should",
+    "since",
+    "so",
+    "some",
+    "still",
+    "such",
+    "than",
+    "that",
+    "the",
+    "their",
+    "theirs",
+    "them",
+    "themselves",
+    "then",
+    "there",
+    "these",
+    "they",
+    "thing",
+    "things",
+    "think",
+    "this",
+    "those",
+    "through",
+    "to",
+    "too",
+    "under",
+    "until",
+    "up",
+    "upon",
+    "us",
+    "very",
+    "want",
+    "was",
+    "way",
+    "we",
+    "well",
+    "were",
+    "what",
+    "when",
+    "where",
+    "whether",
+    "which",
+    "while",
+    "who",
+    "whom",
+    "whose",
+    "why",
+    "will",
+    "with",
+    "within",
+    "without",
+    "would",
+    "yes",
+    "yet",
+    "you",
+    "your",
+    "yours",
+    "yourself",
+    "yourselves",
+    "going",
+    "make",
+    "makes",
+    "made",
+    "take",
+    "first",
+    "sure",
+    "that's",
+    "it's",
+    "i'm",
+    "i'd",
+    "we're",
+    "let's",
+    "don't",
+    "there's",
+    "actually",
+    "around",
+    "something",
+    "anything",
+    "everything",
+    "nothing",
+    "someone",
+    "everyone",
+    "anyone",
+    "maybe",
+    "perhaps",
+    "point",
+    "right",
+    "good",
+    "able",
+    "many",
+    "two",
+    "three",
+    "next",
+    "last",
+    "new",
+    "lot",
+    "lots",
+    "another",
+    "again",
+    "already",
+    "always",
+    "never",
+    "often",
+    "quite",
+    "said",
+    "says",
+    "tell",
+    "told",
+];
+
+/// True for a stop word.
+pub fn is_stop_word(w: &str) -> bool {
+    static SET: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    SET.get_or_init(|| STOP_WORDS.iter().copied().collect()).contains(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_tokens_questions_names() {
+        assert_eq!(word_count("Hello, world — it's 3 p.m. !"), 5);
+        assert_eq!(tokens("Don't ship the four-day week!"), ["don't", "ship", "the", "four-day", "week"]);
+        assert_eq!(question_count("Why? Really?? Fine. How so?"), 3);
+        assert_eq!(first_name("Dr. Sarah Chen"), "Sarah");
+        assert_eq!(first_name("Prof Ana Ruiz"), "Ana");
+        assert!(contains_name("Thanks, Sarah.", "Sarah"));
+        assert!(!contains_name("Sarahs", "Sarah"));
+        assert!(contains_name("Ask Sarah Chen", "Sarah Chen"));
+        assert!(!contains_name("", "x"));
+    }
+}

@@ -1,0 +1,173 @@
+//! `troupe experiment SCENARIO --variants baseline,creative --runs 3 [--parallel]`.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::mpsc;
+use troupe_sim::config::{ConfigSources, Layer};
+use troupe_sim::experiment::{self, ExperimentEvent, ExperimentSpec, ScenarioPlanner};
+
+use super::{GlobalArgs, UsageError};
+
+#[derive(Debug, Args)]
+pub struct ExperimentArgs {
+    /// Scenario file (.ron) whose variants are compared
+    pub scenario: PathBuf,
+    /// Variants to compare, comma-separated; "baseline" is the scenario as written
+    /// [default: the scenario's experiment.variants]
+    #[arg(long, value_delimiter = ',')]
+    pub variants: Vec<String>,
+    /// Runs per variant [default: the scenario's experiment.runs, else 3]
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// Run several runs at once (performance.max_parallel_runs at a time)
+    #[arg(long)]
+    pub parallel: bool,
+    /// Runs at once with --parallel (performance.max_parallel_runs)
+    #[arg(long)]
+    pub max_parallel: Option<usize>,
+    /// The experiment seed every run seed derives from (simulation.run_seed)
+    #[arg(long)]
+    pub run_seed: Option<u64>,
+    /// Turns per run (simulation.max_turns)
+    #[arg(long)]
+    pub turns: Option<u32>,
+    /// Output folder (output.output_dir); the experiment goes to <it>/experiments/<id>/
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+    /// Blind the variants in the report (labels A, B, ... revealed at the end)
+    #[arg(long)]
+    pub blind: bool,
+    /// Do not draw progress
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print summary.json to stdout at the end
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    rt.block_on(run_async(g, a))
+}
+
+async fn run_async(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode> {
+    let mut sets = Vec::new();
+    if let Some(v) = a.run_seed {
+        sets.push(format!("simulation.run_seed={v}"));
+    }
+    if let Some(v) = a.turns {
+        sets.push(format!("simulation.max_turns={v}"));
+    }
+    if let Some(v) = a.max_parallel {
+        sets.push(format!("performance.max_parallel_runs={v}"));
+    }
+    if let Some(v) = &a.output_dir {
+        sets.push(format!("output.output_dir=\"{}\"", v.display()));
+    }
+    sets.extend(g.sets.iter().cloned());
+    let cli = if sets.is_empty() { None } else { Some(Layer::from_sets("command line", &sets)?) };
+    let sources = ConfigSources { toml: g.config.clone(), ini: g.config_ini.clone(), scenario: None, env: true, cli };
+    let planner = ScenarioPlanner::new(&a.scenario, sources)?;
+    let s = planner.scenario();
+    let variants = if a.variants.is_empty() { s.experiment.variants.clone() } else { a.variants.clone() };
+    if variants.len() < 2 {
+        return Err(UsageError(format!(
+            "give at least two variants to compare, e.g. --variants baseline,{} (\"baseline\" is the scenario as written)",
+            s.variants.keys().next().map(String::as_str).unwrap_or("other")
+        ))
+        .into());
+    }
+    planner.check_variants(&variants).map_err(UsageError)?;
+    let runs = a.runs.or(s.experiment.runs).unwrap_or(3);
+    if runs == 0 {
+        return Err(UsageError("--runs must be at least 1 (3 or more for statistics)".into()).into());
+    }
+    let base = planner.config(None)?;
+    let _log_guard = super::logging::init(&base.monitoring, a.quiet || a.json)?;
+    let seed = base.simulation.run_seed;
+    let id = experiment::experiment_id(&s.name, chrono::Utc::now(), seed);
+    let spec = ExperimentSpec {
+        scenario: s.name.clone(),
+        variants,
+        runs,
+        parallel: a.parallel,
+        max_parallel: base.performance.max_parallel_runs.max(1),
+        seed,
+        dir: base.output.output_dir.join("experiments").join(&id),
+        assignment: s.experiment.assignment,
+        blind: a.blind || s.experiment.blind,
+        extract: s.extract.clone(),
+    };
+
+    let total = (spec.variants.len() * runs) as u64;
+    let pb = if a.quiet || a.json { ProgressBar::hidden() } else { ProgressBar::new(total) };
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} runs {pos}/{len} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    pb.enable_steady_tick(std::time::Duration::from_millis(200));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let show = async {
+        let mut running: BTreeSet<String> = BTreeSet::new();
+        let mut messages = 0u64;
+        let mut failed = 0u64;
+        while let Some(ev) = rx.recv().await {
+            match ev {
+                ExperimentEvent::RunStarted { run } => {
+                    running.insert(run);
+                }
+                ExperimentEvent::Message { .. } => messages += 1,
+                ExperimentEvent::Extracting { run } => {
+                    running.insert(format!("{run} (extracting)"));
+                    running.remove(&run);
+                }
+                ExperimentEvent::RunFinished { run, success, .. } => {
+                    running.remove(&run);
+                    running.remove(&format!("{run} (extracting)"));
+                    failed += u64::from(!success);
+                    pb.inc(1);
+                }
+            }
+            let now: Vec<&str> = running.iter().map(String::as_str).collect();
+            pb.set_message(format!(
+                "{messages} messages, {failed} failed | running: {}",
+                if now.is_empty() { "-".into() } else { now.join(", ") }
+            ));
+        }
+    };
+    let (res, ()) = tokio::join!(experiment::run_experiment(&spec, &planner, Some(tx)), show);
+    pb.finish_and_clear();
+    let (summary, files) = res?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        eprintln!(
+            "{} runs of {} variant(s) done, {} completed",
+            summary.runs.len(),
+            summary.variants.len(),
+            summary.runs.iter().filter(|r| r.success).count()
+        );
+        if summary.findings.is_empty() {
+            eprintln!("no difference reached p < 0.05");
+        }
+        for f in &summary.findings {
+            eprintln!("- {f}");
+        }
+        if summary.blind {
+            let key: Vec<String> = summary.labels.iter().map(|(l, v)| format!("{l} = {v}")).collect();
+            eprintln!("unblinded: {}", key.join(", "));
+        }
+        eprintln!("saved: {}", spec.dir.display());
+        eprintln!("report: {}", files.html.display());
+    }
+    let all_ok = summary.runs.iter().all(|r| r.success);
+    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -1,0 +1,401 @@
+//! The experiment report, in Markdown (`report.md`) and as one self-contained HTML page
+//! (`report.html`, inline CSS and SVG charts of each metric's mean and 95% CI, no scripts).
+//! Variants appear under their labels; a blinded report reveals the labels in its last section.
+
+use std::fmt::Write;
+
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::{ExperimentSummary, METRICS, fmt_num, fmt_p};
+use crate::analysis::stats::{Summary, effect_size_label};
+use crate::export::{escape_html, escape_markdown};
+
+fn ci(s: &Summary) -> String {
+    match (s.ci95_low, s.ci95_high) {
+        (Some(l), Some(h)) => format!("{} .. {}", fmt_num(l), fmt_num(h)),
+        _ => "n/a".into(),
+    }
+}
+
+fn stat(t: &Option<crate::analysis::stats::TestResult>) -> (String, String) {
+    match t {
+        Some(t) => (t.statistic.map_or("∞".into(), |v| format!("{v:.3}")), fmt_p(t.p_value)),
+        None => ("n/a".into(), "n/a".into()),
+    }
+}
+
+/// The smallest two-sided exact Mann-Whitney p-value for samples of these sizes: `2 / C(n1+n2, n1)`.
+fn min_mw_p(n1: usize, n2: usize) -> f64 {
+    let mut c = 1.0f64;
+    for i in 0..n1 {
+        c = c * (n2 + n1 - i) as f64 / (i + 1) as f64;
+    }
+    (2.0 / c).min(1.0)
+}
+
+fn intro_lines(s: &ExperimentSummary) -> Vec<String> {
+    let mut v = vec![
+        format!("experiment {}, seed {}", s.id, s.seed),
+        format!(
+            "{} variant(s) × {} run(s), {} at a time; personas: {}",
+            s.variants.len(),
+            s.runs_per_variant,
+            s.parallelism,
+            match s.assignment {
+                crate::scenario::Assignment::AllPersonas => "every variant uses all of the scenario's personas",
+                crate::scenario::Assignment::Random => "dealt at random to the variants (each persona in one variant)",
+            }
+        ),
+    ];
+    if s.blind {
+        v.push("variants are blinded: their labels are revealed in the last section".into());
+    }
+    if s.synthetic {
+        v.push(
+            "the text of these runs is synthetic (simulated provider); its statistics describe the simulator".into(),
+        );
+    }
+    v
+}
+
+fn small_sample_note(s: &ExperimentSummary) -> Option<String> {
+    let n = s.runs_per_variant;
+    let p = min_mw_p(n, n);
+    (p >= super::ALPHA).then(|| {
+        format!(
+            "With {n} run(s) per variant the smallest possible two-sided Mann-Whitney p is {}, so that test cannot reach p < 0.05; run {} or more per variant for it.",
+            fmt_p(p),
+            (1..).find(|k| min_mw_p(*k, *k) < super::ALPHA).unwrap_or(4)
+        )
+    })
+}
+
+/// `report.md`.
+pub fn markdown(s: &ExperimentSummary) -> String {
+    let e = escape_markdown;
+    let mut m = String::with_capacity(8192);
+    let _ = writeln!(m, "# Experiment: {}\n", e(&s.scenario));
+    for l in intro_lines(s) {
+        let _ = writeln!(m, "- {}", e(&l));
+    }
+    m.push_str("\n## Variants\n\n| variant | runs | completed | personas |\n| --- | ---: | ---: | --- |\n");
+    for v in &s.variants {
+        let _ = writeln!(m, "| **{}** | {} | {} | {} |", e(&v.label), v.runs, v.succeeded, e(&v.personas.join(", ")));
+    }
+
+    m.push_str("\n## Results per variant (mean, standard deviation, 95% confidence interval)\n");
+    for (key, desc, unit) in METRICS {
+        let unit = if unit.is_empty() { String::new() } else { format!(" ({unit})") };
+        let _ = writeln!(
+            m,
+            "\n### {}{unit}\n\n| variant | n | mean | std dev | 95% CI | min | max |\n| --- | ---: | ---: | ---: | --- | ---: | ---: |",
+            e(desc)
+        );
+        for v in &s.variants {
+            let x = v.metrics.get(*key).cloned().unwrap_or_default();
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                e(&v.label),
+                x.n,
+                fmt_num(x.mean),
+                fmt_num(x.std_dev),
+                ci(&x),
+                fmt_num(x.min),
+                fmt_num(x.max)
+            );
+        }
+    }
+
+    m.push_str("\n## Comparisons\n");
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    for c in &s.comparisons {
+        if !pairs.contains(&(c.a.as_str(), c.b.as_str())) {
+            pairs.push((c.a.as_str(), c.b.as_str()));
+        }
+    }
+    for (a, b) in pairs {
+        let _ = writeln!(
+            m,
+            "\n### {} vs {}\n\n| metric | mean {} | mean {} | Welch t | p | Mann-Whitney U | p | Cohen's d | |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+            e(a),
+            e(b),
+            e(a),
+            e(b)
+        );
+        for c in s.comparisons.iter().filter(|c| c.a == a && c.b == b) {
+            let (wt, wp) = stat(&c.welch);
+            let (mu, mp) = stat(&c.mann_whitney);
+            let d = c.cohens_d.map_or("∞".to_string(), |d| format!("{d:.2}"));
+            let desc = METRICS.iter().find(|(k, _, _)| *k == c.metric).map_or(c.metric.as_str(), |x| x.1);
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {wt} | {wp} | {mu} | {mp} | {d} ({}) | {} |",
+                e(desc),
+                fmt_num(c.mean_a),
+                fmt_num(c.mean_b),
+                effect_size_label(c.cohens_d),
+                if c.significant { "**p < 0.05**" } else { "" }
+            );
+        }
+    }
+
+    m.push_str("\n## Findings\n\n");
+    if s.findings.is_empty() {
+        m.push_str("No difference reached p < 0.05.\n");
+    }
+    for f in &s.findings {
+        let _ = writeln!(m, "- {}", e(f));
+    }
+    if let Some(n) = small_sample_note(s) {
+        let _ = writeln!(m, "\n_{}_", e(&n));
+    }
+
+    if !s.extract.is_empty() {
+        m.push_str("\n## Extraction (answers of every persona after each run)\n");
+        for v in &s.variants {
+            let _ = writeln!(m, "\n### {}\n", e(&v.label));
+            for f in &v.extraction {
+                let counts: Vec<String> = f.counts.iter().map(|(c, n)| format!("{} {n}", e(c))).collect();
+                let invalid = if f.invalid > 0 { format!("; no valid answer: {}", f.invalid) } else { String::new() };
+                let _ = writeln!(
+                    m,
+                    "- **{}**: {}{invalid}",
+                    e(&f.field),
+                    if counts.is_empty() { "-".into() } else { counts.join(", ") }
+                );
+            }
+        }
+    }
+
+    m.push_str("\n## Runs\n\n| run | seed | run id | completed | messages | error |\n| --- | ---: | --- | --- | ---: | --- |\n");
+    for r in &s.runs {
+        let _ = writeln!(
+            m,
+            "| {}-{} | {} | `{}` | {} | {} | {} |",
+            e(&r.label),
+            r.k,
+            r.run_seed,
+            r.run_id,
+            if r.success { "yes" } else { "no" },
+            r.metrics.get("messages").copied().unwrap_or(0.0),
+            e(r.error.as_deref().unwrap_or(""))
+        );
+    }
+    if s.blind {
+        m.push_str("\n## Unblinding\n\n| label | variant |\n| --- | --- |\n");
+        for (l, v) in &s.labels {
+            let _ = writeln!(m, "| {} | {} |", e(l), e(v));
+        }
+    }
+    m
+}
+
+fn metric_chart(s: &ExperimentSummary, key: &str, desc: &str) -> Option<String> {
+    let rows: Vec<(String, Summary)> =
+        s.variants.iter().map(|v| (v.label.clone(), v.metrics.get(key).cloned().unwrap_or_default())).collect();
+    let top = rows.iter().map(|(_, x)| x.ci95_high.unwrap_or(x.mean).max(x.max)).fold(0.0f64, f64::max);
+    let bottom = rows.iter().map(|(_, x)| x.ci95_low.unwrap_or(x.mean).min(x.min)).fold(0.0f64, f64::min);
+    let pad = ((top - bottom).abs() * 0.15).max(1e-6);
+    let (lo, hi) = (if bottom < 0.0 { bottom - pad } else { 0.0 }, top + pad);
+    let n = rows.len().max(1) as i32;
+    let mut svg = String::new();
+    let res: Result<(), Box<dyn std::error::Error>> = (|| {
+        let root = SVGBackend::with_string(&mut svg, ((n as u32 * 110 + 160).max(360), 300)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(desc, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .build_cartesian_2d((0..(n - 1).max(1)).into_segmented(), lo..hi)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(rows.len().max(1))
+            .x_desc("Variant")
+            .y_desc("Mean and 95% CI")
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
+                    rows.get(*i as usize).map(|r| r.0.clone()).unwrap_or_default()
+                }
+                SegmentValue::Last => String::new(),
+            })
+            .draw()?;
+        chart.draw_series(rows.iter().enumerate().map(|(i, (_, x))| {
+            let i = i as i32;
+            let mut r = Rectangle::new(
+                [(SegmentValue::Exact(i), 0.0f64.max(lo)), (SegmentValue::Exact(i + 1), x.mean)],
+                RGBColor(0, 114, 178).mix(0.75).filled(),
+            );
+            r.set_margin(0, 0, 18, 18);
+            r
+        }))?;
+        for (i, (_, x)) in rows.iter().enumerate() {
+            if let (Some(l), Some(h)) = (x.ci95_low, x.ci95_high) {
+                let c = SegmentValue::CenterOf(i as i32);
+                chart.draw_series(std::iter::once(PathElement::new(
+                    vec![(c.clone(), l), (c, h)],
+                    BLACK.stroke_width(2),
+                )))?;
+            }
+            chart.draw_series(std::iter::once(Text::new(
+                fmt_num(x.mean),
+                (SegmentValue::CenterOf(i as i32), x.mean),
+                ("sans-serif", 12).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Bottom)),
+            )))?;
+        }
+        root.present()?;
+        Ok(())
+    })();
+    res.ok().map(|_| svg)
+}
+
+/// `report.html`.
+pub fn html(s: &ExperimentSummary) -> String {
+    let e = escape_html;
+    let mut h = String::with_capacity(32_768);
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>Experiment: {}</title>\n<style>{}</style>\n</head>\n<body>\n<h1>Experiment: {}</h1>\n<ul>\n",
+        e(&s.scenario),
+        crate::export::html::STYLE,
+        e(&s.scenario)
+    );
+    for l in intro_lines(s) {
+        let _ = writeln!(h, "<li>{}</li>", e(&l));
+    }
+    h.push_str(
+        "</ul>\n<h2>Variants</h2>\n<table><tr><th>variant</th><th>runs</th><th>completed</th><th>personas</th></tr>\n",
+    );
+    for v in &s.variants {
+        let _ = writeln!(
+            h,
+            "<tr><td><strong>{}</strong></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+            e(&v.label),
+            v.runs,
+            v.succeeded,
+            e(&v.personas.join(", "))
+        );
+    }
+    h.push_str("</table>\n<h2>Findings</h2>\n<ul>\n");
+    if s.findings.is_empty() {
+        h.push_str("<li>No difference reached p &lt; 0.05.</li>\n");
+    }
+    for f in &s.findings {
+        let _ = writeln!(h, "<li class=\"sig\">{}</li>", e(f));
+    }
+    h.push_str("</ul>\n");
+    if let Some(n) = small_sample_note(s) {
+        let _ = writeln!(h, "<p class=\"note\">{}</p>", e(&n));
+    }
+
+    h.push_str("<h2>Results per variant</h2>\n");
+    for (key, desc, unit) in METRICS {
+        let title = if unit.is_empty() { desc.to_string() } else { format!("{desc} ({unit})") };
+        let _ = writeln!(h, "<h3>{}</h3>", e(&title));
+        if let Some(svg) = metric_chart(s, key, &title) {
+            let _ = writeln!(h, "<figure>{}</figure>", crate::export::html::inline_svg(&svg));
+        }
+        h.push_str("<table><tr><th>variant</th><th>n</th><th>mean</th><th>std dev</th><th>95% CI</th><th>min</th><th>max</th></tr>\n");
+        for v in &s.variants {
+            let x = v.metrics.get(*key).cloned().unwrap_or_default();
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                e(&v.label),
+                x.n,
+                fmt_num(x.mean),
+                fmt_num(x.std_dev),
+                e(&ci(&x)),
+                fmt_num(x.min),
+                fmt_num(x.max)
+            );
+        }
+        h.push_str("</table>\n");
+    }
+
+    h.push_str("<h2>Comparisons</h2>\n<table><tr><th>variants</th><th>metric</th><th>mean</th><th>mean</th><th>Welch t</th><th>p</th><th>Mann-Whitney U</th><th>p</th><th>Cohen's d</th></tr>\n");
+    for c in &s.comparisons {
+        let (wt, wp) = stat(&c.welch);
+        let (mu, mp) = stat(&c.mann_whitney);
+        let d = c.cohens_d.map_or("∞".to_string(), |d| format!("{d:.2}"));
+        let desc = METRICS.iter().find(|(k, _, _)| *k == c.metric).map_or(c.metric.as_str(), |x| x.1);
+        let cls = if c.significant { " class=\"sig\"" } else { "" };
+        let _ = writeln!(
+            h,
+            "<tr{cls}><td>{} vs {}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{} ({})</td></tr>",
+            e(&c.a),
+            e(&c.b),
+            e(desc),
+            fmt_num(c.mean_a),
+            fmt_num(c.mean_b),
+            e(&wt),
+            e(&wp),
+            e(&mu),
+            e(&mp),
+            e(&d),
+            effect_size_label(c.cohens_d)
+        );
+    }
+    h.push_str("</table>\n");
+
+    if !s.extract.is_empty() {
+        h.push_str("<h2>Extraction</h2>\n");
+        for v in &s.variants {
+            let _ = writeln!(
+                h,
+                "<h3>{}</h3>\n<table><tr><th>field</th><th>answers</th><th>no valid answer</th></tr>",
+                e(&v.label)
+            );
+            for f in &v.extraction {
+                let counts: Vec<String> = f.counts.iter().map(|(c, n)| format!("{} {n}", e(c))).collect();
+                let _ = writeln!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td></tr>",
+                    e(&f.field),
+                    counts.join(", "),
+                    f.invalid
+                );
+            }
+            h.push_str("</table>\n");
+        }
+    }
+
+    h.push_str("<h2>Runs</h2>\n<table><tr><th>run</th><th>seed</th><th>run id</th><th>completed</th><th>messages</th><th>error</th></tr>\n");
+    for r in &s.runs {
+        let _ = writeln!(
+            h,
+            "<tr><td>{}-{}</td><td class=\"n\">{}</td><td><code>{}</code></td><td>{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+            e(&r.label),
+            r.k,
+            r.run_seed,
+            e(&r.run_id),
+            if r.success { "yes" } else { "no" },
+            r.metrics.get("messages").copied().unwrap_or(0.0),
+            e(r.error.as_deref().unwrap_or(""))
+        );
+    }
+    h.push_str("</table>\n");
+    if s.blind {
+        h.push_str("<h2>Unblinding</h2>\n<table><tr><th>label</th><th>variant</th></tr>\n");
+        for (l, v) in &s.labels {
+            let _ = writeln!(h, "<tr><td>{}</td><td>{}</td></tr>", e(l), e(v));
+        }
+        h.push_str("</table>\n");
+    }
+    h.push_str("</body>\n</html>\n");
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smallest_mann_whitney_p() {
+        assert!((min_mw_p(3, 3) - 0.1).abs() < 1e-12);
+        assert!((min_mw_p(4, 4) - 2.0 / 70.0).abs() < 1e-12);
+    }
+}

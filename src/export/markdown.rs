@@ -1,0 +1,176 @@
+//! `markdown`: a readable report of a run: scenario, personas, the transcript, the analysis
+//! summary and the metrics. Message text is escaped (HTML characters become entities).
+
+use std::fmt::Write;
+
+use super::{ExportError, Exporter, escape_markdown as esc, name_of};
+use crate::analysis::{ConversationAnalysis, balance_word};
+use crate::results::SimulationResults;
+
+/// The Markdown report.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MarkdownExporter;
+
+impl Exporter for MarkdownExporter {
+    fn name(&self) -> &'static str {
+        "markdown"
+    }
+    fn extension(&self) -> &'static str {
+        "md"
+    }
+    fn export(&self, results: &SimulationResults, analysis: &ConversationAnalysis) -> Result<Vec<u8>, ExportError> {
+        Ok(report(results, analysis).into_bytes())
+    }
+}
+
+/// The report as text.
+pub fn report(r: &SimulationResults, a: &ConversationAnalysis) -> String {
+    let mut s = String::with_capacity(4096 + r.transcript.len() * 300);
+    let _ = writeln!(s, "# {}\n", esc(&r.scenario));
+    if !r.topic.is_empty() {
+        let _ = writeln!(s, "**Topic:** {}\n", esc(&r.topic));
+    }
+    if let Some(n) = &r.notice {
+        let _ = writeln!(s, "> **Note:** {}\n", esc(n));
+    }
+    let _ = writeln!(s, "| | |\n| --- | --- |");
+    let _ = writeln!(s, "| run | `{}` |", r.run_id);
+    if let Some(v) = &r.variant {
+        let _ = writeln!(s, "| variant | {} |", esc(v));
+    }
+    let _ = writeln!(s, "| provider | {} |", esc(&r.provider));
+    let _ = writeln!(s, "| models | {} |", esc(&r.models_used.join(", ")));
+    let _ = writeln!(s, "| started | {} |", r.started_at.to_rfc3339());
+    let _ = writeln!(
+        s,
+        "| status | {} after {} turn(s) |",
+        if r.success { "completed" } else { "stopped" },
+        r.completed_turns
+    );
+    if let Some(e) = &r.error {
+        let _ = writeln!(s, "| error | {} |", esc(e));
+    }
+
+    s.push_str("\n## Personas\n\n| name | role | id |\n| --- | --- | --- |\n");
+    for p in &a.personas {
+        let _ = writeln!(s, "| {} | {} | `{}` |", esc(&p.name), esc(&p.role), p.id);
+    }
+
+    s.push_str("\n## Transcript\n\n");
+    for e in &r.transcript {
+        let to = e.to.as_ref().map(|t| format!(" → {}", esc(t))).unwrap_or_default();
+        let role = if e.role.is_empty() { String::new() } else { format!(" ({})", esc(&e.role)) };
+        let _ = writeln!(s, "**[turn {}] {}**{role}{to}\n", e.turn, esc(&e.speaker));
+        for line in e.text.lines() {
+            let _ = writeln!(s, "> {}", esc(line));
+        }
+        s.push('\n');
+    }
+
+    s.push_str("## Analysis\n\n");
+    let o = &a.overview;
+    let _ = writeln!(
+        s,
+        "- {} messages ({} by personas, {} by the moderator), {} words, {:.1} words per persona message, {} question(s)",
+        o.messages, o.persona_messages, o.moderator_messages, o.words, o.words_per_message, o.questions
+    );
+    let _ = writeln!(
+        s,
+        "- participation: Gini {:.3} by messages, {:.3} by words ({})",
+        a.participation.gini_messages,
+        a.participation.gini_words,
+        balance_word(a.participation.gini_messages)
+    );
+    let _ = writeln!(
+        s,
+        "- sentiment: mean {:+.3}; {} agreeing and {} disagreeing message(s)",
+        a.sentiment.mean, a.agreement.agreements, a.agreement.disagreements
+    );
+    let _ = writeln!(
+        s,
+        "- repetition: {} near-duplicate message(s) (shingled Jaccard ≥ {})",
+        a.repetition.repeated_messages, a.repetition.threshold
+    );
+    let kw: Vec<String> = a.keywords.iter().map(|k| esc(&k.term)).collect();
+    let _ = writeln!(s, "- keywords: {}\n", if kw.is_empty() { "-".into() } else { kw.join(", ") });
+
+    s.push_str("| persona | messages | share | words/msg | questions | sentiment | agree | disagree | mentions made | mentioned | mean latency (ms) | tokens | keywords |\n");
+    s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
+    for p in &a.personas {
+        let kws: Vec<String> = p.keywords.iter().take(5).map(|k| esc(&k.term)).collect();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.0}% | {:.1} | {} | {:+.2} | {} | {} | {} | {} | {:.0} | {} | {} |",
+            esc(&p.name),
+            p.messages,
+            p.share * 100.0,
+            p.average_words,
+            p.questions,
+            p.sentiment_mean,
+            p.agreements,
+            p.disagreements,
+            p.mentions_made,
+            p.mentions_received,
+            p.latency.mean_ms,
+            p.prompt_tokens + p.completion_tokens,
+            kws.join(", ")
+        );
+    }
+
+    let tt = &a.turn_taking;
+    if !tt.names.is_empty() {
+        s.push_str("\n### Turn-taking (row: previous speaker, column: next)\n\n| |");
+        for n in &tt.names {
+            let _ = write!(s, " {} |", esc(n));
+        }
+        s.push_str("\n| --- |");
+        for _ in &tt.names {
+            s.push_str(" ---: |");
+        }
+        s.push('\n');
+        for (i, row) in tt.matrix.iter().enumerate() {
+            let _ = write!(s, "| **{}** |", esc(&tt.names[i]));
+            for v in row {
+                let _ = write!(s, " {v} |");
+            }
+            s.push('\n');
+        }
+    }
+    if !a.mentions.edges.is_empty() {
+        s.push_str("\n### Mentions (who addresses or names whom)\n\n| from | to | addressed | named | messages |\n| --- | --- | ---: | ---: | ---: |\n");
+        for e in &a.mentions.edges {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} |",
+                esc(name_of(r, a, &e.from)),
+                esc(name_of(r, a, &e.to)),
+                e.addressed,
+                e.named,
+                e.total
+            );
+        }
+    }
+
+    let m = &r.metrics;
+    s.push_str("\n## Metrics\n\n| metric | value |\n| --- | ---: |\n");
+    let rows: [(&str, String); 14] = [
+        ("duration (s)", format!("{:.2}", m.duration)),
+        ("messages", m.total_messages.to_string()),
+        ("API calls", m.api_calls.to_string()),
+        ("errors", m.errors.to_string()),
+        ("retries", m.retries.to_string()),
+        ("timeouts", m.timeouts.to_string()),
+        ("fallbacks", m.fallbacks.to_string()),
+        ("skipped turns", m.skipped_turns.to_string()),
+        ("prompt tokens", m.prompt_tokens.to_string()),
+        ("completion tokens", m.completion_tokens.to_string()),
+        ("cost (USD)", format!("{:.4}", m.cost_usd)),
+        ("mean response time (s)", format!("{:.3}", m.average_response_time)),
+        ("latency p50 / p99 (s)", format!("{:.3} / {:.3}", m.latency_p50, m.latency_p99)),
+        ("throughput (messages/min)", format!("{:.1}", m.throughput_per_min)),
+    ];
+    for (k, v) in rows {
+        let _ = writeln!(s, "| {k} | {v} |");
+    }
+    s
+}

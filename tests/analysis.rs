@@ -1,0 +1,240 @@
+//! Conversation analysis on a hand-built transcript whose answers are known, and charts drawn
+//! for a real (simulated) run.
+
+use std::path::Path;
+
+use troupe_sim::analysis::{self, Stance, analyze_conversation};
+use troupe_sim::config::SimulationConfig;
+use troupe_sim::engine::{RunOptions, RunPlan, SimulationEngine};
+use troupe_sim::llm::SimulatedProvider;
+use troupe_sim::persona::PersonaDatabase;
+use troupe_sim::results::SimulationResults;
+
+mod support {
+    pub mod results;
+}
+use support::results::{entry, results_with};
+
+const A: (&str, &str) = ("alice", "Alice Smith");
+const B: (&str, &str) = ("bob", "Bob Jones");
+const C: (&str, &str) = ("carol", "Carol White");
+const M: (&str, &str) = ("moderator", "Moderator");
+
+/// Alice speaks 3 times, Bob 2, Carol 1; the moderator twice.
+fn hand_built() -> SimulationResults {
+    let mut t = vec![
+        entry(0, 0, M, "Welcome. Tonight: the bridge budget."),
+        entry(1, 1, A, "Bob, I think the budget for the bridge is too high. What do you think?"),
+        entry(2, 1, B, "I agree with you, Alice. The bridge budget needs trimming."),
+        entry(3, 1, A, "Carol White should review the bridge numbers."),
+        entry(4, 2, C, "I disagree. Parks matter more than bridges. Parks, parks, parks!"),
+        entry(5, 2, M, "A reminder: ten minutes left."),
+        entry(6, 2, A, "The bridge again: bridge safety first."),
+        entry(7, 3, B, "I agree with you Alice, the bridge budget needs trimming."),
+    ];
+    t[2].to = Some("Alice Smith".into());
+    for (e, (lat, p, c)) in [(1, (100.0, 50, 10)), (3, (200.0, 60, 12)), (6, (300.0, 70, 14))] {
+        t[e].latency_ms = Some(lat);
+        t[e].prompt_tokens = Some(p);
+        t[e].completion_tokens = Some(c);
+    }
+    results_with(&[A, B, C], t)
+}
+
+#[test]
+fn overview_counts_moderator_but_persona_figures_do_not() {
+    let a = analyze_conversation(&hand_built());
+    assert_eq!(a.overview.messages, 8);
+    assert_eq!(a.overview.persona_messages, 6);
+    assert_eq!(a.overview.moderator_messages, 2);
+    assert_eq!(a.overview.turns, 3);
+    assert_eq!(a.overview.duration_s, 12.5);
+    assert_eq!(a.overview.questions, 1);
+    let msgs: Vec<u64> = a.personas.iter().map(|p| p.messages).collect();
+    assert_eq!(msgs, [3, 2, 1]);
+    assert!((a.personas[0].share - 0.5).abs() < 1e-12);
+    assert_eq!(a.personas[0].questions, 1);
+    assert_eq!(a.personas.iter().map(|p| p.words).sum::<u64>(), a.overview.persona_words);
+    assert!(a.overview.words > a.overview.persona_words, "moderator words count in the overview");
+    assert_eq!((a.personas[0].first_turn, a.personas[0].last_turn), (Some(1), Some(2)));
+}
+
+#[test]
+fn gini_of_three_two_one_is_two_ninths() {
+    let a = analyze_conversation(&hand_built());
+    // Σ|xi - xj| over ordered pairs = 8; 8 / (2 · 3² · 2) = 2/9.
+    assert!((a.participation.gini_messages - 2.0 / 9.0).abs() < 1e-12, "{}", a.participation.gini_messages);
+    assert_eq!(a.participation.most_active.as_deref(), Some("alice"));
+    assert_eq!(a.participation.least_active.as_deref(), Some("carol"));
+    let even = results_with(&[A, B], vec![entry(1, 1, A, "one"), entry(2, 1, B, "two")]);
+    assert_eq!(analyze_conversation(&even).participation.gini_messages, 0.0);
+}
+
+#[test]
+fn turn_taking_counts_who_follows_whom_skipping_the_moderator() {
+    let a = analyze_conversation(&hand_built());
+    let tt = &a.turn_taking;
+    assert_eq!(tt.personas, ["alice", "bob", "carol"]);
+    assert_eq!(tt.names, ["Alice Smith", "Bob Jones", "Carol White"]);
+    // Persona order: A B A C (moderator) A B.
+    assert_eq!(tt.count("alice", "bob"), 2);
+    assert_eq!(tt.count("bob", "alice"), 1);
+    assert_eq!(tt.count("alice", "carol"), 1);
+    assert_eq!(tt.count("carol", "alice"), 1);
+    assert_eq!(tt.count("bob", "carol"), 0);
+    assert_eq!(tt.transitions, 5);
+    assert_eq!(tt.matrix, vec![vec![0, 2, 1], vec![1, 0, 0], vec![1, 0, 0]]);
+}
+
+#[test]
+fn mentions_from_the_to_field_first_and_full_names() {
+    let a = analyze_conversation(&hand_built());
+    let ab = a.mentions.edge("alice", "bob").expect("Alice names Bob");
+    assert_eq!((ab.addressed, ab.named, ab.total), (0, 1, 1));
+    let ba = a.mentions.edge("bob", "alice").expect("Bob addresses and names Alice");
+    assert_eq!((ba.addressed, ba.named, ba.total), (1, 2, 2));
+    let ac = a.mentions.edge("alice", "carol").expect("Alice names Carol White");
+    assert_eq!(ac.named, 1);
+    assert!(a.mentions.edge("carol", "alice").is_none());
+    assert_eq!(a.mentions.edges.len(), 3);
+    let alice = &a.personas[0];
+    assert_eq!((alice.mentions_made, alice.mentions_received), (2, 2));
+}
+
+#[test]
+fn keywords_are_distinctive_per_persona_and_names_are_left_out() {
+    let a = analyze_conversation(&hand_built());
+    assert_eq!(a.personas[0].keywords[0].term, "bridge");
+    assert_eq!(a.personas[0].keywords[0].count, 4);
+    assert_eq!(a.personas[2].keywords[0].term, "parks");
+    assert_eq!(a.personas[2].keywords[0].count, 4);
+    let bob: Vec<&str> = a.personas[1].keywords.iter().take(3).map(|k| k.term.as_str()).collect();
+    assert!(bob.contains(&"trimming"), "{bob:?}");
+    let overall: Vec<&str> = a.keywords.iter().map(|k| k.term.as_str()).collect();
+    assert!(overall[..3].contains(&"parks") && overall[..3].contains(&"bridge"), "{overall:?}");
+    for k in a.keywords.iter().chain(a.personas.iter().flat_map(|p| &p.keywords)) {
+        assert!(!["alice", "bob", "carol", "smith", "white", "the", "i"].contains(&k.term.as_str()), "{}", k.term);
+    }
+}
+
+#[test]
+fn sentiment_markers_repetition_latency_and_tokens() {
+    let a = analyze_conversation(&hand_built());
+    assert_eq!(a.sentiment.messages.len(), 8, "every message is scored");
+    assert_eq!(a.personas[1].agreements, 2);
+    assert_eq!(a.personas[2].disagreements, 1);
+    assert_eq!((a.agreement.agreements, a.agreement.disagreements), (2, 1));
+    assert!(a.agreement.markers.iter().any(|m| m.seq == 4 && m.stance == Stance::Disagree));
+    assert!(a.personas[1].sentiment_mean > 0.0, "agreeing Bob is positive");
+    assert_eq!(a.personas[0].sentiment_by_turn.iter().map(|t| t.turn).collect::<Vec<_>>(), [1, 2]);
+    // Bob's second message repeats his first.
+    assert_eq!(a.repetition.pairs.len(), 1);
+    let p = &a.repetition.pairs[0];
+    assert_eq!((p.first_seq, p.second_seq, p.similarity), (2, 7, 1.0));
+    assert_eq!(a.repetition.repeated_messages, 1);
+    let lat = &a.personas[0].latency;
+    assert_eq!((lat.samples, lat.mean_ms, lat.p50_ms, lat.max_ms), (3, 200.0, 200.0, 300.0));
+    assert_eq!((a.personas[0].prompt_tokens, a.personas[0].completion_tokens), (180, 36));
+    let t1 = a.tokens_per_turn.iter().find(|t| t.turn == 1).unwrap();
+    assert_eq!((t1.messages, t1.prompt_tokens, t1.completion_tokens), (3, 110, 22));
+}
+
+#[test]
+fn empty_and_moderator_only_runs_do_not_panic() {
+    let a = analyze_conversation(&results_with(&[A], vec![]));
+    assert_eq!(a.overview.messages, 0);
+    assert_eq!(a.participation.gini_messages, 0.0);
+    let a = analyze_conversation(&results_with(&[A, B], vec![entry(0, 0, M, "hello")]));
+    assert_eq!(a.overview.persona_messages, 0);
+    assert!(a.participation.most_active.is_none());
+    let charts = analysis::charts::render_all(&a, &results_with(&[A, B], vec![])).unwrap();
+    assert_eq!(charts.len(), 5);
+}
+
+fn check_svg(path: &Path, must_contain: &[&str]) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let doc = roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("{} is not XML: {e}", path.display()));
+    assert_eq!(doc.root_element().tag_name().name(), "svg", "{}", path.display());
+    let texts: String = doc.descendants().filter_map(|n| n.text()).collect::<Vec<_>>().join(" ");
+    for s in must_contain {
+        assert!(texts.contains(s), "{} lacks {s:?}", path.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_run_gets_analysis_json_and_readable_charts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = SimulationConfig::default();
+    cfg.performance.rate_limit_delay = 0.0;
+    cfg.simulation.max_turns = 3;
+    // Names with XML-special characters must come out escaped and still readable.
+    let db = PersonaDatabase::load(Path::new("data/personas.agents.json")).unwrap();
+    let mut personas: Vec<_> =
+        ["sarah_chen", "marcus_rivera", "aisha_okafor"].iter().map(|id| db.get(id).unwrap().clone()).collect();
+    personas[1].name = "Marcus <Rivera> & Co".into();
+    let engine =
+        SimulationEngine::with_provider(cfg.clone(), std::sync::Arc::new(SimulatedProvider::new(Default::default())));
+    let results = engine
+        .run(
+            RunPlan::ad_hoc("Should the city fund the bridge?", personas),
+            RunOptions { save_under: Some(dir.path().to_path_buf()), ..Default::default() },
+        )
+        .await
+        .unwrap();
+    let run_dir = results.run_dir.clone().unwrap();
+    // output.auto_analysis and save_visualizations are on by default: the engine wrote them.
+    let saved: analysis::ConversationAnalysis =
+        serde_json::from_slice(&std::fs::read(run_dir.join("analysis.json")).unwrap()).unwrap();
+    assert_eq!(saved.run_id, results.run_id);
+    assert_eq!(saved.personas.len(), 3);
+    let names = ["Dr. Sarah Chen", "Marcus <Rivera> & Co", "Aisha Okafor"];
+    for n in names {
+        assert!(saved.personas.iter().any(|p| p.name == n), "{n}");
+    }
+    for (chart, needles) in [
+        ("participation", &names[..]),
+        ("sentiment", &names[..]),
+        ("turn_taking", &names[..]),
+        ("latency", &["Latency"][..]),
+        ("tokens", &["Tokens per turn", "prompt tokens", "completion tokens"][..]),
+    ] {
+        check_svg(&run_dir.join("charts").join(format!("{chart}.svg")), needles);
+    }
+    // The library call gives the same analysis.
+    let reloaded = analysis::load_run(&run_dir).unwrap();
+    let again = analyze_conversation(&reloaded);
+    assert_eq!(again.turn_taking, saved.turn_taking);
+    assert_eq!(again.latency.buckets, saved.latency.buckets);
+    assert!(!again.latency.buckets.is_empty(), "metrics.json's buckets are read back");
+
+    // Off switches.
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut cfg2 = cfg.clone();
+    cfg2.output.save_visualizations = false;
+    let e2 =
+        SimulationEngine::with_provider(cfg2.clone(), std::sync::Arc::new(SimulatedProvider::new(Default::default())));
+    let p2 = vec![db.get("sarah_chen").unwrap().clone(), db.get("david_kim").unwrap().clone()];
+    let r2 = e2
+        .run(
+            RunPlan::ad_hoc("t", p2.clone()),
+            RunOptions { save_under: Some(dir2.path().to_path_buf()), ..Default::default() },
+        )
+        .await
+        .unwrap();
+    let d2 = r2.run_dir.unwrap();
+    assert!(d2.join("analysis.json").exists() && !d2.join("charts").exists());
+    cfg2.output.auto_analysis = false;
+    let e3 = SimulationEngine::with_provider(cfg2, std::sync::Arc::new(SimulatedProvider::new(Default::default())));
+    let r3 = e3
+        .run(RunPlan::ad_hoc("t", p2), RunOptions { save_under: Some(dir2.path().to_path_buf()), ..Default::default() })
+        .await
+        .unwrap();
+    assert!(!r3.run_dir.unwrap().join("analysis.json").exists());
+}
+
+#[test]
+fn load_run_errors_say_what_to_give() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = analysis::load_run(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("results.json") && e.contains("run folder"), "{e}");
+}
