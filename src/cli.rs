@@ -13,6 +13,7 @@ mod plan;
 mod resume;
 mod run;
 mod scenario_cmd;
+mod serve;
 mod stress;
 mod validate;
 
@@ -78,6 +79,8 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Run a scenario's variants several times each and compare them with statistics
     Experiment(Box<experiment::ExperimentArgs>),
+    /// Serve the web app: build personas, run and watch simulations, explore and export results
+    Serve(serve::ServeArgs),
 }
 
 /// Runs the parsed command.
@@ -96,6 +99,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Experiment(a) => experiment::run(&cli.global, *a),
         Command::Stress(a) => stress::run(&cli.global, *a),
         Command::Model(c) => model::run(&cli.global, c),
+        Command::Serve(a) => serve::run(&cli.global, a),
     }
 }
 

@@ -14,6 +14,25 @@ pub enum PersonasCmd {
     List(ListArgs),
     /// Print one persona as JSON, optionally with fragments applied
     Show(ShowArgs),
+    /// Draft personas with the model from a description of a population (printed for review;
+    /// --save adds them to the database, with a backup)
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// The population, e.g. "nurses in a rural hospital"
+    #[arg(long)]
+    pub context: String,
+    /// How many personas (1 to 20)
+    #[arg(long, default_value_t = 3)]
+    pub count: usize,
+    /// Use the built-in simulated provider (offline, deterministic drafts)
+    #[arg(long)]
+    pub simulated: bool,
+    /// Save the drafts into the database (simulation.personas_file) instead of only printing them
+    #[arg(long)]
+    pub save: bool,
 }
 
 #[derive(Debug, Args)]
@@ -45,7 +64,59 @@ pub fn run(g: &GlobalArgs, cmd: PersonasCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         PersonasCmd::List(a) => list(g, a),
         PersonasCmd::Show(a) => show(g, a),
+        PersonasCmd::Generate(a) => generate(g, a),
     }
+}
+
+fn generate(g: &GlobalArgs, a: GenerateArgs) -> anyhow::Result<ExitCode> {
+    use std::sync::Arc;
+    use troupe_sim::persona::generate::{GenerateRequest, generate_personas};
+
+    let cfg = super::load_config(g, None, &[])?.config;
+    let provider: Arc<dyn troupe_sim::llm::Provider> = if a.simulated {
+        Arc::new(troupe_sim::llm::SimulatedProvider::new(cfg.llm.simulated.clone()))
+    } else {
+        let (p, notice) = troupe_sim::llm::provider_from_config(&cfg)?;
+        if let Some(n) = notice {
+            eprintln!("note: {n}");
+        }
+        p
+    };
+    let db = PersonaDatabase::load(&cfg.simulation.personas_file).ok();
+    let taken = db.as_ref().map(|d| d.personas.iter().map(|p| p.id.clone()).collect()).unwrap_or_default();
+    let req = GenerateRequest {
+        context: a.context.clone(),
+        count: a.count,
+        model: cfg.llm.model.clone(),
+        temperature: cfg.llm.temperature.max(0.7),
+        seed: cfg.simulation.run_seed,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let drafts =
+        rt.block_on(generate_personas(&provider, &req, &taken)).map_err(|e| super::UsageError(e.to_string()))?;
+    let values: Vec<_> = drafts.iter().map(|p| p.to_saved_value()).collect();
+    println!("{}", serde_json::to_string_pretty(&values)?);
+    if a.save {
+        let path = &cfg.simulation.personas_file;
+        if path.is_dir() {
+            return Err(super::UsageError(format!(
+                "{} is a folder; save the printed drafts into a file in it instead",
+                path.display()
+            ))
+            .into());
+        }
+        let mut all = db.map(|d| d.personas).unwrap_or_default();
+        all.extend(drafts);
+        let backups = path.parent().map(|p| p.join("backups")).unwrap_or_else(|| PathBuf::from("backups"));
+        let backup = troupe_sim::persona::save_personas(path, &all, &backups)?;
+        eprintln!("saved {} persona(s) to {}", values.len(), path.display());
+        if let Some(b) = backup {
+            eprintln!("backup of the previous file: {}", b.display());
+        }
+    } else {
+        eprintln!("review the drafts above; run again with --save to add them to the database");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn show(g: &GlobalArgs, a: ShowArgs) -> anyhow::Result<ExitCode> {

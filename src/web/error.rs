@@ -1,0 +1,74 @@
+//! The web app's error type: what the user is told, never the internals (paths, OS errors and
+//! causes go to the log).
+
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+
+use super::templates::escape;
+
+/// An error a handler returns; it becomes a small HTML page with the right status.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    /// No such run, persona or file.
+    #[error("not found")]
+    NotFound,
+    /// The request is malformed or asks for something impossible; the message is shown.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The access token is missing or wrong.
+    #[error("an access token is required")]
+    Unauthorized,
+    /// A POST without the right CSRF token, or a Host that is not this server.
+    #[error("forbidden")]
+    Forbidden(&'static str),
+    /// The request conflicts with the state (deleting a run that is still going).
+    #[error("{0}")]
+    Conflict(String),
+    /// Anything else: logged in full, shown as a generic message.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl WebError {
+    /// An internal error, logged with its cause.
+    pub fn internal(context: &str, e: impl std::fmt::Display) -> Self {
+        WebError::Internal(format!("{context}: {e}"))
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            WebError::NotFound => StatusCode::NOT_FOUND,
+            WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            WebError::Unauthorized => StatusCode::UNAUTHORIZED,
+            WebError::Forbidden(_) => StatusCode::FORBIDDEN,
+            WebError::Conflict(_) => StatusCode::CONFLICT,
+            WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let shown = match &self {
+            WebError::Internal(detail) => {
+                // The detail (paths, OS errors) stays in the log.
+                tracing::error!(%detail, "web request failed");
+                "Something went wrong on the server; the log has the details.".to_string()
+            }
+            WebError::Forbidden(why) => format!("Forbidden: {why}."),
+            WebError::Unauthorized => {
+                "This server needs its access token: open the address printed at start (it ends in ?token=...), or send the header Authorization: Bearer TOKEN.".into()
+            }
+            other => other.to_string(),
+        };
+        let body = format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{code}</title>\
+             <link rel=\"stylesheet\" href=\"/assets/app.css\"></head><body><main><h1>{code}</h1>\
+             <p class=\"error\">{msg}</p><p><a href=\"/\">Runs</a></p></main></body></html>",
+            code = status.as_u16(),
+            msg = escape(&shown)
+        );
+        (status, Html(body)).into_response()
+    }
+}

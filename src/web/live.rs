@@ -1,0 +1,385 @@
+//! Live runs: each run's events are kept in memory, in order, so a reload or a second tab
+//! replays them from any index (`Last-Event-ID` or `?from=`) and then follows new ones.
+//!
+//! Followers are woken by a `watch` channel carrying the event count rather than by a
+//! `broadcast` of the events themselves: a watch never lags or drops, so twenty slow viewers
+//! cost one `Vec` and twenty cursors, and none of them can miss a message.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect, Response};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::actors::metrics::MetricsSnapshot;
+use crate::config::SimulationConfig;
+use crate::engine::{EngineError, RunHandle, RunOptions, RunPlan, SimulationEngine};
+use crate::transcript::RunEvent;
+
+use super::error::WebError;
+use super::security::valid_id;
+use super::state::AppState;
+
+/// One server-sent event: its name and JSON data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseItem {
+    /// Event name (`message`, `turn`, `finished`, `done`, ...).
+    pub name: &'static str,
+    /// JSON, on one line.
+    pub data: String,
+}
+
+/// Where a run is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Still going.
+    Running,
+    /// Ended (results saved).
+    Finished {
+        /// True when every turn ran.
+        success: bool,
+        /// Why it failed, when it did (shown to the user).
+        error: Option<String>,
+    },
+}
+
+#[derive(Debug)]
+struct Shared {
+    events: Vec<Arc<SseItem>>,
+    metrics: Option<MetricsSnapshot>,
+    status: RunStatus,
+    messages: u64,
+    turn: u32,
+}
+
+/// A run started by this server.
+#[derive(Debug)]
+pub struct LiveRun {
+    /// Run id (its folder name).
+    pub id: String,
+    /// Scenario name or "ad-hoc".
+    pub title: String,
+    /// Turns planned.
+    pub turns: u32,
+    /// When it started.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    // A std mutex: held to push or copy, never across an await.
+    shared: Mutex<Shared>,
+    count: watch::Sender<usize>,
+    cancel: Notify,
+}
+
+impl LiveRun {
+    fn new(id: String, title: String, turns: u32) -> Self {
+        LiveRun {
+            id,
+            title,
+            turns,
+            started_at: chrono::Utc::now(),
+            shared: Mutex::new(Shared {
+                events: Vec::new(),
+                metrics: None,
+                status: RunStatus::Running,
+                messages: 0,
+                turn: 0,
+            }),
+            count: watch::channel(0).0,
+            cancel: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends an event and wakes the followers.
+    pub fn push(&self, item: SseItem) {
+        let n = {
+            let mut s = self.lock();
+            s.events.push(Arc::new(item));
+            s.events.len()
+        };
+        self.count.send_replace(n);
+    }
+
+    fn push_run_event(&self, ev: &RunEvent) {
+        if let RunEvent::Message(_) = ev {
+            self.lock().messages += 1;
+        }
+        if let RunEvent::TurnStarted { turn } = ev {
+            self.lock().turn = *turn;
+        }
+        if let Some(item) = sse_item(ev, self.turns) {
+            self.push(item);
+        }
+    }
+
+    /// The event at `idx`, when there is one yet.
+    pub fn event(&self, idx: usize) -> Option<Arc<SseItem>> {
+        self.lock().events.get(idx).cloned()
+    }
+
+    /// Events so far.
+    pub fn len(&self) -> usize {
+        self.lock().events.len()
+    }
+
+    /// True before the first event.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The status.
+    pub fn status(&self) -> RunStatus {
+        self.lock().status.clone()
+    }
+
+    /// True while the run goes on.
+    pub fn is_running(&self) -> bool {
+        self.status() == RunStatus::Running
+    }
+
+    /// The latest metrics snapshot.
+    pub fn metrics(&self) -> Option<MetricsSnapshot> {
+        self.lock().metrics.clone()
+    }
+
+    /// Asks the run to stop (it saves what it has).
+    pub fn cancel(&self) {
+        self.cancel.notify_one();
+    }
+
+    fn finish(&self, success: bool, error: Option<String>) {
+        self.push(SseItem {
+            name: "done",
+            data: serde_json::json!({ "success": success, "error": error, "run_id": self.id }).to_string(),
+        });
+        self.lock().status = RunStatus::Finished { success, error };
+        let n = self.len();
+        // Wake followers so they see the closed status and end their streams.
+        self.count.send_replace(n);
+    }
+
+    /// A summary for the Live page's poller.
+    pub fn progress(&self) -> Progress {
+        let s = self.lock();
+        Progress {
+            status: s.status.clone(),
+            turn: s.turn,
+            turns: self.turns,
+            messages: s.messages,
+            elapsed_s: (chrono::Utc::now() - self.started_at).num_milliseconds() as f64 / 1000.0,
+            metrics: s.metrics.clone(),
+        }
+    }
+}
+
+/// What `GET /api/runs/{id}/metrics` answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Progress {
+    /// Running or finished.
+    pub status: RunStatus,
+    /// The turn going on.
+    pub turn: u32,
+    /// Turns planned.
+    pub turns: u32,
+    /// Messages so far.
+    pub messages: u64,
+    /// Seconds since the start.
+    pub elapsed_s: f64,
+    /// Live metrics (calls in flight, latency percentiles and buckets, errors, tokens, cost).
+    pub metrics: Option<MetricsSnapshot>,
+}
+
+/// The browser-facing form of a run event; `None` for what the page does not show (exchanges
+/// carry whole requests and answers; thoughts are private).
+pub fn sse_item(ev: &RunEvent, turns: u32) -> Option<SseItem> {
+    let (name, data) = match ev {
+        RunEvent::Message(e) => ("message", serde_json::to_string(e).ok()?),
+        RunEvent::TurnStarted { turn } => ("turn", serde_json::json!({ "turn": turn, "of": turns }).to_string()),
+        RunEvent::TurnEnded { turn } => ("turn_end", serde_json::json!({ "turn": turn, "of": turns }).to_string()),
+        RunEvent::Skipped(s) => ("skipped", serde_json::to_string(s).ok()?),
+        RunEvent::Passed { turn, persona } => {
+            ("passed", serde_json::json!({ "turn": turn, "persona": persona }).to_string())
+        }
+        RunEvent::Intervention { turn, description } => {
+            ("intervention", serde_json::json!({ "turn": turn, "description": description }).to_string())
+        }
+        RunEvent::Retry { persona, turn, attempt, error } => (
+            "retry",
+            serde_json::json!({ "persona": persona, "turn": turn, "attempt": attempt, "error": error }).to_string(),
+        ),
+        RunEvent::Fallback { persona, turn, to } => {
+            ("fallback", serde_json::json!({ "persona": persona, "turn": turn, "to": to }).to_string())
+        }
+        RunEvent::Finished(f) => ("finished", serde_json::to_string(f).ok()?),
+        RunEvent::Exchange(_) | RunEvent::Thought { .. } => return None,
+    };
+    Some(SseItem { name, data })
+}
+
+/// Which shared provider a run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderChoice {
+    /// The configured one.
+    Configured,
+    /// The built-in simulated provider.
+    Simulated,
+}
+
+/// The engine for a run: its own config, a shared provider (so budgets are shared).
+pub fn engine_for(st: &AppState, cfg: SimulationConfig, choice: ProviderChoice) -> SimulationEngine {
+    let provider = match choice {
+        ProviderChoice::Configured => st.provider.clone(),
+        ProviderChoice::Simulated => st.simulated.clone(),
+    };
+    SimulationEngine::with_provider(cfg, provider)
+}
+
+/// Starts a run, saved under `output_dir/conversations`, and registers it.
+pub async fn start_run(
+    st: &AppState,
+    plan: RunPlan,
+    cfg: SimulationConfig,
+    choice: ProviderChoice,
+) -> Result<Arc<LiveRun>, WebError> {
+    let turns = cfg.simulation.max_turns;
+    let title = plan.name.clone();
+    let engine = engine_for(st, cfg, choice);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let opts = RunOptions { save_under: Some(st.conversations_dir()), events: Some(tx), run_id: None };
+    let handle = engine.start(plan, opts).await.map_err(|e| match e {
+        EngineError::Output { .. } | EngineError::Save(_) | EngineError::Spawn(_) => {
+            WebError::internal("starting a run", e)
+        }
+        other => WebError::BadRequest(other.to_string()),
+    })?;
+    let live = Arc::new(LiveRun::new(handle.run_id.clone(), title, turns));
+    st.add_run(live.clone());
+    tokio::spawn(drive(live.clone(), handle, rx));
+    Ok(live)
+}
+
+/// Moves a run's events into its `LiveRun`, samples metrics, relays cancellation.
+async fn drive(live: Arc<LiveRun>, handle: RunHandle, mut rx: mpsc::UnboundedReceiver<RunEvent>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(400));
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(ev) => {
+                    let last = matches!(ev, RunEvent::Finished(_));
+                    live.push_run_event(&ev);
+                    if last { break; }
+                }
+                None => break,
+            },
+            _ = tick.tick() => {
+                if let Some(m) = handle.metrics().await {
+                    live.lock().metrics = Some(m);
+                }
+            }
+            _ = live.cancel.notified() => handle.stop(),
+        }
+    }
+    match handle.wait().await {
+        Ok(r) => {
+            live.lock().metrics = Some(r.full_metrics.clone());
+            live.finish(r.success, r.error.clone());
+        }
+        Err(e) => {
+            tracing::error!(run = %live.id, error = %e, "run failed");
+            live.finish(false, Some("the run failed; the server log has the details".into()));
+        }
+    }
+}
+
+/// `?from=N`: the first event index to send.
+#[derive(Debug, Deserialize)]
+pub struct FromQuery {
+    from: Option<usize>,
+}
+
+/// `GET /runs/{id}/events`: the run's events as server-sent events, from `Last-Event-ID + 1`
+/// or `?from=`, then live until the run ends.
+pub async fn events(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<FromQuery>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, WebError> {
+    if !valid_id(&id) {
+        return Err(WebError::NotFound);
+    }
+    let live = st.live_run(&id).ok_or(WebError::NotFound)?;
+    let last = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<usize>().ok());
+    let from = last.map(|l| l + 1).or(q.from).unwrap_or(0);
+    let rx = live.count.subscribe();
+    let stream = futures_util::stream::unfold((live, rx, from), |(live, mut rx, idx)| async move {
+        loop {
+            if let Some(item) = live.event(idx) {
+                let ev = Event::default().id(idx.to_string()).event(item.name).data(item.data.as_str());
+                return Some((Ok(ev), (live, rx, idx + 1)));
+            }
+            if !live.is_running() {
+                return None;
+            }
+            // Returns at once when events arrived since the last look.
+            if rx.changed().await.is_err() {
+                return None;
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// `GET /api/runs/{id}/metrics`: progress and live metrics as JSON.
+pub async fn metrics(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Progress>, WebError> {
+    if !valid_id(&id) {
+        return Err(WebError::NotFound);
+    }
+    let live = st.live_run(&id).ok_or(WebError::NotFound)?;
+    Ok(Json(live.progress()))
+}
+
+/// `POST /runs/{id}/cancel`: asks the run to stop; it saves what it has.
+pub async fn cancel(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, WebError> {
+    if !valid_id(&id) {
+        return Err(WebError::NotFound);
+    }
+    let live = st.live_run(&id).ok_or(WebError::NotFound)?;
+    live.cancel();
+    Ok(Redirect::to(&format!("/runs/{id}")).into_response())
+}
+
+/// The Live page: the script fills it from the SSE stream and the metrics poller.
+pub fn live_page(st: &AppState, live: &LiveRun) -> axum::response::Html<String> {
+    use super::templates::{Nav, csrf_field, escape, page};
+    let id = escape(&live.id);
+    let body = format!(
+        "<h1>Live run <code>{id}</code></h1>\
+<div id=\"live\" data-run=\"{id}\" data-turns=\"{turns}\">\
+<p class=\"lead\"><span id=\"status\" class=\"status running\">running</span> {title} \
+<progress id=\"progress\" max=\"{turns}\" value=\"0\"></progress> <span id=\"turn-label\">turn 0 of {turns}</span></p>\
+<form method=\"post\" action=\"/runs/{id}/cancel\" id=\"cancel-form\" class=\"inline\">{csrf}<button class=\"danger\">Cancel run</button></form>\
+<p id=\"done-link\" hidden><a class=\"button\" href=\"/runs/{id}\">Open the results</a></p>\
+<section class=\"live-metrics\"><h2>Live metrics</h2><dl class=\"metrics\">\
+<dt>Messages</dt><dd id=\"m-messages\">0</dd><dt>Calls in flight</dt><dd id=\"m-inflight\">0</dd>\
+<dt>API calls</dt><dd id=\"m-calls\">0</dd><dt>Latency p50 / p99</dt><dd id=\"m-lat\">–</dd>\
+<dt>Tokens</dt><dd id=\"m-tokens\">0</dd><dt>Cost</dt><dd id=\"m-cost\">$0.0000</dd>\
+<dt>Errors by kind</dt><dd id=\"m-errors\">none</dd><dt>Elapsed</dt><dd id=\"m-elapsed\">0 s</dd></dl>\
+<h3>Latency histogram</h3><div id=\"histogram\" class=\"histogram\"></div></section>\
+<section><h2>Transcript</h2><ol id=\"transcript\" class=\"transcript\"></ol></section></div>",
+        turns = live.turns,
+        title = escape(&live.title),
+        csrf = csrf_field(&st.csrf),
+    );
+    page(&format!("Live {}", live.id), Nav::None, &st.csrf, &body)
+}

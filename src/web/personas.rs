@@ -1,0 +1,518 @@
+//! The Persona builder: the database, a form for the native schema with live validation (the
+//! rules of `troupe validate`), TinyTroupe import (agents and fragments), drafting personas with
+//! the model, review before saving, and saving atomically with a backup.
+
+use std::collections::HashSet;
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::{Form, Json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::persona::generate::{GenerateRequest, MAX_COUNT, generate_personas};
+use crate::persona::load::persona_from_value;
+use crate::persona::validate::check_persona;
+use crate::persona::{Fragment, PersonaDatabase, PersonaSpec, Personality, Severity, apply_fragment, save_personas};
+
+use super::error::WebError;
+use super::state::AppState;
+use super::templates::{Nav, csrf_field, escape, page as layout};
+
+/// The builder form: the native schema's fields as text.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PersonaForm {
+    /// Id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Role.
+    pub role: String,
+    /// Background.
+    pub description: String,
+    /// Traits, comma-separated.
+    pub traits: String,
+    /// Goals, one per line.
+    pub goals: String,
+    /// Style.
+    pub style: String,
+    /// structured | visual | direct.
+    pub communication: String,
+    /// data-driven | intuitive | collaborative.
+    pub decisions: String,
+    /// systematic | creative | pragmatic.
+    pub approach: String,
+    /// Model override.
+    pub model: String,
+    /// Temperature override.
+    pub temperature: String,
+    /// Tags, comma-separated.
+    pub tags: String,
+}
+
+fn split(s: &str, sep: char) -> Vec<String> {
+    s.split(sep).map(str::trim).filter(|x| !x.is_empty()).map(str::to_string).collect()
+}
+
+impl PersonaForm {
+    /// The persona the form describes (a temperature that is not a number becomes a finding).
+    pub fn to_spec(&self) -> (PersonaSpec, Option<Finding>) {
+        let mut p = PersonaSpec::new(self.id.trim(), self.name.trim(), self.role.trim(), self.description.trim());
+        p.personality = Personality {
+            traits: split(&self.traits, ','),
+            goals: split(&self.goals, '\n'),
+            style: self.style.trim().to_string(),
+            communication: self.communication.trim().to_string(),
+            decisions: self.decisions.trim().to_string(),
+            approach: self.approach.trim().to_string(),
+            ..Default::default()
+        };
+        p.model = Some(self.model.trim().to_string()).filter(|m| !m.is_empty());
+        p.tags = split(&self.tags, ',');
+        let mut bad = None;
+        let t = self.temperature.trim();
+        if !t.is_empty() {
+            match t.parse::<f64>() {
+                Ok(v) => p.temperature = Some(v),
+                Err(_) => {
+                    bad = Some(Finding {
+                        severity: "error",
+                        field: "temperature".into(),
+                        message: format!("`{t}` is not a number"),
+                        hint: "use a number from 0.0 to 2.0, or leave it empty".into(),
+                    })
+                }
+            }
+        }
+        (p, bad)
+    }
+
+    /// The form filled from a persona.
+    pub fn from_spec(p: &PersonaSpec) -> Self {
+        PersonaForm {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            role: p.role.clone(),
+            description: p.description.clone(),
+            traits: p.personality.traits.join(", "),
+            goals: p.personality.goals.join("\n"),
+            style: p.personality.style.clone(),
+            communication: p.personality.communication.clone(),
+            decisions: p.personality.decisions.clone(),
+            approach: p.personality.approach.clone(),
+            model: p.model.clone().unwrap_or_default(),
+            temperature: p.temperature.map(|t| t.to_string()).unwrap_or_default(),
+            tags: p.tags.join(", "),
+        }
+    }
+}
+
+/// A validation finding as the page shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Finding {
+    /// "error" or "warning".
+    pub severity: &'static str,
+    /// Dotted field path.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub hint: String,
+}
+
+/// The findings of a persona: `troupe validate`'s per-persona rules, plus the database rules
+/// (a name used by another persona) against `db`.
+pub fn findings(p: &PersonaSpec, db: Option<&PersonaDatabase>) -> Vec<Finding> {
+    let mut out: Vec<Finding> = check_persona(p)
+        .into_iter()
+        .map(|i| Finding {
+            severity: if i.severity == Severity::Error { "error" } else { "warning" },
+            field: i.field,
+            message: i.message,
+            hint: i.hint,
+        })
+        .collect();
+    if let Some(db) = db {
+        if let Some(other) = db.personas.iter().find(|o| o.id != p.id && o.name.eq_ignore_ascii_case(p.name.trim())) {
+            out.push(Finding {
+                severity: "error",
+                field: "name".into(),
+                message: format!("the name is already used by persona `{}`", other.id),
+                hint: "names must be unique (case-insensitively); choose another".into(),
+            });
+        }
+        if !p.id.is_empty() && db.get(&p.id).is_some() {
+            out.push(Finding {
+                severity: "warning",
+                field: "id".into(),
+                message: format!("persona `{}` exists; saving replaces it (the old file is backed up)", p.id),
+                hint: "change the id to add a new persona instead".into(),
+            });
+        }
+    }
+    out
+}
+
+fn has_errors(f: &[Finding]) -> bool {
+    f.iter().any(|f| f.severity == "error")
+}
+
+fn render_findings(b: &mut String, f: &[Finding]) {
+    b.push_str("<ul class=\"findings\" id=\"findings\">");
+    for x in f {
+        let _ = write!(
+            b,
+            "<li class=\"{s}\"><strong>{s}</strong> <code>{}</code>: {} <span class=\"hint\">{}</span></li>",
+            escape(&x.field),
+            escape(&x.message),
+            escape(&x.hint),
+            s = x.severity
+        );
+    }
+    b.push_str("</ul>");
+}
+
+async fn load_db(st: &AppState) -> Option<PersonaDatabase> {
+    let path = st.config().simulation.personas_file.clone();
+    tokio::task::spawn_blocking(move || PersonaDatabase::load(&path).ok()).await.ok().flatten()
+}
+
+/// `?saved=` and `?edit=` on the builder page.
+#[derive(Debug, Default, Deserialize)]
+pub struct PageQuery {
+    saved: Option<String>,
+    edit: Option<String>,
+}
+
+/// `GET /personas`.
+pub async fn page(State(st): State<AppState>, Query(q): Query<PageQuery>) -> Result<Html<String>, WebError> {
+    let db = load_db(&st).await;
+    let form = q
+        .edit
+        .as_deref()
+        .and_then(|id| db.as_ref().and_then(|db| db.get(id)))
+        .map(PersonaForm::from_spec)
+        .unwrap_or_default();
+    let notice = q.saved.map(|id| format!("Saved persona(s): {id}. The previous file was backed up."));
+    Ok(builder_page(&st, db.as_ref(), &form, &[], notice.as_deref()))
+}
+
+fn builder_page(
+    st: &AppState,
+    db: Option<&PersonaDatabase>,
+    form: &PersonaForm,
+    found: &[Finding],
+    notice: Option<&str>,
+) -> Html<String> {
+    let mut b = String::from("<h1>Personas</h1>");
+    if let Some(n) = notice {
+        let _ = write!(b, "<p class=\"notice\" id=\"saved\">{}</p>", escape(n));
+    }
+    let _ = write!(
+        b,
+        "<p class=\"hint\">Database: <code>{}</code></p>",
+        escape(&st.config().simulation.personas_file.display().to_string())
+    );
+    b.push_str("<section><h2>Build a persona</h2><form method=\"post\" action=\"/personas/save\" id=\"persona-form\">");
+    b.push_str(&csrf_field(&st.csrf));
+    let field = |b: &mut String, name: &str, label: &str, value: &str, textarea: bool| {
+        if textarea {
+            let _ = write!(
+                b,
+                "<p><label>{label}<br><textarea name=\"{name}\" rows=\"3\" cols=\"70\">{}</textarea></label></p>",
+                escape(value)
+            );
+        } else {
+            let _ = write!(
+                b,
+                "<p><label>{label} <input name=\"{name}\" value=\"{}\" size=\"50\"></label></p>",
+                escape(value)
+            );
+        }
+    };
+    field(&mut b, "id", "Id (letters, digits, _ and -)", &form.id, false);
+    field(&mut b, "name", "Name", &form.name, false);
+    field(&mut b, "role", "Role", &form.role, false);
+    field(&mut b, "description", "Description", &form.description, true);
+    field(&mut b, "traits", "Traits (comma-separated)", &form.traits, false);
+    field(&mut b, "goals", "Goals (one per line)", &form.goals, true);
+    field(&mut b, "style", "Communication style", &form.style, false);
+    field(&mut b, "communication", "Communication (structured, visual, direct)", &form.communication, false);
+    field(&mut b, "decisions", "Decisions (data-driven, intuitive, collaborative)", &form.decisions, false);
+    field(&mut b, "approach", "Approach (systematic, creative, pragmatic)", &form.approach, false);
+    field(&mut b, "model", "Model override (optional)", &form.model, false);
+    field(&mut b, "temperature", "Temperature override (optional, 0 to 2)", &form.temperature, false);
+    field(&mut b, "tags", "Tags (comma-separated)", &form.tags, false);
+    b.push_str("<h3>Validation</h3>");
+    render_findings(&mut b, found);
+    b.push_str("<p><button id=\"save-persona\">Save persona</button></p></form></section>");
+    // Import.
+    let _ = write!(
+        b,
+        "<section><h2>Import from TinyTroupe</h2><form method=\"post\" action=\"/personas/import\">{}\
+         <p><label>Agent JSON (<code>*.agent.json</code>, or an array of agents or personas), or a fragment<br>\
+         <textarea name=\"json\" rows=\"6\" cols=\"70\"></textarea></label></p>\
+         <p><label>Apply a fragment to persona id <input name=\"target\" placeholder=\"for fragments only\"></label></p>\
+         <p><button>Review import</button></p></form></section>",
+        csrf_field(&st.csrf)
+    );
+    // Generate.
+    let _ = write!(
+        b,
+        "<section><h2>Generate with the model</h2><form method=\"post\" action=\"/personas/generate\" id=\"generate-form\">{}\
+         <p><label>Population <input name=\"context\" size=\"60\" placeholder=\"e.g. nurses in a rural hospital\"></label> \
+         <label>How many <input type=\"number\" name=\"count\" min=\"1\" max=\"{MAX_COUNT}\" value=\"3\"></label> \
+         <label>Provider <select name=\"provider\"><option value=\"configured\">configured ({})</option>\
+         <option value=\"simulated\">simulated (offline drafts)</option></select></label></p>\
+         <p><button>Draft personas</button> <span class=\"hint\">You review the drafts before anything is saved.</span></p></form></section>",
+        csrf_field(&st.csrf),
+        escape(st.provider.name()),
+    );
+    // The database.
+    b.push_str("<section><h2>In the database</h2>");
+    match db {
+        Some(db) => {
+            let report = crate::persona::validate_database(db);
+            b.push_str("<table id=\"persona-table\"><thead><tr><th>Id</th><th>Name</th><th>Role</th><th>Tags</th><th>Checks</th><th></th></tr></thead><tbody>");
+            for p in &db.personas {
+                let errs =
+                    report.findings.iter().filter(|f| f.persona == p.id && f.severity == Severity::Error).count();
+                let warns =
+                    report.findings.iter().filter(|f| f.persona == p.id && f.severity == Severity::Warning).count();
+                let _ = write!(
+                    b,
+                    "<tr><td><code>{id}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                     <td><a href=\"/personas?edit={id}\">edit</a></td></tr>",
+                    escape(&p.name),
+                    escape(&p.role),
+                    escape(&p.tags.join(", ")),
+                    if errs > 0 {
+                        format!("{errs} error(s), {warns} warning(s)")
+                    } else {
+                        format!("ok, {warns} warning(s)")
+                    },
+                    id = escape(&p.id),
+                );
+            }
+            b.push_str("</tbody></table>");
+        }
+        None => b.push_str("<p class=\"error\">The persona database could not be loaded; see Settings (doctor).</p>"),
+    }
+    b.push_str("</section>");
+    layout("Personas", Nav::Personas, &st.csrf, &b)
+}
+
+/// `POST /api/personas/validate`: the findings of the form's persona, as JSON.
+pub async fn validate(State(st): State<AppState>, Json(form): Json<PersonaForm>) -> Json<Value> {
+    let db = load_db(&st).await;
+    let (p, bad) = form.to_spec();
+    let mut f = findings(&p, db.as_ref());
+    f.extend(bad);
+    Json(serde_json::json!({ "valid": !has_errors(&f), "findings": f }))
+}
+
+/// Writes personas into the database (replacing those with the same id), atomically, with a
+/// backup. A folder database gets them in `web_personas.json`.
+async fn save_specs(st: &AppState, specs: Vec<PersonaSpec>) -> Result<(), WebError> {
+    let _guard = st.persona_lock.lock().await;
+    let path = st.config().simulation.personas_file.clone();
+    tokio::task::spawn_blocking(move || {
+        let target: PathBuf = if path.is_dir() { path.join("web_personas.json") } else { path.clone() };
+        let mut personas = if target.exists() {
+            PersonaDatabase::load(&target).map_err(|e| WebError::BadRequest(e.to_string()))?.personas
+        } else {
+            Vec::new()
+        };
+        for s in specs {
+            match personas.iter().position(|p| p.id == s.id) {
+                Some(i) => personas[i] = s,
+                None => personas.push(s),
+            }
+        }
+        let backups = target.parent().map(|p| p.join("backups")).unwrap_or_else(|| PathBuf::from("backups"));
+        save_personas(&target, &personas, &backups).map_err(|e| WebError::internal("saving personas", e))?;
+        tracing::info!(file = %target.display(), "personas saved from the web app");
+        Ok(())
+    })
+    .await
+    .map_err(|e| WebError::internal("saving personas", e))?
+}
+
+/// `POST /personas/save`: validates the form and saves the persona.
+pub async fn save(State(st): State<AppState>, Form(form): Form<PersonaForm>) -> Result<Response, WebError> {
+    let db = load_db(&st).await;
+    let (p, bad) = form.to_spec();
+    let mut f = findings(&p, db.as_ref());
+    f.extend(bad);
+    if has_errors(&f) {
+        let page = builder_page(&st, db.as_ref(), &form, &f, Some("Not saved: fix the errors below."));
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+    }
+    let id = p.id.clone();
+    save_specs(&st, vec![p]).await?;
+    Ok(Redirect::to(&format!("/personas?saved={}", super::templates::url_encode(&id))).into_response())
+}
+
+/// The review page: drafts with their findings, and the JSON (editable) to save.
+fn review_page(
+    st: &AppState,
+    title: &str,
+    drafts: &[PersonaSpec],
+    db: Option<&PersonaDatabase>,
+    note: &str,
+) -> Html<String> {
+    let mut b = format!("<h1>{}</h1><p class=\"notice\">{}</p>", escape(title), escape(note));
+    b.push_str("<ol class=\"drafts\">");
+    for p in drafts {
+        let _ = write!(
+            b,
+            "<li class=\"draft\"><strong>{}</strong> <code>{}</code> <span class=\"role\">{}</span><p>{}</p><p class=\"hint\">traits: {} · tags: {}</p>",
+            escape(&p.name),
+            escape(&p.id),
+            escape(&p.role),
+            escape(&p.description),
+            escape(&p.personality.traits.join(", ")),
+            escape(&p.tags.join(", ")),
+        );
+        render_findings(&mut b, &findings(p, db));
+        b.push_str("</li>");
+    }
+    b.push_str("</ol>");
+    let values: Vec<Value> = drafts.iter().map(PersonaSpec::to_saved_value).collect();
+    let json = serde_json::to_string_pretty(&values).unwrap_or_else(|_| "[]".into());
+    let _ = write!(
+        b,
+        "<form method=\"post\" action=\"/personas/save-batch\" id=\"batch-form\">{}\
+         <p><label>The personas to save (edit before saving if you like)<br>\
+         <textarea name=\"batch\" rows=\"16\" cols=\"90\">{}</textarea></label></p>\
+         <p><button id=\"save-batch\">Save these personas</button> <a href=\"/personas\">Discard</a></p></form>",
+        csrf_field(&st.csrf),
+        escape(&json)
+    );
+    layout(title, Nav::Personas, &st.csrf, &b)
+}
+
+/// The import form.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ImportForm {
+    json: String,
+    target: String,
+}
+
+/// `POST /personas/import`: reads TinyTroupe agents, native personas or a fragment (applied to
+/// `target`) and shows them for review.
+pub async fn import(State(st): State<AppState>, Form(f): Form<ImportForm>) -> Result<Html<String>, WebError> {
+    let db = load_db(&st).await;
+    let v: Value = crate::persona::json::parse_strict(f.json.as_bytes()).map_err(|e| {
+        WebError::BadRequest(format!("the JSON does not parse at line {} column {}: {e}", e.line(), e.column()))
+    })?;
+    let items = match v {
+        Value::Array(a) => a,
+        Value::Object(o) if o.get("personas").is_some_and(Value::is_array) => {
+            o.get("personas").and_then(Value::as_array).cloned().unwrap_or_default()
+        }
+        other => vec![other],
+    };
+    let mut drafts = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        match item {
+            Value::Object(o) if crate::persona::tinytroupe::is_fragment(&o) => {
+                let db =
+                    db.as_ref().ok_or_else(|| WebError::BadRequest("the persona database does not load".into()))?;
+                let target = db.get(f.target.trim()).ok_or_else(|| {
+                    WebError::BadRequest("this is a fragment: give the id of the persona to apply it to".into())
+                })?;
+                let persona = o.get("persona").and_then(Value::as_object).cloned().unwrap_or_default();
+                let frag = Fragment { name: "imported fragment".into(), persona };
+                drafts.push(apply_fragment(target, &frag).map_err(|e| WebError::BadRequest(e.to_string()))?);
+            }
+            other => drafts.push(
+                persona_from_value(other)
+                    .map_err(|(field, msg)| WebError::BadRequest(format!("item {}: {field}: {msg}", i + 1)))?,
+            ),
+        }
+    }
+    if drafts.is_empty() {
+        return Err(WebError::BadRequest("nothing to import".into()));
+    }
+    Ok(review_page(&st, "Review the import", &drafts, db.as_ref(), "Nothing is saved until you press Save."))
+}
+
+/// The generate form.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct GenerateForm {
+    context: String,
+    count: String,
+    provider: String,
+}
+
+/// `POST /personas/generate`: the model drafts personas from a population description.
+pub async fn generate(State(st): State<AppState>, Form(f): Form<GenerateForm>) -> Result<Html<String>, WebError> {
+    let db = load_db(&st).await;
+    let count: usize = f.count.trim().parse().map_err(|_| WebError::BadRequest("how many: give a number".into()))?;
+    let provider = if f.provider == "simulated" { st.simulated.clone() } else { st.provider.clone() };
+    let cfg = st.config();
+    let req = GenerateRequest {
+        context: f.context.clone(),
+        count,
+        model: cfg.llm.model.clone(),
+        temperature: cfg.llm.temperature.max(0.7),
+        seed: cfg.simulation.run_seed,
+    };
+    let taken: HashSet<String> =
+        db.as_ref().map(|d| d.personas.iter().map(|p| p.id.clone()).collect()).unwrap_or_default();
+    let drafts = generate_personas(&provider, &req, &taken).await.map_err(|e| match e {
+        crate::persona::generate::GenerateError::Llm(inner) => {
+            tracing::warn!(error = %inner, "persona generation failed");
+            WebError::BadRequest("the model could not draft personas; see the log (Settings, debug)".into())
+        }
+        other => WebError::BadRequest(other.to_string()),
+    })?;
+    let note = if provider.synthetic() {
+        "Drafts from the simulated provider (synthetic, deterministic). Nothing is saved until you press Save."
+    } else {
+        "Drafts written by the model. Nothing is saved until you press Save."
+    };
+    Ok(review_page(&st, "Review the drafts", &drafts, db.as_ref(), note))
+}
+
+/// The review form.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct BatchForm {
+    batch: String,
+}
+
+/// `POST /personas/save-batch`: saves reviewed personas when none has an error.
+pub async fn save_batch(State(st): State<AppState>, Form(f): Form<BatchForm>) -> Result<Response, WebError> {
+    let db = load_db(&st).await;
+    let v: Value = serde_json::from_str(&f.batch)
+        .map_err(|e| WebError::BadRequest(format!("line {} column {}: {e}", e.line(), e.column())))?;
+    let items =
+        v.as_array().cloned().ok_or_else(|| WebError::BadRequest("expected a JSON array of personas".into()))?;
+    let mut specs = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        specs.push(
+            persona_from_value(item)
+                .map_err(|(field, msg)| WebError::BadRequest(format!("item {}: {field}: {msg}", i + 1)))?,
+        );
+    }
+    let ids: HashSet<&str> = specs.iter().map(|p| p.id.as_str()).collect();
+    if ids.len() != specs.len() {
+        return Err(WebError::BadRequest("two personas in the batch share an id".into()));
+    }
+    if specs.iter().any(|p| has_errors(&findings(p, db.as_ref()))) {
+        let page =
+            review_page(&st, "Not saved", &specs, db.as_ref(), "Not saved: fix the errors below and save again.");
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+    }
+    let saved = specs.iter().map(|p| p.id.clone()).collect::<Vec<_>>().join(", ");
+    save_specs(&st, specs).await?;
+    Ok(Redirect::to(&format!("/personas?saved={}", super::templates::url_encode(&saved))).into_response())
+}

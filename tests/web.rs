@@ -1,0 +1,819 @@
+//! The web app: handler tests with `oneshot`, security tests, SSE over a real socket, a large
+//! transcript, many viewers of one live run.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use tower::ServiceExt;
+use troupe_sim::config::{ConfigSources, load_config};
+use troupe_sim::web::{AppState, LogBuffer, ServeSettings, app};
+
+const SECRET: &str = "sk-test-DO-NOT-LEAK-4242";
+
+fn persona(id: &str, name: &str, tags: &[&str]) -> serde_json::Value {
+    serde_json::json!({
+        "type": "TinyPerson", "id": id, "name": name, "role": "Analyst",
+        "description": format!("{name} has worked in public policy for many years and likes evidence."),
+        "personality": { "traits": ["curious", "direct"], "goals": ["reach a decision"], "style": "Plain and brief." },
+        "tags": tags,
+    })
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    state: AppState,
+}
+
+impl Env {
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+    fn conversations(&self) -> PathBuf {
+        self.out().join("conversations")
+    }
+}
+
+fn env_with(token: Option<&str>, latency_ms: f64) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let personas = dir.path().join("personas.json");
+    let db = serde_json::json!([
+        persona("ana", "Ana Lima", &["policy"]),
+        persona("ben", "Ben Okafor", &["tech"]),
+        persona("cleo", "Cleo Rossi", &["policy", "tech"]),
+    ]);
+    std::fs::write(&personas, serde_json::to_vec_pretty(&db).unwrap()).unwrap();
+    let toml = format!(
+        "[llm]\nprovider = \"simulated\"\napi_key = \"{SECRET}\"\n[llm.simulated.latency]\nkind = \"fixed\"\nms = {latency_ms}\n\
+         [simulation]\npersonas_file = {p:?}\nmax_turns = 3\nseed = \"Should the city fund night buses?\"\n\
+         [performance]\nrate_limit_delay = 0.0\n[output]\noutput_dir = {o:?}\n",
+        p = personas.display().to_string(),
+        o = dir.path().join("out").display().to_string(),
+    );
+    let cfg_path = dir.path().join("troupe.toml");
+    std::fs::write(&cfg_path, toml).unwrap();
+    let loaded = load_config(&ConfigSources { toml: Some(cfg_path), ..Default::default() }).unwrap();
+    let state = AppState::new(ServeSettings {
+        loaded,
+        access_token: token.map(str::to_string),
+        logs: LogBuffer::default(),
+        scenarios_dir: PathBuf::from("scenarios"),
+    })
+    .unwrap();
+    Env { dir, state }
+}
+
+fn env() -> Env {
+    env_with(None, 1.0)
+}
+
+async fn send(state: &AppState, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
+    let resp = app(state.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = axum::body::to_bytes(resp.into_body(), 64 * 1024 * 1024).await.unwrap();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn get(state: &AppState, uri: &str) -> (StatusCode, axum::http::HeaderMap, String) {
+    send(state, Request::get(uri).body(Body::empty()).unwrap()).await
+}
+
+fn form_post(uri: &str, body: String) -> Request<Body> {
+    Request::post(uri).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(Body::from(body)).unwrap()
+}
+
+fn enc(s: &str) -> String {
+    troupe_sim::web::templates::url_encode(s)
+}
+
+/// Starts an ad-hoc run through the form and returns its id.
+async fn start_run(e: &Env, personas: &[&str]) -> String {
+    let mut body =
+        format!("csrf={}&mode=adhoc&topic={}&turns=3&provider=simulated", e.state.csrf_token(), enc("Night buses"));
+    for p in personas {
+        body.push_str(&format!("&personas={p}"));
+    }
+    let (status, headers, text) = send(&e.state, form_post("/runs", body)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{text}");
+    let loc = headers[header::LOCATION].to_str().unwrap();
+    loc.strip_prefix("/runs/").unwrap().to_string()
+}
+
+async fn wait_finished(e: &Env, id: &str) {
+    let run = e.state.live_run(id).expect("registered");
+    let t0 = Instant::now();
+    while run.is_running() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "run did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_page_renders_and_the_key_never_shows() {
+    let e = env();
+    for (uri, marker) in [
+        ("/", "<h1>Runs</h1>"),
+        ("/runs/new", "Estimate cost"),
+        ("/personas", "Build a persona"),
+        ("/settings", "llm.model"),
+        ("/settings?debug=1", "id=\"log\""),
+        ("/settings?doctor=1", "id=\"doctor\""),
+        ("/assets/app.js", "EventSource"),
+        ("/assets/app.css", ":root"),
+    ] {
+        let (status, headers, body) = get(&e.state, uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+        assert!(body.contains(marker), "{uri} lacks {marker}");
+        assert!(!body.contains(SECRET), "{uri} shows the API key");
+        assert!(headers.contains_key(header::CONTENT_SECURITY_POLICY), "{uri}");
+        assert!(!body.contains("https://"), "{uri} refers to an external resource");
+    }
+    // The picker lists the validated personas with their tags for the filter.
+    let (_, _, body) = get(&e.state, "/runs/new").await;
+    assert!(body.contains("value=\"cleo\"") && body.contains("data-tags=\"policy tech\""));
+}
+
+#[tokio::test]
+async fn a_token_is_required_when_configured() {
+    let token = "0123456789abcdef0123";
+    let e = env_with(Some(token), 1.0);
+    let (status, _, _) = get(&e.state, "/").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "no token");
+    let wrong =
+        Request::get("/").header(header::AUTHORIZATION, "Bearer 0123456789abcdef0124").body(Body::empty()).unwrap();
+    assert_eq!(send(&e.state, wrong).await.0, StatusCode::UNAUTHORIZED, "wrong token");
+    let wrong_cookie =
+        Request::get("/settings").header(header::COOKIE, "troupe_token=nope").body(Body::empty()).unwrap();
+    assert_eq!(send(&e.state, wrong_cookie).await.0, StatusCode::UNAUTHORIZED, "wrong cookie");
+    assert_eq!(get(&e.state, "/?token=nope").await.0, StatusCode::UNAUTHORIZED, "wrong ?token=");
+    let right = Request::get("/").header(header::AUTHORIZATION, format!("Bearer {token}")).body(Body::empty()).unwrap();
+    assert_eq!(send(&e.state, right).await.0, StatusCode::OK);
+    // ?token= logs in: a cookie, and a redirect that drops the token from the address.
+    let (status, headers, _) = get(&e.state, &format!("/runs/new?token={token}")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/runs/new");
+    let cookie = headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    let with_cookie = Request::get("/runs/new")
+        .header(header::COOKIE, cookie.split(';').next().unwrap())
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&e.state, with_cookie).await.0, StatusCode::OK);
+    // The token alone is not enough for a POST: CSRF still applies.
+    let post = Request::post("/api/personas/validate")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{}"))
+        .unwrap();
+    assert_eq!(send(&e.state, post).await.0, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn posts_without_the_csrf_token_are_refused() {
+    let e = env();
+    let body = "mode=adhoc&personas=ana&topic=x".to_string();
+    assert_eq!(send(&e.state, form_post("/runs", body.clone())).await.0, StatusCode::FORBIDDEN, "no token");
+    let wrong = format!("csrf=deadbeef&{body}");
+    assert_eq!(send(&e.state, form_post("/runs", wrong)).await.0, StatusCode::FORBIDDEN, "wrong token");
+    let json = Request::post("/api/personas/validate")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{}"))
+        .unwrap();
+    assert_eq!(send(&e.state, json).await.0, StatusCode::FORBIDDEN, "JSON without the header");
+    let other_type = Request::post("/runs")
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(format!("csrf={}", e.state.csrf_token())))
+        .unwrap();
+    assert_eq!(send(&e.state, other_type).await.0, StatusCode::FORBIDDEN);
+    assert!(!e.conversations().exists(), "no run was started");
+    // A page elsewhere rebinding its name to 127.0.0.1 gets nothing.
+    let rebound = Request::get("/").header(header::HOST, "evil.example:8080").body(Body::empty()).unwrap();
+    assert_eq!(send(&e.state, rebound).await.0, StatusCode::FORBIDDEN);
+    let local = Request::get("/").header(header::HOST, "127.0.0.1:8080").body(Body::empty()).unwrap();
+    assert_eq!(send(&e.state, local).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn run_ids_cannot_reach_outside_the_output_folder() {
+    let e = env();
+    std::fs::create_dir_all(e.conversations()).unwrap();
+    let outside = e.out().join("secret");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("results.json"), "{}").unwrap();
+    for uri in [
+        "/runs/..",
+        "/runs/..%2Fsecret",
+        "/runs/%2e%2e%2fsecret",
+        "/runs/..%2F..%2Fetc%2Fpasswd",
+        "/runs/..%5Csecret",
+        "/runs/..%2Fsecret/export/json",
+        "/runs/..%2Fsecret/charts/x.svg",
+        "/runs/..%2Fsecret/events",
+        "/api/runs/..%2Fsecret/metrics",
+        "/experiments/..%2Fconversations/report.html",
+    ] {
+        let (status, _, _) = get(&e.state, uri).await;
+        assert!(status == StatusCode::NOT_FOUND || status == StatusCode::BAD_REQUEST, "{uri}: {status}");
+    }
+    let del = form_post("/runs/..%2Fsecret/delete", format!("csrf={}", e.state.csrf_token()));
+    assert_eq!(send(&e.state, del).await.0, StatusCode::NOT_FOUND);
+    assert!(outside.join("results.json").exists(), "nothing outside was deleted");
+}
+
+#[tokio::test]
+async fn persona_and_transcript_text_is_escaped() {
+    let e = env();
+    let evil = "<script>alert(1)</script>";
+    let body = format!(
+        "csrf={}&id=evil&name={}&role={}&description={}&traits=bold&goals=win&style=loud&tags=x",
+        e.state.csrf_token(),
+        enc(evil),
+        enc("<img src=x onerror=alert(2)>"),
+        enc("A persona whose fields are all markup, to prove nothing runs in the browser.")
+    );
+    let (status, headers, text) = send(&e.state, form_post("/personas/save", body)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{text}");
+    assert_eq!(headers[header::LOCATION], "/personas?saved=evil");
+    for uri in ["/personas", "/runs/new", "/personas?edit=evil"] {
+        let (_, _, page) = get(&e.state, uri).await;
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{uri}");
+        assert!(!page.contains(evil) && !page.contains("<img src=x"), "{uri} has raw markup");
+    }
+    // A backup of the previous file was made.
+    assert!(e.dir.path().join("backups").read_dir().unwrap().next().is_some());
+    // The persona takes part in a run; its name and text are escaped in the results.
+    let id = start_run(&e, &["ana", "evil"]).await;
+    wait_finished(&e, &id).await;
+    let (status, _, page) = get(&e.state, &format!("/runs/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(!page.contains(evil));
+}
+
+#[tokio::test]
+async fn live_validation_and_import_and_generate() {
+    let e = env();
+    let csrf = e.state.csrf_token().to_string();
+    let validate = |json: serde_json::Value| {
+        Request::post("/api/personas/validate")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-csrf-token", csrf.clone())
+            .body(Body::from(json.to_string()))
+            .unwrap()
+    };
+    let (status, _, body) =
+        send(&e.state, validate(serde_json::json!({ "id": "x y", "name": "Ana Lima", "temperature": "hot" }))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["valid"], false);
+    let fields: Vec<&str> = v["findings"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+    for f in ["id", "role", "description", "name", "temperature"] {
+        assert!(fields.iter().any(|x| x.starts_with(f)), "{f} not in {fields:?}");
+    }
+    // Import a TinyTroupe agent: shown for review, not saved.
+    let agent = std::fs::read_to_string("data/agents/lisa_carter.agent.json").unwrap();
+    let (status, _, page) =
+        send(&e.state, form_post("/personas/import", format!("csrf={csrf}&json={}", enc(&agent)))).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Review the import") && page.contains("name=\"batch\""));
+    // A fragment applied to a persona.
+    let frag = std::fs::read_to_string("data/agents/fragments/skeptic.fragment.json").unwrap();
+    let (status, _, page) =
+        send(&e.state, form_post("/personas/import", format!("csrf={csrf}&target=ana&json={}", enc(&frag)))).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    // Generate with the simulated provider, then save the reviewed batch.
+    let (status, _, page) = send(
+        &e.state,
+        form_post(
+            "/personas/generate",
+            format!("csrf={csrf}&context={}&count=4&provider=simulated", enc("rural nurses")),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let again = send(
+        &e.state,
+        form_post(
+            "/personas/generate",
+            format!("csrf={csrf}&context={}&count=4&provider=simulated", enc("rural nurses")),
+        ),
+    )
+    .await
+    .2;
+    assert_eq!(page, again, "simulated drafts are deterministic");
+    let start = page.find("name=\"batch\"").unwrap();
+    let open = page[start..].find('>').unwrap() + start + 1;
+    let close = page[open..].find("</textarea>").unwrap() + open;
+    let batch = html_unescape(&page[open..close]);
+    let drafts: Vec<serde_json::Value> = serde_json::from_str(&batch).unwrap();
+    assert_eq!(drafts.len(), 4);
+    let before = std::fs::read_to_string(e.dir.path().join("personas.json")).unwrap();
+    let (status, _, text) =
+        send(&e.state, form_post("/personas/save-batch", format!("csrf={csrf}&batch={}", enc(&batch)))).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{text}");
+    let db = troupe_sim::persona::PersonaDatabase::load(&e.dir.path().join("personas.json")).unwrap();
+    assert_eq!(db.personas.len(), 7);
+    assert!(troupe_sim::persona::validate_database(&db).is_valid());
+    let backup = e.dir.path().join("backups").read_dir().unwrap().next().unwrap().unwrap().path().join("personas.json");
+    assert_eq!(std::fs::read_to_string(backup).unwrap(), before, "the backup holds the previous file");
+    // A batch with an invalid persona is not saved.
+    let bad = serde_json::json!([{ "id": "nobody", "name": "", "role": "", "description": "" }]).to_string();
+    let (status, _, _) =
+        send(&e.state, form_post("/personas/save-batch", format!("csrf={csrf}&batch={}", enc(&bad)))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+fn html_unescape(s: &str) -> String {
+    s.replace("&quot;", "\"").replace("&#39;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+}
+
+#[tokio::test]
+async fn a_run_starts_finishes_and_exports() {
+    let e = env();
+    let csrf = e.state.csrf_token().to_string();
+    // Estimate first.
+    let est = Request::post("/api/estimate")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("x-csrf-token", csrf.clone())
+        .body(Body::from("mode=adhoc&topic=x&turns=2&personas=ana&personas=ben"))
+        .unwrap();
+    let (status, _, body) = send(&e.state, est).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["calls"].as_u64().unwrap() >= 4, "{v}");
+    // A bad form says what is wrong.
+    let (status, _, body) = send(&e.state, form_post("/runs", format!("csrf={csrf}&mode=adhoc&topic=x"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("pick at least one persona"));
+    let id = start_run(&e, &["ana", "ben", "cleo"]).await;
+    wait_finished(&e, &id).await;
+    let (status, _, page) = get(&e.state, &format!("/runs/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Metrics") && page.contains("class=\"msg\"") && page.contains("completed"), "{page}");
+    let (_, _, runs) = get(&e.state, "/").await;
+    assert!(runs.contains(&id) && runs.contains("completed"));
+    for f in ["json", "jsonl", "csv", "markdown", "html"] {
+        let (status, headers, body) = get(&e.state, &format!("/runs/{id}/export/{f}")).await;
+        assert_eq!(status, StatusCode::OK, "{f}: {body}");
+        assert!(headers[header::CONTENT_DISPOSITION].to_str().unwrap().starts_with("attachment"));
+        assert!(!body.is_empty());
+    }
+    assert_eq!(get(&e.state, &format!("/runs/{id}/export/pdf")).await.0, StatusCode::NOT_FOUND);
+    // Persona filter and search.
+    let (_, _, ben) = get(&e.state, &format!("/runs/{id}?persona=ben")).await;
+    assert!(ben.contains("data-speaker=\"ben\"") && !ben.contains("data-speaker=\"ana\""));
+    // Delete.
+    let (status, _, _) = send(&e.state, form_post(&format!("/runs/{id}/delete"), format!("csrf={csrf}"))).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(!e.conversations().join(&id).exists());
+    assert_eq!(get(&e.state, &format!("/runs/{id}")).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn request_bodies_are_limited() {
+    let e = env();
+    let big = format!("csrf={}&json={}", e.state.csrf_token(), "a".repeat(3 * 1024 * 1024));
+    let (status, _, _) = send(&e.state, form_post("/personas/import", big)).await;
+    assert!(status == StatusCode::PAYLOAD_TOO_LARGE || status == StatusCode::BAD_REQUEST, "{status}");
+}
+
+fn write_big_run(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let agents = ["ana", "ben", "cleo"];
+    let mut jsonl = String::new();
+    let mut transcript = Vec::new();
+    for i in 0..n {
+        let who = agents[i % 3];
+        let e = serde_json::json!({
+            "seq": i, "turn": i / 3 + 1, "speaker": who, "speaker_id": who, "role": "Analyst",
+            "text": format!("Message {i}: I think the night buses should run every twenty minutes on weekdays."),
+            "timestamp": "2026-01-01T00:00:00Z",
+        });
+        jsonl.push_str(&e.to_string());
+        jsonl.push('\n');
+        transcript.push(e);
+    }
+    let results = serde_json::json!({
+        "success": true, "transcript": transcript,
+        "agents": agents.iter().map(|a| serde_json::json!({"name": a, "role": "Analyst", "id": a})).collect::<Vec<_>>(),
+        "metrics": { "duration": 12.5, "total_messages": n, "total_tokens": 1000, "api_calls": n, "errors": 0,
+            "average_response_time": 0.1, "prompt_tokens": 800, "completion_tokens": 200, "retries": 0, "timeouts": 0,
+            "fallbacks": 0, "skipped_turns": 0, "restarts": 0, "throughput_per_min": 1.0, "calls_per_message": 1.0,
+            "error_rate": 0.0, "cost_usd": 0.0, "latency_p50": 0.1, "latency_p99": 0.2 },
+        "config": { "model": "m", "temperature": 0.7, "turns": n / 3, "policy": "RoundRobin", "run_seed": 1, "provider": "simulated",
+            "fallback_model": [], "max_workers": 3, "rate_limit_delay": 0.0, "persona_timeout": 30.0, "max_retries": 1,
+            "graceful_degradation": true },
+        "run_id": "big", "scenario": "ad-hoc", "topic": "buses", "provider": "simulated", "synthetic": true,
+        "models_used": [], "completed_turns": n / 3, "stop_reason": { "kind": "completed" }, "skipped": [], "thoughts": [],
+        "passes": [], "interventions": [], "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:01:00Z",
+        "estimate": {}, "estimate_accuracy": {},
+    });
+    std::fs::write(dir.join("results.json"), serde_json::to_vec(&results).unwrap()).unwrap();
+    std::fs::write(dir.join("transcript.jsonl"), jsonl).unwrap();
+}
+
+#[tokio::test]
+async fn a_ten_thousand_message_transcript_opens_quickly() {
+    let e = env();
+    write_big_run(&e.conversations().join("big-run"), 10_000);
+    // Warm up the router once (first-use costs are not the page's).
+    let _ = get(&e.state, "/assets/app.css").await;
+    let t0 = Instant::now();
+    let (status, _, page) = get(&e.state, "/runs/big-run").await;
+    let took = t0.elapsed();
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("10000 message(s) · page 1 of 100"), "the header counts every message");
+    assert_eq!(page.matches("class=\"msg\"").count(), 100, "one page");
+    eprintln!("10,000-message transcript: first page in {took:?}");
+    assert!(took < Duration::from_millis(300), "took {took:?}");
+    let (_, _, p50) = get(&e.state, "/runs/big-run?page=50").await;
+    assert!(p50.contains("Message 4900:") && p50.contains("page 50 of 100"));
+    let (_, _, found) = get(&e.state, "/runs/big-run?q=message+9999%3A").await;
+    assert!(found.contains("1 message(s)"), "search");
+    let t0 = Instant::now();
+    let (_, _, runs) = get(&e.state, "/").await;
+    assert!(runs.contains("big-run") && t0.elapsed() < Duration::from_millis(300));
+}
+
+/// Reads an SSE response until `done`, returning (id, event name) pairs.
+async fn read_events(resp: reqwest::Response) -> Vec<(usize, String)> {
+    use futures_util::StreamExt;
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, stream.next()).await.expect("events in time");
+        let Some(chunk) = chunk else { break };
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let mut id = None;
+            let mut name = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse().ok();
+                }
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim().to_string();
+                }
+            }
+            if let Some(id) = id {
+                out.push((id, name.clone()));
+            }
+            if name == "done" {
+                return out;
+            }
+        }
+    }
+    out
+}
+
+async fn serve(e: &Env) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = e.state.clone();
+    tokio::spawn(async move {
+        let _ = troupe_sim::web::serve(listener, state, std::future::pending()).await;
+    });
+    format!("http://{addr}")
+}
+
+async fn start_over_http(base: &str, csrf: &str, client: &reqwest::Client) -> String {
+    let resp = client
+        .post(format!("{base}/runs"))
+        .header("x-csrf-token", csrf)
+        .header(header::CONTENT_TYPE.as_str(), "application/x-www-form-urlencoded")
+        .body("mode=adhoc&topic=buses&turns=4&provider=simulated&personas=ana&personas=ben&personas=cleo")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 303);
+    resp.headers()["location"].to_str().unwrap().trim_start_matches("/runs/").to_string()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).no_proxy().build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sse_streams_a_live_run_over_a_real_socket_and_resumes() {
+    let e = env_with(None, 15.0);
+    let base = serve(&e).await;
+    let c = client();
+    let id = start_over_http(&base, e.state.csrf_token(), &c).await;
+    let resp = c.get(format!("{base}/runs/{id}/events")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let events = read_events(resp).await;
+    let ids: Vec<usize> = events.iter().map(|(i, _)| *i).collect();
+    assert_eq!(ids, (0..ids.len()).collect::<Vec<_>>(), "every event once, in order");
+    let messages = events.iter().filter(|(_, n)| n == "message").count();
+    assert!(events.iter().any(|(_, n)| n == "turn") && events.last().unwrap().1 == "done");
+    let results = troupe_sim::results::load_results(&e.conversations().join(&id).join("results.json")).unwrap();
+    assert_eq!(messages, results.transcript.len(), "every message streamed");
+    // A reconnect resumes after Last-Event-ID.
+    let resp = c.get(format!("{base}/runs/{id}/events")).header("last-event-id", "2").send().await.unwrap();
+    let again = read_events(resp).await;
+    assert_eq!(again.first().unwrap().0, 3);
+    assert_eq!(again.len(), events.len() - 3);
+    // Live metrics answer as JSON.
+    let m: serde_json::Value =
+        c.get(format!("{base}/api/runs/{id}/metrics")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(m["status"]["state"], "finished");
+    assert!(m["metrics"]["api_calls"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_viewers_of_one_live_run_are_all_served() {
+    let e = env_with(None, 25.0);
+    let base = serve(&e).await;
+    let c = client();
+    let id = start_over_http(&base, e.state.csrf_token(), &c).await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let c = c.clone();
+        let url = format!("{base}/runs/{id}/events");
+        tasks.push(tokio::spawn(async move { read_events(c.get(url).send().await.unwrap()).await }));
+    }
+    // Meanwhile a second run goes at once, sharing the provider.
+    let other = start_over_http(&base, e.state.csrf_token(), &c).await;
+    let mut all = Vec::new();
+    for t in tasks {
+        all.push(t.await.unwrap());
+    }
+    let first = &all[0];
+    assert!(first.iter().filter(|(_, n)| n == "message").count() > 3);
+    for v in &all {
+        assert_eq!(v, first, "every viewer saw the same events");
+    }
+    let resp = c.get(format!("{base}/runs/{other}/events")).send().await.unwrap();
+    assert_eq!(read_events(resp).await.last().unwrap().1, "done");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The browser test: headless Chromium driven over the WebDriver protocol (chromedriver on a
+// local port), with a small client on top of reqwest.
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+struct WebDriver {
+    c: reqwest::Client,
+    url: String,
+    shots: PathBuf,
+}
+
+impl WebDriver {
+    async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        let mut req = self.c.request(method, format!("{}{path}", self.url));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let v: serde_json::Value = req.send().await.unwrap().json().await.unwrap();
+        v["value"].clone()
+    }
+    async fn goto(&self, url: &str) {
+        self.cmd(reqwest::Method::POST, "/url", Some(serde_json::json!({ "url": url }))).await;
+    }
+    async fn find(&self, css: &str) -> Option<String> {
+        let v = self
+            .cmd(reqwest::Method::POST, "/element", Some(serde_json::json!({ "using": "css selector", "value": css })))
+            .await;
+        v[ELEMENT].as_str().map(str::to_string)
+    }
+    async fn wait(&self, css: &str) -> String {
+        let t0 = Instant::now();
+        loop {
+            if let Some(e) = self.find(css).await {
+                return e;
+            }
+            if t0.elapsed() > Duration::from_secs(30) {
+                let url = self.cmd(reqwest::Method::GET, "/url", None).await;
+                let src = self.cmd(reqwest::Method::GET, "/source", None).await;
+                let src = src.as_str().unwrap_or("").chars().take(800).collect::<String>();
+                let raw = self
+                    .cmd(
+                        reqwest::Method::POST,
+                        "/element",
+                        Some(serde_json::json!({ "using": "css selector", "value": css })),
+                    )
+                    .await;
+                panic!("no element {css} on {url}: {raw} {src}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    async fn click(&self, css: &str) {
+        let e = self.wait(css).await;
+        self.cmd(reqwest::Method::POST, &format!("/element/{e}/click"), Some(serde_json::json!({}))).await;
+    }
+    async fn type_in(&self, css: &str, text: &str) {
+        let e = self.wait(css).await;
+        self.cmd(reqwest::Method::POST, &format!("/element/{e}/value"), Some(serde_json::json!({ "text": text })))
+            .await;
+    }
+    async fn js(&self, script: &str) -> serde_json::Value {
+        self.cmd(reqwest::Method::POST, "/execute/sync", Some(serde_json::json!({ "script": script, "args": [] })))
+            .await
+    }
+    async fn until(&self, what: &str, script: &str) -> serde_json::Value {
+        let t0 = Instant::now();
+        loop {
+            let v = self.js(script).await;
+            if !(v.is_null() || v == false) {
+                return v;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    async fn screenshot(&self, name: &str) {
+        let v = self.cmd(reqwest::Method::GET, "/screenshot", None).await;
+        let png = base64_decode(v.as_str().unwrap());
+        assert!(png.starts_with(b"\x89PNG"));
+        std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=').collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= (val(*c) as u32) << (18 - 6 * i);
+        }
+        out.push((n >> 16) as u8);
+        if chunk.len() > 2 {
+            out.push((n >> 8) as u8);
+        }
+        if chunk.len() > 3 {
+            out.push(n as u8);
+        }
+    }
+    out
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn browser_builds_a_persona_runs_and_exports() {
+    let required = std::env::var("TROUPE_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
+    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+        assert!(!required, "TROUPE_REQUIRE_BROWSER=1 but {CHROMIUM} or {CHROMEDRIVER} is missing");
+        eprintln!(
+            "note: skipping the browser test: {CHROMIUM} is not installed (apt-get install chromium chromium-driver); \
+             TROUPE_REQUIRE_BROWSER=1 makes this a failure"
+        );
+        return;
+    }
+    let e = env_with(None, 120.0);
+    let base = serve(&e).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _driver = Child(
+        std::process::Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let c = client();
+    let driver = format!("http://127.0.0.1:{port}");
+    let t0 = Instant::now();
+    while c.get(format!("{driver}/status")).send().await.is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "chromedriver did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let caps = serde_json::json!({ "capabilities": { "alwaysMatch": { "browserName": "chrome", "goog:chromeOptions": {
+        "binary": CHROMIUM,
+        "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-dev-shm-usage", "--window-size=1280,1400"],
+    } } } });
+    let session: serde_json::Value =
+        c.post(format!("{driver}/session")).json(&caps).send().await.unwrap().json().await.unwrap();
+    let sid = session["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {session}")).to_string();
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let wd = WebDriver { c: c.clone(), url: format!("{driver}/session/{sid}"), shots };
+
+    // Build and save a persona, with live validation.
+    wd.goto(&format!("{base}/personas")).await;
+    wd.type_in("input[name=id]", "dana_webb").await;
+    wd.until("live validation", "return document.querySelector('#findings li.error') !== null").await;
+    wd.type_in("input[name=name]", "Dana Webb").await;
+    wd.type_in("input[name=role]", "Bus driver").await;
+    wd.type_in("textarea[name=description]", "Dana has driven night routes for twelve years and knows every stop.")
+        .await;
+    wd.type_in("input[name=traits]", "practical, blunt").await;
+    wd.type_in("textarea[name=goals]", "keep the late routes running").await;
+    wd.type_in("input[name=style]", "Short sentences, concrete stories.").await;
+    wd.type_in("input[name=tags]", "transport").await;
+    wd.until("a valid persona", "return document.querySelector('#persona-form').dataset.valid === 'true'").await;
+    wd.screenshot("1-persona-builder").await;
+    wd.click("#save-persona").await;
+    wd.wait("#saved").await;
+    wd.screenshot("2-persona-saved").await;
+
+    // Start a 3-persona run on the simulated provider, with an estimate first.
+    wd.goto(&format!("{base}/runs/new")).await;
+    wd.type_in("#persona-search", "dana").await;
+    wd.until("the search filter", "return document.querySelector('input[value=ana]').closest('li').hidden").await;
+    wd.click("input[name=personas][value=dana_webb]").await;
+    wd.js("document.querySelector('#persona-search').value=''; document.querySelector('#persona-search').dispatchEvent(new Event('input'));").await;
+    wd.click("input[name=personas][value=ana]").await;
+    wd.click("input[name=personas][value=ben]").await;
+    wd.js("document.querySelector('select[name=provider]').value='simulated'; document.querySelector('input[name=turns]').value='4';").await;
+    wd.click("#estimate").await;
+    wd.until("the estimate", "return /calls/.test(document.querySelector('#estimate-out').textContent)").await;
+    wd.screenshot("3-new-run").await;
+    wd.click("#start").await;
+
+    // Messages stream in on the Live page.
+    wd.wait("#live").await;
+    let first = wd
+        .until(
+            "a first message",
+            "const n = document.querySelectorAll('#transcript li.msg').length; return n > 0 ? n : null",
+        )
+        .await;
+    wd.screenshot("4-live-run").await;
+    wd.until("the end of the run", "return !document.querySelector('#done-link').hidden").await;
+    let last = wd.js("return document.querySelectorAll('#transcript li.msg').length").await;
+    assert!(last.as_u64() > first.as_u64(), "messages arrived one by one ({first} then {last})");
+    wd.screenshot("5-live-done").await;
+
+    // The results, and the HTML export downloaded from the page's own link.
+    wd.click("#done-link a").await;
+    wd.wait("p.exports").await;
+    wd.screenshot("6-results").await;
+    let html = wd
+        .cmd(
+            reqwest::Method::POST,
+            "/execute/async",
+            Some(serde_json::json!({
+                "script": "const done = arguments[arguments.length - 1]; const a = [...document.querySelectorAll('p.exports a')].find(a => a.textContent === 'html'); fetch(a.href, {credentials: 'same-origin'}).then(r => r.text()).then(done, e => done('ERR ' + e));",
+                "args": [],
+            })),
+        )
+        .await;
+    let html = html.as_str().unwrap().to_string();
+    assert!(html.contains("<html") && html.contains("Dana Webb"), "{}", &html[..html.len().min(300)]);
+    std::fs::write(wd.shots.join("export.html"), &html).unwrap();
+
+    wd.goto(&format!("{base}/settings?doctor=1&debug=1")).await;
+    wd.wait("#doctor").await;
+    wd.screenshot("7-settings").await;
+    wd.goto(&format!("{base}/")).await;
+    wd.wait("table.runs").await;
+    wd.screenshot("8-runs").await;
+    let _ = c.delete(format!("{driver}/session/{sid}")).send().await;
+}
+
+#[test]
+fn personas_generate_drafts_offline_from_the_cli() {
+    let out = assert_cmd::Command::cargo_bin("troupe")
+        .unwrap()
+        .args(["personas", "generate", "--context", "rural nurses", "--count", "3", "--simulated"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let drafts: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(drafts.len(), 3);
+    assert!(drafts.iter().all(|d| d["tags"].as_array().unwrap().iter().any(|t| t == "generated")));
+    let short = assert_cmd::Command::cargo_bin("troupe").unwrap().args(["serve", "--token", "short"]).output().unwrap();
+    assert_eq!(short.status.code(), Some(2), "a short token is a usage error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_live_run_can_be_cancelled_and_its_page_is_live_meanwhile() {
+    let e = env_with(None, 100.0);
+    let id = start_run(&e, &["ana", "ben", "cleo"]).await;
+    let (status, _, page) = get(&e.state, &format!("/runs/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("id=\"live\"") && page.contains("Cancel run"), "the Live page while it runs");
+    let (status, _, _) =
+        send(&e.state, form_post(&format!("/runs/{id}/cancel"), format!("csrf={}", e.state.csrf_token()))).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    wait_finished(&e, &id).await;
+    let (_, _, page) = get(&e.state, &format!("/runs/{id}")).await;
+    assert!(page.contains("cancelled"), "{page}");
+}
