@@ -589,10 +589,10 @@ impl Inner {
         let chunk: WireChunk =
             serde_json::from_str(&ev.data).map_err(|e| self.malformed(status, &e.to_string(), ev.data.as_bytes()))?;
         if let Some(err) = chunk.error {
-            let msg = error_message(&err).unwrap_or_else(|| snippet(&err.to_string()));
+            let msg = error_message(&err).unwrap_or_else(|| err.to_string());
             return Err(LlmError::new(
                 ErrorKind::Server,
-                format!("the server failed mid-stream: {}", self.scrub(&msg)),
+                format!("the server failed mid-stream: {}", snippet(&self.scrub(&msg))),
             )
             .with_status(status));
         }
@@ -636,11 +636,12 @@ impl Inner {
         let text = String::from_utf8_lossy(body);
         LlmError::new(
             ErrorKind::Malformed,
-            // serde's message can quote the whole offending value: it is cut too.
+            // serde's message can quote the whole offending value: it is cut too. Both are
+            // scrubbed before they are cut, or a key cut in half would keep its start.
             format!(
                 "the answer is not the expected JSON ({}); it begins: {}",
-                self.scrub(&snippet_of(why, 100)),
-                self.scrub(&snippet(&text))
+                snippet_of(&self.scrub(why), 100),
+                snippet(&self.scrub(&text))
             ),
         )
         .with_status(status)
@@ -653,8 +654,9 @@ impl Inner {
         let body = resp.bytes().await.unwrap_or_default();
         let text = String::from_utf8_lossy(&body);
         let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
-        let said = parsed.as_ref().and_then(error_message).unwrap_or_else(|| snippet(&text));
-        let said = self.scrub(&said);
+        let said = parsed.as_ref().and_then(error_message).unwrap_or_else(|| text.to_string());
+        // Scrubbed before it is cut: a cut key no longer matches and its start would show.
+        let said = snippet(&self.scrub(&said));
         let error_code = parsed
             .as_ref()
             .and_then(|v| v.get("error"))
@@ -754,14 +756,14 @@ fn finish(req: &ChatRequest, text: String, finish_reason: Option<&str>, usage: O
 }
 
 /// The message of an error body: OpenAI's `{"error": {"message"}}`, Ollama's `{"error": "..."}`,
-/// or `{"message"}` / `{"detail"}` (FastAPI servers).
+/// or `{"message"}` / `{"detail"}` (FastAPI servers). Whole: callers scrub it, then cut it.
 fn error_message(v: &serde_json::Value) -> Option<String> {
     let e = v.get("error").unwrap_or(v);
     let m = match e {
         serde_json::Value::String(s) => Some(s.as_str()),
         _ => e.get("message").or_else(|| e.get("detail")).or_else(|| v.get("detail")).and_then(|m| m.as_str()),
     };
-    m.map(snippet)
+    m.map(str::to_string)
 }
 
 fn is_context_length(code: &str, message: &str) -> bool {

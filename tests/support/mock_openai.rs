@@ -92,6 +92,10 @@ pub struct MockConfig {
     /// A fault profile drawn per request (seeded): shares of 429s (with Retry-After), answers
     /// that never come (the client's timeout fires) and malformed bodies. 500s use `error_rate`.
     pub faults: MockFaults,
+    /// Answer every chat request (after the script) with this, `{auth}` in its body replaced by
+    /// the `Authorization` (Azure: `api-key`) header received and `{key}` by the key in it: a
+    /// server that quotes credentials back, for the secrets tests.
+    pub echo: Option<Canned>,
 }
 
 /// Shares of requests answered with each fault.
@@ -123,6 +127,7 @@ impl Default for MockConfig {
             require_key: None,
             script: VecDeque::new(),
             faults: MockFaults::default(),
+            echo: None,
         }
     }
 }
@@ -339,6 +344,13 @@ async fn chat(st: Arc<MockState>, uri: Uri, headers: HeaderMap, body: Bytes, azu
         }
         c.clone()
     };
+    if let Some(mut echo) = cfg.echo.clone() {
+        let auth = headers.get(if azure { "api-key" } else { "authorization" }).and_then(|v| v.to_str().ok());
+        let auth = auth.unwrap_or_default();
+        let key = auth.strip_prefix("Bearer ").unwrap_or(auth);
+        echo.body = echo.body.replace("{auth}", auth).replace("{key}", key);
+        return canned_response(echo);
+    }
 
     if let Some(key) = &cfg.require_key {
         let ok = if azure {
