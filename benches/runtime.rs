@@ -35,15 +35,10 @@ fn persona(i: usize) -> PersonaSpec {
         id: format!("p{i}"),
         name: format!("Person {i}"),
         role: ["Engineer", "Designer", "Analyst", "Manager", "Researcher"][i % 5].into(),
-        description: format!(
-            "Persona number {i}, with ten years in the field and strong opinions on process."
-        ),
+        description: format!("Persona number {i}, with ten years in the field and strong opinions on process."),
         personality: Personality {
             traits: traits[i % 5].iter().map(|s| s.to_string()).collect(),
-            goals: vec![
-                "Reach a decision the team can live with".into(),
-                "Keep costs under control".into(),
-            ],
+            goals: vec!["Reach a decision the team can live with".into(), "Keep costs under control".into()],
             style: "Concise and professional".into(),
             communication: "direct".into(),
             decisions: "data-driven".into(),
@@ -81,20 +76,13 @@ fn run(
 ) -> SimulationResults {
     let provider = Arc::new(SimulatedProvider::new(cfg.llm.simulated.clone()));
     let engine = SimulationEngine::with_provider(cfg, provider);
-    let mut plan = RunPlan::ad_hoc(
-        "Should the team adopt a four-day week with on-call coverage?",
-        personas,
-    );
+    let mut plan = RunPlan::ad_hoc("Should the team adopt a four-day week with on-call coverage?", personas);
     plan.hearing = hearing;
-    rt.block_on(engine.run(plan, RunOptions::default()))
-        .expect("run")
+    rt.block_on(engine.run(plan, RunOptions::default())).expect("run")
 }
 
 fn cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
@@ -104,9 +92,7 @@ fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
 }
@@ -114,19 +100,12 @@ fn peak_rss_kib() -> u64 {
 /// True when the command line's filter (if any) selects `group`; the figure runs outside
 /// criterion's own measurements honour the same filter.
 fn wanted(group: &str) -> bool {
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     filters.is_empty() || filters.iter().any(|f| group.contains(f.as_str()))
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
 }
 
 fn overhead(c: &mut Criterion) {
@@ -136,9 +115,7 @@ fn overhead(c: &mut Criterion) {
     let rt = rt();
     let personas: Vec<PersonaSpec> = (0..50).map(persona).collect();
     let cfg = config(6, TurnPolicy::RoundRobin, 0.0, 3);
-    let calls = run(&rt, cfg.clone(), personas.clone(), Hearing::Everyone)
-        .metrics
-        .api_calls;
+    let calls = run(&rt, cfg.clone(), personas.clone(), Hearing::Everyone).metrics.api_calls;
     let mut g = c.benchmark_group("overhead_50x6");
     g.sample_size(20);
     // Measured in process CPU time (both runtime threads), so the figure is CPU per run.
@@ -177,9 +154,7 @@ fn latency_bound(c: &mut Criterion) {
     let mut g = c.benchmark_group("latency_bound_50x2_200ms");
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(6));
-    g.bench_function("wall", |b| {
-        b.iter(|| black_box(run(&rt, cfg.clone(), personas.clone(), Hearing::Everyone)))
-    });
+    g.bench_function("wall", |b| b.iter(|| black_box(run(&rt, cfg.clone(), personas.clone(), Hearing::Everyone))));
     g.finish();
     let t = Instant::now();
     let r = run(&rt, cfg, personas, Hearing::Everyone);
@@ -196,10 +171,7 @@ fn latency_bound(c: &mut Criterion) {
 fn graph(n: usize) -> Hearing {
     let mut g: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for i in 0..n {
-        let links = [1, 7, 31, 127]
-            .iter()
-            .map(|d| format!("p{}", (i + d) % n))
-            .collect();
+        let links = [1, 7, 31, 127].iter().map(|d| format!("p{}", (i + d) % n)).collect();
         g.insert(format!("p{i}"), links);
     }
     Hearing::Relations(g)
@@ -230,9 +202,7 @@ fn scale(c: &mut Criterion) {
     let mut g = c.benchmark_group("scale_10k_x3");
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(20));
-    g.bench_function("wall", |b| {
-        b.iter(|| black_box(run(&rt, cfg.clone(), personas.clone(), hearing.clone())))
-    });
+    g.bench_function("wall", |b| b.iter(|| black_box(run(&rt, cfg.clone(), personas.clone(), hearing.clone()))));
     g.finish();
 }
 
@@ -248,23 +218,11 @@ fn calls_per_persona_turn(_c: &mut Criterion) {
             let mut cfg = config(6, TurnPolicy::RoundRobin, 0.0, 8);
             cfg.simulation.consolidate_every = every;
             let r = run(&rt, cfg, personas, Hearing::Everyone);
-            row.push(format!(
-                "{n}: {:.2}",
-                r.metrics.api_calls as f64 / (n * 6) as f64
-            ));
+            row.push(format!("{n}: {:.2}", r.metrics.api_calls as f64 / (n * 6) as f64));
         }
-        println!(
-            "figure: calls per persona-turn (consolidate_every = {every}): {}",
-            row.join(", ")
-        );
+        println!("figure: calls per persona-turn (consolidate_every = {every}): {}", row.join(", "));
     }
 }
 
-criterion_group!(
-    benches,
-    overhead,
-    latency_bound,
-    scale,
-    calls_per_persona_turn
-);
+criterion_group!(benches, overhead, latency_bound, scale, calls_per_persona_turn);
 criterion_main!(benches);

@@ -341,6 +341,18 @@ fn check_ranges(c: &SimulationConfig, fig: &Figment) -> Result<(), ConfigError> 
     if c.llm.max_tokens == 0 {
         return bad("llm.max_tokens", "0".into(), "allow at least 1 token");
     }
+    let rp = c.llm.local.repeat_penalty;
+    if !(rp.is_finite() && rp > 0.0 && rp <= 10.0) {
+        return bad(
+            "llm.local.repeat_penalty",
+            rp.to_string(),
+            "use a value above 0 and at most 10 (1.0 turns it off)",
+        );
+    }
+    let mt = c.llm.local.max_temperature;
+    if !(0.0..=2.0).contains(&mt) {
+        return bad("llm.local.max_temperature", mt.to_string(), "use a value between 0.0 and 2.0");
+    }
     if p.max_workers == 0 {
         return bad("performance.max_workers", "0".into(), "allow at least 1 concurrent call");
     }

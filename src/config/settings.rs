@@ -228,13 +228,23 @@ pub struct LocalConfig {
     pub repeat_penalty: f64,
     /// How many recent tokens the repeat penalty looks at.
     pub repeat_last_n: usize,
+    /// Temperatures above this (from `llm.temperature` or a persona's own) are lowered to it:
+    /// a small model's text falls apart where a large model's only gets livelier.
+    pub max_temperature: f64,
     /// Let `provider = "auto"` fetch the model (with pip) the first time it is needed.
     pub auto_fetch: bool,
 }
 
 impl Default for LocalConfig {
     fn default() -> Self {
-        LocalConfig { model_path: None, model_dir: None, repeat_penalty: 1.1, repeat_last_n: 64, auto_fetch: true }
+        LocalConfig {
+            model_path: None,
+            model_dir: None,
+            repeat_penalty: 1.1,
+            repeat_last_n: 64,
+            max_temperature: 0.5,
+            auto_fetch: true,
+        }
     }
 }
 
