@@ -5,21 +5,9 @@ use std::fmt::Write;
 
 use axum::response::Html;
 
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// Escapes text for HTML element content and quoted attribute values (the exporters' escaping,
+/// so pages and the HTML export treat text the same way).
+pub use crate::export::escape_html as escape;
 
 /// Percent-encodes a query-string value.
 pub fn url_encode(s: &str) -> String {
