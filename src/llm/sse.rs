@@ -45,7 +45,8 @@ impl SseParser {
     /// Parses `chunk` and appends every event it completes to `out`.
     pub fn feed_into(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) {
         let mut rest = chunk;
-        if self.after_cr {
+        // An empty chunk must not forget a pending CR: the LF may still open the next one.
+        if self.after_cr && !rest.is_empty() {
             self.after_cr = false;
             if let Some(r) = rest.strip_prefix(b"\n") {
                 rest = r;
@@ -167,6 +168,8 @@ mod tests {
         assert_eq!(crlf, vec![data("a"), data("b"), data("c")]);
         // A CR at the end of one chunk and the LF opening the next are one line end.
         assert_eq!(parse_all(&[b"data: a\r", b"\n\r", b"\n"]), vec![data("a")]);
+        // ... even with an empty chunk between them.
+        assert_eq!(parse_all(&[b"data: a\r", b"", b"\ndata: b\r", b"", b"\n\n"]), vec![data("a\nb")]);
     }
 
     #[test]
