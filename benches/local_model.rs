@@ -7,10 +7,14 @@
 //! points of the issue: candle about 30 tokens/s and llama.cpp about 80 tokens/s generating.
 //! Skips with a note when the model is not cached (`troupe model fetch`).
 
+#[cfg(feature = "local-model")]
 use std::sync::Arc;
+#[cfg(feature = "local-model")]
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput};
+use criterion::Criterion;
+#[cfg(feature = "local-model")]
+use criterion::Throughput;
 #[cfg(feature = "local-model")]
 use troupe_sim::llm::local::{GenerateParams, LocalModel, sampler::SamplingParams};
 use troupe_sim::llm::{ChatMessage, Role};

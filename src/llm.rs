@@ -240,7 +240,7 @@ pub fn provider_from_config(
             Ok((
                 Arc::new(SimulatedProvider::new(cfg.llm.simulated.clone())),
                 Some(format!(
-                    "using the built-in simulated provider: the text is synthetic ({why}). For real text run `troupe model fetch`, or set OPENAI_API_KEY or llm.base_url. Set llm.provider = \"simulated\" to silence this notice."
+                    "using the built-in simulated provider: the text is synthetic: {why}. Set llm.provider = \"simulated\" to silence this notice."
                 )),
             ))
         }

@@ -4,51 +4,8 @@
 //! `TROUPE_REQUIRE_MODEL=1` (CI sets it after `troupe model fetch`), which makes a missing
 //! model a failure. Tests of bad files and settings need no model and always run.
 
-use std::io::{Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
 use troupe_sim::config::{ProviderKind, SimulationConfig};
-use troupe_sim::llm::{ChatMessage, ChatRequest, ErrorKind, Role, provider_from_config};
-use troupe_sim::model::{DEFAULT_MODEL, cache_dir};
-
-fn cached_model() -> Option<PathBuf> {
-    let path = cache_dir(None).ok()?.join(DEFAULT_MODEL.file_name);
-    if path.is_file() {
-        return Some(path);
-    }
-    let required = std::env::var("TROUPE_REQUIRE_MODEL").is_ok_and(|v| !v.is_empty() && v != "0");
-    assert!(
-        !required,
-        "TROUPE_REQUIRE_MODEL is set but there is no model at {}; run `troupe model fetch`",
-        path.display()
-    );
-    eprintln!(
-        "note: skipped: no model at {} (run `troupe model fetch`, or set TROUPE_REQUIRE_MODEL=1 to make this a failure)",
-        path.display()
-    );
-    None
-}
-
-fn messages(question: &str) -> Vec<ChatMessage> {
-    vec![
-        ChatMessage::new(Role::System, "You are a helpful assistant. Answer in one short sentence."),
-        ChatMessage::new(Role::User, question),
-    ]
-}
-
-fn request(question: &str, temperature: f64, max_tokens: u32, seed: u64) -> ChatRequest {
-    ChatRequest {
-        model: "ignored".into(),
-        messages: messages(question),
-        temperature: Some(temperature),
-        top_p: None,
-        max_tokens: Some(max_tokens),
-        seed: Some(seed),
-        stop: Vec::new(),
-        meta: Default::default(),
-    }
-}
+use troupe_sim::llm::{ErrorKind, provider_from_config};
 
 #[test]
 fn a_file_that_is_not_there_says_how_to_get_one() {
@@ -88,7 +45,13 @@ fn auto_without_a_model_or_a_key_falls_back_to_simulated_with_a_notice() {
 
 #[cfg(feature = "local-model")]
 mod with_the_feature {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
     use std::time::Duration;
+
+    use troupe_sim::llm::{ChatMessage, ChatRequest, Role};
+    use troupe_sim::model::{DEFAULT_MODEL, cache_dir};
 
     use troupe_sim::engine::{RunOptions, RunPlan, SimulationEngine};
     use troupe_sim::llm::local::sampler::SamplingParams;
@@ -97,6 +60,44 @@ mod with_the_feature {
     use troupe_sim::model::ModelError;
 
     use super::*;
+
+    fn cached_model() -> Option<PathBuf> {
+        let path = cache_dir(None).ok()?.join(DEFAULT_MODEL.file_name);
+        if path.is_file() {
+            return Some(path);
+        }
+        let required = std::env::var("TROUPE_REQUIRE_MODEL").is_ok_and(|v| !v.is_empty() && v != "0");
+        assert!(
+            !required,
+            "TROUPE_REQUIRE_MODEL is set but there is no model at {}; run `troupe model fetch`",
+            path.display()
+        );
+        eprintln!(
+            "note: skipped: no model at {} (run `troupe model fetch`, or set TROUPE_REQUIRE_MODEL=1 to make this a failure)",
+            path.display()
+        );
+        None
+    }
+
+    fn messages(question: &str) -> Vec<ChatMessage> {
+        vec![
+            ChatMessage::new(Role::System, "You are a helpful assistant. Answer in one short sentence."),
+            ChatMessage::new(Role::User, question),
+        ]
+    }
+
+    fn request(question: &str, temperature: f64, max_tokens: u32, seed: u64) -> ChatRequest {
+        ChatRequest {
+            model: "ignored".into(),
+            messages: messages(question),
+            temperature: Some(temperature),
+            top_p: None,
+            max_tokens: Some(max_tokens),
+            seed: Some(seed),
+            stop: Vec::new(),
+            meta: Default::default(),
+        }
+    }
 
     fn model() -> Option<Arc<LocalModel>> {
         Some(LocalModel::shared(&cached_model()?).expect("the cached model loads"))

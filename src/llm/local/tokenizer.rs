@@ -351,6 +351,16 @@ mod tests {
     }
 
     #[test]
+    fn bytes_missing_from_the_vocabulary_are_dropped() {
+        // SmolLM2 has no token for 0x04 ('Ą'), among others; the reference tokenizer skips such
+        // bytes ("a\x04b" gives the ids of "a" and "b").
+        let tokens: Vec<String> = byte_alphabet().iter().filter(|c| **c != 'Ą').map(|c| c.to_string()).collect();
+        let t = Tokenizer::new(tokens, &[], &[], false).unwrap();
+        assert_eq!(t.encode("a\u{4}b"), [t.token_id("a").unwrap(), t.token_id("b").unwrap()]);
+        assert_eq!(t.decode(&t.encode("a\u{4}b"), false), "ab");
+    }
+
+    #[test]
     fn decode_round_trips() {
         let t = tiny();
         for s in ["hello world", "Café 12  x\n\n", "🎭 <|im_end|> tail", ""] {
