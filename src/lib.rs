@@ -7,7 +7,8 @@
 //!   `supervisor` (every LLM call: workers, spacing, timeout, retry, fallback; supervises the
 //!   personas), `metrics` (HDR histograms and counters).
 //! - [`llm`]: the `Provider` trait, provider-neutral request/response types, the token counter,
-//!   the built-in simulated provider, the embedded local model.
+//!   the built-in simulated provider, the embedded local model (`llm::local`: tokenizer,
+//!   template, sampler, its own llama network on candle, the blocking-thread queue).
 //! - [`model`]: the local model's file: cache folder, `troupe model fetch` (pip), checksums.
 //! - [`persona`]: `PersonaSpec`; loading native and TinyTroupe files, fragments, validation,
 //!   atomic saving with backups; prompt writing and reply parsing.

@@ -6,12 +6,16 @@
 //! - [`tokenizer`]: byte-level BPE from the file's vocabulary and merges.
 //! - [`template`]: the ChatML chat template.
 //! - [`sampler`]: temperature, top_p, seed and repeat penalty.
+//! - [`llama`] (feature `local-model`): the network, on candle's tensor operations, with
+//!   f32 weights for reading prompts and 8-bit ones for writing replies.
 //! - `runtime` (feature `local-model`): loading the file once per process, generating, and
 //!   the queue that serves requests on a blocking thread, never on the async runtime's.
 //!
 //! Without the `local-model` feature (`cargo build --no-default-features`) the provider
 //! explains that it is not compiled in.
 
+#[cfg(feature = "local-model")]
+pub mod llama;
 #[cfg(feature = "local-model")]
 mod runtime;
 pub mod sampler;

@@ -2,8 +2,8 @@
 //! process's requests on one blocking thread.
 //!
 //! A model is loaded once per process and path ([`LocalModel::shared`]) and every engine in the
-//! process shares it. Its weights are read-only and shared; each reply works on a cheap clone
-//! that holds its own attention cache, so a reply never sees another's state.
+//! process shares it. Its weights are read-only and shared; each reply has its own attention
+//! cache, so a reply never sees another's state.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -15,12 +15,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
-use candle_transformers::models::quantized_llama::{MAX_SEQ_LEN, ModelWeights};
 use tokio::sync::oneshot;
 
 use super::LocalError;
+use super::llama::Llama;
 use super::sampler::{Sampler, SamplingParams};
 use super::template::ChatTemplate;
 use super::tokenizer::Tokenizer;
@@ -59,7 +57,7 @@ pub struct Generation {
 pub struct LocalModel {
     path: PathBuf,
     name: String,
-    weights: ModelWeights,
+    net: Llama,
     tokenizer: Tokenizer,
     template: ChatTemplate,
     stop_ids: Vec<u32>,
@@ -160,9 +158,9 @@ impl LocalModel {
             return Err(LocalError::PromptTooLong { prompt: prompt.len(), max_tokens, limit: self.max_context });
         }
         let fail = |e: candle_core::Error| LocalError::Generation(e.to_string());
-        let mut model = self.weights.clone();
+        let mut cache = self.net.cache(prompt.len() + max_tokens);
         let t0 = Instant::now();
-        let mut logits = forward(&mut model, prompt, 0).map_err(fail)?;
+        let mut logits = self.net.forward(prompt, &mut cache).map_err(fail)?;
         let prefill = t0.elapsed();
         let t1 = Instant::now();
         // As in llama.cpp, the penalty looks at the last tokens of the whole context, prompt
@@ -199,7 +197,7 @@ impl LocalModel {
             if ids.len() >= max_tokens {
                 break FinishReason::Length;
             }
-            logits = forward(&mut model, &[next], prompt.len() + ids.len() - 1).map_err(fail)?;
+            logits = self.net.forward(&[next], &mut cache).map_err(fail)?;
         };
         let text = cut.unwrap_or_else(|| self.tokenizer.decode(&ids, false));
         Ok(Generation { ids, text, finish, prompt_tokens: prompt.len(), prefill, decode: t1.elapsed() })
@@ -280,12 +278,6 @@ fn worker(model: &LocalModel, rx: mpsc::Receiver<Job>) {
     }
 }
 
-/// Runs tokens at positions `pos..` through the model and returns the last position's logits.
-fn forward(model: &mut ModelWeights, tokens: &[u32], pos: usize) -> candle_core::Result<Vec<f32>> {
-    let input = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
-    model.forward(&input, pos)?.squeeze(0)?.to_vec1::<f32>()
-}
-
 fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -316,6 +308,9 @@ fn load_unchecked(path: &Path, len: u64) -> Result<LocalModel, LocalError> {
             "its architecture is {arch:?}; the local provider runs llama-architecture models such as SmolLM2"
         )));
     }
+    if md.get("llama.expert_count").and_then(|v| v.to_u32().ok()).unwrap_or(0) > 1 {
+        return Err(unsupported("it is a mixture-of-experts model; the local provider runs dense llama models".into()));
+    }
     let needed = content
         .tensor_infos
         .values()
@@ -340,69 +335,19 @@ fn load_unchecked(path: &Path, len: u64) -> Result<LocalModel, LocalError> {
     stop_ids.dedup();
     let context = md.get("llama.context_length").and_then(|v| v.to_u32().ok()).unwrap_or(2048) as usize;
 
-    let cannot_read = |e: candle_core::Error| damaged(format!("its weights cannot be read: {e}"));
-    let weights = match widen_slow_weights(&content, &mut file).map_err(cannot_read)? {
-        Some(mut widened) => {
-            let content = Content::read(&mut widened).map_err(cannot_read)?;
-            ModelWeights::from_gguf(content, &mut widened, &Device::Cpu)
-        }
-        None => ModelWeights::from_gguf(content, &mut file, &Device::Cpu),
-    }
-    .map_err(cannot_read)?;
+    let net = Llama::from_gguf(&content, &mut file).map_err(|e| damaged(format!("its weights cannot be read: {e}")))?;
     let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("local-model").trim_end_matches(".gguf").to_string();
+    let max_context = context.min(net.max_positions());
     Ok(LocalModel {
         path: path.to_path_buf(),
         name,
-        weights,
+        net,
         tokenizer,
         template,
         stop_ids,
-        max_context: context.min(MAX_SEQ_LEN),
+        max_context,
         queue: OnceLock::new(),
     })
-}
-
-/// Weight formats candle multiplies with plain scalar code on CPU (no SIMD kernel).
-const SLOW_ON_CPU: [GgmlDType; 3] = [GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q5_1];
-
-/// Rewrites the file in memory with its slow-format weights (SmolLM2's Q4_1) widened to f16,
-/// which candle then holds as f32 and multiplies with its SIMD matrix code. On the 2-core
-/// machine: prompts read at about 480 tokens/s instead of about 20, replies written at about 18
-/// tokens/s instead of 5-10, for about 350 MB more memory. Requantizing to Q8_0 instead writes
-/// at about 46 tokens/s but reads prompts at 180: persona prompts (500-1,000 tokens) are long
-/// next to their replies (60), so f32 is faster per call. `None` when every weight already has
-/// a fast kernel.
-fn widen_slow_weights<R: Read + std::io::Seek>(
-    content: &Content,
-    file: &mut R,
-) -> candle_core::Result<Option<std::io::Cursor<Vec<u8>>>> {
-    if !content.tensor_infos.values().any(|t| SLOW_ON_CPU.contains(&t.ggml_dtype)) {
-        return Ok(None);
-    }
-    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
-    names.sort();
-    let mut tensors = Vec::with_capacity(names.len());
-    for name in names {
-        let t = content.tensor(file, name, &Device::Cpu)?;
-        let t = if SLOW_ON_CPU.contains(&t.dtype()) {
-            QTensor::quantize(&t.dequantize(&Device::Cpu)?, GgmlDType::F16)?
-        } else {
-            t
-        };
-        tensors.push((name.as_str(), t));
-    }
-    // The writer aligns tensors to its own 32 bytes; an alignment key from the file would lie.
-    let metadata: Vec<(&str, &Value)> = content
-        .metadata
-        .iter()
-        .filter(|(k, _)| k.as_str() != "general.alignment")
-        .map(|(k, v)| (k.as_str(), v))
-        .collect();
-    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
-    let mut out = std::io::Cursor::new(Vec::with_capacity(content.tensor_infos.len() * 1024));
-    candle_core::quantized::gguf_file::write(&mut out, &metadata, &refs)?;
-    out.set_position(0);
-    Ok(Some(out))
 }
 
 /// The tokenizer a GGUF file describes; the error says what is unsupported.
