@@ -36,7 +36,7 @@ use tracing::Instrument;
 use crate::actors::metrics::{MetricsActor, MetricsMsg, MetricsSnapshot};
 use crate::actors::supervisor::{SupervisorActor, SupervisorArgs, SupervisorMsg};
 use crate::actors::world::{Switch, WorldActor, WorldArgs, WorldMsg};
-use crate::config::SimulationConfig;
+use crate::config::{PromptStyle, SimulationConfig};
 use crate::cost::Pricing;
 use crate::estimate::{Estimate, EstimateAccuracy};
 use crate::journal::{FILE_NAME as JOURNAL_FILE, Header, JournalWriter};
@@ -249,12 +249,22 @@ async fn snapshot(m: &ActorRef<MetricsMsg>) -> Option<MetricsSnapshot> {
     }
 }
 
+/// `llm.prompt_style = "auto"` made concrete for the provider that answers (plain for the
+/// embedded local model), so the run's recorded config says what was sent.
+fn resolve_prompt_style(mut config: SimulationConfig, provider: &str) -> SimulationConfig {
+    if config.llm.prompt_style == PromptStyle::Auto {
+        config.llm.prompt_style = if provider == "local" { PromptStyle::Plain } else { PromptStyle::Full };
+    }
+    config
+}
+
 impl SimulationEngine {
     /// An engine with the provider the config selects.
     pub fn new(config: SimulationConfig) -> Result<Self, EngineError> {
         let (provider, notice) = provider_from_config(&config)?;
         let pricing = Arc::new(Pricing::load(&config.llm.pricing_file)?);
-        Ok(SimulationEngine { config: Arc::new(config), provider, notice, pricing, cache: None })
+        let config = Arc::new(resolve_prompt_style(config, provider.name()));
+        Ok(SimulationEngine { config, provider, notice, pricing, cache: None })
     }
 
     /// An engine with a given provider (tests, custom providers).
@@ -263,7 +273,8 @@ impl SimulationEngine {
             tracing::warn!(error = %e, "pricing table unreadable; costs count as 0");
             Pricing::default()
         });
-        SimulationEngine { config: Arc::new(config), provider, notice: None, pricing: Arc::new(pricing), cache: None }
+        let config = Arc::new(resolve_prompt_style(config, provider.name()));
+        SimulationEngine { config, provider, notice: None, pricing: Arc::new(pricing), cache: None }
     }
 
     /// Puts a response cache in front of the provider. `name` is the provider name used in the
@@ -664,6 +675,7 @@ fn build_results(
         },
         config: ResultsConfig {
             model: c.llm.model.clone(),
+            prompt_style: c.llm.prompt_style,
             temperature: c.llm.temperature,
             turns: c.simulation.max_turns,
             policy: c.simulation.policy(),

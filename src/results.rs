@@ -67,6 +67,9 @@ pub struct ResultsMetrics {
 pub struct ResultsConfig {
     /// Default model.
     pub model: String,
+    /// How persona turns were asked for (`auto` already resolved for the provider).
+    #[serde(default)]
+    pub prompt_style: crate::config::PromptStyle,
     /// Default temperature.
     pub temperature: f64,
     /// Turns asked for.

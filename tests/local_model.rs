@@ -293,6 +293,8 @@ mod with_the_feature {
         assert_eq!(results.provider, "local");
         assert!(!results.synthetic);
         assert_eq!(results.models_used, ["SmolLM2-135M-Instruct.Q4_1"]);
+        // `auto` prompt style became plain for the local model, and the results say so.
+        assert_eq!(results.config.prompt_style, troupe_sim::config::PromptStyle::Plain);
         let said: Vec<_> = results.transcript.iter().skip(1).collect();
         assert!(!said.is_empty() && said.iter().all(|e| !e.text.trim().is_empty()), "{said:?}");
         assert!(results.metrics.completion_tokens > 0 && results.metrics.prompt_tokens > 0);

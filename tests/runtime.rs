@@ -1180,8 +1180,15 @@ fn prompt_tokens_are_bounded_by_the_memory_window() {
     let spec = personas(&["sarah_chen"]).remove(0);
     let system = system_prompt(&spec);
     let facts = WorldFacts { world: "Board room".into(), topic: TOPIC.into() };
-    let sampling =
-        Sampling { model: "m".into(), temperature: 0.7, top_p: None, max_tokens: 200, seed: None, json_actions: false };
+    let sampling = Sampling {
+        model: "m".into(),
+        temperature: 0.7,
+        top_p: None,
+        max_tokens: 200,
+        seed: None,
+        json_actions: false,
+        plain: false,
+    };
     let speakers = ["Marcus Rivera", "Aisha Okafor", "David Kim"];
     let tokens = |n: u64| {
         let mut m = EpisodicMemory::new(10, 20);

@@ -17,7 +17,8 @@ use crate::llm::{ChatResponse, ErrorKind};
 use crate::memory::{EpisodicMemory, MemoryEvent};
 use crate::persona::PersonaSpec;
 use crate::persona::prompt::{
-    Reply, Sampling, WorldFacts, act_request, parse_json_reply, parse_reply, summary_request, system_prompt,
+    Reply, Sampling, WorldFacts, act_request, parse_json_reply, parse_plain_reply, parse_reply, summary_request,
+    system_prompt,
 };
 
 /// The persona actor (holds no data; see `PersonaState`).
@@ -298,6 +299,8 @@ fn on_done(st: &mut PersonaState, tag: CallTag, result: Result<CallSuccess, Call
         Ok(ok) => {
             let reply = if st.spawn.sampling.json_actions {
                 parse_json_reply(&ok.response.text, &st.spawn.spec.name)
+            } else if st.spawn.sampling.plain {
+                parse_plain_reply(&ok.response.text)
             } else {
                 parse_reply(&ok.response.text, &st.spawn.spec.name)
             };

@@ -253,6 +253,7 @@ fn sampling_for(p: &PersonaSpec, c: &SimulationConfig) -> Sampling {
         max_tokens: c.llm.max_tokens,
         seed: c.llm.send_seed.then(|| mix(&[c.simulation.run_seed, crate::rng::fnv1a(p.id.as_bytes())])),
         json_actions: c.llm.json_actions,
+        plain: c.llm.prompt_style == crate::config::PromptStyle::Plain,
     }
 }
 

@@ -22,6 +22,20 @@ pub struct SimulationConfig {
     pub output: OutputConfig,
 }
 
+/// How persona turns are asked for (`llm.prompt_style`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptStyle {
+    /// `plain` when the embedded local model answers, else `full`.
+    #[default]
+    Auto,
+    /// The reply protocol (`@Name:` to address one person, `THINK:`, `PASS`).
+    Full,
+    /// No reply protocol, the question restated last, a leading speaker label dropped from
+    /// replies: what a 100M-1B parameter model can follow.
+    Plain,
+}
+
 /// Which provider produces the text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -143,6 +157,10 @@ pub struct LlmConfig {
     pub json_actions: bool,
     /// Send a per-persona sampling seed (some servers ignore it; none should reject it).
     pub send_seed: bool,
+    /// How persona turns are asked for: `full` (the reply protocol: `@Name:`, `THINK:`,
+    /// `PASS`), `plain` (no protocol, the question last: small models follow it better), or
+    /// `auto` (plain for the embedded local model, full otherwise).
+    pub prompt_style: PromptStyle,
     /// Stop sequences.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stop: Vec<String>,
@@ -194,6 +212,7 @@ impl Default for LlmConfig {
             stream: false,
             json_actions: false,
             send_seed: true,
+            prompt_style: PromptStyle::Auto,
             stop: Vec::new(),
             endpoints: Vec::new(),
             max_cost_usd: None,

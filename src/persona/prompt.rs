@@ -79,6 +79,10 @@ pub struct Sampling {
     /// Ask for a JSON action instead of plain text (`llm.json_actions`).
     #[serde(default)]
     pub json_actions: bool,
+    /// Plain instructions for small models: no reply protocol, the question last
+    /// (`llm.prompt_style = "plain"`).
+    #[serde(default)]
+    pub plain: bool,
 }
 
 /// The request asking a persona to act in `turn`.
@@ -99,6 +103,12 @@ pub fn act_request(
             u,
             "Turn {turn}: reply as {} with one JSON object and nothing else: {{\"action\": \"speak\", \"to\": null, \"text\": \"2-4 sentences\"}}. Set \"to\" to a name to speak to one person, \"action\" to \"think\" for a private thought or \"pass\" to stay silent.",
             persona.name
+        );
+    } else if sampling.plain {
+        let _ = write!(
+            u,
+            "Turn {turn}. The question: {}\nWhat do you think, {}? Answer in 2-3 sentences, in the first person.",
+            world.topic, persona.name
         );
     } else {
         let _ = write!(
@@ -226,6 +236,23 @@ pub fn parse_json_reply(raw: &str, own_name: &str) -> Reply {
     }
 }
 
+/// Reads a reply to a plain prompt (no protocol): speech, without a leading speaker label
+/// ("Mike:", "Raj Patel:") that small models put before their line.
+pub fn parse_plain_reply(raw: &str) -> Reply {
+    let t = raw.trim();
+    let label = t.split_once(':').filter(|(head, rest)| {
+        let words: Vec<&str> = head.split_whitespace().collect();
+        (1..=3).contains(&words.len())
+            && words.iter().all(|w| {
+                w.chars().next().is_some_and(char::is_uppercase)
+                    && w.chars().all(|c| c.is_alphabetic() || c == '.' || c == '\'' || c == '-')
+            })
+            && rest.starts_with(' ')
+            && !rest.trim().is_empty()
+    });
+    Reply::Speak { text: label.map_or(t, |(_, rest)| rest.trim()).to_string(), to: None }
+}
+
 /// Reads a reply: `PASS`, `THINK: ...`, `@Name: ...`, or plain speech. Strips a leading
 /// "Name:" echo of the persona's own name, which models often add.
 pub fn parse_reply(raw: &str, own_name: &str) -> Reply {
@@ -282,14 +309,27 @@ mod tests {
             max_tokens: 50,
             seed: None,
             json_actions: false,
+            plain: false,
         };
+        let plain = Sampling { plain: true, ..s.clone() };
         let system = system_prompt(&p);
         for req in [
             act_request(&system, &p, &m, &facts, "ctx here", 3, &s),
+            act_request(&system, &p, &m, &facts, "ctx here", 3, &plain),
             summary_request(&system, &p, &m, &facts, "", 3, &s),
         ] {
             assert_eq!(req.meta.prompt_tokens, crate::llm::tokens::count_request(&req));
         }
+        // The plain style drops the reply protocol and ends with the question.
+        let full = act_request(&system, &p, &m, &facts, "", 3, &s).messages[1].content.to_string();
+        let plain = act_request(&system, &p, &m, &facts, "", 3, &plain).messages[1].content.to_string();
+        assert!(full.contains("THINK:") && full.contains("@Their Name:"));
+        assert!(!plain.contains("THINK:") && !plain.contains('@'), "{plain}");
+        assert!(
+            plain.ends_with("What do you think, Ann Lee? Answer in 2-3 sentences, in the first person."),
+            "{plain}"
+        );
+        assert!(plain.contains("The question: Should we ship?"));
     }
 
     #[test]
@@ -300,6 +340,19 @@ mod tests {
         assert_eq!(parse_json_reply("{\"action\": \"think\", \"text\": \"hm\"}", "A"), Reply::Think("hm".into()));
         // No JSON at all: read as plain text.
         assert_eq!(parse_json_reply("Just words.", "A"), Reply::Speak { text: "Just words.".into(), to: None });
+    }
+
+    #[test]
+    fn plain_replies_lose_a_speaker_label_only() {
+        let speak = |t: &str| Reply::Speak { text: t.into(), to: None };
+        assert_eq!(parse_plain_reply("Mike: I'm glad."), speak("I'm glad."));
+        assert_eq!(parse_plain_reply(" Raj Patel: We need a seventh engineer. "), speak("We need a seventh engineer."));
+        assert_eq!(parse_plain_reply("Dr. O'Neil: Yes."), speak("Yes."));
+        // Not labels: a sentence before the colon, a time, a lowercase word, nothing after it.
+        assert_eq!(parse_plain_reply("Here is my view: yes."), speak("Here is my view: yes."));
+        assert_eq!(parse_plain_reply("We meet at 10:30 today."), speak("We meet at 10:30 today."));
+        assert_eq!(parse_plain_reply("Note:"), speak("Note:"));
+        assert_eq!(parse_plain_reply("PASS"), speak("PASS"));
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub fn results_with(agents: &[(&str, &str)], transcript: Vec<TranscriptEntry>) -
         metrics: ResultsMetrics { duration: 12.5, ..Default::default() },
         config: ResultsConfig {
             model: "m".into(),
+            prompt_style: Default::default(),
             temperature: 0.7,
             turns: 3,
             policy: troupe_sim::config::TurnPolicy::RoundRobin,
