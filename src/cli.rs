@@ -33,6 +33,35 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses the process's arguments. `--set` may appear before and after the subcommand;
+    /// clap would keep only the occurrences after it, so every occurrence is gathered here, in
+    /// order (a later one for the same key wins).
+    pub fn parse_args() -> Cli {
+        let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        let mut cli = Cli::parse_from(&raw);
+        cli.global.sets = every_set(&raw);
+        cli
+    }
+}
+
+/// Every `--set VALUE` and `--set=VALUE` before a `--`, in order.
+fn every_set(args: &[std::ffi::OsString]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = args.iter().skip(1).map(|a| a.to_string_lossy());
+    while let Some(a) = it.next() {
+        if a == "--" {
+            break;
+        }
+        if a == "--set" {
+            out.extend(it.next().map(|v| v.into_owned()));
+        } else if let Some(v) = a.strip_prefix("--set=") {
+            out.push(v.to_string());
+        }
+    }
+    out
+}
+
 /// Options every command accepts.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {

@@ -194,6 +194,33 @@ mod opt_duration_secs {
     }
 }
 
+/// True when `llm.base_url`, `OPENAI_BASE_URL` or `llm.endpoints` names a server.
+fn server_configured(cfg: &crate::config::SimulationConfig) -> bool {
+    cfg.llm.base_url.as_deref().is_some_and(|u| !u.trim().is_empty())
+        || std::env::var("OPENAI_BASE_URL").is_ok_and(|u| !u.trim().is_empty())
+        || !cfg.llm.endpoints.is_empty()
+}
+
+/// True when the configured provider bills for calls: OpenAI or Azure, or `auto` with a key or
+/// a server configured. Decided without building the provider (so nothing is fetched).
+pub fn provider_bills(cfg: &crate::config::SimulationConfig) -> bool {
+    use crate::config::ProviderKind;
+    match cfg.llm.provider {
+        ProviderKind::OpenAi | ProviderKind::Azure => true,
+        ProviderKind::Simulated | ProviderKind::Local => false,
+        ProviderKind::Auto => {
+            server_configured(cfg)
+                || crate::config::resolve_api_key(
+                    cfg,
+                    std::path::Path::new(crate::config::secrets::SECRETS_FILE),
+                    "OPENAI_API_KEY",
+                )
+                .key
+                .is_some()
+        }
+    }
+}
+
 /// Picks the provider the config asks for. Returns it with a notice for the user when the
 /// choice was made for them. `auto` means OpenAI (or a compatible server) when a key,
 /// `llm.base_url`, `OPENAI_BASE_URL` or `llm.endpoints` is configured, else the embedded local
@@ -227,10 +254,7 @@ pub fn provider_from_config(
         ProviderKind::Local => Ok((local::provider(&cfg.llm)?, None)),
         ProviderKind::Auto => {
             let key = openai_key();
-            let configured = cfg.llm.base_url.as_deref().is_some_and(|u| !u.trim().is_empty())
-                || std::env::var("OPENAI_BASE_URL").is_ok_and(|u| !u.trim().is_empty())
-                || !cfg.llm.endpoints.is_empty();
-            if key.is_some() || configured {
+            if key.is_some() || server_configured(cfg) {
                 return Ok((Arc::new(OpenAiProvider::from_config(&cfg.llm, key)?), None));
             }
             let why = match local::auto(&cfg.llm)? {

@@ -307,6 +307,31 @@ fn config_show_prints_sources_and_redacts_the_key() {
 }
 
 #[test]
+fn set_before_and_after_the_subcommand_both_count() {
+    let r = run(troupe().args([
+        "--set",
+        "llm.temperature=0.1",
+        "config",
+        "show",
+        "--json",
+        "--set=llm.max_tokens=99",
+        "--set",
+        "llm.top_p=0.5",
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    let value = |k: &str| {
+        v["entries"].as_array().unwrap().iter().find(|e| e["key"] == k).unwrap()["value"].as_str().unwrap().to_string()
+    };
+    assert_eq!(value("llm.temperature"), "0.1");
+    assert_eq!(value("llm.max_tokens"), "99");
+    assert_eq!(value("llm.top_p"), "0.5");
+    // The later of two for the same key wins.
+    let r = run(troupe().args(["--set", "llm.max_tokens=1", "config", "show", "--set", "llm.max_tokens=7"]));
+    assert!(r.stdout.lines().any(|l| l.trim_start().starts_with("llm.max_tokens ") && l.contains('7')), "{}", r.stdout);
+}
+
+#[test]
 fn config_show_never_prints_a_key_from_the_environment() {
     let r = run(troupe()
         .env("OPENAI_API_KEY", format!("{CANARY}-env"))

@@ -92,3 +92,26 @@ fn troupe_estimate_prints_calls_tokens_and_cost() {
     assert!(v["cost_usd"].as_f64().unwrap() > 0.0);
     assert!(v["by_model"]["gpt-4o-mini"]["prompt_tokens"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn troupe_estimate_never_fetches_the_local_model() {
+    // No key, no server, an empty model cache and no pip on PATH: building the provider would
+    // try to fetch; an estimate must not, and says the run would cost nothing.
+    let empty = tempfile::tempdir().unwrap();
+    let out = assert_cmd::Command::cargo_bin("troupe")
+        .unwrap()
+        .current_dir(ROOT)
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .env("TROUPE_MODEL_DIR", empty.path())
+        .env("PATH", empty.path())
+        .args(["estimate", "scenarios/quickstart.ron"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("fetch") && !stderr.contains("pip"), "{stderr}");
+    assert!(stdout.contains("costs nothing"), "{stdout}");
+    assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0, "the model cache was touched");
+}

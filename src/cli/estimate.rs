@@ -3,7 +3,10 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use troupe_sim::engine::SimulationEngine;
+use troupe_sim::config::{ProviderKind, SimulationConfig};
+use troupe_sim::cost::Pricing;
+use troupe_sim::estimate::estimate;
+use troupe_sim::llm::provider_bills;
 
 use super::GlobalArgs;
 use super::plan::PlanArgs;
@@ -19,8 +22,16 @@ pub struct EstimateArgs {
 
 pub fn run(g: &GlobalArgs, a: EstimateArgs) -> anyhow::Result<ExitCode> {
     let (plan, cfg) = super::plan::load(g, &a.plan, &[])?;
-    let engine = SimulationEngine::new(cfg)?;
-    let e = engine.estimate(&plan);
+    // No provider is built: an estimate never fetches the local model or calls a server.
+    let pricing = Pricing::load(&cfg.llm.pricing_file)?;
+    let mut e = estimate(&plan, &cfg, &pricing);
+    if !provider_bills(&cfg) {
+        e.assumptions.push(format!(
+            "the configured provider ({}) costs nothing; the cost shown is what {} would cost with a paid provider",
+            free_provider(&cfg),
+            cfg.llm.model
+        ));
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&e)?);
         return Ok(ExitCode::SUCCESS);
@@ -35,4 +46,13 @@ pub fn run(g: &GlobalArgs, a: EstimateArgs) -> anyhow::Result<ExitCode> {
         println!("assumes: {a}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Names the free provider a run would use.
+fn free_provider(cfg: &SimulationConfig) -> &'static str {
+    match cfg.llm.provider {
+        ProviderKind::Simulated => "simulated",
+        ProviderKind::Local => "local",
+        _ => "auto: the local model, else the simulated provider, since no API key or base_url is set",
+    }
 }
