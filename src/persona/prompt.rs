@@ -239,7 +239,19 @@ pub fn parse_json_reply(raw: &str, own_name: &str) -> Reply {
 /// Reads a reply to a plain prompt (no protocol): speech, without a leading speaker label
 /// ("Mike:", "Raj Patel:") that small models put before their line.
 pub fn parse_plain_reply(raw: &str) -> Reply {
-    let t = raw.trim();
+    let mut t = raw.trim();
+    // A short first line that only introduces the speech ("Mike Turner, Product Manager,
+    // responds:") goes too.
+    const SPEECH: [&str; 9] =
+        ["says", "responds", "replies", "answers", "writes", "adds", "asks", "continues", "explains"];
+    if let Some((first, rest)) = t.split_once('\n')
+        && let Some(intro) = first.trim_end().strip_suffix(':')
+        && intro.split_whitespace().count() <= 8
+        && intro.split_whitespace().last().is_some_and(|w| SPEECH.contains(&w.to_lowercase().as_str()))
+        && !rest.trim().is_empty()
+    {
+        t = rest.trim();
+    }
     let label = t.split_once(':').filter(|(head, rest)| {
         let words: Vec<&str> = head.split_whitespace().collect();
         (1..=3).contains(&words.len())
@@ -348,6 +360,8 @@ mod tests {
         assert_eq!(parse_plain_reply("Mike: I'm glad."), speak("I'm glad."));
         assert_eq!(parse_plain_reply(" Raj Patel: We need a seventh engineer. "), speak("We need a seventh engineer."));
         assert_eq!(parse_plain_reply("Dr. O'Neil: Yes."), speak("Yes."));
+        assert_eq!(parse_plain_reply("Mike Turner, Product Manager, responds:\n\"Right.\""), speak("\"Right.\""));
+        assert_eq!(parse_plain_reply("My three points:\n- cost\n- risk"), speak("My three points:\n- cost\n- risk"));
         // Not labels: a sentence before the colon, a time, a lowercase word, nothing after it.
         assert_eq!(parse_plain_reply("Here is my view: yes."), speak("Here is my view: yes."));
         assert_eq!(parse_plain_reply("We meet at 10:30 today."), speak("We meet at 10:30 today."));
