@@ -135,6 +135,34 @@ pub fn escape_markdown(s: &str) -> String {
     out
 }
 
+/// The analysis in one line per finding (overview, participation, sentiment, repetition,
+/// keywords), for the report formats; `esc` escapes the keywords for the target format.
+pub(crate) fn summary_lines(a: &ConversationAnalysis, esc: fn(&str) -> String) -> [String; 5] {
+    let o = &a.overview;
+    let kw: Vec<String> = a.keywords.iter().map(|k| esc(&k.term)).collect();
+    [
+        format!(
+            "{} messages ({} by personas, {} by the moderator), {} words, {:.1} words per persona message, {} question(s)",
+            o.messages, o.persona_messages, o.moderator_messages, o.words, o.words_per_message, o.questions
+        ),
+        format!(
+            "participation: Gini {:.3} by messages, {:.3} by words ({})",
+            a.participation.gini_messages,
+            a.participation.gini_words,
+            crate::analysis::balance_word(a.participation.gini_messages)
+        ),
+        format!(
+            "sentiment: mean {:+.3}; {} agreeing and {} disagreeing message(s)",
+            a.sentiment.mean, a.agreement.agreements, a.agreement.disagreements
+        ),
+        format!(
+            "repetition: {} near-duplicate message(s) (shingled Jaccard ≥ {})",
+            a.repetition.repeated_messages, a.repetition.threshold
+        ),
+        format!("keywords: {}", if kw.is_empty() { "-".into() } else { kw.join(", ") }),
+    ]
+}
+
 /// The display name of a persona id in a run, or the id itself.
 pub(crate) fn name_of<'a>(results: &'a SimulationResults, analysis: &'a ConversationAnalysis, id: &'a str) -> &'a str {
     analysis

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use super::{ExportError, Exporter, escape_html as esc, name_of};
-use crate::analysis::{ConversationAnalysis, balance_word, charts};
+use crate::analysis::{ConversationAnalysis, charts};
 use crate::results::SimulationResults;
 
 /// The HTML page.
@@ -81,27 +81,10 @@ pub fn page(r: &SimulationResults, a: &ConversationAnalysis, charts: &[charts::C
     s.push_str("</table>\n");
 
     s.push_str("<h2>Analysis</h2>\n<ul>\n");
-    let o = &a.overview;
-    let _ = writeln!(
-        s,
-        "<li>{} messages ({} by personas, {} by the moderator), {} words, {:.1} words per persona message, {} question(s)</li>",
-        o.messages, o.persona_messages, o.moderator_messages, o.words, o.words_per_message, o.questions
-    );
-    let _ = writeln!(
-        s,
-        "<li>participation: Gini {:.3} by messages, {:.3} by words ({})</li>",
-        a.participation.gini_messages,
-        a.participation.gini_words,
-        balance_word(a.participation.gini_messages)
-    );
-    let _ = writeln!(
-        s,
-        "<li>sentiment: mean {:+.3}; {} agreeing and {} disagreeing message(s)</li>",
-        a.sentiment.mean, a.agreement.agreements, a.agreement.disagreements
-    );
-    let _ = writeln!(s, "<li>near-duplicate messages: {}</li>", a.repetition.repeated_messages);
-    let kw: Vec<String> = a.keywords.iter().map(|k| esc(&k.term)).collect();
-    let _ = writeln!(s, "<li>keywords: {}</li>\n</ul>", if kw.is_empty() { "-".into() } else { kw.join(", ") });
+    for line in super::summary_lines(a, esc) {
+        let _ = writeln!(s, "<li>{line}</li>");
+    }
+    s.push_str("</ul>\n");
 
     s.push_str("<table><tr><th>persona</th><th>messages</th><th>share</th><th>words/msg</th><th>questions</th><th>sentiment</th><th>agree</th><th>disagree</th><th>mentions made</th><th>mentioned</th><th>mean latency (ms)</th><th>tokens</th><th>keywords</th></tr>\n");
     for p in &a.personas {

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::{ExportError, Exporter, escape_markdown as esc, name_of};
-use crate::analysis::{ConversationAnalysis, balance_word};
+use crate::analysis::ConversationAnalysis;
 use crate::results::SimulationResults;
 
 /// The Markdown report.
@@ -68,31 +68,10 @@ pub fn report(r: &SimulationResults, a: &ConversationAnalysis) -> String {
     }
 
     s.push_str("## Analysis\n\n");
-    let o = &a.overview;
-    let _ = writeln!(
-        s,
-        "- {} messages ({} by personas, {} by the moderator), {} words, {:.1} words per persona message, {} question(s)",
-        o.messages, o.persona_messages, o.moderator_messages, o.words, o.words_per_message, o.questions
-    );
-    let _ = writeln!(
-        s,
-        "- participation: Gini {:.3} by messages, {:.3} by words ({})",
-        a.participation.gini_messages,
-        a.participation.gini_words,
-        balance_word(a.participation.gini_messages)
-    );
-    let _ = writeln!(
-        s,
-        "- sentiment: mean {:+.3}; {} agreeing and {} disagreeing message(s)",
-        a.sentiment.mean, a.agreement.agreements, a.agreement.disagreements
-    );
-    let _ = writeln!(
-        s,
-        "- repetition: {} near-duplicate message(s) (shingled Jaccard ≥ {})",
-        a.repetition.repeated_messages, a.repetition.threshold
-    );
-    let kw: Vec<String> = a.keywords.iter().map(|k| esc(&k.term)).collect();
-    let _ = writeln!(s, "- keywords: {}\n", if kw.is_empty() { "-".into() } else { kw.join(", ") });
+    for line in super::summary_lines(a, esc) {
+        let _ = writeln!(s, "- {line}");
+    }
+    s.push('\n');
 
     s.push_str("| persona | messages | share | words/msg | questions | sentiment | agree | disagree | mentions made | mentioned | mean latency (ms) | tokens | keywords |\n");
     s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");

@@ -95,30 +95,23 @@ pub fn act_request(
     turn: u32,
     sampling: &Sampling,
 ) -> ChatRequest {
-    let mut u = String::with_capacity(capacity(memory));
-    let mut tokens = render_situation(&mut u, memory, world, context);
-    let start = u.len();
-    if sampling.json_actions {
-        let _ = write!(
-            u,
-            "Turn {turn}: reply as {} with one JSON object and nothing else: {{\"action\": \"speak\", \"to\": null, \"text\": \"2-4 sentences\"}}. Set \"to\" to a name to speak to one person, \"action\" to \"think\" for a private thought or \"pass\" to stay silent.",
-            persona.name
-        );
+    let name = &persona.name;
+    let instruction = if sampling.json_actions {
+        format!(
+            "Turn {turn}: reply as {name} with one JSON object and nothing else: {{\"action\": \"speak\", \"to\": null, \"text\": \"2-4 sentences\"}}. Set \"to\" to a name to speak to one person, \"action\" to \"think\" for a private thought or \"pass\" to stay silent."
+        )
     } else if sampling.plain {
-        let _ = write!(
-            u,
-            "Turn {turn}. The question: {}\nWhat do you think, {}? Answer in 2-3 sentences, in the first person.",
-            world.topic, persona.name
-        );
+        format!(
+            "Turn {turn}. The question: {}\nWhat do you think, {name}? Answer in 2-3 sentences, in the first person.",
+            world.topic
+        )
     } else {
-        let _ = write!(
-            u,
-            "Turn {turn}: reply as {} with one short contribution (2-4 sentences). To speak to one person, start with \"@Their Name:\". To keep a private thought, start with \"THINK:\". To stay silent, reply \"PASS\".",
-            persona.name
-        );
-    }
-    tokens += count_tokens(&u[start..]);
-    request(system, u, tokens, persona, turn, "act", sampling)
+        format!(
+            "Turn {turn}: reply as {name} with one short contribution (2-4 sentences). To speak to one person, start with \"@Their Name:\". To keep a private thought, start with \"THINK:\". To stay silent, reply \"PASS\"."
+        )
+    };
+    let (user, tokens) = situation_then(memory, world, context, &instruction);
+    request(system, user, tokens, persona, turn, "act", sampling)
 }
 
 /// The request asking a persona to summarize its memory (consolidation).
@@ -131,12 +124,17 @@ pub fn summary_request(
     turn: u32,
     sampling: &Sampling,
 ) -> ChatRequest {
-    let mut u = String::with_capacity(capacity(memory));
-    let mut tokens = render_situation(&mut u, memory, world, context);
     const ASK: &str = "Summarize what has happened so far in 2-3 sentences, from your point of view, keeping names and open questions.";
-    u.push_str(ASK);
-    tokens += count_tokens(ASK);
-    request(system, u, tokens, persona, turn, "summary", sampling)
+    let (user, tokens) = situation_then(memory, world, context, ASK);
+    request(system, user, tokens, persona, turn, "summary", sampling)
+}
+
+/// The user message: the situation and memory window, then `instruction`; with its tokens.
+fn situation_then(memory: &EpisodicMemory, world: &WorldFacts, context: &str, instruction: &str) -> (String, u64) {
+    let mut u = String::with_capacity(capacity(memory) + instruction.len());
+    let tokens = render_situation(&mut u, memory, world, context) + count_tokens(instruction);
+    u.push_str(instruction);
+    (u, tokens)
 }
 
 fn capacity(memory: &EpisodicMemory) -> usize {
