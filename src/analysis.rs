@@ -687,7 +687,7 @@ pub fn load_run(path: &Path) -> Result<SimulationResults, AnalysisError> {
     let mut results = crate::results::load_results(&file)
         .map_err(|message| AnalysisError::Read { path: path.to_path_buf(), message })?;
     let metrics = dir.join("metrics.json");
-    if let Ok(bytes) = std::fs::read(&metrics) {
+    if let Ok(bytes) = crate::fsutil::read_input(&metrics, crate::fsutil::MAX_RUN_FILE_BYTES, "metrics.json") {
         match serde_json::from_slice(&bytes) {
             Ok(m) => results.full_metrics = m,
             Err(e) => {
@@ -739,15 +739,6 @@ pub fn write_analysis(
         }
     }
     Ok(files)
-}
-
-/// What the engine calls after saving a run when `output.auto_analysis` is on: writes the
-/// analysis (and charts) and logs, rather than fails, when that goes wrong; the run's own files
-/// are already safe.
-pub fn save_after_run(results: &SimulationResults, dir: &Path, charts: bool) {
-    if let Err(e) = save_analysis(results, dir, charts) {
-        tracing::warn!(error = %e, "the run was saved but its analysis was not; run `troupe analyze` on the folder");
-    }
 }
 
 /// A few lines for a terminal: headline counts, balance, the most active persona, sentiment.

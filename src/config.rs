@@ -6,6 +6,7 @@
 //! where each value came from, which `troupe config show` prints.
 
 pub mod ini;
+pub mod limits;
 pub mod secret;
 pub mod secrets;
 pub mod settings;
@@ -224,6 +225,10 @@ pub fn load_config(src: &ConfigSources) -> Result<LoadedConfig, ConfigError> {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "config file not found"),
             });
         }
+        // Checked with a size limit first (an endless file must not grow memory); figment then
+        // reads it again itself, so its errors and `config show` name the file.
+        crate::fsutil::read_input(p, crate::fsutil::MAX_CONFIG_BYTES, "a config file")
+            .map_err(|source| ConfigError::Io { path: p.clone(), source })?;
         fig = fig.merge(Toml::file_exact(p));
     }
     let ini_path = src.ini.clone().or_else(|| existing(DEFAULT_INI));
@@ -324,102 +329,12 @@ pub fn source_of(fig: &Figment, key: &str) -> String {
 }
 
 fn check_ranges(c: &SimulationConfig, fig: &Figment) -> Result<(), ConfigError> {
-    let bad = |key: &str, value: String, message: &str| {
-        Err(ConfigError::Invalid { key: key.into(), value, source_name: source_of(fig, key), message: message.into() })
-    };
-    let rate = |r: f64| (0.0..=1.0).contains(&r);
-    let p = &c.performance;
-    let f = &c.llm.simulated.faults;
-    if !(0.0..=2.0).contains(&c.llm.temperature) {
-        return bad("llm.temperature", c.llm.temperature.to_string(), "use a value between 0.0 and 2.0");
-    }
-    if let Some(tp) = c.llm.top_p
-        && !(0.0..=1.0).contains(&tp)
-    {
-        return bad("llm.top_p", tp.to_string(), "use a value between 0.0 and 1.0");
-    }
-    if c.llm.max_tokens == 0 {
-        return bad("llm.max_tokens", "0".into(), "allow at least 1 token");
-    }
-    let rp = c.llm.local.repeat_penalty;
-    if !(rp.is_finite() && rp > 0.0 && rp <= 10.0) {
-        return bad(
-            "llm.local.repeat_penalty",
-            rp.to_string(),
-            "use a value above 0 and at most 10 (1.0 turns it off)",
-        );
-    }
-    let mt = c.llm.local.max_temperature;
-    if !(0.0..=2.0).contains(&mt) {
-        return bad("llm.local.max_temperature", mt.to_string(), "use a value between 0.0 and 2.0");
-    }
-    if p.max_workers == 0 {
-        return bad("performance.max_workers", "0".into(), "allow at least 1 concurrent call");
-    }
-    if p.batch_size == 0 {
-        return bad("performance.batch_size", "0".into(), "ask at least 1 persona at a time");
-    }
-    for (k, v) in [
-        ("performance.persona_timeout", p.persona_timeout),
-        ("performance.timeout_seconds", p.timeout_seconds),
-        ("performance.backoff_factor", p.backoff_factor),
-    ] {
-        if !(v.is_finite() && v > 0.0) {
-            return bad(k, v.to_string(), "use a positive number of seconds");
-        }
-    }
-    for (k, v) in [
-        ("performance.rate_limit_delay", p.rate_limit_delay),
-        ("performance.backoff_base", p.backoff_base),
-        ("performance.backoff_max", p.backoff_max),
-    ] {
-        if !(v.is_finite() && v >= 0.0) {
-            return bad(k, v.to_string(), "use zero or a positive number of seconds");
-        }
-    }
-    for (k, v) in [
-        ("llm.simulated.faults.rate_limited", f.rate_limited),
-        ("llm.simulated.faults.server_error", f.server_error),
-        ("llm.simulated.faults.timeout", f.timeout),
-        ("llm.simulated.faults.malformed", f.malformed),
-        ("llm.simulated.faults.empty", f.empty),
-    ] {
-        if !rate(v) {
-            return bad(k, v.to_string(), "use a share between 0.0 and 1.0");
-        }
-    }
-    let total = f.rate_limited + f.server_error + f.timeout + f.malformed + f.empty;
-    if total > 1.0 {
-        return bad("llm.simulated.faults", total.to_string(), "the fault shares add up to more than 1.0");
-    }
-    let l = &c.llm.simulated.latency;
-    let ok = |v: f64| v.is_finite() && v >= 0.0;
-    match l.kind {
-        LatencyKind::Fixed if !ok(l.ms) => {
-            return bad("llm.simulated.latency.ms", l.ms.to_string(), "use zero or more milliseconds");
-        }
-        LatencyKind::Uniform if !(ok(l.min_ms) && ok(l.max_ms) && l.max_ms >= l.min_ms) => {
-            return bad("llm.simulated.latency", format!("{}..{}", l.min_ms, l.max_ms), "use 0 <= min_ms <= max_ms");
-        }
-        LatencyKind::LogNormal if !(ok(l.p50_ms) && l.p50_ms > 0.0 && ok(l.p99_ms) && l.p99_ms >= l.p50_ms) => {
-            return bad(
-                "llm.simulated.latency",
-                format!("p50 {}, p99 {}", l.p50_ms, l.p99_ms),
-                "use 0 < p50_ms <= p99_ms",
-            );
-        }
-        _ => {}
-    }
-    if c.simulation.max_personas == 0 {
-        return bad("simulation.max_personas", "0".into(), "allow at least 1 persona");
-    }
-    if !matches!(
-        c.monitoring.log_level.to_uppercase().as_str(),
-        "ERROR" | "WARN" | "WARNING" | "INFO" | "DEBUG" | "TRACE"
-    ) {
-        return bad("monitoring.log_level", c.monitoring.log_level.clone(), "use ERROR, WARN, INFO, DEBUG or TRACE");
-    }
-    Ok(())
+    limits::check(c).map_err(|e| ConfigError::Invalid {
+        source_name: source_of(fig, &e.key),
+        key: e.key,
+        value: e.value,
+        message: e.message,
+    })
 }
 
 impl LoadedConfig {

@@ -59,7 +59,9 @@ pub enum PricingError {
 impl Pricing {
     /// Reads a pricing file. A missing file gives an empty table (every model unpriced).
     pub fn load(path: &Path) -> Result<Self, PricingError> {
-        let text = match std::fs::read_to_string(path) {
+        let text = match crate::fsutil::read_input(path, crate::fsutil::MAX_CONFIG_BYTES, "a pricing file")
+            .and_then(|b| String::from_utf8(b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+        {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Pricing::default()),
             Err(source) => return Err(PricingError::Io { path: path.to_path_buf(), source }),

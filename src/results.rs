@@ -154,6 +154,10 @@ pub struct SimulationResults {
     /// The folder the run was saved in, when it was.
     #[serde(skip)]
     pub run_dir: Option<PathBuf>,
+    /// Set when the run was saved but its analysis (`analysis.json`, charts) could not be
+    /// written: the run's outcome stands, but the command that made it fails.
+    #[serde(skip)]
+    pub analysis_error: Option<String>,
 }
 
 /// Files written by `save_results`.
@@ -218,7 +222,8 @@ fn pretty<T: Serialize>(v: &T) -> Vec<u8> {
 
 /// Reads a saved `results.json`.
 pub fn load_results(path: &Path) -> Result<SimulationResults, String> {
-    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = crate::fsutil::read_input(path, crate::fsutil::MAX_RUN_FILE_BYTES, "results.json")
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     serde_json::from_slice(&text).map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))
 }
 

@@ -50,7 +50,8 @@ pub enum ScenarioError {
 
 /// Reads and parses a scenario file.
 pub fn load_scenario(path: &Path) -> Result<Scenario, ScenarioError> {
-    let bytes = std::fs::read(path).map_err(|e| ScenarioError::Io { path: path.to_path_buf(), source: e })?;
+    let bytes = crate::fsutil::read_input(path, crate::fsutil::MAX_SCENARIO_BYTES, "a scenario file")
+        .map_err(|e| ScenarioError::Io { path: path.to_path_buf(), source: e })?;
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         let (line, col) = line_col_of(&bytes, e.valid_up_to());
         ScenarioError::Parse {

@@ -43,6 +43,9 @@ pub enum StressError {
     /// A setting of 0 workers.
     #[error("--workers 0 cannot run anything; use settings of 1 or more")]
     ZeroWorkers,
+    /// A setting out of bounds.
+    #[error("{0}")]
+    OutOfRange(String),
     /// A run could not start or finish.
     #[error("the run with {workers} worker(s) failed: {source}")]
     Run {
@@ -282,11 +285,22 @@ pub async fn run_stress(
     if workers[0] == 0 {
         return Err(StressError::ZeroWorkers);
     }
+    let most = crate::config::limits::MAX_WORKERS;
+    if workers.last().is_some_and(|&w| w > most) {
+        return Err(StressError::OutOfRange(format!("--workers: use settings between 1 and {most}")));
+    }
     let mut base = base.clone();
     let mut notes = Vec::new();
     if let Some(n) = opts.calls {
         let was = base.simulation.max_turns;
         base.simulation.max_turns = turns_for_calls(plan, &base, n);
+        if base.simulation.max_turns > crate::config::limits::MAX_TURNS {
+            return Err(StressError::OutOfRange(format!(
+                "--calls {n} would take {} turns, more than the {} a run may have; ask for fewer calls",
+                base.simulation.max_turns,
+                crate::config::limits::MAX_TURNS
+            )));
+        }
         notes.push(format!(
             "--calls {n}: each setting runs {} turn(s) (about {n} calls) instead of {was}",
             base.simulation.max_turns

@@ -50,6 +50,9 @@ pub struct ExperimentArgs {
     pub json: bool,
 }
 
+/// The most runs per variant.
+const MAX_RUNS: usize = 10_000;
+
 pub fn run(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -87,8 +90,11 @@ async fn run_async(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode
     }
     planner.check_variants(&variants).map_err(UsageError)?;
     let runs = a.runs.or(s.experiment.runs).unwrap_or(3);
-    if runs == 0 {
-        return Err(UsageError("--runs must be at least 1 (3 or more for statistics)".into()).into());
+    if runs == 0 || runs > MAX_RUNS {
+        return Err(UsageError(format!(
+            "--runs must be between 1 and {MAX_RUNS} (3 or more for statistics); got {runs}"
+        ))
+        .into());
     }
     let base = planner.config(None)?;
     let _log_guard = super::logging::init(&base.monitoring, a.quiet || a.json)?;

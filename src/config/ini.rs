@@ -93,8 +93,10 @@ pub struct IniProvider {
 impl IniProvider {
     /// Reads and maps `path`.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| ConfigError::Io { path: path.to_path_buf(), source: e })?;
+        let io = |source| ConfigError::Io { path: path.to_path_buf(), source };
+        let bytes = crate::fsutil::read_input(path, crate::fsutil::MAX_CONFIG_BYTES, "a config file").map_err(io)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not UTF-8 text: {e}"))))?;
         Self::parse(path, &text)
     }
 

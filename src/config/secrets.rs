@@ -36,7 +36,9 @@ pub const SECRETS_FILE: &str = ".troupe/secrets.toml";
 /// `AZURE_OPENAI_API_KEY`.
 pub fn resolve_api_key(cfg: &SimulationConfig, secrets_file: &Path, env_var: &'static str) -> ApiKey {
     let mut warnings = Vec::new();
-    if let Ok(text) = std::fs::read_to_string(secrets_file) {
+    if let Ok(text) = crate::fsutil::read_input(secrets_file, crate::fsutil::MAX_CONFIG_BYTES, "a secrets file")
+        .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
+    {
         #[derive(serde::Deserialize)]
         struct Secrets {
             api_key: Option<SecretString>,

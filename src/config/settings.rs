@@ -22,6 +22,42 @@ pub struct SimulationConfig {
     pub output: OutputConfig,
 }
 
+impl SimulationConfig {
+    /// This configuration with `recorded`'s settings for what defines a simulation: the model
+    /// and its sampling, the prompt style, the simulated provider's behaviour, the turns, policy,
+    /// seeds and memory, the timing and failure handling. Everything that reaches outside (the
+    /// provider and its endpoints, keys and headers, the local model's files, the pricing and
+    /// cache files, budgets per minute, logging and output) stays as it is here: how a run from
+    /// a journal (resume, replay, fork) treats the journal's recorded config, which is untrusted.
+    /// A cost budget is the lower of the two.
+    pub fn with_recorded_simulation(&self, recorded: &SimulationConfig) -> SimulationConfig {
+        let mut c = self.clone();
+        let (l, r) = (&mut c.llm, &recorded.llm);
+        l.model = r.model.clone();
+        l.fallback_model = r.fallback_model.clone();
+        l.temperature = r.temperature;
+        l.top_p = r.top_p;
+        l.max_tokens = r.max_tokens;
+        l.json_actions = r.json_actions;
+        l.send_seed = r.send_seed;
+        l.prompt_style = r.prompt_style;
+        l.stop = r.stop.clone();
+        l.simulated = r.simulated.clone();
+        l.local.repeat_penalty = r.local.repeat_penalty;
+        l.local.repeat_last_n = r.local.repeat_last_n;
+        l.local.max_temperature = r.local.max_temperature;
+        l.max_cost_usd = match (l.max_cost_usd, r.max_cost_usd) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let personas_file = std::mem::take(&mut c.simulation.personas_file);
+        c.simulation = recorded.simulation.clone();
+        c.simulation.personas_file = personas_file;
+        c.performance = recorded.performance.clone();
+        c
+    }
+}
+
 /// How persona turns are asked for (`llm.prompt_style`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -190,6 +226,9 @@ pub struct LlmConfig {
     /// Client-side token budget per minute (none when unset).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tokens_per_minute: Option<u32>,
+    /// The longest wait a server's `Retry-After` (or `retry-after-ms`) is obeyed for, seconds;
+    /// a longer one is cut to this and the retry record says so.
+    pub retry_after_max: f64,
     /// Behaviour of the simulated provider.
     pub simulated: SimulatedConfig,
     /// The embedded local model.
@@ -224,6 +263,7 @@ impl Default for LlmConfig {
             azure_api_version: "2024-10-21".into(),
             requests_per_minute: None,
             tokens_per_minute: None,
+            retry_after_max: 60.0,
             simulated: SimulatedConfig::default(),
             local: LocalConfig::default(),
         }

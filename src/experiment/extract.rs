@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -160,7 +159,7 @@ async fn call_with_retries(
 ) -> Result<crate::llm::ChatResponse, LlmError> {
     let req = Arc::new(req);
     let policy = crate::actors::supervisor::policy::RetryPolicy::from_config(cfg, &req.model);
-    let timeout = Duration::from_secs_f64(cfg.performance.persona_timeout.max(0.001));
+    let timeout = crate::config::limits::secs(cfg.performance.persona_timeout.max(0.001));
     let mut rng = crate::rng::SplitMix64::new(crate::rng::mix(&[cfg.simulation.run_seed, req.fingerprint()]));
     let mut attempt = 1;
     loop {

@@ -98,7 +98,7 @@ impl SimulatedProvider {
                 (p50_ms.ln() + sigma * z).exp()
             }
         };
-        Duration::from_secs_f64((ms.max(0.0)) / 1000.0)
+        crate::config::limits::secs(ms / 1000.0)
     }
 
     fn profile(&self, system: &str) -> Arc<Profile> {
@@ -154,7 +154,7 @@ impl Provider for SimulatedProvider {
         let mut attempt_rng = SplitMix64::new(mix(&[ctx.run_seed, fp, ctx.attempt as u64, 0xfa17]));
         let fault = Self::draw_fault(&self.cfg.faults, &mut attempt_rng);
         let latency = Self::draw_latency(&self.cfg.latency, &mut attempt_rng);
-        let retry_after = Duration::from_secs_f64(self.cfg.faults.retry_after_secs.max(0.0));
+        let retry_after = crate::config::limits::secs(self.cfg.faults.retry_after_secs);
         // The text is composed before the wait so the future holds no borrow of `self`.
         let text = match fault {
             Fault::None => Some(self.compose(&req, mix(&[ctx.run_seed, fp]))),

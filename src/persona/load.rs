@@ -104,7 +104,8 @@ impl PersonaDatabase {
     }
 
     fn add_file(&mut self, path: &Path) -> Result<(), PersonaError> {
-        let text = std::fs::read(path).map_err(|e| PersonaError::Io { path: path.to_path_buf(), source: e })?;
+        let text = crate::fsutil::read_input(path, crate::fsutil::MAX_PERSONA_FILE_BYTES, "a persona file")
+            .map_err(|e| PersonaError::Io { path: path.to_path_buf(), source: e })?;
         check_json_file(path, &text)?;
         let file = self.files.len();
         if let Some(personas) = native_array(&text) {

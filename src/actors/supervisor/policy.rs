@@ -16,6 +16,8 @@ pub struct RetryPolicy {
     pub factor: f64,
     /// Largest backoff ceiling, seconds.
     pub max: f64,
+    /// The longest Retry-After obeyed, seconds (`llm.retry_after_max`).
+    pub retry_after_max: f64,
     /// Failed attempts on one model before moving to the next of the chain.
     pub fallback_after: u32,
     /// The fallback chain, in order (never containing the primary itself).
@@ -30,6 +32,7 @@ impl RetryPolicy {
             base: c.performance.backoff_base,
             factor: c.performance.backoff_factor,
             max: c.performance.backoff_max,
+            retry_after_max: c.llm.retry_after_max,
             fallback_after: c.performance.fallback_after.max(1),
             fallback_models: c
                 .llm
@@ -73,12 +76,47 @@ pub fn backoff_ceiling(p: &RetryPolicy, attempt: u32) -> f64 {
 }
 
 /// Full jitter: a uniform draw (`jitter` in [0, 1)) below the ceiling, but never sooner than
-/// the provider's Retry-After.
+/// the provider's Retry-After, itself cut to `retry_after_max`.
 pub fn backoff_delay(p: &RetryPolicy, attempt: u32, jitter: f64, retry_after: Option<Duration>) -> Duration {
-    let d = Duration::from_secs_f64(backoff_ceiling(p, attempt) * jitter.clamp(0.0, 1.0));
+    let d = crate::config::limits::secs(backoff_ceiling(p, attempt) * jitter.clamp(0.0, 1.0));
     match retry_after {
-        Some(ra) => d.max(ra),
+        Some(ra) => d.max(ra.min(crate::config::limits::secs(p.retry_after_max))),
         None => d,
+    }
+}
+
+/// When `retry_after` is longer than the policy obeys, a note saying it was cut (for the retry
+/// record and the log).
+pub fn retry_after_capped(p: &RetryPolicy, retry_after: Option<Duration>) -> Option<String> {
+    let ra = retry_after?;
+    let cap = crate::config::limits::secs(p.retry_after_max);
+    (ra > cap).then(|| {
+        format!(
+            "the server asked to wait {:.0} s (Retry-After); waited {:.0} s, the most llm.retry_after_max allows",
+            ra.as_secs_f64(),
+            cap.as_secs_f64()
+        )
+    })
+}
+
+/// A failure at the start of a run that no retry and no later call can fix, so the whole run
+/// stops at once: before any call has been answered, the key is refused (401/403, or no quota
+/// left) or the server cannot be reached at all. Returns the stop reason, in the words of
+/// `troupe doctor`. Later, the same failures are taken one call at a time (an authentication
+/// failure is still never retried; a pool may hold one bad key among good ones).
+pub fn fatal(err: &LlmError, any_success: bool) -> Option<String> {
+    const DOCTOR: &str = "`troupe doctor` checks the configuration, the key and the server";
+    if any_success {
+        return None;
+    }
+    match err.kind {
+        ErrorKind::Auth => {
+            Some(format!("the provider refused the request, so the run stopped at once: {err}; {DOCTOR}"))
+        }
+        ErrorKind::Connection => {
+            Some(format!("the provider cannot be reached, so the run stopped at once: {err}; {DOCTOR}"))
+        }
+        _ => None,
     }
 }
 
@@ -122,6 +160,7 @@ mod tests {
             base: 1.0,
             factor: 2.0,
             max: 5.0,
+            retry_after_max: 60.0,
             fallback_after: 2,
             fallback_models: vec!["fb".into(), "fb2".into()],
         }
@@ -148,6 +187,29 @@ mod tests {
         assert_eq!(backoff_delay(&p, 3, 0.5, None), Duration::from_secs(2));
         assert_eq!(backoff_delay(&p, 1, 0.0, Some(Duration::from_secs(7))), Duration::from_secs(7));
         assert_eq!(backoff_delay(&p, 3, 0.99, Some(Duration::from_millis(10))), Duration::from_secs_f64(3.96));
+    }
+
+    #[test]
+    fn a_refused_key_or_an_absent_server_stops_the_run() {
+        assert!(fatal(&err(ErrorKind::Auth), false).unwrap().contains("troupe doctor"));
+        assert!(fatal(&err(ErrorKind::Connection), false).is_some());
+        // Once the server has answered, a refused connection is a hiccup to retry, and a refused
+        // key one bad key of a pool (not retried, but not the end of the run).
+        assert_eq!(fatal(&err(ErrorKind::Connection), true), None);
+        assert_eq!(fatal(&err(ErrorKind::Auth), true), None);
+        assert_eq!(fatal(&err(ErrorKind::Server), false), None);
+        assert_eq!(fatal(&err(ErrorKind::RateLimited), false), None);
+    }
+
+    #[test]
+    fn a_long_retry_after_is_cut_and_said() {
+        let p = policy();
+        let hour = Some(Duration::from_secs(3600));
+        assert_eq!(backoff_delay(&p, 1, 0.0, hour), Duration::from_secs(60));
+        let note = retry_after_capped(&p, hour).expect("capped");
+        assert!(note.contains("3600 s") && note.contains("60 s") && note.contains("llm.retry_after_max"), "{note}");
+        assert_eq!(retry_after_capped(&p, Some(Duration::from_secs(5))), None);
+        assert_eq!(retry_after_capped(&p, None), None);
     }
 
     #[test]

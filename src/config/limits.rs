@@ -1,0 +1,292 @@
+//! The allowed range of every bounded setting, checked whenever a configuration is built: from
+//! its layers, from a run folder's journal, or from a web form. A value from outside (a config
+//! file, a shared run folder, a form) can never make the runtime panic, hang or run without end.
+//!
+//! The bounds are generous for real use and documented in the README's Configuration section;
+//! an error names the key, the bound and what to change.
+
+use std::time::Duration;
+
+use super::settings::{LatencyKind, SimulationConfig};
+
+/// Longest a whole run may be set to take: 7 days.
+pub const MAX_RUN_SECS: f64 = 7.0 * 24.0 * 3600.0;
+/// Longest any single wait may be set to (a call's timeout, a backoff, the spacing between
+/// calls, a simulated latency, a Retry-After): 1 hour.
+pub const MAX_WAIT_SECS: f64 = 3600.0;
+/// Most turns in one run.
+pub const MAX_TURNS: u32 = 100_000;
+/// Most retries of one call.
+pub const MAX_RETRIES: u32 = 100;
+/// Most personas in one run.
+pub const MAX_PERSONAS: usize = 10_000_000;
+/// Most concurrent calls (`max_workers`, `batch_size`).
+pub const MAX_WORKERS: usize = 10_000;
+/// Most runs of an experiment at once.
+pub const MAX_PARALLEL_RUNS: usize = 256;
+/// Largest cost budget, USD.
+pub const MAX_COST_USD: f64 = 1_000_000.0;
+/// Longest reply, tokens.
+pub const MAX_REPLY_TOKENS: u32 = 1_000_000;
+/// Most memory events kept in a prompt window (`memory_prefix`, `memory_recent`,
+/// `consolidate_every`).
+pub const MAX_MEMORY_EVENTS: usize = 100_000;
+/// Largest growth factor of the backoff.
+pub const MAX_BACKOFF_FACTOR: f64 = 100.0;
+
+/// A setting outside its range: the dotted key, the value as text and what to change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutOfRange {
+    /// Dotted key.
+    pub key: String,
+    /// The value, rendered.
+    pub value: String,
+    /// What to change.
+    pub message: String,
+}
+
+/// A number of seconds as a `Duration`, never panicking: negative or NaN is zero, anything
+/// above [`MAX_RUN_SECS`] is cut to it. Values that passed [`check`] are already in range; this
+/// is the belt to its braces wherever a duration is built from a setting.
+pub fn secs(v: f64) -> Duration {
+    if v.is_nan() || v <= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(v.min(MAX_RUN_SECS)) }
+}
+
+/// Checks every bounded setting of `c`. The first value out of range is returned.
+pub fn check(c: &SimulationConfig) -> Result<(), OutOfRange> {
+    let bad = |key: &str, value: String, message: String| Err(OutOfRange { key: key.into(), value, message });
+    let p = &c.performance;
+    let f = &c.llm.simulated.faults;
+    if !(0.0..=2.0).contains(&c.llm.temperature) {
+        return bad("llm.temperature", c.llm.temperature.to_string(), "use a value between 0.0 and 2.0".into());
+    }
+    if let Some(tp) = c.llm.top_p
+        && !(0.0..=1.0).contains(&tp)
+    {
+        return bad("llm.top_p", tp.to_string(), "use a value between 0.0 and 1.0".into());
+    }
+    if !(1..=MAX_REPLY_TOKENS).contains(&c.llm.max_tokens) {
+        return bad(
+            "llm.max_tokens",
+            c.llm.max_tokens.to_string(),
+            format!("use a number of tokens between 1 and {MAX_REPLY_TOKENS}"),
+        );
+    }
+    if let Some(m) = c.llm.max_cost_usd
+        && !(m.is_finite() && (0.0..=MAX_COST_USD).contains(&m))
+    {
+        return bad(
+            "llm.max_cost_usd",
+            m.to_string(),
+            format!("use a budget between 0 and {MAX_COST_USD} USD, or leave it unset for no budget"),
+        );
+    }
+    for (k, v) in
+        [("llm.requests_per_minute", c.llm.requests_per_minute), ("llm.tokens_per_minute", c.llm.tokens_per_minute)]
+    {
+        if v == Some(0) {
+            return bad(k, "0".into(), "use a positive budget per minute, or leave it unset for none".into());
+        }
+    }
+    let rp = c.llm.local.repeat_penalty;
+    if !(rp.is_finite() && rp > 0.0 && rp <= 10.0) {
+        return bad(
+            "llm.local.repeat_penalty",
+            rp.to_string(),
+            "use a value above 0 and at most 10 (1.0 turns it off)".into(),
+        );
+    }
+    if c.llm.local.repeat_last_n > 1_000_000 {
+        return bad(
+            "llm.local.repeat_last_n",
+            c.llm.local.repeat_last_n.to_string(),
+            "use at most 1000000 tokens".into(),
+        );
+    }
+    let mt = c.llm.local.max_temperature;
+    if !(0.0..=2.0).contains(&mt) {
+        return bad("llm.local.max_temperature", mt.to_string(), "use a value between 0.0 and 2.0".into());
+    }
+    for (k, v) in [("performance.max_workers", p.max_workers), ("performance.batch_size", p.batch_size)] {
+        if !(1..=MAX_WORKERS).contains(&v) {
+            return bad(k, v.to_string(), format!("use a number between 1 and {MAX_WORKERS}"));
+        }
+    }
+    if !(1..=MAX_PARALLEL_RUNS).contains(&p.max_parallel_runs) {
+        return bad(
+            "performance.max_parallel_runs",
+            p.max_parallel_runs.to_string(),
+            format!("use a number between 1 and {MAX_PARALLEL_RUNS}"),
+        );
+    }
+    if p.max_retries > MAX_RETRIES {
+        return bad(
+            "performance.max_retries",
+            p.max_retries.to_string(),
+            format!("use at most {MAX_RETRIES} retries per call"),
+        );
+    }
+    if p.fallback_after > MAX_RETRIES {
+        return bad(
+            "performance.fallback_after",
+            p.fallback_after.to_string(),
+            format!("use at most {MAX_RETRIES} failed attempts"),
+        );
+    }
+    if !(p.timeout_seconds.is_finite() && p.timeout_seconds > 0.0 && p.timeout_seconds <= MAX_RUN_SECS) {
+        return bad(
+            "performance.timeout_seconds",
+            p.timeout_seconds.to_string(),
+            format!("use a positive number of seconds, at most {MAX_RUN_SECS} (7 days)"),
+        );
+    }
+    if !(p.persona_timeout.is_finite() && p.persona_timeout > 0.0 && p.persona_timeout <= MAX_WAIT_SECS) {
+        return bad(
+            "performance.persona_timeout",
+            p.persona_timeout.to_string(),
+            format!("use a positive number of seconds, at most {MAX_WAIT_SECS} (1 hour)"),
+        );
+    }
+    if !(p.backoff_factor.is_finite() && p.backoff_factor > 0.0 && p.backoff_factor <= MAX_BACKOFF_FACTOR) {
+        return bad(
+            "performance.backoff_factor",
+            p.backoff_factor.to_string(),
+            format!("use a positive factor, at most {MAX_BACKOFF_FACTOR}"),
+        );
+    }
+    for (k, v) in [
+        ("performance.rate_limit_delay", p.rate_limit_delay),
+        ("performance.backoff_base", p.backoff_base),
+        ("performance.backoff_max", p.backoff_max),
+        ("llm.simulated.faults.retry_after_secs", f.retry_after_secs),
+        ("llm.retry_after_max", c.llm.retry_after_max),
+    ] {
+        if !(v.is_finite() && (0.0..=MAX_WAIT_SECS).contains(&v)) {
+            return bad(
+                k,
+                v.to_string(),
+                format!("use zero or a positive number of seconds, at most {MAX_WAIT_SECS} (1 hour)"),
+            );
+        }
+    }
+    for (k, v) in [
+        ("llm.simulated.faults.rate_limited", f.rate_limited),
+        ("llm.simulated.faults.server_error", f.server_error),
+        ("llm.simulated.faults.timeout", f.timeout),
+        ("llm.simulated.faults.malformed", f.malformed),
+        ("llm.simulated.faults.empty", f.empty),
+    ] {
+        if !(0.0..=1.0).contains(&v) {
+            return bad(k, v.to_string(), "use a share between 0.0 and 1.0".into());
+        }
+    }
+    let total = f.rate_limited + f.server_error + f.timeout + f.malformed + f.empty;
+    if total > 1.0 {
+        return bad("llm.simulated.faults", total.to_string(), "the fault shares add up to more than 1.0".into());
+    }
+    let l = &c.llm.simulated.latency;
+    let max_ms = MAX_WAIT_SECS * 1000.0;
+    let ok = |v: f64| v.is_finite() && (0.0..=max_ms).contains(&v);
+    let range = format!("at most {max_ms} ms (1 hour)");
+    for (k, v) in [
+        ("llm.simulated.latency.ms", l.ms),
+        ("llm.simulated.latency.min_ms", l.min_ms),
+        ("llm.simulated.latency.max_ms", l.max_ms),
+        ("llm.simulated.latency.p50_ms", l.p50_ms),
+        ("llm.simulated.latency.p99_ms", l.p99_ms),
+    ] {
+        if !ok(v) {
+            return bad(k, v.to_string(), format!("use zero or more milliseconds, {range}"));
+        }
+    }
+    match l.kind {
+        LatencyKind::Uniform if l.max_ms < l.min_ms => {
+            return bad("llm.simulated.latency", format!("{}..{}", l.min_ms, l.max_ms), "use min_ms <= max_ms".into());
+        }
+        LatencyKind::LogNormal if !(l.p50_ms > 0.0 && l.p99_ms >= l.p50_ms) => {
+            return bad(
+                "llm.simulated.latency",
+                format!("p50 {}, p99 {}", l.p50_ms, l.p99_ms),
+                "use 0 < p50_ms <= p99_ms".into(),
+            );
+        }
+        _ => {}
+    }
+    let s = &c.simulation;
+    if s.max_turns > MAX_TURNS {
+        return bad("simulation.max_turns", s.max_turns.to_string(), format!("use at most {MAX_TURNS} turns"));
+    }
+    if !(1..=MAX_PERSONAS).contains(&s.max_personas) {
+        return bad(
+            "simulation.max_personas",
+            s.max_personas.to_string(),
+            format!("use a number between 1 and {MAX_PERSONAS}"),
+        );
+    }
+    for (k, v) in [
+        ("simulation.memory_prefix", s.memory_prefix),
+        ("simulation.memory_recent", s.memory_recent),
+        ("simulation.consolidate_every", s.consolidate_every),
+    ] {
+        if v > MAX_MEMORY_EVENTS {
+            return bad(k, v.to_string(), format!("use at most {MAX_MEMORY_EVENTS} events"));
+        }
+    }
+    if !matches!(
+        c.monitoring.log_level.to_uppercase().as_str(),
+        "ERROR" | "WARN" | "WARNING" | "INFO" | "DEBUG" | "TRACE"
+    ) {
+        return bad(
+            "monitoring.log_level",
+            c.monitoring.log_level.clone(),
+            "use ERROR, WARN, INFO, DEBUG or TRACE".into(),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_in_range() {
+        assert_eq!(check(&SimulationConfig::default()), Ok(()));
+    }
+
+    #[test]
+    fn huge_and_odd_numbers_are_refused_by_key() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut SimulationConfig)>)> = vec![
+            ("performance.timeout_seconds", Box::new(|c| c.performance.timeout_seconds = 1e300)),
+            ("performance.persona_timeout", Box::new(|c| c.performance.persona_timeout = 1e300)),
+            ("performance.backoff_base", Box::new(|c| c.performance.backoff_base = 1e300)),
+            ("performance.backoff_max", Box::new(|c| c.performance.backoff_max = f64::INFINITY)),
+            ("performance.rate_limit_delay", Box::new(|c| c.performance.rate_limit_delay = 1e300)),
+            ("llm.simulated.latency.ms", Box::new(|c| c.llm.simulated.latency.ms = 1e300)),
+            ("llm.simulated.latency.p99_ms", Box::new(|c| c.llm.simulated.latency.p99_ms = 1e300)),
+            ("llm.simulated.faults.retry_after_secs", Box::new(|c| c.llm.simulated.faults.retry_after_secs = 1e300)),
+            ("simulation.max_turns", Box::new(|c| c.simulation.max_turns = u32::MAX)),
+            ("performance.max_retries", Box::new(|c| c.performance.max_retries = u32::MAX)),
+            ("llm.max_cost_usd", Box::new(|c| c.llm.max_cost_usd = Some(-1.0))),
+            ("llm.max_cost_usd", Box::new(|c| c.llm.max_cost_usd = Some(f64::NAN))),
+            ("performance.max_workers", Box::new(|c| c.performance.max_workers = usize::MAX)),
+            ("simulation.max_personas", Box::new(|c| c.simulation.max_personas = usize::MAX)),
+            ("simulation.memory_recent", Box::new(|c| c.simulation.memory_recent = usize::MAX)),
+        ];
+        for (key, set) in cases {
+            let mut c = SimulationConfig::default();
+            set(&mut c);
+            let e = check(&c).expect_err(key);
+            assert_eq!(e.key, key);
+            assert!(e.message.contains("at most") || e.message.contains("between"), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn secs_never_panics() {
+        for v in [f64::NAN, f64::INFINITY, -1.0, 1e300, f64::MAX, 0.0] {
+            assert!(secs(v) <= Duration::from_secs_f64(MAX_RUN_SECS));
+        }
+        assert_eq!(secs(1.5), Duration::from_millis(1500));
+    }
+}
