@@ -148,6 +148,12 @@ pub fn load_config(g: &GlobalArgs, scenario: Option<Layer>, extra_sets: &[String
     Ok(loaded)
 }
 
+/// The async runtime every command that runs simulations uses.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("could not start the async runtime")
+}
+
 /// Input errors (config, personas, scenarios) exit with 2; everything else with 1.
 pub fn exit_code_for(err: &anyhow::Error) -> u8 {
     let input = err.chain().any(|e| {
@@ -177,6 +183,7 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
                         | troupe_sim::engine::EngineError::Fork(_)
                         | troupe_sim::engine::EngineError::Pricing(_)
                         | troupe_sim::engine::EngineError::Provider(_)
+                        | troupe_sim::engine::EngineError::ProviderChanged(_)
                 )
             )
     });

@@ -95,6 +95,14 @@ pub enum EngineError {
     /// The configured provider cannot be set up.
     #[error("cannot set up the language-model provider: {0}")]
     Provider(#[from] crate::llm::LlmError),
+    /// Another process owns the run folder.
+    #[error(transparent)]
+    Busy(#[from] crate::fsutil::LockError),
+    /// A resume would send new calls elsewhere than the recorded ones.
+    #[error(
+        "{0}; check llm.provider and llm.base_url (or --set them), or pass --allow-provider-change to continue with the current configuration"
+    )]
+    ProviderChanged(String),
 }
 
 static INSTANCE: AtomicU64 = AtomicU64::new(1);
@@ -183,6 +191,10 @@ pub struct RunOptions {
     /// Use this run id (and so this folder) instead of a new one: how `resume` continues a
     /// run in place.
     pub run_id: Option<String>,
+    /// The run folder's lock, when the caller already holds it (`resume` takes it before it
+    /// reads the journal). Otherwise a saved run takes it itself; either way it is held until
+    /// the run's files are written.
+    pub lock: Option<crate::fsutil::DirLock>,
 }
 
 /// Runs simulations with one configuration and provider.
@@ -325,15 +337,28 @@ impl SimulationEngine {
         if !personas.is_empty() {
             let db = PersonaDatabase::load(&self.config.simulation.personas_file)?;
             for id in personas {
-                match db.get(id) {
-                    Some(p) => chosen.push(p.clone()),
-                    None => {
-                        let ids: Vec<&str> = db.personas.iter().map(|p| p.id.as_str()).collect();
-                        let hint = crate::scenario::did_you_mean(id, &ids)
-                            .map(|s| format!("; did you mean `{s}`?"))
-                            .unwrap_or_else(|| "; `troupe personas list` shows the ids".into());
-                        return Err(EngineError::UnknownPersona { id: id.to_string(), hint });
+                if db.get(id).is_none() {
+                    let ids: Vec<&str> = db.personas.iter().map(|p| p.id.as_str()).collect();
+                    let hint = crate::scenario::did_you_mean(id, &ids)
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_else(|| "; `troupe personas list` shows the ids".into());
+                    return Err(EngineError::UnknownPersona { id: id.to_string(), hint });
+                }
+            }
+            let ids: Vec<String> = personas.iter().map(|s| s.to_string()).collect();
+            match crate::persona::validate::select_personas(&db, &ids) {
+                Ok((found, warnings)) => {
+                    for w in warnings {
+                        tracing::warn!("{w}");
                     }
+                    chosen = found;
+                }
+                Err(errors) => {
+                    let first = &errors[0];
+                    return Err(EngineError::Persona(crate::persona::PersonaError::Invalid {
+                        field: format!("{}.{}", first.persona, first.field),
+                        message: first.to_string(),
+                    }));
                 }
             }
         }
@@ -363,6 +388,19 @@ impl SimulationEngine {
         if plan.personas.is_empty() {
             return Err(EngineError::NoPersonas);
         }
+        // The last line of defence for plans built by hand: a persona with an error finding
+        // (a temperature of 3.5, a 50 MB field) never reaches a provider.
+        for p in &plan.personas {
+            if let Some(iss) = crate::persona::validate::check_persona(p)
+                .into_iter()
+                .find(|i| i.severity == crate::persona::Severity::Error)
+            {
+                return Err(EngineError::Persona(crate::persona::PersonaError::Invalid {
+                    field: format!("{}.{}", p.id, iss.field),
+                    message: format!("{}; {}", iss.message, iss.hint),
+                }));
+            }
+        }
         let instance = INSTANCE.fetch_add(1, Ordering::Relaxed);
         let started_at = chrono::Utc::now();
         let rid = opts.run_id.clone().unwrap_or_else(|| {
@@ -372,11 +410,24 @@ impl SimulationEngine {
                 crate::rng::mix(&[self.config.simulation.run_seed, instance, started_at.timestamp_micros() as u64]),
             )
         });
+        if !crate::resume::valid_run_id(&rid) {
+            return Err(EngineError::Output {
+                path: PathBuf::from(&rid),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "not a run id: use 1 to 128 letters, digits, `_` or `-`",
+                ),
+            });
+        }
         let run_dir = opts.save_under.as_ref().map(|p| p.join(&rid));
         let mut transcript_file = None;
         let mut journal = None;
+        let mut lock = opts.lock;
         if let Some(dir) = &run_dir {
             std::fs::create_dir_all(dir).map_err(|source| EngineError::Output { path: dir.clone(), source })?;
+            if lock.is_none() {
+                lock = Some(crate::fsutil::DirLock::acquire(dir, "troupe run")?);
+            }
             let path = dir.join("transcript.jsonl");
             let f = std::fs::File::create(&path).map_err(|source| EngineError::Output { path, source })?;
             transcript_file = Some(f);
@@ -387,6 +438,7 @@ impl SimulationEngine {
                 troupe_version: env!("CARGO_PKG_VERSION").to_string(),
                 run_id: rid.clone(),
                 provider: self.provider.name().to_string(),
+                endpoints: self.provider.endpoints(),
                 config,
                 plan: plan.clone(),
                 started_at,
@@ -445,6 +497,7 @@ impl SimulationEngine {
             interventions: first.interventions.clone(),
             sampling_config,
             switch,
+            span: span.clone(),
             config: self.config.clone(),
             supervisor: supervisor.clone(),
             metrics: metrics.clone(),
@@ -467,6 +520,7 @@ impl SimulationEngine {
 
         let estimate = self.estimate(&plan);
         let ctx = Collect {
+            _lock: lock,
             journal,
             cache: self.cache.clone(),
             estimate,
@@ -490,6 +544,8 @@ impl SimulationEngine {
 }
 
 struct Collect {
+    /// Held until the run's files are written.
+    _lock: Option<crate::fsutil::DirLock>,
     journal: Option<JournalWriter>,
     cache: Option<Arc<ResponseCache>>,
     estimate: Estimate,
@@ -520,17 +576,37 @@ async fn collect(
     let mut results_extra = Extra::default();
     let mut final_state = None;
     let mut write_error = None;
+    // Set when the journal cannot be written: from then on nothing counts (a resume would pay
+    // for it again), so events are drained but neither shown, kept nor forwarded.
+    let mut journal_failed: Option<String> = None;
+    let mut journaled_turns = 0;
     while let Some(mut ev) = rx.recv().await {
+        if journal_failed.is_some() {
+            if matches!(ev, RunEvent::Finished(_)) {
+                break;
+            }
+            continue;
+        }
         if let (RunEvent::Exchange(x), Some(cache)) = (&mut ev, &ctx.cache) {
             x.replayed = u64::from_str_radix(&x.key, 16).is_ok_and(|k| cache.was_served(k));
         }
         if let Some(j) = ctx.journal.as_mut()
             && let Err(e) = j.append(&ev)
         {
-            // Nothing already journaled is lost; the run stops rather than go on unrecorded.
+            // Nothing already journaled is lost; the run stops at once rather than go on
+            // unrecorded, and what it did after the failure is not kept.
+            let why = format!("the journal could not be written: {e}");
             write_error.get_or_insert_with(|| e.to_string());
             ctx.journal = None;
-            let _ = world.cast(WorldMsg::Stop(StopReason::Failed(format!("the journal could not be written: {e}"))));
+            let _ = world.cast(WorldMsg::Stop(StopReason::Failed(why.clone())));
+            journal_failed = Some(why);
+            if matches!(ev, RunEvent::Finished(_)) {
+                break;
+            }
+            continue;
+        }
+        if let RunEvent::TurnEnded { turn } = ev {
+            journaled_turns = turn;
         }
         match &ev {
             RunEvent::Message(e) => {
@@ -569,9 +645,13 @@ async fn collect(
             break;
         }
     }
-    let final_state = match final_state {
-        Some(s) => s,
-        None => done_rx.await.unwrap_or(FinalState {
+    let final_state = match (journal_failed, final_state) {
+        (Some(why), _) => {
+            let _ = done_rx.await;
+            FinalState { success: false, completed_turns: journaled_turns, reason: StopReason::Failed(why) }
+        }
+        (None, Some(s)) => s,
+        (None, None) => done_rx.await.unwrap_or(FinalState {
             success: false,
             completed_turns: 0,
             reason: StopReason::Failed("the world actor stopped without a final state".into()),
@@ -586,12 +666,20 @@ async fn collect(
     supervisor.stop(None);
     metrics.stop(None);
     let output = ctx.config.output.clone();
-    let results = build_results(ctx, transcript, results_extra, final_state, snap, duration, write_error);
-    if let Some(dir) = &results.run_dir {
-        save_results(&results, dir)?;
-        if output.auto_analysis {
-            // analysis.json (and charts) beside the results; a failure here is logged, not fatal.
-            crate::analysis::save_after_run(&results, dir, output.save_visualizations);
+    let mut results = build_results(ctx, transcript, results_extra, final_state, snap, duration, write_error);
+    if let Some(dir) = results.run_dir.clone() {
+        if let Err(e) = save_results(&results, &dir) {
+            // An earlier failure (a full disk, say) explains this one: report both.
+            let Some(first) = results.error.take() else { return Err(e.into()) };
+            results.error = Some(format!("{first}; then {e}"));
+            return Ok(results);
+        }
+        if output.auto_analysis
+            && let Err(e) = crate::analysis::save_analysis(&results, &dir, output.save_visualizations)
+        {
+            // The run itself is saved; its analysis is not, and the caller must say so.
+            results.analysis_error =
+                Some(format!("the run was saved but its analysis was not: {e}; run `troupe analyze` on the folder"));
         }
     }
     tracing::info!(messages = results.transcript.len(), success = results.success, "simulation finished");
@@ -613,7 +701,7 @@ async fn drain_in_flight(
     rx: &mut mpsc::UnboundedReceiver<RunEvent>,
     metrics: &ActorRef<MetricsMsg>,
 ) {
-    let grace = Duration::from_secs_f64(ctx.config.performance.persona_timeout.min(10.0));
+    let grace = crate::config::limits::secs(ctx.config.performance.persona_timeout.min(10.0));
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         match snapshot(metrics).await {
@@ -714,6 +802,7 @@ fn build_results(
         estimate: ctx.estimate,
         full_metrics: snap,
         run_dir: ctx.run_dir,
+        analysis_error: None,
     }
 }
 

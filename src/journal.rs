@@ -26,6 +26,8 @@ use crate::transcript::{FinalState, RunEvent, TranscriptEntry};
 pub const FORMAT: u32 = 1;
 /// The journal's file name in a run folder.
 pub const FILE_NAME: &str = "journal.jsonl";
+/// The largest journal read (a run folder is untrusted input).
+pub const MAX_JOURNAL_BYTES: u64 = 4 << 30;
 
 /// The first record: everything needed to run the same simulation again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +40,9 @@ pub struct Header {
     pub run_id: String,
     /// Provider name, part of every exchange's key.
     pub provider: String,
+    /// Where the provider's calls went (base URLs, never keys); empty for in-process providers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<String>,
     /// The merged config, the API key removed.
     pub config: SimulationConfig,
     /// The plan.
@@ -112,6 +117,27 @@ pub enum JournalError {
     NoHeader {
         /// The file.
         path: PathBuf,
+    },
+    /// The first line is a header, but not of the expected shape (a damaged or hand-made file).
+    #[error(
+        "{}:{line}: the journal header is not of the expected shape: {message}; the run folder is damaged or was not written by this troupe-sim",
+        path.display()
+    )]
+    BadHeader {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The field path and what is wrong with it.
+        message: String,
+    },
+    /// The journal file is larger than a journal this troupe-sim reads.
+    #[error("{}: {size} bytes, more than the {MAX_JOURNAL_BYTES} bytes a journal may hold; is this a journal?", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
     },
     /// Written by a newer troupe-sim.
     #[error("{}: journal format {found} is newer than this troupe-sim understands ({FORMAT}); upgrade troupe-sim", path.display())]
@@ -209,7 +235,10 @@ impl Journal {
 /// Reads a journal. A torn last line (a crash mid-write) is ignored; a bad line anywhere else
 /// is an error.
 pub fn read_journal(path: &Path) -> Result<Journal, JournalError> {
-    let bytes = std::fs::read(path).map_err(|source| JournalError::Io { path: path.to_path_buf(), source })?;
+    let bytes = crate::fsutil::read_limited(path, MAX_JOURNAL_BYTES).map_err(|e| match e {
+        crate::fsutil::ReadError::TooLarge { size } => JournalError::TooLarge { path: path.to_path_buf(), size },
+        crate::fsutil::ReadError::Io(source) => JournalError::Io { path: path.to_path_buf(), source },
+    })?;
     parse_journal(path, &bytes)
 }
 
@@ -232,13 +261,8 @@ pub fn parse_journal(path: &Path, bytes: &[u8]) -> Result<Journal, JournalError>
             continue;
         }
         if header.is_none() {
-            match serde_json::from_slice::<HeaderLine>(line) {
-                Ok(h) => {
-                    header = Some(h.header);
-                    continue;
-                }
-                Err(_) => return Err(JournalError::NoHeader { path: path.to_path_buf() }),
-            }
+            header = Some(parse_header(path, i + 1, line)?);
+            continue;
         }
         match serde_json::from_slice::<RunEvent>(line) {
             Ok(r) => records.push(r),
@@ -256,6 +280,22 @@ pub fn parse_journal(path: &Path, bytes: &[u8]) -> Result<Journal, JournalError>
         return Err(JournalError::Format { path: path.to_path_buf(), found: header.format });
     }
     Ok(Journal { header, records, torn_tail })
+}
+
+/// Reads the header line: a line that is not a `{"header": ...}` object is no header; one that
+/// is but does not fit the expected shape is an error naming the field.
+fn parse_header(path: &Path, line_no: usize, line: &[u8]) -> Result<Header, JournalError> {
+    let v: serde_json::Value =
+        serde_json::from_slice(line).map_err(|_| JournalError::NoHeader { path: path.to_path_buf() })?;
+    let Some(h) = v.get("header") else {
+        return Err(JournalError::NoHeader { path: path.to_path_buf() });
+    };
+    let header: Header = serde_path_to_error::deserialize(h).map_err(|e| {
+        let at = e.path().to_string();
+        let message = if at == "." { e.inner().to_string() } else { format!("`header.{at}`: {}", e.inner()) };
+        JournalError::BadHeader { path: path.to_path_buf(), line: line_no, message }
+    })?;
+    Ok(header)
 }
 
 /// Every journal segment of a run folder, oldest first: `journal.1.jsonl`, `journal.2.jsonl`,
@@ -302,6 +342,7 @@ mod tests {
             troupe_version: "t".into(),
             run_id: "r".into(),
             provider: "simulated".into(),
+            endpoints: Vec::new(),
             config: SimulationConfig::default(),
             plan: RunPlan::ad_hoc("topic", vec![]),
             started_at: chrono::Utc::now(),

@@ -57,6 +57,17 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
     fn synthetic(&self) -> bool {
         false
     }
+    /// The servers calls go to (base URLs, never keys); empty for in-process providers. Recorded
+    /// in a run's journal, so a resume can tell when its calls would go somewhere else.
+    fn endpoints(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// The recorded answer to `req`, when this provider holds one (a resume, replay or fork
+    /// answers from its journal): the supervisor then answers at once, without a worker, rate
+    /// spacing or a timeout, since nothing is paid.
+    fn recorded(&self, _req: &ChatRequest) -> Option<ChatResponse> {
+        None
+    }
     /// Sends one request. The future must be cancel-safe: the supervisor drops it on timeout.
     fn chat(&self, req: Arc<ChatRequest>, ctx: CallContext) -> BoxFuture<Result<ChatResponse, LlmError>>;
     /// Checks that the provider answers (`troupe doctor`) and says how, in one line. The
@@ -190,7 +201,7 @@ mod opt_duration_secs {
     }
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let v: Option<f64> = Option::deserialize(d)?;
-        Ok(v.filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64))
+        Ok(v.filter(|s| s.is_finite() && *s >= 0.0).map(crate::config::limits::secs))
     }
 }
 

@@ -7,19 +7,31 @@
 //!   journal, and a request without one stops the run naming the persona and turn.
 //! - **fork** replays a run's first N turns and continues with a variant: the same history, a
 //!   different future.
+//!
+//! A run folder is untrusted input (a colleague's zip, a download). Its identity and place come
+//! from the folder itself, never from the journal's contents; everything that reaches outside
+//! (the provider, endpoints, keys, log files, output folders, the cache and pricing files) comes
+//! from the *current* configuration. From the journal only what defines the simulation is taken
+//! (model, sampling, turns, policy, seeds, memory, timing), and it is checked against the same
+//! bounds as any configuration. A resume whose calls would go to another provider or server than
+//! the recorded ones stops and says so, unless the caller allows it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{ProviderKind, SimulationConfig};
+use crate::config::{ProviderKind, SimulationConfig, limits};
 use crate::engine::{EngineError, RunOptions, RunPlan, SimulationEngine};
+use crate::fsutil::DirLock;
 use crate::journal::{self, Exchange, Header, JournalError};
 use crate::llm::cache::{CacheMode, ResponseCache};
+use crate::llm::{BoxFuture, CallContext, ChatRequest, ChatResponse, ErrorKind, LlmError, Provider};
 use crate::transcript::StopReason;
 
 /// What a run folder's journals hold.
 #[derive(Debug, Clone)]
 pub struct Recording {
+    /// The run's id: the name of its folder (never the journal's `run_id`).
+    pub run_id: String,
     /// The header of the first segment (the run as it was started).
     pub header: Header,
     /// Every exchange of every segment.
@@ -34,9 +46,13 @@ pub struct Recording {
     pub torn: bool,
 }
 
+/// Longest provider name a journal may record.
+const MAX_PROVIDER_NAME: usize = 64;
+
 impl Recording {
     /// Reads every journal segment of `run_dir`.
     pub fn load(run_dir: &Path) -> Result<Self, JournalError> {
+        let run_id = folder_run_id(run_dir)?;
         let segments = journal::segments(run_dir);
         if segments.is_empty() {
             return Err(JournalError::Io {
@@ -54,6 +70,7 @@ impl Recording {
         let mut torn = false;
         for p in &segments {
             let j = journal::read_journal(p)?;
+            check_header(p, &j.header)?;
             torn |= j.torn_tail;
             exchanges.extend(j.exchanges().cloned());
             end = j.end().cloned();
@@ -61,7 +78,13 @@ impl Recording {
             header.get_or_insert(j.header);
         }
         let header = header.expect("at least one segment was read");
-        Ok(Recording { header, exchanges, segments, end, completed_turns, torn })
+        if header.run_id != run_id {
+            tracing::warn!(
+                folder = %run_id,
+                "the journal names another run id; the folder's name is used (a run's identity comes from its folder)"
+            );
+        }
+        Ok(Recording { run_id, header, exchanges, segments, end, completed_turns, torn })
     }
 
     /// The recorded answers, by request key.
@@ -79,11 +102,85 @@ impl Recording {
     pub fn is_complete(&self) -> bool {
         matches!(self.end.as_ref().map(|e| &e.reason), Some(StopReason::Completed))
     }
+
+    /// The configuration a run from this recording uses: `current` for everything that reaches
+    /// outside, the recording's settings for what defines the simulation, all within bounds.
+    pub fn config_with(&self, current: &SimulationConfig) -> Result<SimulationConfig, JournalError> {
+        let merged = current.with_recorded_simulation(&self.header.config);
+        limits::check(&merged).map_err(|e| JournalError::BadHeader {
+            path: self.segments[0].clone(),
+            line: 1,
+            message: format!("`header.config.{}` = {}: {}", e.key, e.value, e.message),
+        })?;
+        Ok(merged)
+    }
+
+    /// Where the recorded calls went: the header's endpoints, or (journals written before they
+    /// were recorded) what the recorded config named.
+    pub fn recorded_endpoints(&self) -> Vec<String> {
+        if !self.header.endpoints.is_empty() || !matches!(self.header.provider.as_str(), "openai" | "azure") {
+            return self.header.endpoints.clone();
+        }
+        let llm = &self.header.config.llm;
+        if self.header.provider == "azure" {
+            return llm.azure_endpoint.iter().cloned().collect();
+        }
+        if !llm.endpoints.is_empty() {
+            return llm.endpoints.iter().map(|e| e.base_url.clone()).collect();
+        }
+        vec![llm.base_url.clone().unwrap_or_else(|| crate::llm::openai::DEFAULT_BASE_URL.to_string())]
+    }
 }
 
-/// An engine for a recording's config, with the recorded answers in front of the provider.
-/// `auto` is pinned to the provider that made the recording, so new calls go where the recorded
-/// ones went.
+/// A run id as troupe-sim writes them: 1 to 128 characters of `[A-Za-z0-9_-]`.
+pub fn valid_run_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The run id of a folder: its own name, which must look like one.
+fn folder_run_id(run_dir: &Path) -> Result<String, JournalError> {
+    let io = |source| JournalError::Io { path: run_dir.to_path_buf(), source };
+    let canonical = run_dir.canonicalize().map_err(io)?;
+    let name = canonical.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    if !valid_run_id(&name) {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "the folder name {name:?} is not a run id (1 to 128 letters, digits, `_` or `-`); give the run's own folder, or rename it"
+            ),
+        )));
+    }
+    Ok(name)
+}
+
+/// The header fields that are used as they are must be sane.
+fn check_header(path: &Path, h: &Header) -> Result<(), JournalError> {
+    let bad = |message: String| JournalError::BadHeader { path: path.to_path_buf(), line: 1, message };
+    if h.provider.len() > MAX_PROVIDER_NAME || h.provider.chars().any(char::is_control) {
+        return Err(bad("`header.provider` is not a provider name".into()));
+    }
+    for (i, p) in h.plan.personas.iter().enumerate() {
+        if let Some(iss) = crate::persona::validate::check_persona(p)
+            .into_iter()
+            .find(|i| i.severity == crate::persona::Severity::Error)
+        {
+            return Err(bad(format!("`header.plan.personas[{i}].{}`: {}", iss.field, iss.message)));
+        }
+    }
+    Ok(())
+}
+
+/// What a resume may do that it would otherwise refuse.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResumePermissions {
+    /// Continue even when new calls would go to another provider or server than the recorded
+    /// ones (`troupe resume --allow-provider-change`).
+    pub provider_change: bool,
+}
+
+/// An engine for a recording, with the recorded answers in front of the provider. `auto` is
+/// pinned to the kind of provider that made the recording, so new calls go to the same kind of
+/// provider, configured from `config` (the current configuration).
 fn engine_for(rec: &Recording, mut config: SimulationConfig, mode: CacheMode) -> Result<SimulationEngine, EngineError> {
     if config.llm.provider == ProviderKind::Auto {
         config.llm.provider = match rec.header.provider.as_str() {
@@ -98,31 +195,97 @@ fn engine_for(rec: &Recording, mut config: SimulationConfig, mode: CacheMode) ->
     Ok(engine.with_cache(Arc::new(rec.cache()), mode, &rec.header.provider))
 }
 
-/// Continues an interrupted run in its folder. Earlier journal segments are kept
-/// (`journal.N.jsonl`), so an interrupted resume loses nothing either.
-pub async fn resume(run_dir: &Path, opts: RunOptions) -> Result<crate::engine::RunHandle, EngineError> {
+/// Refuses, unless allowed, a resume whose new calls would go elsewhere than the recorded ones.
+fn check_same_provider(rec: &Recording, engine: &SimulationEngine, allow: bool) -> Result<(), EngineError> {
+    let now_name = engine.provider().name();
+    let now_endpoints: Vec<String> = engine.provider().endpoints();
+    let then_endpoints = rec.recorded_endpoints();
+    let norm = |v: &[String]| {
+        let mut v: Vec<String> = v.iter().map(|u| u.trim().trim_end_matches('/').to_string()).collect();
+        v.sort();
+        v
+    };
+    if now_name == rec.header.provider && norm(&now_endpoints) == norm(&then_endpoints) {
+        return Ok(());
+    }
+    let show = |name: &str, eps: &[String]| {
+        if eps.is_empty() { name.to_string() } else { format!("{name} at {}", eps.join(", ")) }
+    };
+    let what = format!(
+        "the journal was recorded with {}, but the current configuration sends new calls to {}",
+        show(&rec.header.provider, &then_endpoints),
+        show(now_name, &now_endpoints)
+    );
+    if allow {
+        tracing::warn!("{what}; continuing (--allow-provider-change)");
+        return Ok(());
+    }
+    Err(EngineError::ProviderChanged(what))
+}
+
+/// Continues an interrupted run in its folder, with `current` as the configuration for
+/// everything that reaches outside. Earlier journal segments are kept (`journal.N.jsonl`), so an
+/// interrupted resume loses nothing either. The folder is locked for as long as the run lives.
+pub async fn resume(
+    run_dir: &Path,
+    current: &SimulationConfig,
+    allow: ResumePermissions,
+    opts: RunOptions,
+) -> Result<crate::engine::RunHandle, EngineError> {
+    let lock = DirLock::acquire(run_dir, "troupe resume")?;
     let rec = Recording::load(run_dir)?;
     // Killed after the last turn but before results.json was written, a run still resumes:
     // the replay rebuilds its results without calling the provider.
     if rec.is_complete() && run_dir.join("results.json").exists() {
         return Err(EngineError::AlreadyComplete(run_dir.to_path_buf()));
     }
-    let engine = engine_for(&rec, rec.header.config.clone(), CacheMode::Auto)?;
+    let config = rec.config_with(current)?;
+    let engine = engine_for(&rec, config, CacheMode::Auto)?;
+    check_same_provider(&rec, &engine, allow.provider_change)?;
     journal::rotate(run_dir)?;
-    let parent = run_dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-    let opts = RunOptions { save_under: Some(parent), run_id: Some(rec.header.run_id.clone()), ..opts };
+    let canonical = run_dir.canonicalize().map_err(|source| EngineError::Output { path: run_dir.into(), source })?;
+    let parent = canonical.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let opts = RunOptions { save_under: Some(parent), run_id: Some(rec.run_id.clone()), lock: Some(lock), ..opts };
     engine.start(rec.header.plan.clone(), opts).await
 }
 
-/// Re-runs a recorded run from its journal without calling any provider. The run stops at the
-/// first request the recording cannot answer.
-pub async fn replay(run_dir: &Path, opts: RunOptions) -> Result<crate::engine::RunHandle, EngineError> {
+/// A provider that answers nothing: a replay's only answers are the recorded ones.
+#[derive(Debug)]
+struct Recorded {
+    name: String,
+}
+
+impl Provider for Recorded {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn synthetic(&self) -> bool {
+        self.name == "simulated"
+    }
+    fn chat(&self, _req: Arc<ChatRequest>, _ctx: CallContext) -> BoxFuture<Result<ChatResponse, LlmError>> {
+        Box::pin(async { Err(LlmError::new(ErrorKind::ReplayMiss, "a replay calls no provider")) })
+    }
+}
+
+/// Re-runs a recorded run from its journal without calling (or even setting up) any provider.
+/// The run stops at the first request the recording cannot answer. `current` supplies what
+/// reaches outside (the pricing file, say); the caller chooses where it is saved.
+pub async fn replay(
+    run_dir: &Path,
+    current: &SimulationConfig,
+    opts: RunOptions,
+) -> Result<crate::engine::RunHandle, EngineError> {
     let rec = Recording::load(run_dir)?;
-    let mut config = rec.header.config.clone();
+    let mut config = rec.config_with(current)?;
     // A miss must stop the run, not be skipped, and nothing waits for rate limits.
     config.performance.graceful_degradation = false;
     config.performance.rate_limit_delay = 0.0;
-    let engine = engine_for(&rec, config, CacheMode::Replay)?;
+    let provider = Arc::new(Recorded { name: rec.header.provider.clone() });
+    let engine = SimulationEngine::with_provider(config, provider).with_cache(
+        Arc::new(rec.cache()),
+        CacheMode::Replay,
+        &rec.header.provider,
+    );
     let mut plan: RunPlan = rec.header.plan.clone();
     plan.name = format!("{} replay", plan.name);
     engine.start(plan, opts).await
@@ -130,7 +293,7 @@ pub async fn replay(run_dir: &Path, opts: RunOptions) -> Result<crate::engine::R
 
 /// Forks a recorded run: its first `at_turn` turns are replayed from the journal (same history),
 /// then the run continues under `plan` and `config` (a variant, say). Requests the recording
-/// cannot answer go to the provider.
+/// cannot answer go to the provider `config` names.
 pub async fn fork(
     run_dir: &Path,
     at_turn: u32,
@@ -146,8 +309,8 @@ pub async fn fork(
             rec.completed_turns
         )));
     }
+    let history_config = rec.config_with(&config)?;
     let engine = engine_for(&rec, config, CacheMode::Auto)?;
-    let fork =
-        crate::engine::Fork { at_turn, history: rec.header.plan.clone(), history_config: rec.header.config.clone() };
+    let fork = crate::engine::Fork { at_turn, history: rec.header.plan.clone(), history_config };
     engine.start_fork(plan, fork, opts).await
 }

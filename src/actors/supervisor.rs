@@ -121,6 +121,9 @@ struct CallState {
     last_latency_us: u64,
     /// Worst-case cost reserved for the attempt in flight.
     reserved: f64,
+    /// The span the call was asked for in (the persona's turn): each attempt's span is its
+    /// child, never the child of whatever span started it (which would chain calls together).
+    span: tracing::Span,
 }
 
 /// The supervisor's state.
@@ -149,6 +152,9 @@ pub struct SupervisorState {
     reserved: f64,
     /// Set once `max_cost_usd` would be exceeded: no call starts after that.
     cost_stop: bool,
+    /// True once any call has been answered: before that, a server that refuses connections
+    /// is not there, and the run stops at once.
+    any_success: bool,
 }
 
 /// The registered name of persona `idx` in simulation `instance`.
@@ -168,9 +174,9 @@ impl Actor for SupervisorActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let p = &a.config.performance;
         Ok(SupervisorState {
-            timeout: Duration::from_secs_f64(p.persona_timeout),
+            timeout: crate::config::limits::secs(p.persona_timeout),
             max_workers: p.max_workers.max(1),
-            spacing: Duration::from_secs_f64(p.rate_limit_delay),
+            spacing: crate::config::limits::secs(p.rate_limit_delay),
             jitter: SplitMix64::new(a.config.simulation.run_seed ^ 0x6a17_7e42),
             provider: a.provider,
             metrics: a.metrics,
@@ -188,6 +194,7 @@ impl Actor for SupervisorActor {
             spent: 0.0,
             reserved: 0.0,
             cost_stop: false,
+            any_success: false,
         })
     }
 
@@ -220,6 +227,9 @@ impl Actor for SupervisorActor {
                 let id = st.next_id;
                 st.next_id += 1;
                 let now = Instant::now();
+                // A recorded answer (resume, replay, fork) is free and instant: no worker, no
+                // rate spacing, no timeout, no budget.
+                let recorded = st.provider.recorded(&request);
                 st.calls.insert(
                     id,
                     CallState {
@@ -234,10 +244,23 @@ impl Actor for SupervisorActor {
                         queued_since: now,
                         last_latency_us: 0,
                         reserved: 0.0,
+                        span: tracing::Span::current(),
                     },
                 );
-                st.queue.push_back(id);
-                pump(&myself, st);
+                match recorded {
+                    Some(resp) => {
+                        if let Some(c) = st.calls.get_mut(&id) {
+                            c.attempt = 1;
+                        }
+                        // Counted as a call of the run (its results cover the whole run), at no wait.
+                        let _ = st.metrics.cast(MetricsMsg::CallStarted { queued_us: 0 });
+                        succeed(st, id, resp, 0);
+                    }
+                    None => {
+                        st.queue.push_back(id);
+                        pump(&myself, st);
+                    }
+                }
             }
             SupervisorMsg::Done { id, attempt, result, latency_us } => {
                 on_done(&myself, st, id, attempt, result, latency_us);
@@ -407,7 +430,7 @@ fn start(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, id: u64, no
     let timeout = st.timeout;
     let attempt = c.attempt;
     let me = myself.clone();
-    let span = tracing::debug_span!("llm_call", persona = %c.request.meta.persona, turn = c.tag.turn, attempt, model = %c.request.model);
+    let span = tracing::debug_span!(parent: &c.span, "llm_call", persona = %c.request.meta.persona, turn = c.tag.turn, attempt, model = %c.request.model);
     if st.config.monitoring.log_prompts {
         span.in_scope(|| tracing::trace!(prompt = ?c.request.messages, "request"));
     }
@@ -454,45 +477,7 @@ fn on_done(
         }
     });
     match result {
-        Ok(resp) => {
-            let cost_usd = st.pricing.cost(&resp.model, resp.usage);
-            st.spent += cost_usd.unwrap_or(0.0);
-            let _ = st.metrics.cast(MetricsMsg::CallSucceeded {
-                cost_usd,
-                model: resp.model.clone(),
-                persona: c.persona,
-                latency_us,
-                usage: resp.usage,
-            });
-            let c = st.calls.remove(&id).expect("call present");
-            emit(st, || {
-                RunEvent::Exchange(crate::journal::Exchange {
-                    persona: c.request.meta.persona.clone(),
-                    turn: c.tag.turn,
-                    purpose: c.request.meta.purpose.clone(),
-                    key: crate::llm::cache::key_hex(crate::llm::cache::request_key(st.provider.name(), &c.request)),
-                    response: resp.clone(),
-                    attempts: c.attempt,
-                    replayed: false,
-                })
-            });
-            let total = c.created.elapsed();
-            let _ = st.metrics.cast(MetricsMsg::PersonaResponse { persona: c.persona, us: total.as_micros() as u64 });
-            send_to_persona(
-                st,
-                c.persona,
-                PersonaMsg::LlmDone {
-                    tag: c.tag,
-                    result: Ok(CallSuccess {
-                        response: resp,
-                        attempts: c.attempt,
-                        fallback: c.step > 0,
-                        latency_ms: latency_us as f64 / 1000.0,
-                        total_ms: total.as_secs_f64() * 1000.0,
-                    }),
-                },
-            );
-        }
+        Ok(resp) => succeed(st, id, resp, latency_us),
         Err(err) => {
             let _ =
                 st.metrics.cast(MetricsMsg::CallFailed { model: c.request.model.clone(), kind: err.kind, latency_us });
@@ -500,12 +485,29 @@ fn on_done(
             let policy = RetryPolicy::from_config(&st.config, &c.primary);
             let jitter = st.jitter.next_f64();
             tracing::debug!(persona = %c.request.meta.persona, turn = c.tag.turn, attempt, error = %err, "call failed");
-            match decide(&policy, c.attempt, &err, c.model_failures, c.step, jitter) {
+            let decision = match policy::fatal(&err, st.any_success) {
+                Some(reason) => {
+                    if let Some(world) = st.personas.values().next().map(|(s, _)| s.world.clone()) {
+                        let _ = world.cast(WorldMsg::Stop(StopReason::Failed(reason.clone())));
+                    }
+                    Decision::GiveUp { reason }
+                }
+                None => decide(&policy, c.attempt, &err, c.model_failures, c.step, jitter),
+            };
+            match decision {
                 Decision::Retry { delay, fallback } => {
                     let _ = st.metrics.cast(MetricsMsg::Retry);
+                    let capped = policy::retry_after_capped(&policy, err.retry_after);
+                    if let Some(note) = &capped {
+                        tracing::warn!(persona = %c.request.meta.persona, "{note}");
+                    }
                     if let Some(tx) = &st.events {
                         let (persona, turn) = (c.request.meta.persona.clone(), c.tag.turn);
-                        let _ = tx.send(RunEvent::Retry { persona, turn, attempt, error: err.to_string() });
+                        let error = match capped {
+                            Some(note) => format!("{err} ({note})"),
+                            None => err.to_string(),
+                        };
+                        let _ = tx.send(RunEvent::Retry { persona, turn, attempt, error });
                     }
                     if fallback {
                         c.step += 1;
@@ -545,6 +547,50 @@ fn on_done(
             }
         }
     }
+}
+
+/// Call `id` has its answer: counts it, reports the exchange and hands the answer to the persona.
+fn succeed(st: &mut SupervisorState, id: u64, resp: ChatResponse, latency_us: u64) {
+    let Some(c) = st.calls.remove(&id) else {
+        return;
+    };
+    st.any_success = true;
+    let cost_usd = st.pricing.cost(&resp.model, resp.usage);
+    st.spent += cost_usd.unwrap_or(0.0);
+    let _ = st.metrics.cast(MetricsMsg::CallSucceeded {
+        cost_usd,
+        model: resp.model.clone(),
+        persona: c.persona,
+        latency_us,
+        usage: resp.usage,
+    });
+    emit(st, || {
+        RunEvent::Exchange(crate::journal::Exchange {
+            persona: c.request.meta.persona.clone(),
+            turn: c.tag.turn,
+            purpose: c.request.meta.purpose.clone(),
+            key: crate::llm::cache::key_hex(crate::llm::cache::request_key(st.provider.name(), &c.request)),
+            response: resp.clone(),
+            attempts: c.attempt,
+            replayed: false,
+        })
+    });
+    let total = c.created.elapsed();
+    let _ = st.metrics.cast(MetricsMsg::PersonaResponse { persona: c.persona, us: total.as_micros() as u64 });
+    send_to_persona(
+        st,
+        c.persona,
+        PersonaMsg::LlmDone {
+            tag: c.tag,
+            result: Ok(CallSuccess {
+                response: resp,
+                attempts: c.attempt,
+                fallback: c.step > 0,
+                latency_ms: latency_us as f64 / 1000.0,
+                total_ms: total.as_secs_f64() * 1000.0,
+            }),
+        },
+    );
 }
 
 /// Reports an event to the journal, building it only when someone listens.

@@ -9,7 +9,6 @@
 //! `log` of everything it was told, which is how a restarted persona gets its memory back.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -62,6 +61,9 @@ pub struct WorldArgs {
     pub sampling_config: Arc<SimulationConfig>,
     /// A fork's switch to a new plan after its replayed history.
     pub switch: Option<Switch>,
+    /// The run's span: every turn's span hangs from it, never from the turn before (spans that
+    /// nested per turn would overflow the stack on long runs).
+    pub span: tracing::Span,
 }
 
 /// Where a fork leaves its recorded history: after turn `at_turn`, the world takes `plan` and
@@ -157,8 +159,15 @@ pub struct WorldState {
     parallel_results: Vec<Option<Outcome>>,
     seq: u64,
     finished: bool,
+    /// Persona turns with an outcome, and how many of them were skipped: a run is only a
+    /// success when at most half were skipped (see [`outcome_rule`]).
+    tally: Tally,
+    /// True between the end of a turn and the start of the next.
+    turn_complete: bool,
     sampling_config: Arc<SimulationConfig>,
     switch: Option<Switch>,
+    run_span: tracing::Span,
+    turn_span: tracing::Span,
 }
 
 impl Actor for WorldActor {
@@ -193,8 +202,12 @@ impl Actor for WorldActor {
             parallel_results: Vec::new(),
             seq: 0,
             finished: false,
+            tally: Tally::default(),
+            turn_complete: true,
             sampling_config: a.sampling_config,
             switch: a.switch,
+            turn_span: a.span.clone(),
+            run_span: a.span,
         };
         for p in a.personas {
             add_persona(&myself, &mut st, p).await?;
@@ -204,7 +217,7 @@ impl Actor for WorldActor {
     }
 
     async fn post_start(&self, myself: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
-        let limit = Duration::from_secs_f64(st.config.performance.timeout_seconds);
+        let limit = crate::config::limits::secs(st.config.performance.timeout_seconds);
         ractor::time::send_after(limit, myself.get_cell(), || WorldMsg::Stop(StopReason::Timeout));
         Ok(())
     }
@@ -224,7 +237,7 @@ impl Actor for WorldActor {
         match msg {
             WorldMsg::Start => {
                 open(st);
-                let _ = myself.cast(WorldMsg::NextTurn);
+                st.run_span.in_scope(|| myself.cast(WorldMsg::NextTurn)).ok();
             }
             WorldMsg::NextTurn => begin_turn(&myself, st).await,
             WorldMsg::Acted { turn, idx, outcome, summary } => on_acted(&myself, st, turn, idx, outcome, summary),
@@ -387,11 +400,15 @@ fn open(st: &mut WorldState) {
 
 async fn begin_turn(myself: &ActorRef<WorldMsg>, st: &mut WorldState) {
     if st.turn >= st.max_turns {
-        finish(st, StopReason::Completed);
+        let reason = outcome_rule(st.tally.turns, st.tally.skipped, st.tally.last_skip.as_deref());
+        finish(st, reason);
         return;
     }
     st.turn += 1;
+    st.turn_complete = false;
     st.turn_started = Instant::now();
+    // A sibling of the last turn's span, under the run's: what a message sent in this turn carries.
+    st.turn_span = tracing::info_span!(parent: &st.run_span, "turn", turn = st.turn);
     let turn = st.turn;
     emit(st, RunEvent::TurnStarted { turn });
     if st.switch.as_ref().is_some_and(|s| s.at_turn + 1 == turn)
@@ -531,7 +548,7 @@ fn send_act(st: &mut WorldState, idx: usize) {
     let batch = std::mem::take(&mut s.pending);
     s.log.extend(batch.iter().cloned());
     let msg = PersonaMsg::Act { turn: st.turn, batch, context: st.context.clone(), sent_us: now_us() };
-    if s.actor.cast(msg).is_err() {
+    if st.turn_span.in_scope(|| s.actor.cast(msg)).is_err() {
         tracing::warn!(persona = %s.id, "persona mailbox closed; waiting for its restart");
     }
 }
@@ -597,10 +614,39 @@ fn listeners_of(st: &WorldState, speaker: usize) -> Vec<usize> {
     }
 }
 
+/// Persona turns that ended, and the skipped among them.
+#[derive(Debug, Default)]
+struct Tally {
+    turns: u64,
+    skipped: u64,
+    skipped_this_turn: u64,
+    turns_this_turn: u64,
+    last_skip: Option<String>,
+}
+
+/// How a run that reached its last turn ends: completed, unless more than half of its persona
+/// turns were skipped (then it did not do its work, and says so).
+pub fn outcome_rule(turns: u64, skipped: u64, last_skip: Option<&str>) -> StopReason {
+    if turns > 0 && skipped * 2 > turns {
+        return StopReason::Failed(format!(
+            "{skipped} of {turns} persona turns were skipped, more than half; the run did not do its work{}",
+            last_skip.map(|r| format!(" (last reason: {r})")).unwrap_or_default()
+        ));
+    }
+    StopReason::Completed
+}
+
 /// Applies one persona's outcome: transcript, delivery, counters.
 fn record(st: &mut WorldState, idx: usize, outcome: Outcome) {
     let turn = st.turn;
     let id = st.slots[idx].id.to_string();
+    st.tally.turns += 1;
+    st.tally.turns_this_turn += 1;
+    if let Outcome::Skipped { reason } = &outcome {
+        st.tally.skipped += 1;
+        st.tally.skipped_this_turn += 1;
+        st.tally.last_skip = Some(reason.clone());
+    }
     match outcome {
         Outcome::Replied { reply: Reply::Speak { text, to }, call } => {
             let to_name = to.and_then(|t| resolve_name(st, &t));
@@ -656,7 +702,24 @@ fn resolve_name(st: &WorldState, written: &str) -> Option<Arc<str>> {
 fn end_turn(myself: &ActorRef<WorldMsg>, st: &mut WorldState) {
     let _ = st.metrics.cast(MetricsMsg::TurnDuration { us: st.turn_started.elapsed().as_micros() as u64 });
     emit(st, RunEvent::TurnEnded { turn: st.turn });
-    let _ = myself.cast(WorldMsg::NextTurn);
+    st.turn_complete = true;
+    st.turn_span = st.run_span.clone();
+    let t = &mut st.tally;
+    let (this_turn, skipped) = (std::mem::take(&mut t.turns_this_turn), std::mem::take(&mut t.skipped_this_turn));
+    // Nothing has ever worked and every persona of this turn failed: the provider cannot
+    // answer, and more turns would only pay for more failures.
+    if this_turn > 0 && skipped == this_turn && t.skipped == t.turns {
+        let reason = t.last_skip.clone().unwrap_or_default();
+        finish(
+            st,
+            StopReason::Failed(format!(
+                "every persona turn so far failed ({skipped} in turn {}); stopped rather than go on failing: {reason}",
+                st.turn
+            )),
+        );
+        return;
+    }
+    st.run_span.in_scope(|| myself.cast(WorldMsg::NextTurn)).ok();
 }
 
 fn on_restarted(st: &mut WorldState, idx: usize) {
@@ -676,10 +739,7 @@ fn finish(st: &mut WorldState, reason: StopReason) {
         return;
     }
     st.finished = true;
-    let completed_turns = match reason {
-        StopReason::Completed => st.turn,
-        _ => st.turn.saturating_sub(1),
-    };
+    let completed_turns = if st.turn_complete { st.turn } else { st.turn.saturating_sub(1) };
     let state = FinalState { success: reason == StopReason::Completed, completed_turns, reason };
     emit(st, RunEvent::Finished(state.clone()));
     if let Some(done) = st.done.take() {

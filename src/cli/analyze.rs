@@ -24,6 +24,8 @@ pub struct AnalyzeArgs {
 pub fn run(_g: &GlobalArgs, a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let results = analysis::load_run(&a.run_dir)?;
     let dir = results.run_dir.clone().unwrap_or_else(|| a.run_dir.clone());
+    // Writes into the run folder: only while no other troupe process owns it.
+    let _lock = troupe_sim::fsutil::DirLock::acquire(&dir, "troupe analyze")?;
     let (analysis, files) = analysis::save_analysis(&results, &dir, !a.no_charts)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&analysis)?);

@@ -54,6 +54,11 @@ pub fn run(_g: &GlobalArgs, a: ExportArgs) -> anyhow::Result<ExitCode> {
             std::io::stdout().lock().write_all(&bytes).context("could not write to stdout")?;
         }
         out => {
+            // Into the run folder only while no other troupe process owns it.
+            let _lock = match &out {
+                None => Some(troupe_sim::fsutil::DirLock::acquire(&dir, "troupe export")?),
+                Some(_) => None,
+            };
             let path = out.unwrap_or_else(|| dir.join(format!("export.{}", exporter.extension())));
             export::export_to_file(exporter.as_ref(), &results, &analysis, &path)?;
             eprintln!("wrote {}", path.display());

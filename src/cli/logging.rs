@@ -31,8 +31,10 @@ pub fn init(m: &MonitoringConfig, quiet: bool) -> anyhow::Result<Guard> {
         Some(f) => EnvFilter::try_new(f).unwrap_or_else(|_| EnvFilter::new(default)),
         None => EnvFilter::new(format!("{default},ractor=warn")),
     };
+    // Colour codes only on a terminal: a pipe or a file gets plain text.
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr.with_max_level(tracing::Level::TRACE))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .with_filter(filter(&stderr_level));
     let registry = tracing_subscriber::registry().with(stderr);

@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 use troupe_sim::config::{SimulationConfig, scenario_layer};
 use troupe_sim::engine::RunPlan;
 use troupe_sim::persona::PersonaDatabase;
+use troupe_sim::persona::validate::select_personas;
 use troupe_sim::scenario::{self, check::scenario_overrides};
 
 use super::{GlobalArgs, UsageError};
@@ -148,22 +149,34 @@ pub fn load(g: &GlobalArgs, a: &PlanArgs, extra_sets: &[String]) -> anyhow::Resu
                 return Err(UsageError("give the discussion topic with --seed \"...\"".into()).into());
             }
             let db = PersonaDatabase::load(&cfg.simulation.personas_file)?;
-            let mut chosen = Vec::new();
             for id in &a.personas {
-                match db.get(id) {
-                    Some(p) => chosen.push(p.clone()),
-                    None => {
-                        let ids: Vec<&str> = db.personas.iter().map(|p| p.id.as_str()).collect();
-                        let hint = scenario::did_you_mean(id, &ids)
-                            .map(|s| format!("; did you mean `{s}`?"))
-                            .unwrap_or_default();
-                        return Err(UsageError(format!(
-                            "unknown persona id `{id}`{hint}; `troupe personas list` shows the ids"
-                        ))
-                        .into());
-                    }
+                if db.get(id).is_none() {
+                    let ids: Vec<&str> = db.personas.iter().map(|p| p.id.as_str()).collect();
+                    let hint =
+                        scenario::did_you_mean(id, &ids).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+                    return Err(UsageError(format!(
+                        "unknown persona id `{id}`{hint}; `troupe personas list` shows the ids"
+                    ))
+                    .into());
                 }
             }
+            // The personas a run uses are checked as a scenario's would be: errors stop it.
+            let chosen = match select_personas(&db, &a.personas) {
+                Ok((chosen, warnings)) => {
+                    for w in warnings {
+                        eprintln!("{w}");
+                    }
+                    chosen
+                }
+                Err(errors) => {
+                    let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    return Err(UsageError(format!(
+                        "the personas of this run are not valid:\n{}\n(`troupe validate` checks the whole database)",
+                        text.join("\n")
+                    ))
+                    .into());
+                }
+            };
             if chosen.len() > cfg.simulation.max_personas {
                 return Err(UsageError(format!(
                     "{} personas but simulation.max_personas is {}; raise it with --set simulation.max_personas=N",

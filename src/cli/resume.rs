@@ -3,19 +3,25 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
 use tokio::sync::mpsc;
 use troupe_sim::engine::RunOptions;
-use troupe_sim::resume::{self, Recording};
+use troupe_sim::resume::{self, Recording, ResumePermissions};
 
 use super::GlobalArgs;
 use super::run::{Mode, drive};
 
 #[derive(Debug, Args)]
+#[command(after_help = "A run folder is untrusted input: its place and id come from the folder, and the provider, \
+endpoints, keys, log file and output settings come from your current configuration (--config, --set), never from \
+the journal. From the journal only the simulation's own settings are taken (model, sampling, turns, seeds).")]
 pub struct ResumeArgs {
     /// The run's folder (outputs/conversations/<run-id>)
     pub run_dir: PathBuf,
+    /// Continue even when the current configuration sends new calls to another provider or
+    /// server than the recorded ones
+    #[arg(long)]
+    pub allow_provider_change: bool,
     /// Do not stream the transcript or draw progress
     #[arg(long, short)]
     pub quiet: bool,
@@ -24,24 +30,24 @@ pub struct ResumeArgs {
     pub json: bool,
 }
 
-pub fn run(_g: &GlobalArgs, a: ResumeArgs) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("could not start the async runtime")?;
-    rt.block_on(async {
+pub fn run(g: &GlobalArgs, a: ResumeArgs) -> anyhow::Result<ExitCode> {
+    let current = super::load_config(g, None, &[])?.config;
+    super::runtime()?.block_on(async {
+        let _log_guard = super::logging::init(&current.monitoring, a.quiet)?;
         let rec = Recording::load(&a.run_dir)?;
-        let _log_guard = super::logging::init(&rec.header.config.monitoring, a.quiet)?;
+        let config = rec.config_with(&current)?;
         if !a.quiet && !a.json {
             eprintln!(
                 "resuming {}: {} recorded exchange(s) will be replayed without calling the provider{}",
-                rec.header.run_id,
+                rec.run_id,
                 rec.exchanges.len(),
                 if rec.torn { " (a torn last journal line was ignored)" } else { "" }
             );
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let handle = match resume::resume(&a.run_dir, RunOptions { events: Some(tx), ..Default::default() }).await {
+        let allow = ResumePermissions { provider_change: a.allow_provider_change };
+        let opts = RunOptions { events: Some(tx), ..Default::default() };
+        let handle = match resume::resume(&a.run_dir, &current, allow, opts).await {
             Ok(h) => h,
             Err(troupe_sim::engine::EngineError::AlreadyComplete(dir)) => {
                 eprintln!("{} already ran to its last turn; nothing to resume", dir.display());
@@ -49,6 +55,6 @@ pub fn run(_g: &GlobalArgs, a: ResumeArgs) -> anyhow::Result<ExitCode> {
             }
             Err(e) => return Err(e.into()),
         };
-        drive(handle, rx, rec.header.config.simulation.max_turns, &Mode { quiet: a.quiet, json: a.json }).await
+        drive(handle, rx, config.simulation.max_turns, &Mode { quiet: a.quiet, json: a.json }).await
     })
 }

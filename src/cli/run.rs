@@ -44,23 +44,22 @@ pub struct RunArgs {
 }
 
 pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("could not start the async runtime")?;
-    rt.block_on(run_async(g, a))
+    super::runtime()?.block_on(run_async(g, a))
 }
 
 async fn run_async(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
     let (tx, rx) = mpsc::unbounded_channel();
     if let Some(dir) = &a.replay {
+        // The run folder is untrusted: logging and output follow the current configuration
+        // (with this command's flags), the journal only supplies the simulation.
+        let current = super::load_config(g, None, &a.plan.sets())?.config;
+        let _log_guard = super::logging::init(&current.monitoring, a.quiet)?;
         let rec = Recording::load(dir)?;
-        let cfg = rec.header.config.clone();
-        let _log_guard = super::logging::init(&cfg.monitoring, a.quiet)?;
-        let out = a.plan.output_dir.clone().unwrap_or_else(|| cfg.output.output_dir.clone());
-        let save_under = (!a.no_save).then(|| conversations_dir(&out));
-        let handle = resume::replay(dir, RunOptions { save_under, events: Some(tx), ..Default::default() }).await?;
-        return drive(handle, rx, cfg.simulation.max_turns, &a.mode()).await;
+        let turns = rec.config_with(&current)?.simulation.max_turns;
+        let save_under = (!a.no_save).then(|| conversations_dir(&current.output.output_dir));
+        let opts = RunOptions { save_under, events: Some(tx), ..Default::default() };
+        let handle = resume::replay(dir, &current, opts).await?;
+        return drive(handle, rx, turns, &a.mode()).await;
     }
     let (plan, cfg) = super::plan::load(g, &a.plan, &[])?;
     let _log_guard = super::logging::init(&cfg.monitoring, a.quiet)?;
@@ -118,6 +117,8 @@ pub async fn drive(
     );
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut stopping = false;
+    // SIGTERM (a container runtime, systemd, a scheduler) stops a run like Ctrl-C: it saves.
+    let mut term = Terminate::new();
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
@@ -141,6 +142,11 @@ pub async fn drive(
                 pb.println("stopping: saving what the run has so far (Ctrl-C)");
                 handle.stop();
             }
+            _ = term.recv(), if !stopping => {
+                stopping = true;
+                pb.println("stopping: saving what the run has so far (SIGTERM)");
+                handle.stop();
+            }
         }
     }
     pb.finish_and_clear();
@@ -151,6 +157,10 @@ pub async fn drive(
         _ = tokio::signal::ctrl_c(), if stopping => {
             eprintln!("abandoned: calls still in flight were not saved; `troupe resume` continues from the journal");
             return Ok(ExitCode::from(130));
+        }
+        _ = term.recv(), if stopping => {
+            eprintln!("abandoned: calls still in flight were not saved; `troupe resume` continues from the journal");
+            return Ok(ExitCode::from(143));
         }
     };
     if mode.json {
@@ -174,10 +184,55 @@ pub async fn drive(
             eprintln!("saved: {}", dir.display());
         }
     }
+    // Errors show even with --quiet: a quiet run that failed must not look like one that worked.
     if let Some(e) = &results.error {
         eprintln!("error: {e}");
+    } else if !results.success {
+        eprintln!("error: the run stopped: {}", describe_stop(&results.stop_reason));
     }
-    Ok(if results.success { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    if let Some(e) = &results.analysis_error {
+        eprintln!("error: {e}");
+    }
+    Ok(if results.success && results.analysis_error.is_none() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn describe_stop(r: &troupe_sim::transcript::StopReason) -> String {
+    use troupe_sim::transcript::StopReason;
+    match r {
+        StopReason::Completed => "completed".into(),
+        StopReason::Timeout => "it hit performance.timeout_seconds".into(),
+        StopReason::Cancelled => "it was cancelled".into(),
+        StopReason::CostLimit(m) | StopReason::Failed(m) => m.clone(),
+    }
+}
+
+/// SIGTERM as a future that can be awaited again and again (never resolves where there is no
+/// such signal, or when the handler cannot be installed).
+struct Terminate {
+    #[cfg(unix)]
+    inner: Option<tokio::signal::unix::Signal>,
+}
+
+impl Terminate {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            Terminate { inner: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok() }
+        }
+        #[cfg(not(unix))]
+        {
+            Terminate {}
+        }
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(s) = self.inner.as_mut() {
+            s.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await
+    }
 }
 
 /// Prints transcript lines to stdout, above the progress bar (which lives on stderr).

@@ -174,6 +174,21 @@ impl Provider for CachingProvider {
         self.synthetic
     }
 
+    fn endpoints(&self) -> Vec<String> {
+        self.inner.as_ref().map(|p| p.endpoints()).unwrap_or_default()
+    }
+
+    fn recorded(&self, req: &ChatRequest) -> Option<ChatResponse> {
+        if !matches!(self.mode, CacheMode::Replay | CacheMode::Auto) {
+            return None;
+        }
+        let key = request_key(&self.name, req);
+        let r = self.cache.get(key)?;
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        self.cache.served.insert(key);
+        Some(r)
+    }
+
     fn chat(&self, req: Arc<ChatRequest>, ctx: CallContext) -> BoxFuture<Result<ChatResponse, LlmError>> {
         let key = request_key(&self.name, &req);
         if matches!(self.mode, CacheMode::Replay | CacheMode::Auto)

@@ -96,6 +96,8 @@ pub struct OpenAiOptions {
     pub cool_down: Duration,
     /// Where the key comes from, named in authentication errors.
     pub key_hint: String,
+    /// The longest pause a 429's `Retry-After` imposes on the endpoint (`llm.retry_after_max`).
+    pub retry_after_max: Duration,
 }
 
 impl OpenAiOptions {
@@ -112,6 +114,7 @@ impl OpenAiOptions {
             failure_threshold: DEFAULT_FAILURE_THRESHOLD,
             cool_down: DEFAULT_COOL_DOWN,
             key_hint: ".troupe/secrets.toml or OPENAI_API_KEY".into(),
+            retry_after_max: Duration::from_secs(60),
         }
     }
 
@@ -140,6 +143,7 @@ impl OpenAiOptions {
         o.project = llm.project.clone().filter(|s| !s.trim().is_empty());
         o.stream = llm.stream;
         o.json_actions = llm.json_actions;
+        o.retry_after_max = crate::config::limits::secs(llm.retry_after_max);
         Ok(o)
     }
 }
@@ -225,6 +229,7 @@ struct Inner {
     stream: bool,
     json_actions: bool,
     key_hint: String,
+    retry_after_max: Duration,
     /// Keys, to scrub from anything a server says back.
     keys: Vec<SecretString>,
 }
@@ -322,6 +327,7 @@ impl OpenAiProvider {
                 stream: opts.stream,
                 json_actions: opts.json_actions,
                 key_hint: opts.key_hint,
+                retry_after_max: opts.retry_after_max,
                 keys,
             }),
         })
@@ -336,6 +342,10 @@ impl OpenAiProvider {
 impl Provider for OpenAiProvider {
     fn name(&self) -> &str {
         self.inner.name
+    }
+
+    fn endpoints(&self) -> Vec<String> {
+        self.inner.pool.endpoints().iter().map(|e| e.data.base_url.clone()).collect()
     }
 
     fn chat(&self, req: Arc<ChatRequest>, _ctx: CallContext) -> BoxFuture<Result<ChatResponse, LlmError>> {
@@ -670,8 +680,9 @@ impl Inner {
                 format!("the account has no quota left: check the plan and billing of this API key ({said})"),
             ),
             StatusCode::TOO_MANY_REQUESTS => {
-                // Every caller of this endpoint waits, not just this one.
-                lease.endpoint().budget.pause_for(retry_after.unwrap_or(DEFAULT_429_PAUSE));
+                // Every caller of this endpoint waits, not just this one, but never longer than
+                // llm.retry_after_max (the supervisor's retry record says when it was cut).
+                lease.endpoint().budget.pause_for(retry_after.unwrap_or(DEFAULT_429_PAUSE).min(self.retry_after_max));
                 LlmError::new(ErrorKind::RateLimited, format!("the server's rate limit was reached: {said}"))
             }
             s if s.is_server_error() => {

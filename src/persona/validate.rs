@@ -219,6 +219,25 @@ pub fn check_persona(p: &PersonaSpec) -> Vec<Issue> {
             ));
         }
     }
+    // Every other text a persona holds (unknown fields, a TinyTroupe agent's own object) may reach
+    // the prompt too: bounded the same way.
+    let mut long = None;
+    for (k, v) in &p.extra {
+        long_leaf(k, v, &mut long);
+    }
+    if let super::spec::Origin::TinyTroupe { original } = &p.origin {
+        for (k, v) in original {
+            long_leaf(k, v, &mut long);
+        }
+    }
+    if let Some((field, len)) = long {
+        out.push(issue(
+            Error,
+            &field,
+            format!("`{field}` is {len} bytes long"),
+            "keep each text field under 64 KiB; a longer value usually means a broken export",
+        ));
+    }
     if let Some(rules) = &p.validation_rules {
         for req in &rules.required_traits {
             if !pers.traits.iter().any(|t| t.eq_ignore_ascii_case(req)) {
@@ -255,6 +274,85 @@ pub fn check_persona(p: &PersonaSpec) -> Vec<Issue> {
     out
 }
 
+/// The first string leaf under `v` (at dotted path `at`) longer than [`MAX_FIELD_BYTES`].
+fn long_leaf(at: &str, v: &serde_json::Value, found: &mut Option<(String, usize)>) {
+    if found.is_some() {
+        return;
+    }
+    match v {
+        serde_json::Value::String(s) if s.len() > MAX_FIELD_BYTES => *found = Some((at.to_string(), s.len())),
+        serde_json::Value::Array(items) => {
+            for (i, x) in items.iter().enumerate() {
+                long_leaf(&format!("{at}.{i}"), x, found);
+            }
+        }
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                long_leaf(&format!("{at}.{k}"), x, found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The personas `ids` names, for a run without a scenario, checked like a scenario's: an id
+/// that is unknown, named twice, or held by two personas of the database is an error, and so is
+/// any error finding of the persona itself. Returns the personas and the warnings to show.
+pub fn select_personas(db: &PersonaDatabase, ids: &[String]) -> Result<(Vec<PersonaSpec>, Vec<Finding>), Vec<Finding>> {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let mut chosen = Vec::with_capacity(ids.len());
+    let mut seen = std::collections::HashSet::new();
+    let finding =
+        |severity, file: PathBuf, position, persona: &str, field: &str, message: String, hint: &str| Finding {
+            severity,
+            file,
+            persona: persona.to_string(),
+            field: field.to_string(),
+            position,
+            message,
+            hint: hint.to_string(),
+        };
+    for id in ids {
+        if !seen.insert(id.as_str()) {
+            errors.push(finding(
+                Severity::Error,
+                PathBuf::new(),
+                None,
+                id,
+                "",
+                format!("persona {id:?} is named twice"),
+                "name each persona once",
+            ));
+            continue;
+        }
+        let found: Vec<usize> = db.personas.iter().enumerate().filter(|(_, p)| &p.id == id).map(|(i, _)| i).collect();
+        let Some(&first) = found.first() else {
+            continue;
+        };
+        if let Some(&second) = found.get(1) {
+            let (file, position) = db.describe_location(second, "");
+            errors.push(finding(
+                Severity::Error,
+                file,
+                position,
+                id,
+                "id",
+                format!("duplicate id {id:?}: also used at {}", where_is(db, first)),
+                "give each persona a unique id (`troupe validate` lists every finding)",
+            ));
+            continue;
+        }
+        for iss in check_persona(&db.personas[first]) {
+            let (file, position) = field_location(db, first, &iss.field);
+            let f = finding(iss.severity, file, position, id, &iss.field, iss.message, &iss.hint);
+            if f.severity == Severity::Error { errors.push(f) } else { warnings.push(f) }
+        }
+        chosen.push(db.personas[first].clone());
+    }
+    if errors.is_empty() { Ok((chosen, warnings)) } else { Err(errors) }
+}
+
 fn truncate(s: &str) -> String {
     if s.len() <= 60 {
         return s.to_string();
@@ -266,23 +364,28 @@ fn truncate(s: &str) -> String {
     format!("{}...", &s[..end])
 }
 
+/// Where persona `i`'s `field` (dotted) is: its file and, when known, `line:col`.
+fn field_location(db: &PersonaDatabase, i: usize, field: &str) -> (PathBuf, Option<LineCol>) {
+    let pointer = if matches!(db.personas[i].origin, super::spec::Origin::TinyTroupe { .. }) {
+        super::tinytroupe::agent_pointer(field).to_string()
+    } else if field.is_empty() {
+        String::new()
+    } else {
+        format!("/{}", field.replace('.', "/"))
+    };
+    db.describe_location(i, &pointer)
+}
+
 /// Validates a whole database: every rule, every persona, plus duplicates across files.
 pub fn validate_database(db: &PersonaDatabase) -> ValidationReport {
     let mut findings = db.load_findings.clone();
     let place = |i: usize, field: &str, mut iss: Issue| {
         let tinytroupe = matches!(db.personas[i].origin, super::spec::Origin::TinyTroupe { .. });
-        let pointer = if tinytroupe {
-            if iss.severity == Severity::Warning {
-                iss.hint =
-                    format!("{}; in a TinyTroupe agent file, add personality.big_five so it can be derived", iss.hint);
-            }
-            super::tinytroupe::agent_pointer(field).to_string()
-        } else if field.is_empty() {
-            String::new()
-        } else {
-            format!("/{}", field.replace('.', "/"))
-        };
-        let (file, position) = db.describe_location(i, &pointer);
+        if tinytroupe && iss.severity == Severity::Warning {
+            iss.hint =
+                format!("{}; in a TinyTroupe agent file, add personality.big_five so it can be derived", iss.hint);
+        }
+        let (file, position) = field_location(db, i, field);
         Finding {
             severity: iss.severity,
             file,
