@@ -139,6 +139,11 @@ fn plan(ids: &[&str]) -> RunPlan {
     RunPlan::ad_hoc("Should the library open on Sundays?", personas)
 }
 
+/// The configuration "now", for runs made from a journal: it supplies what reaches outside.
+fn cfg_now() -> SimulationConfig {
+    config(TurnPolicy::RoundRobin, 1)
+}
+
 fn config(policy: TurnPolicy, turns: u32) -> SimulationConfig {
     let mut c = SimulationConfig::default();
     c.simulation.turn_policy = Some(policy);
@@ -173,7 +178,8 @@ async fn replay_reproduces_the_transcript_under_every_policy_whatever_the_comple
             run_saved(cfg, plan(&["sarah_chen", "marcus_rivera", "aisha_okafor", "david_kim"]), tmp.path()).await;
         let dir = original.run_dir.clone().unwrap();
         let t0 = Instant::now();
-        let replayed = troupe_sim::resume::replay(&dir, RunOptions::default()).await.unwrap().wait().await.unwrap();
+        let replayed =
+            troupe_sim::resume::replay(&dir, &cfg_now(), RunOptions::default()).await.unwrap().wait().await.unwrap();
         assert!(replayed.success, "{policy:?}: {:?}", replayed.error);
         assert_eq!(canon(&replayed), canon(&original), "{policy:?}");
         assert!(replayed.synthetic);
@@ -195,7 +201,7 @@ async fn a_replay_that_diverges_stops_and_names_the_persona_and_turn() {
     let last_exchange = lines.iter().rposition(|l| l.contains("\"event\":\"exchange\"")).unwrap();
     lines.remove(last_exchange);
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    let r = troupe_sim::resume::replay(&dir, RunOptions::default()).await.unwrap().wait().await.unwrap();
+    let r = troupe_sim::resume::replay(&dir, &cfg_now(), RunOptions::default()).await.unwrap().wait().await.unwrap();
     assert!(!r.success);
     let e = r.error.unwrap();
     assert!(e.contains("replay miss") && e.contains("turn 2"), "{e}");

@@ -70,5 +70,6 @@ pub fn results_with(agents: &[(&str, &str)], transcript: Vec<TranscriptEntry>) -
         estimate_accuracy: Default::default(),
         full_metrics: Default::default(),
         run_dir: None,
+        analysis_error: None,
     }
 }

@@ -1,0 +1,97 @@
+//! Running the `troupe` binary from a test: one `troupe()` for every test file, with the
+//! environment scrubbed of everything that would change what a run does (keys, base URLs,
+//! `TROUPE_*` settings, `RUST_LOG`), started in the repository's root; and a way to wait for it
+//! with a deadline, so a hang fails the test instead of stalling the suite.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository's root.
+pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Environment variables a test must not inherit.
+fn scrubbed(name: &str) -> bool {
+    name.starts_with("TROUPE_")
+        || name.ends_with("OPENAI_API_KEY")
+        || name.starts_with("AZURE_OPENAI")
+        || name == "OPENAI_BASE_URL"
+        || name == "RUST_LOG"
+}
+
+/// The `troupe` binary, in the repository's root, with a clean environment.
+pub fn troupe() -> Command {
+    let mut c = Command::new(assert_cmd::cargo::cargo_bin("troupe"));
+    c.current_dir(ROOT);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if scrubbed(&k) {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// What a finished command left.
+#[derive(Debug)]
+pub struct Done {
+    /// Exit code (`None` when a signal ended it).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// How long it took.
+    pub took: Duration,
+}
+
+impl Done {
+    /// Both outputs, for assertion messages.
+    pub fn both(&self) -> String {
+        format!("exit {:?}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// Runs `cmd` to the end, killing it (and failing the test) after `limit`.
+pub fn run_within(cmd: &mut Command, limit: Duration) -> Done {
+    let t0 = Instant::now();
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let (out, err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let read = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = r.read_to_end(&mut s);
+            String::from_utf8_lossy(&s).into_owned()
+        })
+    };
+    let (out, err) = (read(Box::new(out)), read(Box::new(err)));
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return Done {
+                code: status.code(),
+                stdout: out.join().unwrap(),
+                stderr: err.join().unwrap(),
+                took: t0.elapsed(),
+            };
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the command did not finish within {limit:?} (killed):\n--- stderr\n{}",
+                err.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The run folders under `<out>/conversations`, sorted.
+pub fn run_dirs(out: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(out.join("conversations"))
+        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
