@@ -19,7 +19,7 @@ use figment::{Figment, Metadata, Profile, Provider};
 use serde::Serialize;
 
 pub use ini::IniProvider;
-pub use secret::SecretString;
+pub use secret::{Redactor, SecretString};
 pub use secrets::{ApiKey, KeySource, resolve_api_key};
 pub use settings::*;
 

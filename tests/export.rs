@@ -66,6 +66,11 @@ fn tricky_text() -> impl Strategy<Value = String> {
             Just("\t".to_string()),
             Just("é漢字🙂".to_string()),
             Just("<script>".to_string()),
+            Just("=".to_string()),
+            Just("+".to_string()),
+            Just("-".to_string()),
+            Just("@".to_string()),
+            Just("'".to_string()),
             "[a-zA-Z0-9 ]{0,8}",
             "\\PC{0,6}",
         ],
@@ -108,6 +113,79 @@ fn csv_is_rfc_4180() {
     assert!(s.contains("\"a, \"\"quoted\"\"\nsecond line\""), "{s}");
     assert!(s.ends_with("\r\n"));
     assert_eq!(read_csv(write_csv(&[]).unwrap().as_slice()).unwrap(), vec![]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CSV injection (issue 12): OWASP's rule, a text cell starting with `=`, `+`, `-`, `@`, a tab or a
+// carriage return gets a leading `'`, so a spreadsheet shows it as text instead of running it.
+
+/// The first characters a spreadsheet reads as the start of a formula (OWASP, "CSV Injection").
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// `payload` as every text column of a row: each cell reads back as `'payload`, no field of the
+/// file starts a formula, numbers are untouched, and `read_csv` gives the original back.
+#[track_caller]
+fn assert_csv_neutralized(payload: &str) {
+    let mut e = entry(3, payload, payload, Some(payload.to_string()));
+    e.speaker_id = payload.into();
+    e.role = payload.into();
+    e.model = Some(payload.into());
+    let t = vec![entry(1, "Ann", "a plain line", None), e];
+    let bytes = write_csv(&t).unwrap();
+    let mut r = csv::Reader::from_reader(bytes.as_slice());
+    let headers = r.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+    let cell = |row: usize, col: &str| rows[row][headers.iter().position(|h| h == col).unwrap()].to_string();
+    for col in ["speaker", "speaker_id", "role", "to", "text", "model"] {
+        assert_eq!(cell(1, col), format!("'{payload}"), "{col} of {payload:?}");
+    }
+    assert_eq!(cell(0, "text"), "a plain line", "ordinary text is left alone");
+    assert_eq!((cell(1, "seq"), cell(1, "latency_ms")), ("3".into(), "3.85".into()), "numbers are untouched");
+    for row in &rows {
+        for field in row {
+            assert!(!field.starts_with(FORMULA_STARTS), "a field starts a formula: {field:?}");
+        }
+    }
+    assert_eq!(read_csv(&bytes).unwrap(), t, "the export still round-trips");
+}
+
+#[test]
+fn csv_neutralizes_an_equals_formula() {
+    assert_csv_neutralized("=HYPERLINK(\"http://x\",\"y\")");
+}
+
+#[test]
+fn csv_neutralizes_a_plus_dde_command() {
+    assert_csv_neutralized("+cmd|' /C calc'!A0");
+}
+
+#[test]
+fn csv_neutralizes_a_minus_formula() {
+    assert_csv_neutralized("-2+3");
+}
+
+#[test]
+fn csv_neutralizes_an_at_function() {
+    assert_csv_neutralized("@SUM(A1)");
+}
+
+#[test]
+fn csv_neutralizes_a_leading_tab() {
+    assert_csv_neutralized("\t=1");
+}
+
+#[test]
+fn csv_neutralizes_a_leading_carriage_return() {
+    assert_csv_neutralized("\r=1");
+}
+
+#[test]
+fn csv_text_that_already_starts_with_a_quote_round_trips() {
+    // `'=1` must not read back as `=1`, nor `''=1` as `'=1`.
+    for text in ["'=1", "''=1", "'plain", "'", "''", "it's", "'-"] {
+        let t = vec![entry(1, "Ann", text, None)];
+        assert_eq!(read_csv(&write_csv(&t).unwrap()).unwrap(), t, "{text:?}");
+    }
 }
 
 #[test]

@@ -16,8 +16,8 @@ use troupe_sim::persona::json::{PositionIndex, parse_strict};
 use troupe_sim::persona::load::{Layout, persona_from_value};
 use troupe_sim::persona::validate::MAX_FIELD_BYTES;
 use troupe_sim::persona::{
-    Finding, Fragment, LineCol, Origin, PersonaDatabase, PersonaError, PersonaSpec, Severity, ValidationReport,
-    apply_fragment, load_personas_by_tags, save_personas, validate_database,
+    Finding, Fragment, LineCol, Origin, PersonaDatabase, PersonaError, PersonaSpec, SaveTarget, Severity,
+    ValidationReport, add_personas, apply_fragment, load_personas_by_tags, save_personas, validate_database,
 };
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -1055,6 +1055,286 @@ fn failed_save_in_a_read_only_folder_leaves_the_old_file() {
         assert!(stray_files(&ro, &["personas.json"]).is_empty());
     }
     fs::set_permissions(&ro, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+// ---------------------------------------------------------------- saving never loses data (issue 12)
+
+/// A database file the loader cannot read: a save into it is refused, naming the file and what
+/// to do, and the file is left byte for byte (nothing written beside it either).
+#[track_caller]
+fn assert_save_refused(name: &str, bytes: &[u8], words: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    fs::write(&path, bytes).unwrap();
+    let err = save_personas(&path, &specs(&[valid("new", "New")]), &dir.path().join("backups"))
+        .expect_err("a save into an unreadable database is refused");
+    assert!(matches!(err, PersonaError::Unreadable { .. }), "{err:?}");
+    let err = err.to_string();
+    assert_eq!(fs::read(&path).unwrap(), bytes, "the file was changed: {err}");
+    assert!(stray_files(dir.path(), &[name]).is_empty(), "{:?}", stray_files(dir.path(), &[name]));
+    for w in [path.display().to_string().as_str(), "left untouched", "move it away"].iter().chain(words) {
+        assert!(err.contains(w), "expected {w:?} in: {err}");
+    }
+}
+
+fn two_personas_text() -> String {
+    let dir = tempfile::tempdir().unwrap();
+    write_lines(&dir.path().join("x.json"), &[valid("a1", "A One"), valid("a2", "A Two")])
+}
+
+#[test]
+fn save_refuses_a_truncated_database() {
+    let text = two_personas_text();
+    let cut = &text.as_bytes()[..text.len() * 2 / 3];
+    assert_save_refused("personas.json", cut, &["truncated", ":3:"]);
+}
+
+#[test]
+fn save_refuses_an_invalid_utf8_database() {
+    let mut bytes = two_personas_text().into_bytes();
+    let at = bytes.windows(5).position(|w| w == b"A One").unwrap();
+    bytes[at + 2] = 0xff;
+    assert_save_refused("personas.json", &bytes, &["UTF-8", ":2:"]);
+}
+
+#[test]
+fn save_refuses_an_empty_database() {
+    assert_save_refused("personas.json", b"", &["empty"]);
+    assert_save_refused("personas.json", b"  \n\t\n", &["empty"]);
+}
+
+#[test]
+fn save_refuses_a_database_that_is_not_json_or_not_personas() {
+    assert_save_refused("personas.json", b"name,role\nAnn,nurse\n", &[":1:2", "JSON syntax"]);
+    assert_save_refused("personas.json", b"42\n", &["found a number"]);
+    assert_save_refused("personas.json", b"\"just a string\"", &["found a string"]);
+}
+
+/// `{"personas": [...], ...}` keeps its other keys, in their order, and their values.
+#[test]
+fn save_keeps_a_wrapped_files_other_keys_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.json");
+    let original = json!({
+        "version": 2,
+        "personas": [valid("first", "First")],
+        "db_meta": {"owner": "research team", "schema": "enhanced", "notes": ["keep me"]}
+    });
+    fs::write(&path, serde_json::to_string_pretty(&original).unwrap()).unwrap();
+    let mut all = PersonaDatabase::load(&path).unwrap().personas;
+    all.extend(specs(&[valid("second", "Second")]));
+    save_personas(&path, &all, &dir.path().join("backups")).unwrap();
+    let saved = parse_strict(&fs::read(&path).unwrap()).unwrap();
+    let keys: Vec<&str> = saved.as_object().expect("still an object").keys().map(String::as_str).collect();
+    assert_eq!(keys, ["version", "personas", "db_meta"]);
+    assert_eq!(saved["version"], original["version"]);
+    assert_eq!(saved["db_meta"], original["db_meta"]);
+    assert_eq!(saved["personas"], json!([valid("first", "First"), valid("second", "Second")]));
+    let db = PersonaDatabase::load(&path).unwrap();
+    assert_eq!(db.files[0].layout, Layout::Wrapped);
+}
+
+/// A single TinyTroupe agent file saved with its one persona stays one agent object.
+#[test]
+fn save_keeps_a_single_agent_file_one_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rosa.agent.json");
+    fs::write(&path, serde_json::to_string_pretty(&loose_agent()).unwrap()).unwrap();
+    let db = PersonaDatabase::load(&path).unwrap();
+    save_personas(&path, &db.personas, &dir.path().join("backups")).unwrap();
+    let saved = parse_strict(&fs::read(&path).unwrap()).unwrap();
+    assert_eq!(saved.to_string(), loose_agent().to_string(), "the same agent object, key order included");
+    assert_eq!(PersonaDatabase::load(&path).unwrap().files[0].layout, Layout::Single);
+}
+
+/// Two personas cannot go into a one-agent file: refused, the file untouched, and the message
+/// says where they can go instead.
+#[test]
+fn save_refuses_more_than_one_persona_into_a_single_agent_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rosa.agent.json");
+    let text = serde_json::to_string_pretty(&loose_agent()).unwrap();
+    fs::write(&path, &text).unwrap();
+    let mut all = PersonaDatabase::load(&path).unwrap().personas;
+    all.extend(specs(&[valid("second", "Second")]));
+    let err = save_personas(&path, &all, &dir.path().join("backups")).expect_err("refused").to_string();
+    assert_eq!(fs::read_to_string(&path).unwrap(), text);
+    for w in [path.display().to_string().as_str(), "one agent", "2 personas", "left untouched", "folder"] {
+        assert!(err.contains(w), "expected {w:?} in: {err}");
+    }
+    assert!(stray_files(dir.path(), &["rosa.agent.json"]).is_empty());
+}
+
+/// Fragments and items the loader could not read as personas are not in `db.personas`; saving
+/// the database back must not drop them.
+#[test]
+fn save_keeps_fragments_and_unreadable_items_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mixed.json");
+    let frag = json!({"type": "Fragment", "id": "night_shift", "persona": {"other_facts": ["works nights"]}});
+    let mut bad = valid("bad", "Bad");
+    bad["personality"] = json!("not an object yet");
+    let items = [valid("a1", "A One"), frag.clone(), bad.clone(), valid("a2", "A Two")];
+    write_lines(&path, &items);
+    let db = PersonaDatabase::load(&path).unwrap();
+    assert_eq!(db.personas.len(), 2);
+    assert_eq!(db.load_findings.len(), 1, "the unreadable item is a finding");
+    let mut all = db.personas.clone();
+    all.extend(specs(&[valid("new", "New")]));
+    save_personas(&path, &all, &dir.path().join("backups")).unwrap();
+    let saved = parse_strict(&fs::read(&path).unwrap()).unwrap();
+    assert_eq!(saved, json!([valid("a1", "A One"), frag, bad, valid("a2", "A Two"), valid("new", "New")]));
+}
+
+#[test]
+fn add_personas_never_replaces_and_never_writes_into_a_folder_as_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, old) = db_file(dir.path(), &[valid("a1", "A One")]);
+    let backups = dir.path().join("backups");
+    let err = add_personas(&path, &specs(&[valid("a1", "Another")]), &backups).unwrap_err();
+    assert!(matches!(&err, PersonaError::DuplicateId { id, .. } if id == "a1"), "{err}");
+    let err = add_personas(&path, &specs(&[valid("n", "N"), valid("n", "M")]), &backups).unwrap_err();
+    assert!(matches!(&err, PersonaError::DuplicateId { id, .. } if id == "n"), "{err}");
+    assert_eq!(fs::read_to_string(&path).unwrap(), old);
+    let r = add_personas(&path, &specs(&[valid("a2", "A Two")]), &backups).unwrap();
+    assert_eq!((r.target, r.added, r.total), (SaveTarget::File(Layout::Array), 1, 2));
+    assert_eq!(fs::read_to_string(r.backup.unwrap()).unwrap(), old);
+
+    // A folder: save_personas refuses it; add_personas gives each persona its own file, and an
+    // empty folder is fine.
+    let folder = dir.path().join("folder");
+    fs::create_dir(&folder).unwrap();
+    let err = save_personas(&folder, &specs(&[valid("x", "X")]), &backups).unwrap_err();
+    assert!(matches!(err, PersonaError::IsFolder { .. }), "{err}");
+    fs::write(folder.join("x.json"), "not mine").unwrap();
+    let r = add_personas(&folder, &specs(&[valid("x", "X")]), &backups).unwrap_err();
+    assert!(matches!(r, PersonaError::Unreadable { .. }), "a folder holding an unreadable file: {r}");
+    fs::remove_file(folder.join("x.json")).unwrap();
+    let r = add_personas(&folder, &specs(&[valid("x", "X"), valid("y", "Y")]), &backups).unwrap();
+    assert_eq!(r.target, SaveTarget::Folder);
+    assert_eq!(r.written, [folder.join("x.json"), folder.join("y.json")]);
+    assert_eq!(PersonaDatabase::load(&folder).unwrap().personas, specs(&[valid("x", "X"), valid("y", "Y")]));
+    // A taken file name gets a suffix rather than being overwritten.
+    fs::rename(folder.join("x.json"), folder.join("keep.json")).unwrap();
+    fs::write(folder.join("z.json"), valid("other", "Other").to_string()).unwrap();
+    let r = add_personas(&folder, &specs(&[valid("z", "Z")]), &backups).unwrap();
+    assert_eq!(r.written, [folder.join("z-2.json")]);
+    assert_eq!(parse_strict(&fs::read(folder.join("z.json")).unwrap()).unwrap(), valid("other", "Other"));
+}
+
+fn troupe_in(dir: &Path) -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin("troupe").unwrap();
+    c.current_dir(dir);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("TROUPE_") || k.ends_with("OPENAI_API_KEY") || k.starts_with("OPENAI_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// `troupe personas generate --simulated --save --count N` into `personas_file`.
+fn generate_save(dir: &Path, personas_file: &Path, count: usize) -> (Option<i32>, String, String) {
+    let o = troupe_in(dir)
+        .args(["personas", "generate", "--context", "rural nurses", "--simulated", "--save", "--count"])
+        .arg(count.to_string())
+        .arg("--set")
+        .arg(format!("simulation.personas_file={}", personas_file.display()))
+        .output()
+        .unwrap();
+    (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[track_caller]
+fn assert_cli_refuses(name: &str, bytes: &[u8], words: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    fs::write(&path, bytes).unwrap();
+    let (code, _, stderr) = generate_save(dir.path(), &path, 1);
+    assert_eq!(code, Some(2), "an unreadable database is an input error: {stderr}");
+    assert_eq!(fs::read(&path).unwrap(), bytes, "the file was changed: {stderr}");
+    assert!(!stderr.contains("saved 1") && !stderr.contains("added"), "{stderr}");
+    for w in [path.display().to_string().as_str(), "left untouched"].iter().chain(words) {
+        assert!(stderr.contains(w), "expected {w:?} in: {stderr}");
+    }
+    assert!(stray_files(dir.path(), &[name]).is_empty(), "{:?}", stray_files(dir.path(), &[name]));
+}
+
+#[test]
+fn cli_generate_save_refuses_a_truncated_database() {
+    let text = two_personas_text();
+    assert_cli_refuses("personas.json", &text.as_bytes()[..text.len() / 2], &["truncated"]);
+}
+
+#[test]
+fn cli_generate_save_refuses_an_invalid_utf8_database() {
+    let mut bytes = two_personas_text().into_bytes();
+    let at = bytes.windows(5).position(|w| w == b"A One").unwrap();
+    bytes[at + 2] = 0xff;
+    assert_cli_refuses("personas.json", &bytes, &["UTF-8"]);
+}
+
+#[test]
+fn cli_generate_save_refuses_an_empty_database() {
+    assert_cli_refuses("personas.json", b"", &["empty"]);
+}
+
+#[test]
+fn cli_generate_save_keeps_a_wrapped_files_shape_and_says_what_it_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.json");
+    let original = json!({"personas": [valid("first", "First")], "db_meta": {"owner": "research team"}});
+    fs::write(&path, serde_json::to_string_pretty(&original).unwrap()).unwrap();
+    let (code, _, stderr) = generate_save(dir.path(), &path, 2);
+    assert_eq!(code, Some(0), "{stderr}");
+    let saved = parse_strict(&fs::read(&path).unwrap()).unwrap();
+    assert_eq!(saved["db_meta"], original["db_meta"], "{stderr}");
+    assert_eq!(saved["personas"].as_array().unwrap().len(), 3);
+    assert_eq!(saved["personas"][0], valid("first", "First"));
+    assert!(stderr.contains("added 2 persona(s)") && stderr.contains(&path.display().to_string()), "{stderr}");
+    assert!(stderr.contains("backup"), "{stderr}");
+}
+
+#[test]
+fn cli_generate_save_into_a_single_agent_file_is_refused_before_generating() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lisa.agent.json");
+    fs::copy(shipped("data/agents/lisa_carter.agent.json"), &path).unwrap();
+    let before = fs::read(&path).unwrap();
+    let (code, stdout, stderr) = generate_save(dir.path(), &path, 1);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(fs::read(&path).unwrap(), before);
+    assert!(stdout.trim().is_empty(), "refused before the model drafted anything: {stdout}");
+    for w in ["one agent", "left untouched", "folder"] {
+        assert!(stderr.contains(w), "expected {w:?} in: {stderr}");
+    }
+    assert!(stray_files(dir.path(), &["lisa.agent.json"]).is_empty());
+}
+
+#[test]
+fn cli_generate_save_into_a_folder_adds_one_file_per_persona() {
+    let dir = tempfile::tempdir().unwrap();
+    let agents = dir.path().join("agents");
+    fs::create_dir(&agents).unwrap();
+    for f in ["lisa_carter.agent.json", "oscar_alvarez.agent.json"] {
+        fs::copy(shipped(&format!("data/agents/{f}")), agents.join(f)).unwrap();
+    }
+    let before = snapshot(&agents);
+    let (code, _, stderr) = generate_save(dir.path(), &agents, 2);
+    assert_eq!(code, Some(0), "{stderr}");
+    let after = snapshot(&agents);
+    for (p, meta) in &before {
+        assert_eq!(after.get(p), Some(meta), "{} was touched", p.display());
+    }
+    let new: Vec<PathBuf> = after.keys().filter(|p| !before.contains_key(*p)).map(|p| agents.join(p)).collect();
+    assert_eq!(new.len(), 2, "{new:?}");
+    for p in &new {
+        assert!(stderr.contains(&p.display().to_string()), "{} not named in: {stderr}", p.display());
+        let db = PersonaDatabase::load(p).unwrap();
+        assert_eq!((db.personas.len(), db.files[0].layout), (1, Layout::Single));
+    }
+    assert_eq!(PersonaDatabase::load(&agents).unwrap().personas.len(), 4);
 }
 
 // ---------------------------------------------------------------- properties

@@ -5,8 +5,14 @@
 //! bodies quoting the key back (as JSON, plain text, HTML, a stream error, and cut where the
 //! error snippet ends), and one where the key is wrong. Stdout, stderr, every file written,
 //! the logs, `troupe config show`, `troupe doctor` and the `Debug`/`Display`/JSON renderings of
-//! the config, engine, provider, results and errors must never hold the key, nor any ten
-//! characters of it. The mock must have received it, so the test cannot pass vacuously.
+//! the config, engine, provider, results and errors must never hold the key, nor any eight
+//! characters of it in any letter case. The mock must have received it, so the test cannot pass
+//! vacuously.
+//!
+//! Then servers that quote the key back where an exact match misses it (issue 12): upper-cased,
+//! cut in two halves, the whole `Authorization` header, in the model's text (streamed and not,
+//! OpenAI and Azure) and in error bodies; and one full run with such a server followed by every
+//! export, the run folder, the trace log and the output all searched.
 //!
 //! Loopback only (127.0.0.1, port 0): nothing reaches the internet.
 
@@ -22,6 +28,7 @@ use assert_cmd::Command;
 use support::mock_openai::{Canned, MockConfig, MockServer};
 use troupe_sim::config::{self, ConfigSources, Layer, SecretString};
 use troupe_sim::engine::{RunOptions, RunPlan, SimulationEngine};
+use troupe_sim::llm::azure::AzureOptions;
 use troupe_sim::llm::openai::{OpenAiOptions, OpenAiProvider};
 use troupe_sim::llm::{CallContext, ChatMessage, ChatRequest, Provider, RequestMeta, Role};
 use troupe_sim::persona::PersonaDatabase;
@@ -36,14 +43,16 @@ const SNIPPET_CHARS: usize = 200;
 // ---------------------------------------------------------------------------------------------
 // Looking for the canary
 
-/// The first piece of the canary (any 10 characters of it) found in `text`.
+/// The first piece of the canary (any 8 characters of it, in any letter case) found in `text`.
 fn leaked(text: &str) -> Option<&'static str> {
-    (0..=CANARY.len() - 10).map(|i| &CANARY[i..i + 10]).find(|w| text.contains(w))
+    let lower = text.to_ascii_lowercase();
+    (0..=CANARY.len() - 8).map(|i| &CANARY[i..i + 8]).find(|w| lower.contains(w))
 }
 
 fn assert_clean(what: &str, text: &str) {
     if let Some(w) = leaked(text) {
-        let at = text.find(w).unwrap();
+        // ASCII lower-casing keeps byte offsets.
+        let at = text.to_ascii_lowercase().find(w).unwrap();
         let from = text[..at].char_indices().rev().nth(120).map_or(0, |(i, _)| i);
         let to = text[at..].char_indices().nth(120).map_or(text.len(), |(i, _)| at + i);
         panic!("the key leaked into {what} (`{w}`): …{}…", &text[from..to]);
@@ -581,5 +590,156 @@ async fn a_key_cut_by_the_error_snippet_leaves_no_prefix() {
         assert_key_received(&m);
         assert!(e.message.contains("xxxxxxxxxx"), "{server:?}: the server's words are kept: {e}");
         assert_clean(&format!("{server:?}: the error"), &format!("{e} {e:?}"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Servers quoting the key where an exact match misses it (issue 12)
+
+fn hello() -> ChatRequest {
+    ChatRequest {
+        model: "gpt-4o-mini".into(),
+        messages: vec![ChatMessage::new(Role::User, "Hello.")],
+        temperature: None,
+        top_p: None,
+        max_tokens: None,
+        seed: None,
+        stop: Vec::new(),
+        meta: RequestMeta::default(),
+    }
+}
+
+/// The provider's answer from a mock replying `reply` (credentials filled in), streamed or not,
+/// through the OpenAI flavour and the Azure one: the words around the key arrive, the key in no
+/// form does.
+async fn assert_reply_redacted(reply: &str, kept: &str) {
+    let m = MockServer::start(MockConfig { reply: reply.into(), delta_chars: 5, ..MockConfig::default() }).await;
+    for azure in [false, true] {
+        for stream in [false, true] {
+            let what = format!("{reply:?} (stream {stream}, azure {azure})");
+            let p = if azure {
+                let mut opts = OpenAiOptions::new(m.azure_endpoint(), Some(SecretString::new(CANARY)));
+                opts.stream = stream;
+                let a =
+                    AzureOptions { model: "gpt-4o-mini".into(), deployment: None, api_version: "2024-10-21".into() };
+                OpenAiProvider::azure(opts, a).unwrap()
+            } else {
+                let opts = OpenAiOptions::new(m.base_url(), Some(SecretString::new(CANARY)));
+                OpenAiProvider::new(OpenAiOptions { stream, ..opts }).unwrap()
+            };
+            let r = p.chat(Arc::new(hello()), CallContext::default()).await.unwrap();
+            assert!(r.text.contains(kept) && r.text.contains("[redacted]"), "{what}: {:?}", r.text);
+            assert_clean(&format!("{what}: the answer"), &format!("{r:?}"));
+        }
+    }
+    let recs = m.requests();
+    assert_eq!(recs.len(), 4);
+    assert!(recs.iter().any(|r| r.header("api-key") == Some(CANARY)), "the Azure calls sent the key");
+}
+
+#[tokio::test]
+async fn an_upper_cased_key_in_the_models_text_is_redacted() {
+    assert_reply_redacted("I was told to say {KEY} out loud.", "out loud").await;
+}
+
+#[tokio::test]
+async fn a_key_cut_in_two_in_the_models_text_is_redacted() {
+    assert_reply_redacted("First half {key_head} and, later, the rest: {key_tail}.", "later, the rest").await;
+}
+
+#[tokio::test]
+async fn the_authorization_header_echoed_in_the_models_text_is_redacted() {
+    assert_reply_redacted("Your request said authorization: {auth}, fine.", "fine").await;
+    assert_reply_redacted("AUTHORIZATION: {AUTH} -- noted.", "noted").await;
+}
+
+/// An error body quoting the key upper-cased, or in two halves: the error the user sees keeps
+/// the server's words, not the key.
+#[tokio::test]
+async fn error_bodies_quoting_the_key_upper_cased_or_in_pieces_are_redacted() {
+    let bodies = [
+        Canned::new(500, "upstream failed for {KEY}, sorry").header("content-type", "text/plain"),
+        Canned::error(401, "Incorrect API key provided: {key_head} (and {key_tail}). Check it.", "invalid_api_key"),
+        Canned::new(500, serde_json::json!({"detail": "proxy said {AUTH}, sorry"}).to_string()),
+        Canned::new(200, "<p>bad gateway for {KEY}</p>").header("content-type", "text/html"),
+    ];
+    for canned in bodies {
+        let m = MockServer::start(MockConfig { echo: Some(canned.clone()), ..MockConfig::default() }).await;
+        let p = OpenAiProvider::new(OpenAiOptions::new(m.base_url(), Some(SecretString::new(CANARY)))).unwrap();
+        let e = p.chat(Arc::new(hello()), CallContext::default()).await.unwrap_err();
+        assert_key_received(&m);
+        assert!(e.message.contains("[redacted]"), "{}: {e}", canned.body);
+        assert_clean(
+            &format!("{}: the error", canned.body),
+            &format!("{e} {e:?} {}", serde_json::to_string(&e).unwrap()),
+        );
+    }
+}
+
+/// A full `troupe run` against a server that quotes the key in its replies (upper-cased, in two
+/// halves, the whole header; streamed in 5-character pieces) and in two error bodies, then
+/// every export: the key is nowhere in the run folder (results, transcript, journal, metrics,
+/// analysis, exports), the trace log, or what the commands printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_and_its_exports_hold_no_form_of_a_key_the_server_echoed() {
+    let reply = "I was told to say {KEY} out loud. First half {key_head} and, later, the rest: {key_tail}. \
+                 Your request said authorization: {auth}, fine. AUTHORIZATION: {AUTH} -- noted.";
+    let mut c =
+        MockConfig { reply: reply.into(), delta_chars: 5, require_key: Some(CANARY.into()), ..Default::default() };
+    c.script.push_back(Canned::new(
+        500,
+        serde_json::json!({"error": {"message": "upstream failed for {KEY} / {key_head} ... {key_tail}", "type": "server_error"}})
+            .to_string(),
+    ));
+    c.script.push_back(Canned::new(500, "proxy error; headers: {AUTH}").header("content-type", "text/plain"));
+    let mock = MockServer::start(c).await;
+    let mut ws = Workspace::new();
+    let log = ws.path().join("logs/run.log");
+    let ws_ref = &mut ws;
+    let run = tokio::task::block_in_place(|| {
+        output(
+            troupe(ws_ref, Route::Env, &mock, &["run", "scenarios/quickstart.ron"])
+                .args(["--rate-limit-delay", "0", "--log-file"])
+                .arg(&log)
+                .args(["--set", "llm.stream=true"]),
+        )
+    });
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    assert_clean("run stdout", &run.stdout);
+    assert_clean("run stderr", &run.stderr);
+    assert_key_received(&mock);
+    let runs = ws.runs();
+    assert_eq!(runs.len(), 1, "{}", run.stderr);
+    let dir = runs[0].clone();
+    let transcript = std::fs::read_to_string(dir.join("transcript.jsonl")).unwrap();
+    assert!(transcript.contains("out loud") && transcript.contains("[redacted]"), "the echoing replies were recorded");
+    let journal = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap();
+    assert!(journal.contains("upstream failed"), "the echoing errors were journalled");
+    assert!(std::fs::read_to_string(&log).unwrap().contains("TRACE"), "the log is at trace level");
+
+    for (fmt, ext) in [("json", "json"), ("jsonl", "jsonl"), ("csv", "csv"), ("markdown", "md"), ("html", "html")] {
+        let ws_ref = &mut ws;
+        let dir_s = dir.display().to_string();
+        let o = tokio::task::block_in_place(|| {
+            output(&mut troupe(ws_ref, Route::Env, &mock, &["export", &dir_s, "--format", fmt]))
+        });
+        assert_eq!(o.code, Some(0), "{fmt}: {}", o.stderr);
+        assert_clean(&format!("export {fmt} stdout"), &o.stdout);
+        assert_clean(&format!("export {fmt} stderr"), &o.stderr);
+        assert!(dir.join(format!("export.{ext}")).is_file(), "{fmt}");
+    }
+    let checked = ws.assert_clean();
+    for f in [
+        "results.json",
+        "transcript.jsonl",
+        "journal.jsonl",
+        "metrics.json",
+        "analysis.json",
+        "export.csv",
+        "export.html",
+        "export.md",
+        "run.log",
+    ] {
+        assert!(checked.iter().any(|p| p.ends_with(f)), "{f} was not checked: {checked:?}");
     }
 }

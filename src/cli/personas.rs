@@ -30,7 +30,9 @@ pub struct GenerateArgs {
     /// Use the built-in simulated provider (offline, deterministic drafts)
     #[arg(long)]
     pub simulated: bool,
-    /// Save the drafts into the database (simulation.personas_file) instead of only printing them
+    /// Add the drafts to the database (simulation.personas_file): a file keeps its shape, a folder
+    /// gets one new file per draft; an unreadable database or a one-agent file is refused before
+    /// any draft is made
     #[arg(long)]
     pub save: bool,
 }
@@ -71,8 +73,25 @@ pub fn run(g: &GlobalArgs, cmd: PersonasCmd) -> anyhow::Result<ExitCode> {
 fn generate(g: &GlobalArgs, a: GenerateArgs) -> anyhow::Result<ExitCode> {
     use std::sync::Arc;
     use troupe_sim::persona::generate::{GenerateRequest, generate_personas};
+    use troupe_sim::persona::load::Layout;
+    use troupe_sim::persona::{SaveTarget, add_personas, check_add};
 
     let cfg = super::load_config(g, None, &[])?.config;
+    let path = cfg.simulation.personas_file.clone();
+    // With --save the database is read back before the model is asked, so a save that would be
+    // refused (an unreadable file, a one-agent file) costs nothing and drafts nothing.
+    let db = if a.save {
+        check_add(&path, a.count)?
+    } else {
+        match PersonaDatabase::load(&path) {
+            Ok(db) => Some(db),
+            Err(e) if path.exists() => {
+                eprintln!("note: the drafts' ids are not checked against the database, which cannot be read: {e}");
+                None
+            }
+            Err(_) => None,
+        }
+    };
     let provider: Arc<dyn troupe_sim::llm::Provider> = if a.simulated {
         Arc::new(troupe_sim::llm::SimulatedProvider::new(cfg.llm.simulated.clone()))
     } else {
@@ -82,7 +101,6 @@ fn generate(g: &GlobalArgs, a: GenerateArgs) -> anyhow::Result<ExitCode> {
         }
         p
     };
-    let db = PersonaDatabase::load(&cfg.simulation.personas_file).ok();
     let taken = db.as_ref().map(|d| d.personas.iter().map(|p| p.id.clone()).collect()).unwrap_or_default();
     let req = GenerateRequest {
         context: a.context.clone(),
@@ -96,25 +114,34 @@ fn generate(g: &GlobalArgs, a: GenerateArgs) -> anyhow::Result<ExitCode> {
         rt.block_on(generate_personas(&provider, &req, &taken)).map_err(|e| super::UsageError(e.to_string()))?;
     let values: Vec<_> = drafts.iter().map(|p| p.to_saved_value()).collect();
     println!("{}", serde_json::to_string_pretty(&values)?);
-    if a.save {
-        let path = &cfg.simulation.personas_file;
-        if path.is_dir() {
-            return Err(super::UsageError(format!(
-                "{} is a folder; save the printed drafts into a file in it instead",
-                path.display()
-            ))
-            .into());
-        }
-        let mut all = db.map(|d| d.personas).unwrap_or_default();
-        all.extend(drafts);
-        let backups = path.parent().map(|p| p.join("backups")).unwrap_or_else(|| PathBuf::from("backups"));
-        let backup = troupe_sim::persona::save_personas(path, &all, &backups)?;
-        eprintln!("saved {} persona(s) to {}", values.len(), path.display());
-        if let Some(b) = backup {
-            eprintln!("backup of the previous file: {}", b.display());
-        }
-    } else {
+    if !a.save {
         eprintln!("review the drafts above; run again with --save to add them to the database");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let backups = path.parent().map(|p| p.join("backups")).unwrap_or_else(|| PathBuf::from("backups"));
+    let r = add_personas(&path, &drafts, &backups)?;
+    match r.target {
+        SaveTarget::NewFile => eprintln!("created {} with {} persona(s)", path.display(), r.added),
+        SaveTarget::File(layout) => {
+            let shape = match layout {
+                Layout::Wrapped => "appended to its \"personas\" array, the file's other keys kept",
+                _ => "appended to its array",
+            };
+            eprintln!("added {} persona(s) to {} ({shape}; {} in the file now)", r.added, path.display(), r.total);
+        }
+        SaveTarget::Folder => {
+            eprintln!(
+                "added {} persona(s) to the folder {}, one new file each (no existing file changed):",
+                r.added,
+                path.display()
+            );
+            for w in &r.written {
+                eprintln!("  {}", w.display());
+            }
+        }
+    }
+    if let Some(b) = r.backup {
+        eprintln!("backup of the previous file: {}", b.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -15,7 +15,10 @@
 //!   supervisor retries every provider alike.
 //!
 //! The API key is only ever read to build a header value marked sensitive; it never appears in
-//! errors, logs or `Debug` output, and server messages that quote it are scrubbed.
+//! errors, logs or `Debug` output. Everything the server sends back, error messages and the
+//! model's text alike, goes through a [`Redactor`] before anyone sees it: a server (or a model)
+//! quoting the key, whole, upper-cased or in pieces of 8 characters or more, leaves only
+//! `[redacted]` in transcripts, journals, results, exports, logs and errors.
 
 use std::fmt;
 use std::sync::Arc;
@@ -33,7 +36,7 @@ use super::tokens::{count_tokens, prompt_tokens};
 use super::{
     BoxFuture, CallContext, ChatRequest, ChatResponse, ErrorKind, FinishReason, LlmError, Provider, Role, Usage,
 };
-use crate::config::{LlmConfig, SecretString};
+use crate::config::{LlmConfig, Redactor, SecretString};
 
 /// OpenAI's API, used when neither `llm.base_url` nor `OPENAI_BASE_URL` is set.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -230,8 +233,8 @@ struct Inner {
     json_actions: bool,
     key_hint: String,
     retry_after_max: Duration,
-    /// Keys, to scrub from anything a server says back.
-    keys: Vec<SecretString>,
+    /// Takes the keys out of anything a server says back.
+    redactor: Redactor,
 }
 
 impl fmt::Debug for Inner {
@@ -328,7 +331,7 @@ impl OpenAiProvider {
                 json_actions: opts.json_actions,
                 key_hint: opts.key_hint,
                 retry_after_max: opts.retry_after_max,
-                keys,
+                redactor: Redactor::new(&keys),
             }),
         })
     }
@@ -513,7 +516,13 @@ impl Inner {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
-        let result = if is_sse { self.read_stream(ep, resp, req).await } else { self.read_json(ep, resp, req).await };
+        let mut result =
+            if is_sse { self.read_stream(ep, resp, req).await } else { self.read_json(ep, resp, req).await };
+        // The model's text too: a server (or a model) that quotes the key must not put it in
+        // the transcript, the journal, the results or the exports.
+        if let Ok(r) = &mut result {
+            r.text = self.redactor.redact_string(std::mem::take(&mut r.text));
+        }
         match &result {
             Ok(r) => {
                 lease.success();
@@ -723,23 +732,10 @@ impl Inner {
         }
     }
 
-    /// `s` without any key this provider holds, nor anything shaped like an OpenAI key.
-    fn scrub(&self, s: &str) -> String {
-        let mut out = s.to_string();
-        for k in &self.keys {
-            let k = k.expose().trim();
-            if !k.is_empty() && out.contains(k) {
-                out = out.replace(k, crate::config::secret::REDACTED);
-            }
-        }
-        if out.contains("sk-") {
-            out = out
-                .split(' ')
-                .map(|w| if w.starts_with("sk-") { "sk-[redacted]" } else { w })
-                .collect::<Vec<_>>()
-                .join(" ");
-        }
-        out
+    /// `s` without any key this provider holds (whole, in any case, or any 8 characters of
+    /// it), nor anything shaped like an OpenAI key.
+    fn scrub<'s>(&self, s: &'s str) -> std::borrow::Cow<'s, str> {
+        self.redactor.redact(s)
     }
 }
 

@@ -37,6 +37,11 @@ impl SourceFile {
     pub fn locate(&self, pointer: &str) -> Option<LineCol> {
         self.positions.get_or_init(|| PositionIndex::build(&self.text)).locate(pointer)
     }
+
+    /// The bytes read (saving parses them again to keep what the loader set aside).
+    pub(super) fn text(&self) -> &[u8] {
+        &self.text
+    }
 }
 
 /// The shape of a persona file.

@@ -94,7 +94,9 @@ pub struct MockConfig {
     pub faults: MockFaults,
     /// Answer every chat request (after the script) with this, `{auth}` in its body replaced by
     /// the `Authorization` (Azure: `api-key`) header received and `{key}` by the key in it: a
-    /// server that quotes credentials back, for the secrets tests.
+    /// server that quotes credentials back, for the secrets tests. The same placeholders (and
+    /// `{AUTH}`, `{KEY}` upper-cased, `{key_head}` / `{key_tail}` the key's two halves) are
+    /// filled in `reply` and in scripted answers too.
     pub echo: Option<Canned>,
 }
 
@@ -339,18 +341,18 @@ async fn chat(st: Arc<MockState>, uri: Uri, headers: HeaderMap, body: Bytes, azu
     let seq = st.served.fetch_add(1, Ordering::Relaxed);
     let cfg = {
         let mut c = st.cfg.lock().unwrap();
-        if let Some(canned) = c.script.pop_front() {
+        if let Some(mut canned) = c.script.pop_front() {
+            canned.body = fill_credentials(&canned.body, &headers, azure);
             return canned_response(canned);
         }
         c.clone()
     };
     if let Some(mut echo) = cfg.echo.clone() {
-        let auth = headers.get(if azure { "api-key" } else { "authorization" }).and_then(|v| v.to_str().ok());
-        let auth = auth.unwrap_or_default();
-        let key = auth.strip_prefix("Bearer ").unwrap_or(auth);
-        echo.body = echo.body.replace("{auth}", auth).replace("{key}", key);
+        echo.body = fill_credentials(&echo.body, &headers, azure);
         return canned_response(echo);
     }
+    let mut cfg = cfg;
+    cfg.reply = fill_credentials(&cfg.reply, &headers, azure);
 
     if let Some(key) = &cfg.require_key {
         let ok = if azure {
@@ -497,6 +499,25 @@ async fn chat(st: Arc<MockState>, uri: Uri, headers: HeaderMap, body: Bytes, azu
         );
     }
     resp
+}
+
+/// `text` with the credentials received quoted back: `{auth}` the whole header (`AUTH`
+/// upper-cased), `{key}` the key (`KEY` upper-cased), `{key_head}` and `{key_tail}` its halves.
+fn fill_credentials(text: &str, headers: &HeaderMap, azure: bool) -> String {
+    if !text.contains('{') {
+        return text.to_string();
+    }
+    let auth = headers.get(if azure { "api-key" } else { "authorization" }).and_then(|v| v.to_str().ok());
+    let auth = auth.unwrap_or_default();
+    let key = auth.strip_prefix("Bearer ").unwrap_or(auth);
+    let mid = key.char_indices().nth(key.chars().count() / 2).map_or(key.len(), |(i, _)| i);
+    let (head, tail) = key.split_at(mid);
+    text.replace("{auth}", auth)
+        .replace("{AUTH}", &auth.to_uppercase())
+        .replace("{key}", key)
+        .replace("{KEY}", &key.to_uppercase())
+        .replace("{key_head}", head)
+        .replace("{key_tail}", tail)
 }
 
 fn canned_response(c: Canned) -> Response {
