@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use tower::ServiceExt;
 use troupe_sim::config::{ConfigSources, load_config};
-use troupe_sim::web::{AppState, LogBuffer, ServeSettings, app};
+use troupe_sim::web::{AppState, LogBuffer, ServeLimits, ServeSettings, app};
 
 const SECRET: &str = "sk-test-DO-NOT-LEAK-4242";
 
@@ -36,6 +36,11 @@ impl Env {
 }
 
 fn env_with(token: Option<&str>, latency_ms: f64) -> Env {
+    env_full(token, latency_ms, ServeLimits::default(), "provider = \"simulated\"")
+}
+
+/// An app on a temporary folder: three personas, `provider` (TOML lines of `[llm]`), `limits`.
+fn env_full(token: Option<&str>, latency_ms: f64, limits: ServeLimits, provider: &str) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let personas = dir.path().join("personas.json");
     let db = serde_json::json!([
@@ -45,7 +50,7 @@ fn env_with(token: Option<&str>, latency_ms: f64) -> Env {
     ]);
     std::fs::write(&personas, serde_json::to_vec_pretty(&db).unwrap()).unwrap();
     let toml = format!(
-        "[llm]\nprovider = \"simulated\"\napi_key = \"{SECRET}\"\n[llm.simulated.latency]\nkind = \"fixed\"\nms = {latency_ms}\n\
+        "[llm]\n{provider}\napi_key = \"{SECRET}\"\n[llm.simulated.latency]\nkind = \"fixed\"\nms = {latency_ms}\n\
          [simulation]\npersonas_file = {p:?}\nmax_turns = 3\nseed = \"Should the city fund night buses?\"\n\
          [performance]\nrate_limit_delay = 0.0\n[output]\noutput_dir = {o:?}\n",
         p = personas.display().to_string(),
@@ -59,6 +64,7 @@ fn env_with(token: Option<&str>, latency_ms: f64) -> Env {
         access_token: token.map(str::to_string),
         logs: LogBuffer::default(),
         scenarios_dir: PathBuf::from("scenarios"),
+        limits,
     })
     .unwrap();
     Env { dir, state }
@@ -816,4 +822,227 @@ async fn a_live_run_can_be_cancelled_and_its_page_is_live_meanwhile() {
     wait_finished(&e, &id).await;
     let (_, _, page) = get(&e.state, &format!("/runs/{id}")).await;
     assert!(page.contains("cancelled"), "{page}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server cannot be worn down: one test per attack, over real sockets where the attack is
+// about sockets. Timeouts are configured small, so each test takes a second or two.
+
+const SIMULATED: &str = "provider = \"simulated\"";
+
+/// Serves `e` on `ip`, port 0, and returns the address.
+async fn serve_on(e: &Env, ip: &str) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = e.state.clone();
+    tokio::spawn(async move {
+        let _ = troupe_sim::web::serve(listener, state, std::future::pending()).await;
+    });
+    addr
+}
+
+/// What a raw connection got: the bytes, and when the server closed it (`None`: still open).
+struct Outcome {
+    bytes: Vec<u8>,
+    closed_after: Option<Duration>,
+}
+
+impl Outcome {
+    fn status_line(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).lines().next().unwrap_or("").to_string()
+    }
+}
+
+/// Reads until the server closes the connection or `within` passes.
+async fn read_until_closed(s: &mut tokio::net::TcpStream, within: Duration) -> Outcome {
+    use tokio::io::AsyncReadExt;
+    let t0 = Instant::now();
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let left = within.saturating_sub(t0.elapsed());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Err(_) => return Outcome { bytes, closed_after: None },
+            Ok(Ok(0) | Err(_)) => return Outcome { bytes, closed_after: Some(t0.elapsed()) },
+            Ok(Ok(n)) => bytes.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+async fn connect_and_send(addr: std::net::SocketAddr, bytes: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_or_silent_clients_are_cut_off_at_the_header_timeout() {
+    let limits = ServeLimits { header_timeout: Duration::from_millis(300), ..ServeLimits::default() };
+    let e = env_full(None, 1.0, limits, SIMULATED);
+    let addr = serve_on(&e, "127.0.0.1").await;
+    let mut silent = connect_and_send(addr, b"").await;
+    let mut partial = connect_and_send(addr, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a").await;
+    let mut idle = connect_and_send(addr, b"GET /assets/app.css HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
+    for (what, s) in
+        [("sending nothing", &mut silent), ("partial headers", &mut partial), ("idle keep-alive", &mut idle)]
+    {
+        let o = read_until_closed(s, Duration::from_secs(2)).await;
+        let after = o.closed_after.unwrap_or_else(|| panic!("{what}: the connection is still open after 2 s"));
+        assert!(after < Duration::from_millis(1500), "{what}: closed only after {after:?}");
+        if what == "idle keep-alive" {
+            assert!(o.status_line().starts_with("HTTP/1.1 200"), "its request was answered first");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_body_that_never_comes_does_not_hold_the_connection() {
+    let limits = ServeLimits { body_timeout: Duration::from_millis(300), ..ServeLimits::default() };
+    let e = env_full(None, 1.0, limits, SIMULATED);
+    let addr = serve_on(&e, "127.0.0.1").await;
+    let form = |len: u64| {
+        format!(
+            "POST /runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {len}\r\n\r\nabc"
+        )
+    };
+    let json = format!(
+        "POST /api/personas/validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         X-CSRF-Token: {}\r\nContent-Length: 100000\r\n\r\n{{\"id",
+        e.state.csrf_token()
+    );
+    for (what, req, want) in [
+        ("1 GB declared, 3 bytes sent", form(1_000_000_000), "HTTP/1.1 413"),
+        ("100 kB declared (under the limit), 3 bytes sent", form(100_000), "HTTP/1.1 408"),
+        ("a JSON body that stalls", json, "HTTP/1.1 4"),
+    ] {
+        let mut s = connect_and_send(addr, req.as_bytes()).await;
+        let o = read_until_closed(&mut s, Duration::from_secs(2)).await;
+        assert!(o.closed_after.is_some(), "{what}: still open after 2 s (got {:?})", o.status_line());
+        assert!(o.status_line().starts_with(want), "{what}: {:?}", o.status_line());
+    }
+    assert!(!e.conversations().exists(), "no run was started");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_connections_cannot_hold_the_server() {
+    let limits =
+        ServeLimits { header_timeout: Duration::from_millis(400), max_connections: 4, ..ServeLimits::default() };
+    let e = env_full(None, 1.0, limits, SIMULATED);
+    let addr = serve_on(&e, "127.0.0.1").await;
+    let mut held = Vec::new();
+    for _ in 0..12 {
+        held.push(connect_and_send(addr, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a").await);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t0 = Instant::now();
+    let mut real =
+        connect_and_send(addr, b"GET /assets/app.css HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await;
+    let o = read_until_closed(&mut real, Duration::from_secs(4)).await;
+    let took = t0.elapsed();
+    assert!(o.status_line().starts_with("HTTP/1.1 200"), "a real request is answered: {:?}", o.status_line());
+    // 12 half-open connections, 4 at a time, each cut off after 400 ms: the real request waited
+    // in the listen queue for a slot rather than the server taking every connection offered.
+    assert!(took >= Duration::from_millis(300), "answered after {took:?} while every slot was held: no connection cap");
+    for (i, s) in held.iter_mut().enumerate() {
+        let o = read_until_closed(s, Duration::from_secs(2)).await;
+        assert!(o.closed_after.is_some(), "half-open connection {i} is still open");
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// `troupe serve` itself: the token file, the help, the file limit.
+
+/// A `troupe serve` child: killed when dropped; its stderr collected.
+struct ServeChild {
+    child: std::process::Child,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    addr: Option<String>,
+}
+
+impl Drop for ServeChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServeChild {
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+/// Starts `troupe serve` on `e`'s config with `args`, waiting for the address it prints (or its
+/// exit). `nofile`: the open-file limit to give it.
+fn spawn_serve(e: &Env, args: &[&str], env: &[(&str, &str)], nofile: Option<u64>) -> ServeChild {
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"));
+    cmd.arg("serve")
+        .args(args)
+        .arg("--config")
+        .arg(e.dir.path().join("troupe.toml"))
+        .current_dir(e.dir.path())
+        .env_remove("TROUPE_WEB_TOKEN")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    if let Some(n) = nofile {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit { rlim_cur: n as libc::rlim_t, rlim_max: n as libc::rlim_t };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pipe = child.stderr.take().unwrap();
+    let sink = stderr.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("troupe web app: http://") {
+                let _ = tx.send(rest.split('/').next().unwrap_or("").to_string());
+            }
+            sink.lock().unwrap().push_str(&format!("{line}\n"));
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(20)).ok();
+    ServeChild { child, stderr, addr }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_survives_half_open_connections_under_a_low_file_limit() {
+    let e = env();
+    // 64 open files, far fewer than the 150 half-open connections below.
+    let server = spawn_serve(&e, &["--bind", "127.0.0.1:0", "--header-timeout", "0.3"], &[], Some(64));
+    let addr: std::net::SocketAddr =
+        server.addr.clone().unwrap_or_else(|| panic!("the server did not start: {}", server.stderr())).parse().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..150 {
+        held.push(connect_and_send(addr, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a").await);
+    }
+    let t0 = Instant::now();
+    let mut real =
+        connect_and_send(addr, b"GET /assets/app.css HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await;
+    let o = read_until_closed(&mut real, Duration::from_secs(8)).await;
+    assert!(
+        o.status_line().starts_with("HTTP/1.1 200"),
+        "a real request is answered ({:?} after {:?}): {}",
+        o.status_line(),
+        t0.elapsed(),
+        server.stderr()
+    );
+    assert!(server.stderr().contains("ulimit -n"), "the lowered connection cap is explained: {}", server.stderr());
 }

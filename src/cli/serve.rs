@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -10,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 use troupe_sim::config::MonitoringConfig;
 use troupe_sim::web::state::random_token;
-use troupe_sim::web::{AppState, LogBuffer, ServeSettings};
+use troupe_sim::web::{AppState, LogBuffer, ServeLimits, ServeSettings};
 
 use super::{GlobalArgs, UsageError};
 
@@ -26,6 +27,60 @@ pub struct ServeArgs {
     /// Folder of scenario files the New run page offers
     #[arg(long, default_value = "scenarios", value_name = "DIR")]
     pub scenarios: PathBuf,
+    /// Seconds a client has to send a request's headers (also how long an idle kept-alive
+    /// connection stays open)
+    #[arg(long, default_value = "10", value_name = "SECS", value_parser = seconds)]
+    pub header_timeout: Duration,
+    /// Seconds a request body may pause before the request ends with 408
+    #[arg(long, default_value = "10", value_name = "SECS", value_parser = seconds)]
+    pub body_timeout: Duration,
+    /// Connections served at once; more wait their turn (lowered to fit the open-file limit)
+    #[arg(long, default_value = "256", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_connections: u32,
+}
+
+/// A positive number of seconds, at most an hour.
+fn seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number of seconds; e.g. 10 or 0.5"))?;
+    if !(v.is_finite() && v > 0.0 && v <= 3600.0) {
+        return Err(format!("`{s}`: use more than 0 and at most 3600 seconds"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// File descriptors kept for everything but clients: runs' journals and files, provider
+/// connections, the runtime.
+const FD_RESERVE: u64 = 32;
+
+/// The connection cap that fits the open-file limit `nofile`, and a note when it is lowered.
+fn fit_connections(wanted: usize, nofile: Option<u64>) -> (usize, Option<String>) {
+    let Some(nofile) = nofile else { return (wanted, None) };
+    let room = nofile.saturating_sub(FD_RESERVE).max(nofile / 2).max(1);
+    if wanted as u64 <= room {
+        return (wanted, None);
+    }
+    let fit = room as usize;
+    let note = format!(
+        "note: the open-file limit is {nofile}, so at most {fit} connections are served at once instead of \
+         {wanted}; raise it with `ulimit -n {}` before `troupe serve`",
+        (wanted as u64 + FD_RESERVE).next_power_of_two()
+    );
+    (fit, Some(note))
+}
+
+/// The soft limit on open files, where there is one.
+fn open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit only writes the struct it is given.
+        let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+        if rc == 0 && lim.rlim_cur != libc::RLIM_INFINITY {
+            #[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not on every Unix
+            return Some(lim.rlim_cur as u64);
+        }
+    }
+    None
 }
 
 pub fn run(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -52,13 +107,28 @@ pub fn run(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<ExitCode> {
             Some(random_token(24))
         }
     };
+    let (max_connections, note) = fit_connections(a.max_connections as usize, open_file_limit());
+    if let Some(n) = note {
+        eprintln!("{n}");
+    }
+    let limits = ServeLimits {
+        header_timeout: a.header_timeout,
+        body_timeout: a.body_timeout,
+        max_connections,
+        ..ServeLimits::default()
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("could not start the async runtime")?;
     rt.block_on(async move {
-        let state =
-            AppState::new(ServeSettings { loaded, access_token: token.clone(), logs, scenarios_dir: a.scenarios })?;
+        let state = AppState::new(ServeSettings {
+            loaded,
+            access_token: token.clone(),
+            logs,
+            scenarios_dir: a.scenarios,
+            limits,
+        })?;
         let listener = tokio::net::TcpListener::bind(a.bind).await.with_context(|| {
             format!("cannot listen on {}; is another server using the port? try --bind 127.0.0.1:0", a.bind)
         })?;
@@ -93,4 +163,28 @@ fn init_logging(m: &MonitoringConfig, logs: &LogBuffer) {
         tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_filter(stderr_filter);
     let ring = logs.layer().with_filter(EnvFilter::new("info,troupe_sim=debug,ractor=warn"));
     let _ = tracing_subscriber::registry().with(stderr).with(ring).try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_fits_the_file_limit() {
+        assert_eq!(fit_connections(256, None), (256, None));
+        assert_eq!(fit_connections(256, Some(1024)), (256, None));
+        let (n, note) = fit_connections(256, Some(64));
+        assert_eq!(n, 32);
+        assert!(note.is_some_and(|t| t.contains("ulimit -n 512")));
+        assert_eq!(fit_connections(256, Some(10)).0, 5);
+        assert_eq!(fit_connections(256, Some(0)).0, 1);
+    }
+
+    #[test]
+    fn seconds_are_positive_and_bounded() {
+        assert_eq!(seconds("0.5"), Ok(Duration::from_millis(500)));
+        for bad in ["0", "-1", "nan", "inf", "x", "3601"] {
+            assert!(seconds(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The web app's error type: what the user is told, never the internals (paths, OS errors and
 //! causes go to the log).
 
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::templates::escape;
@@ -24,6 +24,20 @@ pub enum WebError {
     /// The request conflicts with the state (deleting a run that is still going).
     #[error("{0}")]
     Conflict(String),
+    /// The declared body is larger than [`super::BODY_LIMIT`].
+    #[error("request too large")]
+    TooLarge,
+    /// The body stopped arriving for longer than the body timeout.
+    #[error("request timeout")]
+    Timeout,
+    /// As many runs as the limit allows are going already.
+    #[error("too many runs")]
+    TooManyRuns {
+        /// Runs going.
+        running: usize,
+        /// `--max-runs`.
+        limit: usize,
+    },
     /// Anything else: logged in full, shown as a generic message.
     #[error("internal error")]
     Internal(String),
@@ -42,6 +56,9 @@ impl WebError {
             WebError::Unauthorized => StatusCode::UNAUTHORIZED,
             WebError::Forbidden(_) => StatusCode::FORBIDDEN,
             WebError::Conflict(_) => StatusCode::CONFLICT,
+            WebError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            WebError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            WebError::TooManyRuns { .. } => StatusCode::TOO_MANY_REQUESTS,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -60,6 +77,18 @@ impl IntoResponse for WebError {
             WebError::Unauthorized => {
                 "This server needs its access token: open the address printed at start (it ends in ?token=...), or send the header Authorization: Bearer TOKEN.".into()
             }
+            WebError::TooLarge => format!(
+                "The request is larger than this server accepts ({} MiB).",
+                super::BODY_LIMIT / (1024 * 1024)
+            ),
+            WebError::Timeout => {
+                "The request stopped arriving before it was complete; send it again.".into()
+            }
+            WebError::TooManyRuns { running, limit } => format!(
+                "{running} runs are going, as many as this server runs at once ({limit}). Wait for one to finish \
+                 or cancel one, then start this one again; to allow more, restart the server with \
+                 `troupe serve --max-runs N`."
+            ),
             other => other.to_string(),
         };
         let body = format!(
@@ -69,6 +98,10 @@ impl IntoResponse for WebError {
             code = status.as_u16(),
             msg = escape(&shown)
         );
-        (status, Html(body)).into_response()
+        let mut resp = (status, Html(body)).into_response();
+        if matches!(self, WebError::TooManyRuns { .. }) {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+        }
+        resp
     }
 }

@@ -93,6 +93,15 @@ async fn check(st: &AppState, req: Request, next: Next) -> Result<Response, WebE
         // own name to 127.0.0.1 and read ours.
         return Err(WebError::Forbidden("this server answers to 127.0.0.1 and localhost only"));
     }
+    // A body larger than the limit is refused on its declaration, before any of it is read.
+    if req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > super::BODY_LIMIT as u64)
+    {
+        return Err(WebError::TooLarge);
+    }
     let path = req.uri().path().to_string();
     let exempt = path == "/login" || path.starts_with("/assets/");
     if let (Some(token), false) = (&st.access_token, exempt) {
@@ -132,14 +141,30 @@ async fn check(st: &AppState, req: Request, next: Next) -> Result<Response, WebE
         return Err(WebError::Forbidden("missing CSRF token"));
     }
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, super::BODY_LIMIT)
-        .await
-        .map_err(|_| WebError::BadRequest("the request body is too large or unreadable".into()))?;
+    let bytes = axum::body::to_bytes(body, super::BODY_LIMIT).await.map_err(|e| {
+        if caused_by_timeout(&e) {
+            WebError::Timeout
+        } else {
+            WebError::BadRequest("the request body is too large or unreadable".into())
+        }
+    })?;
     let form = std::str::from_utf8(&bytes).unwrap_or("");
     if !query_param(form, CSRF_FIELD).is_some_and(|v| same_secret(&v, &st.csrf)) {
         return Err(WebError::Forbidden("missing or wrong CSRF token; reload the page and try again"));
     }
     Ok(next.run(Request::from_parts(parts, Body::from(bytes))).await)
+}
+
+/// True when the body timeout (tower-http's) is somewhere in the error's chain.
+fn caused_by_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// The token a request carries: `Authorization: Bearer`, `X-Troupe-Token`, or the cookie.

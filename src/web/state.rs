@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::config::{LoadedConfig, ProviderKind, SimulationConfig};
 use crate::engine::{EngineError, SimulationEngine, conversations_dir};
@@ -23,6 +24,38 @@ pub struct ServeSettings {
     pub logs: LogBuffer,
     /// The folder of scenario files the New run page offers (`scenarios`).
     pub scenarios_dir: PathBuf,
+    /// How much any client may hold: time, connections, runs.
+    pub limits: ServeLimits,
+}
+
+/// What keeps the server from being worn down: every wait a client can cause is bounded, and
+/// so are the connections and runs it can hold at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeLimits {
+    /// Longest wait for a request's headers, counted from the connection's start (or from the
+    /// previous response on a kept-alive connection); then the connection is closed.
+    pub header_timeout: Duration,
+    /// Longest pause while a request body arrives; then the request ends with 408.
+    pub body_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen queue until one closes.
+    pub max_connections: usize,
+    /// Runs going at once; a further start gets 429 with a page saying so.
+    pub max_runs: usize,
+    /// How long a finished run's events stay in memory for a Live page still open on it
+    /// (its results are on disk; after this the events are dropped).
+    pub finished_run_linger: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            max_connections: 256,
+            max_runs: 4,
+            finished_run_linger: Duration::from_secs(30),
+        }
+    }
 }
 
 /// The app's shared state: cheap to clone.
@@ -45,6 +78,7 @@ pub struct Inner {
     pub(crate) access_token: Option<String>,
     pub(crate) logs: LogBuffer,
     pub(crate) scenarios_dir: PathBuf,
+    pub(crate) limits: ServeLimits,
     /// Serialises persona saves (read, change, write back).
     pub(crate) persona_lock: tokio::sync::Mutex<()>,
 }
@@ -92,6 +126,7 @@ impl AppState {
             access_token: s.access_token,
             logs: s.logs,
             scenarios_dir: s.scenarios_dir,
+            limits: s.limits,
             persona_lock: tokio::sync::Mutex::new(()),
         })))
     }
@@ -99,6 +134,11 @@ impl AppState {
     /// The configuration in force.
     pub fn config(&self) -> &SimulationConfig {
         &self.loaded.config
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &ServeLimits {
+        &self.limits
     }
 
     /// The per-server CSRF token every POST must carry.
