@@ -951,6 +951,67 @@ async fn half_open_connections_cannot_hold_the_server() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_beyond_the_limit_get_a_clear_429() {
+    let limits = ServeLimits { max_runs: 2, ..ServeLimits::default() };
+    // Slow replies keep the first two runs going while the third is asked for.
+    let e = env_full(None, 200.0, limits, SIMULATED);
+    let first = start_run(&e, &["ana", "ben"]).await;
+    let _second = start_run(&e, &["ana", "ben"]).await;
+    let body = format!(
+        "csrf={}&mode=adhoc&topic=x&turns=3&provider=simulated&personas=ana&personas=ben",
+        e.state.csrf_token()
+    );
+    let (status, headers, page) = send(&e.state, form_post("/runs", body.clone())).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{page}");
+    assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+    assert!(page.contains("2 runs are going") && page.contains("--max-runs"), "{page}");
+    assert_eq!(std::fs::read_dir(e.conversations()).unwrap().count(), 2, "the third run was not started");
+    // Once one ends, another may start.
+    let (status, _, _) =
+        send(&e.state, form_post(&format!("/runs/{first}/cancel"), format!("csrf={}", e.state.csrf_token()))).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    wait_finished(&e, &first).await;
+    let (status, _, page) = send(&e.state, form_post("/runs", body)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_run_releases_its_live_events() {
+    let limits = ServeLimits { finished_run_linger: Duration::ZERO, ..ServeLimits::default() };
+    let e = env_full(None, 1.0, limits, SIMULATED);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(start_run(&e, &["ana", "ben", "cleo"]).await);
+    }
+    let t0 = Instant::now();
+    while !e.state.live_runs().is_empty() {
+        let held: usize = e.state.live_runs().iter().filter(|r| !r.is_running()).map(|r| r.len()).sum();
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{} run(s) still in memory ({held} events of finished runs)",
+            e.state.live_runs().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for id in &ids {
+        // The Results page reads the saved run.
+        let (status, _, page) = get(&e.state, &format!("/runs/{id}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("completed") && page.contains("class=\"msg\""), "{page}");
+        // A Live page reconnecting gets the final state at once, and ends.
+        let (status, headers, events) = get(&e.state, &format!("/runs/{id}/events")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/event-stream"));
+        assert!(events.contains("event: done") && events.contains("\"success\":true"), "{events}");
+        assert!(!events.contains("event: message"), "the events were released");
+        let (status, _, m) = get(&e.state, &format!("/api/runs/{id}/metrics")).await;
+        assert_eq!(status, StatusCode::OK, "{m}");
+        let m: serde_json::Value = serde_json::from_str(&m).unwrap();
+        assert_eq!(m["status"]["state"], "finished");
+    }
+}
+
 // ------------------------------------------------------------------------------------------
 // `troupe serve` itself: the token file, the help, the file limit.
 

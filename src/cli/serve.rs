@@ -37,6 +37,9 @@ pub struct ServeArgs {
     /// Connections served at once; more wait their turn (lowered to fit the open-file limit)
     #[arg(long, default_value = "256", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub max_connections: u32,
+    /// Runs going at once; starting one more answers 429 until one ends
+    #[arg(long, default_value = "4", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_runs: u32,
 }
 
 /// A positive number of seconds, at most an hour.
@@ -115,6 +118,7 @@ pub fn run(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<ExitCode> {
         header_timeout: a.header_timeout,
         body_timeout: a.body_timeout,
         max_connections,
+        max_runs: a.max_runs as usize,
         ..ServeLimits::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

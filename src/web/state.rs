@@ -72,8 +72,12 @@ pub struct Inner {
     pub(crate) notice: Option<String>,
     /// The simulated provider, for runs that ask for it explicitly.
     pub(crate) simulated: Arc<dyn Provider>,
-    /// Runs started by this server, by id. A std mutex: nothing is awaited under it.
+    /// Runs started by this server, by id, until a while after they finish. A std mutex:
+    /// nothing is awaited under it.
     pub(crate) runs: Mutex<HashMap<String, Arc<LiveRun>>>,
+    /// One permit per run going (`limits.max_runs`): taken before a run starts, given back
+    /// when it ends, so two starts at once cannot both take the last slot.
+    pub(crate) run_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) csrf: String,
     pub(crate) access_token: Option<String>,
     pub(crate) logs: LogBuffer,
@@ -122,6 +126,7 @@ impl AppState {
             provider,
             simulated,
             runs: Mutex::new(HashMap::new()),
+            run_slots: Arc::new(tokio::sync::Semaphore::new(s.limits.max_runs.max(1))),
             csrf: random_token(32),
             access_token: s.access_token,
             logs: s.logs,
@@ -156,18 +161,27 @@ impl AppState {
         self.config().output.output_dir.join("experiments")
     }
 
-    /// A run this server started, live or finished.
+    /// A run this server started: going, or finished less than
+    /// [`ServeLimits::finished_run_linger`] ago.
     pub fn live_run(&self, id: &str) -> Option<Arc<LiveRun>> {
         self.runs.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
     }
 
-    /// Every run this server started.
+    /// Every run this server holds in memory (see [`AppState::live_run`]).
     pub fn live_runs(&self) -> Vec<Arc<LiveRun>> {
         self.runs.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 
     pub(crate) fn add_run(&self, run: Arc<LiveRun>) {
         self.runs.lock().unwrap_or_else(|e| e.into_inner()).insert(run.id.clone(), run);
+    }
+
+    /// Drops a finished run from the registry, unless the id now names another run.
+    pub(crate) fn forget_run(&self, run: &Arc<LiveRun>) {
+        let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+        if runs.get(&run.id).is_some_and(|r| Arc::ptr_eq(r, run)) {
+            runs.remove(&run.id);
+        }
     }
 
     pub(crate) fn remove_run(&self, id: &str) {
