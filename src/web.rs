@@ -72,6 +72,7 @@ pub fn app(state: AppState) -> Router {
         .route("/personas/save-batch", post(personas::save_batch))
         .route("/api/personas/validate", post(personas::validate))
         .route("/settings", get(settings::page))
+        .route("/settings/doctor", post(settings::doctor))
         .route("/login", get(security::login_page).post(security::login))
         .route("/assets/app.css", get(|| async { security::asset("text/css; charset=utf-8", APP_CSS) }))
         .route("/assets/app.js", get(|| async { security::asset("text/javascript; charset=utf-8", APP_JS) }))

@@ -125,7 +125,7 @@ async fn every_page_renders_and_the_key_never_shows() {
         ("/personas", "Build a persona"),
         ("/settings", "llm.model"),
         ("/settings?debug=1", "id=\"log\""),
-        ("/settings?doctor=1", "id=\"doctor\""),
+        ("/settings?doctor=1", "id=\"run-doctor\""),
         ("/assets/app.js", "EventSource"),
         ("/assets/app.css", ":root"),
     ] {
@@ -785,8 +785,10 @@ async fn browser_builds_a_persona_runs_and_exports() {
     assert!(html.contains("<html") && html.contains("Dana Webb"), "{}", &html[..html.len().min(300)]);
     std::fs::write(wd.shots.join("export.html"), &html).unwrap();
 
-    wd.goto(&format!("{base}/settings?doctor=1&debug=1")).await;
+    wd.goto(&format!("{base}/settings?debug=1")).await;
+    wd.click("#run-doctor").await;
     wd.wait("#doctor").await;
+    wd.wait("#log").await;
     wd.screenshot("7-settings").await;
     wd.goto(&format!("{base}/")).await;
     wd.wait("table.runs").await;
@@ -1010,6 +1012,34 @@ async fn a_finished_run_releases_its_live_events() {
         let m: serde_json::Value = serde_json::from_str(&m).unwrap();
         assert_eq!(m["status"]["state"], "finished");
     }
+}
+
+mod support {
+    pub mod mock_openai;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_doctor_runs_only_on_a_post_with_csrf() {
+    use support::mock_openai::{MockConfig, MockServer};
+    let mock = MockServer::start(MockConfig::default()).await;
+    let provider = format!("provider = \"openai\"\nbase_url = \"{}\"\nmodel = \"gpt-4o-mini\"", mock.base_url());
+    let e = env_full(None, 1.0, ServeLimits::default(), &provider);
+    for uri in ["/settings?doctor=1", "/settings?doctor=1&debug=1", "/settings"] {
+        let (status, _, page) = get(&e.state, uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {page}");
+        assert_eq!(mock.request_count(), 0, "GET {uri} called the provider");
+        assert!(!page.contains("id=\"doctor\""), "{uri} ran the checks");
+        assert!(page.contains("action=\"/settings/doctor"), "{uri} offers the checks as a form");
+    }
+    let (status, _, _) = send(&e.state, form_post("/settings/doctor", String::new())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a POST without the CSRF token");
+    assert_eq!(mock.request_count(), 0, "a refused POST called the provider");
+    let (status, _, page) =
+        send(&e.state, form_post("/settings/doctor", format!("csrf={}", e.state.csrf_token()))).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("id=\"doctor\""), "{page}");
+    assert!(mock.request_count() >= 1, "the provider check ran");
+    assert!(!page.contains(SECRET));
 }
 
 // ------------------------------------------------------------------------------------------
