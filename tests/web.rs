@@ -1042,6 +1042,38 @@ async fn the_doctor_runs_only_on_a_post_with_csrf() {
     assert!(!page.contains(SECRET));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_in_redirects_only_to_local_paths() {
+    let token = "0123456789abcdef0123";
+    let e = env_with(Some(token), 1.0);
+    for (uri, want) in [
+        ("//evil.example/", "/"),
+        ("//evil.example/runs", "/"),
+        ("/%2Fevil.example/", "/"),
+        ("/%2F%2Fevil.example/", "/"),
+        ("/%5Cevil.example/", "/"),
+        ("/%5C%5Cevil.example/", "/"),
+        ("/%09/evil.example/", "/"),
+        ("https://evil.example/", "/"),
+        ("/runs/new", "/runs/new"),
+        ("/settings", "/settings"),
+    ] {
+        let (status, headers, body) = get(&e.state, &format!("{uri}?token={token}")).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{uri}: {body}");
+        assert_eq!(headers[header::LOCATION], want, "{uri}");
+    }
+    // The same over a real socket, where the request line is not parsed by a client first.
+    let addr = serve_on(&e, "127.0.0.1").await;
+    for target in ["//evil.example/", "/\\evil.example/", "/\\/evil.example/"] {
+        let req = format!("GET {target}?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        let mut s = connect_and_send(addr, req.as_bytes()).await;
+        let o = read_until_closed(&mut s, Duration::from_secs(2)).await;
+        let text = String::from_utf8_lossy(&o.bytes).to_ascii_lowercase();
+        let location = text.lines().find_map(|l| l.strip_prefix("location: ")).map(str::trim);
+        assert!(location.is_none_or(|l| l == "/"), "{target}: redirected to {location:?} ({})", o.status_line());
+    }
+}
+
 // ------------------------------------------------------------------------------------------
 // `troupe serve` itself: the token file, the help, the file limit.
 

@@ -110,8 +110,8 @@ async fn check(st: &AppState, req: Request, next: Next) -> Result<Response, WebE
                 return Err(WebError::Unauthorized);
             }
             // Set the cookie and drop the token from the address bar (and the history).
-            let to = if path == "/login" { "/".to_string() } else { path };
-            let mut resp = Redirect::to(&to).into_response();
+            let to = if path == "/login" { "/" } else { local_redirect(&path) };
+            let mut resp = Redirect::to(to).into_response();
             let cookie = format!("{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
             resp.headers_mut()
                 .insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(|_| WebError::Unauthorized)?);
@@ -153,6 +153,17 @@ async fn check(st: &AppState, req: Request, next: Next) -> Result<Response, WebE
         return Err(WebError::Forbidden("missing or wrong CSRF token; reload the page and try again"));
     }
     Ok(next.run(Request::from_parts(parts, Body::from(bytes))).await)
+}
+
+/// `path` when a browser would read it as a path on this server, else `/`: it starts with
+/// one `/` not followed by another or by `\` (browsers read both `//host` and `/\host` as
+/// another server), before and after percent-decoding, and holds no `\` and no control
+/// character (browsers drop tabs and newlines from addresses, so `/\t/host` is `//host`).
+pub fn local_redirect(path: &str) -> &str {
+    let local = |p: &str| p.starts_with('/') && !p[1..].starts_with(['/', '\\']);
+    let decoded = percent_decode(path);
+    let plain = |p: &str| !p.chars().any(|c| c == '\\' || c.is_control());
+    if local(path) && local(&decoded) && plain(path) && plain(&decoded) { path } else { "/" }
 }
 
 /// True when the body timeout (tower-http's) is somewhere in the error's chain.
@@ -253,5 +264,26 @@ mod tests {
         assert!(loopback_host("127.0.0.1:8080") && loopback_host("localhost") && loopback_host("[::1]:80"));
         assert!(!loopback_host("evil.example:8080") && !loopback_host("127.0.0.1.evil.example"));
         assert!(same_secret("abc", "abc") && !same_secret("abc", "abd") && !same_secret("abc", "ab"));
+    }
+
+    #[test]
+    fn redirects_stay_on_this_server() {
+        for ok in ["/", "/runs/new", "/runs/a-b_c", "/settings"] {
+            assert_eq!(local_redirect(ok), ok);
+        }
+        for bad in [
+            "//evil.example/",
+            "/\\evil.example",
+            "/%2Fevil.example",
+            "/%5Cevil.example",
+            "/%2f%2fevil.example",
+            "/%09/evil.example",
+            "/\t/evil.example",
+            "https://evil.example",
+            "evil.example",
+            "",
+        ] {
+            assert_eq!(local_redirect(bad), "/", "{bad}");
+        }
     }
 }
