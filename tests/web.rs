@@ -1074,6 +1074,26 @@ async fn logging_in_redirects_only_to_local_paths() {
     }
 }
 
+#[tokio::test]
+async fn error_pages_show_no_server_paths() {
+    let e = env();
+    let csrf = e.state.csrf_token().to_string();
+    let root = e.dir.path().display().to_string();
+    let broken = e.conversations().join("broken-run");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("results.json"), "this is not JSON").unwrap();
+    let (status, _, page) = send(&e.state, form_post("/runs/broken-run/analyze", format!("csrf={csrf}"))).await;
+    assert!(status.is_client_error() || status.is_server_error(), "{status}");
+    assert!(!page.contains(&root) && !page.contains("/conversations/"), "the page shows a server path: {page}");
+    assert!(page.contains("results.json"), "it says which file is at fault: {page}");
+    // A persona database that cannot be read, when a run is started.
+    std::fs::write(e.dir.path().join("personas.json"), "[ not json").unwrap();
+    let (status, _, page) =
+        send(&e.state, form_post("/runs", format!("csrf={csrf}&mode=adhoc&topic=x&personas=ana"))).await;
+    assert!(status.is_client_error(), "{status}");
+    assert!(!page.contains(&root), "the page shows a server path: {page}");
+}
+
 // ------------------------------------------------------------------------------------------
 // `troupe serve` itself: the token file, the help, the file limit.
 

@@ -28,7 +28,7 @@ use crate::config::SimulationConfig;
 use crate::engine::{EngineError, RunHandle, RunOptions, RunPlan, SimulationEngine};
 use crate::transcript::RunEvent;
 
-use super::error::WebError;
+use super::error::{WebError, scrub_paths};
 use super::results::{ResultsHead, read_head};
 use super::security::{resolve_under, valid_id};
 use super::state::AppState;
@@ -202,6 +202,7 @@ impl LiveRun {
     }
 
     fn finish(&self, success: bool, error: Option<String>) {
+        let error = error.map(|e| scrub_paths(&e));
         self.push(SseItem {
             name: "done",
             data: serde_json::json!({ "success": success, "error": error, "run_id": self.id }).to_string(),
@@ -389,7 +390,7 @@ pub async fn events(
     let Some(live) = st.live_run(&id) else {
         let head = saved_head(&st, &id).await?;
         let (success, error) = match head {
-            Some(h) => (h.success, h.error),
+            Some(h) => (h.success, h.error.map(|e| scrub_paths(&e))),
             None => (false, Some("this run has no results.json: it was interrupted".to_string())),
         };
         let data = serde_json::json!({ "success": success, "error": error, "run_id": id }).to_string();
@@ -438,7 +439,7 @@ pub async fn metrics(State(st): State<AppState>, Path(id): Path<String>) -> Resu
     }
     let h = saved_head(&st, &id).await?.ok_or(WebError::NotFound)?;
     Ok(Json(Progress {
-        status: RunStatus::Finished { success: h.success, error: h.error },
+        status: RunStatus::Finished { success: h.success, error: h.error.map(|e| scrub_paths(&e)) },
         turn: h.completed_turns,
         turns: h.config.turns,
         messages: h.metrics.total_messages,
