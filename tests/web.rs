@@ -1094,6 +1094,30 @@ async fn error_pages_show_no_server_paths() {
     assert!(!page.contains(&root), "the page shows a server path: {page}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_loopback_address_counts_as_loopback() {
+    let e = env();
+    for host in ["127.0.0.2:8080", "127.255.255.254", "[::1]:8080", "localhost:1", "LOCALHOST", "[::ffff:127.0.0.1]:80"]
+    {
+        let req = Request::get("/").header(header::HOST, host).body(Body::empty()).unwrap();
+        assert_eq!(send(&e.state, req).await.0, StatusCode::OK, "{host}");
+    }
+    for host in
+        ["128.0.0.1", "evil.example", "127.0.0.1.evil.example", "[::2]:80", "0.0.0.0:80", "localhost.evil.example"]
+    {
+        let req = Request::get("/").header(header::HOST, host).body(Body::empty()).unwrap();
+        assert_eq!(send(&e.state, req).await.0, StatusCode::FORBIDDEN, "{host}");
+    }
+    // Bound to 127.0.0.2 (Linux routes all of 127.0.0.0/8 to the loopback interface).
+    if std::net::TcpListener::bind("127.0.0.2:0").is_err() {
+        eprintln!("note: 127.0.0.2 is not configured here; the socket half of this test is skipped");
+        return;
+    }
+    let addr = serve_on(&e, "127.0.0.2").await;
+    let resp = client().get(format!("http://{addr}/")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{}", resp.text().await.unwrap());
+}
+
 // ------------------------------------------------------------------------------------------
 // `troupe serve` itself: the token file, the help, the file limit.
 
@@ -1163,6 +1187,19 @@ fn spawn_serve(e: &Env, args: &[&str], env: &[(&str, &str)], nofile: Option<u64>
     });
     let addr = rx.recv_timeout(Duration::from_secs(20)).ok();
     ServeChild { child, stderr, addr }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_bound_to_127_0_0_2_answers_without_a_token() {
+    if std::net::TcpListener::bind("127.0.0.2:0").is_err() {
+        eprintln!("note: 127.0.0.2 is not configured here; skipped");
+        return;
+    }
+    let e = env();
+    let server = spawn_serve(&e, &["--bind", "127.0.0.2:0"], &[], None);
+    let addr = server.addr.clone().unwrap_or_else(|| panic!("the server did not start: {}", server.stderr()));
+    let resp = client().get(format!("http://{addr}/")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{}", server.stderr());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

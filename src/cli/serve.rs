@@ -10,6 +10,7 @@ use clap::Args;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 use troupe_sim::config::MonitoringConfig;
+use troupe_sim::web::security::is_loopback;
 use troupe_sim::web::state::random_token;
 use troupe_sim::web::{AppState, LogBuffer, ServeLimits, ServeSettings};
 
@@ -17,7 +18,8 @@ use super::{GlobalArgs, UsageError};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on; any address but loopback requires the access token
+    /// Address to listen on; any address outside loopback (127.0.0.0/8, ::1) requires the access
+    /// token
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
     pub bind: SocketAddr,
     /// Access token every request must carry (at least 16 characters) [default: a random one,
@@ -101,7 +103,7 @@ pub fn run(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<ExitCode> {
             generated = false;
             Some(t.to_string())
         }
-        None if a.bind.ip().is_loopback() => {
+        None if is_loopback(a.bind.ip()) => {
             generated = false;
             None
         }

@@ -2,6 +2,7 @@
 //! rebinding (on loopback without a token), CSRF on every state-changing request, security
 //! headers on every response, and run-id validation.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use axum::body::Body;
@@ -91,7 +92,9 @@ async fn check(st: &AppState, req: Request, next: Next) -> Result<Response, WebE
     {
         // Without a token only loopback names are served: a page elsewhere cannot rebind its
         // own name to 127.0.0.1 and read ours.
-        return Err(WebError::Forbidden("this server answers to 127.0.0.1 and localhost only"));
+        return Err(WebError::Forbidden(
+            "without an access token this server answers to loopback addresses (127.0.0.0/8, ::1) and localhost only",
+        ));
     }
     // A body larger than the limit is refused on its declaration, before any of it is read.
     if req
@@ -200,12 +203,22 @@ fn presented_token(h: &HeaderMap) -> Option<String> {
     None
 }
 
+/// True for every loopback address: all of 127.0.0.0/8, `::1`, and 127.x mapped into IPv6.
+pub fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_loopback(),
+        IpAddr::V6(a) => a.is_loopback() || a.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+    }
+}
+
+/// True for a Host header naming this machine by a loopback address or `localhost`: names a
+/// page elsewhere could rebind to 127.0.0.1 are refused.
 fn loopback_host(host: &str) -> bool {
     let name = match host.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or(""),
         None => host.rsplit_once(':').map(|(n, _)| n).unwrap_or(host),
     };
-    matches!(name.to_ascii_lowercase().as_str(), "127.0.0.1" | "localhost" | "::1")
+    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(is_loopback)
 }
 
 /// The first value of `key` in a query string or form body, percent-decoded.
@@ -263,6 +276,13 @@ mod tests {
         assert_eq!(query_param("x=1&csrf=ab%20c", "csrf").as_deref(), Some("ab c"));
         assert!(loopback_host("127.0.0.1:8080") && loopback_host("localhost") && loopback_host("[::1]:80"));
         assert!(!loopback_host("evil.example:8080") && !loopback_host("127.0.0.1.evil.example"));
+        for host in ["127.0.0.2:8080", "127.255.255.254", "[::ffff:127.0.0.9]:1", "LocalHost:3000"] {
+            assert!(loopback_host(host), "{host}");
+        }
+        for host in ["128.0.0.1", "0.0.0.0:80", "[::2]:80", "[::ffff:10.0.0.1]", "127.1", "localhost.evil.example", ""]
+        {
+            assert!(!loopback_host(host), "{host}");
+        }
         assert!(same_secret("abc", "abc") && !same_secret("abc", "abd") && !same_secret("abc", "ab"));
     }
 
