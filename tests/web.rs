@@ -1190,6 +1190,52 @@ fn spawn_serve(e: &Env, args: &[&str], env: &[(&str, &str)], nofile: Option<u64>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_takes_its_token_from_a_file_and_never_prints_it() {
+    let e = env();
+    let token = "file-token-0123456789abcdef";
+    let file = e.dir.path().join("web-token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let file_arg = file.display().to_string();
+    let server = spawn_serve(&e, &["--bind", "127.0.0.1:0", "--token-file", &file_arg], &[], None);
+    let addr = server.addr.clone().unwrap_or_else(|| panic!("the server did not start: {}", server.stderr()));
+    let c = client();
+    assert_eq!(c.get(format!("http://{addr}/")).send().await.unwrap().status().as_u16(), 401);
+    let ok = c.get(format!("http://{addr}/")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    let printed = server.stderr();
+    assert!(!printed.contains(token), "the token was printed: {printed}");
+    assert!(!printed.contains("readable by"), "no warning for a private file: {printed}");
+    drop(server);
+    // A file others can read works, with a warning that says how to fix it.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let server = spawn_serve(&e, &["--bind", "127.0.0.1:0", "--token-file", &file_arg], &[], None);
+    assert!(server.addr.is_some(), "{}", server.stderr());
+    let printed = server.stderr();
+    assert!(printed.contains("chmod 600"), "{printed}");
+    assert!(!printed.contains(token), "the token was printed: {printed}");
+    drop(server);
+    // A file that cannot be read is a usage error naming it.
+    let missing = e.dir.path().join("no-such-token");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--token-file"])
+        .arg(&missing)
+        .arg("--config")
+        .arg(e.dir.path().join("troupe.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-token"));
+    // The help says where the token is better kept.
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_troupe")).args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for want in ["--token-file", "TROUPE_WEB_TOKEN", "process list", "--max-runs", "--max-connections"] {
+        assert!(help.contains(want), "--help lacks {want}: {help}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_bound_to_127_0_0_2_answers_without_a_token() {
     if std::net::TcpListener::bind("127.0.0.2:0").is_err() {
         eprintln!("note: 127.0.0.2 is not configured here; skipped");

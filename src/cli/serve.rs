@@ -22,10 +22,16 @@ pub struct ServeArgs {
     /// token
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
     pub bind: SocketAddr,
-    /// Access token every request must carry (at least 16 characters) [default: a random one,
-    /// printed once, when bound beyond loopback]
-    #[arg(long, env = "TROUPE_WEB_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    /// Access token every request must carry (16 characters or more). Other users of this
+    /// machine see it in the process list (ps): prefer --token-file or the TROUPE_WEB_TOKEN
+    /// environment variable [default: TROUPE_WEB_TOKEN, else a random one, printed once, when
+    /// bound beyond loopback]
+    #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
     pub token: Option<String>,
+    /// File holding the access token (surrounding whitespace ignored); keep it private
+    /// (chmod 600)
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Folder of scenario files the New run page offers
     #[arg(long, default_value = "scenarios", value_name = "DIR")]
     pub scenarios: PathBuf,
@@ -42,6 +48,42 @@ pub struct ServeArgs {
     /// Runs going at once; starting one more answers 429 until one ends
     #[arg(long, default_value = "4", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_runs: u32,
+}
+
+/// The token given, and where from: `--token-file`, else `--token`, else `TROUPE_WEB_TOKEN`
+/// (`env`); blank counts as none. A token file others may read is used, with a warning.
+fn given_token(a: &ServeArgs, env: Option<String>) -> Result<Option<(String, String)>, UsageError> {
+    if let Some(path) = &a.token_file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            UsageError(format!("--token-file {}: cannot read it ({e}); give a file holding the token", path.display()))
+        })?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(UsageError(format!(
+                "--token-file {}: the file is empty; put the token (16 characters or more) in it",
+                path.display()
+            )));
+        }
+        #[cfg(unix)]
+        if let Ok(meta) = std::fs::metadata(path) {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o044 != 0 {
+                eprintln!(
+                    "warning: --token-file {p} is readable by other users of this machine; make it private \
+                     with `chmod 600 {p}`",
+                    p = path.display()
+                );
+            }
+        }
+        return Ok(Some((format!("--token-file {}", path.display()), token.to_string())));
+    }
+    let from_flag = a.token.as_deref().map(|t| ("--token", t));
+    let from_env = env.as_deref().map(|t| ("TROUPE_WEB_TOKEN", t));
+    Ok(from_flag
+        .or(from_env)
+        .map(|(from, t)| (from, t.trim()))
+        .filter(|(_, t)| !t.is_empty())
+        .map(|(from, t)| (from.to_string(), t.to_string())))
 }
 
 /// A positive number of seconds, at most an hour.
@@ -93,15 +135,16 @@ pub fn run(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<ExitCode> {
     let logs = LogBuffer::default();
     init_logging(&loaded.config.monitoring, &logs);
     let generated;
-    let token = match a.token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-        Some(t) if t.len() < 16 => {
+    let given = given_token(&a, std::env::var("TROUPE_WEB_TOKEN").ok())?;
+    let token = match given {
+        Some((from, t)) if t.len() < 16 => {
             return Err(
-                UsageError("--token: use at least 16 characters (or leave it out for a random one)".into()).into()
+                UsageError(format!("{from}: use at least 16 characters (or give no token for a random one)")).into()
             );
         }
-        Some(t) => {
+        Some((_, t)) => {
             generated = false;
-            Some(t.to_string())
+            Some(t)
         }
         None if is_loopback(a.bind.ip()) => {
             generated = false;
@@ -184,6 +227,39 @@ mod tests {
         assert!(note.is_some_and(|t| t.contains("ulimit -n 512")));
         assert_eq!(fit_connections(256, Some(10)).0, 5);
         assert_eq!(fit_connections(256, Some(0)).0, 1);
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        a: ServeArgs,
+    }
+
+    fn args(argv: &[&str]) -> Result<ServeArgs, clap::Error> {
+        use clap::Parser;
+        Cmd::try_parse_from(std::iter::once("serve").chain(argv.iter().copied())).map(|c| c.a)
+    }
+
+    #[test]
+    fn the_token_comes_from_the_file_the_flag_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  from-the-file-0123456789\n").unwrap();
+        let f = file.display().to_string();
+        let env = || Some("from-the-env-0123456789".to_string());
+        let got = |argv: &[&str], env: Option<String>| given_token(&args(argv).unwrap(), env).unwrap().map(|t| t.1);
+        assert_eq!(got(&["--token-file", &f], env()).as_deref(), Some("from-the-file-0123456789"));
+        assert_eq!(got(&["--token", "from-the-flag-0123456789"], env()).as_deref(), Some("from-the-flag-0123456789"));
+        assert_eq!(got(&[], env()).as_deref(), Some("from-the-env-0123456789"));
+        assert_eq!(got(&[], Some("  ".into())), None);
+        assert_eq!(got(&[], None), None);
+        assert!(args(&["--token", "x", "--token-file", &f]).is_err(), "one or the other");
+        std::fs::write(&file, "\n").unwrap();
+        let err = given_token(&args(&["--token-file", &f]).unwrap(), None).unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+        let missing = dir.path().join("missing").display().to_string();
+        let err = given_token(&args(&["--token-file", &missing]).unwrap(), None).unwrap_err();
+        assert!(err.to_string().contains(&missing), "{err}");
     }
 
     #[test]
