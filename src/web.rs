@@ -85,7 +85,7 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// How long a shutdown waits for open connections (a Live page's stream lasts as long as its
-/// run) before it closes them.
+/// run) before `serve` returns without them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves the app on `listener` until `shutdown` resolves, within the state's [`ServeLimits`].
@@ -142,7 +142,7 @@ pub async fn serve(
     }
     drop(listener);
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
-        tracing::info!("connections still open at shutdown were closed");
+        tracing::info!("stopped waiting for open connections (live streams) at shutdown");
     }
     Ok(())
 }

@@ -85,9 +85,10 @@ impl IntoResponse for WebError {
                 "The request stopped arriving before it was complete; send it again.".into()
             }
             WebError::TooManyRuns { running, limit } => format!(
-                "{running} runs are going, as many as this server runs at once ({limit}). Wait for one to finish \
+                "{running} {} going, as many as this server runs at once ({limit}). Wait for one to finish \
                  or cancel one, then start this one again; to allow more, restart the server with \
-                 `troupe serve --max-runs N`."
+                 `troupe serve --max-runs N`.",
+                if *running == 1 { "run is" } else { "runs are" }
             ),
             other => {
                 let full = other.to_string();
