@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use tower::ServiceExt;
 use troupe_sim::config::{ConfigSources, load_config};
-use troupe_sim::web::{AppState, LogBuffer, ServeSettings, app};
+use troupe_sim::web::{AppState, LogBuffer, ServeLimits, ServeSettings, app};
 
 const SECRET: &str = "sk-test-DO-NOT-LEAK-4242";
 
@@ -36,6 +36,11 @@ impl Env {
 }
 
 fn env_with(token: Option<&str>, latency_ms: f64) -> Env {
+    env_full(token, latency_ms, ServeLimits::default(), "provider = \"simulated\"")
+}
+
+/// An app on a temporary folder: three personas, `provider` (TOML lines of `[llm]`), `limits`.
+fn env_full(token: Option<&str>, latency_ms: f64, limits: ServeLimits, provider: &str) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let personas = dir.path().join("personas.json");
     let db = serde_json::json!([
@@ -45,7 +50,7 @@ fn env_with(token: Option<&str>, latency_ms: f64) -> Env {
     ]);
     std::fs::write(&personas, serde_json::to_vec_pretty(&db).unwrap()).unwrap();
     let toml = format!(
-        "[llm]\nprovider = \"simulated\"\napi_key = \"{SECRET}\"\n[llm.simulated.latency]\nkind = \"fixed\"\nms = {latency_ms}\n\
+        "[llm]\n{provider}\napi_key = \"{SECRET}\"\n[llm.simulated.latency]\nkind = \"fixed\"\nms = {latency_ms}\n\
          [simulation]\npersonas_file = {p:?}\nmax_turns = 3\nseed = \"Should the city fund night buses?\"\n\
          [performance]\nrate_limit_delay = 0.0\n[output]\noutput_dir = {o:?}\n",
         p = personas.display().to_string(),
@@ -59,6 +64,7 @@ fn env_with(token: Option<&str>, latency_ms: f64) -> Env {
         access_token: token.map(str::to_string),
         logs: LogBuffer::default(),
         scenarios_dir: PathBuf::from("scenarios"),
+        limits,
     })
     .unwrap();
     Env { dir, state }
@@ -119,7 +125,7 @@ async fn every_page_renders_and_the_key_never_shows() {
         ("/personas", "Build a persona"),
         ("/settings", "llm.model"),
         ("/settings?debug=1", "id=\"log\""),
-        ("/settings?doctor=1", "id=\"doctor\""),
+        ("/settings?doctor=1", "id=\"run-doctor\""),
         ("/assets/app.js", "EventSource"),
         ("/assets/app.css", ":root"),
     ] {
@@ -779,8 +785,10 @@ async fn browser_builds_a_persona_runs_and_exports() {
     assert!(html.contains("<html") && html.contains("Dana Webb"), "{}", &html[..html.len().min(300)]);
     std::fs::write(wd.shots.join("export.html"), &html).unwrap();
 
-    wd.goto(&format!("{base}/settings?doctor=1&debug=1")).await;
+    wd.goto(&format!("{base}/settings?debug=1")).await;
+    wd.click("#run-doctor").await;
     wd.wait("#doctor").await;
+    wd.wait("#log").await;
     wd.screenshot("7-settings").await;
     wd.goto(&format!("{base}/")).await;
     wd.wait("table.runs").await;
@@ -816,4 +824,451 @@ async fn a_live_run_can_be_cancelled_and_its_page_is_live_meanwhile() {
     wait_finished(&e, &id).await;
     let (_, _, page) = get(&e.state, &format!("/runs/{id}")).await;
     assert!(page.contains("cancelled"), "{page}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server cannot be worn down: one test per attack, over real sockets where the attack is
+// about sockets. Timeouts are configured small, so each test takes a second or two.
+
+const SIMULATED: &str = "provider = \"simulated\"";
+
+/// Serves `e` on `ip`, port 0, and returns the address.
+async fn serve_on(e: &Env, ip: &str) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = e.state.clone();
+    tokio::spawn(async move {
+        let _ = troupe_sim::web::serve(listener, state, std::future::pending()).await;
+    });
+    addr
+}
+
+/// What a raw connection got: the bytes, and when the server closed it (`None`: still open).
+struct Outcome {
+    bytes: Vec<u8>,
+    closed_after: Option<Duration>,
+}
+
+impl Outcome {
+    fn status_line(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).lines().next().unwrap_or("").to_string()
+    }
+}
+
+/// Reads until the server closes the connection or `within` passes.
+async fn read_until_closed(s: &mut tokio::net::TcpStream, within: Duration) -> Outcome {
+    use tokio::io::AsyncReadExt;
+    let t0 = Instant::now();
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let left = within.saturating_sub(t0.elapsed());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Err(_) => return Outcome { bytes, closed_after: None },
+            Ok(Ok(0) | Err(_)) => return Outcome { bytes, closed_after: Some(t0.elapsed()) },
+            Ok(Ok(n)) => bytes.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+async fn connect_and_send(addr: std::net::SocketAddr, bytes: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_or_silent_clients_are_cut_off_at_the_header_timeout() {
+    let limits = ServeLimits { header_timeout: Duration::from_millis(300), ..ServeLimits::default() };
+    let e = env_full(None, 1.0, limits, SIMULATED);
+    let addr = serve_on(&e, "127.0.0.1").await;
+    let mut silent = connect_and_send(addr, b"").await;
+    let mut partial = connect_and_send(addr, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a").await;
+    let mut idle = connect_and_send(addr, b"GET /assets/app.css HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await;
+    for (what, s) in
+        [("sending nothing", &mut silent), ("partial headers", &mut partial), ("idle keep-alive", &mut idle)]
+    {
+        let o = read_until_closed(s, Duration::from_secs(2)).await;
+        let after = o.closed_after.unwrap_or_else(|| panic!("{what}: the connection is still open after 2 s"));
+        assert!(after < Duration::from_millis(1500), "{what}: closed only after {after:?}");
+        if what == "idle keep-alive" {
+            assert!(o.status_line().starts_with("HTTP/1.1 200"), "its request was answered first");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_body_that_never_comes_does_not_hold_the_connection() {
+    let limits = ServeLimits { body_timeout: Duration::from_millis(300), ..ServeLimits::default() };
+    let e = env_full(None, 1.0, limits, SIMULATED);
+    let addr = serve_on(&e, "127.0.0.1").await;
+    let form = |len: u64| {
+        format!(
+            "POST /runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {len}\r\n\r\nabc"
+        )
+    };
+    let json = format!(
+        "POST /api/personas/validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         X-CSRF-Token: {}\r\nContent-Length: 100000\r\n\r\n{{\"id",
+        e.state.csrf_token()
+    );
+    for (what, req, want) in [
+        ("1 GB declared, 3 bytes sent", form(1_000_000_000), "HTTP/1.1 413"),
+        ("100 kB declared (under the limit), 3 bytes sent", form(100_000), "HTTP/1.1 408"),
+        ("a JSON body that stalls", json, "HTTP/1.1 4"),
+    ] {
+        let mut s = connect_and_send(addr, req.as_bytes()).await;
+        let o = read_until_closed(&mut s, Duration::from_secs(2)).await;
+        assert!(o.closed_after.is_some(), "{what}: still open after 2 s (got {:?})", o.status_line());
+        assert!(o.status_line().starts_with(want), "{what}: {:?}", o.status_line());
+    }
+    assert!(!e.conversations().exists(), "no run was started");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_connections_cannot_hold_the_server() {
+    let limits =
+        ServeLimits { header_timeout: Duration::from_millis(400), max_connections: 4, ..ServeLimits::default() };
+    let e = env_full(None, 1.0, limits, SIMULATED);
+    let addr = serve_on(&e, "127.0.0.1").await;
+    let mut held = Vec::new();
+    for _ in 0..12 {
+        held.push(connect_and_send(addr, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a").await);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t0 = Instant::now();
+    let mut real =
+        connect_and_send(addr, b"GET /assets/app.css HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await;
+    let o = read_until_closed(&mut real, Duration::from_secs(4)).await;
+    let took = t0.elapsed();
+    assert!(o.status_line().starts_with("HTTP/1.1 200"), "a real request is answered: {:?}", o.status_line());
+    // 12 half-open connections, 4 at a time, each cut off after 400 ms: the real request waited
+    // in the listen queue for a slot rather than the server taking every connection offered.
+    assert!(took >= Duration::from_millis(300), "answered after {took:?} while every slot was held: no connection cap");
+    for (i, s) in held.iter_mut().enumerate() {
+        let o = read_until_closed(s, Duration::from_secs(2)).await;
+        assert!(o.closed_after.is_some(), "half-open connection {i} is still open");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_beyond_the_limit_get_a_clear_429() {
+    let limits = ServeLimits { max_runs: 2, ..ServeLimits::default() };
+    // Slow replies keep the first two runs going while the third is asked for.
+    let e = env_full(None, 200.0, limits, SIMULATED);
+    let first = start_run(&e, &["ana", "ben"]).await;
+    let _second = start_run(&e, &["ana", "ben"]).await;
+    let body = format!(
+        "csrf={}&mode=adhoc&topic=x&turns=3&provider=simulated&personas=ana&personas=ben",
+        e.state.csrf_token()
+    );
+    let (status, headers, page) = send(&e.state, form_post("/runs", body.clone())).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{page}");
+    assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+    assert!(page.contains("2 runs are going") && page.contains("--max-runs"), "{page}");
+    assert_eq!(std::fs::read_dir(e.conversations()).unwrap().count(), 2, "the third run was not started");
+    // Once one ends, another may start.
+    let (status, _, _) =
+        send(&e.state, form_post(&format!("/runs/{first}/cancel"), format!("csrf={}", e.state.csrf_token()))).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    wait_finished(&e, &first).await;
+    let (status, _, page) = send(&e.state, form_post("/runs", body)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_run_releases_its_live_events() {
+    let limits = ServeLimits { finished_run_linger: Duration::ZERO, ..ServeLimits::default() };
+    let e = env_full(None, 1.0, limits, SIMULATED);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(start_run(&e, &["ana", "ben", "cleo"]).await);
+    }
+    let t0 = Instant::now();
+    while !e.state.live_runs().is_empty() {
+        let held: usize = e.state.live_runs().iter().filter(|r| !r.is_running()).map(|r| r.len()).sum();
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{} run(s) still in memory ({held} events of finished runs)",
+            e.state.live_runs().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for id in &ids {
+        // The Results page reads the saved run.
+        let (status, _, page) = get(&e.state, &format!("/runs/{id}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("completed") && page.contains("class=\"msg\""), "{page}");
+        // A Live page reconnecting gets the final state at once, and ends.
+        let (status, headers, events) = get(&e.state, &format!("/runs/{id}/events")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/event-stream"));
+        assert!(events.contains("event: done") && events.contains("\"success\":true"), "{events}");
+        assert!(!events.contains("event: message"), "the events were released");
+        let (status, _, m) = get(&e.state, &format!("/api/runs/{id}/metrics")).await;
+        assert_eq!(status, StatusCode::OK, "{m}");
+        let m: serde_json::Value = serde_json::from_str(&m).unwrap();
+        assert_eq!(m["status"]["state"], "finished");
+    }
+}
+
+mod support {
+    pub mod mock_openai;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_doctor_runs_only_on_a_post_with_csrf() {
+    use support::mock_openai::{MockConfig, MockServer};
+    let mock = MockServer::start(MockConfig::default()).await;
+    let provider = format!("provider = \"openai\"\nbase_url = \"{}\"\nmodel = \"gpt-4o-mini\"", mock.base_url());
+    let e = env_full(None, 1.0, ServeLimits::default(), &provider);
+    for uri in ["/settings?doctor=1", "/settings?doctor=1&debug=1", "/settings"] {
+        let (status, _, page) = get(&e.state, uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {page}");
+        assert_eq!(mock.request_count(), 0, "GET {uri} called the provider");
+        assert!(!page.contains("id=\"doctor\""), "{uri} ran the checks");
+        assert!(page.contains("action=\"/settings/doctor"), "{uri} offers the checks as a form");
+    }
+    let (status, _, _) = send(&e.state, form_post("/settings/doctor", String::new())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a POST without the CSRF token");
+    assert_eq!(mock.request_count(), 0, "a refused POST called the provider");
+    let (status, _, page) =
+        send(&e.state, form_post("/settings/doctor", format!("csrf={}", e.state.csrf_token()))).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("id=\"doctor\""), "{page}");
+    assert!(mock.request_count() >= 1, "the provider check ran");
+    assert!(!page.contains(SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_in_redirects_only_to_local_paths() {
+    let token = "0123456789abcdef0123";
+    let e = env_with(Some(token), 1.0);
+    for (uri, want) in [
+        ("//evil.example/", "/"),
+        ("//evil.example/runs", "/"),
+        ("/%2Fevil.example/", "/"),
+        ("/%2F%2Fevil.example/", "/"),
+        ("/%5Cevil.example/", "/"),
+        ("/%5C%5Cevil.example/", "/"),
+        ("/%09/evil.example/", "/"),
+        ("https://evil.example/", "/"),
+        ("/runs/new", "/runs/new"),
+        ("/settings", "/settings"),
+    ] {
+        let (status, headers, body) = get(&e.state, &format!("{uri}?token={token}")).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{uri}: {body}");
+        assert_eq!(headers[header::LOCATION], want, "{uri}");
+    }
+    // The same over a real socket, where the request line is not parsed by a client first.
+    let addr = serve_on(&e, "127.0.0.1").await;
+    for target in ["//evil.example/", "/\\evil.example/", "/\\/evil.example/"] {
+        let req = format!("GET {target}?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        let mut s = connect_and_send(addr, req.as_bytes()).await;
+        let o = read_until_closed(&mut s, Duration::from_secs(2)).await;
+        let text = String::from_utf8_lossy(&o.bytes).to_ascii_lowercase();
+        let location = text.lines().find_map(|l| l.strip_prefix("location: ")).map(str::trim);
+        assert!(location.is_none_or(|l| l == "/"), "{target}: redirected to {location:?} ({})", o.status_line());
+    }
+}
+
+#[tokio::test]
+async fn error_pages_show_no_server_paths() {
+    let e = env();
+    let csrf = e.state.csrf_token().to_string();
+    let root = e.dir.path().display().to_string();
+    let broken = e.conversations().join("broken-run");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("results.json"), "this is not JSON").unwrap();
+    let (status, _, page) = send(&e.state, form_post("/runs/broken-run/analyze", format!("csrf={csrf}"))).await;
+    assert!(status.is_client_error() || status.is_server_error(), "{status}");
+    assert!(!page.contains(&root) && !page.contains("/conversations/"), "the page shows a server path: {page}");
+    assert!(page.contains("results.json"), "it says which file is at fault: {page}");
+    // A persona database that cannot be read, when a run is started.
+    std::fs::write(e.dir.path().join("personas.json"), "[ not json").unwrap();
+    let (status, _, page) =
+        send(&e.state, form_post("/runs", format!("csrf={csrf}&mode=adhoc&topic=x&personas=ana"))).await;
+    assert!(status.is_client_error(), "{status}");
+    assert!(!page.contains(&root), "the page shows a server path: {page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_loopback_address_counts_as_loopback() {
+    let e = env();
+    for host in ["127.0.0.2:8080", "127.255.255.254", "[::1]:8080", "localhost:1", "LOCALHOST", "[::ffff:127.0.0.1]:80"]
+    {
+        let req = Request::get("/").header(header::HOST, host).body(Body::empty()).unwrap();
+        assert_eq!(send(&e.state, req).await.0, StatusCode::OK, "{host}");
+    }
+    for host in
+        ["128.0.0.1", "evil.example", "127.0.0.1.evil.example", "[::2]:80", "0.0.0.0:80", "localhost.evil.example"]
+    {
+        let req = Request::get("/").header(header::HOST, host).body(Body::empty()).unwrap();
+        assert_eq!(send(&e.state, req).await.0, StatusCode::FORBIDDEN, "{host}");
+    }
+    // Bound to 127.0.0.2 (Linux routes all of 127.0.0.0/8 to the loopback interface).
+    if std::net::TcpListener::bind("127.0.0.2:0").is_err() {
+        eprintln!("note: 127.0.0.2 is not configured here; the socket half of this test is skipped");
+        return;
+    }
+    let addr = serve_on(&e, "127.0.0.2").await;
+    let resp = client().get(format!("http://{addr}/")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{}", resp.text().await.unwrap());
+}
+
+// ------------------------------------------------------------------------------------------
+// `troupe serve` itself: the token file, the help, the file limit.
+
+/// A `troupe serve` child: killed when dropped; its stderr collected.
+struct ServeChild {
+    child: std::process::Child,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    addr: Option<String>,
+}
+
+impl Drop for ServeChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServeChild {
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+/// Starts `troupe serve` on `e`'s config with `args`, waiting for the address it prints (or its
+/// exit). `nofile`: the open-file limit to give it.
+fn spawn_serve(e: &Env, args: &[&str], env: &[(&str, &str)], nofile: Option<u64>) -> ServeChild {
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"));
+    cmd.arg("serve")
+        .args(args)
+        .arg("--config")
+        .arg(e.dir.path().join("troupe.toml"))
+        .current_dir(e.dir.path())
+        .env_remove("TROUPE_WEB_TOKEN")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    if let Some(n) = nofile {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit { rlim_cur: n as libc::rlim_t, rlim_max: n as libc::rlim_t };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pipe = child.stderr.take().unwrap();
+    let sink = stderr.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("troupe web app: http://") {
+                let _ = tx.send(rest.split('/').next().unwrap_or("").to_string());
+            }
+            sink.lock().unwrap().push_str(&format!("{line}\n"));
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(20)).ok();
+    ServeChild { child, stderr, addr }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_takes_its_token_from_a_file_and_never_prints_it() {
+    let e = env();
+    let token = "file-token-0123456789abcdef";
+    let file = e.dir.path().join("web-token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let file_arg = file.display().to_string();
+    let server = spawn_serve(&e, &["--bind", "127.0.0.1:0", "--token-file", &file_arg], &[], None);
+    let addr = server.addr.clone().unwrap_or_else(|| panic!("the server did not start: {}", server.stderr()));
+    let c = client();
+    assert_eq!(c.get(format!("http://{addr}/")).send().await.unwrap().status().as_u16(), 401);
+    let ok = c.get(format!("http://{addr}/")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    let printed = server.stderr();
+    assert!(!printed.contains(token), "the token was printed: {printed}");
+    assert!(!printed.contains("readable by"), "no warning for a private file: {printed}");
+    drop(server);
+    // A file others can read works, with a warning that says how to fix it.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let server = spawn_serve(&e, &["--bind", "127.0.0.1:0", "--token-file", &file_arg], &[], None);
+    assert!(server.addr.is_some(), "{}", server.stderr());
+    let printed = server.stderr();
+    assert!(printed.contains("chmod 600"), "{printed}");
+    assert!(!printed.contains(token), "the token was printed: {printed}");
+    drop(server);
+    // A file that cannot be read is a usage error naming it.
+    let missing = e.dir.path().join("no-such-token");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--token-file"])
+        .arg(&missing)
+        .arg("--config")
+        .arg(e.dir.path().join("troupe.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-token"));
+    // The help says where the token is better kept.
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_troupe")).args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for want in ["--token-file", "TROUPE_WEB_TOKEN", "process list", "--max-runs", "--max-connections"] {
+        assert!(help.contains(want), "--help lacks {want}: {help}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_bound_to_127_0_0_2_answers_without_a_token() {
+    if std::net::TcpListener::bind("127.0.0.2:0").is_err() {
+        eprintln!("note: 127.0.0.2 is not configured here; skipped");
+        return;
+    }
+    let e = env();
+    let server = spawn_serve(&e, &["--bind", "127.0.0.2:0"], &[], None);
+    let addr = server.addr.clone().unwrap_or_else(|| panic!("the server did not start: {}", server.stderr()));
+    let resp = client().get(format!("http://{addr}/")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{}", server.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_survives_half_open_connections_under_a_low_file_limit() {
+    let e = env();
+    // 64 open files, far fewer than the 150 half-open connections below.
+    let server = spawn_serve(&e, &["--bind", "127.0.0.1:0", "--header-timeout", "0.3"], &[], Some(64));
+    let addr: std::net::SocketAddr =
+        server.addr.clone().unwrap_or_else(|| panic!("the server did not start: {}", server.stderr())).parse().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..150 {
+        held.push(connect_and_send(addr, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a").await);
+    }
+    let t0 = Instant::now();
+    let mut real =
+        connect_and_send(addr, b"GET /assets/app.css HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await;
+    let o = read_until_closed(&mut real, Duration::from_secs(8)).await;
+    assert!(
+        o.status_line().starts_with("HTTP/1.1 200"),
+        "a real request is answered ({:?} after {:?}): {}",
+        o.status_line(),
+        t0.elapsed(),
+        server.stderr()
+    );
+    assert!(server.stderr().contains("ulimit -n"), "the lowered connection cap is explained: {}", server.stderr());
 }

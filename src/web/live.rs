@@ -1,6 +1,10 @@
 //! Live runs: each run's events are kept in memory, in order, so a reload or a second tab
 //! replays them from any index (`Last-Event-ID` or `?from=`) and then follows new ones.
 //!
+//! Only while it matters: a finished run's events are dropped after
+//! [`ServeLimits::finished_run_linger`](super::ServeLimits) (its results are on disk, and its
+//! pages read them), and at most `max_runs` runs go at once.
+//!
 //! Followers are woken by a `watch` channel carrying the event count rather than by a
 //! `broadcast` of the events themselves: a watch never lags or drops, so twenty slow viewers
 //! cost one `Vec` and twenty cursors, and none of them can miss a message.
@@ -14,17 +18,19 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
-use futures_util::Stream;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, watch};
 
 use crate::actors::metrics::MetricsSnapshot;
 use crate::config::SimulationConfig;
 use crate::engine::{EngineError, RunHandle, RunOptions, RunPlan, SimulationEngine};
 use crate::transcript::RunEvent;
 
-use super::error::WebError;
-use super::security::valid_id;
+use super::error::{WebError, scrub_paths};
+use super::results::{ResultsHead, read_head};
+use super::security::{resolve_under, valid_id};
 use super::state::AppState;
 
 /// One server-sent event: its name and JSON data.
@@ -58,6 +64,20 @@ struct Shared {
     status: RunStatus,
     messages: u64,
     turn: u32,
+    /// Once the events are released: the last one (`done`) and its index, for followers that
+    /// were still behind.
+    released: Option<(usize, Arc<SseItem>)>,
+}
+
+/// What a follower at some index gets next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// The event at this index.
+    Event(usize, Arc<SseItem>),
+    /// Nothing yet: wait for a change.
+    Wait,
+    /// The run is over and the follower has everything.
+    End,
 }
 
 /// A run started by this server.
@@ -90,6 +110,7 @@ impl LiveRun {
                 status: RunStatus::Running,
                 messages: 0,
                 turn: 0,
+                released: None,
             }),
             count: watch::channel(0).0,
             cancel: Notify::new(),
@@ -122,12 +143,35 @@ impl LiveRun {
         }
     }
 
-    /// The event at `idx`, when there is one yet.
+    /// The event at `idx`, when there is one yet (and the events are not released).
     pub fn event(&self, idx: usize) -> Option<Arc<SseItem>> {
         self.lock().events.get(idx).cloned()
     }
 
-    /// Events so far.
+    /// What a follower that has seen the events before `idx` gets next. After the release a
+    /// follower still behind skips to the final `done` event, so its page offers the results.
+    pub fn next(&self, idx: usize) -> Next {
+        let s = self.lock();
+        if let Some(item) = s.events.get(idx) {
+            return Next::Event(idx, item.clone());
+        }
+        match (&s.released, &s.status) {
+            (Some((last, done)), _) if idx <= *last => Next::Event(*last, done.clone()),
+            (None, RunStatus::Running) => Next::Wait,
+            _ => Next::End,
+        }
+    }
+
+    /// Drops the events kept for replay, keeping the final one for followers still behind.
+    fn release(&self) {
+        let mut s = self.lock();
+        if let Some(last) = s.events.last().cloned() {
+            s.released = Some((s.events.len() - 1, last));
+        }
+        s.events = Vec::new();
+    }
+
+    /// Events held in memory (none once released).
     pub fn len(&self) -> usize {
         self.lock().events.len()
     }
@@ -158,6 +202,7 @@ impl LiveRun {
     }
 
     fn finish(&self, success: bool, error: Option<String>) {
+        let error = error.map(|e| scrub_paths(&e));
         self.push(SseItem {
             name: "done",
             data: serde_json::json!({ "success": success, "error": error, "run_id": self.id }).to_string(),
@@ -244,13 +289,20 @@ pub fn engine_for(st: &AppState, cfg: SimulationConfig, choice: ProviderChoice) 
     SimulationEngine::with_provider(cfg, provider)
 }
 
-/// Starts a run, saved under `output_dir/conversations`, and registers it.
+/// Starts a run, saved under `output_dir/conversations`, and registers it; refused with
+/// [`WebError::TooManyRuns`] while `max_runs` runs are going.
 pub async fn start_run(
     st: &AppState,
     plan: RunPlan,
     cfg: SimulationConfig,
     choice: ProviderChoice,
 ) -> Result<Arc<LiveRun>, WebError> {
+    let limit = st.limits.max_runs.max(1);
+    let slot = st
+        .run_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| WebError::TooManyRuns { running: limit - st.run_slots.available_permits().min(limit), limit })?;
     let turns = cfg.simulation.max_turns;
     let title = plan.name.clone();
     let engine = engine_for(st, cfg, choice);
@@ -264,12 +316,19 @@ pub async fn start_run(
     })?;
     let live = Arc::new(LiveRun::new(handle.run_id.clone(), title, turns));
     st.add_run(live.clone());
-    tokio::spawn(drive(live.clone(), handle, rx));
+    tokio::spawn(drive(st.clone(), live.clone(), handle, rx, slot));
     Ok(live)
 }
 
-/// Moves a run's events into its `LiveRun`, samples metrics, relays cancellation.
-async fn drive(live: Arc<LiveRun>, handle: RunHandle, mut rx: mpsc::UnboundedReceiver<RunEvent>) {
+/// Moves a run's events into its `LiveRun`, samples metrics, relays cancellation; when the run
+/// ends, gives its slot back and, a little later, drops it from memory.
+async fn drive(
+    st: AppState,
+    live: Arc<LiveRun>,
+    handle: RunHandle,
+    mut rx: mpsc::UnboundedReceiver<RunEvent>,
+    slot: OwnedSemaphorePermit,
+) {
     let mut tick = tokio::time::interval(Duration::from_millis(400));
     loop {
         tokio::select! {
@@ -299,6 +358,12 @@ async fn drive(live: Arc<LiveRun>, handle: RunHandle, mut rx: mpsc::UnboundedRec
             live.finish(false, Some("the run failed; the server log has the details".into()));
         }
     }
+    drop(slot);
+    // A Live page open at the end has this long to read the last events; after that the saved
+    // run answers for it.
+    tokio::time::sleep(st.limits.finished_run_linger).await;
+    live.release();
+    st.forget_run(&live);
 }
 
 /// `?from=N`: the first event index to send.
@@ -307,55 +372,94 @@ pub struct FromQuery {
     from: Option<usize>,
 }
 
+/// The server-sent events a Live page follows.
+type EventStream = BoxStream<'static, Result<Event, Infallible>>;
+
 /// `GET /runs/{id}/events`: the run's events as server-sent events, from `Last-Event-ID + 1`
-/// or `?from=`, then live until the run ends.
+/// or `?from=`, then live until the run ends. A run no longer in memory answers with one
+/// `done` event from its saved results.
 pub async fn events(
     State(st): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<FromQuery>,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, WebError> {
+) -> Result<Response, WebError> {
     if !valid_id(&id) {
         return Err(WebError::NotFound);
     }
-    let live = st.live_run(&id).ok_or(WebError::NotFound)?;
+    let Some(live) = st.live_run(&id) else {
+        let head = saved_head(&st, &id).await?;
+        let (success, error) = match head {
+            Some(h) => (h.success, h.error.map(|e| scrub_paths(&e))),
+            None => (false, Some("this run has no results.json: it was interrupted".to_string())),
+        };
+        let data = serde_json::json!({ "success": success, "error": error, "run_id": id }).to_string();
+        let done = Event::default().id("0").event("done").data(data);
+        let once: EventStream = futures_util::stream::iter([Ok(done)]).boxed();
+        return Ok(Sse::new(once).into_response());
+    };
     let last = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<usize>().ok());
     let from = last.map(|l| l + 1).or(q.from).unwrap_or(0);
     let rx = live.count.subscribe();
     let stream = futures_util::stream::unfold((live, rx, from), |(live, mut rx, idx)| async move {
         loop {
-            if let Some(item) = live.event(idx) {
-                let ev = Event::default().id(idx.to_string()).event(item.name).data(item.data.as_str());
-                return Some((Ok(ev), (live, rx, idx + 1)));
-            }
-            if !live.is_running() {
-                return None;
-            }
-            // Returns at once when events arrived since the last look.
-            if rx.changed().await.is_err() {
-                return None;
+            match live.next(idx) {
+                Next::Event(at, item) => {
+                    let ev = Event::default().id(at.to_string()).event(item.name).data(item.data.as_str());
+                    return Some((Ok::<_, Infallible>(ev), (live, rx, at + 1)));
+                }
+                Next::End => return None,
+                // Returns at once when events arrived since the last look.
+                Next::Wait => {
+                    if rx.changed().await.is_err() {
+                        return None;
+                    }
+                }
             }
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
 }
 
-/// `GET /api/runs/{id}/metrics`: progress and live metrics as JSON.
+/// The saved results' head of a run this server no longer holds; `None` when the folder has
+/// no readable results.json.
+async fn saved_head(st: &AppState, id: &str) -> Result<Option<ResultsHead>, WebError> {
+    let dir = resolve_under(&st.conversations_dir(), id)?;
+    tokio::task::spawn_blocking(move || read_head(&dir)).await.map_err(|e| WebError::internal("reading a run", e))
+}
+
+/// `GET /api/runs/{id}/metrics`: progress and live metrics as JSON (for a run no longer in
+/// memory, its saved figures without the live metrics).
 pub async fn metrics(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Progress>, WebError> {
     if !valid_id(&id) {
         return Err(WebError::NotFound);
     }
-    let live = st.live_run(&id).ok_or(WebError::NotFound)?;
-    Ok(Json(live.progress()))
+    if let Some(live) = st.live_run(&id) {
+        return Ok(Json(live.progress()));
+    }
+    let h = saved_head(&st, &id).await?.ok_or(WebError::NotFound)?;
+    Ok(Json(Progress {
+        status: RunStatus::Finished { success: h.success, error: h.error.map(|e| scrub_paths(&e)) },
+        turn: h.completed_turns,
+        turns: h.config.turns,
+        messages: h.metrics.total_messages,
+        elapsed_s: h.metrics.duration,
+        metrics: None,
+    }))
 }
 
-/// `POST /runs/{id}/cancel`: asks the run to stop; it saves what it has.
+/// `POST /runs/{id}/cancel`: asks the run to stop; it saves what it has. A run that already
+/// ended just shows its results.
 pub async fn cancel(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, WebError> {
     if !valid_id(&id) {
         return Err(WebError::NotFound);
     }
-    let live = st.live_run(&id).ok_or(WebError::NotFound)?;
-    live.cancel();
+    match st.live_run(&id) {
+        Some(live) => live.cancel(),
+        None => {
+            resolve_under(&st.conversations_dir(), &id)?;
+        }
+    }
     Ok(Redirect::to(&format!("/runs/{id}")).into_response())
 }
 
@@ -382,4 +486,36 @@ pub fn live_page(st: &AppState, live: &LiveRun) -> axum::response::Html<String> 
         csrf = csrf_field(&st.csrf),
     );
     page(&format!("Live {}", live.id), Nav::None, &st.csrf, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(n: usize) -> SseItem {
+        SseItem { name: "message", data: format!("{{\"n\":{n}}}") }
+    }
+
+    #[test]
+    fn a_released_run_keeps_only_its_end_for_followers_behind() {
+        let run = LiveRun::new("r".into(), "t".into(), 3);
+        assert_eq!(run.next(0), Next::Wait, "nothing yet, still running");
+        for n in 0..5 {
+            run.push(item(n));
+        }
+        assert!(matches!(run.next(4), Next::Event(4, _)));
+        assert_eq!(run.next(5), Next::Wait);
+        run.finish(true, None);
+        assert_eq!(run.len(), 6);
+        assert_eq!(run.next(6), Next::End, "a follower with everything ends");
+        run.release();
+        assert_eq!(run.len(), 0, "the events are dropped");
+        for behind in [0, 3, 5] {
+            match run.next(behind) {
+                Next::Event(5, done) => assert_eq!(done.name, "done"),
+                other => panic!("a follower at {behind} got {other:?}"),
+            }
+        }
+        assert_eq!(run.next(6), Next::End);
+    }
 }

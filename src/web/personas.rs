@@ -215,7 +215,7 @@ fn builder_page(
     let _ = write!(
         b,
         "<p class=\"hint\">Database: <code>{}</code></p>",
-        escape(&st.config().simulation.personas_file.display().to_string())
+        escape(&super::error::scrub_paths(&st.config().simulation.personas_file.display().to_string()))
     );
     b.push_str("<section><h2>Build a persona</h2><form method=\"post\" action=\"/personas/save\" id=\"persona-form\">");
     b.push_str(&csrf_field(&st.csrf));

@@ -13,7 +13,7 @@ use crate::analysis::ConversationAnalysis;
 use crate::results::{AgentInfo, ResultsConfig, ResultsMetrics};
 use crate::transcript::{StopReason, TranscriptEntry};
 
-use super::error::WebError;
+use super::error::{WebError, scrub_paths};
 use super::security::resolve_under;
 use super::state::AppState;
 use super::templates::{Nav, csrf_field, duration, escape, page as layout, url_encode};
@@ -196,7 +196,7 @@ pub async fn page(
                 let _ = write!(b, "<p class=\"notice\">{}</p>", escape(n));
             }
             if let Some(e) = &h.error {
-                let _ = write!(b, "<p class=\"error\">{}</p>", escape(e));
+                let _ = write!(b, "<p class=\"error\">{}</p>", escape(&scrub_paths(e)));
             }
             let m = &h.metrics;
             let _ = write!(
@@ -301,8 +301,15 @@ fn valid_chart(name: &str) -> bool {
 /// `POST /runs/{id}/analyze`: writes `analysis.json` and the charts, then shows the run.
 pub async fn analyze(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, WebError> {
     let dir = resolve_under(&st.conversations_dir(), &id)?;
+    let run = id.clone();
     tokio::task::spawn_blocking(move || {
-        let results = crate::analysis::load_run(&dir).map_err(|e| WebError::BadRequest(e.to_string()))?;
+        let results = crate::analysis::load_run(&dir).map_err(|e| {
+            tracing::warn!(%run, error = %e, "cannot analyse a run");
+            WebError::Conflict(
+                "this run's results.json is missing or damaged, so it cannot be analysed; the server log has the details"
+                    .into(),
+            )
+        })?;
         crate::analysis::save_analysis(&results, &dir, true).map_err(|e| WebError::internal("analysing a run", e))
     })
     .await

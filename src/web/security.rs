@@ -2,6 +2,7 @@
 //! rebinding (on loopback without a token), CSRF on every state-changing request, security
 //! headers on every response, and run-id validation.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use axum::body::Body;
@@ -91,7 +92,18 @@ async fn check(st: &AppState, req: Request, next: Next) -> Result<Response, WebE
     {
         // Without a token only loopback names are served: a page elsewhere cannot rebind its
         // own name to 127.0.0.1 and read ours.
-        return Err(WebError::Forbidden("this server answers to 127.0.0.1 and localhost only"));
+        return Err(WebError::Forbidden(
+            "without an access token this server answers to loopback addresses (127.0.0.0/8, ::1) and localhost only",
+        ));
+    }
+    // A body larger than the limit is refused on its declaration, before any of it is read.
+    if req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > super::BODY_LIMIT as u64)
+    {
+        return Err(WebError::TooLarge);
     }
     let path = req.uri().path().to_string();
     let exempt = path == "/login" || path.starts_with("/assets/");
@@ -101,8 +113,8 @@ async fn check(st: &AppState, req: Request, next: Next) -> Result<Response, WebE
                 return Err(WebError::Unauthorized);
             }
             // Set the cookie and drop the token from the address bar (and the history).
-            let to = if path == "/login" { "/".to_string() } else { path };
-            let mut resp = Redirect::to(&to).into_response();
+            let to = if path == "/login" { "/" } else { local_redirect(&path) };
+            let mut resp = Redirect::to(to).into_response();
             let cookie = format!("{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
             resp.headers_mut()
                 .insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(|_| WebError::Unauthorized)?);
@@ -132,14 +144,41 @@ async fn check(st: &AppState, req: Request, next: Next) -> Result<Response, WebE
         return Err(WebError::Forbidden("missing CSRF token"));
     }
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, super::BODY_LIMIT)
-        .await
-        .map_err(|_| WebError::BadRequest("the request body is too large or unreadable".into()))?;
+    let bytes = axum::body::to_bytes(body, super::BODY_LIMIT).await.map_err(|e| {
+        if caused_by_timeout(&e) {
+            WebError::Timeout
+        } else {
+            WebError::BadRequest("the request body is too large or unreadable".into())
+        }
+    })?;
     let form = std::str::from_utf8(&bytes).unwrap_or("");
     if !query_param(form, CSRF_FIELD).is_some_and(|v| same_secret(&v, &st.csrf)) {
         return Err(WebError::Forbidden("missing or wrong CSRF token; reload the page and try again"));
     }
     Ok(next.run(Request::from_parts(parts, Body::from(bytes))).await)
+}
+
+/// `path` when a browser would read it as a path on this server, else `/`: it starts with
+/// one `/` not followed by another or by `\` (browsers read both `//host` and `/\host` as
+/// another server), before and after percent-decoding, and holds no `\` and no control
+/// character (browsers drop tabs and newlines from addresses, so `/\t/host` is `//host`).
+pub fn local_redirect(path: &str) -> &str {
+    let local = |p: &str| p.starts_with('/') && !p[1..].starts_with(['/', '\\']);
+    let decoded = percent_decode(path);
+    let plain = |p: &str| !p.chars().any(|c| c == '\\' || c.is_control());
+    if local(path) && local(&decoded) && plain(path) && plain(&decoded) { path } else { "/" }
+}
+
+/// True when the body timeout (tower-http's) is somewhere in the error's chain.
+fn caused_by_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// The token a request carries: `Authorization: Bearer`, `X-Troupe-Token`, or the cookie.
@@ -164,12 +203,22 @@ fn presented_token(h: &HeaderMap) -> Option<String> {
     None
 }
 
+/// True for every loopback address: all of 127.0.0.0/8, `::1`, and 127.x mapped into IPv6.
+pub fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_loopback(),
+        IpAddr::V6(a) => a.is_loopback() || a.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+    }
+}
+
+/// True for a Host header naming this machine by a loopback address or `localhost`: names a
+/// page elsewhere could rebind to 127.0.0.1 are refused.
 fn loopback_host(host: &str) -> bool {
     let name = match host.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or(""),
         None => host.rsplit_once(':').map(|(n, _)| n).unwrap_or(host),
     };
-    matches!(name.to_ascii_lowercase().as_str(), "127.0.0.1" | "localhost" | "::1")
+    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(is_loopback)
 }
 
 /// The first value of `key` in a query string or form body, percent-decoded.
@@ -227,6 +276,34 @@ mod tests {
         assert_eq!(query_param("x=1&csrf=ab%20c", "csrf").as_deref(), Some("ab c"));
         assert!(loopback_host("127.0.0.1:8080") && loopback_host("localhost") && loopback_host("[::1]:80"));
         assert!(!loopback_host("evil.example:8080") && !loopback_host("127.0.0.1.evil.example"));
+        for host in ["127.0.0.2:8080", "127.255.255.254", "[::ffff:127.0.0.9]:1", "LocalHost:3000"] {
+            assert!(loopback_host(host), "{host}");
+        }
+        for host in ["128.0.0.1", "0.0.0.0:80", "[::2]:80", "[::ffff:10.0.0.1]", "127.1", "localhost.evil.example", ""]
+        {
+            assert!(!loopback_host(host), "{host}");
+        }
         assert!(same_secret("abc", "abc") && !same_secret("abc", "abd") && !same_secret("abc", "ab"));
+    }
+
+    #[test]
+    fn redirects_stay_on_this_server() {
+        for ok in ["/", "/runs/new", "/runs/a-b_c", "/settings"] {
+            assert_eq!(local_redirect(ok), ok);
+        }
+        for bad in [
+            "//evil.example/",
+            "/\\evil.example",
+            "/%2Fevil.example",
+            "/%5Cevil.example",
+            "/%2f%2fevil.example",
+            "/%09/evil.example",
+            "/\t/evil.example",
+            "https://evil.example",
+            "evil.example",
+            "",
+        ] {
+            assert_eq!(local_redirect(bad), "/", "{bad}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The Settings page: the merged configuration with where each value came from (secrets
-//! redacted), `troupe doctor`'s checks on demand, and a debug view of the recent log lines.
+//! redacted), `troupe doctor`'s checks on demand (a POST: they call the provider), and a debug
+//! view of the recent log lines.
 
 use std::fmt::Write;
 
@@ -7,23 +8,31 @@ use axum::extract::{Query, State};
 use axum::response::Html;
 use serde::Deserialize;
 
-use crate::doctor::{DoctorOptions, run_checks};
+use crate::doctor::{Check, DoctorOptions, run_checks};
 
 use super::error::WebError;
 use super::state::AppState;
-use super::templates::{Nav, escape, page as layout};
+use super::templates::{Nav, csrf_field, escape, page as layout};
 
-/// `?doctor=1` runs the checks; `?debug=1` shows the log.
+/// `?debug=1` shows the log.
 #[derive(Debug, Default, Deserialize)]
 pub struct SettingsQuery {
-    doctor: Option<u8>,
     debug: Option<u8>,
 }
 
-/// `GET /settings`.
+/// `GET /settings`: never runs the checks (the provider check is a paid call), only offers them.
 pub async fn page(State(st): State<AppState>, Query(q): Query<SettingsQuery>) -> Result<Html<String>, WebError> {
-    let debug = q.debug == Some(1);
-    let doctor = q.doctor == Some(1);
+    Ok(render(&st, q.debug == Some(1), None))
+}
+
+/// `POST /settings/doctor` (with the CSRF token, like every POST): runs `troupe doctor`'s checks
+/// and shows them on the page.
+pub async fn doctor(State(st): State<AppState>, Query(q): Query<SettingsQuery>) -> Result<Html<String>, WebError> {
+    let checks = run_checks(&st.loaded, &DoctorOptions::for_config(st.config())).await;
+    Ok(render(&st, q.debug == Some(1), Some(&checks)))
+}
+
+fn render(st: &AppState, debug: bool, checks: Option<&[Check]>) -> Html<String> {
     let mut b = String::from("<h1>Settings</h1>");
     let _ = write!(
         b,
@@ -33,10 +42,9 @@ pub async fn page(State(st): State<AppState>, Query(q): Query<SettingsQuery>) ->
         if st.access_token.is_some() { "required" } else { "not required (loopback only)" },
     );
     b.push_str("<section><h2>Health (troupe doctor)</h2>");
-    if doctor {
-        let checks = run_checks(&st.loaded, &DoctorOptions::for_config(st.config())).await;
+    if let Some(checks) = checks {
         b.push_str("<table id=\"doctor\"><thead><tr><th>Check</th><th>Status</th><th>Detail</th></tr></thead><tbody>");
-        for c in &checks {
+        for c in checks {
             let _ = write!(
                 b,
                 "<tr><td>{}</td><td><span class=\"status {s}\">{s}</span></td><td>{}</td></tr>",
@@ -46,12 +54,15 @@ pub async fn page(State(st): State<AppState>, Query(q): Query<SettingsQuery>) ->
             );
         }
         b.push_str("</tbody></table>");
-    } else {
-        b.push_str(
-            "<p><a class=\"button\" id=\"run-doctor\" href=\"/settings?doctor=1\">Run the checks</a> \
-             <span class=\"hint\">The provider check sends one 1-token request.</span></p>",
-        );
     }
+    let _ = write!(
+        b,
+        "<form method=\"post\" action=\"/settings/doctor{}\">{}<button id=\"run-doctor\">{}</button> \
+         <span class=\"hint\">The provider check sends one 1-token request.</span></form>",
+        if debug { "?debug=1" } else { "" },
+        csrf_field(&st.csrf),
+        if checks.is_some() { "Run the checks again" } else { "Run the checks" },
+    );
     b.push_str("</section><section><h2>Debug</h2>");
     if debug {
         b.push_str("<p><a href=\"/settings\" id=\"debug-toggle\">Hide the log</a></p><pre class=\"log\" id=\"log\">");
@@ -78,5 +89,5 @@ pub async fn page(State(st): State<AppState>, Query(q): Query<SettingsQuery>) ->
         let _ = write!(b, "<p class=\"notice\">{}</p>", escape(n));
     }
     b.push_str("</section>");
-    Ok(layout("Settings", Nav::Settings, &st.csrf, &b))
+    layout("Settings", Nav::Settings, &st.csrf, &b)
 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::config::{LoadedConfig, ProviderKind, SimulationConfig};
 use crate::engine::{EngineError, SimulationEngine, conversations_dir};
@@ -23,6 +24,38 @@ pub struct ServeSettings {
     pub logs: LogBuffer,
     /// The folder of scenario files the New run page offers (`scenarios`).
     pub scenarios_dir: PathBuf,
+    /// How much any client may hold: time, connections, runs.
+    pub limits: ServeLimits,
+}
+
+/// What keeps the server from being worn down: every wait a client can cause is bounded, and
+/// so are the connections and runs it can hold at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeLimits {
+    /// Longest wait for a request's headers, counted from the connection's start (or from the
+    /// previous response on a kept-alive connection); then the connection is closed.
+    pub header_timeout: Duration,
+    /// Longest pause while a request body arrives; then the request ends with 408.
+    pub body_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen queue until one closes.
+    pub max_connections: usize,
+    /// Runs going at once; a further start gets 429 with a page saying so.
+    pub max_runs: usize,
+    /// How long a finished run's events stay in memory for a Live page still open on it
+    /// (its results are on disk; after this the events are dropped).
+    pub finished_run_linger: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            max_connections: 256,
+            max_runs: 4,
+            finished_run_linger: Duration::from_secs(30),
+        }
+    }
 }
 
 /// The app's shared state: cheap to clone.
@@ -39,12 +72,17 @@ pub struct Inner {
     pub(crate) notice: Option<String>,
     /// The simulated provider, for runs that ask for it explicitly.
     pub(crate) simulated: Arc<dyn Provider>,
-    /// Runs started by this server, by id. A std mutex: nothing is awaited under it.
+    /// Runs started by this server, by id, until a while after they finish. A std mutex:
+    /// nothing is awaited under it.
     pub(crate) runs: Mutex<HashMap<String, Arc<LiveRun>>>,
+    /// One permit per run going (`limits.max_runs`): taken before a run starts, given back
+    /// when it ends, so two starts at once cannot both take the last slot.
+    pub(crate) run_slots: Arc<tokio::sync::Semaphore>,
     pub(crate) csrf: String,
     pub(crate) access_token: Option<String>,
     pub(crate) logs: LogBuffer,
     pub(crate) scenarios_dir: PathBuf,
+    pub(crate) limits: ServeLimits,
     /// Serialises persona saves (read, change, write back).
     pub(crate) persona_lock: tokio::sync::Mutex<()>,
 }
@@ -88,10 +126,12 @@ impl AppState {
             provider,
             simulated,
             runs: Mutex::new(HashMap::new()),
+            run_slots: Arc::new(tokio::sync::Semaphore::new(s.limits.max_runs.max(1))),
             csrf: random_token(32),
             access_token: s.access_token,
             logs: s.logs,
             scenarios_dir: s.scenarios_dir,
+            limits: s.limits,
             persona_lock: tokio::sync::Mutex::new(()),
         })))
     }
@@ -99,6 +139,11 @@ impl AppState {
     /// The configuration in force.
     pub fn config(&self) -> &SimulationConfig {
         &self.loaded.config
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &ServeLimits {
+        &self.limits
     }
 
     /// The per-server CSRF token every POST must carry.
@@ -116,18 +161,27 @@ impl AppState {
         self.config().output.output_dir.join("experiments")
     }
 
-    /// A run this server started, live or finished.
+    /// A run this server started: going, or finished less than
+    /// [`ServeLimits::finished_run_linger`] ago.
     pub fn live_run(&self, id: &str) -> Option<Arc<LiveRun>> {
         self.runs.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
     }
 
-    /// Every run this server started.
+    /// Every run this server holds in memory (see [`AppState::live_run`]).
     pub fn live_runs(&self) -> Vec<Arc<LiveRun>> {
         self.runs.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
     }
 
     pub(crate) fn add_run(&self, run: Arc<LiveRun>) {
         self.runs.lock().unwrap_or_else(|e| e.into_inner()).insert(run.id.clone(), run);
+    }
+
+    /// Drops a finished run from the registry, unless the id now names another run.
+    pub(crate) fn forget_run(&self, run: &Arc<LiveRun>) {
+        let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+        if runs.get(&run.id).is_some_and(|r| Arc::ptr_eq(r, run)) {
+            runs.remove(&run.id);
+        }
     }
 
     pub(crate) fn remove_run(&self, id: &str) {
