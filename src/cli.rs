@@ -194,3 +194,32 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// SIGTERM as a future that can be awaited again and again (never resolves where there is no
+/// such signal, or when the handler cannot be installed).
+pub struct Terminate {
+    #[cfg(unix)]
+    inner: Option<tokio::signal::unix::Signal>,
+}
+
+impl Terminate {
+    pub fn new() -> Self {
+        #[cfg(unix)]
+        {
+            Terminate { inner: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok() }
+        }
+        #[cfg(not(unix))]
+        {
+            Terminate {}
+        }
+    }
+
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(s) = self.inner.as_mut() {
+            s.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await
+    }
+}

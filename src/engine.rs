@@ -227,6 +227,12 @@ impl RunHandle {
         let _ = self.world.cast(WorldMsg::Stop(StopReason::Cancelled));
     }
 
+    /// Something that can stop the run from elsewhere (a signal handler, say) while another
+    /// task waits for it.
+    pub fn stopper(&self) -> RunStopper {
+        RunStopper { world: self.world.clone() }
+    }
+
     /// The actor of persona `idx` (in scenario order), while the run lives.
     pub fn persona(&self, idx: usize) -> Option<ActorRef<crate::actors::persona::PersonaMsg>> {
         ractor::registry::where_is(crate::actors::supervisor::persona_name(self.instance, idx)).map(Into::into)
@@ -251,6 +257,19 @@ impl RunHandle {
             Ok(r) => r,
             Err(e) => Err(EngineError::Spawn(format!("the run's task failed: {e}"))),
         }
+    }
+}
+
+/// Stops one run (see [`RunHandle::stopper`]).
+#[derive(Debug, Clone)]
+pub struct RunStopper {
+    world: ActorRef<WorldMsg>,
+}
+
+impl RunStopper {
+    /// Asks the run to stop; it saves what it has and ends as cancelled.
+    pub fn stop(&self) {
+        let _ = self.world.cast(WorldMsg::Stop(StopReason::Cancelled));
     }
 }
 

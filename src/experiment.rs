@@ -87,6 +87,9 @@ pub enum ExperimentError {
     /// The provider cannot be set up.
     #[error("cannot set up the language-model provider: {0}")]
     Provider(#[from] crate::llm::LlmError),
+    /// The experiment was asked to stop before this run started.
+    #[error("stopped before this run started")]
+    Stopped,
     /// A file could not be written.
     #[error("could not write {}: {source}; check output.output_dir", path.display())]
     Write {
@@ -137,6 +140,9 @@ pub struct ExperimentSpec {
     pub blind: bool,
     /// Fields asked of each persona after each run.
     pub extract: Vec<ExtractField>,
+    /// Set to `true` to stop: runs going stop and save what they have, no new run starts, and
+    /// the summary covers the runs done (Ctrl-C, SIGTERM). `None`: runs to the end.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Progress of an experiment, for a terminal or a web view.
@@ -290,6 +296,9 @@ pub struct ExperimentSummary {
     pub runs: Vec<RunRecord>,
     /// True when the text was synthetic (simulated provider).
     pub synthetic: bool,
+    /// True when the experiment was stopped before all its runs were made.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
 }
 
 /// Files written by an experiment.
@@ -471,19 +480,27 @@ pub async fn run_experiment(
     let parallelism = if spec.parallel { spec.max_parallel.max(1) } else { 1 };
     let extract_fields = spec.extract.clone();
     let records: Vec<Result<(RunRecord, bool), ExperimentError>> = futures_util::stream::iter(jobs)
-        .map(|job| run_one(job, &runs_dir, &extract_fields, events.clone()))
+        .map(|job| run_one(job, &runs_dir, &extract_fields, events.clone(), spec.stop.clone()))
         .buffered(parallelism)
         .collect()
         .await;
     let mut runs = Vec::new();
     let mut synthetic = true;
+    let mut stopped = false;
     for r in records {
-        let (rec, syn) = r?;
-        synthetic &= syn;
-        runs.push(rec);
+        match r {
+            Err(ExperimentError::Stopped) => stopped = true,
+            r => {
+                let (rec, syn) = r?;
+                synthetic &= syn;
+                runs.push(rec);
+            }
+        }
     }
+    stopped |= spec.stop.as_ref().is_some_and(|s| *s.borrow());
 
-    let summary = summarize(spec, labels, runs, started_at, parallelism, synthetic, &assigned);
+    let mut summary = summarize(spec, labels, runs, started_at, parallelism, synthetic, &assigned);
+    summary.stopped = stopped;
     let files = write_files(&summary, &spec.dir)?;
     Ok((summary, files))
 }
@@ -493,7 +510,11 @@ async fn run_one(
     runs_dir: &Path,
     fields: &[ExtractField],
     events: Option<mpsc::UnboundedSender<ExperimentEvent>>,
+    mut stop: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> Result<(RunRecord, bool), ExperimentError> {
+    if stop.as_ref().is_some_and(|s| *s.borrow()) {
+        return Err(ExperimentError::Stopped);
+    }
     let name = format!("{}-{}", crate::persona::tinytroupe::slug(&job.label), job.k);
     let send = |e: ExperimentEvent| {
         if let Some(tx) = &events {
@@ -519,11 +540,22 @@ async fn run_one(
         events: events.as_ref().map(|_| tx),
         ..Default::default()
     };
-    let results = engine.run(job.plan, opts).await.map_err(|source| ExperimentError::Run {
-        label: job.label.clone(),
-        k: job.k,
-        source,
-    })?;
+    let run_err = |source| ExperimentError::Run { label: job.label.clone(), k: job.k, source };
+    let handle = engine.start(job.plan, opts).await.map_err(run_err)?;
+    // On stop, the run saves what it has (cancelled) and still counts in the summary.
+    let watcher = stop.take().map(|mut s| {
+        let stopper = handle.stopper();
+        tokio::spawn(async move {
+            if s.wait_for(|v| *v).await.is_ok() {
+                stopper.stop();
+            }
+        })
+    });
+    let results = handle.wait().await;
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    let results = results.map_err(run_err)?;
     if let Some(f) = forward {
         let _ = f.await;
     }
@@ -654,6 +686,7 @@ fn summarize(
         findings,
         runs,
         synthetic,
+        stopped: false,
     }
 }
 

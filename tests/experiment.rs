@@ -125,6 +125,7 @@ fn spec(dir: &Path, p: &ScenarioPlanner, variants: &[&str], seed: u64) -> Experi
         assignment: s.experiment.assignment,
         blind: s.experiment.blind,
         extract: s.extract.clone(),
+        stop: None,
     }
 }
 

@@ -237,7 +237,7 @@ impl Actor for WorldActor {
         match msg {
             WorldMsg::Start => {
                 open(st);
-                st.run_span.in_scope(|| myself.cast(WorldMsg::NextTurn)).ok();
+                next_turn(&myself, &st.run_span);
             }
             WorldMsg::NextTurn => begin_turn(&myself, st).await,
             WorldMsg::Acted { turn, idx, outcome, summary } => on_acted(&myself, st, turn, idx, outcome, summary),
@@ -719,7 +719,14 @@ fn end_turn(myself: &ActorRef<WorldMsg>, st: &mut WorldState) {
         );
         return;
     }
-    st.run_span.in_scope(|| myself.cast(WorldMsg::NextTurn)).ok();
+    next_turn(myself, &st.run_span);
+}
+
+/// Asks for the next turn, carrying the run's span (never the span of whatever ended this turn:
+/// spans that nest per turn would overflow the stack on long runs).
+fn next_turn(myself: &ActorRef<WorldMsg>, run_span: &tracing::Span) {
+    let _in_run = run_span.enter();
+    let _ = myself.cast(WorldMsg::NextTurn);
 }
 
 fn on_restarted(st: &mut WorldState, idx: usize) {

@@ -4,7 +4,6 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
@@ -54,11 +53,7 @@ pub struct ExperimentArgs {
 const MAX_RUNS: usize = 10_000;
 
 pub fn run(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("could not start the async runtime")?;
-    rt.block_on(run_async(g, a))
+    super::runtime()?.block_on(run_async(g, a))
 }
 
 async fn run_async(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode> {
@@ -100,6 +95,18 @@ async fn run_async(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode
     let _log_guard = super::logging::init(&base.monitoring, a.quiet || a.json)?;
     let seed = base.simulation.run_seed;
     let id = experiment::experiment_id(&s.name, chrono::Utc::now(), seed);
+    // Ctrl-C or SIGTERM: the runs going save what they have, no new run starts, and the
+    // summary covers the runs made.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = super::Terminate::new();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("stopping: the runs going save what they have; no new run starts");
+        let _ = stop_tx.send(true);
+    });
     let spec = ExperimentSpec {
         scenario: s.name.clone(),
         variants,
@@ -111,6 +118,7 @@ async fn run_async(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode
         assignment: s.experiment.assignment,
         blind: a.blind || s.experiment.blind,
         extract: s.extract.clone(),
+        stop: Some(stop_rx),
     };
 
     let total = (spec.variants.len() * runs) as u64;
@@ -174,6 +182,9 @@ async fn run_async(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode
         eprintln!("saved: {}", spec.dir.display());
         eprintln!("report: {}", files.html.display());
     }
-    let all_ok = summary.runs.iter().all(|r| r.success);
+    if summary.stopped {
+        eprintln!("error: the experiment was stopped before all its runs were made; the report covers the runs made");
+    }
+    let all_ok = summary.runs.iter().all(|r| r.success) && !summary.stopped;
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

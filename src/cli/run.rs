@@ -118,7 +118,7 @@ pub async fn drive(
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut stopping = false;
     // SIGTERM (a container runtime, systemd, a scheduler) stops a run like Ctrl-C: it saves.
-    let mut term = Terminate::new();
+    let mut term = super::Terminate::new();
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
@@ -203,35 +203,6 @@ fn describe_stop(r: &troupe_sim::transcript::StopReason) -> String {
         StopReason::Timeout => "it hit performance.timeout_seconds".into(),
         StopReason::Cancelled => "it was cancelled".into(),
         StopReason::CostLimit(m) | StopReason::Failed(m) => m.clone(),
-    }
-}
-
-/// SIGTERM as a future that can be awaited again and again (never resolves where there is no
-/// such signal, or when the handler cannot be installed).
-struct Terminate {
-    #[cfg(unix)]
-    inner: Option<tokio::signal::unix::Signal>,
-}
-
-impl Terminate {
-    fn new() -> Self {
-        #[cfg(unix)]
-        {
-            Terminate { inner: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok() }
-        }
-        #[cfg(not(unix))]
-        {
-            Terminate {}
-        }
-    }
-
-    async fn recv(&mut self) {
-        #[cfg(unix)]
-        if let Some(s) = self.inner.as_mut() {
-            s.recv().await;
-            return;
-        }
-        std::future::pending::<()>().await
     }
 }
 

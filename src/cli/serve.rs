@@ -188,13 +188,37 @@ pub fn run(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<ExitCode> {
             (Some(_), false) => eprintln!("access token required: open http://{addr}/?token=YOUR_TOKEN"),
             (None, _) => {}
         }
+        let app = state.clone();
         troupe_sim::web::serve(listener, state, async {
-            let _ = tokio::signal::ctrl_c().await;
+            // Ctrl-C and SIGTERM (systemd, a container runtime) stop it the same way.
+            let mut term = super::Terminate::new();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
         })
         .await
         .context("the web server failed")?;
+        save_live_runs(&app).await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Stops the runs still going and waits (a little) for each to save its results, as a run in a
+/// terminal does on Ctrl-C: a server stopped mid-run loses nothing its journal holds.
+async fn save_live_runs(st: &AppState) {
+    let running: Vec<_> = st.live_runs().into_iter().filter(|r| r.is_running()).collect();
+    if running.is_empty() {
+        return;
+    }
+    eprintln!("stopping: saving {} run(s) still going", running.len());
+    for r in &running {
+        r.cancel();
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while running.iter().any(|r| r.is_running()) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// Logs to stderr at `monitoring.log_level` (or `RUST_LOG`), and into the ring buffer the

@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use troupe_sim::stress::{self, Progress, StressOptions, StressReport};
@@ -74,11 +73,7 @@ impl StressArgs {
 
 pub fn run(g: &GlobalArgs, a: StressArgs) -> anyhow::Result<ExitCode> {
     a.check()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("could not start the async runtime")?;
-    rt.block_on(run_async(g, a))
+    super::runtime()?.block_on(run_async(g, a))
 }
 
 async fn run_async(g: &GlobalArgs, a: StressArgs) -> anyhow::Result<ExitCode> {

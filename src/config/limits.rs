@@ -256,7 +256,8 @@ mod tests {
 
     #[test]
     fn huge_and_odd_numbers_are_refused_by_key() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut SimulationConfig)>)> = vec![
+        type Edit = Box<dyn Fn(&mut SimulationConfig)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("performance.timeout_seconds", Box::new(|c| c.performance.timeout_seconds = 1e300)),
             ("performance.persona_timeout", Box::new(|c| c.performance.persona_timeout = 1e300)),
             ("performance.backoff_base", Box::new(|c| c.performance.backoff_base = 1e300)),

@@ -56,6 +56,13 @@ fn intro_lines(s: &ExperimentSummary) -> Vec<String> {
             "the text of these runs is synthetic (simulated provider); its statistics describe the simulator".into(),
         );
     }
+    if s.stopped {
+        v.push(format!(
+            "the experiment was stopped early: {} of {} runs were made (runs stopped mid-way count as failed)",
+            s.runs.len(),
+            s.runs_per_variant * s.variants.len()
+        ));
+    }
     v
 }
 

@@ -13,6 +13,7 @@ use axum::{Form, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::persona::PersonaError;
 use crate::persona::generate::{GenerateRequest, MAX_COUNT, generate_personas};
 use crate::persona::load::persona_from_value;
 use crate::persona::validate::check_persona;
@@ -334,7 +335,11 @@ async fn save_specs(st: &AppState, specs: Vec<PersonaSpec>) -> Result<(), WebErr
             }
         }
         let backups = target.parent().map(|p| p.join("backups")).unwrap_or_else(|| PathBuf::from("backups"));
-        save_personas(&target, &personas, &backups).map_err(|e| WebError::internal("saving personas", e))?;
+        save_personas(&target, &personas, &backups).map_err(|e| match e {
+            // The user can fix these: say why (paths are cut from the page).
+            PersonaError::SingleFile { .. } | PersonaError::Unreadable { .. } => WebError::BadRequest(e.to_string()),
+            e => WebError::internal("saving personas", e),
+        })?;
         tracing::info!(file = %target.display(), "personas saved from the web app");
         Ok(())
     })

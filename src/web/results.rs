@@ -310,6 +310,12 @@ pub async fn analyze(State(st): State<AppState>, Path(id): Path<String>) -> Resu
                     .into(),
             )
         })?;
+        let _lock = crate::fsutil::DirLock::acquire(&dir, "troupe serve (analysing the run)").map_err(|e| match e {
+            crate::fsutil::LockError::Busy { .. } => {
+                WebError::Conflict("another troupe process is using this run's folder; try again when it is done".into())
+            }
+            e => WebError::internal("analysing a run", e),
+        })?;
         crate::analysis::save_analysis(&results, &dir, true).map_err(|e| WebError::internal("analysing a run", e))
     })
     .await

@@ -149,7 +149,15 @@ pub async fn delete(State(st): State<AppState>, Path(id): Path<String>) -> Resul
     if st.live_run(&id).is_some_and(|l| l.is_running()) {
         return Err(WebError::Conflict("the run is still going; cancel it first".into()));
     }
+    // A folder another process owns (a `troupe resume` in a terminal, say) is left alone.
+    let lock = crate::fsutil::DirLock::acquire(&dir, "troupe serve (deleting the run)").map_err(|e| match e {
+        crate::fsutil::LockError::Busy { .. } => {
+            WebError::Conflict("another troupe process is using this run's folder; try again when it is done".into())
+        }
+        e => WebError::internal("deleting a run", e),
+    })?;
     tokio::fs::remove_dir_all(&dir).await.map_err(|e| WebError::internal("deleting a run", e))?;
+    drop(lock);
     st.remove_run(&id);
     tracing::info!(run = %id, "run deleted from the web app");
     Ok(Redirect::to("/").into_response())
