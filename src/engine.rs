@@ -517,6 +517,7 @@ impl SimulationEngine {
             sampling_config,
             switch,
             span: span.clone(),
+            provider: self.provider.clone(),
             config: self.config.clone(),
             supervisor: supervisor.clone(),
             metrics: metrics.clone(),
@@ -651,6 +652,7 @@ async fn collect(
                 results_extra.interventions.push((*turn, description.clone()))
             }
             RunEvent::Finished(s) => final_state = Some(s.clone()),
+            RunEvent::PromptTrimmed(t) => results_extra.prompt_trimmed.push(t.clone()),
             RunEvent::TurnStarted { .. }
             | RunEvent::TurnEnded { .. }
             | RunEvent::Exchange(_)
@@ -711,6 +713,7 @@ struct Extra {
     thoughts: Vec<(u32, String, String)>,
     passes: Vec<(u32, String)>,
     interventions: Vec<(u32, String)>,
+    prompt_trimmed: Vec<crate::transcript::PromptTrim>,
 }
 
 /// A run stopped early (Ctrl-C, timeout, failure) may still have calls in flight that will be
@@ -814,6 +817,7 @@ fn build_results(
         thoughts: extra.thoughts,
         passes: extra.passes,
         interventions: extra.interventions,
+        prompt_trimmed: extra.prompt_trimmed,
         started_at: ctx.started_at,
         finished_at: chrono::Utc::now(),
         error,

@@ -18,6 +18,7 @@ pub mod budget;
 pub mod cache;
 pub mod json_action;
 pub mod local;
+pub mod models;
 pub mod openai;
 pub mod pool;
 pub mod simulated;
@@ -67,6 +68,12 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
     /// spacing or a timeout, since nothing is paid.
     fn recorded(&self, _req: &ChatRequest) -> Option<ChatResponse> {
         None
+    }
+    /// The context window of `model` as served here, in tokens, when the provider knows it (the
+    /// embedded local model reads it from its file); otherwise [`models::context_window`] is
+    /// asked by name.
+    fn context_window(&self, model: &str) -> Option<u32> {
+        models::context_window(model)
     }
     /// Sends one request. The future must be cancel-safe: the supervisor drops it on timeout.
     fn chat(&self, req: Arc<ChatRequest>, ctx: CallContext) -> BoxFuture<Result<ChatResponse, LlmError>>;

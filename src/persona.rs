@@ -1,6 +1,7 @@
 //! Personas: the `PersonaSpec` type, loading (native schema and TinyTroupe agent files and
 //! fragments), validation and saving.
 
+pub mod facts;
 pub mod generate;
 pub mod json;
 pub mod load;

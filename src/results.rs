@@ -151,6 +151,9 @@ pub struct SimulationResults {
     /// Full metrics (also saved as `metrics.json`).
     #[serde(skip)]
     pub full_metrics: MetricsSnapshot,
+    /// Personas whose facts did not all fit their prompt budget, with what was left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prompt_trimmed: Vec<crate::transcript::PromptTrim>,
     /// The folder the run was saved in, when it was.
     #[serde(skip)]
     pub run_dir: Option<PathBuf>,

@@ -51,6 +51,21 @@ pub struct SkipRecord {
     pub reason: String,
 }
 
+/// A persona whose facts did not all fit its prompt budget: what was left out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptTrim {
+    /// Persona id.
+    pub persona: String,
+    /// The model the prompt was written for.
+    pub model: String,
+    /// The budget (`llm.persona_budget_tokens`, or a quarter of the model's context).
+    pub budget_tokens: u64,
+    /// The prompt's tokens once trimmed.
+    pub prompt_tokens: u64,
+    /// The facts left out, by dotted path, least important first.
+    pub dropped: Vec<String>,
+}
+
 /// Why a run ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
@@ -141,6 +156,8 @@ pub enum RunEvent {
         /// Turn.
         turn: u32,
     },
+    /// A persona's prompt could not hold all its facts (from the world, when it joins).
+    PromptTrimmed(PromptTrim),
     /// The run ended.
     Finished(FinalState),
 }

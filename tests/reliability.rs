@@ -82,7 +82,8 @@ fn killed_runs_resume_to_the_uninterrupted_transcript_without_paying_twice() {
     assert!(ok.success());
     let span = t0.elapsed();
     let expected = canonical(&run_dir(&full).unwrap());
-    assert_eq!(expected.len(), 1 + 3 * 8);
+    // The opening and one line per persona-turn, but for the odd private thought or pass.
+    assert!((1 + 3 * 8 - 3..=1 + 3 * 8).contains(&expected.len()), "{}", expected.len());
 
     // Kill points spread over the run (process start included), 24 of them.
     let mut killed_with_history = 0;

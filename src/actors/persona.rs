@@ -18,7 +18,6 @@ use crate::memory::{EpisodicMemory, MemoryEvent};
 use crate::persona::PersonaSpec;
 use crate::persona::prompt::{
     Reply, Sampling, WorldFacts, act_request, parse_json_reply, parse_plain_reply, parse_reply, summary_request,
-    system_prompt,
 };
 
 /// The persona actor (holds no data; see `PersonaState`).
@@ -41,6 +40,8 @@ pub struct CallTag {
 pub struct PersonaSpawn {
     /// The persona.
     pub spec: Arc<PersonaSpec>,
+    /// Its system prompt, written by the world within the model's budget.
+    pub system: Arc<str>,
     /// World name and topic.
     pub facts: Arc<WorldFacts>,
     /// Model and sampling (persona overrides applied).
@@ -161,6 +162,8 @@ pub enum PersonaMsg {
     Reconfigure {
         /// The persona as the new plan has it.
         spec: Arc<PersonaSpec>,
+        /// Its system prompt.
+        system: Arc<str>,
         /// World name and topic.
         facts: Arc<WorldFacts>,
         /// Model and sampling.
@@ -201,7 +204,7 @@ impl Actor for PersonaActor {
         }
         Ok(PersonaState {
             idx: a.idx,
-            system: system_prompt(&a.spawn.spec),
+            system: a.spawn.system.clone(),
             spawn: a.spawn,
             memory,
             supervisor: a.supervisor,
@@ -233,8 +236,9 @@ impl Actor for PersonaActor {
                 let _ = reply.send(crate::llm::tokens::count_request(&req));
             }
             PersonaMsg::Crash => panic!("persona {} was asked to crash (fault injection)", st.spawn.spec.id),
-            PersonaMsg::Reconfigure { spec, facts, sampling } => {
-                st.system = system_prompt(&spec);
+            PersonaMsg::Reconfigure { spec, system, facts, sampling } => {
+                st.system = system.clone();
+                st.spawn.system = system;
                 st.spawn.spec = spec;
                 st.spawn.facts = facts;
                 st.spawn.sampling = sampling;

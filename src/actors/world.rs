@@ -64,6 +64,8 @@ pub struct WorldArgs {
     /// The run's span: every turn's span hangs from it, never from the turn before (spans that
     /// nested per turn would overflow the stack on long runs).
     pub span: tracing::Span,
+    /// The provider, asked only for its models' context windows (the prompt budget).
+    pub provider: Arc<dyn crate::llm::Provider>,
 }
 
 /// Where a fork leaves its recorded history: after turn `at_turn`, the world takes `plan` and
@@ -168,6 +170,7 @@ pub struct WorldState {
     switch: Option<Switch>,
     run_span: tracing::Span,
     turn_span: tracing::Span,
+    provider: Arc<dyn crate::llm::Provider>,
 }
 
 impl Actor for WorldActor {
@@ -208,6 +211,7 @@ impl Actor for WorldActor {
             switch: a.switch,
             turn_span: a.span.clone(),
             run_span: a.span,
+            provider: a.provider,
         };
         for p in a.personas {
             add_persona(&myself, &mut st, p).await?;
@@ -257,6 +261,28 @@ impl Actor for WorldActor {
     }
 }
 
+/// A persona's system prompt within its model's budget; facts left out are reported (journal,
+/// results, a notice), never dropped silently.
+fn persona_system(st: &WorldState, p: &PersonaSpec, model: &str) -> Arc<str> {
+    let budget =
+        crate::persona::prompt::prompt_budget(st.config.llm.persona_budget_tokens, st.provider.context_window(model));
+    let prompt = crate::persona::prompt::persona_prompt(p, budget);
+    if !prompt.dropped.is_empty() {
+        tracing::info!(persona = %p.id, dropped = prompt.dropped.len(), budget, "facts left out of the prompt");
+        emit(
+            st,
+            RunEvent::PromptTrimmed(crate::transcript::PromptTrim {
+                persona: p.id.clone(),
+                model: model.to_string(),
+                budget_tokens: budget,
+                prompt_tokens: prompt.tokens.unwrap_or_default(),
+                dropped: prompt.dropped,
+            }),
+        );
+    }
+    prompt.text
+}
+
 /// A persona's model and sampling: its own overrides, else the config's.
 fn sampling_for(p: &PersonaSpec, c: &SimulationConfig) -> Sampling {
     Sampling {
@@ -276,10 +302,12 @@ async fn add_persona(
     p: PersonaSpec,
 ) -> Result<usize, ActorProcessingErr> {
     let idx = st.slots.len();
-    let c = &st.config;
     let sampling = sampling_for(&p, &st.sampling_config);
+    let system = persona_system(st, &p, &sampling.model);
+    let c = &st.config;
     let spec = Arc::new(p);
     let spawn = PersonaSpawn {
+        system,
         facts: st.facts.clone(),
         sampling,
         memory_prefix: c.simulation.memory_prefix,
@@ -469,7 +497,9 @@ async fn apply_switch(myself: &ActorRef<WorldMsg>, st: &mut WorldState, sw: Swit
         match st.slots.iter().position(|s| *s.id == *p.id) {
             Some(i) => {
                 let sampling = sampling_for(p, &st.sampling_config);
-                let msg = PersonaMsg::Reconfigure { spec: Arc::new(p.clone()), facts: st.facts.clone(), sampling };
+                let system = persona_system(st, p, &sampling.model);
+                let msg =
+                    PersonaMsg::Reconfigure { spec: Arc::new(p.clone()), system, facts: st.facts.clone(), sampling };
                 let _ = st.slots[i].actor.cast(msg);
             }
             None => {

@@ -47,6 +47,13 @@ pub struct ShowArgs {
     /// Persona file or folder [default: simulation.personas_file]
     #[arg(long, value_name = "PATH")]
     pub personas_file: Option<PathBuf>,
+    /// Print the system prompt the persona gets (every fact it holds) instead of its JSON
+    #[arg(long)]
+    pub prompt: bool,
+    /// With --prompt: write it within this many tokens, leaving out the least important facts
+    /// [default: llm.persona_budget_tokens, else a quarter of llm.model's context]
+    #[arg(long, value_name = "TOKENS", requires = "prompt")]
+    pub budget: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -147,10 +154,8 @@ fn generate(g: &GlobalArgs, a: GenerateArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn show(g: &GlobalArgs, a: ShowArgs) -> anyhow::Result<ExitCode> {
-    let path = match a.personas_file {
-        Some(p) => p,
-        None => super::load_config(g, None, &[])?.config.simulation.personas_file,
-    };
+    let config = super::load_config(g, None, &[])?.config;
+    let path = a.personas_file.clone().unwrap_or_else(|| config.simulation.personas_file.clone());
     let db = PersonaDatabase::load(&path)?;
     let Some(mut p) = db.get(&a.id).cloned() else {
         let ids: Vec<&str> = db.personas.iter().map(|p| p.id.as_str()).collect();
@@ -169,6 +174,20 @@ fn show(g: &GlobalArgs, a: ShowArgs) -> anyhow::Result<ExitCode> {
             .into());
         };
         p = troupe_sim::persona::apply_fragment(&p, frag)?;
+    }
+    if a.prompt {
+        use troupe_sim::persona::prompt::{persona_prompt, prompt_budget};
+        let model = p.model.clone().unwrap_or_else(|| config.llm.model.clone());
+        let window = troupe_sim::llm::models::context_window(&model);
+        let budget = prompt_budget(a.budget.or(config.llm.persona_budget_tokens), window);
+        let prompt = persona_prompt(&p, budget);
+        println!("{}", prompt.text);
+        let tokens = prompt.tokens.unwrap_or_else(|| troupe_sim::llm::tokens::count_tokens(&prompt.text));
+        eprintln!("{tokens} tokens of a budget of {budget} (for {model})");
+        if !prompt.dropped.is_empty() {
+            eprintln!("left out ({}), least important first: {}", prompt.dropped.len(), prompt.dropped.join(", "));
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     println!("{}", serde_json::to_string_pretty(&p.to_saved_value())?);
     Ok(ExitCode::SUCCESS)

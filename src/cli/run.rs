@@ -180,6 +180,15 @@ pub async fn drive(
         if let Some(n) = &results.notice {
             eprintln!("note: {n}");
         }
+        for t in &results.prompt_trimmed {
+            eprintln!(
+                "note: persona {}: {} fact(s) left out of its prompt to fit {} tokens for {} (results.json `prompt_trimmed` lists them; raise llm.persona_budget_tokens to keep them)",
+                t.persona,
+                t.dropped.len(),
+                t.budget_tokens,
+                t.model
+            );
+        }
         if let Some(dir) = run_dir {
             eprintln!("saved: {}", dir.display());
         }

@@ -81,6 +81,16 @@ pub fn check(c: &SimulationConfig) -> Result<(), OutOfRange> {
             format!("use a budget between 0 and {MAX_COST_USD} USD, or leave it unset for no budget"),
         );
     }
+    if let Some(b) = c.llm.persona_budget_tokens
+        && !(64..=1_000_000).contains(&b)
+    {
+        return bad(
+            "llm.persona_budget_tokens",
+            b.to_string(),
+            "use a number of tokens between 64 and 1000000, or leave it unset for a quarter of the model's context"
+                .into(),
+        );
+    }
     for (k, v) in
         [("llm.requests_per_minute", c.llm.requests_per_minute), ("llm.tokens_per_minute", c.llm.tokens_per_minute)]
     {

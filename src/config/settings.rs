@@ -226,6 +226,11 @@ pub struct LlmConfig {
     /// Client-side token budget per minute (none when unset).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tokens_per_minute: Option<u32>,
+    /// Tokens a persona's system prompt may take (its facts); unset: a quarter of the model's
+    /// context window, between 256 and 8,000. Facts that do not fit are left out, least
+    /// important first, and the run's results list them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persona_budget_tokens: Option<u32>,
     /// The longest wait a server's `Retry-After` (or `retry-after-ms`) is obeyed for, seconds;
     /// a longer one is cut to this and the retry record says so.
     pub retry_after_max: f64,
@@ -263,6 +268,7 @@ impl Default for LlmConfig {
             azure_api_version: "2024-10-21".into(),
             requests_per_minute: None,
             tokens_per_minute: None,
+            persona_budget_tokens: None,
             retry_after_max: 60.0,
             simulated: SimulatedConfig::default(),
             local: LocalConfig::default(),

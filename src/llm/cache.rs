@@ -178,6 +178,13 @@ impl Provider for CachingProvider {
         self.inner.as_ref().map(|p| p.endpoints()).unwrap_or_default()
     }
 
+    fn context_window(&self, model: &str) -> Option<u32> {
+        match &self.inner {
+            Some(p) => p.context_window(model),
+            None => super::models::context_window(model),
+        }
+    }
+
     fn recorded(&self, req: &ChatRequest) -> Option<ChatResponse> {
         if !matches!(self.mode, CacheMode::Replay | CacheMode::Auto) {
             return None;

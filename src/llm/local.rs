@@ -336,6 +336,10 @@ impl Provider for LocalProvider {
         "local"
     }
 
+    fn context_window(&self, _model: &str) -> Option<u32> {
+        Some(self.model.max_context() as u32)
+    }
+
     fn chat(
         &self,
         req: Arc<super::ChatRequest>,

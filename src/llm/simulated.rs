@@ -248,10 +248,23 @@ const TRAIT_LEAN: &[(&str, i32)] = &[
     ("pragmatic", 0),
 ];
 
+/// Reads name, role, traits and goals from a persona's system prompt: its sections
+/// (`## Goals`, or `Goals:` in the text layout) and labelled lists (`- Traits:` then items);
+/// the one-line forms `Traits: a, b` and `Goals: x; y` are read too.
 fn parse_profile(system: &str) -> Profile {
     let mut p = Profile::default();
-    for line in system.lines() {
-        let line = line.trim_start_matches(['-', ' ', '*', '#']).replace("**", "");
+    // The section and the label the current list items belong to.
+    let mut section = String::new();
+    let mut label = String::new();
+    for raw in system.lines() {
+        let heading = raw.starts_with("## ") || (!raw.starts_with(['-', ' ']) && raw.ends_with(':'));
+        let item = raw.trim_start().starts_with("- ");
+        let line = raw.trim_start_matches(['-', ' ', '*', '#']).replace("**", "");
+        if heading {
+            section = line.trim_end_matches(':').to_lowercase();
+            label.clear();
+            continue;
+        }
         if let Some(rest) = line.strip_prefix("You are ") {
             if let Some((name, role)) = rest.split_once(", ") {
                 p.name = name.to_string();
@@ -261,6 +274,15 @@ fn parse_profile(system: &str) -> Profile {
             p.traits = rest.split(", ").map(str::to_string).collect();
         } else if let Some(rest) = line.strip_prefix("Goals: ") {
             p.goals = rest.split("; ").map(str::to_string).collect();
+        } else if item && line.ends_with(':') && !raw.starts_with("  ") {
+            label = line.trim_end_matches(':').to_lowercase();
+        } else if item {
+            let text = line.trim().to_string();
+            if label == "traits" {
+                p.traits.push(text);
+            } else if section == "goals" {
+                p.goals.push(text);
+            }
         }
     }
     let all = p.traits.join(" ").to_lowercase();
@@ -686,6 +708,23 @@ fn summarize(user: &str, rng: &mut SplitMix64) -> String {
 mod tests {
     use super::*;
     use crate::llm::ChatMessage;
+
+    #[test]
+    fn profiles_are_read_from_the_sectioned_prompt() {
+        let mut p = crate::persona::PersonaSpec::new("sc", "Dr. Sarah Chen", "Systems Architect", "Builds things.");
+        p.personality.traits = vec!["analytical".into(), "direct".into()];
+        p.personality.goals = vec!["Ensure systems scale".into(), "Cut costs".into()];
+        p.personality.style = "Concise".into();
+        for text in [false, true] {
+            if text {
+                p.prompting = Some(crate::persona::Prompting { format: "text".into(), ..Default::default() });
+            }
+            let prof = parse_profile(&crate::persona::prompt::system_prompt(&p));
+            assert_eq!((prof.name.as_str(), prof.role.as_str()), ("Dr. Sarah Chen", "Systems Architect"));
+            assert_eq!(prof.traits, ["analytical", "direct"], "text layout: {text}");
+            assert_eq!(prof.goals, ["Ensure systems scale", "Cut costs"]);
+        }
+    }
 
     fn req(user: &str) -> ChatRequest {
         ChatRequest {

@@ -13,45 +13,117 @@ use crate::llm::tokens::{MESSAGE_OVERHEAD, REQUEST_OVERHEAD, count_tokens};
 use crate::llm::{ChatMessage, ChatRequest, RequestMeta, Role};
 use crate::memory::EpisodicMemory;
 
-/// Renders the persona's system prompt.
+/// Renders the persona's system prompt with every fact it holds (no budget).
 pub fn system_prompt(p: &PersonaSpec) -> Arc<str> {
-    let mut s = String::with_capacity(512);
-    let markdown = p.prompting.as_ref().is_some_and(|pr| pr.format == "markdown");
+    persona_prompt(p, u64::MAX).text
+}
+
+/// A persona's system prompt, and what was left out of it to fit its token budget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersonaPrompt {
+    /// The prompt.
+    pub text: Arc<str>,
+    /// Its tokens (as `llm::tokens` counts), when they were counted: only a prompt that might
+    /// not fit its budget is (one whose bytes exceed it; a token is never shorter than a byte).
+    pub tokens: Option<u64>,
+    /// The budget it was written for.
+    pub budget: u64,
+    /// The dotted paths of the facts left out (`preferences.likes.3`), least important first.
+    pub dropped: Vec<String>,
+}
+
+/// How many tokens a persona's system prompt may take: `llm.persona_budget_tokens` when set,
+/// else a quarter of the model's context window (the rest holds the conversation and the reply),
+/// between 256 and 8,000 tokens; 8,192 tokens of context are assumed for a model nobody knows.
+pub fn prompt_budget(configured: Option<u32>, context_window: Option<u32>) -> u64 {
+    match configured {
+        Some(n) => n as u64,
+        None => (context_window.unwrap_or(8_192) as u64 / 4).clamp(256, 8_000),
+    }
+}
+
+const CLOSING: &str = "Stay in character. Speak in the first person, in 2-4 sentences, and react to what others said.";
+
+/// Renders the persona's system prompt within `budget` tokens. Every fact of the persona is in
+/// it (see [`super::facts`]) unless the budget is too small: then facts are left out from the
+/// least important section up ([`super::facts::Priority`]), the last of a section first, and
+/// listed in `dropped`; a heading or label left with nothing under it goes too. The first lines
+/// (the role and "You are NAME, ROLE.") and the closing instruction are always kept.
+pub fn persona_prompt(p: &PersonaSpec, budget: u64) -> PersonaPrompt {
+    let markdown = p.prompting.as_ref().is_none_or(|pr| pr.format != "text");
+    let mut head = String::with_capacity(128);
     match p.prompting.as_ref().map(|pr| pr.role.trim()).filter(|r| !r.is_empty()) {
         Some(role) => {
-            let _ = writeln!(s, "{role}");
+            let _ = writeln!(head, "{}", super::facts::one_line(role));
         }
-        None => s.push_str("You are taking part in a simulated group discussion.\n"),
+        None => head.push_str("You are taking part in a simulated group discussion.\n"),
     }
-    if markdown {
-        s.push_str("# Your persona\n");
+    let _ = writeln!(head, "You are {}, {}.", p.name, p.role);
+    let lines = super::facts::fact_lines(p, markdown);
+    let bytes = head.len() + CLOSING.len() + lines.iter().map(|l| l.text.len() + 1).sum::<usize>();
+    let mut kept = vec![true; lines.len()];
+    let mut dropped = Vec::new();
+    let mut tokens = None;
+    // Counting tokens is most of the work; a prompt with fewer bytes than the budget fits anyway.
+    if bytes as u64 > budget {
+        let fixed = count_tokens(&head) + count_tokens(CLOSING);
+        let costs: Vec<u64> = lines.iter().map(|l| count_tokens(&l.text)).collect();
+        let mut total = fixed + costs.iter().sum::<u64>();
+        trim(&lines, &costs, budget, &mut total, &mut kept, &mut dropped);
+        tokens = Some(total);
     }
-    let bullet = if markdown { "- " } else { "" };
-    let _ = writeln!(s, "You are {}, {}.", p.name, p.role);
-    if !p.description.is_empty() {
-        let _ = writeln!(s, "{bullet}About you: {}", p.description);
+    let mut s = String::with_capacity(bytes);
+    s.push_str(&head);
+    for (l, _) in lines.iter().zip(&kept).filter(|(_, k)| **k) {
+        s.push_str(&l.text);
+        s.push('\n');
     }
-    let pers = &p.personality;
-    if !pers.traits.is_empty() {
-        let _ = writeln!(s, "{bullet}Traits: {}", pers.traits.join(", "));
+    s.push_str(CLOSING);
+    PersonaPrompt { text: s.into(), tokens, budget, dropped }
+}
+
+/// Leaves facts out until `total` fits `budget`: least important section first, the last fact of
+/// a section first; a heading or label left with nothing under it goes too.
+fn trim(
+    lines: &[super::facts::FactLine],
+    costs: &[u64],
+    budget: u64,
+    total: &mut u64,
+    kept: &mut [bool],
+    dropped: &mut Vec<String>,
+) {
+    let mut total_now = *total;
+    if total_now > budget {
+        let mut children = vec![0usize; lines.len()];
+        for l in lines {
+            if let Some(parent) = l.parent {
+                children[parent] += 1;
+            }
+        }
+        // Least important section first; within it, the last fact first.
+        let mut order: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].path.is_some()).collect();
+        order.sort_by_key(|&i| (lines[i].priority, std::cmp::Reverse(i)));
+        for i in order {
+            if total_now <= budget {
+                break;
+            }
+            kept[i] = false;
+            total_now -= costs[i];
+            dropped.extend(lines[i].path.clone());
+            // Headings and labels left with nothing under them go too.
+            let mut up = lines[i].parent;
+            while let Some(parent) = up {
+                children[parent] -= 1;
+                if children[parent] > 0 || !kept[parent] {
+                    break;
+                }
+                kept[parent] = false;
+                total_now -= costs[parent];
+                up = lines[parent].parent;
+            }
+        }
     }
-    if !pers.goals.is_empty() {
-        let _ = writeln!(s, "{bullet}Goals: {}", pers.goals.join("; "));
-    }
-    if !pers.style.is_empty() {
-        let _ = writeln!(s, "{bullet}Style: {}", pers.style);
-    }
-    let habits: Vec<String> =
-        [("Communication", &pers.communication), ("Decisions", &pers.decisions), ("Approach", &pers.approach)]
-            .iter()
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect();
-    if !habits.is_empty() {
-        let _ = writeln!(s, "{bullet}{}.", habits.join(". "));
-    }
-    s.push_str("Stay in character. Speak in the first person, in 2-4 sentences, and react to what others said.");
-    s.into()
+    *total = total_now;
 }
 
 /// The fixed facts of the world a persona lives in.

@@ -182,7 +182,9 @@ pub fn slug(name: &str) -> String {
     out
 }
 
-/// Deep-merges `patch` into `base`: lists append, maps merge, scalars replace.
+/// Deep-merges `patch` into `base`: lists append, maps merge, scalars replace. A text and a list
+/// (real files write one fact as a string and several as a list) combine into one list, so a
+/// fragment's facts add to the persona's instead of replacing them.
 pub fn deep_merge(base: &mut Value, patch: &Value) {
     match (base, patch) {
         (Value::Object(b), Value::Object(p)) => {
@@ -196,6 +198,12 @@ pub fn deep_merge(base: &mut Value, patch: &Value) {
             }
         }
         (Value::Array(b), Value::Array(p)) => b.extend(p.iter().cloned()),
+        (Value::Array(b), p @ Value::String(_)) => b.push(p.clone()),
+        (b @ Value::String(_), Value::Array(p)) => {
+            let mut items = vec![b.take()];
+            items.extend(p.iter().cloned());
+            *b = Value::Array(items);
+        }
         (b, p) => *b = p.clone(),
     }
 }
@@ -238,6 +246,10 @@ mod tests {
         let mut base = json!({"a": [1], "m": {"x": 1}, "s": "old"});
         deep_merge(&mut base, &json!({"a": [2], "m": {"y": 2}, "s": "new"}));
         assert_eq!(base, json!({"a": [1, 2], "m": {"x": 1, "y": 2}, "s": "new"}));
+        // One fact as a string and more as a list combine, either way round.
+        let mut base = json!({"likes": "sardines", "dislikes": ["decks"]});
+        deep_merge(&mut base, &json!({"likes": ["agendas"], "dislikes": "long calls"}));
+        assert_eq!(base, json!({"likes": ["sardines", "agendas"], "dislikes": ["decks", "long calls"]}));
     }
 
     #[test]

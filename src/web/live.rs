@@ -203,12 +203,17 @@ impl LiveRun {
 
     fn finish(&self, success: bool, error: Option<String>) {
         let error = error.map(|e| scrub_paths(&e));
-        self.push(SseItem {
+        let done = SseItem {
             name: "done",
             data: serde_json::json!({ "success": success, "error": error, "run_id": self.id }).to_string(),
-        });
-        self.lock().status = RunStatus::Finished { success, error };
-        let n = self.len();
+        };
+        // The `done` event and the finished status change together: whoever sees one sees both.
+        let n = {
+            let mut s = self.lock();
+            s.events.push(Arc::new(done));
+            s.status = RunStatus::Finished { success, error };
+            s.events.len()
+        };
         // Wake followers so they see the closed status and end their streams.
         self.count.send_replace(n);
     }
@@ -266,6 +271,7 @@ pub fn sse_item(ev: &RunEvent, turns: u32) -> Option<SseItem> {
             ("fallback", serde_json::json!({ "persona": persona, "turn": turn, "to": to }).to_string())
         }
         RunEvent::Finished(f) => ("finished", serde_json::to_string(f).ok()?),
+        RunEvent::PromptTrimmed(t) => ("prompt_trimmed", serde_json::to_string(t).ok()?),
         RunEvent::Exchange(_) | RunEvent::Thought { .. } => return None,
     };
     Some(SseItem { name, data })

@@ -69,6 +69,7 @@ pub fn results_with(agents: &[(&str, &str)], transcript: Vec<TranscriptEntry>) -
         estimate: Default::default(),
         estimate_accuracy: Default::default(),
         full_metrics: Default::default(),
+        prompt_trimmed: Vec::new(),
         run_dir: None,
         analysis_error: None,
     }
