@@ -234,11 +234,7 @@ pub fn load_config(src: &ConfigSources) -> Result<LoadedConfig, ConfigError> {
     let ini_path = src.ini.clone().or_else(|| existing(DEFAULT_INI));
     if let Some(p) = &ini_path {
         let ini = IniProvider::read(p)?;
-        for k in &ini.ignored {
-            if !IniProvider::is_tinytroupe_only(k) {
-                notes.push(format!("{}: key `{k}` is not used by troupe-sim and was ignored", p.display()));
-            }
-        }
+        notes.extend(ini.notes());
         fig = fig.merge(ini);
     }
     if let Some(l) = &src.scenario {
@@ -308,10 +304,11 @@ fn describe(err: figment::Error) -> String {
     lines.join("\n")
 }
 
-fn strsim_best<'a>(field: &str, expected: &'a [&'a str]) -> Option<&'a str> {
+/// The entry of `expected` nearest to `field` (Jaro-Winkler above 0.8), for "did you mean".
+pub(crate) fn strsim_best<'a, S: AsRef<str>>(field: &str, expected: &'a [S]) -> Option<&'a str> {
     expected
         .iter()
-        .map(|e| (strsim::jaro_winkler(field, e), *e))
+        .map(|e| (strsim::jaro_winkler(field, e.as_ref()), e.as_ref()))
         .filter(|(s, _)| *s > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, e)| e)
