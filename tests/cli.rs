@@ -409,6 +409,19 @@ fn run_prints_config_ini_warnings_with_file_line_and_near_miss() {
     assert!(d.stderr.contains(&format!("{ini}:3")) && d.stderr.contains("did you mean `TEMPERATURE`?"), "{}", d.both());
 }
 
+#[test]
+fn config_show_lists_unset_keys_in_text_and_json() {
+    let d = shared(&["config", "show"], &[]);
+    assert_eq!(d.code, Some(0), "{}", d.both());
+    let line = d.stdout.lines().find(|l| l.trim_start().starts_with("llm.base_url ")).expect(&d.stdout);
+    assert!(line.contains("(unset)"), "{line}");
+    let d = shared(&["config", "show", "--json"], &[]);
+    let v: Value = serde_json::from_str(&d.stdout).unwrap();
+    let e =
+        v["entries"].as_array().unwrap().iter().find(|e| e["key"] == "llm.azure_deployment").expect("listed").clone();
+    assert_eq!((e["value"].as_str(), e["unset"].as_bool()), (Some("(unset)"), Some(true)), "{e}");
+}
+
 /// A one-turn run against the mock's Azure route, with `env` set; returns the run's output.
 fn azure_run(ini: Option<&Path>, env: &[(&str, &str)]) -> Done {
     let mut args = Vec::new();

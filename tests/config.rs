@@ -589,6 +589,131 @@ fn auto_picks_azure_from_tinytroupes_environment_and_bills_for_it() {
     }
 }
 
+// ---------------------------------------------------------------- issue 13: config/troupe.toml and config show
+
+/// `config/troupe.toml` with every commented `# key = value` and `# [section]` line
+/// uncommented; returns the TOML text and the keys whose line says `(example)`.
+fn uncommented_troupe_toml() -> (String, Vec<String>) {
+    let text = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/troupe.toml")).unwrap();
+    let mut out = String::new();
+    let mut examples = Vec::new();
+    let mut section = String::new();
+    for line in text.lines() {
+        let t = line.trim_start();
+        let body = t.strip_prefix('#').map(str::trim_start).unwrap_or(t);
+        if let Some(rest) = body.strip_prefix('[')
+            && let Some(end) = rest.find(']')
+            && rest[..end].chars().all(|c| c.is_ascii_lowercase() || c == '_' || c == '.')
+        {
+            section = rest[..end].to_string();
+            out.push_str(&format!("[{section}]\n"));
+            continue;
+        }
+        let Some((k, v)) = body.split_once('=') else { continue };
+        let k = k.trim();
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            continue;
+        }
+        // The value is the shortest prefix (cut before a `#`) that parses as TOML: a `#` inside a
+        // string does not end it, the first one after it starts the comment.
+        let v = v.trim();
+        let cuts = v.match_indices('#').map(|(i, _)| i).chain([v.len()]);
+        let (value, comment) = cuts
+            .filter_map(|i| {
+                let cand = v[..i].trim();
+                toml::from_str::<toml::Table>(&format!("x = {cand}")).ok().map(|_| (cand, &v[i..]))
+            })
+            .next()
+            .unwrap_or_else(|| panic!("no TOML value in: {line}"));
+        if comment.contains("(example)") {
+            examples.push(if section.is_empty() { k.to_string() } else { format!("{section}.{k}") });
+        }
+        out.push_str(&format!("{k} = {value}\n"));
+    }
+    (out, examples)
+}
+
+fn toml_leaves(prefix: &str, v: &toml::Value, out: &mut Vec<(String, serde_json::Value)>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                toml_leaves(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out);
+            }
+        }
+        other => out.push((prefix.to_string(), serde_json::to_value(other).unwrap())),
+    }
+}
+
+fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+#[test]
+fn troupe_toml_lists_every_key_with_its_built_in_default() {
+    let (text, examples) = uncommented_troupe_toml();
+    let parsed: toml::Value = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let mut file = Vec::new();
+    toml_leaves("", &parsed, &mut file);
+    // The uncommented file is a valid configuration.
+    let f = Files::new();
+    load_config(&f.sources(Some(&text), None)).unwrap_or_else(|e| panic!("{e}"));
+
+    let leaves = config::leaves(&SimulationConfig::default());
+    let mut problems = Vec::new();
+    for leaf in &leaves {
+        match (file.iter().find(|(k, _)| *k == leaf.key), &leaf.value) {
+            (None, _) => problems.push(format!("{} is missing", leaf.key)),
+            (Some((_, v)), Some(default)) if !same(v, default) => {
+                problems.push(format!("{} = {v} in the file, built-in default {default}", leaf.key))
+            }
+            (Some(_), None) if !examples.contains(&leaf.key) => {
+                problems.push(format!("{} is unset by default: mark its line (example)", leaf.key))
+            }
+            _ => {}
+        }
+    }
+    for (k, _) in &file {
+        if !leaves.iter().any(|l| l.key == *k) {
+            problems.push(format!("{k} is in the file but not a setting"));
+        }
+    }
+    for k in &examples {
+        if leaves.iter().any(|l| l.key == *k && l.value.is_some()) {
+            problems.push(format!("{k} has a built-in default: show it, not an example"));
+        }
+    }
+    assert!(problems.is_empty(), "config/troupe.toml:\n{}", problems.join("\n"));
+}
+
+#[test]
+fn config_entries_list_unset_keys_too() {
+    let f = Files::new();
+    let loaded = load_config(&f.sources(None, None)).unwrap();
+    let entries = loaded.entries();
+    for key in [
+        "llm.base_url",
+        "llm.top_p",
+        "llm.api_key",
+        "llm.azure_endpoint",
+        "simulation.turn_policy",
+        "monitoring.log_file",
+    ] {
+        let e = entries.iter().find(|e| e.key == key).unwrap_or_else(|| panic!("{key} is not listed"));
+        assert_eq!(e.value, "(unset)", "{key}");
+        assert!(e.unset, "{key}");
+    }
+    let model = entries.iter().find(|e| e.key == "llm.model").unwrap();
+    assert!(!model.unset);
+    // Set later, it is listed with its value.
+    let loaded = load_config(&f.sources(Some("[llm]\nbase_url = \"http://127.0.0.1:1/v1\"\n"), None)).unwrap();
+    let (v, source) = entry(&loaded, "llm.base_url");
+    assert_eq!(v, "\"http://127.0.0.1:1/v1\"");
+    assert!(source.contains("troupe.toml"), "{source}");
+}
+
 // ---------------------------------------------------------------- errors
 
 #[test]
