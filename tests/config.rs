@@ -458,6 +458,15 @@ fn every_tinytroupe_key_is_mapped_or_explained() {
 }
 
 #[test]
+fn the_shipped_config_ini_example_is_the_built_in_defaults() {
+    let f = Files::new();
+    let text = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/config.ini.example")).unwrap();
+    let loaded = load_config(&f.sources(None, Some(&text))).unwrap();
+    assert_eq!(loaded.config, SimulationConfig::default());
+    assert!(loaded.notes.is_empty(), "{:#?}", loaded.notes);
+}
+
+#[test]
 fn the_readme_table_covers_every_known_config_ini_key() {
     let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `[")).collect();
