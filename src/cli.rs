@@ -133,8 +133,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Loads the layered config with the global flags and, optionally, a scenario layer and
-/// extra command-line overrides.
+/// extra command-line overrides. Its notes (an unknown `config.ini` key, a key in the config
+/// file, ...) go to stderr, so no command ignores them silently.
 pub fn load_config(g: &GlobalArgs, scenario: Option<Layer>, extra_sets: &[String]) -> anyhow::Result<LoadedConfig> {
+    let loaded = load_config_quiet(g, scenario, extra_sets)?;
+    for n in &loaded.notes {
+        eprintln!("note: {n}");
+    }
+    Ok(loaded)
+}
+
+/// As [`load_config`], leaving the notes to the caller (`config show` and `doctor` list them).
+pub fn load_config_quiet(
+    g: &GlobalArgs,
+    scenario: Option<Layer>,
+    extra_sets: &[String],
+) -> anyhow::Result<LoadedConfig> {
     let mut sets = extra_sets.to_vec();
     sets.extend(g.sets.iter().cloned());
     let cli = if sets.is_empty() { None } else { Some(Layer::from_sets("command line", &sets)?) };

@@ -6,6 +6,7 @@
 //! where each value came from, which `troupe config show` prints.
 
 pub mod ini;
+pub mod keys;
 pub mod limits;
 pub mod secret;
 pub mod secrets;
@@ -19,6 +20,7 @@ use figment::{Figment, Metadata, Profile, Provider};
 use serde::Serialize;
 
 pub use ini::IniProvider;
+pub use keys::{Leaf, leaves};
 pub use secret::{Redactor, SecretString};
 pub use secrets::{ApiKey, KeySource, resolve_api_key};
 pub use settings::*;
@@ -202,10 +204,13 @@ impl std::fmt::Debug for LoadedConfig {
 pub struct ConfigEntry {
     /// Dotted key.
     pub key: String,
-    /// The value as TOML-ish text (secrets redacted).
+    /// The value as TOML-ish text (secrets redacted); `(unset)` for an optional setting no
+    /// layer sets.
     pub value: String,
     /// Where it came from.
     pub source: String,
+    /// True for an optional setting no layer sets (`llm.base_url`, ...).
+    pub unset: bool,
 }
 
 const DEFAULT_TOML: &str = "config/troupe.toml";
@@ -234,11 +239,7 @@ pub fn load_config(src: &ConfigSources) -> Result<LoadedConfig, ConfigError> {
     let ini_path = src.ini.clone().or_else(|| existing(DEFAULT_INI));
     if let Some(p) = &ini_path {
         let ini = IniProvider::read(p)?;
-        for k in &ini.ignored {
-            if !IniProvider::is_tinytroupe_only(k) {
-                notes.push(format!("{}: key `{k}` is not used by troupe-sim and was ignored", p.display()));
-            }
-        }
+        notes.extend(ini.notes());
         fig = fig.merge(ini);
     }
     if let Some(l) = &src.scenario {
@@ -308,10 +309,11 @@ fn describe(err: figment::Error) -> String {
     lines.join("\n")
 }
 
-fn strsim_best<'a>(field: &str, expected: &'a [&'a str]) -> Option<&'a str> {
+/// The entry of `expected` nearest to `field` (Jaro-Winkler above 0.8), for "did you mean".
+pub(crate) fn strsim_best<'a, S: AsRef<str>>(field: &str, expected: &'a [S]) -> Option<&'a str> {
     expected
         .iter()
-        .map(|e| (strsim::jaro_winkler(field, e), *e))
+        .map(|e| (strsim::jaro_winkler(field, e.as_ref()), e.as_ref()))
         .filter(|(s, _)| *s > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, e)| e)
@@ -338,24 +340,19 @@ fn check_ranges(c: &SimulationConfig, fig: &Figment) -> Result<(), ConfigError> 
 }
 
 impl LoadedConfig {
-    /// Every leaf value with where it came from, sorted by key; secrets redacted.
+    /// Every setting with its value and where it came from, in the order of the config's
+    /// sections; optional settings that no layer sets are listed as `(unset)`. Secrets redacted.
     pub fn entries(&self) -> Vec<ConfigEntry> {
-        let json = serde_json::to_value(&self.config).unwrap_or_default();
-        let mut out = Vec::new();
-        flatten("", &json, &mut out);
-        out.into_iter().map(|(key, value)| ConfigEntry { source: source_of(&self.figment, &key), key, value }).collect()
-    }
-}
-
-fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
-    match v {
-        serde_json::Value::Object(m) if !m.is_empty() => {
-            for (k, v) in m {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                flatten(&key, v, out);
-            }
-        }
-        other => out.push((prefix.to_string(), other.to_string())),
+        leaves(&self.config)
+            .into_iter()
+            .map(|l| {
+                let source = source_of(&self.figment, &l.key);
+                match l.value {
+                    Some(v) => ConfigEntry { key: l.key, value: v.to_string(), source, unset: false },
+                    None => ConfigEntry { key: l.key, value: "(unset)".into(), source, unset: true },
+                }
+            })
+            .collect()
     }
 }
 

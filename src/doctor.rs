@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::{KeySource, LoadedConfig, ProviderKind, SimulationConfig, resolve_api_key, source_of};
+use crate::config::{KeySource, LoadedConfig, ProviderKind, SimulationConfig, source_of};
 use crate::cost::Pricing;
 use crate::llm::provider_from_config;
 use crate::persona::{PersonaDatabase, validate_database};
@@ -300,15 +300,13 @@ pub fn check_pricing(cfg: &SimulationConfig) -> Check {
     }
 }
 
-fn key_env(cfg: &SimulationConfig) -> &'static str {
-    if cfg.llm.provider == ProviderKind::Azure { "AZURE_OPENAI_API_KEY" } else { "OPENAI_API_KEY" }
-}
-
 /// Where the API key is and how safely it is kept. Never shows the key.
 pub fn check_key(loaded: &LoadedConfig, secrets_file: &Path) -> Check {
     let cfg = &loaded.config;
-    let var = key_env(cfg);
-    let k = resolve_api_key(cfg, secrets_file, var);
+    // The key of the provider the config selects (Azure's has two names).
+    let choice = crate::llm::choose_provider(cfg);
+    let var = choice.key_vars.join(" or ");
+    let k = crate::config::secrets::resolve_api_key_from(cfg, secrets_file, choice.key_vars);
     let mut warnings = k.warnings.clone();
     let (status, mut detail) = match &k.source {
         KeySource::SecretsFile(p) => {
@@ -333,16 +331,18 @@ pub fn check_key(loaded: &LoadedConfig, secrets_file: &Path) -> Check {
                 ),
             )
         }
-        KeySource::Missing => match cfg.llm.provider {
+        KeySource::Missing => match choice.kind {
             ProviderKind::Simulated => (Status::Ok, "none needed: the simulated provider runs offline".to_string()),
-            ProviderKind::Local => (Status::Ok, "none needed: the local model runs in-process".to_string()),
-            ProviderKind::Auto => (
+            ProviderKind::Local | ProviderKind::Auto if cfg.llm.provider == ProviderKind::Auto => (
                 Status::Ok,
                 format!(
-                    "none found, so `auto` runs offline (the local model, else the simulated provider); for OpenAI put api_key = \"...\" in {} (chmod 600) or set {var}",
+                    "none found, so `auto` runs offline (the local model, else the simulated provider); for OpenAI put api_key = \"...\" in {} (chmod 600) or set {var} (for Azure, AZURE_OPENAI_ENDPOINT with AZURE_OPENAI_API_KEY or AZURE_OPENAI_KEY)",
                     secrets_file.display()
                 ),
             ),
+            ProviderKind::Local | ProviderKind::Auto => {
+                (Status::Ok, "none needed: the local model runs in-process".to_string())
+            }
             ProviderKind::OpenAi => (
                 Status::Warn,
                 format!(
@@ -407,6 +407,7 @@ pub async fn check_provider(cfg: &SimulationConfig, timeout: Duration) -> Check 
     if provider.synthetic() {
         detail.push_str(" (synthetic text, no network)");
     }
+    detail.push_str(&format!("; chosen because {}", crate::llm::choose_provider(cfg).why));
     if let Some(n) = notice {
         detail.push_str(&format!("; {n}"));
     }

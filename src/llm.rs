@@ -212,77 +212,148 @@ mod opt_duration_secs {
     }
 }
 
-/// True when `llm.base_url`, `OPENAI_BASE_URL` or `llm.endpoints` names a server.
-fn server_configured(cfg: &crate::config::SimulationConfig) -> bool {
-    cfg.llm.base_url.as_deref().is_some_and(|u| !u.trim().is_empty())
-        || std::env::var("OPENAI_BASE_URL").is_ok_and(|u| !u.trim().is_empty())
-        || !cfg.llm.endpoints.is_empty()
+/// What `llm.provider` comes to: the provider that will answer (never `Auto`), why, and which
+/// environment variables hold its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderChoice {
+    /// `OpenAi`, `Azure`, `Simulated`, or `Local` (for `auto`: the local model, else the
+    /// simulated provider).
+    pub kind: crate::config::ProviderKind,
+    /// Why, in the user's words ("`auto`: AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_KEY are set").
+    /// Names settings and variables, never a key.
+    pub why: String,
+    /// Where its key is looked for after `.troupe/secrets.toml` and before the config file.
+    pub key_vars: &'static [&'static str],
 }
 
-/// True when the configured provider bills for calls: OpenAI or Azure, or `auto` with a key or
-/// a server configured. Decided without building the provider (so nothing is fetched).
-pub fn provider_bills(cfg: &crate::config::SimulationConfig) -> bool {
+fn env_set(var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| !v.trim().is_empty())
+}
+
+/// Decides which provider the config selects, without building it (nothing is fetched or
+/// sent). `auto`, in order: an OpenAI-compatible server when `llm.base_url`, `OPENAI_BASE_URL`
+/// or `llm.endpoints` names one; Azure OpenAI when `llm.azure_endpoint` is set, or when
+/// `AZURE_OPENAI_ENDPOINT` and a key (`AZURE_OPENAI_API_KEY` or TinyTroupe's
+/// `AZURE_OPENAI_KEY`) are; OpenAI when a key is found; else the local model, else the
+/// simulated provider. `provider_bills` and `provider_from_config` both follow it.
+pub fn choose_provider(cfg: &crate::config::SimulationConfig) -> ProviderChoice {
     use crate::config::ProviderKind;
+    use crate::config::secrets::{AZURE_KEY_VARS, OPENAI_KEY_VARS, SECRETS_FILE};
+    let choice = |kind, why: String, key_vars| ProviderChoice { kind, why, key_vars };
     match cfg.llm.provider {
-        ProviderKind::OpenAi | ProviderKind::Azure => true,
-        ProviderKind::Simulated | ProviderKind::Local => false,
+        ProviderKind::Simulated => {
+            choice(ProviderKind::Simulated, "llm.provider = \"simulated\"".into(), OPENAI_KEY_VARS)
+        }
+        ProviderKind::Local => choice(ProviderKind::Local, "llm.provider = \"local\"".into(), OPENAI_KEY_VARS),
+        ProviderKind::OpenAi => choice(ProviderKind::OpenAi, "llm.provider = \"openai\"".into(), OPENAI_KEY_VARS),
+        ProviderKind::Azure => choice(ProviderKind::Azure, "llm.provider = \"azure\"".into(), AZURE_KEY_VARS),
         ProviderKind::Auto => {
-            server_configured(cfg)
-                || crate::config::resolve_api_key(
-                    cfg,
-                    std::path::Path::new(crate::config::secrets::SECRETS_FILE),
-                    "OPENAI_API_KEY",
-                )
-                .key
-                .is_some()
+            let server = if cfg.llm.base_url.as_deref().is_some_and(|u| !u.trim().is_empty()) {
+                Some("llm.base_url is set")
+            } else if env_set("OPENAI_BASE_URL") {
+                Some("OPENAI_BASE_URL is set")
+            } else if !cfg.llm.endpoints.is_empty() {
+                Some("llm.endpoints is set")
+            } else {
+                None
+            };
+            if let Some(why) = server {
+                return choice(ProviderKind::OpenAi, format!("`auto`: {why}"), OPENAI_KEY_VARS);
+            }
+            if cfg.llm.azure_endpoint.as_deref().is_some_and(|e| !e.trim().is_empty()) {
+                return choice(ProviderKind::Azure, "`auto`: llm.azure_endpoint is set".into(), AZURE_KEY_VARS);
+            }
+            if env_set("AZURE_OPENAI_ENDPOINT")
+                && let Some(var) = AZURE_KEY_VARS.iter().find(|v| env_set(v))
+            {
+                return choice(
+                    ProviderKind::Azure,
+                    format!("`auto`: AZURE_OPENAI_ENDPOINT and {var} are set"),
+                    AZURE_KEY_VARS,
+                );
+            }
+            let key =
+                crate::config::secrets::resolve_api_key_from(cfg, std::path::Path::new(SECRETS_FILE), OPENAI_KEY_VARS);
+            let found = match &key.source {
+                crate::config::KeySource::SecretsFile(p) => Some(format!("an API key is in {}", p.display())),
+                crate::config::KeySource::Env(v) => Some(format!("{v} is set")),
+                crate::config::KeySource::Config => Some("llm.api_key is set".to_string()),
+                crate::config::KeySource::Missing => None,
+            };
+            match found {
+                Some(why) => choice(ProviderKind::OpenAi, format!("`auto`: {why}"), OPENAI_KEY_VARS),
+                None => {
+                    let mut why = "`auto`: no API key, llm.base_url or Azure endpoint is set".to_string();
+                    if env_set("AZURE_OPENAI_ENDPOINT") {
+                        why.push_str(
+                            " (AZURE_OPENAI_ENDPOINT is, but neither AZURE_OPENAI_API_KEY nor AZURE_OPENAI_KEY: set one, or put the key in .troupe/secrets.toml and set llm.provider = \"azure\")",
+                        );
+                    }
+                    choice(ProviderKind::Local, why, OPENAI_KEY_VARS)
+                }
+            }
         }
     }
 }
 
-/// Picks the provider the config asks for. Returns it with a notice for the user when the
-/// choice was made for them. `auto` means OpenAI (or a compatible server) when a key,
-/// `llm.base_url`, `OPENAI_BASE_URL` or `llm.endpoints` is configured, else the embedded local
-/// model when it is compiled in (fetched on first use), else the simulated provider. Fails when the chosen provider's settings are unusable (a bad URL, a missing
-/// Azure endpoint, an `api_key_env` that is not set).
+/// True when the configured provider bills for calls: OpenAI or Azure, chosen outright or by
+/// `auto` ([`choose_provider`]). Decided without building the provider (so nothing is fetched).
+pub fn provider_bills(cfg: &crate::config::SimulationConfig) -> bool {
+    use crate::config::ProviderKind;
+    matches!(choose_provider(cfg).kind, ProviderKind::OpenAi | ProviderKind::Azure)
+}
+
+/// Picks the provider the config asks for ([`choose_provider`]). Returns it with a notice for
+/// the user when the choice was made for them (Azure from the environment, the local model,
+/// the simulated provider). Fails when the chosen provider's settings are unusable (a bad URL,
+/// a missing Azure endpoint, an `api_key_env` that is not set).
 pub fn provider_from_config(
     cfg: &crate::config::SimulationConfig,
 ) -> Result<(Arc<dyn Provider>, Option<String>), LlmError> {
     use std::path::Path;
 
-    use crate::config::resolve_api_key;
-    use crate::config::{ProviderKind, secrets::SECRETS_FILE};
-    let secrets = Path::new(SECRETS_FILE);
-    let openai_key = || {
-        let k = resolve_api_key(cfg, secrets, "OPENAI_API_KEY");
+    use crate::config::ProviderKind;
+    use crate::config::secrets::{SECRETS_FILE, resolve_api_key_from};
+    let choice = choose_provider(cfg);
+    let key = || {
+        let k = resolve_api_key_from(cfg, Path::new(SECRETS_FILE), choice.key_vars);
         for w in &k.warnings {
             tracing::warn!("{w}");
         }
         k.key
     };
-    match cfg.llm.provider {
+    let auto = cfg.llm.provider == ProviderKind::Auto;
+    match choice.kind {
         ProviderKind::Simulated => Ok((Arc::new(SimulatedProvider::new(cfg.llm.simulated.clone())), None)),
-        ProviderKind::OpenAi => Ok((Arc::new(OpenAiProvider::from_config(&cfg.llm, openai_key())?), None)),
+        ProviderKind::OpenAi => Ok((Arc::new(OpenAiProvider::from_config(&cfg.llm, key())?), None)),
         ProviderKind::Azure => {
-            let k = resolve_api_key(cfg, secrets, "AZURE_OPENAI_API_KEY");
-            for w in &k.warnings {
-                tracing::warn!("{w}");
-            }
-            Ok((Arc::new(OpenAiProvider::azure_from_config(&cfg.llm, k.key)?), None))
+            let p = OpenAiProvider::azure_from_config(&cfg.llm, key())?;
+            let notice = auto.then(|| {
+                let t = azure::target(&cfg.llm);
+                format!(
+                    "using Azure OpenAI at {}, deployment `{}` (from {}), because {}; set llm.provider to choose another provider",
+                    t.endpoint.as_deref().unwrap_or("the configured endpoints"),
+                    t.deployment,
+                    t.deployment_from,
+                    choice.why.trim_start_matches("`auto`: ")
+                )
+            });
+            Ok((Arc::new(p), notice))
         }
-        ProviderKind::Local => Ok((local::provider(&cfg.llm)?, None)),
-        ProviderKind::Auto => {
-            let key = openai_key();
-            if key.is_some() || server_configured(cfg) {
-                return Ok((Arc::new(OpenAiProvider::from_config(&cfg.llm, key)?), None));
-            }
+        ProviderKind::Local if !auto => Ok((local::provider(&cfg.llm)?, None)),
+        ProviderKind::Local | ProviderKind::Auto => {
+            // An Azure endpoint without a key: say so, or the user wonders why Azure was not used.
+            let azure =
+                choice.why.split_once(" (AZURE_OPENAI_ENDPOINT").map(|(_, h)| format!(" (AZURE_OPENAI_ENDPOINT{h}"));
+            let azure = azure.unwrap_or_default();
             let why = match local::auto(&cfg.llm)? {
-                local::AutoLocal::Ready(p, notice) => return Ok((p, Some(notice))),
+                local::AutoLocal::Ready(p, notice) => return Ok((p, Some(format!("{notice}{azure}")))),
                 local::AutoLocal::Unavailable(why) => why,
             };
             Ok((
                 Arc::new(SimulatedProvider::new(cfg.llm.simulated.clone())),
                 Some(format!(
-                    "using the built-in simulated provider: the text is synthetic: {why}. Set llm.provider = \"simulated\" to silence this notice."
+                    "using the built-in simulated provider: the text is synthetic: {why}{azure}. Set llm.provider = \"simulated\" to silence this notice."
                 )),
             ))
         }

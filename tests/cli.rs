@@ -9,6 +9,11 @@ use assert_cmd::Command;
 use serde_json::Value;
 use tempfile::TempDir;
 
+mod support {
+    pub mod cli;
+    pub mod mock_openai;
+}
+
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const CANARY: &str = "sk-canary-4b1d7e0f9a22";
 
@@ -371,6 +376,128 @@ fn config_errors_exit_2_with_did_you_mean() {
     let r = troupe_run(&["--set", "oops", "config", "show"]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("KEY=VALUE"), "{}", r.stderr);
+}
+
+// ---------------------------------------------------------------- issue 13: TinyTroupe's config.ini and Azure
+
+use std::time::Duration;
+
+use support::cli::{Done, run_within};
+use support::mock_openai::{MockConfig, MockServer};
+
+const AZURE_KEY: &str = "azure-canary-5c8e1f3a7b90";
+
+/// `troupe` from the shared helper (a scrubbed environment, the crate root), run to the end.
+fn shared(args: &[&str], env: &[(&str, &str)]) -> Done {
+    let mut c = support::cli::troupe();
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    run_within(&mut c, Duration::from_secs(120))
+}
+
+#[test]
+fn run_prints_config_ini_warnings_with_file_line_and_near_miss() {
+    let (_d, ini) = temp_file("config.ini", b"[OpenAI]\nMODEL=gpt-4o-mini\nTEMPRATURE=0.3\n");
+    let ini = ini.to_str().unwrap();
+    let d = shared(
+        &["--config-ini", ini, "run", "--seed", "t", "--personas", "sarah_chen", "--turns", "1", "--no-save", "-q"],
+        &[("TROUPE_LLM__PROVIDER", "simulated"), ("TROUPE_PERFORMANCE__RATE_LIMIT_DELAY", "0")],
+    );
+    assert_eq!(d.code, Some(0), "{}", d.both());
+    assert!(d.stderr.contains(&format!("{ini}:3")) && d.stderr.contains("did you mean `TEMPERATURE`?"), "{}", d.both());
+}
+
+#[test]
+fn config_show_lists_unset_keys_in_text_and_json() {
+    let d = shared(&["config", "show"], &[]);
+    assert_eq!(d.code, Some(0), "{}", d.both());
+    let line = d.stdout.lines().find(|l| l.trim_start().starts_with("llm.base_url ")).expect(&d.stdout);
+    assert!(line.contains("(unset)"), "{line}");
+    let d = shared(&["config", "show", "--json"], &[]);
+    let v: Value = serde_json::from_str(&d.stdout).unwrap();
+    let e =
+        v["entries"].as_array().unwrap().iter().find(|e| e["key"] == "llm.azure_deployment").expect("listed").clone();
+    assert_eq!((e["value"].as_str(), e["unset"].as_bool()), (Some("(unset)"), Some(true)), "{e}");
+}
+
+/// A one-turn run against the mock's Azure route, with `env` set; returns the run's output.
+fn azure_run(ini: Option<&Path>, env: &[(&str, &str)]) -> Done {
+    let mut args = Vec::new();
+    if let Some(p) = ini {
+        args.extend(["--config-ini", p.to_str().unwrap()]);
+    }
+    args.extend([
+        "run",
+        "--seed",
+        "t",
+        "--personas",
+        "sarah_chen",
+        "--turns",
+        "1",
+        "--no-save",
+        "--rate-limit-delay",
+        "0",
+    ]);
+    // Should the choice go wrong, nothing is fetched from the network.
+    let mut env = env.to_vec();
+    env.push(("TROUPE_LLM__LOCAL__AUTO_FETCH", "false"));
+    shared(&args, &env)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_type_azure_in_config_ini_reaches_the_azure_route_with_its_key() {
+    let mock = MockServer::start(MockConfig { require_key: Some(AZURE_KEY.into()), ..MockConfig::default() }).await;
+    let (_d, ini) =
+        temp_file("config.ini", b"[OpenAI]\nAPI_TYPE=azure\nMODEL=gpt-4o\nAZURE_API_VERSION=2024-12-01-preview\n");
+    let endpoint = mock.azure_endpoint();
+    let d = azure_run(Some(&ini), &[("AZURE_OPENAI_ENDPOINT", &endpoint), ("AZURE_OPENAI_KEY", AZURE_KEY)]);
+    assert_eq!(d.code, Some(0), "{}", d.both());
+    let reqs = mock.requests();
+    assert!(!reqs.is_empty(), "no request reached the mock: {}", d.both());
+    for r in &reqs {
+        assert_eq!(r.path, "/openai/deployments/gpt-4o/chat/completions", "TinyTroupe's model is the deployment");
+        assert_eq!(r.header("api-key"), Some(AZURE_KEY));
+        assert!(r.query.as_deref().unwrap_or("").contains("api-version=2024-12-01-preview"), "{:?}", r.query);
+    }
+    assert!(!d.stdout.contains(AZURE_KEY) && !d.stderr.contains(AZURE_KEY), "the key printed: {}", d.both());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_picks_azure_from_the_environment_and_says_why() {
+    let mock = MockServer::start(MockConfig { require_key: Some(AZURE_KEY.into()), ..MockConfig::default() }).await;
+    let endpoint = mock.azure_endpoint();
+    let env = [
+        ("AZURE_OPENAI_ENDPOINT", endpoint.as_str()),
+        ("AZURE_OPENAI_API_KEY", AZURE_KEY),
+        ("AZURE_OPENAI_DEPLOYMENT", "team-dep"),
+    ];
+    let d = azure_run(None, &env);
+    assert_eq!(d.code, Some(0), "{}", d.both());
+    let reqs = mock.requests();
+    assert!(!reqs.is_empty(), "{}", d.both());
+    assert!(reqs.iter().all(|r| r.path == "/openai/deployments/team-dep/chat/completions"), "{:?}", reqs[0].path);
+    assert!(reqs.iter().all(|r| r.header("api-key") == Some(AZURE_KEY)));
+    assert!(
+        d.stderr.contains("Azure") && d.stderr.contains("AZURE_OPENAI_ENDPOINT"),
+        "a notice says why: {}",
+        d.both()
+    );
+    assert!(!d.stderr.contains("local model") || !d.stderr.contains("no API key"), "{}", d.both());
+    assert!(!d.stdout.contains(AZURE_KEY) && !d.stderr.contains(AZURE_KEY));
+
+    // `troupe doctor` says the same and finds the key (never showing it).
+    let d = shared(&["doctor", "--json"], &[&env[..], &[("TROUPE_LLM__LOCAL__AUTO_FETCH", "false")]].concat());
+    assert!(!d.stdout.contains(AZURE_KEY) && !d.stderr.contains(AZURE_KEY));
+    let v: Value = serde_json::from_str(&d.stdout).unwrap_or_else(|e| panic!("{e}: {}", d.both()));
+    let checks = v["checks"].as_array().unwrap_or_else(|| panic!("{v}"));
+    let check = |name: &str| checks.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{name}: {v}")).clone();
+    let key = check("api key");
+    assert!(key["detail"].as_str().unwrap().contains("AZURE_OPENAI_API_KEY"), "{key}");
+    let provider = check("provider");
+    let detail = provider["detail"].as_str().unwrap();
+    assert!(detail.contains("azure") && detail.contains("AZURE_OPENAI_ENDPOINT"), "{provider}");
 }
 
 // ---------------------------------------------------------------- usage

@@ -312,16 +312,20 @@ fn a_real_tinytroupe_config_ini_loads() {
     assert_eq!(c.llm.model, "gpt-5-mini");
     assert_eq!(c.llm.azure_api_version, "2024-12-01-preview");
     assert_eq!(c.performance.persona_timeout, 480.0);
-    assert_eq!(c.performance.max_retries, 5, "[OpenAI] MAX_ATTEMPTS, not [ActionGenerator]'s");
+    // TinyTroupe's MAX_ATTEMPTS counts the first try; max_retries does not.
+    assert_eq!(c.performance.max_retries, 4, "[OpenAI] MAX_ATTEMPTS, not [ActionGenerator]'s");
     assert_eq!(c.performance.backoff_base, 1.0);
     assert_eq!(c.performance.backoff_factor, 5.0);
     assert!(c.simulation.parallel_execution);
     assert_eq!(c.monitoring.log_level, "ERROR");
     let (_, source) = entry(&loaded, "llm.model");
     assert!(source.contains("config.ini"), "{source}");
-    // Keys TinyTroupe has and troupe-sim does not use are noted, not errors.
-    assert!(loaded.notes.iter().any(|n| n.contains("max_completion_tokens")), "{:?}", loaded.notes);
-    assert!(!loaded.notes.iter().any(|n| n.contains("api_type")), "known TinyTroupe-only keys stay quiet");
+    // Keys TinyTroupe has and troupe-sim does not use are noted, not errors (issue 13: the
+    // completion tokens and the concurrency limit are used now).
+    assert_eq!(c.llm.max_tokens, 32000);
+    assert_eq!(c.performance.max_workers, 4);
+    assert!(loaded.notes.iter().any(|n| n.contains("REASONING_MODEL")), "{:?}", loaded.notes);
+    assert!(!loaded.notes.iter().any(|n| n.contains("MAX_COMPLETION_TOKENS")), "{:?}", loaded.notes);
 }
 
 #[test]
@@ -354,6 +358,369 @@ fn config_ini_wrong_type_names_file_line_and_key() {
     assert!(e.contains("config.ini:2") && e.contains("true or false"), "{e}");
     let e = layer_error(&f.sources(None, Some("[OpenAI\nMODEL=x\n")));
     assert!(e.contains("config.ini:1") && e.contains("]"), "{e}");
+}
+
+// ---------------------------------------------------------------- issue 13: config.ini as users have it
+
+/// Every key of every `config.ini` TinyTroupe has shipped (`tinytroupe/config.ini` and its
+/// examples, including the Ollama one), each with a value of the type TinyTroupe reads.
+const EVERY_TINYTROUPE_KEY: &str = "[OpenAI]
+API_TYPE=openai
+AZURE_API_VERSION=2024-12-01-preview
+MODEL=gpt-5-mini
+REASONING_MODEL=o3-mini
+EMBEDDING_MODEL=text-embedding-3-small
+AZURE_EMBEDDING_MODEL_API_VERSION=2023-05-15
+MAX_TOKENS=4000
+MAX_COMPLETION_TOKENS=32000
+TEMPERATURE=1.2
+TOP_P=1.0
+FREQ_PENALTY=0.1
+PRESENCE_PENALTY=0.1
+NUM_CTX=32768
+TIMEOUT=480
+MAX_ATTEMPTS=5
+WAITING_TIME=1
+EXPONENTIAL_BACKOFF_FACTOR=5
+MAX_CONCURRENT_MODEL_CALLS=4
+REASONING_EFFORT=high
+CACHE_API_CALLS=False
+CACHE_FILE_NAME=openai_api_cache.pickle
+MAX_CONTENT_DISPLAY_LENGTH=4000
+
+[Simulation]
+PARALLEL_AGENT_GENERATION=True
+PARALLEL_AGENT_ACTIONS=True
+RAI_HARMFUL_CONTENT_PREVENTION=True
+RAI_COPYRIGHT_INFRINGEMENT_PREVENTION=True
+
+[Cognition]
+ENABLE_MEMORY_CONSOLIDATION=True
+ENABLE_CONTINUOUS_CONTEXTUAL_SEMANTIC_MEMORY_RETRIEVAL=True
+MIN_EPISODE_LENGTH=10
+MAX_EPISODE_LENGTH=15
+EPISODIC_MEMORY_FIXED_PREFIX_LENGTH=12
+EPISODIC_MEMORY_LOOKBACK_LENGTH=25
+
+[ActionGenerator]
+MAX_ATTEMPTS=2
+ENABLE_QUALITY_CHECKS=False
+ENABLE_REGENERATION=True
+ENABLE_DIRECT_CORRECTION=False
+ENABLE_QUALITY_CHECK_FOR_PERSONA_ADHERENCE=True
+ENABLE_QUALITY_CHECK_FOR_SELFCONSISTENCY=False
+ENABLE_QUALITY_CHECK_FOR_FLUENCY=False
+ENABLE_QUALITY_CHECK_FOR_SUITABILITY=False
+ENABLE_QUALITY_CHECK_FOR_SIMILARITY=False
+CONTINUE_ON_FAILURE=True
+QUALITY_THRESHOLD = 5
+
+[Logging]
+LOGLEVEL=WARNING
+LOGLEVEL_CONSOLE=INFO
+LOGLEVEL_FILE=DEBUG
+LOG_INCLUDE_THREAD_ID=False
+";
+
+#[test]
+fn every_tinytroupe_key_is_mapped_or_explained() {
+    let f = Files::new();
+    let loaded = load_config(&f.sources(None, Some(EVERY_TINYTROUPE_KEY))).unwrap();
+    let c = &loaded.config;
+    assert_eq!(c.llm.provider, config::ProviderKind::OpenAi, "API_TYPE");
+    assert_eq!(c.llm.model, "gpt-5-mini");
+    assert_eq!(c.llm.azure_api_version, "2024-12-01-preview");
+    assert_eq!(c.llm.max_tokens, 32000, "MAX_COMPLETION_TOKENS wins over MAX_TOKENS");
+    assert_eq!(c.llm.temperature, 1.2);
+    assert_eq!(c.llm.top_p, Some(1.0));
+    assert_eq!(c.performance.persona_timeout, 480.0, "TIMEOUT, seconds");
+    assert_eq!(c.performance.max_retries, 4, "MAX_ATTEMPTS = 5 tries = 4 retries");
+    assert_eq!(c.performance.backoff_base, 1.0, "WAITING_TIME");
+    assert_eq!(c.performance.backoff_factor, 5.0);
+    assert_eq!(c.performance.max_workers, 4, "MAX_CONCURRENT_MODEL_CALLS");
+    assert_eq!(c.llm.cache, troupe_sim::llm::cache::CacheMode::Off, "CACHE_API_CALLS=False");
+    assert!(c.simulation.parallel_execution);
+    assert_eq!(c.simulation.memory_prefix, 12, "EPISODIC_MEMORY_FIXED_PREFIX_LENGTH");
+    assert_eq!(c.simulation.memory_recent, 25, "EPISODIC_MEMORY_LOOKBACK_LENGTH");
+    assert_eq!(c.monitoring.log_level, "WARNING");
+    for key in ["llm.max_tokens", "performance.max_workers", "simulation.memory_recent", "llm.provider"] {
+        let (_, source) = entry(&loaded, key);
+        assert!(source.contains("config.ini"), "{key}: {source}");
+    }
+    // No key is unknown; the unused ones are named in one note that points at the README.
+    assert!(!loaded.notes.iter().any(|n| n.contains("unknown")), "{:#?}", loaded.notes);
+    let unused = loaded.notes.iter().find(|n| n.contains("not use")).expect("a note on unused keys");
+    for k in ["REASONING_MODEL", "EMBEDDING_MODEL", "FREQ_PENALTY", "CACHE_FILE_NAME", "ENABLE_QUALITY_CHECKS"] {
+        assert!(unused.contains(k), "{k} not in {unused}");
+    }
+    assert!(unused.contains("README"), "{unused}");
+    assert!(!unused.contains("MAX_COMPLETION_TOKENS") && !unused.contains("MAX_CONCURRENT_MODEL_CALLS"), "{unused}");
+}
+
+#[test]
+fn the_shipped_config_ini_example_is_the_built_in_defaults() {
+    let f = Files::new();
+    let text = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/config.ini.example")).unwrap();
+    let loaded = load_config(&f.sources(None, Some(&text))).unwrap();
+    assert_eq!(loaded.config, SimulationConfig::default());
+    assert!(loaded.notes.is_empty(), "{:#?}", loaded.notes);
+}
+
+#[test]
+fn the_readme_table_covers_every_known_config_ini_key() {
+    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `[")).collect();
+    let mut missing = Vec::new();
+    for k in config::ini::known_keys() {
+        let section = format!("`[{}]`", k.section);
+        let key = format!("`{}`", k.key);
+        match rows.iter().find(|r| r.contains(&section) && r.contains(&key)) {
+            None => missing.push(format!("{section} {key}")),
+            Some(row) => match k.target {
+                Some(t) => assert!(row.contains(&format!("`{t}`")), "{section} {key} -> {t}: {row}"),
+                None => assert!(row.contains("not used"), "{section} {key} says why it is not used: {row}"),
+            },
+        }
+    }
+    assert!(missing.is_empty(), "the README's config.ini table lacks: {missing:?}");
+    // And every TinyTroupe key is known to the reader.
+    for line in EVERY_TINYTROUPE_KEY.lines().filter(|l| l.contains('=')) {
+        let key = line.split('=').next().unwrap().trim();
+        assert!(config::ini::known_keys().iter().any(|k| k.key == key), "{key} is not in the reader's table");
+    }
+}
+
+#[test]
+fn a_misspelt_config_ini_key_warns_with_file_line_and_a_near_miss() {
+    let f = Files::new();
+    let loaded = load_config(&f.sources(None, Some("[OpenAI]\nMODEL=gpt-4o\nTEMPRATURE=0.3\nZZZ_QQQ=1\n"))).unwrap();
+    assert_eq!(loaded.config.llm.temperature, 0.7, "the misspelt key is not applied");
+    let ini = f.dir.path().join("config.ini").display().to_string();
+    let typo = loaded.notes.iter().find(|n| n.contains("TEMPRATURE")).expect("a warning on the typo");
+    assert!(typo.contains(&format!("{ini}:3")), "{typo}");
+    assert!(typo.contains("did you mean `TEMPERATURE`?"), "{typo}");
+    let far = loaded.notes.iter().find(|n| n.contains("ZZZ_QQQ")).expect("a warning on the unknown key");
+    assert!(far.contains(&format!("{ini}:4")) && far.contains("unknown"), "{far}");
+    assert!(!far.contains("did you mean"), "{far}");
+
+    // A known key in the wrong section, and a misspelt section.
+    let loaded =
+        load_config(&f.sources(None, Some("[Simulation]\nMODEL=gpt-4o\n[Cogniton]\nMIN_EPISODE_LENGTH=3\n"))).unwrap();
+    assert_eq!(loaded.config.llm.model, "gpt-4o-mini");
+    let wrong = loaded.notes.iter().find(|n| n.contains("MODEL")).expect("a warning on MODEL");
+    assert!(wrong.contains(":2") && wrong.contains("[OpenAI]"), "{wrong}");
+    let section = loaded.notes.iter().find(|n| n.contains("Cogniton")).expect("a warning on the section");
+    assert!(section.contains(":3") && section.contains("did you mean `[Cognition]`?"), "{section}");
+}
+
+#[test]
+fn completion_tokens_and_concurrency_map_whatever_their_order() {
+    let f = Files::new();
+    for ini in [
+        "[OpenAI]\nMAX_TOKENS=100\nMAX_COMPLETION_TOKENS=2000\nMAX_CONCURRENT_MODEL_CALLS=8\n",
+        "[OpenAI]\nMAX_COMPLETION_TOKENS=2000\nMAX_TOKENS=100\nMAX_CONCURRENT_MODEL_CALLS=8\n",
+    ] {
+        let loaded = load_config(&f.sources(None, Some(ini))).unwrap();
+        assert_eq!(loaded.config.llm.max_tokens, 2000, "{ini}");
+        assert_eq!(loaded.config.performance.max_workers, 8, "{ini}");
+        let n = loaded.notes.iter().find(|n| n.contains("MAX_TOKENS")).expect("a note on the overridden key");
+        assert!(n.contains("MAX_COMPLETION_TOKENS"), "{n}");
+    }
+    // 0 or NONE: TinyTroupe's "no limit", which troupe-sim has not; the setting stays and a note says so.
+    for v in ["0", "NONE"] {
+        let loaded =
+            load_config(&f.sources(None, Some(&format!("[OpenAI]\nMAX_CONCURRENT_MODEL_CALLS={v}\n")))).unwrap();
+        assert_eq!(loaded.config.performance.max_workers, 3);
+        assert!(loaded.notes.iter().any(|n| n.contains("MAX_CONCURRENT_MODEL_CALLS") && n.contains("max_workers")));
+    }
+    let e = layer_error(&f.sources(None, Some("[OpenAI]\nMAX_CONCURRENT_MODEL_CALLS=many\n")));
+    assert!(e.contains("config.ini:2") && e.contains("MAX_CONCURRENT_MODEL_CALLS"), "{e}");
+}
+
+#[test]
+fn api_type_chooses_the_provider() {
+    use config::ProviderKind;
+    let f = Files::new();
+    let load = |ini: &str| load_config(&f.sources(None, Some(ini))).map(|l| l.config);
+    assert_eq!(load("[OpenAI]\nAPI_TYPE=azure\n").unwrap().llm.provider, ProviderKind::Azure);
+    assert_eq!(load("[OpenAI]\nAPI_TYPE=openai\n").unwrap().llm.provider, ProviderKind::OpenAi);
+    let ollama = load("[OpenAI]\nAPI_TYPE=ollama\nMODEL=gemma3:1b\n").unwrap();
+    assert_eq!(ollama.llm.provider, ProviderKind::OpenAi, "Ollama speaks the OpenAI protocol");
+    assert_eq!(ollama.llm.base_url.as_deref(), Some("http://localhost:11434/v1"), "TinyTroupe's default");
+    let own = load("[OpenAI]\nAPI_TYPE=ollama\nBASE_URL=http://10.1.1.1:11434/v1\n").unwrap();
+    assert_eq!(own.llm.base_url.as_deref(), Some("http://10.1.1.1:11434/v1"));
+    for (bad, words) in [("litellm", "BASE_URL"), ("bedrock", "openai, azure")] {
+        let e = load(&format!("[OpenAI]\n\nAPI_TYPE={bad}\n")).unwrap_err().to_string();
+        assert!(e.contains("config.ini:3") && e.contains("API_TYPE") && e.contains(words), "{e}");
+    }
+    // The command line still wins over the ini.
+    let mut src = f.sources(None, Some("[OpenAI]\nAPI_TYPE=azure\n"));
+    src.cli = Some(sets(&["llm.provider=simulated"]));
+    assert_eq!(load_config(&src).unwrap().config.llm.provider, ProviderKind::Simulated);
+}
+
+#[test]
+fn auto_picks_azure_from_tinytroupes_environment_and_bills_for_it() {
+    use troupe_sim::llm::{choose_provider, provider_bills};
+    let mut cfg = SimulationConfig::default();
+    cfg.llm.model = "gpt-4o".into();
+    {
+        let _env = env_vars(&[("AZURE_OPENAI_ENDPOINT", "http://127.0.0.1:9"), ("AZURE_OPENAI_KEY", CANARY)]);
+        let choice = choose_provider(&cfg);
+        assert_eq!(choice.kind, config::ProviderKind::Azure);
+        assert!(
+            choice.why.contains("AZURE_OPENAI_ENDPOINT") && choice.why.contains("AZURE_OPENAI_KEY"),
+            "{}",
+            choice.why
+        );
+        assert!(!choice.why.contains(CANARY));
+        assert!(provider_bills(&cfg), "an Azure run is not free");
+        let (p, notice) = troupe_sim::llm::provider_from_config(&cfg).unwrap();
+        assert_eq!(p.name(), "azure");
+        let notice = notice.expect("auto says what it chose");
+        assert!(notice.contains("Azure") && notice.contains("gpt-4o") && !notice.contains(CANARY), "{notice}");
+    }
+    {
+        // TinyTroupe's other spelling of the key, and a deployment of its own.
+        let _env = env_vars(&[
+            ("AZURE_OPENAI_ENDPOINT", "http://127.0.0.1:9"),
+            ("AZURE_OPENAI_API_KEY", CANARY),
+            ("AZURE_OPENAI_DEPLOYMENT", "my-dep"),
+        ]);
+        assert_eq!(choose_provider(&cfg).kind, config::ProviderKind::Azure);
+        let (_, notice) = troupe_sim::llm::provider_from_config(&cfg).unwrap();
+        assert!(notice.unwrap().contains("my-dep"));
+    }
+    {
+        // An endpoint without a key is not enough to bill anyone.
+        let _env = env_vars(&[("AZURE_OPENAI_ENDPOINT", "http://127.0.0.1:9")]);
+        assert_ne!(choose_provider(&cfg).kind, config::ProviderKind::Azure);
+    }
+}
+
+// ---------------------------------------------------------------- issue 13: config/troupe.toml and config show
+
+/// `config/troupe.toml` with every commented `# key = value` and `# [section]` line
+/// uncommented; returns the TOML text and the keys whose line says `(example)`.
+fn uncommented_troupe_toml() -> (String, Vec<String>) {
+    let text = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/troupe.toml")).unwrap();
+    let mut out = String::new();
+    let mut examples = Vec::new();
+    let mut section = String::new();
+    for line in text.lines() {
+        let t = line.trim_start();
+        let body = t.strip_prefix('#').map(str::trim_start).unwrap_or(t);
+        if let Some(rest) = body.strip_prefix('[')
+            && let Some(end) = rest.find(']')
+            && rest[..end].chars().all(|c| c.is_ascii_lowercase() || c == '_' || c == '.')
+        {
+            section = rest[..end].to_string();
+            out.push_str(&format!("[{section}]\n"));
+            continue;
+        }
+        let Some((k, v)) = body.split_once('=') else { continue };
+        let k = k.trim();
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            continue;
+        }
+        // The value is the shortest prefix (cut before a `#`) that parses as TOML: a `#` inside a
+        // string does not end it, the first one after it starts the comment.
+        let v = v.trim();
+        let cuts = v.match_indices('#').map(|(i, _)| i).chain([v.len()]);
+        let (value, comment) = cuts
+            .filter_map(|i| {
+                let cand = v[..i].trim();
+                toml::from_str::<toml::Table>(&format!("x = {cand}")).ok().map(|_| (cand, &v[i..]))
+            })
+            .next()
+            .unwrap_or_else(|| panic!("no TOML value in: {line}"));
+        if comment.contains("(example)") {
+            examples.push(if section.is_empty() { k.to_string() } else { format!("{section}.{k}") });
+        }
+        out.push_str(&format!("{k} = {value}\n"));
+    }
+    (out, examples)
+}
+
+fn toml_leaves(prefix: &str, v: &toml::Value, out: &mut Vec<(String, serde_json::Value)>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                toml_leaves(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out);
+            }
+        }
+        other => out.push((prefix.to_string(), serde_json::to_value(other).unwrap())),
+    }
+}
+
+fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+#[test]
+fn troupe_toml_lists_every_key_with_its_built_in_default() {
+    let (text, examples) = uncommented_troupe_toml();
+    let parsed: toml::Value = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let mut file = Vec::new();
+    toml_leaves("", &parsed, &mut file);
+    // The uncommented file is a valid configuration.
+    let f = Files::new();
+    load_config(&f.sources(Some(&text), None)).unwrap_or_else(|e| panic!("{e}"));
+
+    let leaves = config::leaves(&SimulationConfig::default());
+    let mut problems = Vec::new();
+    for leaf in &leaves {
+        match (file.iter().find(|(k, _)| *k == leaf.key), &leaf.value) {
+            (None, _) => problems.push(format!("{} is missing", leaf.key)),
+            (Some((_, v)), Some(default)) if !same(v, default) => {
+                problems.push(format!("{} = {v} in the file, built-in default {default}", leaf.key))
+            }
+            (Some(_), None) if !examples.contains(&leaf.key) => {
+                problems.push(format!("{} is unset by default: mark its line (example)", leaf.key))
+            }
+            _ => {}
+        }
+    }
+    for (k, _) in &file {
+        if !leaves.iter().any(|l| l.key == *k) {
+            problems.push(format!("{k} is in the file but not a setting"));
+        }
+    }
+    for k in &examples {
+        if leaves.iter().any(|l| l.key == *k && l.value.is_some()) {
+            problems.push(format!("{k} has a built-in default: show it, not an example"));
+        }
+    }
+    assert!(problems.is_empty(), "config/troupe.toml:\n{}", problems.join("\n"));
+}
+
+#[test]
+fn config_entries_list_unset_keys_too() {
+    let f = Files::new();
+    let loaded = load_config(&f.sources(None, None)).unwrap();
+    let entries = loaded.entries();
+    for key in [
+        "llm.base_url",
+        "llm.top_p",
+        "llm.api_key",
+        "llm.azure_endpoint",
+        "simulation.turn_policy",
+        "monitoring.log_file",
+    ] {
+        let e = entries.iter().find(|e| e.key == key).unwrap_or_else(|| panic!("{key} is not listed"));
+        assert_eq!(e.value, "(unset)", "{key}");
+        assert!(e.unset, "{key}");
+    }
+    let model = entries.iter().find(|e| e.key == "llm.model").unwrap();
+    assert!(!model.unset);
+    // Set later, it is listed with its value.
+    let loaded = load_config(&f.sources(Some("[llm]\nbase_url = \"http://127.0.0.1:1/v1\"\n"), None)).unwrap();
+    let (v, source) = entry(&loaded, "llm.base_url");
+    assert_eq!(v, "\"http://127.0.0.1:1/v1\"");
+    assert!(source.contains("troupe.toml"), "{source}");
 }
 
 // ---------------------------------------------------------------- errors

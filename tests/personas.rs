@@ -420,11 +420,13 @@ fn item_positions_are_exact() {
 fn tinytroupe_findings_point_into_the_agent_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nobody.agent.json");
-    let text = "{\n  \"type\": \"TinyPerson\",\n  \"persona\": {\n    \"name\": \"No Style\",\n    \"occupation\": {\"title\": \"Clerk\", \"description\": \"Files things.\"},\n    \"long_term_goals\": [\"Retire\"],\n    \"personality\": {\"traits\": [\"calm\"]}\n  }\n}\n";
+    let text = "{\n  \"type\": \"TinyPerson\",\n  \"persona\": {\n    \"name\": \"No Style\",\n    \"occupation\": {\"title\": \"Clerk\", \"description\": \"Files things.\"},\n    \"long_term_goals\": [\"Retire\"],\n    \"personality\": {\"traits\": []}\n  }\n}\n";
     fs::write(&path, text).unwrap();
     let r = validate_database(&PersonaDatabase::load(&path).unwrap());
+    // Neither a style nor traits to build one from: TinyTroupe does not require a style, so a
+    // warning (issue 13).
     let style = r.findings.iter().find(|f| f.field == "personality.style").unwrap();
-    assert_eq!(style.severity, Severity::Error);
+    assert_eq!(style.severity, Severity::Warning);
     assert_eq!(style.persona, "no_style");
     assert_eq!(style.file, path);
     // No `style` key: the finding points at the `persona` object that should hold it.
@@ -580,6 +582,225 @@ fn tinytroupe_agent_saves_back_unchanged() {
     let saved = parse_strict(&fs::read(&out).unwrap()).unwrap();
     assert_eq!(saved[0], loose_agent());
     assert_eq!(saved[0].to_string(), loose_agent().to_string(), "key order kept too");
+}
+
+// ---------------------------------------------------------------- issue 13: TinyTroupe files as users have them
+
+/// A TinyTroupe agent with `persona` fields as given.
+fn agent(persona: Value) -> Value {
+    json!({"type": "TinyPerson", "persona": persona})
+}
+
+/// Writes `value` pretty-printed as `name` in a fresh folder and validates it.
+fn load_one(name: &str, value: &Value) -> (TempDir, PathBuf, String, ValidationReport, PersonaDatabase) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    let text = serde_json::to_string_pretty(value).unwrap();
+    fs::write(&path, &text).unwrap();
+    let db = PersonaDatabase::load(&path).unwrap();
+    let r = validate_database(&db);
+    (dir, path, text, r, db)
+}
+
+/// The 1-based `line:col` where `needle` starts in `text`.
+fn where_in(text: &str, needle: &str) -> LineCol {
+    let off = text.find(needle).unwrap_or_else(|| panic!("{needle} not in {text}"));
+    let line = text[..off].matches('\n').count() + 1;
+    let col = off - text[..off].rfind('\n').map_or(0, |i| i + 1) + 1;
+    LineCol { line, col }
+}
+
+#[test]
+fn ids_from_names_transliterate_latin_letters() {
+    for (name, id) in [
+        ("Tomás Ferreira", "tomas_ferreira"),
+        ("Zoë Ångström", "zoe_angstrom"),
+        ("Łukasz Żółć", "lukasz_zolc"),
+        ("José Müller-Straße", "jose_muller_strasse"),
+        ("Søren Kierkegaard-Æbelø", "soren_kierkegaard_aebelo"),
+        ("Nguyễn Thị Minh Khai", "nguyen_thi_minh_khai"),
+        ("Ольга Петренко", "olga_petrenko"),
+        ("Δήμητρα Παπαδοπούλου", "dimitra_papadopoulou"),
+    ] {
+        let p = persona_from_value(agent(json!({"name": name, "occupation": "Clerk"}))).unwrap();
+        assert_eq!(p.id, id, "{name}");
+    }
+}
+
+#[test]
+fn ids_from_names_in_other_scripts_are_stable_and_distinct() {
+    let id = |name: &str| persona_from_value(agent(json!({"name": name, "occupation": "Clerk"}))).unwrap().id;
+    let (a, b) = (id("王小明"), id("李华"));
+    for x in [&a, &b] {
+        assert!(x.starts_with("persona_") && x.len() > "persona_".len(), "{x}");
+        assert!(x.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{x}");
+    }
+    assert_ne!(a, b, "two names never share an id");
+    assert_eq!(a, id("王小明"), "the same name gives the same id on every load");
+    // Part of the name is kept when part can be written in ASCII; the rest still tells it apart.
+    let (c, d) = (id("Wei 王"), id("Wei 李"));
+    assert!(c.starts_with("wei_") && d.starts_with("wei_") && c != d, "{c} {d}");
+    // Run ids and other slugs transliterate too.
+    assert_eq!(troupe_sim::persona::tinytroupe::slug("Café Ölmühle"), "cafe_olmuhle");
+}
+
+#[test]
+fn a_json_file_with_a_byte_order_mark_loads_with_exact_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bom.json");
+    let mut broken = valid("bom_two", "Bom Two");
+    broken["temperature"] = json!(9.5);
+    let text = format!("[\n  {},\n  {}\n]\n", valid("bom_one", "Bom One"), broken);
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend_from_slice(text.as_bytes());
+    fs::write(&path, &bytes).unwrap();
+    let db = PersonaDatabase::load(&path).unwrap();
+    assert_eq!(db.personas.len(), 2);
+    let r = validate_database(&db);
+    let f = r.findings.iter().find(|f| f.field == "temperature").expect("the bad temperature is found");
+    // Columns count what an editor shows: the invisible mark takes none.
+    assert_eq!(f.position, Some(at(&text, 1, &["temperature"])), "{f}");
+
+    // An agent file and a fragment with a mark load too.
+    let agent_path = dir.path().join("lisa.agent.json");
+    let mut a = b"\xEF\xBB\xBF".to_vec();
+    a.extend_from_slice(&fs::read(shipped("data/agents/lisa_carter.agent.json")).unwrap());
+    fs::write(&agent_path, &a).unwrap();
+    let frag_path = dir.path().join("skeptic.fragment.json");
+    let mut fr = b"\xEF\xBB\xBF".to_vec();
+    fr.extend_from_slice(br#"{"type": "Fragment", "persona": {"personality": {"traits": ["sceptical"]}}}"#);
+    fs::write(&frag_path, &fr).unwrap();
+    let mut db = PersonaDatabase::load(&agent_path).unwrap();
+    db.add_source(&frag_path).unwrap();
+    assert_eq!((db.personas.len(), db.fragments.len()), (1, 1));
+    assert_eq!(db.personas[0].id, "lisa_carter");
+
+    // A syntax error after the mark is still placed where an editor shows it.
+    let bad = dir.path().join("bad.json");
+    fs::write(&bad, b"\xEF\xBB\xBF[\n  {\"id\": }\n]\n").unwrap();
+    let e = PersonaDatabase::load(&bad).unwrap_err().to_string();
+    assert!(e.contains(&format!("{}:2:", bad.display())), "{e}");
+    // A file of only a mark is an empty file.
+    let empty = dir.path().join("empty.json");
+    fs::write(&empty, b"\xEF\xBB\xBF\n").unwrap();
+    assert!(matches!(PersonaDatabase::load(&empty), Err(PersonaError::Empty { .. })));
+    // Inline JSON (scenario personas) may carry one as well.
+    let inline = format!("\u{feff}{}", valid("inline_bom", "Inline Bom"));
+    assert_eq!(troupe_sim::persona::load::persona_from_json_str(&inline).unwrap().id, "inline_bom");
+}
+
+#[test]
+fn roles_come_from_any_occupation_shape() {
+    let role = |occupation: Value| {
+        persona_from_value(agent(json!({"name": "Ann Lee", "occupation": occupation}))).unwrap().role
+    };
+    assert_eq!(role(json!({"title": "Nurse", "current_status": "On leave"})), "Nurse");
+    assert_eq!(
+        role(json!({"current_status": "Retired", "former_roles": ["Head nurse", "Midwife"]})),
+        "Retired (former Head nurse)"
+    );
+    assert_eq!(role(json!({"current_status": "Unemployed"})), "Unemployed");
+    assert_eq!(role(json!({"current_role": "Shift lead"})), "Shift lead");
+    assert_eq!(role(json!({"position": "Treasurer"})), "Treasurer");
+    assert_eq!(role(json!({"job": "Bus driver"})), "Bus driver");
+    assert_eq!(role(json!({"former_roles": ["Teacher", "Principal"]})), "former Teacher");
+    assert_eq!(
+        role(json!({"former_roles": [{"title": "Welder", "organization": "Acme", "years": "1990-2010"}]})),
+        "former Welder"
+    );
+    assert_eq!(role(json!("Carpenter")), "Carpenter");
+    assert_eq!(
+        role(
+            json!({"organization": "City Hall", "description": "You are a clerk at the records office. You like order."})
+        ),
+        "Clerk at the records office"
+    );
+    // Nothing to go on: validation still reports the missing role, pointing into the file.
+    let v = agent(json!({"name": "No Role", "occupation": {"organization": "Acme"}, "long_term_goals": ["x"],
+                         "style": "plain", "personality": {"traits": ["calm"]}}));
+    let (_d, path, text, r, _db) = load_one("norole.agent.json", &v);
+    let f = r.findings.iter().find(|f| f.field == "role").expect("a role finding");
+    assert_eq!(f.severity, Severity::Error);
+    assert_eq!(f.file, path);
+    assert_eq!(f.position, Some(where_in(&text, "{\n      \"organization\"")), "{f}");
+}
+
+#[test]
+fn a_real_population_file_with_current_status_and_former_roles_loads_clean() {
+    // Shaped like a TinyTroupe population export: retired people have no title.
+    let pop = json!([
+        agent(json!({"name": "Walter Brandt", "age": 71,
+            "occupation": {"current_status": "Retired", "former_roles": ["Machinist", "Union steward"],
+                           "description": "Forty years at a tool-and-die shop."},
+            "long_term_goals": ["Keep the community garden open"], "style": "Gruff, short sentences",
+            "personality": {"traits": ["stubborn", "loyal"],
+                            "big_five": {"openness": "Low", "conscientiousness": "High", "extraversion": "Low",
+                                         "agreeableness": "High", "neuroticism": "Low"}}})),
+        agent(json!({"name": "Tomás Ferreira", "age": 34,
+            "occupation": {"title": "Line cook", "organization": "Casa Lume"},
+            "long_term_goals": "Open a food truck", "style": "Quick and joking",
+            "personality": {"traits": ["energetic"],
+                            "big_five": {"openness": "High", "conscientiousness": "Medium", "extraversion": "High",
+                                         "agreeableness": "Medium", "neuroticism": "Low"}}}))
+    ]);
+    let (_d, _p, _t, r, db) = load_one("population.json", &pop);
+    assert_eq!((r.errors(), r.warnings()), (0, 0), "{:#?}", r.findings);
+    assert_eq!(db.personas[0].role, "Retired (former Machinist)");
+    assert_eq!(db.personas[1].id, "tomas_ferreira");
+}
+
+#[test]
+fn imported_agents_derive_goals_and_style_where_the_file_allows() {
+    let base = |extra: Value| {
+        let mut p = json!({"name": "Ivy Park", "occupation": {"title": "Pharmacist"},
+                           "personality": {"traits": ["You are meticulous.", "You are warm with customers."]}});
+        p.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        persona_from_value(agent(p)).unwrap()
+    };
+    // Goals: long_term_goals, else goals / objectives / aspirations.
+    assert_eq!(base(json!({"long_term_goals": ["Own a pharmacy"]})).personality.goals, ["Own a pharmacy"]);
+    assert_eq!(base(json!({"goals": "Cut waiting times"})).personality.goals, ["Cut waiting times"]);
+    assert_eq!(base(json!({"objectives": ["Pass the audit"]})).personality.goals, ["Pass the audit"]);
+    assert_eq!(base(json!({"aspirations": ["Teach"]})).personality.goals, ["Teach"]);
+    // Interests are not goals: nothing is made up from them.
+    assert!(base(json!({"preferences": {"interests": ["hiking"]}})).personality.goals.is_empty());
+    // Style: style, else communication.style / speech / voice, else a sentence from the traits.
+    assert_eq!(base(json!({"style": "Dry humour"})).personality.style, "Dry humour");
+    assert_eq!(base(json!({"communication": {"style": "Formal, precise"}})).personality.style, "Formal, precise");
+    assert_eq!(base(json!({"speech": "Soft-spoken"})).personality.style, "Soft-spoken");
+    assert_eq!(base(json!({"voice": "Loud and cheerful"})).personality.style, "Loud and cheerful");
+    let derived = base(json!({})).personality.style;
+    assert!(derived.contains("meticulous") && derived.contains("warm with customers"), "{derived}");
+    assert!(!derived.contains("You are"), "{derived}");
+}
+
+#[test]
+fn imported_agents_without_goals_or_style_warn_naming_the_tinytroupe_field() {
+    let v = agent(json!({"name": "Bare Agent", "occupation": {"title": "Courier"}}));
+    let (_d, path, text, r, _db) = load_one("bare.agent.json", &v);
+    for (field, tt) in [("personality.goals", "persona.long_term_goals"), ("personality.style", "persona.style")] {
+        let f = r.findings.iter().find(|f| f.field == field).unwrap_or_else(|| panic!("{field}: {:#?}", r.findings));
+        assert_eq!(f.severity, Severity::Warning, "{f}");
+        assert!(f.hint.contains(tt), "the hint names the TinyTroupe field: {f}");
+        assert!(!f.hint.contains("big_five"), "{f}");
+        assert_eq!(f.file, path);
+        assert_eq!(f.position, Some(where_in(&text, "{\n    \"name\"")), "the persona object: {f}");
+    }
+    // No traits at all is still an error, in TinyTroupe's words.
+    let traits = r.findings.iter().find(|f| f.field == "personality.traits").expect("a traits finding");
+    assert_eq!(traits.severity, Severity::Error);
+    assert!(traits.hint.contains("persona.personality.traits"), "{traits}");
+
+    // Native personas keep the strict rules.
+    let mut native = valid("strict", "Strict One");
+    native["personality"]["goals"] = json!([]);
+    native["personality"]["style"] = json!("");
+    let p = persona_from_value(native).unwrap();
+    let issues = troupe_sim::persona::validate::check_persona(&p);
+    for field in ["personality.goals", "personality.style"] {
+        let i = issues.iter().find(|i| i.field == field).unwrap();
+        assert_eq!(i.severity, Severity::Error, "{field}");
+    }
 }
 
 // ---------------------------------------------------------------- fragments

@@ -17,7 +17,7 @@ pub struct DoctorArgs {
 }
 
 pub fn run(g: &GlobalArgs, a: DoctorArgs) -> anyhow::Result<ExitCode> {
-    let checks = match super::load_config(g, None, &[]) {
+    let checks = match super::load_config_quiet(g, None, &[]) {
         Ok(loaded) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -73,6 +73,12 @@ async fn run_async(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode
     sets.extend(g.sets.iter().cloned());
     let cli = if sets.is_empty() { None } else { Some(Layer::from_sets("command line", &sets)?) };
     let sources = ConfigSources { toml: g.config.clone(), ini: g.config_ini.clone(), scenario: None, env: true, cli };
+    // The planner loads the config once per variant; its notes are shown once, here.
+    if let Ok(loaded) = troupe_sim::config::load_config(&sources) {
+        for n in &loaded.notes {
+            eprintln!("note: {n}");
+        }
+    }
     let planner = ScenarioPlanner::new(&a.scenario, sources)?;
     let s = planner.scenario();
     let variants = if a.variants.is_empty() { s.experiment.variants.clone() } else { a.variants.clone() };

@@ -1,9 +1,13 @@
 //! Reading a TinyTroupe-style `config.ini` into config keys.
 //!
 //! Sections and keys are matched in any letter case, as TinyTroupe's own files write them
-//! (`[OpenAI]` / `MODEL=gpt-4o-mini`). Keys TinyTroupe knows but troupe-sim has no use for are
-//! listed as ignored, not errors, so a real TinyTroupe file always loads.
+//! (`[OpenAI]` / `MODEL=gpt-4o-mini`). [`KEYS`] holds every key of every `config.ini` TinyTroupe
+//! has shipped (and of the engine troupe-sim replaces): each is mapped to a setting, with its
+//! unit converted where TinyTroupe counts differently, or marked unused with the reason the
+//! README's table gives. A real TinyTroupe file therefore always loads; a key the table does not
+//! know (a typo) is reported with its line and the nearest known key, never applied.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use figment::value::{Dict, Map as FMap, Value as FValue};
@@ -11,83 +15,277 @@ use figment::{Metadata, Profile, Provider};
 
 use super::ConfigError;
 
-/// The type a key's value must have.
-#[derive(Debug, Clone, Copy)]
+/// The type a key's value must have, and how it is converted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Str,
     Float,
     Int,
     Bool,
+    /// TinyTroupe's MAX_ATTEMPTS counts the first try; `performance.max_retries` does not.
+    AttemptsToRetries,
+    /// A concurrency limit; `0` or `NONE` means "no limit", which troupe-sim has not.
+    Concurrency,
+    /// A log level; `CRITICAL` and `FATAL` are ERROR, `NONE` leaves the setting alone.
+    LogLevel,
+    /// `API_TYPE`: openai, azure or ollama.
+    ApiType,
+    /// `CACHE_API_CALLS`: true is the cache's `auto` mode (serve hits, store misses).
+    CacheCalls,
 }
 
-/// (section, key) -> (config path, kind). Sections and keys lower-cased.
-const MAPPING: &[(&str, &str, &str, Kind)] = &[
-    ("openai", "model", "llm.model", Kind::Str),
-    ("openai", "temperature", "llm.temperature", Kind::Float),
-    ("openai", "max_tokens", "llm.max_tokens", Kind::Int),
-    ("openai", "top_p", "llm.top_p", Kind::Float),
-    ("openai", "timeout", "performance.persona_timeout", Kind::Float),
-    ("openai", "max_attempts", "performance.max_retries", Kind::Int),
-    ("openai", "waiting_time", "performance.backoff_base", Kind::Float),
-    ("openai", "exponential_backoff_factor", "performance.backoff_factor", Kind::Float),
-    ("openai", "azure_api_version", "llm.azure_api_version", Kind::Str),
-    ("openai", "fallback_model", "llm.fallback_model", Kind::Str),
-    ("openai", "base_url", "llm.base_url", Kind::Str),
-    ("simulation", "parallel_agent_actions", "simulation.parallel_execution", Kind::Bool),
-    ("simulation", "max_turns", "simulation.max_turns", Kind::Int),
-    ("simulation", "max_personas", "simulation.max_personas", Kind::Int),
-    ("simulation", "seed", "simulation.seed", Kind::Str),
-    ("simulation", "rate_limit_delay", "performance.rate_limit_delay", Kind::Float),
-    ("simulation", "max_workers", "performance.max_workers", Kind::Int),
-    ("simulation", "timeout_seconds", "performance.timeout_seconds", Kind::Float),
-    ("performance", "rate_limit_delay", "performance.rate_limit_delay", Kind::Float),
-    ("performance", "max_workers", "performance.max_workers", Kind::Int),
-    ("performance", "batch_size", "performance.batch_size", Kind::Int),
-    ("performance", "max_retries", "performance.max_retries", Kind::Int),
-    ("performance", "timeout", "performance.persona_timeout", Kind::Float),
-    ("performance", "persona_timeout", "performance.persona_timeout", Kind::Float),
-    ("performance", "timeout_seconds", "performance.timeout_seconds", Kind::Float),
-    ("performance", "graceful_degradation", "performance.graceful_degradation", Kind::Bool),
-    ("monitoring", "enable_monitoring", "monitoring.enable_monitoring", Kind::Bool),
-    ("monitoring", "log_level", "monitoring.log_level", Kind::Str),
-    ("monitoring", "performance_tracking", "monitoring.performance_tracking", Kind::Bool),
-    ("logging", "loglevel", "monitoring.log_level", Kind::Str),
-    ("logging", "log_level", "monitoring.log_level", Kind::Str),
+/// What troupe-sim does with a key.
+#[derive(Debug, Clone, Copy)]
+enum Use {
+    /// Sets this dotted setting.
+    Map(&'static str, Kind),
+    /// Read and ignored, for this reason.
+    Unused(&'static str),
+}
+
+/// `(section, KEY, use)`, sections as TinyTroupe writes them. Matching ignores letter case.
+const KEYS: &[(&str, &str, Use)] = &[
+    ("OpenAI", "API_TYPE", Use::Map("llm.provider", Kind::ApiType)),
+    ("OpenAI", "BASE_URL", Use::Map("llm.base_url", Kind::Str)),
+    ("OpenAI", "AZURE_API_VERSION", Use::Map("llm.azure_api_version", Kind::Str)),
+    ("OpenAI", "AZURE_OPENAI_ENDPOINT", Use::Map("llm.azure_endpoint", Kind::Str)),
+    ("OpenAI", "MODEL", Use::Map("llm.model", Kind::Str)),
+    ("OpenAI", "FALLBACK_MODEL", Use::Map("llm.fallback_model", Kind::Str)),
+    ("OpenAI", "MAX_TOKENS", Use::Map("llm.max_tokens", Kind::Int)),
+    ("OpenAI", "MAX_COMPLETION_TOKENS", Use::Map("llm.max_tokens", Kind::Int)),
+    ("OpenAI", "TEMPERATURE", Use::Map("llm.temperature", Kind::Float)),
+    ("OpenAI", "TOP_P", Use::Map("llm.top_p", Kind::Float)),
+    ("OpenAI", "TIMEOUT", Use::Map("performance.persona_timeout", Kind::Float)),
+    ("OpenAI", "MAX_ATTEMPTS", Use::Map("performance.max_retries", Kind::AttemptsToRetries)),
+    ("OpenAI", "WAITING_TIME", Use::Map("performance.backoff_base", Kind::Float)),
+    ("OpenAI", "EXPONENTIAL_BACKOFF_FACTOR", Use::Map("performance.backoff_factor", Kind::Float)),
+    ("OpenAI", "MAX_CONCURRENT_MODEL_CALLS", Use::Map("performance.max_workers", Kind::Concurrency)),
+    ("OpenAI", "CACHE_API_CALLS", Use::Map("llm.cache", Kind::CacheCalls)),
+    (
+        "OpenAI",
+        "CACHE_FILE_NAME",
+        Use::Unused(
+            "TinyTroupe's cache is a Python pickle, which troupe-sim can neither read nor overwrite safely; its own cache file is `llm.cache_file`",
+        ),
+    ),
+    (
+        "OpenAI",
+        "REASONING_MODEL",
+        Use::Unused("TinyTroupe uses it for its own analyses; troupe-sim's analysis (`troupe analyze`) calls no model"),
+    ),
+    ("OpenAI", "REASONING_EFFORT", Use::Unused("troupe-sim sends no `reasoning_effort`; the model's default applies")),
+    ("OpenAI", "EMBEDDING_MODEL", Use::Unused("troupe-sim keeps no semantic (embedding) memory")),
+    ("OpenAI", "AZURE_EMBEDDING_MODEL_API_VERSION", Use::Unused("troupe-sim keeps no semantic (embedding) memory")),
+    (
+        "OpenAI",
+        "FREQ_PENALTY",
+        Use::Unused("troupe-sim's requests carry no frequency penalty; the server's default (0) applies"),
+    ),
+    (
+        "OpenAI",
+        "FREQUENCY_PENALTY",
+        Use::Unused("troupe-sim's requests carry no frequency penalty; the server's default (0) applies"),
+    ),
+    (
+        "OpenAI",
+        "PRESENCE_PENALTY",
+        Use::Unused("troupe-sim's requests carry no presence penalty; the server's default (0) applies"),
+    ),
+    (
+        "OpenAI",
+        "NUM_CTX",
+        Use::Unused(
+            "an Ollama-only option that TinyTroupe's own tests found ignored; set the context in the Ollama model (`PARAMETER num_ctx`)",
+        ),
+    ),
+    (
+        "OpenAI",
+        "MAX_CONTENT_DISPLAY_LENGTH",
+        Use::Unused("TinyTroupe cuts what it prints; troupe-sim prints whole turns (`--quiet` hides them)"),
+    ),
+    ("Simulation", "PARALLEL_AGENT_ACTIONS", Use::Map("simulation.parallel_execution", Kind::Bool)),
+    ("Simulation", "MAX_TURNS", Use::Map("simulation.max_turns", Kind::Int)),
+    ("Simulation", "MAX_PERSONAS", Use::Map("simulation.max_personas", Kind::Int)),
+    ("Simulation", "SEED", Use::Map("simulation.seed", Kind::Str)),
+    ("Simulation", "RATE_LIMIT_DELAY", Use::Map("performance.rate_limit_delay", Kind::Float)),
+    ("Simulation", "MAX_WORKERS", Use::Map("performance.max_workers", Kind::Int)),
+    ("Simulation", "TIMEOUT_SECONDS", Use::Map("performance.timeout_seconds", Kind::Float)),
+    (
+        "Simulation",
+        "PARALLEL_AGENT_GENERATION",
+        Use::Unused(
+            "`troupe personas generate` drafts all personas in one request, so there is nothing to run in parallel",
+        ),
+    ),
+    (
+        "Simulation",
+        "RAI_HARMFUL_CONTENT_PREVENTION",
+        Use::Unused("troupe-sim adds no responsible-AI preamble to prompts; the provider's own content filter applies"),
+    ),
+    (
+        "Simulation",
+        "RAI_COPYRIGHT_INFRINGEMENT_PREVENTION",
+        Use::Unused("troupe-sim adds no responsible-AI preamble to prompts; the provider's own content filter applies"),
+    ),
+    ("Cognition", "EPISODIC_MEMORY_FIXED_PREFIX_LENGTH", Use::Map("simulation.memory_prefix", Kind::Int)),
+    ("Cognition", "EPISODIC_MEMORY_LOOKBACK_LENGTH", Use::Map("simulation.memory_recent", Kind::Int)),
+    (
+        "Cognition",
+        "ENABLE_MEMORY_CONSOLIDATION",
+        Use::Unused(
+            "TinyTroupe consolidates episodes into embedding-based semantic memory; troupe-sim's running summary (`simulation.consolidate_every`) costs extra model calls, so it is turned on only on purpose",
+        ),
+    ),
+    (
+        "Cognition",
+        "ENABLE_CONTINUOUS_CONTEXTUAL_SEMANTIC_MEMORY_RETRIEVAL",
+        Use::Unused("troupe-sim keeps no semantic (embedding) memory to retrieve from"),
+    ),
+    (
+        "Cognition",
+        "MIN_EPISODE_LENGTH",
+        Use::Unused("troupe-sim has no episodes: memory is a window (`simulation.memory_prefix`, `memory_recent`)"),
+    ),
+    (
+        "Cognition",
+        "MAX_EPISODE_LENGTH",
+        Use::Unused("troupe-sim has no episodes: memory is a window (`simulation.memory_prefix`, `memory_recent`)"),
+    ),
+    (
+        "ActionGenerator",
+        "MAX_ATTEMPTS",
+        Use::Unused(
+            "troupe-sim does not grade and regenerate replies; failed calls are retried by `performance.max_retries`",
+        ),
+    ),
+    ("ActionGenerator", "ENABLE_QUALITY_CHECKS", Use::Unused("troupe-sim does not grade and regenerate replies")),
+    ("ActionGenerator", "ENABLE_REGENERATION", Use::Unused("troupe-sim does not grade and regenerate replies")),
+    ("ActionGenerator", "ENABLE_DIRECT_CORRECTION", Use::Unused("troupe-sim does not grade and regenerate replies")),
+    (
+        "ActionGenerator",
+        "ENABLE_QUALITY_CHECK_FOR_PERSONA_ADHERENCE",
+        Use::Unused("troupe-sim does not grade and regenerate replies"),
+    ),
+    (
+        "ActionGenerator",
+        "ENABLE_QUALITY_CHECK_FOR_SELFCONSISTENCY",
+        Use::Unused("troupe-sim does not grade and regenerate replies"),
+    ),
+    (
+        "ActionGenerator",
+        "ENABLE_QUALITY_CHECK_FOR_FLUENCY",
+        Use::Unused("troupe-sim does not grade and regenerate replies"),
+    ),
+    (
+        "ActionGenerator",
+        "ENABLE_QUALITY_CHECK_FOR_SUITABILITY",
+        Use::Unused("troupe-sim does not grade and regenerate replies"),
+    ),
+    (
+        "ActionGenerator",
+        "ENABLE_QUALITY_CHECK_FOR_SIMILARITY",
+        Use::Unused("troupe-sim does not grade and regenerate replies"),
+    ),
+    ("ActionGenerator", "CONTINUE_ON_FAILURE", Use::Unused("troupe-sim does not grade and regenerate replies")),
+    ("ActionGenerator", "QUALITY_THRESHOLD", Use::Unused("troupe-sim does not grade and regenerate replies")),
+    ("Logging", "LOGLEVEL", Use::Map("monitoring.log_level", Kind::LogLevel)),
+    ("Logging", "LOG_LEVEL", Use::Map("monitoring.log_level", Kind::LogLevel)),
+    (
+        "Logging",
+        "LOGLEVEL_CONSOLE",
+        Use::Unused("troupe-sim has one level for the terminal and the log file: `LOGLEVEL` (`monitoring.log_level`)"),
+    ),
+    (
+        "Logging",
+        "LOGLEVEL_FILE",
+        Use::Unused("troupe-sim has one level for the terminal and the log file: `LOGLEVEL` (`monitoring.log_level`)"),
+    ),
+    (
+        "Logging",
+        "LOG_INCLUDE_THREAD_ID",
+        Use::Unused("log lines carry the run, turn and persona instead; async tasks move between threads"),
+    ),
+    ("Performance", "RATE_LIMIT_DELAY", Use::Map("performance.rate_limit_delay", Kind::Float)),
+    ("Performance", "MAX_WORKERS", Use::Map("performance.max_workers", Kind::Int)),
+    ("Performance", "BATCH_SIZE", Use::Map("performance.batch_size", Kind::Int)),
+    ("Performance", "MAX_RETRIES", Use::Map("performance.max_retries", Kind::Int)),
+    ("Performance", "TIMEOUT", Use::Map("performance.persona_timeout", Kind::Float)),
+    ("Performance", "PERSONA_TIMEOUT", Use::Map("performance.persona_timeout", Kind::Float)),
+    ("Performance", "TIMEOUT_SECONDS", Use::Map("performance.timeout_seconds", Kind::Float)),
+    ("Performance", "GRACEFUL_DEGRADATION", Use::Map("performance.graceful_degradation", Kind::Bool)),
+    ("Monitoring", "ENABLE_MONITORING", Use::Map("monitoring.enable_monitoring", Kind::Bool)),
+    ("Monitoring", "LOG_LEVEL", Use::Map("monitoring.log_level", Kind::LogLevel)),
+    ("Monitoring", "PERFORMANCE_TRACKING", Use::Map("monitoring.performance_tracking", Kind::Bool)),
 ];
 
-/// TinyTroupe keys that troupe-sim reads but does not use.
-const IGNORED: &[&str] = &[
-    "api_type",
-    "embedding_model",
-    "freq_penalty",
-    "frequency_penalty",
-    "presence_penalty",
-    "cache_api_calls",
-    "cache_file_name",
-    "max_content_display_length",
-    "azure_embedding_model_api_version",
-    "rai_harmful_content_prevention",
-    "rai_copyright_infringement_prevention",
-    "parallel_agent_generation",
-    "reasoning_model",
-    "reasoning_effort",
-    "enable_memory_consolidation",
-    "min_episode_length",
-    "max_episode_length",
-    "episodic_memory_fixed_prefix_length",
-    "episodic_memory_lookback_length",
-    "loglevel_console",
-    "loglevel_file",
-    "enable_rai_checks",
-];
+/// Keys that set the same setting as another key of the file and win over it whatever the line
+/// order: TinyTroupe's newer MAX_COMPLETION_TOKENS replaced MAX_TOKENS.
+const WINS_OVER: &[(&str, &str)] = &[("MAX_COMPLETION_TOKENS", "MAX_TOKENS")];
 
-/// A parsed `config.ini`: values as a figment provider, plus the keys that were ignored.
+/// Where `API_TYPE=ollama` sends requests when the file has no `BASE_URL` (TinyTroupe's default).
+pub const OLLAMA_BASE_URL: &str = "http://localhost:11434/v1";
+
+/// One key of the table, for documentation and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownKey {
+    /// The section as TinyTroupe writes it (`OpenAI`).
+    pub section: &'static str,
+    /// The key as TinyTroupe writes it (`MAX_COMPLETION_TOKENS`).
+    pub key: &'static str,
+    /// The setting it maps to, or `None` when troupe-sim does not use it.
+    pub target: Option<&'static str>,
+    /// Why it is unused (empty when mapped).
+    pub reason: &'static str,
+}
+
+/// Every key the reader knows, in table order.
+pub fn known_keys() -> Vec<KnownKey> {
+    KEYS.iter()
+        .map(|(section, key, u)| match u {
+            Use::Map(t, _) => KnownKey { section, key, target: Some(t), reason: "" },
+            Use::Unused(r) => KnownKey { section, key, target: None, reason: r },
+        })
+        .collect()
+}
+
+/// A line of the file that was not applied, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ignored {
+    /// 1-based line.
+    pub line: usize,
+    /// The section as written in the file.
+    pub section: String,
+    /// The key as written in the file.
+    pub key: String,
+    /// Why.
+    pub why: Why,
+}
+
+/// Why a line of the file was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Why {
+    /// A TinyTroupe key troupe-sim does not use, with the reason.
+    Unused(&'static str),
+    /// A key this section does not have; the nearest known key when one is close.
+    Unknown(Option<String>),
+    /// A key of another section (`MODEL` under `[Simulation]`).
+    OtherSection(&'static str),
+    /// A section TinyTroupe does not have; the nearest known section when one is close.
+    UnknownSection(Option<String>),
+    /// A key before the first `[section]`.
+    NoSection,
+}
+
+/// A parsed `config.ini`: values as a figment provider, the lines that were ignored, and notes
+/// on values that were converted or overridden.
 #[derive(Debug, Clone)]
 pub struct IniProvider {
     path: PathBuf,
     dict: Dict,
-    /// `section.key` entries that were ignored (TinyTroupe-only or unknown).
-    pub ignored: Vec<String>,
+    /// Lines that were not applied (unused, unknown or misplaced keys).
+    pub ignored: Vec<Ignored>,
+    /// Notes on applied values (a key overridden by another, a "no limit" kept as a limit).
+    pub value_notes: Vec<String>,
 }
 
 impl IniProvider {
@@ -104,8 +302,15 @@ impl IniProvider {
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let mut dict = Dict::new();
         let mut ignored = Vec::new();
-        let mut section = String::new();
+        let mut value_notes = Vec::new();
+        // (section, as written) once a header is read; `known` is the table's spelling.
+        let mut section: Option<(String, Option<&'static str>)> = None;
+        // Which key set each setting, to let MAX_COMPLETION_TOKENS win over MAX_TOKENS.
+        let mut set_by: HashMap<&'static str, (&'static str, usize)> = HashMap::new();
+        let mut ollama_line = None;
+        let mut base_url_set = false;
         let err = |line: usize, message: String| ConfigError::Ini { path: path.to_path_buf(), line, message };
+        let here = |line: usize| format!("{}:{line}", path.display());
         for (n, raw) in text.lines().enumerate() {
             let line_no = n + 1;
             let line = raw.trim().trim_start_matches('\u{feff}');
@@ -116,28 +321,238 @@ impl IniProvider {
                 let Some(name) = rest.strip_suffix(']') else {
                     return Err(err(line_no, format!("section header {line:?} has no closing `]`")));
                 };
-                section = name.trim().to_lowercase();
+                let name = name.trim();
+                let known = KEYS.iter().map(|k| k.0).find(|s| s.eq_ignore_ascii_case(name));
+                if known.is_none() {
+                    let sections = section_names();
+                    let near = super::strsim_best(&name.to_lowercase(), &lowered(&sections))
+                        .and_then(|l| sections.iter().find(|s| s.to_lowercase() == l).map(|s| format!("[{s}]")));
+                    ignored.push(Ignored {
+                        line: line_no,
+                        section: name.to_string(),
+                        key: String::new(),
+                        why: Why::UnknownSection(near),
+                    });
+                }
+                section = Some((name.to_string(), known));
                 continue;
             }
             let Some((k, v)) = line.split_once(['=', ':']) else {
                 return Err(err(line_no, format!("expected `key = value`, found {line:?}")));
             };
-            let key = k.trim().to_lowercase();
+            let key = k.trim();
             let value = strip_inline_comment(v.trim());
-            let Some((_, _, target, kind)) = MAPPING.iter().find(|(s, k2, _, _)| *s == section && *k2 == key) else {
-                ignored.push(format!("{section}.{key}"));
+            let Some((written_section, known_section)) = &section else {
+                ignored.push(Ignored { line: line_no, section: String::new(), key: key.into(), why: Why::NoSection });
                 continue;
             };
-            let parsed = convert(value, *kind)
-                .ok_or_else(|| err(line_no, format!("`{key}` = {value:?} is not {}", kind_name(*kind))))?;
+            let Some(known_section) = known_section else {
+                // The section itself was reported; its keys go with it.
+                continue;
+            };
+            let entry = KEYS.iter().find(|(s, k2, _)| s == known_section && k2.eq_ignore_ascii_case(key));
+            let Some((_, table_key, use_)) = entry else {
+                let why = match KEYS.iter().find(|(_, k2, _)| k2.eq_ignore_ascii_case(key)) {
+                    Some((other, _, _)) => Why::OtherSection(other),
+                    None => {
+                        let here_keys: Vec<&str> =
+                            KEYS.iter().filter(|(s, _, _)| s == known_section).map(|(_, k, _)| *k).collect();
+                        let near = super::strsim_best(&key.to_lowercase(), &lowered(&here_keys))
+                            .and_then(|l| here_keys.iter().find(|k| k.to_lowercase() == l))
+                            .map(|k| same_case(k, key));
+                        Why::Unknown(near)
+                    }
+                };
+                ignored.push(Ignored { line: line_no, section: written_section.clone(), key: key.into(), why });
+                continue;
+            };
+            let (target, kind) = match use_ {
+                Use::Unused(reason) => {
+                    ignored.push(Ignored {
+                        line: line_no,
+                        section: written_section.clone(),
+                        key: key.into(),
+                        why: Why::Unused(reason),
+                    });
+                    continue;
+                }
+                Use::Map(t, k) => (*t, *k),
+            };
+            let bad = |what: &str| err(line_no, format!("`{key}` = {value:?} is not {what} (it sets {target})"));
+            let parsed = match kind {
+                Kind::ApiType => match value.trim_matches('"').to_lowercase().as_str() {
+                    "openai" => FValue::from("openai"),
+                    "azure" => FValue::from("azure"),
+                    "ollama" => {
+                        ollama_line = Some(line_no);
+                        FValue::from("openai")
+                    }
+                    "litellm" => {
+                        return Err(err(
+                            line_no,
+                            format!(
+                                "`{key}` = {value:?}: troupe-sim has no LiteLLM library client; run the LiteLLM proxy and set API_TYPE=openai with BASE_URL=http://HOST:4000"
+                            ),
+                        ));
+                    }
+                    _ => {
+                        return Err(err(
+                            line_no,
+                            format!(
+                                "`{key}` = {value:?} is not a provider troupe-sim has; use openai, azure or ollama"
+                            ),
+                        ));
+                    }
+                },
+                Kind::Concurrency => {
+                    let v = value.trim_matches('"');
+                    if v.eq_ignore_ascii_case("none") || v == "0" {
+                        value_notes.push(format!(
+                            "{}: `{key}` = {v} means \"no limit\" in TinyTroupe; troupe-sim always has one, so performance.max_workers keeps its value",
+                            here(line_no)
+                        ));
+                        continue;
+                    }
+                    FValue::from(v.parse::<u64>().map_err(|_| bad("a whole number, 0 or NONE"))?)
+                }
+                Kind::AttemptsToRetries => {
+                    let attempts = value.trim_matches('"').parse::<f64>().ok().filter(|f| f.is_finite() && *f >= 0.0);
+                    // TinyTroupe reads it as a float (`5.0`); a fraction makes no sense.
+                    let attempts = attempts.filter(|f| f.fract() == 0.0).ok_or_else(|| bad("a whole number"))?;
+                    FValue::from((attempts as u64).saturating_sub(1))
+                }
+                Kind::LogLevel => {
+                    let v = value.trim_matches('"');
+                    match v.to_uppercase().as_str() {
+                        "NONE" => {
+                            value_notes.push(format!(
+                                "{}: `{key}` = NONE leaves the level to others in TinyTroupe; troupe-sim keeps monitoring.log_level",
+                                here(line_no)
+                            ));
+                            continue;
+                        }
+                        "CRITICAL" | "FATAL" => FValue::from("ERROR"),
+                        _ => FValue::from(v.to_string()),
+                    }
+                }
+                Kind::CacheCalls => {
+                    let on = convert(value, Kind::Bool).ok_or_else(|| bad(kind_name(Kind::Bool)))?;
+                    FValue::from(if matches!(on, FValue::Bool(_, true)) { "auto" } else { "off" })
+                }
+                k => convert(value, k).ok_or_else(|| bad(kind_name(k)))?,
+            };
+            if target == "llm.base_url" {
+                base_url_set = true;
+            }
+            if let Some((prev_key, prev_line)) = set_by.get(target).copied() {
+                if WINS_OVER.contains(&(prev_key, table_key)) {
+                    value_notes.push(overridden(&here(line_no), key, prev_key, prev_line));
+                    continue;
+                }
+                if WINS_OVER.contains(&(table_key, prev_key)) {
+                    value_notes.push(overridden(&here(prev_line), prev_key, key, line_no));
+                }
+            }
+            set_by.insert(target, (table_key, line_no));
             insert_path(&mut dict, target, parsed);
         }
-        Ok(IniProvider { path: path.to_path_buf(), dict, ignored })
+        if ollama_line.is_some() && !base_url_set {
+            insert_path(&mut dict, "llm.base_url", FValue::from(OLLAMA_BASE_URL));
+        }
+        Ok(IniProvider { path: path.to_path_buf(), dict, ignored, value_notes })
     }
 
-    /// True when `section.key` is a known TinyTroupe key that troupe-sim ignores.
+    /// True when `section.key` is a known TinyTroupe key that troupe-sim does not use.
     pub fn is_tinytroupe_only(entry: &str) -> bool {
-        entry.rsplit('.').next().is_some_and(|k| IGNORED.contains(&k))
+        let (section, key) = entry.rsplit_once('.').unwrap_or(("", entry));
+        KEYS.iter().any(|(s, k, u)| {
+            matches!(u, Use::Unused(_))
+                && k.eq_ignore_ascii_case(key)
+                && (section.is_empty() || s.eq_ignore_ascii_case(section))
+        })
+    }
+
+    /// What to tell the user about this file: a warning per unknown or misplaced key (with
+    /// `file:line` and the nearest known key), one note naming the unused TinyTroupe keys, and
+    /// the notes on converted values.
+    pub fn notes(&self) -> Vec<String> {
+        let file = self.path.display();
+        let mut out = Vec::new();
+        let mut unused: Vec<String> = Vec::new();
+        for i in &self.ignored {
+            let at = format!("{file}:{}", i.line);
+            match &i.why {
+                Why::Unused(_) => {
+                    let label = format!("[{}] {}", i.section, i.key);
+                    if !unused.contains(&label) {
+                        unused.push(label);
+                    }
+                }
+                Why::Unknown(near) => out.push(format!(
+                    "{at}: unknown key `{}` in [{}], ignored; {}",
+                    i.key,
+                    i.section,
+                    match near {
+                        Some(k) => format!("did you mean `{k}`?"),
+                        None => "see the config.ini table in the README for the keys troupe-sim reads".into(),
+                    }
+                )),
+                Why::OtherSection(s) => out.push(format!(
+                    "{at}: `{}` is not a key of [{}], ignored; did you mean [{s}] {}?",
+                    i.key,
+                    i.section,
+                    same_case(KEYS.iter().find(|k| k.1.eq_ignore_ascii_case(&i.key)).map_or("", |k| k.1), &i.key)
+                )),
+                Why::UnknownSection(near) => out.push(format!(
+                    "{at}: unknown section [{}], its keys are ignored; {}",
+                    i.section,
+                    match near {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!("the sections are {}", section_names().join(", ")),
+                    }
+                )),
+                Why::NoSection => out.push(format!(
+                    "{at}: `{}` comes before any [section], ignored; put it under its section ([OpenAI], ...)",
+                    i.key
+                )),
+            }
+        }
+        out.extend(self.value_notes.iter().cloned());
+        if !unused.is_empty() {
+            out.push(format!(
+                "{file}: TinyTroupe settings troupe-sim does not use were ignored: {} (the README's config.ini table says why for each)",
+                unused.join(", ")
+            ));
+        }
+        out
+    }
+}
+
+fn overridden(at: &str, key: &str, by: &str, by_line: usize) -> String {
+    format!("{at}: `{key}` is overridden by `{by}` (line {by_line}), as in TinyTroupe")
+}
+
+/// The table's sections, each once, in order.
+fn section_names() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = Vec::new();
+    for (s, _, _) in KEYS {
+        if !v.contains(s) {
+            v.push(s);
+        }
+    }
+    v
+}
+
+fn lowered(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_lowercase()).collect()
+}
+
+/// `known` in the letter case the user wrote `typed` in (TinyTroupe files are upper case).
+fn same_case(known: &str, typed: &str) -> String {
+    if typed.chars().any(|c| c.is_ascii_lowercase()) && !typed.chars().any(|c| c.is_ascii_uppercase()) {
+        known.to_lowercase()
+    } else {
+        known.to_string()
     }
 }
 
@@ -150,17 +565,16 @@ fn strip_inline_comment(v: &str) -> &str {
 
 fn kind_name(k: Kind) -> &'static str {
     match k {
-        Kind::Str => "text",
+        Kind::Str | Kind::ApiType | Kind::LogLevel => "text",
         Kind::Float => "a number",
-        Kind::Int => "a whole number",
-        Kind::Bool => "true or false",
+        Kind::Int | Kind::AttemptsToRetries | Kind::Concurrency => "a whole number",
+        Kind::Bool | Kind::CacheCalls => "true or false",
     }
 }
 
 fn convert(v: &str, kind: Kind) -> Option<FValue> {
     let v = v.trim_matches('"');
     Some(match kind {
-        Kind::Str => FValue::from(v.to_string()),
         Kind::Float => FValue::from(v.parse::<f64>().ok().filter(|f| f.is_finite())?),
         Kind::Int => FValue::from(v.parse::<u64>().ok()?),
         Kind::Bool => FValue::from(match v.to_lowercase().as_str() {
@@ -168,6 +582,7 @@ fn convert(v: &str, kind: Kind) -> Option<FValue> {
             "false" | "no" | "off" | "0" => false,
             _ => return None,
         }),
+        _ => FValue::from(v.to_string()),
     })
 }
 
@@ -212,10 +627,17 @@ mod tests {
         assert_eq!(cfg.llm.model, "gpt-4o");
         assert_eq!(cfg.llm.max_tokens, 4000);
         assert_eq!(cfg.performance.persona_timeout, 60.0);
+        assert_eq!(cfg.performance.max_retries, 4);
         assert_eq!(cfg.performance.backoff_factor, 5.0);
         assert!(cfg.simulation.parallel_execution);
         assert_eq!(cfg.monitoring.log_level, "ERROR");
-        assert!(p.ignored.contains(&"openai.api_type".to_string()));
+        assert_eq!(cfg.llm.provider, crate::config::ProviderKind::OpenAi);
+        assert_eq!(p.ignored.len(), 1);
+        assert_eq!((p.ignored[0].line, p.ignored[0].key.as_str()), (14, "RAI_HARMFUL_CONTENT_PREVENTION"));
+        assert!(matches!(p.ignored[0].why, Why::Unused(_)));
+        assert!(IniProvider::is_tinytroupe_only("simulation.rai_harmful_content_prevention"));
+        assert!(IniProvider::is_tinytroupe_only("actiongenerator.MAX_ATTEMPTS"));
+        assert!(!IniProvider::is_tinytroupe_only("openai.max_attempts"));
     }
 
     #[test]
@@ -223,5 +645,13 @@ mod tests {
         let e = IniProvider::parse(Path::new("c.ini"), "[openai]\n\ntemperature = warm\n").unwrap_err();
         let s = e.to_string();
         assert!(s.contains("c.ini:3") && s.contains("temperature"), "{s}");
+    }
+
+    #[test]
+    fn the_table_has_each_key_once_per_section() {
+        for (i, (s, k, _)) in KEYS.iter().enumerate() {
+            assert!(!KEYS[..i].iter().any(|(s2, k2, _)| s2 == s && k2 == k), "[{s}] {k} is in the table twice");
+            assert_eq!(k.to_uppercase(), *k, "{k}: keys are written as TinyTroupe writes them");
+        }
     }
 }

@@ -35,6 +35,17 @@ pub const SECRETS_FILE: &str = ".troupe/secrets.toml";
 /// Looks for the key in the documented order. `env_var` is `OPENAI_API_KEY` or
 /// `AZURE_OPENAI_API_KEY`.
 pub fn resolve_api_key(cfg: &SimulationConfig, secrets_file: &Path, env_var: &'static str) -> ApiKey {
+    resolve_api_key_from(cfg, secrets_file, &[env_var])
+}
+
+/// The environment variables that hold OpenAI's key.
+pub const OPENAI_KEY_VARS: &[&str] = &["OPENAI_API_KEY"];
+/// The environment variables that hold Azure OpenAI's key: the Azure SDK's name, then the one
+/// TinyTroupe reads.
+pub const AZURE_KEY_VARS: &[&str] = &["AZURE_OPENAI_API_KEY", "AZURE_OPENAI_KEY"];
+
+/// As [`resolve_api_key`], trying each of `env_vars` in turn (Azure's key has two names).
+pub fn resolve_api_key_from(cfg: &SimulationConfig, secrets_file: &Path, env_vars: &[&'static str]) -> ApiKey {
     let mut warnings = Vec::new();
     if let Ok(text) = crate::fsutil::read_input(secrets_file, crate::fsutil::MAX_CONFIG_BYTES, "a secrets file")
         .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
@@ -63,10 +74,12 @@ pub fn resolve_api_key(cfg: &SimulationConfig, secrets_file: &Path, env_var: &'s
             )),
         }
     }
-    if let Ok(k) = std::env::var(env_var)
-        && !k.trim().is_empty()
-    {
-        return ApiKey { key: Some(SecretString::new(k)), source: KeySource::Env(env_var), warnings };
+    for &env_var in env_vars {
+        if let Ok(k) = std::env::var(env_var)
+            && !k.trim().is_empty()
+        {
+            return ApiKey { key: Some(SecretString::new(k)), source: KeySource::Env(env_var), warnings };
+        }
     }
     if let Some(k) = cfg.llm.api_key.clone().filter(|k| !k.is_empty()) {
         warnings

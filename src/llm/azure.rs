@@ -21,6 +21,41 @@ pub struct AzureOptions {
     pub api_version: String,
 }
 
+/// Where Azure requests go, as far as the settings and the environment say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureTarget {
+    /// `llm.azure_endpoint`, else `AZURE_OPENAI_ENDPOINT` (`None` with `llm.endpoints`).
+    pub endpoint: Option<String>,
+    /// The deployment the configured model is served by.
+    pub deployment: String,
+    /// Where the deployment name came from, for notices.
+    pub deployment_from: &'static str,
+    /// True when the deployment was named (not taken from the model).
+    pub named: bool,
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.trim().is_empty())
+}
+
+/// The endpoint and deployment for `llm`: `llm.azure_deployment`, else `AZURE_OPENAI_DEPLOYMENT`,
+/// else the model's own name (what TinyTroupe sends: it uses the model name as the deployment).
+pub fn target(llm: &LlmConfig) -> AzureTarget {
+    let endpoint = if llm.endpoints.is_empty() {
+        non_empty(llm.azure_endpoint.clone()).or_else(|| non_empty(std::env::var("AZURE_OPENAI_ENDPOINT").ok()))
+    } else {
+        None
+    };
+    let (deployment, deployment_from, named) = match non_empty(llm.azure_deployment.clone()) {
+        Some(d) => (d, "llm.azure_deployment", true),
+        None => match non_empty(std::env::var("AZURE_OPENAI_DEPLOYMENT").ok()) {
+            Some(d) => (d, "AZURE_OPENAI_DEPLOYMENT", true),
+            None => (llm.model.clone(), "the model name, as TinyTroupe does", false),
+        },
+    };
+    AzureTarget { endpoint, deployment, deployment_from, named }
+}
+
 /// The chat-completions URL of `deployment` at `endpoint`.
 pub fn chat_url(endpoint: &str, deployment: &str, api_version: &str) -> String {
     format!("{endpoint}/openai/deployments/{deployment}/chat/completions?api-version={api_version}")
@@ -31,7 +66,7 @@ impl OpenAiProvider {
     /// (`https://NAME.openai.azure.com`).
     pub fn azure(mut opts: OpenAiOptions, azure: AzureOptions) -> Result<Self, LlmError> {
         if opts.key_hint.contains("OPENAI_API_KEY") {
-            opts.key_hint = ".troupe/secrets.toml or AZURE_OPENAI_API_KEY".into();
+            opts.key_hint = ".troupe/secrets.toml, AZURE_OPENAI_API_KEY or AZURE_OPENAI_KEY".into();
         }
         let flavour =
             Flavour::Azure { model: azure.model, deployment: azure.deployment, api_version: azure.api_version };
@@ -39,14 +74,10 @@ impl OpenAiProvider {
     }
 
     /// The Azure provider `[llm]` describes (`azure_endpoint`, then `AZURE_OPENAI_ENDPOINT`, or
-    /// `llm.endpoints`), with the key already resolved.
+    /// `llm.endpoints`; the deployment as [`target`] says), with the key already resolved.
     pub fn azure_from_config(llm: &LlmConfig, key: Option<SecretString>) -> Result<Self, LlmError> {
-        let endpoint = llm
-            .azure_endpoint
-            .clone()
-            .or_else(|| std::env::var("AZURE_OPENAI_ENDPOINT").ok())
-            .filter(|e| !e.trim().is_empty());
-        let mut opts = match (endpoint, llm.endpoints.is_empty()) {
+        let t = target(llm);
+        let mut opts = match (t.endpoint, llm.endpoints.is_empty()) {
             (Some(e), true) => OpenAiOptions::new(e, key),
             (_, false) => OpenAiOptions::with_endpoints(endpoints_from_config(llm, key)?),
             (None, true) => {
@@ -62,7 +93,7 @@ impl OpenAiProvider {
         opts.json_actions = llm.json_actions;
         let azure = AzureOptions {
             model: llm.model.clone(),
-            deployment: llm.azure_deployment.clone().filter(|d| !d.trim().is_empty()),
+            deployment: t.named.then_some(t.deployment),
             api_version: llm.azure_api_version.clone(),
         };
         Self::azure(opts, azure)

@@ -11,9 +11,17 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
+/// `bytes` without a leading UTF-8 byte-order mark. Editors on Windows write one; JSON forbids
+/// it, but a reader may ignore it (RFC 8259, 8.1). Positions are then counted from after the
+/// mark, as an editor shows them (the mark takes no column).
+pub fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
+}
+
 /// Parses JSON text into a `Value`, rejecting duplicate object keys. Errors carry `line:col`.
+/// A leading byte-order mark is skipped.
 pub fn parse_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let mut de = serde_json::Deserializer::from_slice(strip_bom(bytes));
     let value = StrictValue.deserialize(&mut de)?;
     de.end()?;
     Ok(value)
@@ -87,7 +95,7 @@ fn duplicate_key<E: de::Error>(key: &str) -> E {
 /// Checks JSON text as `parse_strict` does (same errors, same positions) without building a
 /// `Value`: the cheap first pass before a large file is read straight into typed personas.
 pub fn check_strict(bytes: &[u8]) -> Result<(), serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let mut de = serde_json::Deserializer::from_slice(strip_bom(bytes));
     StrictCheck.deserialize(&mut de)?;
     de.end()
 }
@@ -206,6 +214,7 @@ impl PositionIndex {
     /// Scans `text` once. Parse it first: on text that is not JSON the positions mean little,
     /// though the scan still ends without panicking.
     pub fn build(text: &[u8]) -> Self {
+        let text = strip_bom(text);
         let mut line_starts = vec![0];
         line_starts.extend(memchr_all(b'\n', text).map(|i| i + 1));
         let mut idx = PositionIndex { starts: HashMap::new(), line_starts };

@@ -109,8 +109,12 @@ impl PersonaDatabase {
     }
 
     fn add_file(&mut self, path: &Path) -> Result<(), PersonaError> {
-        let text = crate::fsutil::read_input(path, crate::fsutil::MAX_PERSONA_FILE_BYTES, "a persona file")
+        let mut text = crate::fsutil::read_input(path, crate::fsutil::MAX_PERSONA_FILE_BYTES, "a persona file")
             .map_err(|e| PersonaError::Io { path: path.to_path_buf(), source: e })?;
+        // Dropped once here, so every later reading of the text (positions, saving) agrees.
+        if text.starts_with(b"\xEF\xBB\xBF") {
+            text.drain(..3);
+        }
         check_json_file(path, &text)?;
         let file = self.files.len();
         if let Some(personas) = native_array(&text) {
@@ -266,7 +270,7 @@ fn native_array(text: &[u8]) -> Option<Vec<PersonaSpec>> {
 
 /// Checks a JSON file strictly without building a value; errors as `parse_json_file` gives them.
 fn check_json_file(path: &Path, text: &[u8]) -> Result<(), PersonaError> {
-    if text.iter().all(u8::is_ascii_whitespace) {
+    if super::json::strip_bom(text).iter().all(u8::is_ascii_whitespace) {
         return Err(PersonaError::Empty { path: path.to_path_buf() });
     }
     super::json::check_strict(text).map_err(|e| json_error(path, &e))
@@ -283,7 +287,7 @@ fn json_error(path: &Path, e: &serde_json::Error) -> PersonaError {
 
 /// Parses a JSON file strictly, turning errors into `PersonaError::Json` with `line:col`.
 pub fn parse_json_file(path: &Path, text: &[u8]) -> Result<Value, PersonaError> {
-    if text.iter().all(u8::is_ascii_whitespace) {
+    if super::json::strip_bom(text).iter().all(u8::is_ascii_whitespace) {
         return Err(PersonaError::Empty { path: path.to_path_buf() });
     }
     parse_strict(text).map_err(|e| json_error(path, &e))
@@ -386,6 +390,7 @@ pub fn apply_fragment(p: &PersonaSpec, fragment: &Fragment) -> Result<PersonaSpe
 
 /// Serde helper used by scenario inline personas.
 pub fn persona_from_json_str(text: &str) -> Result<PersonaSpec, PersonaError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let v = parse_strict(text.as_bytes()).map_err(|e| PersonaError::Json {
         path: PathBuf::from("<inline>"),
         at: LineCol { line: e.line(), col: e.column() },

@@ -124,7 +124,7 @@ pub fn check_persona(p: &PersonaSpec) -> Vec<Issue> {
             Error,
             "id",
             format!("id {:?} has characters other than letters, digits, `_` and `-`", truncate(&p.id)),
-            &format!("use an id such as {:?}", super::tinytroupe::slug(&p.id)),
+            &format!("use an id such as {:?}", super::tinytroupe::id_from_name(&p.id)),
         ));
     }
     if let Some(t) = p.temperature
@@ -138,8 +138,35 @@ pub fn check_persona(p: &PersonaSpec) -> Vec<Issue> {
         ));
     }
     let pers = &p.personality;
-    let personality_absent = pers.traits.is_empty() && pers.goals.is_empty() && pers.style.is_empty();
-    if personality_absent {
+    let imported = matches!(p.origin, super::spec::Origin::TinyTroupe { .. });
+    if imported {
+        // TinyTroupe requires neither goals nor a style; the loader derives them where the file
+        // allows, and says which TinyTroupe field to add where it does not.
+        if pers.traits.iter().all(|t| t.trim().is_empty()) {
+            out.push(issue(
+                Error,
+                "personality.traits",
+                "the agent has no personality traits".into(),
+                "add persona.personality.traits, e.g. [\"You are patient.\", \"You ask for evidence.\"]",
+            ));
+        }
+        if pers.goals.iter().all(|t| t.trim().is_empty()) {
+            out.push(issue(
+                Warning,
+                "personality.goals",
+                "the agent has no goals (none of long_term_goals, goals, objectives, aspirations), so it argues for nothing in particular".into(),
+                "add persona.long_term_goals, a list of what the agent wants",
+            ));
+        }
+        if pers.style.trim().is_empty() {
+            out.push(issue(
+                Warning,
+                "personality.style",
+                "the agent has no speech style and no traits to build one from".into(),
+                "add persona.style, e.g. \"Short sentences, dry humour\"",
+            ));
+        }
+    } else if pers.traits.is_empty() && pers.goals.is_empty() && pers.style.is_empty() {
         out.push(issue(
             Error,
             "personality",
@@ -381,7 +408,8 @@ pub fn validate_database(db: &PersonaDatabase) -> ValidationReport {
     let mut findings = db.load_findings.clone();
     let place = |i: usize, field: &str, mut iss: Issue| {
         let tinytroupe = matches!(db.personas[i].origin, super::spec::Origin::TinyTroupe { .. });
-        if tinytroupe && iss.severity == Severity::Warning {
+        let derivable = matches!(field, "personality.communication" | "personality.decisions" | "personality.approach");
+        if tinytroupe && derivable {
             iss.hint =
                 format!("{}; in a TinyTroupe agent file, add personality.big_five so it can be derived", iss.hint);
         }
