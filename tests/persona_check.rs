@@ -581,3 +581,12 @@ async fn in_character_scores_a_runs_personas_and_survives_a_new_analysis() {
     }
     assert!(d.stdout.contains("no score: the judge's reply could not be read"), "{}", d.both());
 }
+
+#[test]
+fn the_readme_quotes_the_judge_prompt_verbatim() {
+    let readme = std::fs::read_to_string(Path::new(support::cli::ROOT).join("README.md")).unwrap();
+    assert!(
+        readme.contains(JUDGE_SYSTEM_PROMPT),
+        "README.md's Persona checks section must quote JUDGE_SYSTEM_PROMPT as it is"
+    );
+}
