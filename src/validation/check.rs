@@ -12,7 +12,7 @@ use super::{Caller, Spend};
 use crate::analysis::in_character::FindingVerdict;
 use crate::config::SimulationConfig;
 use crate::persona::PersonaSpec;
-use crate::persona::prompt::{Reply, parse_plain_reply, system_prompt};
+use crate::persona::prompt::{Reply, parse_reply, system_prompt};
 
 /// How a check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,8 +186,8 @@ pub async fn check_persona(
         match caller.call(req).await {
             Ok(r) => {
                 // A leading "Tom Becker:" is the model labelling its line, not part of the answer.
-                let answer = match parse_plain_reply(&r.text) {
-                    Reply::Speak { text, .. } => text,
+                let answer = match parse_reply(&r.text, &persona.name) {
+                    Reply::Speak { text, to: None } => text,
                     _ => r.text.trim().to_string(),
                 };
                 interview.push(Answered { n: q.n, question: q.text.clone(), probe: q.probe.clone(), answer });

@@ -240,7 +240,20 @@ pub fn cut(s: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn splitting_never_panics_and_stays_bounded(s in "\\PC{0,200}") {
+            let c = split_claims(&s);
+            prop_assert!(c.len() <= MAX_CLAIMS);
+            prop_assert!(c.iter().all(|c| !c.text.trim().is_empty()));
+            let _ = sentences(&s);
+            let _ = cut(&s, 7);
+        }
+    }
 
     #[test]
     fn claims_split_at_clauses_not_at_every_and() {

@@ -289,7 +289,28 @@ pub async fn judge(caller: &Caller, input: &JudgeInput<'_>) -> JudgeOutcome {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn reading_a_verdict_never_panics_and_never_invents_a_score(s in "\\PC{0,120}") {
+            if let Ok(v) = parse_verdict(&s) {
+                prop_assert!((0.0..=1.0).contains(&v.score));
+                prop_assert!(!v.justification.trim().is_empty());
+            }
+        }
+
+        #[test]
+        fn any_valid_verdict_is_read_back(score in 0.0f64..=1.0, why in "[a-zA-Z .,]{1,40}", prose in "[a-zA-Z .]{0,20}") {
+            prop_assume!(!why.trim().is_empty());
+            let body = serde_json::json!({"score": score, "justification": why, "findings": [{"claim": "E1", "verdict": "supported", "evidence": ""}]});
+            let v = parse_verdict(&format!("{prose}\n```json\n{body}\n```")).unwrap();
+            prop_assert_eq!(v.score, score);
+            prop_assert_eq!(v.findings.len(), 1);
+        }
+    }
 
     #[test]
     fn verdicts_are_read_tolerantly_and_never_guessed() {

@@ -212,12 +212,13 @@ pub(super) fn judge_verdict(messages: &[ChatMessage]) -> String {
     let (mut facts, mut claims, mut said) = (Vec::new(), Vec::new(), Vec::new());
     for line in user.lines() {
         let Some(first) = line.chars().next() else { continue };
-        let digits: String = line[1..].chars().take_while(char::is_ascii_digit).collect();
+        let after = &line[first.len_utf8()..];
+        let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
         if digits.is_empty() {
             continue;
         }
         let label = format!("{first}{digits}");
-        let rest = &line[1 + digits.len()..];
+        let rest = &after[digits.len()..];
         // "F1 (role): text", "E1: text", "A1: text", "M1 (turn 2): text".
         let text = match rest.split_once(": ") {
             Some((head, text)) if head.is_empty() || head.starts_with(" (") => text.to_string(),
@@ -302,7 +303,19 @@ pub(super) fn judge_verdict(messages: &[ChatMessage]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn any_request_gets_an_answer_and_a_readable_verdict(system in "\\PC{0,200}", user in "\\PC{0,200}") {
+            let _ = interview_answer(&system, &user, &mut SplitMix64::new(1));
+            let lines = format!("F1 (x): {system}\nE1: {user}\nA1: {system}\n{user}");
+            let v = judge_verdict(&[ChatMessage::new(Role::User, lines)]);
+            prop_assert!(crate::validation::judge::parse_verdict(&v).is_ok(), "{}", v);
+        }
+    }
 
     const SYSTEM: &str = "You are taking part in a simulated group discussion.\nYou are Tom Becker, City Council Member.\nAbout you: Tom chairs the budget committee. He distrusts vendors who promise savings.\nTraits: cautious, shrewd\nGoals: Cap total costs and secure an exit clause; Survive a public hearing\nStyle: Measured and polite.\nStay in character.";
 
