@@ -9,11 +9,15 @@
 //! - [`repetition`]: near-duplicate messages (shingled Jaccard).
 //! - [`stats`]: means, confidence intervals, Welch / Mann-Whitney / Cohen's d, Gini.
 //! - [`charts`]: SVG charts with plotters.
+//! - [`in_character`]: the optional `in_character` section (a judge model's score of each
+//!   persona's messages against its facts, filled by `validation::in_character`) and the
+//!   judge's verdict type.
 //!
 //! Moderator messages (the opening, broadcasts) count in the overview but not in any persona
 //! figure, the participation balance, turn-taking or keywords.
 
 pub mod charts;
+pub mod in_character;
 pub mod keywords;
 pub mod markers;
 pub mod repetition;
@@ -73,6 +77,11 @@ pub struct ConversationAnalysis {
     pub tokens_per_turn: Vec<TurnTokens>,
     /// Latency figures.
     pub latency: LatencyFigures,
+    /// How well each persona's messages match its own facts, by a judge model: present only
+    /// when asked for (`validation.in_character`, `troupe analyze --in-character`), since it
+    /// costs one call per persona.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_character: Option<in_character::InCharacter>,
 }
 
 /// Headline counts.
@@ -670,6 +679,7 @@ pub fn analyze_conversation(results: &SimulationResults) -> ConversationAnalysis
             max_ms: all_lat.last().copied().unwrap_or(0.0),
             buckets: results.full_metrics.latency_buckets.clone(),
         },
+        in_character: None,
     }
 }
 
@@ -771,7 +781,20 @@ pub fn summary_lines(a: &ConversationAnalysis) -> Vec<String> {
         "sentiment {:+.2}; {} agreeing and {} disagreeing message(s); {} near-duplicate message(s)",
         a.sentiment.mean, a.agreement.agreements, a.agreement.disagreements, a.repetition.repeated_messages
     ));
+    if let Some(ic) = &a.in_character {
+        v.extend(in_character::summary_lines(ic));
+    }
     v
+}
+
+/// The `in_character` section of the `analysis.json` already in `dir`, if it has one: a new
+/// analysis of the run keeps it rather than lose what was paid for.
+pub fn saved_in_character(dir: &Path) -> Option<in_character::InCharacter> {
+    let bytes =
+        crate::fsutil::read_input(&dir.join("analysis.json"), crate::fsutil::MAX_RUN_FILE_BYTES, "analysis.json")
+            .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    serde_json::from_value(v.get("in_character")?.clone()).ok()
 }
 
 /// A word for a Gini value.

@@ -8,6 +8,7 @@ mod experiment;
 mod export;
 mod logging;
 mod model;
+mod persona_check;
 mod personas;
 mod plan;
 mod resume;

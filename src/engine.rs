@@ -45,7 +45,7 @@ use crate::llm::{Provider, provider_from_config};
 use crate::persona::prompt::WorldFacts;
 use crate::persona::{PersonaDatabase, PersonaSpec};
 use crate::results::{AgentInfo, ResultsConfig, ResultsMetrics, SimulationResults, run_id, save_results};
-use crate::scenario::{Hearing, ResolvedIntervention, ResolvedScenario};
+use crate::scenario::{Hearing, ResolvedAction, ResolvedIntervention, ResolvedScenario};
 use crate::transcript::{FinalState, RunEvent, StopReason, TranscriptEntry};
 
 /// Errors that stop a run from starting or finishing.
@@ -131,6 +131,29 @@ pub struct RunPlan {
     /// When this plan forks a recorded run: the recorded history it replays first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fork: Option<Box<Fork>>,
+}
+
+impl RunPlan {
+    /// Everyone who may speak in the run: the personas at the start, those the interventions
+    /// add, and, for a fork, those of the recorded history.
+    pub fn all_personas(&self) -> Vec<PersonaSpec> {
+        let mut out: Vec<PersonaSpec> = Vec::new();
+        let mut add = |p: &PersonaSpec| {
+            if !out.iter().any(|q| q.id == p.id) {
+                out.push(p.clone());
+            }
+        };
+        let plans = std::iter::once(self).chain(self.fork.as_ref().map(|f| &f.history));
+        for plan in plans {
+            plan.personas.iter().for_each(&mut add);
+            for iv in &plan.interventions {
+                if let ResolvedAction::AddPersona(p) = &iv.action {
+                    add(p);
+                }
+            }
+        }
+        out
+    }
 }
 
 /// A fork point: the recorded plan and config replayed up to `at_turn`.
@@ -548,6 +571,7 @@ impl SimulationEngine {
             provider_name: self.provider.name().to_string(),
             synthetic: self.provider.synthetic(),
             notice: self.notice.clone(),
+            judge: self.config.validation.in_character.then(|| (self.provider.clone(), (*self.pricing).clone())),
             plan,
             agents,
             run_id: rid.clone(),
@@ -573,6 +597,8 @@ struct Collect {
     provider_name: String,
     synthetic: bool,
     notice: Option<String>,
+    /// The provider and prices for the `in_character` analysis, when it is on.
+    judge: Option<(Arc<dyn Provider>, Pricing)>,
     plan: RunPlan,
     agents: Vec<AgentInfo>,
     run_id: String,
@@ -687,6 +713,8 @@ async fn collect(
     supervisor.stop(None);
     metrics.stop(None);
     let output = ctx.config.output.clone();
+    let in_character = ctx.judge.take().map(|(provider, pricing)| (provider, pricing, ctx.plan.all_personas()));
+    let config = ctx.config.clone();
     let mut results = build_results(ctx, transcript, results_extra, final_state, snap, duration, write_error);
     if let Some(dir) = results.run_dir.clone() {
         if let Err(e) = save_results(&results, &dir) {
@@ -695,12 +723,32 @@ async fn collect(
             results.error = Some(format!("{first}; then {e}"));
             return Ok(results);
         }
-        if output.auto_analysis
-            && let Err(e) = crate::analysis::save_analysis(&results, &dir, output.save_visualizations)
-        {
-            // The run itself is saved; its analysis is not, and the caller must say so.
-            results.analysis_error =
-                Some(format!("the run was saved but its analysis was not: {e}; run `troupe analyze` on the folder"));
+        if output.auto_analysis {
+            match crate::analysis::save_analysis(&results, &dir, output.save_visualizations) {
+                // The run itself is saved; its analysis is not, and the caller must say so.
+                Err(e) => {
+                    results.analysis_error = Some(format!(
+                        "the run was saved but its analysis was not: {e}; run `troupe analyze` on the folder"
+                    ))
+                }
+                Ok((mut analysis, _)) => {
+                    if let Some((provider, pricing, personas)) = in_character {
+                        let caller = crate::validation::Caller::new(provider, &config, pricing)
+                            .with_prior_spend(results.metrics.cost_usd);
+                        let model = config.validation.judge_model_or(&results.config.model).to_string();
+                        let ic =
+                            crate::validation::in_character::judge_run(&caller, &config, &personas, &results, &model)
+                                .await;
+                        tracing::info!(mean_score = ?ic.mean_score, calls = ic.calls, "in-character analysis done");
+                        analysis.in_character = Some(ic);
+                        if let Err(e) = crate::analysis::write_analysis(&analysis, &results, &dir, false) {
+                            results.analysis_error = Some(format!(
+                                "the run was saved but its in-character analysis was not: {e}; run `troupe analyze --in-character` on the folder"
+                            ));
+                        }
+                    }
+                }
+            }
         }
     }
     tracing::info!(messages = results.transcript.len(), success = results.success, "simulation finished");

@@ -25,6 +25,9 @@
 //! - [`analysis`]: conversation analysis (`analysis.json`) and SVG charts; [`export`]: one
 //!   exporter per format (json, jsonl, csv, markdown, html); [`experiment`]: variants × runs
 //!   with statistics, blinding and per-persona extraction.
+//! - [`validation`]: persona checks (`troupe personas check`): a seeded interview through the
+//!   run's provider, then a judge model's JSON verdict against expectations and the persona's
+//!   facts; the same judge scores a run's messages (`in_character`).
 //! - [`rng`], [`fsutil`]: stable seeded randomness and hashing; atomic writes.
 //! - [`web`]: the web app (`troupe serve`): pages, live runs over server-sent events, security.
 //! - [`doctor`], [`stress`]: health checks; runs of one plan per concurrency setting, with
@@ -59,4 +62,5 @@ pub mod rng;
 pub mod scenario;
 pub mod stress;
 pub mod transcript;
+pub mod validation;
 pub mod web;

@@ -17,6 +17,10 @@ pub enum PersonasCmd {
     /// Draft personas with the model from a description of a population (printed for review;
     /// --save adds them to the database, with a backup)
     Generate(GenerateArgs),
+    /// Check a persona against expectations: a short seeded interview through the configured
+    /// provider, then a judge model scores the answers 0.0-1.0 against the expectations and the
+    /// persona's own facts (exit 0 at or above --min-score, 1 below or without a verdict)
+    Check(Box<super::persona_check::CheckArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +78,7 @@ pub fn run(g: &GlobalArgs, cmd: PersonasCmd) -> anyhow::Result<ExitCode> {
         PersonasCmd::List(a) => list(g, a),
         PersonasCmd::Show(a) => show(g, a),
         PersonasCmd::Generate(a) => generate(g, a),
+        PersonasCmd::Check(a) => super::persona_check::run(g, *a),
     }
 }
 

@@ -33,6 +33,10 @@ pub const MAX_REPLY_TOKENS: u32 = 1_000_000;
 pub const MAX_MEMORY_EVENTS: usize = 100_000;
 /// Largest growth factor of the backoff.
 pub const MAX_BACKOFF_FACTOR: f64 = 100.0;
+/// Most questions in a persona check's interview.
+pub const MAX_QUESTIONS: usize = 12;
+/// Most messages per persona the `in_character` analysis shows the judge.
+pub const MAX_IN_CHARACTER_MESSAGES: usize = 40;
 
 /// A setting outside its range: the dotted key, the value as text and what to change.
 #[derive(Debug, Clone, PartialEq)]
@@ -242,6 +246,24 @@ pub fn check(c: &SimulationConfig) -> Result<(), OutOfRange> {
             return bad(k, v.to_string(), format!("use at most {MAX_MEMORY_EVENTS} events"));
         }
     }
+    let v = &c.validation;
+    if !(1..=MAX_QUESTIONS).contains(&v.questions) {
+        return bad(
+            "validation.questions",
+            v.questions.to_string(),
+            format!("use between 1 and {MAX_QUESTIONS} questions"),
+        );
+    }
+    if !(v.min_score.is_finite() && (0.0..=1.0).contains(&v.min_score)) {
+        return bad("validation.min_score", v.min_score.to_string(), "use a score between 0.0 and 1.0".into());
+    }
+    if !(1..=MAX_IN_CHARACTER_MESSAGES).contains(&v.in_character_messages) {
+        return bad(
+            "validation.in_character_messages",
+            v.in_character_messages.to_string(),
+            format!("use between 1 and {MAX_IN_CHARACTER_MESSAGES} messages"),
+        );
+    }
     if !matches!(
         c.monitoring.log_level.to_uppercase().as_str(),
         "ERROR" | "WARN" | "WARNING" | "INFO" | "DEBUG" | "TRACE"
@@ -283,6 +305,10 @@ mod tests {
             ("performance.max_workers", Box::new(|c| c.performance.max_workers = usize::MAX)),
             ("simulation.max_personas", Box::new(|c| c.simulation.max_personas = usize::MAX)),
             ("simulation.memory_recent", Box::new(|c| c.simulation.memory_recent = usize::MAX)),
+            ("validation.questions", Box::new(|c| c.validation.questions = 0)),
+            ("validation.min_score", Box::new(|c| c.validation.min_score = 1.5)),
+            ("validation.min_score", Box::new(|c| c.validation.min_score = f64::NAN)),
+            ("validation.in_character_messages", Box::new(|c| c.validation.in_character_messages = usize::MAX)),
         ];
         for (key, set) in cases {
             let mut c = SimulationConfig::default();

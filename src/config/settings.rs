@@ -20,6 +20,9 @@ pub struct SimulationConfig {
     pub monitoring: MonitoringConfig,
     /// Where and what to save.
     pub output: OutputConfig,
+    /// Persona checks (`troupe personas check`) and the `in_character` analysis: the judge
+    /// model, the interview's length, the pass mark.
+    pub validation: ValidationConfig,
 }
 
 impl SimulationConfig {
@@ -585,5 +588,44 @@ impl Default for OutputConfig {
             save_visualizations: true,
             journal_fsync: crate::journal::FsyncPolicy::Turn,
         }
+    }
+}
+
+/// `[validation]`: checking personas against expectations with a judge model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationConfig {
+    /// The model that judges (unset: `llm.model`, the run's model). It goes through the same
+    /// provider as the personas.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge_model: Option<String>,
+    /// Questions in a persona check's interview.
+    pub questions: usize,
+    /// The pass mark of a persona check, 0.0..=1.0: a lower score exits 1.
+    pub min_score: f64,
+    /// After each saved run, judge every persona's messages against its facts (one call per
+    /// persona) and add the scores to `analysis.json` under `in_character`.
+    pub in_character: bool,
+    /// Messages per persona shown to the judge by the `in_character` analysis (spread over
+    /// the run).
+    pub in_character_messages: usize,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        ValidationConfig {
+            judge_model: None,
+            questions: 5,
+            min_score: 0.7,
+            in_character: false,
+            in_character_messages: 8,
+        }
+    }
+}
+
+impl ValidationConfig {
+    /// The judge model: `judge_model` when set (and not blank), else `run_model`.
+    pub fn judge_model_or<'a>(&'a self, run_model: &'a str) -> &'a str {
+        self.judge_model.as_deref().map(str::trim).filter(|m| !m.is_empty()).unwrap_or(run_model)
     }
 }

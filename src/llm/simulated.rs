@@ -7,7 +7,11 @@
 //! Everything it draws is seeded by the run seed and the request fingerprint, so the same
 //! request in the same run always gets the same answer, whatever the timing.
 //!
+//! Persona checks' interviews and judge verdicts are answered by the rules of `simulated/check.rs`.
+//!
 //! Latency and faults come from `[llm.simulated]` and are drawn per attempt.
+
+mod check;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,6 +126,12 @@ impl SimulatedProvider {
         }
         if req.meta.purpose == "extract" {
             return extract_answer(&profile, user, &mut rng);
+        }
+        if req.meta.purpose == "interview" {
+            return check::interview_answer(system, user, &mut rng);
+        }
+        if req.meta.purpose == "judge" {
+            return check::judge_verdict(&req.messages);
         }
         let conv = parse_conversation(user);
         let topic = conv.topic.unwrap_or("the question in front of us");

@@ -32,6 +32,8 @@ pub struct ResolvedScenario {
     pub interventions: Vec<ResolvedIntervention>,
     /// The variant applied, if any.
     pub variant: Option<String>,
+    /// The scenario's `expectations` of personas that take part, by persona id.
+    pub expectations: std::collections::BTreeMap<String, String>,
 }
 
 /// An intervention ready to apply.
@@ -235,6 +237,27 @@ pub fn resolve(
             }
         }
     }
+    let mut expectations = std::collections::BTreeMap::new();
+    for (id, text) in &s.expectations {
+        if removed.contains(id) {
+            // A variant removed the persona: its expectation has no one to check.
+            continue;
+        }
+        if !all_ids.contains(id) {
+            problems.push(unknown_id("expectations", id, &all_ids));
+        } else if text.trim().is_empty() {
+            problems.push(format!(
+                "expectations: `{id}` has an empty text; write what you expect of the persona, or remove the entry"
+            ));
+        } else if text.chars().count() > MAX_EXPECTATION_CHARS {
+            problems.push(format!(
+                "expectations: `{id}` has {} characters; keep it under {MAX_EXPECTATION_CHARS} (a few sentences a judge can check claim by claim)",
+                text.chars().count()
+            ));
+        } else {
+            expectations.insert(id.clone(), text.trim().to_string());
+        }
+    }
     if !problems.is_empty() {
         return Err(ScenarioError::Invalid { path: path.to_path_buf(), problems });
     }
@@ -248,6 +271,7 @@ pub fn resolve(
         hearing: s.world.hearing.clone(),
         interventions,
         variant: variant.map(str::to_owned),
+        expectations,
     })
 }
 

@@ -53,7 +53,17 @@ pub struct Scenario {
     /// `[(name: "final_stance", choices: ["support", "oppose", "undecided"]), (name: "top_concern")]`.
     #[serde(default)]
     pub extract: Vec<ExtractField>,
+    /// What each persona is expected to be like, by persona id, in a sentence or two:
+    /// `{"tom_becker": "a cautious council member who wants costs capped"}`. Read by
+    /// `troupe personas check --scenario FILE`, which interviews each of these personas and has
+    /// a judge model score the answers against the text.
+    #[serde(default)]
+    pub expectations: BTreeMap<String, String>,
 }
+
+/// The longest expectation text of one persona, in characters: a few sentences are what a
+/// judge can check claim by claim.
+pub const MAX_EXPECTATION_CHARS: usize = 4000;
 
 /// The `experiment` block.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
