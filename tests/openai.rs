@@ -660,6 +660,77 @@ async fn provider_from_config_picks_openai_or_azure() {
     assert_eq!(provider_from_config(&cfg).unwrap_err().kind, ErrorKind::BadRequest);
 }
 
+/// `llm.stop` as the user set it reaches OpenAI-compatible and Azure servers as OpenAI's `stop`
+/// array, after a request's own stop sequences, on every request of a run built from the config.
+#[tokio::test]
+async fn llm_stop_is_sent_to_openai_compatible_and_azure_servers() {
+    let m = mock(|_| {}).await;
+    let mut cfg = SimulationConfig::default();
+    cfg.llm.provider = ProviderKind::OpenAi;
+    cfg.llm.base_url = Some(m.base_url());
+    cfg.llm.stop = vec!["\nModerator:".into(), "###".into()];
+    let (p, _) = provider_from_config(&cfg).unwrap();
+    p.chat(Arc::new(request()), CallContext::default()).await.unwrap();
+    // A request's own stop sequences come first; one already in llm.stop is not repeated.
+    let mut own = full_request();
+    own.stop = vec!["\n\n".into(), "###".into()];
+    p.chat(Arc::new(own), CallContext::default()).await.unwrap();
+
+    cfg.llm.provider = ProviderKind::Azure;
+    cfg.llm.azure_endpoint = Some(m.azure_endpoint());
+    let (p, _) = provider_from_config(&cfg).unwrap();
+    p.chat(Arc::new(request()), CallContext::default()).await.unwrap();
+
+    let recs = m.requests();
+    assert_eq!(recs[0].body["stop"], json!(["\nModerator:", "###"]));
+    assert_eq!(recs[1].body["stop"], json!(["\n\n", "###", "\nModerator:"]));
+    assert!(recs[2].path.starts_with("/openai/deployments/"), "{}", recs[2].path);
+    assert_eq!(recs[2].body["stop"], json!(["\nModerator:", "###"]));
+
+    // Through the engine: every persona request of a run carries it.
+    let m = mock(|_| {}).await;
+    let mut cfg = SimulationConfig::default();
+    cfg.llm.provider = ProviderKind::OpenAi;
+    cfg.llm.base_url = Some(m.base_url());
+    cfg.llm.stop = vec!["\nModerator:".into()];
+    cfg.simulation.personas_file = personas_file();
+    cfg.performance.rate_limit_delay = 0.0;
+    let results = SimulationEngine::new(cfg)
+        .unwrap()
+        .run_simulation("Should we ship AI-assisted moderation?", 1, &["sarah_chen", "marcus_rivera"], vec![])
+        .await
+        .unwrap();
+    assert!(results.success, "{:?}", results.error);
+    assert_eq!(m.request_count(), 2);
+    for r in m.requests() {
+        assert_eq!(r.body["stop"], json!(["\nModerator:"]), "{}", r.body);
+    }
+}
+
+/// OpenAI's API takes at most 4 stop sequences: a fifth is refused when the configuration loads,
+/// naming `llm.stop` and the file, rather than dropped without a word (or sent to a 400).
+#[test]
+fn more_than_four_stop_sequences_are_refused_at_config_load() {
+    use troupe_sim::config::{ConfigSources, load_config};
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("troupe.toml");
+    std::fs::write(&toml, "[llm]\nstop = [\"a\", \"b\", \"c\", \"d\", \"e\"]\n").unwrap();
+    let src = |path: &Path| ConfigSources {
+        toml: Some(path.to_path_buf()),
+        ini: None,
+        scenario: None,
+        env: false,
+        cli: None,
+    };
+    let err = load_config(&src(&toml)).expect_err("five stop sequences are refused").to_string();
+    assert!(err.contains("llm.stop") && err.contains("at most 4") && err.contains("troupe.toml"), "{err}");
+    std::fs::write(&toml, "[llm]\nstop = [\"a\", \"\"]\n").unwrap();
+    let err = load_config(&src(&toml)).expect_err("an empty stop sequence is refused").to_string();
+    assert!(err.contains("llm.stop") && err.contains("empty"), "{err}");
+    std::fs::write(&toml, "[llm]\nstop = [\"a\", \"b\", \"c\", \"d\"]\n").unwrap();
+    assert_eq!(load_config(&src(&toml)).unwrap().config.llm.stop.len(), 4);
+}
+
 #[tokio::test]
 async fn a_full_simulation_through_the_mock() {
     // Some 500s and one 429 on the way: the supervisor retries them.

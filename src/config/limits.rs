@@ -33,6 +33,9 @@ pub const MAX_REPLY_TOKENS: u32 = 1_000_000;
 pub const MAX_MEMORY_EVENTS: usize = 100_000;
 /// Largest growth factor of the backoff.
 pub const MAX_BACKOFF_FACTOR: f64 = 100.0;
+/// Most stop sequences (`llm.stop`): OpenAI's API and Azure take at most 4, so a fifth is
+/// refused here rather than dropped or left to the server's 400.
+pub const MAX_STOP_SEQUENCES: usize = 4;
 
 /// A setting outside its range: the dotted key, the value as text and what to change.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,6 +90,16 @@ pub fn check(c: &SimulationConfig) -> Result<(), OutOfRange> {
         if v == Some(0) {
             return bad(k, "0".into(), "use a positive budget per minute, or leave it unset for none".into());
         }
+    }
+    if c.llm.stop.len() > MAX_STOP_SEQUENCES {
+        return bad(
+            "llm.stop",
+            format!("{} sequences", c.llm.stop.len()),
+            format!("use at most {MAX_STOP_SEQUENCES} stop sequences (OpenAI's and Azure's limit)"),
+        );
+    }
+    if c.llm.stop.iter().any(String::is_empty) {
+        return bad("llm.stop", "an empty string".into(), "remove the empty stop sequence".into());
     }
     let rp = c.llm.local.repeat_penalty;
     if !(rp.is_finite() && rp > 0.0 && rp <= 10.0) {
@@ -273,6 +286,7 @@ mod tests {
             ("performance.max_workers", Box::new(|c| c.performance.max_workers = usize::MAX)),
             ("simulation.max_personas", Box::new(|c| c.simulation.max_personas = usize::MAX)),
             ("simulation.memory_recent", Box::new(|c| c.simulation.memory_recent = usize::MAX)),
+            ("llm.stop", Box::new(|c| c.llm.stop = vec!["x".into(); 5])),
         ];
         for (key, set) in cases {
             let mut c = SimulationConfig::default();

@@ -22,6 +22,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
@@ -36,6 +37,7 @@ use super::tokens::{count_tokens, prompt_tokens};
 use super::{
     BoxFuture, CallContext, ChatRequest, ChatResponse, ErrorKind, FinishReason, LlmError, Provider, Role, Usage,
 };
+use crate::config::limits::MAX_STOP_SEQUENCES;
 use crate::config::{LlmConfig, Redactor, SecretString};
 
 /// OpenAI's API, used when neither `llm.base_url` nor `OPENAI_BASE_URL` is set.
@@ -101,6 +103,9 @@ pub struct OpenAiOptions {
     pub key_hint: String,
     /// The longest pause a 429's `Retry-After` imposes on the endpoint (`llm.retry_after_max`).
     pub retry_after_max: Duration,
+    /// `llm.stop`: sent with every request, after the request's own stop sequences (as the
+    /// local model applies it).
+    pub stop: Vec<String>,
 }
 
 impl OpenAiOptions {
@@ -118,6 +123,7 @@ impl OpenAiOptions {
             cool_down: DEFAULT_COOL_DOWN,
             key_hint: ".troupe/secrets.toml or OPENAI_API_KEY".into(),
             retry_after_max: Duration::from_secs(60),
+            stop: Vec::new(),
         }
     }
 
@@ -147,6 +153,7 @@ impl OpenAiOptions {
         o.stream = llm.stream;
         o.json_actions = llm.json_actions;
         o.retry_after_max = crate::config::limits::secs(llm.retry_after_max);
+        o.stop = llm.stop.clone();
         Ok(o)
     }
 }
@@ -233,6 +240,11 @@ struct Inner {
     json_actions: bool,
     key_hint: String,
     retry_after_max: Duration,
+    /// `llm.stop`, sent after each request's own stop sequences.
+    stop: Vec<String>,
+    /// Set once a request's stop sequences and `llm.stop` together were more than the API takes
+    /// (said once in the log).
+    stop_cut_said: AtomicBool,
     /// Takes the keys out of anything a server says back.
     redactor: Redactor,
 }
@@ -245,6 +257,7 @@ impl fmt::Debug for Inner {
             .field("endpoints", &self.pool)
             .field("stream", &self.stream)
             .field("json_actions", &self.json_actions)
+            .field("stop", &self.stop)
             .finish_non_exhaustive()
     }
 }
@@ -331,6 +344,8 @@ impl OpenAiProvider {
                 json_actions: opts.json_actions,
                 key_hint: opts.key_hint,
                 retry_after_max: opts.retry_after_max,
+                stop: opts.stop.into_iter().filter(|s| !s.is_empty()).collect(),
+                stop_cut_said: AtomicBool::new(false),
                 redactor: Redactor::new(&keys),
             }),
         })
@@ -372,8 +387,8 @@ struct WireRequest<'a> {
     max_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     seed: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stop: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stop: Vec<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -402,6 +417,8 @@ struct ResponseFormat {
 }
 
 impl<'a> WireRequest<'a> {
+    /// The request as sent; `stop` is the request's own stop sequences then `llm.stop` (see
+    /// [`stop_sequences`]).
     fn new(req: &'a ChatRequest, stream: bool, json: bool) -> Self {
         WireRequest {
             model: &req.model,
@@ -421,13 +438,31 @@ impl<'a> WireRequest<'a> {
             top_p: req.top_p,
             max_tokens: req.max_tokens,
             seed: req.seed,
-            stop: (!req.stop.is_empty()).then_some(req.stop.as_slice()),
+            stop: stop_sequences(&req.stop, &[]).0,
             stream: stream.then_some(true),
             stream_options: stream.then_some(StreamOptions { include_usage: true }),
             response_format: json.then_some(ResponseFormat { kind: "json_object" }),
             user: (!req.meta.persona.is_empty()).then_some(req.meta.persona.as_str()),
         }
     }
+}
+
+/// The stop sequences sent: the request's own, then `extra` (`llm.stop`), without empty or
+/// repeated ones, at most [`MAX_STOP_SEQUENCES`] (OpenAI's limit); true when some were left out.
+fn stop_sequences<'a>(own: &'a [String], extra: &'a [String]) -> (Vec<&'a str>, bool) {
+    let mut out: Vec<&str> = Vec::new();
+    let mut cut = false;
+    for s in own.iter().chain(extra).map(String::as_str).filter(|s| !s.is_empty()) {
+        if out.contains(&s) {
+            continue;
+        }
+        if out.len() == MAX_STOP_SEQUENCES {
+            cut = true;
+            break;
+        }
+        out.push(s);
+    }
+    (out, cut)
 }
 
 #[derive(Deserialize)]
@@ -487,7 +522,17 @@ impl Inner {
         ep.budget.acquire(estimate).await;
 
         let json = self.json_actions && req.meta.purpose == "act";
-        let body = serde_json::to_vec(&WireRequest::new(req, self.stream, json))
+        let mut wire = WireRequest::new(req, self.stream, json);
+        if !self.stop.is_empty() {
+            let (stop, cut) = stop_sequences(&req.stop, &self.stop);
+            if cut && !self.stop_cut_said.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "a request's own stop sequences and llm.stop are more than the {MAX_STOP_SEQUENCES} the API takes; the first {MAX_STOP_SEQUENCES} are sent"
+                );
+            }
+            wire.stop = stop;
+        }
+        let body = serde_json::to_vec(&wire)
             .map_err(|e| LlmError::new(ErrorKind::BadRequest, format!("cannot encode the request: {e}")))?;
         let mut rb = self.client.post(self.url(ep, &req.model)).header(CONTENT_TYPE, "application/json").body(body);
         if let Some((name, value)) = &ep.data.auth {
@@ -900,6 +945,15 @@ mod tests {
         assert_eq!(v["stream"], true);
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert_eq!(v["response_format"]["type"], "json_object");
+    }
+
+    #[test]
+    fn stop_sequences_own_first_no_repeats_at_most_four() {
+        let v = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(stop_sequences(&[], &[]), (vec![], false));
+        assert_eq!(stop_sequences(&v(&["a", ""]), &v(&["b", "a"])), (vec!["a", "b"], false));
+        assert_eq!(stop_sequences(&v(&["a", "b", "c"]), &v(&["d"])), (vec!["a", "b", "c", "d"], false));
+        assert_eq!(stop_sequences(&v(&["a", "b", "c"]), &v(&["d", "e"])), (vec!["a", "b", "c", "d"], true));
     }
 
     #[test]
