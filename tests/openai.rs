@@ -202,6 +202,44 @@ async fn streaming_usage_in_the_finish_chunk_or_after_it() {
     assert_eq!(r2.usage, r.usage);
 }
 
+/// A server that refuses `stream_options` (older vLLM, llama.cpp and Azure API versions answer
+/// 400, FastAPI servers 422) gets the request again without it, once per provider: later
+/// streamed calls leave it out from the start.
+#[tokio::test]
+async fn a_server_refusing_stream_options_is_asked_again_without_it_for_good() {
+    let m = mock(|c| c.reject_stream_options = true).await;
+    let p = provider(&m, |o| o.stream = true);
+    for _ in 0..2 {
+        let r = chat(&p, request()).await.unwrap();
+        assert_eq!(r.text, MockConfig::default().reply);
+    }
+    let recs = m.requests();
+    assert_eq!(recs.len(), 3, "one refusal, then one request per call");
+    assert_eq!(recs[0].body["stream_options"], json!({"include_usage": true}));
+    for r in &recs[1..] {
+        assert_eq!(r.body["stream"], json!(true));
+        assert!(r.body.get("stream_options").is_none(), "{}", r.body);
+    }
+
+    // A FastAPI-style 422 naming the field is understood the same way.
+    let detail = json!({"detail": [{"type": "extra_forbidden", "loc": ["body", "stream_options"], "msg": "Extra inputs are not permitted"}]});
+    let m = mock(|c| c.script.push_back(Canned::new(422, detail.to_string()))).await;
+    let p = provider(&m, |o| o.stream = true);
+    chat(&p, request()).await.unwrap();
+    let recs = m.requests();
+    assert_eq!(recs.len(), 2);
+    assert!(recs[1].body.get("stream_options").is_none());
+
+    // Any other 400 is an error as before, and stream_options stays.
+    let m = mock(|c| c.script.push_back(Canned::error(400, "temperature must be at most 2", "invalid_value"))).await;
+    let p = provider(&m, |o| o.stream = true);
+    let err = chat(&p, request()).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::BadRequest);
+    chat(&p, request()).await.unwrap();
+    assert_eq!(m.request_count(), 2);
+    assert!(m.requests()[1].body.get("stream_options").is_some());
+}
+
 #[test]
 fn streaming_assembly_whatever_the_chunk_boundaries() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

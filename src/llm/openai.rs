@@ -7,8 +7,11 @@
 //! - Wire types are private to this file; optional request fields are omitted when unset,
 //!   because some compatible servers reject fields they do not know.
 //! - Non-streaming and streaming (server-sent events, assembled whatever the chunk
-//!   boundaries). When the server reports no `usage`, the tokens are counted with
+//!   boundaries). Streams ask for usage (`stream_options.include_usage`); a server that refuses
+//!   that field (a 400 or 422 naming it) is asked again without it, and this provider leaves it
+//!   out from then on. When the server reports no `usage`, the tokens are counted with
 //!   [`super::tokens`].
+//! - `llm.stop` is sent as `stop`, after the request's own stop sequences.
 //! - Requests are balanced over the endpoints of an [`EndpointPool`], each with its own
 //!   [`Budget`] fed by the `x-ratelimit-*` headers; a 429 pauses every caller of the endpoint.
 //! - Errors are classified into [`ErrorKind`]s that say what to check. No retries here: the
@@ -242,6 +245,8 @@ struct Inner {
     retry_after_max: Duration,
     /// `llm.stop`, sent after each request's own stop sequences.
     stop: Vec<String>,
+    /// Set when the server refused `stream_options`: streamed calls leave it out from then on.
+    no_stream_options: AtomicBool,
     /// Set once a request's stop sequences and `llm.stop` together were more than the API takes
     /// (said once in the log).
     stop_cut_said: AtomicBool,
@@ -346,6 +351,7 @@ impl OpenAiProvider {
                 retry_after_max: opts.retry_after_max,
                 stop: opts.stop.into_iter().filter(|s| !s.is_empty()).collect(),
                 stop_cut_said: AtomicBool::new(false),
+                no_stream_options: AtomicBool::new(false),
                 redactor: Redactor::new(&keys),
             }),
         })
@@ -521,41 +527,46 @@ impl Inner {
         let estimate = prompt_tokens(req) + req.max_tokens.unwrap_or(0) as u64;
         ep.budget.acquire(estimate).await;
 
-        let json = self.json_actions && req.meta.purpose == "act";
-        let mut wire = WireRequest::new(req, self.stream, json);
-        if !self.stop.is_empty() {
-            let (stop, cut) = stop_sequences(&req.stop, &self.stop);
-            if cut && !self.stop_cut_said.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    "a request's own stop sequences and llm.stop are more than the {MAX_STOP_SEQUENCES} the API takes; the first {MAX_STOP_SEQUENCES} are sent"
-                );
+        let mut stream_options = self.stream && !self.no_stream_options.load(Ordering::Relaxed);
+        // At most two rounds: the second only when the server refused `stream_options`.
+        let resp = loop {
+            let body = self.body(req, stream_options)?;
+            let mut rb = self.client.post(self.url(ep, &req.model)).header(CONTENT_TYPE, "application/json").body(body);
+            if let Some((name, value)) = &ep.data.auth {
+                rb = rb.header(name, value.clone());
             }
-            wire.stop = stop;
-        }
-        let body = serde_json::to_vec(&wire)
-            .map_err(|e| LlmError::new(ErrorKind::BadRequest, format!("cannot encode the request: {e}")))?;
-        let mut rb = self.client.post(self.url(ep, &req.model)).header(CONTENT_TYPE, "application/json").body(body);
-        if let Some((name, value)) = &ep.data.auth {
-            rb = rb.header(name, value.clone());
-        }
-        for (name, value) in &self.extra {
-            rb = rb.header(name, value.clone());
-        }
-        let resp = match rb.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                lease.failure();
-                return Err(self.transport_error(ep, &e));
+            for (name, value) in &self.extra {
+                rb = rb.header(name, value.clone());
             }
+            let resp = match rb.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    lease.failure();
+                    return Err(self.transport_error(ep, &e));
+                }
+            };
+            let status = resp.status();
+            let limits = rate_limit_headers(resp.headers());
+            if limits != RateLimitHeaders::default() {
+                ep.budget.observe(&limits);
+            }
+            if status.is_success() {
+                break resp;
+            }
+            let (err, refuses_stream_options) = self.http_error(&lease, resp).await;
+            if !(stream_options && refuses_stream_options) {
+                return Err(err);
+            }
+            // An older server that rejects fields it does not know: ask again without it, and
+            // leave it out of every later call of this provider.
+            self.no_stream_options.store(true, Ordering::Relaxed);
+            stream_options = false;
+            tracing::debug!(
+                status = status.as_u16(),
+                endpoint = ep.index(),
+                "the server refused stream_options; streamed calls go without it from now on (their usage is estimated when the server sends none)"
+            );
         };
-        let status = resp.status();
-        let limits = rate_limit_headers(resp.headers());
-        if limits != RateLimitHeaders::default() {
-            ep.budget.observe(&limits);
-        }
-        if !status.is_success() {
-            return Err(self.http_error(&lease, resp).await);
-        }
         let is_sse = resp
             .headers()
             .get(CONTENT_TYPE)
@@ -577,6 +588,27 @@ impl Inner {
             Err(_) => {}
         }
         result
+    }
+
+    /// The request body: `llm.stop` after the request's own stop sequences, and
+    /// `stream_options` only when `stream_options` says so.
+    fn body(&self, req: &ChatRequest, stream_options: bool) -> Result<Vec<u8>, LlmError> {
+        let json = self.json_actions && req.meta.purpose == "act";
+        let mut wire = WireRequest::new(req, self.stream, json);
+        if !stream_options {
+            wire.stream_options = None;
+        }
+        if !self.stop.is_empty() {
+            let (stop, cut) = stop_sequences(&req.stop, &self.stop);
+            if cut && !self.stop_cut_said.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "a request's own stop sequences and llm.stop are more than the {MAX_STOP_SEQUENCES} the API takes; the first {MAX_STOP_SEQUENCES} are sent"
+                );
+            }
+            wire.stop = stop;
+        }
+        serde_json::to_vec(&wire)
+            .map_err(|e| LlmError::new(ErrorKind::BadRequest, format!("cannot encode the request: {e}")))
     }
 
     fn url(&self, ep: &Endpoint<Target>, model: &str) -> String {
@@ -711,12 +743,15 @@ impl Inner {
         .with_status(status)
     }
 
-    async fn http_error(&self, lease: &Lease<Target>, resp: reqwest::Response) -> LlmError {
+    /// The error a failed answer means, and whether it is a refusal of `stream_options` (a 400
+    /// or 422 whose body names it: older servers reject fields they do not know).
+    async fn http_error(&self, lease: &Lease<Target>, resp: reqwest::Response) -> (LlmError, bool) {
         let status = resp.status();
         let code = status.as_u16();
         let retry_after = retry_after(resp.headers(), SystemTime::now());
         let body = resp.bytes().await.unwrap_or_default();
         let text = String::from_utf8_lossy(&body);
+        let refuses_stream_options = matches!(code, 400 | 422) && text.contains("stream_options");
         let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
         let said = parsed.as_ref().and_then(error_message).unwrap_or_else(|| text.to_string());
         // Scrubbed before it is cut: a cut key no longer matches and its start would show.
@@ -771,10 +806,11 @@ impl Inner {
         };
         let err = err.with_status(code);
         tracing::debug!(status = code, kind = err.kind.as_str(), endpoint = lease.endpoint().index(), "call failed");
-        match retry_after {
+        let err = match retry_after {
             Some(d) if err.kind.retryable() => err.with_retry_after(d),
             _ => err,
-        }
+        };
+        (err, refuses_stream_options)
     }
 
     /// `s` without any key this provider holds (whole, in any case, or any 8 characters of
