@@ -36,10 +36,8 @@ use serde::{Deserialize, Serialize};
 use super::budget::{Budget, RateLimitHeaders, parse_reset};
 use super::pool::{DEFAULT_COOL_DOWN, DEFAULT_FAILURE_THRESHOLD, Endpoint, EndpointPool, Lease};
 use super::sse::{SseEvent, SseParser};
-use super::tokens::{count_tokens, prompt_tokens};
-use super::{
-    BoxFuture, CallContext, ChatRequest, ChatResponse, ErrorKind, FinishReason, LlmError, Provider, Role, Usage,
-};
+use super::tokens::{estimate_usage, prompt_tokens};
+use super::{BoxFuture, CallContext, ChatRequest, ChatResponse, ErrorKind, FinishReason, LlmError, Provider, Role};
 use crate::config::limits::MAX_STOP_SEQUENCES;
 use crate::config::{LlmConfig, Redactor, SecretString};
 
@@ -491,12 +489,13 @@ struct WireReply {
     content: Option<String>,
 }
 
+/// Either figure may be missing (or null) from a server's report: the other is still kept.
 #[derive(Deserialize, Clone, Copy)]
 struct WireUsage {
     #[serde(default)]
-    prompt_tokens: u64,
+    prompt_tokens: Option<u64>,
     #[serde(default)]
-    completion_tokens: u64,
+    completion_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -828,12 +827,11 @@ struct StreamState {
     done: bool,
 }
 
-/// The response, with usage counted by `llm::tokens` when the server sent none.
+/// The response, with the usage the server reported; what it did not report is counted by
+/// `llm::tokens` (the model's tokenizer where known) and marked as estimated.
 fn finish(req: &ChatRequest, text: String, finish_reason: Option<&str>, usage: Option<WireUsage>) -> ChatResponse {
-    let usage = match usage {
-        Some(u) => Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens },
-        None => Usage { prompt_tokens: prompt_tokens(req), completion_tokens: count_tokens(&text) },
-    };
+    let (prompt, completion) = usage.map_or((None, None), |u| (u.prompt_tokens, u.completion_tokens));
+    let usage = estimate_usage(req, &text, prompt, completion);
     let finish_reason = match finish_reason {
         None | Some("stop") => FinishReason::Stop,
         Some("length") => FinishReason::Length,
