@@ -11,6 +11,8 @@
 //!   approximate counter; the [`Usage`] says which, and that it is an estimate. A real
 //!   tokenizer costs tens of microseconds per call, so it runs only then.
 
+use std::sync::OnceLock;
+
 use super::{TokenCounters, Usage};
 
 /// Approximate token count of `text`.
@@ -60,6 +62,10 @@ pub fn prompt_tokens(req: &super::ChatRequest) -> u64 {
     if req.meta.prompt_tokens > 0 { req.meta.prompt_tokens } else { count_request(req) }
 }
 
+// tiktoken-rs keeps each table in a LazyLock of its own; these say whether it is loaded yet.
+static CL100K: OnceLock<&'static tiktoken_rs::CoreBPE> = OnceLock::new();
+static O200K: OnceLock<&'static tiktoken_rs::CoreBPE> = OnceLock::new();
+
 /// A way of counting tokens, named in results when it made an estimate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Counter {
@@ -104,12 +110,36 @@ impl Counter {
         }
     }
 
-    /// Tokens of `text`.
+    /// Tokens of `text`. The first count of a tiktoken encoding loads its table (about 0.3 s
+    /// in a release build, once per process): see [`Counter::load`].
     pub fn count(self, text: &str) -> u64 {
+        match self.bpe() {
+            None => count_tokens(text),
+            Some(bpe) => bpe.encode_ordinary(text).len() as u64,
+        }
+    }
+
+    /// True when counting needs no table load first (the approximate counter, or a tiktoken
+    /// encoding already loaded).
+    pub fn is_ready(self) -> bool {
         match self {
-            Counter::Approximate => count_tokens(text),
-            Counter::Cl100kBase => tiktoken_rs::cl100k_base_singleton().encode_ordinary(text).len() as u64,
-            Counter::O200kBase => tiktoken_rs::o200k_base_singleton().encode_ordinary(text).len() as u64,
+            Counter::Approximate => true,
+            Counter::Cl100kBase => CL100K.get().is_some(),
+            Counter::O200kBase => O200K.get().is_some(),
+        }
+    }
+
+    /// Loads the encoding's table now (callers on an async runtime do it off the runtime's
+    /// threads: it takes a few hundred milliseconds).
+    pub fn load(self) {
+        let _ = self.bpe();
+    }
+
+    fn bpe(self) -> Option<&'static tiktoken_rs::CoreBPE> {
+        match self {
+            Counter::Approximate => None,
+            Counter::Cl100kBase => Some(CL100K.get_or_init(tiktoken_rs::cl100k_base_singleton)),
+            Counter::O200kBase => Some(O200K.get_or_init(tiktoken_rs::o200k_base_singleton)),
         }
     }
 
@@ -205,6 +235,9 @@ mod tests {
         assert_eq!(Counter::Cl100kBase.count("hello world"), 2);
         assert_eq!(Counter::O200kBase.count("hello world"), 2);
         assert_eq!(Counter::O200kBase.count(""), 0);
+        assert!(Counter::O200kBase.is_ready() && Counter::Approximate.is_ready());
+        Counter::Cl100kBase.load();
+        assert!(Counter::Cl100kBase.is_ready());
         // Special-token text is ordinary text here, never a control token.
         assert!(Counter::O200kBase.count("<|endoftext|>") > 1);
     }
