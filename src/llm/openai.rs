@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use super::budget::{Budget, RateLimitHeaders, parse_reset};
 use super::pool::{DEFAULT_COOL_DOWN, DEFAULT_FAILURE_THRESHOLD, Endpoint, EndpointPool, Lease};
 use super::sse::{SseEvent, SseParser};
-use super::tokens::{estimate_usage, prompt_tokens};
+use super::tokens::{Counter, estimate_usage, prompt_tokens};
 use super::{BoxFuture, CallContext, ChatRequest, ChatResponse, ErrorKind, FinishReason, LlmError, Provider, Role};
 use crate::config::limits::MAX_STOP_SEQUENCES;
 use crate::config::{LlmConfig, Redactor, SecretString};
@@ -206,21 +206,44 @@ pub(crate) enum Flavour {
 
 /// How to reach one endpoint. The key lives only inside a header value marked sensitive.
 pub struct Target {
-    base_url: String,
+    /// The base URL as configured (trimmed), used to build request URLs.
+    raw_url: String,
+    /// `raw_url` as shown in errors, logs and journals (see [`display_url`]).
+    shown: String,
     chat_url: String,
     auth: Option<(HeaderName, HeaderValue)>,
 }
 
 impl Target {
-    /// The endpoint's base URL.
+    /// The endpoint's base URL as shown: without a user name, password, query or fragment.
     pub fn base_url(&self) -> &str {
-        &self.base_url
+        &self.shown
     }
 }
 
 impl fmt::Debug for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Target").field("base_url", &self.base_url).field("has_key", &self.auth.is_some()).finish()
+        f.debug_struct("Target").field("base_url", &self.shown).field("has_key", &self.auth.is_some()).finish()
+    }
+}
+
+/// `url` as it may be shown: without a user name, password, query or fragment, any of which can
+/// hold a credential (`http://user:secret@host/v1`, `?api-key=...`).
+/// A URL holding none of them is returned as written (trimmed), not normalized.
+pub fn display_url(url: &str) -> String {
+    let url = url.trim();
+    match reqwest::Url::parse(url) {
+        Ok(u) if u.username().is_empty() && u.password().is_none() && u.query().is_none() && u.fragment().is_none() => {
+            url.trim_end_matches('/').to_string()
+        }
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.as_str().trim_end_matches('/').to_string()
+        }
+        Err(_) => "(a base URL that does not parse)".to_string(),
     }
 }
 
@@ -320,8 +343,11 @@ impl OpenAiProvider {
                 None => None,
             };
             let chat_url = format!("{base_url}/chat/completions");
-            endpoints
-                .push((Target { base_url, chat_url, auth }, Budget::new(ep.requests_per_minute, ep.tokens_per_minute)));
+            let shown = display_url(&base_url);
+            endpoints.push((
+                Target { raw_url: base_url, shown, chat_url, auth },
+                Budget::new(ep.requests_per_minute, ep.tokens_per_minute),
+            ));
         }
         let mut extra = Vec::new();
         for (name, value) in [("openai-organization", &opts.organization), ("openai-project", &opts.project)] {
@@ -367,7 +393,7 @@ impl Provider for OpenAiProvider {
     }
 
     fn endpoints(&self) -> Vec<String> {
-        self.inner.pool.endpoints().iter().map(|e| e.data.base_url.clone()).collect()
+        self.inner.pool.endpoints().iter().map(|e| e.data.shown.clone()).collect()
     }
 
     fn chat(&self, req: Arc<ChatRequest>, _ctx: CallContext) -> BoxFuture<Result<ChatResponse, LlmError>> {
@@ -615,7 +641,7 @@ impl Inner {
             Flavour::OpenAi => ep.data.chat_url.clone(),
             Flavour::Azure { model: primary, deployment, api_version } => {
                 let deployment = deployment.as_deref().filter(|_| model == primary).unwrap_or(model);
-                super::azure::chat_url(&ep.data.base_url, deployment, api_version)
+                super::azure::chat_url(&ep.data.raw_url, deployment, api_version)
             }
         }
     }
@@ -723,7 +749,7 @@ impl Inner {
         };
         LlmError::new(
             ErrorKind::Connection,
-            format!("{what} ({}): {}; is the server up? check llm.base_url", ep.data.base_url, self.scrub(&msg)),
+            format!("{what} ({}): {}; is the server up? check llm.base_url", ep.data.shown, self.scrub(&msg)),
         )
     }
 
@@ -831,6 +857,19 @@ struct StreamState {
 /// `llm::tokens` (the model's tokenizer where known) and marked as estimated.
 fn finish(req: &ChatRequest, text: String, finish_reason: Option<&str>, usage: Option<WireUsage>) -> ChatResponse {
     let (prompt, completion) = usage.map_or((None, None), |u| (u.prompt_tokens, u.completion_tokens));
+    if prompt.is_none() || completion.is_none() {
+        let counter = Counter::for_model(&req.model);
+        if !counter.is_ready() {
+            // Loading a tiktoken table takes a few hundred milliseconds, once per process: off
+            // the runtime's worker (a multi-threaded runtime hands its other tasks over first).
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(|| counter.load())
+                }
+                _ => counter.load(),
+            }
+        }
+    }
     let usage = estimate_usage(req, &text, prompt, completion);
     let finish_reason = match finish_reason {
         None | Some("stop") => FinishReason::Stop,
@@ -988,6 +1027,14 @@ mod tests {
         assert_eq!(stop_sequences(&v(&["a", ""]), &v(&["b", "a"])), (vec!["a", "b"], false));
         assert_eq!(stop_sequences(&v(&["a", "b", "c"]), &v(&["d"])), (vec!["a", "b", "c", "d"], false));
         assert_eq!(stop_sequences(&v(&["a", "b", "c"]), &v(&["d", "e"])), (vec!["a", "b", "c", "d"], true));
+    }
+
+    #[test]
+    fn urls_are_shown_without_credentials() {
+        assert_eq!(display_url("http://user:pw-secret@127.0.0.1:9/v1/"), "http://127.0.0.1:9/v1");
+        assert_eq!(display_url("https://x.openai.azure.com/?api-key=abc#frag"), "https://x.openai.azure.com");
+        assert_eq!(display_url(" http://LocalHost:80/v1/ "), "http://LocalHost:80/v1", "as written");
+        assert_eq!(display_url("not a url"), "(a base URL that does not parse)");
     }
 
     #[test]
