@@ -623,15 +623,13 @@ impl Inner {
         if !stream_options {
             wire.stream_options = None;
         }
-        if !self.stop.is_empty() {
-            let (stop, cut) = stop_sequences(&req.stop, &self.stop);
-            if cut && !self.stop_cut_said.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    "a request's own stop sequences and llm.stop are more than the {MAX_STOP_SEQUENCES} the API takes; the first {MAX_STOP_SEQUENCES} are sent"
-                );
-            }
-            wire.stop = stop;
+        let (stop, cut) = stop_sequences(&req.stop, &self.stop);
+        if cut && !self.stop_cut_said.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "a request's own stop sequences and llm.stop are more than the {MAX_STOP_SEQUENCES} the API takes; the first {MAX_STOP_SEQUENCES} are sent"
+            );
         }
+        wire.stop = stop;
         serde_json::to_vec(&wire)
             .map_err(|e| LlmError::new(ErrorKind::BadRequest, format!("cannot encode the request: {e}")))
     }
