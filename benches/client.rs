@@ -6,10 +6,15 @@
 //!    keep-alive sockets, no reqwest or hyper client) and the client's share is the difference;
 //! 2. budget adherence: a client budget of 600 requests per minute against a mock enforcing
 //!    600 per minute, for a full 60 s (run once, outside criterion's loop): the share of the
-//!    budget used (target >= 97%) and the 429s (target 0).
+//!    budget used (target >= 97%) and the 429s (target 0);
+//! 3. token counting of one call whose server reported no usage (`token_counting`): the
+//!    approximate counter against tiktoken's o200k_base on the same persona request and reply,
+//!    and the call whose usage the server reported (nothing is counted then). The first use of
+//!    o200k_base loads its BPE table, once per process: timed apart.
 //!
 //! The figures are also printed as plain lines (`figure: ...`) for the README. Select one
-//! group with a filter: `cargo bench --bench client -- client_overhead` or `-- budget_600rpm`.
+//! group with a filter: `cargo bench --bench client -- client_overhead`, `-- budget_600rpm` or
+//! `-- token_counting`.
 
 #[path = "../tests/support/mock_openai.rs"]
 mod mock_openai;
@@ -265,5 +270,35 @@ fn budget_adherence(_c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, client_overhead, budget_adherence);
+fn token_counting(c: &mut Criterion) {
+    use troupe_sim::llm::tokens::{Counter, count_request, count_tokens, estimate_usage};
+    if !wanted("token_counting") {
+        return;
+    }
+    let req = request();
+    let reply = "I agree we should pilot it with support first, but we need a baseline: median first-response \
+        time and reopen rate for the last quarter, or we will not know whether it helped.";
+    let t0 = Instant::now();
+    let first = Counter::O200kBase.count("warm up");
+    println!("figure: loading tiktoken o200k_base (once per process, on the first estimate): {:?}", t0.elapsed());
+    black_box(first);
+    let mut g = c.benchmark_group("token_counting");
+    g.bench_function("approximate", |b| b.iter(|| count_request(black_box(&req)) + count_tokens(black_box(reply))));
+    g.bench_function("tiktoken_o200k", |b| b.iter(|| estimate_usage(black_box(&req), black_box(reply), None, None)));
+    g.bench_function("server_reported", |b| {
+        b.iter(|| estimate_usage(black_box(&req), black_box(reply), Some(300), Some(40)))
+    });
+    g.finish();
+    let u = estimate_usage(&req, reply, None, None);
+    println!(
+        "figure: the bench request, {} bytes, counts {} prompt + {} reply tokens with tiktoken o200k_base, {} + {} approximately",
+        req.messages.iter().map(|m| m.content.len()).sum::<usize>() + reply.len(),
+        u.prompt_tokens,
+        u.completion_tokens,
+        count_request(&req),
+        count_tokens(reply)
+    );
+}
+
+criterion_group!(benches, client_overhead, budget_adherence, token_counting);
 criterion_main!(benches);

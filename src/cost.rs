@@ -105,7 +105,7 @@ mod tests {
         assert_eq!(p.price("gpt-4o-mini-2024-07-18").unwrap().input, 0.15);
         assert_eq!(p.price("gpt-4o-2024-08-06").unwrap().input, 2.5);
         assert!(p.price("llama3").is_none());
-        let c = p.cost("gpt-4o-mini", Usage { prompt_tokens: 1_000_000, completion_tokens: 500_000 }).unwrap();
+        let c = p.cost("gpt-4o-mini", Usage::new(1_000_000, 500_000)).unwrap();
         assert!((c - 0.45).abs() < 1e-9);
     }
 

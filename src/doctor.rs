@@ -6,13 +6,14 @@
 //! [`Status::Warn`] that it would, with a risk worth knowing.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::config::{KeySource, LoadedConfig, ProviderKind, SimulationConfig, source_of};
 use crate::cost::Pricing;
-use crate::llm::provider_from_config;
+use crate::llm::{LlmError, Provider, provider_from_config, server_configured};
 use crate::persona::{PersonaDatabase, validate_database};
 
 /// Free space under which the disk check warns.
@@ -102,14 +103,17 @@ pub const CHECK_NAMES: [&str; 7] =
 /// Runs every check against a loaded configuration.
 pub async fn run_checks(loaded: &LoadedConfig, opts: &DoctorOptions) -> Vec<Check> {
     let cfg = &loaded.config;
+    // Built once, as a run builds it: the key row says what this provider will do with the key
+    // (or without one), and the provider row calls it.
+    let provider = provider_from_config(cfg);
     vec![
         check_config(loaded),
         check_personas(&cfg.simulation.personas_file),
         check_output(&cfg.output.output_dir),
         check_disk(&cfg.output.output_dir),
         check_pricing(cfg),
-        check_key(loaded, &opts.secrets_file),
-        check_provider(cfg, opts.provider_timeout).await,
+        check_key(loaded, &opts.secrets_file, provider.as_ref().ok().map(|(p, _)| p.as_ref())),
+        check_provider(cfg, provider, opts.provider_timeout).await,
     ]
 }
 
@@ -300,24 +304,89 @@ pub fn check_pricing(cfg: &SimulationConfig) -> Check {
     }
 }
 
-/// Where the API key is and how safely it is kept. Never shows the key.
-pub fn check_key(loaded: &LoadedConfig, secrets_file: &Path) -> Check {
+/// Where the API key is, how safely it is kept, and what the run will do with it (or without
+/// one): which server it is sent to, or that the server is called without a key, or which
+/// offline provider `auto` chose. `provider` is the one a run would build (`None` when it
+/// cannot be built: the provider row says why). Never shows the key.
+pub fn check_key(loaded: &LoadedConfig, secrets_file: &Path, provider: Option<&dyn Provider>) -> Check {
     let cfg = &loaded.config;
     // The key of the provider the config selects (Azure's has two names).
     let choice = crate::llm::choose_provider(cfg);
     let var = choice.key_vars.join(" or ");
     let k = crate::config::secrets::resolve_api_key_from(cfg, secrets_file, choice.key_vars);
     let mut warnings = k.warnings.clone();
-    let (status, mut detail) = match &k.source {
+    let put_it = format!("put api_key = \"...\" in {} (chmod 600) or set {var}", secrets_file.display());
+    let kind = provider.map(|p| p.name());
+    let (status, mut detail) = match (&k.source, kind) {
+        (KeySource::Missing, _) if cfg.llm.provider == ProviderKind::Simulated => {
+            (Status::Ok, "none needed: the simulated provider runs offline".to_string())
+        }
+        (KeySource::Missing, _) if cfg.llm.provider == ProviderKind::Local => {
+            (Status::Ok, "none needed: the local model runs in-process".to_string())
+        }
+        (KeySource::Missing, Some("local")) => (
+            Status::Ok,
+            format!(
+                "no key and no server: auto runs the embedded local model in-process; for OpenAI {put_it}, or set llm.base_url for a server"
+            ),
+        ),
+        (KeySource::Missing, Some("simulated")) => (
+            Status::Warn,
+            format!(
+                "no key and no server: auto runs the built-in simulated provider, whose text is synthetic (the provider row says why the local model is not used); for real text run `troupe model fetch`, {put_it}, or set llm.base_url"
+            ),
+        ),
+        (KeySource::Missing, Some(name @ ("openai" | "azure"))) => {
+            let targets = provider.map(|p| p.endpoints()).unwrap_or_default();
+            without_key(cfg, name, &targets, &put_it)
+        }
+        (KeySource::Missing, _) => match cfg.llm.provider {
+            ProviderKind::Azure => (Status::Fail, format!("none found: Azure OpenAI needs one; {put_it}")),
+            _ => (Status::Warn, format!("none found (the provider cannot be set up: see its row); {put_it}")),
+        },
+        (source, kind) => {
+            let shape = k.key.as_ref().map_or("…", key_shape);
+            let (status, mut found) = found_key(loaded, source, &var, shape, &mut warnings);
+            match (kind, provider) {
+                (Some("openai" | "azure"), Some(p)) => {
+                    found.push_str(&format!("; sent to {}", targets_text(&p.endpoints())));
+                }
+                (Some(other), _) => found.push_str(&format!("; not used: the {other} provider needs none")),
+                (None, _) => {}
+            }
+            (status, found)
+        }
+    };
+    let named: Vec<&str> = cfg.llm.endpoints.iter().filter_map(|e| e.api_key_env.as_deref()).collect();
+    if !named.is_empty() {
+        detail.push_str(&format!("; endpoints also read {}", named.join(", ")));
+    }
+    if !warnings.is_empty() {
+        detail.push_str(&format!("; {}", warnings.join("; ")));
+    }
+    let status = if status == Status::Ok && !warnings.is_empty() { Status::Warn } else { status };
+    Check::new("api key", status, detail)
+}
+
+/// Where a found key is and how safe that place is.
+/// `shape` is what may be shown of the key (`sk-…`).
+fn found_key(
+    loaded: &LoadedConfig,
+    source: &KeySource,
+    var: &str,
+    shape: &str,
+    warnings: &mut Vec<String>,
+) -> (Status, String) {
+    match source {
         KeySource::SecretsFile(p) => {
             let mode = file_mode(p).map(|m| format!(", mode {m:o}")).unwrap_or_default();
             let status = if warnings.is_empty() { Status::Ok } else { Status::Warn };
-            (status, format!("found in {}{mode}: the safest place", p.display()))
+            (status, format!("found in {} ({shape}redacted){mode}: the safest place", p.display()))
         }
         KeySource::Env(v) => (
             Status::Ok,
             format!(
-                "found in the environment variable {v}; .troupe/secrets.toml (chmod 600) keeps it out of shell history"
+                "found in the environment variable {v} ({shape}redacted); .troupe/secrets.toml (chmod 600) keeps it out of shell history"
             ),
         ),
         KeySource::Config => {
@@ -331,40 +400,62 @@ pub fn check_key(loaded: &LoadedConfig, secrets_file: &Path) -> Check {
                 ),
             )
         }
-        KeySource::Missing => match choice.kind {
-            ProviderKind::Simulated => (Status::Ok, "none needed: the simulated provider runs offline".to_string()),
-            ProviderKind::Local | ProviderKind::Auto if cfg.llm.provider == ProviderKind::Auto => (
-                Status::Ok,
-                format!(
-                    "none found, so `auto` runs offline (the local model, else the simulated provider); for OpenAI put api_key = \"...\" in {} (chmod 600) or set {var} (for Azure, AZURE_OPENAI_ENDPOINT with AZURE_OPENAI_API_KEY or AZURE_OPENAI_KEY)",
-                    secrets_file.display()
-                ),
-            ),
-            ProviderKind::Local | ProviderKind::Auto => {
-                (Status::Ok, "none needed: the local model runs in-process".to_string())
-            }
-            ProviderKind::OpenAi => (
-                Status::Warn,
-                format!(
-                    "none found: fine for a local server that needs none (Ollama, vLLM); OpenAI needs one in {} (chmod 600) or {var}",
-                    secrets_file.display()
-                ),
-            ),
-            ProviderKind::Azure => (
-                Status::Fail,
-                format!("none found: Azure OpenAI needs one in {} (chmod 600) or {var}", secrets_file.display()),
-            ),
-        },
+        KeySource::Missing => (Status::Ok, String::new()),
+    }
+}
+
+/// No key, and an HTTP provider: which server is called without one, and whether that can work.
+fn without_key(cfg: &SimulationConfig, name: &str, targets: &[String], put_it: &str) -> (Status, String) {
+    let setting = if !cfg.llm.endpoints.is_empty() {
+        "llm.endpoints"
+    } else if name == "azure" {
+        if cfg.llm.azure_endpoint.as_deref().is_some_and(|e| !e.trim().is_empty()) {
+            "llm.azure_endpoint"
+        } else {
+            "AZURE_OPENAI_ENDPOINT"
+        }
+    } else if cfg.llm.base_url.as_deref().is_some_and(|u| !u.trim().is_empty()) {
+        "llm.base_url"
+    } else if server_configured(cfg) {
+        "OPENAI_BASE_URL"
+    } else {
+        ""
     };
-    let named: Vec<&str> = cfg.llm.endpoints.iter().filter_map(|e| e.api_key_env.as_deref()).collect();
-    if !named.is_empty() {
-        detail.push_str(&format!("; endpoints also read {}", named.join(", ")));
+    let urls = targets_text(targets);
+    if name == "azure" {
+        return (Status::Fail, format!("none found: Azure OpenAI ({setting} = {urls}) needs one; {put_it}"));
     }
-    if !warnings.is_empty() {
-        detail.push_str(&format!("; {}", warnings.join("; ")));
+    if setting.is_empty() {
+        return (
+            Status::Fail,
+            format!(
+                "no key found, and llm.provider = \"openai\" with no llm.base_url calls OpenAI's API ({urls}), which refuses calls without one: {put_it}, or set llm.base_url to a server that needs none"
+            ),
+        );
     }
-    let status = if status == Status::Ok && !warnings.is_empty() { Status::Warn } else { status };
-    Check::new("api key", status, detail)
+    let called = if setting == "llm.endpoints" {
+        format!("llm.endpoints = {urls}: those without api_key_env are called without a key")
+    } else {
+        format!("{setting} = {urls} will be called without a key")
+    };
+    (
+        Status::Ok,
+        format!(
+            "no key found; {called} (fine for Ollama, vLLM or llama.cpp's server; one that needs a key answers 401: {put_it})"
+        ),
+    )
+}
+
+/// The start of a key that says what kind it is without saying anything of the key itself:
+/// `sk-…` for OpenAI-style keys, else `…`.
+fn key_shape(key: &crate::config::SecretString) -> &'static str {
+    if key.expose().trim_start().starts_with("sk-") { "sk-…" } else { "…" }
+}
+
+/// Base URLs as shown (`openai::display_url`: no credentials).
+fn targets_text(targets: &[String]) -> String {
+    let shown: Vec<String> = targets.iter().map(|t| crate::llm::openai::display_url(t)).collect();
+    if shown.is_empty() { "(no endpoint)".into() } else { shown.join(", ") }
 }
 
 #[cfg(unix)]
@@ -378,9 +469,14 @@ fn file_mode(_: &Path) -> Option<u32> {
     None
 }
 
-/// The provider the config selects is built and answers, with its latency.
-pub async fn check_provider(cfg: &SimulationConfig, timeout: Duration) -> Check {
-    let (provider, notice) = match provider_from_config(cfg) {
+/// The provider the config selects (`provider_from_config`'s answer, built by the caller) is
+/// built and answers, with its latency.
+pub async fn check_provider(
+    cfg: &SimulationConfig,
+    built: Result<(Arc<dyn Provider>, Option<String>), LlmError>,
+    timeout: Duration,
+) -> Check {
+    let (provider, notice) = match built {
         Ok(p) => p,
         Err(e) => return Check::new("provider", Status::Fail, format!("cannot be set up: {e}")),
     };

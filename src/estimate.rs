@@ -173,8 +173,7 @@ pub fn estimate(plan: &RunPlan, cfg: &SimulationConfig, pricing: &Pricing) -> Es
         ..Default::default()
     };
     for (model, m) in by_model.iter_mut() {
-        m.cost_usd =
-            pricing.cost(model, Usage { prompt_tokens: m.prompt_tokens, completion_tokens: m.completion_tokens });
+        m.cost_usd = pricing.cost(model, Usage::new(m.prompt_tokens, m.completion_tokens));
         if m.cost_usd.is_none() {
             e.assumptions.push(format!("model {model} has no price in the pricing table; its cost counts as 0"));
         }

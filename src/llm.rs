@@ -212,6 +212,14 @@ mod opt_duration_secs {
     }
 }
 
+/// True when `llm.base_url`, `OPENAI_BASE_URL` or `llm.endpoints` names a server: then `auto`
+/// calls it, with or without a key (`troupe doctor` says so with the same test).
+pub fn server_configured(cfg: &crate::config::SimulationConfig) -> bool {
+    cfg.llm.base_url.as_deref().is_some_and(|u| !u.trim().is_empty())
+        || std::env::var("OPENAI_BASE_URL").is_ok_and(|u| !u.trim().is_empty())
+        || !cfg.llm.endpoints.is_empty()
+}
+
 /// What `llm.provider` comes to: the provider that will answer (never `Auto`), why, and which
 /// environment variables hold its key.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -56,10 +56,29 @@ pub struct ResultsMetrics {
     pub error_rate: f64,
     /// USD spent (models with a price in the pricing table).
     pub cost_usd: f64,
+    /// Of `total_tokens`, how many are estimates: counted by troupe-sim because the server
+    /// reported no usage for those calls. Left out (with the next two) when the server reported
+    /// every token.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tokens_estimated: u64,
+    /// Of `cost_usd`, how much was priced from estimated tokens.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub cost_usd_estimated: f64,
+    /// What is estimated and how (the counters, the `max_tokens` cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_estimate_note: Option<String>,
     /// Median call latency, seconds.
     pub latency_p50: f64,
     /// 99th percentile call latency, seconds.
     pub latency_p99: f64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_f64(n: &f64) -> bool {
+    *n == 0.0
 }
 
 /// The settings the run used.

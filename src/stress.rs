@@ -139,7 +139,7 @@ impl SettingResult {
         let wall = r.metrics.duration;
         let per_s = |n: u64| if wall > 0.0 { n as f64 / wall } else { 0.0 };
         let (cost_usd, cost_estimated) = if r.synthetic {
-            let usage = Usage { prompt_tokens: m.prompt_tokens, completion_tokens: m.completion_tokens };
+            let usage = Usage::new(m.prompt_tokens, m.completion_tokens);
             (pricing.cost(&r.config.model, usage), true)
         } else {
             (Some(r.metrics.cost_usd), false)

@@ -138,10 +138,10 @@ impl Caller {
     /// Reserves the worst case of one attempt of `req` (its prompt plus `max_tokens` of reply)
     /// against `llm.max_cost_usd`; counts the call.
     fn reserve(&self, req: &ChatRequest) -> Result<f64, LlmError> {
-        let usage = Usage {
-            prompt_tokens: crate::llm::tokens::prompt_tokens(req),
-            completion_tokens: req.max_tokens.unwrap_or(self.config.llm.max_tokens) as u64,
-        };
+        let usage = Usage::new(
+            crate::llm::tokens::prompt_tokens(req),
+            req.max_tokens.unwrap_or(self.config.llm.max_tokens) as u64,
+        );
         let worst = self.pricing.cost(&req.model, usage).unwrap_or(0.0);
         let mut l = self.ledger.lock().map_err(|_| LlmError::new(ErrorKind::Budget, "the cost ledger is unusable"))?;
         if let Some(max) = self.config.llm.max_cost_usd
@@ -201,7 +201,7 @@ mod tests {
             Box::pin(async move {
                 Ok(ChatResponse {
                     text: "ok".into(),
-                    usage: Usage { prompt_tokens: 10, completion_tokens: 1 },
+                    usage: Usage::new(10, 1),
                     model: req.model.clone(),
                     finish_reason: crate::llm::FinishReason::Stop,
                 })

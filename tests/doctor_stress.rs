@@ -128,6 +128,76 @@ fn doctor_never_prints_a_key_from_the_environment_even_when_the_server_is_down()
     assert!(provider.contains("FAIL"), "{provider}");
 }
 
+/// The `doctor --json` row named `name`: (status, detail).
+fn row(stdout: &str, name: &str) -> (String, String) {
+    let v: Value = serde_json::from_str(stdout).expect("stdout is one JSON document");
+    let c = v["checks"].as_array().unwrap().iter().find(|c| c["name"] == name).expect(name).clone();
+    (c["status"].as_str().unwrap().to_string(), c["detail"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn doctor_says_a_base_url_without_a_key_is_called_without_one() {
+    // `auto` with llm.base_url and no key calls that server (here a closed loopback port), so
+    // the key row must not claim the run is offline; credentials in the URL never show.
+    let r = run(troupe().args([
+        "doctor",
+        "--json",
+        "--set",
+        "llm.base_url=http://troupe:hunter22secret@127.0.0.1:9/v1",
+        "--set",
+        "performance.persona_timeout=2",
+    ]));
+    assert_eq!(r.code, 1, "the closed port fails the provider check:\n{}{}", r.stdout, r.stderr);
+    let (status, key) = row(&r.stdout, "api key");
+    assert_eq!(status, "ok", "{key}");
+    assert!(
+        key.contains("no key found")
+            && key.contains("llm.base_url = http://127.0.0.1:9/v1 will be called without a key"),
+        "{key}"
+    );
+    assert!(!key.contains("offline") && !key.contains("local model"), "{key}");
+    assert!(!r.stdout.contains("hunter22secret"), "{}", r.stdout);
+    let (status, provider) = row(&r.stdout, "provider");
+    assert_eq!(status, "fail");
+    assert!(provider.starts_with("openai"), "the same choice as the run's: {provider}");
+}
+
+#[test]
+fn doctor_says_what_auto_runs_with_no_key_and_no_server() {
+    // No key, no server, no cached local model and no fetching: a run would use the simulated
+    // provider, and both rows say so.
+    let models = tempfile::tempdir().unwrap();
+    let r = run(troupe().args(["doctor", "--json", "--set", "llm.local.auto_fetch=false"]).args([
+        "--set",
+        &format!("llm.local.model_dir={}", models.path().display()),
+        "--set",
+        "llm.simulated.latency.ms=5",
+    ]));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let (status, key) = row(&r.stdout, "api key");
+    assert_eq!(status, "warn", "synthetic text is worth a warning: {key}");
+    assert!(key.contains("no key and no server") && key.contains("simulated provider"), "{key}");
+    assert!(key.contains("troupe model fetch") && key.contains("llm.base_url"), "says how to get real text: {key}");
+    let (_, provider) = row(&r.stdout, "provider");
+    assert!(provider.starts_with("simulated"), "{provider}");
+}
+
+#[test]
+fn doctor_names_the_server_a_found_key_goes_to_and_never_the_key() {
+    let r = run(troupe().env("OPENAI_API_KEY", CANARY).args([
+        "doctor",
+        "--json",
+        "--set",
+        "llm.base_url=http://127.0.0.1:9/v1",
+        "--set",
+        "performance.persona_timeout=2",
+    ]));
+    assert!(!r.stdout.contains(CANARY) && !r.stderr.contains(CANARY), "the key leaked:\n{}{}", r.stdout, r.stderr);
+    let (status, key) = row(&r.stdout, "api key");
+    assert_eq!(status, "ok", "{key}");
+    assert!(key.contains("OPENAI_API_KEY (sk-…redacted)") && key.contains("sent to http://127.0.0.1:9/v1"), "{key}");
+}
+
 // ---------------------------------------------------------------- stress
 
 #[test]

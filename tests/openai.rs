@@ -175,15 +175,81 @@ async fn no_key_no_authorization_and_org_project_headers() {
     assert_eq!(rec.header("openai-project"), Some("proj_sim"));
 }
 
+/// tiktoken's count of a chat request, as OpenAI documents it: 3 tokens per message plus its
+/// role and content, and 3 for the reply's priming.
+fn tiktoken_request(bpe: &tiktoken_rs::CoreBPE, req: &ChatRequest) -> u64 {
+    req.messages.iter().map(|m| 4 + bpe.encode_ordinary(&m.content).len() as u64).sum::<u64>() + 3
+}
+
+/// Without usage from the server, an OpenAI model's tokens are counted with its own tokenizer
+/// (tiktoken), any other model's with the approximate counter, and either way the figures say
+/// they are estimates and which counter made them.
 #[tokio::test]
-async fn usage_missing_is_counted() {
+async fn usage_missing_is_counted_with_the_models_tokenizer_and_marked_estimated() {
     let m = mock(|c| c.omit_usage = true).await;
+    let reply = MockConfig::default().reply;
+    let o200k = tiktoken_rs::o200k_base_singleton();
     for stream in [false, true] {
         let p = provider(&m, |o| o.stream = stream);
         let r = chat(&p, full_request()).await.unwrap();
-        assert_eq!(r.usage.prompt_tokens, prompt_tokens(&full_request()), "stream = {stream}");
-        assert_eq!(r.usage.completion_tokens, count_tokens(&MockConfig::default().reply), "stream = {stream}");
+        assert_eq!(r.usage.prompt_tokens, tiktoken_request(o200k, &full_request()), "stream = {stream}");
+        assert_eq!(r.usage.completion_tokens, o200k.encode_ordinary(&reply).len() as u64, "stream = {stream}");
+        assert!(r.usage.prompt_estimated && r.usage.completion_estimated, "stream = {stream}");
+        assert_eq!(r.usage.estimated_by.names(), ["tiktoken o200k_base"]);
     }
+    let p = provider(&m, |_| {});
+    let gpt4 = ChatRequest { model: "gpt-4-0613".into(), ..full_request() };
+    let r = chat(&p, gpt4.clone()).await.unwrap();
+    let cl100k = tiktoken_rs::cl100k_base_singleton();
+    assert_eq!(r.usage.prompt_tokens, tiktoken_request(cl100k, &gpt4));
+    assert_eq!(r.usage.estimated_by.names(), ["tiktoken cl100k_base"]);
+    // A model whose tokenizer is unknown here: the approximate counter, named as such.
+    let llama = ChatRequest { model: "llama3.1:8b".into(), ..full_request() };
+    let r = chat(&p, llama.clone()).await.unwrap();
+    assert_eq!(r.usage.prompt_tokens, prompt_tokens(&llama));
+    assert_eq!(r.usage.completion_tokens, count_tokens(&reply));
+    assert_eq!(r.usage.estimated_by.names(), ["approximate"]);
+    assert_eq!(r.usage.estimated(), r.usage.total());
+
+    // What the server reports always wins, and then nothing is marked.
+    m.set(|c| c.omit_usage = false);
+    let r = chat(&p, full_request()).await.unwrap();
+    assert_eq!(r.usage.prompt_tokens, prompt_tokens(&full_request()), "the mock's own count");
+    assert_eq!((r.usage.estimated(), r.usage.estimated_by.is_empty()), (0, true));
+    let shown = serde_json::to_value(r.usage).unwrap();
+    assert_eq!(keys(&shown), ["completion_tokens", "prompt_tokens"], "{shown}");
+}
+
+/// An estimated reply never counts more tokens than the request allowed.
+#[tokio::test]
+async fn an_estimated_completion_never_exceeds_max_tokens() {
+    let m = mock(|c| {
+        c.omit_usage = true;
+        c.reply = "A long answer that a server cut at the limit, word after word after word.".into();
+    })
+    .await;
+    for model in ["gpt-4o-mini", "llama3.1:8b"] {
+        let p = provider(&m, |o| o.stream = true);
+        let r = chat(&p, ChatRequest { model: model.into(), max_tokens: Some(5), ..full_request() }).await.unwrap();
+        assert_eq!(r.usage.completion_tokens, 5, "{model}");
+        assert!(r.usage.completion_estimated, "{model}");
+    }
+}
+
+/// A server that reports only part of the usage: its figure is kept, the other estimated.
+#[tokio::test]
+async fn a_partial_usage_keeps_what_the_server_said() {
+    let body = json!({
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Fine by me."}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 321},
+    });
+    let m = mock(|c| c.script.push_back(Canned::new(200, body.to_string()))).await;
+    let p = provider(&m, |_| {});
+    let r = chat(&p, full_request()).await.unwrap();
+    assert_eq!((r.usage.prompt_tokens, r.usage.prompt_estimated), (321, false));
+    let o200k = tiktoken_rs::o200k_base_singleton();
+    assert_eq!(r.usage.completion_tokens, o200k.encode_ordinary("Fine by me.").len() as u64);
+    assert!(r.usage.completion_estimated);
 }
 
 #[tokio::test]
@@ -200,6 +266,44 @@ async fn streaming_usage_in_the_finish_chunk_or_after_it() {
     m.set(|c| c.usage_in_finish_chunk = false);
     let r2 = chat(&p, request()).await.unwrap();
     assert_eq!(r2.usage, r.usage);
+}
+
+/// A server that refuses `stream_options` (older vLLM, llama.cpp and Azure API versions answer
+/// 400, FastAPI servers 422) gets the request again without it, once per provider: later
+/// streamed calls leave it out from the start.
+#[tokio::test]
+async fn a_server_refusing_stream_options_is_asked_again_without_it_for_good() {
+    let m = mock(|c| c.reject_stream_options = true).await;
+    let p = provider(&m, |o| o.stream = true);
+    for _ in 0..2 {
+        let r = chat(&p, request()).await.unwrap();
+        assert_eq!(r.text, MockConfig::default().reply);
+    }
+    let recs = m.requests();
+    assert_eq!(recs.len(), 3, "one refusal, then one request per call");
+    assert_eq!(recs[0].body["stream_options"], json!({"include_usage": true}));
+    for r in &recs[1..] {
+        assert_eq!(r.body["stream"], json!(true));
+        assert!(r.body.get("stream_options").is_none(), "{}", r.body);
+    }
+
+    // A FastAPI-style 422 naming the field is understood the same way.
+    let detail = json!({"detail": [{"type": "extra_forbidden", "loc": ["body", "stream_options"], "msg": "Extra inputs are not permitted"}]});
+    let m = mock(|c| c.script.push_back(Canned::new(422, detail.to_string()))).await;
+    let p = provider(&m, |o| o.stream = true);
+    chat(&p, request()).await.unwrap();
+    let recs = m.requests();
+    assert_eq!(recs.len(), 2);
+    assert!(recs[1].body.get("stream_options").is_none());
+
+    // Any other 400 is an error as before, and stream_options stays.
+    let m = mock(|c| c.script.push_back(Canned::error(400, "temperature must be at most 2", "invalid_value"))).await;
+    let p = provider(&m, |o| o.stream = true);
+    let err = chat(&p, request()).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::BadRequest);
+    chat(&p, request()).await.unwrap();
+    assert_eq!(m.request_count(), 2);
+    assert!(m.requests()[1].body.get("stream_options").is_some());
 }
 
 #[test]
@@ -658,6 +762,123 @@ async fn provider_from_config_picks_openai_or_azure() {
     cfg.llm.provider = ProviderKind::OpenAi;
     cfg.llm.base_url = Some("not a url".into());
     assert_eq!(provider_from_config(&cfg).unwrap_err().kind, ErrorKind::BadRequest);
+}
+
+/// `llm.stop` as the user set it reaches OpenAI-compatible and Azure servers as OpenAI's `stop`
+/// array, after a request's own stop sequences, on every request of a run built from the config.
+#[tokio::test]
+async fn llm_stop_is_sent_to_openai_compatible_and_azure_servers() {
+    let m = mock(|_| {}).await;
+    let mut cfg = SimulationConfig::default();
+    cfg.llm.provider = ProviderKind::OpenAi;
+    cfg.llm.base_url = Some(m.base_url());
+    cfg.llm.stop = vec!["\nModerator:".into(), "###".into()];
+    let (p, _) = provider_from_config(&cfg).unwrap();
+    p.chat(Arc::new(request()), CallContext::default()).await.unwrap();
+    // A request's own stop sequences come first; one already in llm.stop is not repeated.
+    let mut own = full_request();
+    own.stop = vec!["\n\n".into(), "###".into()];
+    p.chat(Arc::new(own), CallContext::default()).await.unwrap();
+
+    cfg.llm.provider = ProviderKind::Azure;
+    cfg.llm.azure_endpoint = Some(m.azure_endpoint());
+    let (p, _) = provider_from_config(&cfg).unwrap();
+    p.chat(Arc::new(request()), CallContext::default()).await.unwrap();
+
+    let recs = m.requests();
+    assert_eq!(recs[0].body["stop"], json!(["\nModerator:", "###"]));
+    assert_eq!(recs[1].body["stop"], json!(["\n\n", "###", "\nModerator:"]));
+    assert!(recs[2].path.starts_with("/openai/deployments/"), "{}", recs[2].path);
+    assert_eq!(recs[2].body["stop"], json!(["\nModerator:", "###"]));
+
+    // Through the engine: every persona request of a run carries it.
+    let m = mock(|_| {}).await;
+    let mut cfg = SimulationConfig::default();
+    cfg.llm.provider = ProviderKind::OpenAi;
+    cfg.llm.base_url = Some(m.base_url());
+    cfg.llm.stop = vec!["\nModerator:".into()];
+    cfg.simulation.personas_file = personas_file();
+    cfg.performance.rate_limit_delay = 0.0;
+    let results = SimulationEngine::new(cfg)
+        .unwrap()
+        .run_simulation("Should we ship AI-assisted moderation?", 1, &["sarah_chen", "marcus_rivera"], vec![])
+        .await
+        .unwrap();
+    assert!(results.success, "{:?}", results.error);
+    assert_eq!(m.request_count(), 2);
+    for r in m.requests() {
+        assert_eq!(r.body["stop"], json!(["\nModerator:"]), "{}", r.body);
+    }
+}
+
+/// A run whose server reports no usage says so in `results.json` and `metrics.json`: how many
+/// tokens (and how much of the cost) are estimates, and with which counter; a run whose server
+/// reported everything shows none of it.
+#[tokio::test]
+async fn estimated_tokens_are_marked_in_results_and_metrics() {
+    async fn run(m: &MockServer, dir: &Path) -> (Value, Value) {
+        let mut cfg = SimulationConfig::default();
+        cfg.llm.provider = ProviderKind::OpenAi;
+        cfg.simulation.personas_file = personas_file();
+        cfg.performance.rate_limit_delay = 0.0;
+        let p = OpenAiProvider::new(OpenAiOptions { stream: true, ..OpenAiOptions::new(m.base_url(), None) }).unwrap();
+        let results = SimulationEngine::with_provider(cfg, Arc::new(p))
+            .run_simulation("Should we ship AI-assisted moderation?", 1, &["sarah_chen", "marcus_rivera"], vec![])
+            .await
+            .unwrap();
+        assert!(results.success, "{:?}", results.error);
+        troupe_sim::results::save_results(&results, dir).unwrap();
+        let read = |f: &str| serde_json::from_slice::<Value>(&std::fs::read(dir.join(f)).unwrap()).unwrap();
+        (read("results.json"), read("metrics.json"))
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = mock(|c| c.omit_usage = true).await;
+    let (results, metrics) = run(&m, &dir.path().join("estimated")).await;
+    let r = &results["metrics"];
+    assert!(r["total_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(r["tokens_estimated"], r["total_tokens"], "{r}");
+    assert_eq!(r["cost_usd_estimated"], r["cost_usd"], "{r}");
+    let note = r["tokens_estimate_note"].as_str().unwrap();
+    assert!(note.contains("tiktoken o200k_base") && note.contains("max_tokens"), "{note}");
+    assert_eq!(metrics["tokens_estimated"], r["total_tokens"]);
+    assert_eq!(metrics["prompt_tokens_estimated"], metrics["prompt_tokens"]);
+    assert_eq!(metrics["completion_tokens_estimated"], metrics["completion_tokens"]);
+    assert_eq!(metrics["cost_usd_estimated"], metrics["cost_usd"]);
+    assert_eq!(metrics["tokens_estimated_by"], json!(["tiktoken o200k_base"]));
+    assert_eq!(metrics["tokens_estimate_note"], r["tokens_estimate_note"]);
+    // Old readers: the fields they know are all still there.
+    assert!(troupe_sim::results::load_results(&dir.path().join("estimated/results.json")).is_ok());
+
+    let m = mock(|_| {}).await;
+    let (results, metrics) = run(&m, &dir.path().join("reported")).await;
+    for (what, v) in [("results.json metrics", &results["metrics"]), ("metrics.json", &metrics)] {
+        let extra: Vec<&str> = keys(v).into_iter().filter(|k| k.contains("estimat")).collect();
+        assert!(extra.is_empty(), "{what} shows {extra:?} though the server reported every token");
+    }
+}
+
+/// OpenAI's API takes at most 4 stop sequences: a fifth is refused when the configuration loads,
+/// naming `llm.stop` and the file, rather than dropped without a word (or sent to a 400).
+#[test]
+fn more_than_four_stop_sequences_are_refused_at_config_load() {
+    use troupe_sim::config::{ConfigSources, load_config};
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("troupe.toml");
+    std::fs::write(&toml, "[llm]\nstop = [\"a\", \"b\", \"c\", \"d\", \"e\"]\n").unwrap();
+    let src = |path: &Path| ConfigSources {
+        toml: Some(path.to_path_buf()),
+        ini: None,
+        scenario: None,
+        env: false,
+        cli: None,
+    };
+    let err = load_config(&src(&toml)).expect_err("five stop sequences are refused").to_string();
+    assert!(err.contains("llm.stop") && err.contains("at most 4") && err.contains("troupe.toml"), "{err}");
+    std::fs::write(&toml, "[llm]\nstop = [\"a\", \"\"]\n").unwrap();
+    let err = load_config(&src(&toml)).expect_err("an empty stop sequence is refused").to_string();
+    assert!(err.contains("llm.stop") && err.contains("empty"), "{err}");
+    std::fs::write(&toml, "[llm]\nstop = [\"a\", \"b\", \"c\", \"d\"]\n").unwrap();
+    assert_eq!(load_config(&src(&toml)).unwrap().config.llm.stop.len(), 4);
 }
 
 #[tokio::test]

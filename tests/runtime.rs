@@ -403,7 +403,7 @@ impl Provider for Scripted {
                     "{} speaking in turn {} on attempt {} with {}.",
                     req.meta.persona, req.meta.turn, ctx.attempt, req.model
                 );
-                let usage = Usage { prompt_tokens: count_request(req), completion_tokens: count_tokens(&text) };
+                let usage = Usage::new(count_request(req), count_tokens(&text));
                 Ok(ChatResponse { text, usage, model: req.model.clone(), finish_reason: FinishReason::Stop })
             };
             match step {

@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 
-use crate::llm::{ErrorKind, Usage};
+use crate::llm::{ErrorKind, TokenCounters, Usage};
 
 /// The metrics actor (holds no data; see `MetricsState`).
 #[derive(Debug)]
@@ -30,10 +30,12 @@ pub enum MetricsMsg {
         persona: usize,
         /// Attempt latency, microseconds.
         latency_us: u64,
-        /// Tokens.
+        /// Tokens (with how many are estimates).
         usage: Usage,
         /// What it cost, when the model has a price.
         cost_usd: Option<f64>,
+        /// The part of `cost_usd` priced from estimated tokens.
+        cost_usd_estimated: f64,
     },
     /// A call attempt failed.
     CallFailed {
@@ -113,6 +115,25 @@ pub struct MetricsSnapshot {
     pub total_tokens: u64,
     /// USD spent (priced models only; see `unpriced_models`).
     pub cost_usd: f64,
+    /// Of `prompt_tokens`, how many are estimates (the server reported no usage for those
+    /// calls). This and the next four are left out of `metrics.json` when nothing was estimated.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prompt_tokens_estimated: u64,
+    /// Of `completion_tokens`, how many are estimates (each cut to its request's `max_tokens`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub completion_tokens_estimated: u64,
+    /// Of `total_tokens`, how many are estimates.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tokens_estimated: u64,
+    /// Of `cost_usd`, how much was priced from estimated tokens.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub cost_usd_estimated: f64,
+    /// The counters that made the estimates ("tiktoken o200k_base", "approximate").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens_estimated_by: Vec<String>,
+    /// One sentence saying what is estimated and how, when anything is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_estimate_note: Option<String>,
     /// Models that answered but have no price in the pricing table.
     pub unpriced_models: Vec<String>,
     /// Failed attempts by kind.
@@ -153,11 +174,21 @@ pub struct MetricsSnapshot {
     pub latency_buckets: Vec<(f64, u64)>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_f64(n: &f64) -> bool {
+    *n == 0.0
+}
+
 /// The metrics actor's state.
 #[derive(Debug)]
 pub struct MetricsState {
     started: Instant,
     snap: MetricsSnapshot,
+    /// The counters behind estimated tokens.
+    counters: TokenCounters,
     latency: Histogram<u64>,
     by_model: BTreeMap<String, Histogram<u64>>,
     persona_response: Histogram<u64>,
@@ -197,6 +228,7 @@ impl MetricsState {
         MetricsState {
             started: Instant::now(),
             snap: MetricsSnapshot::default(),
+            counters: TokenCounters::default(),
             latency: hist(),
             by_model: BTreeMap::new(),
             persona_response: hist(),
@@ -216,7 +248,7 @@ impl MetricsState {
                 s.in_flight += 1;
                 record(&mut self.queue, queued_us);
             }
-            MetricsMsg::CallSucceeded { model, persona: _, latency_us, usage, cost_usd } => {
+            MetricsMsg::CallSucceeded { model, persona: _, latency_us, usage, cost_usd, cost_usd_estimated } => {
                 match cost_usd {
                     Some(c) => s.cost_usd += c,
                     None => {
@@ -229,6 +261,11 @@ impl MetricsState {
                 s.successful_calls += 1;
                 s.prompt_tokens += usage.prompt_tokens;
                 s.completion_tokens += usage.completion_tokens;
+                let estimated = usage.estimated_part();
+                s.prompt_tokens_estimated += estimated.prompt_tokens;
+                s.completion_tokens_estimated += estimated.completion_tokens;
+                s.cost_usd_estimated += cost_usd_estimated;
+                self.counters = self.counters.union(usage.estimated_by);
                 record(&mut self.latency, latency_us);
                 record(self.by_model.entry(model).or_insert_with(hist), latency_us);
             }
@@ -264,6 +301,9 @@ impl MetricsState {
         let mut s = self.snap.clone();
         s.elapsed_s = self.started.elapsed().as_secs_f64();
         s.total_tokens = s.prompt_tokens + s.completion_tokens;
+        s.tokens_estimated = s.prompt_tokens_estimated + s.completion_tokens_estimated;
+        s.tokens_estimated_by = self.counters.names().into_iter().map(String::from).collect();
+        s.tokens_estimate_note = estimate_note(&s);
         s.throughput_per_min = if s.elapsed_s > 0.0 { s.messages as f64 * 60.0 / s.elapsed_s } else { 0.0 };
         s.calls_per_message = if s.messages > 0 { s.api_calls as f64 / s.messages as f64 } else { 0.0 };
         s.error_rate = if s.api_calls > 0 { s.errors as f64 / s.api_calls as f64 } else { 0.0 };
@@ -284,6 +324,31 @@ impl Default for MetricsState {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// What is estimated in `s` and how, in one sentence; `None` when the servers reported every
+/// token.
+fn estimate_note(s: &MetricsSnapshot) -> Option<String> {
+    if s.tokens_estimated == 0 {
+        return None;
+    }
+    let approximate = s.tokens_estimated_by.iter().any(|c| c == "approximate");
+    let mut note = format!(
+        "{} of {} tokens are estimates: the server reported no usage for some calls, so they were counted with {}{}; \
+         an estimated reply never counts more than its request's max_tokens",
+        s.tokens_estimated,
+        s.total_tokens,
+        s.tokens_estimated_by.join(" and "),
+        if approximate {
+            " (the approximate counter, for models whose tokenizer is unknown, runs about 20% high)"
+        } else {
+            ""
+        },
+    );
+    if s.cost_usd_estimated > 0.0 {
+        note.push_str(&format!("; ${:.6} of the cost is priced from them", s.cost_usd_estimated));
+    }
+    Some(note)
 }
 
 /// Log-spaced buckets (1 ms .. 1 h) with their counts, for the latency chart.
@@ -341,8 +406,9 @@ mod tests {
                 model: "m".into(),
                 persona: 0,
                 latency_us: i * 1000,
-                usage: Usage { prompt_tokens: 10, completion_tokens: 5 },
+                usage: Usage::new(10, 5),
                 cost_usd: Some(0.001),
+                cost_usd_estimated: 0.0,
             });
             s.apply(MetricsMsg::Message);
         }
@@ -358,5 +424,50 @@ mod tests {
         assert!((snap.calls_per_message - 1.01).abs() < 1e-9);
         let bucketed: u64 = snap.latency_buckets.iter().map(|b| b.1).sum();
         assert_eq!(bucketed, 101);
+        assert_eq!((snap.tokens_estimated, snap.tokens_estimate_note.as_deref()), (0, None));
+        let json = serde_json::to_value(&snap).unwrap();
+        assert!(json.as_object().unwrap().keys().all(|k| !k.contains("estimat")), "{json}");
+    }
+
+    #[test]
+    fn estimated_tokens_and_their_cost_are_counted_apart() {
+        use crate::llm::tokens::Counter;
+        let mut s = MetricsState::new();
+        let ok = |usage: Usage, cost: f64, estimated: f64| MetricsMsg::CallSucceeded {
+            model: "gpt-4o-mini".into(),
+            persona: 0,
+            latency_us: 1000,
+            usage,
+            cost_usd: Some(cost),
+            cost_usd_estimated: estimated,
+        };
+        s.apply(ok(Usage::new(100, 20), 0.002, 0.0));
+        let estimated = Usage {
+            prompt_estimated: true,
+            completion_estimated: true,
+            estimated_by: TokenCounters::of(Counter::O200kBase),
+            ..Usage::new(50, 10)
+        };
+        s.apply(ok(estimated, 0.001, 0.001));
+        let approximate = Usage {
+            completion_estimated: true,
+            estimated_by: TokenCounters::of(Counter::Approximate),
+            ..Usage::new(30, 5)
+        };
+        s.apply(ok(approximate, 0.0005, 0.0001));
+        let snap = s.snapshot();
+        assert_eq!((snap.prompt_tokens, snap.completion_tokens, snap.total_tokens), (180, 35, 215));
+        assert_eq!(
+            (snap.prompt_tokens_estimated, snap.completion_tokens_estimated, snap.tokens_estimated),
+            (50, 15, 65)
+        );
+        assert!((snap.cost_usd_estimated - 0.0011).abs() < 1e-12);
+        assert_eq!(snap.tokens_estimated_by, ["approximate", "tiktoken o200k_base"]);
+        let note = snap.tokens_estimate_note.unwrap();
+        assert!(note.starts_with("65 of 215 tokens are estimates"), "{note}");
+        assert!(
+            note.contains("tiktoken o200k_base") && note.contains("20% high") && note.contains("max_tokens"),
+            "{note}"
+        );
     }
 }

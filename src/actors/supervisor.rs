@@ -362,10 +362,10 @@ fn pump(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState) {
 /// Worst case of the next attempt of call `id`: its prompt plus `max_tokens` of output.
 fn worst_case_cost(st: &SupervisorState, id: u64) -> f64 {
     let Some(c) = st.calls.get(&id) else { return 0.0 };
-    let usage = crate::llm::Usage {
-        prompt_tokens: crate::llm::tokens::prompt_tokens(&c.request),
-        completion_tokens: c.request.max_tokens.unwrap_or(st.config.llm.max_tokens) as u64,
-    };
+    let usage = crate::llm::Usage::new(
+        crate::llm::tokens::prompt_tokens(&c.request),
+        c.request.max_tokens.unwrap_or(st.config.llm.max_tokens) as u64,
+    );
     st.pricing.cost(&c.request.model, usage).unwrap_or(0.0)
 }
 
@@ -557,8 +557,14 @@ fn succeed(st: &mut SupervisorState, id: u64, resp: ChatResponse, latency_us: u6
     st.any_success = true;
     let cost_usd = st.pricing.cost(&resp.model, resp.usage);
     st.spent += cost_usd.unwrap_or(0.0);
+    // The part priced from tokens the provider estimated (the server reported none).
+    let cost_usd_estimated = match resp.usage.estimated() {
+        0 => 0.0,
+        _ => st.pricing.cost(&resp.model, resp.usage.estimated_part()).unwrap_or(0.0),
+    };
     let _ = st.metrics.cast(MetricsMsg::CallSucceeded {
         cost_usd,
+        cost_usd_estimated,
         model: resp.model.clone(),
         persona: c.persona,
         latency_us,

@@ -37,6 +37,9 @@ pub const MAX_BACKOFF_FACTOR: f64 = 100.0;
 pub const MAX_QUESTIONS: usize = 12;
 /// Most messages per persona the `in_character` analysis shows the judge.
 pub const MAX_IN_CHARACTER_MESSAGES: usize = 40;
+/// Most stop sequences (`llm.stop`): OpenAI's API and Azure take at most 4, so a fifth is
+/// refused here rather than dropped or left to the server's 400.
+pub const MAX_STOP_SEQUENCES: usize = 4;
 
 /// A setting outside its range: the dotted key, the value as text and what to change.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +104,16 @@ pub fn check(c: &SimulationConfig) -> Result<(), OutOfRange> {
         if v == Some(0) {
             return bad(k, "0".into(), "use a positive budget per minute, or leave it unset for none".into());
         }
+    }
+    if c.llm.stop.len() > MAX_STOP_SEQUENCES {
+        return bad(
+            "llm.stop",
+            format!("{} sequences", c.llm.stop.len()),
+            format!("use at most {MAX_STOP_SEQUENCES} stop sequences (OpenAI's and Azure's limit)"),
+        );
+    }
+    if c.llm.stop.iter().any(String::is_empty) {
+        return bad("llm.stop", "an empty string".into(), "remove the empty stop sequence".into());
     }
     let rp = c.llm.local.repeat_penalty;
     if !(rp.is_finite() && rp > 0.0 && rp <= 10.0) {
@@ -309,6 +322,7 @@ mod tests {
             ("validation.min_score", Box::new(|c| c.validation.min_score = 1.5)),
             ("validation.min_score", Box::new(|c| c.validation.min_score = f64::NAN)),
             ("validation.in_character_messages", Box::new(|c| c.validation.in_character_messages = usize::MAX)),
+            ("llm.stop", Box::new(|c| c.llm.stop = vec!["x".into(); 5])),
         ];
         for (key, set) in cases {
             let mut c = SimulationConfig::default();

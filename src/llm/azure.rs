@@ -91,6 +91,7 @@ impl OpenAiProvider {
         opts.endpoints[0].tokens_per_minute = opts.endpoints[0].tokens_per_minute.or(llm.tokens_per_minute);
         opts.stream = llm.stream;
         opts.json_actions = llm.json_actions;
+        opts.stop = llm.stop.clone();
         let azure = AzureOptions {
             model: llm.model.clone(),
             deployment: t.named.then_some(t.deployment),

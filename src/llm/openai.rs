@@ -7,8 +7,11 @@
 //! - Wire types are private to this file; optional request fields are omitted when unset,
 //!   because some compatible servers reject fields they do not know.
 //! - Non-streaming and streaming (server-sent events, assembled whatever the chunk
-//!   boundaries). When the server reports no `usage`, the tokens are counted with
+//!   boundaries). Streams ask for usage (`stream_options.include_usage`); a server that refuses
+//!   that field (a 400 or 422 naming it) is asked again without it, and this provider leaves it
+//!   out from then on. When the server reports no `usage`, the tokens are counted with
 //!   [`super::tokens`].
+//! - `llm.stop` is sent as `stop`, after the request's own stop sequences.
 //! - Requests are balanced over the endpoints of an [`EndpointPool`], each with its own
 //!   [`Budget`] fed by the `x-ratelimit-*` headers; a 429 pauses every caller of the endpoint.
 //! - Errors are classified into [`ErrorKind`]s that say what to check. No retries here: the
@@ -22,6 +25,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
@@ -32,10 +36,9 @@ use serde::{Deserialize, Serialize};
 use super::budget::{Budget, RateLimitHeaders, parse_reset};
 use super::pool::{DEFAULT_COOL_DOWN, DEFAULT_FAILURE_THRESHOLD, Endpoint, EndpointPool, Lease};
 use super::sse::{SseEvent, SseParser};
-use super::tokens::{count_tokens, prompt_tokens};
-use super::{
-    BoxFuture, CallContext, ChatRequest, ChatResponse, ErrorKind, FinishReason, LlmError, Provider, Role, Usage,
-};
+use super::tokens::{Counter, estimate_usage, prompt_tokens};
+use super::{BoxFuture, CallContext, ChatRequest, ChatResponse, ErrorKind, FinishReason, LlmError, Provider, Role};
+use crate::config::limits::MAX_STOP_SEQUENCES;
 use crate::config::{LlmConfig, Redactor, SecretString};
 
 /// OpenAI's API, used when neither `llm.base_url` nor `OPENAI_BASE_URL` is set.
@@ -101,6 +104,9 @@ pub struct OpenAiOptions {
     pub key_hint: String,
     /// The longest pause a 429's `Retry-After` imposes on the endpoint (`llm.retry_after_max`).
     pub retry_after_max: Duration,
+    /// `llm.stop`: sent with every request, after the request's own stop sequences (as the
+    /// local model applies it).
+    pub stop: Vec<String>,
 }
 
 impl OpenAiOptions {
@@ -118,6 +124,7 @@ impl OpenAiOptions {
             cool_down: DEFAULT_COOL_DOWN,
             key_hint: ".troupe/secrets.toml or OPENAI_API_KEY".into(),
             retry_after_max: Duration::from_secs(60),
+            stop: Vec::new(),
         }
     }
 
@@ -147,6 +154,7 @@ impl OpenAiOptions {
         o.stream = llm.stream;
         o.json_actions = llm.json_actions;
         o.retry_after_max = crate::config::limits::secs(llm.retry_after_max);
+        o.stop = llm.stop.clone();
         Ok(o)
     }
 }
@@ -198,21 +206,44 @@ pub(crate) enum Flavour {
 
 /// How to reach one endpoint. The key lives only inside a header value marked sensitive.
 pub struct Target {
-    base_url: String,
+    /// The base URL as configured (trimmed), used to build request URLs.
+    raw_url: String,
+    /// `raw_url` as shown in errors, logs and journals (see [`display_url`]).
+    shown: String,
     chat_url: String,
     auth: Option<(HeaderName, HeaderValue)>,
 }
 
 impl Target {
-    /// The endpoint's base URL.
+    /// The endpoint's base URL as shown: without a user name, password, query or fragment.
     pub fn base_url(&self) -> &str {
-        &self.base_url
+        &self.shown
     }
 }
 
 impl fmt::Debug for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Target").field("base_url", &self.base_url).field("has_key", &self.auth.is_some()).finish()
+        f.debug_struct("Target").field("base_url", &self.shown).field("has_key", &self.auth.is_some()).finish()
+    }
+}
+
+/// `url` as it may be shown: without a user name, password, query or fragment, any of which can
+/// hold a credential (`http://user:secret@host/v1`, `?api-key=...`).
+/// A URL holding none of them is returned as written (trimmed), not normalized.
+pub fn display_url(url: &str) -> String {
+    let url = url.trim();
+    match reqwest::Url::parse(url) {
+        Ok(u) if u.username().is_empty() && u.password().is_none() && u.query().is_none() && u.fragment().is_none() => {
+            url.trim_end_matches('/').to_string()
+        }
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.as_str().trim_end_matches('/').to_string()
+        }
+        Err(_) => "(a base URL that does not parse)".to_string(),
     }
 }
 
@@ -233,6 +264,13 @@ struct Inner {
     json_actions: bool,
     key_hint: String,
     retry_after_max: Duration,
+    /// `llm.stop`, sent after each request's own stop sequences.
+    stop: Vec<String>,
+    /// Set when the server refused `stream_options`: streamed calls leave it out from then on.
+    no_stream_options: AtomicBool,
+    /// Set once a request's stop sequences and `llm.stop` together were more than the API takes
+    /// (said once in the log).
+    stop_cut_said: AtomicBool,
     /// Takes the keys out of anything a server says back.
     redactor: Redactor,
 }
@@ -245,6 +283,7 @@ impl fmt::Debug for Inner {
             .field("endpoints", &self.pool)
             .field("stream", &self.stream)
             .field("json_actions", &self.json_actions)
+            .field("stop", &self.stop)
             .finish_non_exhaustive()
     }
 }
@@ -304,8 +343,11 @@ impl OpenAiProvider {
                 None => None,
             };
             let chat_url = format!("{base_url}/chat/completions");
-            endpoints
-                .push((Target { base_url, chat_url, auth }, Budget::new(ep.requests_per_minute, ep.tokens_per_minute)));
+            let shown = display_url(&base_url);
+            endpoints.push((
+                Target { raw_url: base_url, shown, chat_url, auth },
+                Budget::new(ep.requests_per_minute, ep.tokens_per_minute),
+            ));
         }
         let mut extra = Vec::new();
         for (name, value) in [("openai-organization", &opts.organization), ("openai-project", &opts.project)] {
@@ -331,6 +373,9 @@ impl OpenAiProvider {
                 json_actions: opts.json_actions,
                 key_hint: opts.key_hint,
                 retry_after_max: opts.retry_after_max,
+                stop: opts.stop.into_iter().filter(|s| !s.is_empty()).collect(),
+                stop_cut_said: AtomicBool::new(false),
+                no_stream_options: AtomicBool::new(false),
                 redactor: Redactor::new(&keys),
             }),
         })
@@ -348,7 +393,7 @@ impl Provider for OpenAiProvider {
     }
 
     fn endpoints(&self) -> Vec<String> {
-        self.inner.pool.endpoints().iter().map(|e| e.data.base_url.clone()).collect()
+        self.inner.pool.endpoints().iter().map(|e| e.data.shown.clone()).collect()
     }
 
     fn chat(&self, req: Arc<ChatRequest>, _ctx: CallContext) -> BoxFuture<Result<ChatResponse, LlmError>> {
@@ -372,8 +417,8 @@ struct WireRequest<'a> {
     max_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     seed: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stop: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stop: Vec<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -402,6 +447,8 @@ struct ResponseFormat {
 }
 
 impl<'a> WireRequest<'a> {
+    /// The request as sent; `stop` is the request's own stop sequences then `llm.stop` (see
+    /// [`stop_sequences`]).
     fn new(req: &'a ChatRequest, stream: bool, json: bool) -> Self {
         WireRequest {
             model: &req.model,
@@ -421,13 +468,31 @@ impl<'a> WireRequest<'a> {
             top_p: req.top_p,
             max_tokens: req.max_tokens,
             seed: req.seed,
-            stop: (!req.stop.is_empty()).then_some(req.stop.as_slice()),
+            stop: stop_sequences(&req.stop, &[]).0,
             stream: stream.then_some(true),
             stream_options: stream.then_some(StreamOptions { include_usage: true }),
             response_format: json.then_some(ResponseFormat { kind: "json_object" }),
             user: (!req.meta.persona.is_empty()).then_some(req.meta.persona.as_str()),
         }
     }
+}
+
+/// The stop sequences sent: the request's own, then `extra` (`llm.stop`), without empty or
+/// repeated ones, at most [`MAX_STOP_SEQUENCES`] (OpenAI's limit); true when some were left out.
+fn stop_sequences<'a>(own: &'a [String], extra: &'a [String]) -> (Vec<&'a str>, bool) {
+    let mut out: Vec<&str> = Vec::new();
+    let mut cut = false;
+    for s in own.iter().chain(extra).map(String::as_str).filter(|s| !s.is_empty()) {
+        if out.contains(&s) {
+            continue;
+        }
+        if out.len() == MAX_STOP_SEQUENCES {
+            cut = true;
+            break;
+        }
+        out.push(s);
+    }
+    (out, cut)
 }
 
 #[derive(Deserialize)]
@@ -450,12 +515,13 @@ struct WireReply {
     content: Option<String>,
 }
 
+/// Either figure may be missing (or null) from a server's report: the other is still kept.
 #[derive(Deserialize, Clone, Copy)]
 struct WireUsage {
     #[serde(default)]
-    prompt_tokens: u64,
+    prompt_tokens: Option<u64>,
     #[serde(default)]
-    completion_tokens: u64,
+    completion_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -486,31 +552,46 @@ impl Inner {
         let estimate = prompt_tokens(req) + req.max_tokens.unwrap_or(0) as u64;
         ep.budget.acquire(estimate).await;
 
-        let json = self.json_actions && req.meta.purpose == "act";
-        let body = serde_json::to_vec(&WireRequest::new(req, self.stream, json))
-            .map_err(|e| LlmError::new(ErrorKind::BadRequest, format!("cannot encode the request: {e}")))?;
-        let mut rb = self.client.post(self.url(ep, &req.model)).header(CONTENT_TYPE, "application/json").body(body);
-        if let Some((name, value)) = &ep.data.auth {
-            rb = rb.header(name, value.clone());
-        }
-        for (name, value) in &self.extra {
-            rb = rb.header(name, value.clone());
-        }
-        let resp = match rb.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                lease.failure();
-                return Err(self.transport_error(ep, &e));
+        let mut stream_options = self.stream && !self.no_stream_options.load(Ordering::Relaxed);
+        // At most two rounds: the second only when the server refused `stream_options`.
+        let resp = loop {
+            let body = self.body(req, stream_options)?;
+            let mut rb = self.client.post(self.url(ep, &req.model)).header(CONTENT_TYPE, "application/json").body(body);
+            if let Some((name, value)) = &ep.data.auth {
+                rb = rb.header(name, value.clone());
             }
+            for (name, value) in &self.extra {
+                rb = rb.header(name, value.clone());
+            }
+            let resp = match rb.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    lease.failure();
+                    return Err(self.transport_error(ep, &e));
+                }
+            };
+            let status = resp.status();
+            let limits = rate_limit_headers(resp.headers());
+            if limits != RateLimitHeaders::default() {
+                ep.budget.observe(&limits);
+            }
+            if status.is_success() {
+                break resp;
+            }
+            let (err, refuses_stream_options) = self.http_error(&lease, resp).await;
+            if !(stream_options && refuses_stream_options) {
+                return Err(err);
+            }
+            // An older server that rejects fields it does not know: ask again without it, and
+            // leave it out of every later call of this provider.
+            self.no_stream_options.store(true, Ordering::Relaxed);
+            stream_options = false;
+            tracing::debug!(
+                status = status.as_u16(),
+                endpoint = ep.index(),
+                "the server refused stream_options; streamed calls go without it from now on (their usage is estimated when the server sends none)"
+            );
         };
-        let status = resp.status();
-        let limits = rate_limit_headers(resp.headers());
-        if limits != RateLimitHeaders::default() {
-            ep.budget.observe(&limits);
-        }
-        if !status.is_success() {
-            return Err(self.http_error(&lease, resp).await);
-        }
         let is_sse = resp
             .headers()
             .get(CONTENT_TYPE)
@@ -534,12 +615,31 @@ impl Inner {
         result
     }
 
+    /// The request body: `llm.stop` after the request's own stop sequences, and
+    /// `stream_options` only when `stream_options` says so.
+    fn body(&self, req: &ChatRequest, stream_options: bool) -> Result<Vec<u8>, LlmError> {
+        let json = self.json_actions && req.meta.purpose == "act";
+        let mut wire = WireRequest::new(req, self.stream, json);
+        if !stream_options {
+            wire.stream_options = None;
+        }
+        let (stop, cut) = stop_sequences(&req.stop, &self.stop);
+        if cut && !self.stop_cut_said.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "a request's own stop sequences and llm.stop are more than the {MAX_STOP_SEQUENCES} the API takes; the first {MAX_STOP_SEQUENCES} are sent"
+            );
+        }
+        wire.stop = stop;
+        serde_json::to_vec(&wire)
+            .map_err(|e| LlmError::new(ErrorKind::BadRequest, format!("cannot encode the request: {e}")))
+    }
+
     fn url(&self, ep: &Endpoint<Target>, model: &str) -> String {
         match &self.flavour {
             Flavour::OpenAi => ep.data.chat_url.clone(),
             Flavour::Azure { model: primary, deployment, api_version } => {
                 let deployment = deployment.as_deref().filter(|_| model == primary).unwrap_or(model);
-                super::azure::chat_url(&ep.data.base_url, deployment, api_version)
+                super::azure::chat_url(&ep.data.raw_url, deployment, api_version)
             }
         }
     }
@@ -647,7 +747,7 @@ impl Inner {
         };
         LlmError::new(
             ErrorKind::Connection,
-            format!("{what} ({}): {}; is the server up? check llm.base_url", ep.data.base_url, self.scrub(&msg)),
+            format!("{what} ({}): {}; is the server up? check llm.base_url", ep.data.shown, self.scrub(&msg)),
         )
     }
 
@@ -666,12 +766,15 @@ impl Inner {
         .with_status(status)
     }
 
-    async fn http_error(&self, lease: &Lease<Target>, resp: reqwest::Response) -> LlmError {
+    /// The error a failed answer means, and whether it is a refusal of `stream_options` (a 400
+    /// or 422 whose body names it: older servers reject fields they do not know).
+    async fn http_error(&self, lease: &Lease<Target>, resp: reqwest::Response) -> (LlmError, bool) {
         let status = resp.status();
         let code = status.as_u16();
         let retry_after = retry_after(resp.headers(), SystemTime::now());
         let body = resp.bytes().await.unwrap_or_default();
         let text = String::from_utf8_lossy(&body);
+        let refuses_stream_options = matches!(code, 400 | 422) && text.contains("stream_options");
         let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
         let said = parsed.as_ref().and_then(error_message).unwrap_or_else(|| text.to_string());
         // Scrubbed before it is cut: a cut key no longer matches and its start would show.
@@ -726,10 +829,11 @@ impl Inner {
         };
         let err = err.with_status(code);
         tracing::debug!(status = code, kind = err.kind.as_str(), endpoint = lease.endpoint().index(), "call failed");
-        match retry_after {
+        let err = match retry_after {
             Some(d) if err.kind.retryable() => err.with_retry_after(d),
             _ => err,
-        }
+        };
+        (err, refuses_stream_options)
     }
 
     /// `s` without any key this provider holds (whole, in any case, or any 8 characters of
@@ -747,12 +851,24 @@ struct StreamState {
     done: bool,
 }
 
-/// The response, with usage counted by `llm::tokens` when the server sent none.
+/// The response, with the usage the server reported; what it did not report is counted by
+/// `llm::tokens` (the model's tokenizer where known) and marked as estimated.
 fn finish(req: &ChatRequest, text: String, finish_reason: Option<&str>, usage: Option<WireUsage>) -> ChatResponse {
-    let usage = match usage {
-        Some(u) => Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens },
-        None => Usage { prompt_tokens: prompt_tokens(req), completion_tokens: count_tokens(&text) },
-    };
+    let (prompt, completion) = usage.map_or((None, None), |u| (u.prompt_tokens, u.completion_tokens));
+    if prompt.is_none() || completion.is_none() {
+        let counter = Counter::for_model(&req.model);
+        if !counter.is_ready() {
+            // Loading a tiktoken table takes a few hundred milliseconds, once per process: off
+            // the runtime's worker (a multi-threaded runtime hands its other tasks over first).
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(|| counter.load())
+                }
+                _ => counter.load(),
+            }
+        }
+    }
+    let usage = estimate_usage(req, &text, prompt, completion);
     let finish_reason = match finish_reason {
         None | Some("stop") => FinishReason::Stop,
         Some("length") => FinishReason::Length,
@@ -900,6 +1016,23 @@ mod tests {
         assert_eq!(v["stream"], true);
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert_eq!(v["response_format"]["type"], "json_object");
+    }
+
+    #[test]
+    fn stop_sequences_own_first_no_repeats_at_most_four() {
+        let v = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(stop_sequences(&[], &[]), (vec![], false));
+        assert_eq!(stop_sequences(&v(&["a", ""]), &v(&["b", "a"])), (vec!["a", "b"], false));
+        assert_eq!(stop_sequences(&v(&["a", "b", "c"]), &v(&["d"])), (vec!["a", "b", "c", "d"], false));
+        assert_eq!(stop_sequences(&v(&["a", "b", "c"]), &v(&["d", "e"])), (vec!["a", "b", "c", "d"], true));
+    }
+
+    #[test]
+    fn urls_are_shown_without_credentials() {
+        assert_eq!(display_url("http://user:pw-secret@127.0.0.1:9/v1/"), "http://127.0.0.1:9/v1");
+        assert_eq!(display_url("https://x.openai.azure.com/?api-key=abc#frag"), "https://x.openai.azure.com");
+        assert_eq!(display_url(" http://LocalHost:80/v1/ "), "http://LocalHost:80/v1", "as written");
+        assert_eq!(display_url("not a url"), "(a base URL that does not parse)");
     }
 
     #[test]

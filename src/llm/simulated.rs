@@ -205,8 +205,7 @@ impl Provider for SimulatedProvider {
             if let Some(max) = req.max_tokens {
                 finish_reason = truncate_to_tokens(&mut text, max as u64);
             }
-            let usage =
-                Usage { prompt_tokens: super::tokens::prompt_tokens(&req), completion_tokens: count_tokens(&text) };
+            let usage = Usage::new(super::tokens::prompt_tokens(&req), count_tokens(&text));
             Ok(ChatResponse { text, usage, model: req.model.clone(), finish_reason })
         })
     }

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::tokens::Counter;
+
 /// Who wrote a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -91,19 +93,61 @@ impl ChatRequest {
     }
 }
 
-/// Token counts of one call. Adds up.
+/// Token counts of one call (or of several, added up), and whether they are estimates.
+///
+/// Figures a server reports are taken as they are. When it reports none (a stream from a server
+/// that ignores `stream_options`, or an older server), the provider counts them itself and says
+/// so here: `prompt_estimated` / `completion_estimated` mark the figure as an estimate and
+/// `estimated_by` names the counters that made it. Flags rather than counts keep a `Usage` at
+/// 24 bytes: it rides in every persona's messages. Per call a flag covers the whole figure; in a
+/// sum it means "includes estimates" (the metrics actor counts estimated tokens per call).
+/// All three are left out of JSON when nothing was estimated.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     /// Tokens sent.
     pub prompt_tokens: u64,
     /// Tokens received.
     pub completion_tokens: u64,
+    /// `prompt_tokens` was counted here because the server reported none.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub prompt_estimated: bool,
+    /// `completion_tokens` was counted here because the server reported none (and is never more
+    /// than the request's `max_tokens`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub completion_estimated: bool,
+    /// The counters that made the estimates (empty when nothing was estimated).
+    #[serde(default, skip_serializing_if = "TokenCounters::is_empty")]
+    pub estimated_by: TokenCounters,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Usage {
+    /// Counts a provider knows (a server's report, or a model that counted its own tokens).
+    pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
+        Usage { prompt_tokens, completion_tokens, ..Usage::default() }
+    }
+
     /// Sent plus received.
     pub fn total(&self) -> u64 {
         self.prompt_tokens + self.completion_tokens
+    }
+
+    /// Only the estimated figures (the others as 0): what a call's estimated tokens are, to
+    /// count and price them apart.
+    pub fn estimated_part(&self) -> Usage {
+        Usage {
+            prompt_tokens: if self.prompt_estimated { self.prompt_tokens } else { 0 },
+            completion_tokens: if self.completion_estimated { self.completion_tokens } else { 0 },
+            ..*self
+        }
+    }
+
+    /// How many of `total()` are estimates (per call; see the type's note on sums).
+    pub fn estimated(&self) -> u64 {
+        self.estimated_part().total()
     }
 }
 
@@ -113,6 +157,9 @@ impl Add for Usage {
         Usage {
             prompt_tokens: self.prompt_tokens + o.prompt_tokens,
             completion_tokens: self.completion_tokens + o.completion_tokens,
+            prompt_estimated: self.prompt_estimated || o.prompt_estimated,
+            completion_estimated: self.completion_estimated || o.completion_estimated,
+            estimated_by: self.estimated_by.union(o.estimated_by),
         }
     }
 }
@@ -120,6 +167,50 @@ impl Add for Usage {
 impl AddAssign for Usage {
     fn add_assign(&mut self, o: Usage) {
         *self = *self + o;
+    }
+}
+
+/// A set of [`Counter`]s, written in JSON as their names (`["tiktoken o200k_base",
+/// "approximate"]`); names it does not know are ignored when read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct TokenCounters(u8);
+
+impl TokenCounters {
+    /// The set holding `c` alone.
+    pub fn of(c: Counter) -> Self {
+        TokenCounters(1 << c as u8)
+    }
+    /// True when no counter is in the set.
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+    /// Both sets' counters.
+    pub fn union(self, o: TokenCounters) -> Self {
+        TokenCounters(self.0 | o.0)
+    }
+    /// The counters, in [`Counter::ALL`]'s order.
+    pub fn iter(self) -> impl Iterator<Item = Counter> {
+        Counter::ALL.into_iter().filter(move |c| self.0 & (1 << *c as u8) != 0)
+    }
+    /// Their names.
+    pub fn names(self) -> Vec<&'static str> {
+        self.iter().map(Counter::name).collect()
+    }
+}
+
+impl Serialize for TokenCounters {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter().map(Counter::name))
+    }
+}
+
+impl<'de> Deserialize<'de> for TokenCounters {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let names = Vec::<String>::deserialize(d)?;
+        Ok(names
+            .iter()
+            .filter_map(|n| Counter::ALL.into_iter().find(|c| c.name() == n))
+            .fold(TokenCounters::default(), |set, c| set.union(TokenCounters::of(c))))
     }
 }
 

@@ -109,10 +109,10 @@ pub async fn judge_run(
         mean_score: (!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64),
         personas: per,
         calls: after.calls - before.calls,
-        usage: crate::llm::Usage {
-            prompt_tokens: after.usage.prompt_tokens - before.usage.prompt_tokens,
-            completion_tokens: after.usage.completion_tokens - before.usage.completion_tokens,
-        },
+        usage: crate::llm::Usage::new(
+            after.usage.prompt_tokens - before.usage.prompt_tokens,
+            after.usage.completion_tokens - before.usage.completion_tokens,
+        ),
         cost_usd: (after.cost_usd - before.cost_usd).max(0.0),
     }
 }

@@ -6,7 +6,8 @@
 //! It can enforce requests- and tokens-per-minute limits with token buckets (429 with
 //! `Retry-After` and `retry-after-ms` when exceeded), answer 500s at a seeded rate, wait before
 //! answering, return malformed JSON, omit `usage`, stream server-sent events split at chosen byte
-//! boundaries, play a script of canned answers first, and records every request (path, query,
+//! boundaries, refuse `stream_options` as older servers do, play a script of canned answers
+//! first, and records every request (path, query,
 //! headers, JSON body) for assertions. Behaviour can change while it runs ([`MockServer::set`]).
 //!
 //! Use it from a test crate with `mod support { pub mod mock_openai; }`.
@@ -79,6 +80,9 @@ pub struct MockConfig {
     /// When streaming, put `usage` in the chunk carrying `finish_reason` instead of a chunk of
     /// its own.
     pub usage_in_finish_chunk: bool,
+    /// Answer a request holding `stream_options` with a 400 naming it, as older servers (and
+    /// Azure's older API versions) do with fields they do not know.
+    pub reject_stream_options: bool,
     /// The reply text.
     pub reply: String,
     /// Characters per streamed content delta.
@@ -123,6 +127,7 @@ impl Default for MockConfig {
             malformed: false,
             omit_usage: false,
             usage_in_finish_chunk: false,
+            reject_stream_options: false,
             reply: "I think we should start small and measure what happens.".into(),
             delta_chars: 7,
             chunk_sizes: Vec::new(),
@@ -374,6 +379,13 @@ async fn chat(st: Arc<MockState>, uri: Uri, headers: HeaderMap, body: Bytes, azu
             400,
             "Missing required query parameter: api-version",
             "missing_api_version",
+        ));
+    }
+    if cfg.reject_stream_options && json.get("stream_options").is_some() {
+        return canned_response(Canned::error(
+            400,
+            "Unrecognized request argument supplied: stream_options",
+            "invalid_request_error",
         ));
     }
     if json.get("messages").and_then(Value::as_array).is_none() {

@@ -215,7 +215,7 @@ impl LocalModel {
         let g = self.generate(&prompt, params, cancelled)?;
         Ok(ChatResponse {
             text: super::whole_sentences(g.text.trim(), g.finish == FinishReason::Length).to_string(),
-            usage: Usage { prompt_tokens: g.prompt_tokens as u64, completion_tokens: g.ids.len() as u64 },
+            usage: Usage::new(g.prompt_tokens as u64, g.ids.len() as u64),
             model: self.name.clone(),
             finish_reason: g.finish,
         })
