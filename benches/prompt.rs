@@ -57,7 +57,7 @@ fn median_us(n: usize, mut f: impl FnMut()) -> f64 {
 fn bench(c: &mut Criterion) {
     let p = lisa();
     let full = persona_prompt(&p, u64::MAX);
-    let facts = troupe_sim::persona::facts::fact_lines(&p, true).iter().filter(|l| l.path.is_some()).count();
+    let facts = troupe_sim::persona::facts::fact_lines(&p, true).facts();
     let small = persona_prompt(&p, 512);
     let facts_ = WorldFacts { world: "Offsite".into(), topic: "Should we pilot a four-day week?".into() };
     let sampling = Sampling {

@@ -717,7 +717,10 @@ pub fn save_analysis(
     dir: &Path,
     charts: bool,
 ) -> Result<(ConversationAnalysis, AnalysisFiles), AnalysisError> {
-    let analysis = analyze_conversation(results);
+    let mut analysis = analyze_conversation(results);
+    // A judged section already paid for survives a new analysis (the web app's "Analyse", a
+    // plain `troupe analyze`); `troupe analyze --in-character` replaces it.
+    analysis.in_character = saved_in_character(dir);
     let files = write_analysis(&analysis, results, dir, charts)?;
     Ok((analysis, files))
 }

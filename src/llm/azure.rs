@@ -92,6 +92,7 @@ impl OpenAiProvider {
         opts.stream = llm.stream;
         opts.json_actions = llm.json_actions;
         opts.stop = llm.stop.clone();
+        opts.retry_after_max = crate::config::limits::secs(llm.retry_after_max);
         let azure = AzureOptions {
             model: llm.model.clone(),
             deployment: t.named.then_some(t.deployment),

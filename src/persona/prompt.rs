@@ -59,24 +59,26 @@ pub fn persona_prompt(p: &PersonaSpec, budget: u64) -> PersonaPrompt {
         None => head.push_str("You are taking part in a simulated group discussion.\n"),
     }
     let _ = writeln!(head, "You are {}, {}.", p.name, p.role);
-    let lines = super::facts::fact_lines(p, markdown);
-    let bytes = head.len() + CLOSING.len() + lines.iter().map(|l| l.text.len() + 1).sum::<usize>();
-    let mut kept = vec![true; lines.len()];
+    let facts = super::facts::fact_lines(p, markdown);
+    let bytes = head.len() + facts.text().len() + CLOSING.len();
     let mut dropped = Vec::new();
     let mut tokens = None;
+    let mut s = String::with_capacity(bytes);
+    s.push_str(&head);
     // Counting tokens is most of the work; a prompt with fewer bytes than the budget fits anyway.
     if bytes as u64 > budget {
         let fixed = count_tokens(&head) + count_tokens(CLOSING);
-        let costs: Vec<u64> = lines.iter().map(|l| count_tokens(&l.text)).collect();
+        let costs: Vec<u64> = (0..facts.lines.len()).map(|i| count_tokens(facts.line(i))).collect();
         let mut total = fixed + costs.iter().sum::<u64>();
-        trim(&lines, &costs, budget, &mut total, &mut kept, &mut dropped);
+        let mut kept = vec![true; facts.lines.len()];
+        trim(&facts, &costs, budget, &mut total, &mut kept, &mut dropped);
         tokens = Some(total);
-    }
-    let mut s = String::with_capacity(bytes);
-    s.push_str(&head);
-    for (l, _) in lines.iter().zip(&kept).filter(|(_, k)| **k) {
-        s.push_str(&l.text);
-        s.push('\n');
+        for (i, _) in kept.iter().enumerate().filter(|(_, k)| **k) {
+            s.push_str(facts.line(i));
+            s.push('\n');
+        }
+    } else {
+        s.push_str(facts.text());
     }
     s.push_str(CLOSING);
     PersonaPrompt { text: s.into(), tokens, budget, dropped }
@@ -85,13 +87,14 @@ pub fn persona_prompt(p: &PersonaSpec, budget: u64) -> PersonaPrompt {
 /// Leaves facts out until `total` fits `budget`: least important section first, the last fact of
 /// a section first; a heading or label left with nothing under it goes too.
 fn trim(
-    lines: &[super::facts::FactLine],
+    facts: &super::facts::Facts,
     costs: &[u64],
     budget: u64,
     total: &mut u64,
     kept: &mut [bool],
     dropped: &mut Vec<String>,
 ) {
+    let lines = &facts.lines;
     let mut total_now = *total;
     if total_now > budget {
         let mut children = vec![0usize; lines.len()];
@@ -101,7 +104,7 @@ fn trim(
             }
         }
         // Least important section first; within it, the last fact first.
-        let mut order: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].path.is_some()).collect();
+        let mut order: Vec<usize> = (0..lines.len()).filter(|&i| facts.path(i).is_some()).collect();
         order.sort_by_key(|&i| (lines[i].priority, std::cmp::Reverse(i)));
         for i in order {
             if total_now <= budget {
@@ -109,7 +112,7 @@ fn trim(
             }
             kept[i] = false;
             total_now -= costs[i];
-            dropped.extend(lines[i].path.clone());
+            dropped.extend(facts.path(i).map(str::to_owned));
             // Headings and labels left with nothing under them go too.
             let mut up = lines[i].parent;
             while let Some(parent) = up {
