@@ -128,6 +128,9 @@ pub struct RunPlan {
     pub hearing: Hearing,
     /// Interventions.
     pub interventions: Vec<ResolvedIntervention>,
+    /// How many personas act each turn (everyone when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<crate::scenario::Activation>,
     /// When this plan forks a recorded run: the recorded history it replays first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fork: Option<Box<Fork>>,
@@ -180,6 +183,7 @@ impl RunPlan {
             personas: r.personas,
             hearing: r.hearing,
             interventions: r.interventions,
+            activation: r.activation,
             fork: None,
         }
     }
@@ -196,6 +200,7 @@ impl RunPlan {
             personas,
             hearing: Hearing::Everyone,
             interventions: Vec::new(),
+            activation: None,
             fork: None,
         }
     }
@@ -258,7 +263,13 @@ impl RunHandle {
 
     /// The actor of persona `idx` (in scenario order), while the run lives.
     pub fn persona(&self, idx: usize) -> Option<ActorRef<crate::actors::persona::PersonaMsg>> {
-        ractor::registry::where_is(crate::actors::supervisor::persona_name(self.instance, idx)).map(Into::into)
+        ractor::registry::where_is(self.persona_name(idx)).map(Into::into)
+    }
+
+    /// The registered name persona `idx`'s actor has when it runs (actors start when their persona
+    /// first acts or hears something, so `persona` may be `None` before).
+    pub fn persona_name(&self, idx: usize) -> String {
+        crate::actors::supervisor::persona_name(self.instance, idx)
     }
 
     /// A persona's memory log as the world recorded it (what a restart rebuilds from).
@@ -541,6 +552,7 @@ impl SimulationEngine {
             switch,
             span: span.clone(),
             provider: self.provider.clone(),
+            activation: first.activation.clone(),
             config: self.config.clone(),
             supervisor: supervisor.clone(),
             metrics: metrics.clone(),

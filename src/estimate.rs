@@ -84,96 +84,241 @@ struct Member {
     id: String,
     model: String,
     system_tokens: u64,
-    events: u64,
-    since_summary: u64,
+    /// Events in its memory (fractional when only a share of personas acts each turn).
+    events: f64,
+    since_summary: f64,
     active: bool,
 }
 
-fn member(p: &PersonaSpec, cfg: &SimulationConfig) -> Member {
-    Member {
-        id: p.id.clone(),
-        model: p.model.clone().filter(|m| !m.trim().is_empty()).unwrap_or_else(|| cfg.llm.model.clone()),
-        system_tokens: count_tokens(&system_prompt(p)),
-        events: 0,
-        since_summary: 0,
-        active: true,
+/// Personas whose system prompt is written and counted exactly; the others are counted as the
+/// mean of these (writing a million prompts to estimate a run would cost more than the run).
+const EXACT_PROMPTS: usize = 1_000;
+
+struct Members {
+    list: Vec<Member>,
+    counted: u64,
+    counted_tokens: u64,
+}
+
+impl Members {
+    fn add(&mut self, p: &PersonaSpec, cfg: &SimulationConfig) {
+        let system_tokens = if self.list.len() < EXACT_PROMPTS {
+            let t = count_tokens(&system_prompt(p));
+            self.counted += 1;
+            self.counted_tokens += t;
+            t
+        } else {
+            self.counted_tokens / self.counted.max(1)
+        };
+        self.list.push(Member {
+            id: p.id.clone(),
+            model: p.model.clone().filter(|m| !m.trim().is_empty()).unwrap_or_else(|| cfg.llm.model.clone()),
+            system_tokens,
+            events: 0.0,
+            since_summary: 0.0,
+            active: true,
+        });
     }
 }
 
-/// Estimates a plan under a config.
+/// Who hears whom among the members: everyone, or each member's listeners.
+enum Hearers {
+    Everyone,
+    Graph(Vec<Vec<usize>>),
+}
+
+/// Listeners of each member, built in time linear in members and relations.
+fn hearers(plan: &RunPlan, members: &[Member]) -> Hearers {
+    let index: std::collections::HashMap<&str, usize> =
+        members.iter().enumerate().map(|(i, m)| (m.id.as_str(), i)).collect();
+    let mut l = vec![Vec::new(); members.len()];
+    let mut link = |listener: usize, speaker: usize| {
+        if listener != speaker {
+            l[speaker].push(listener);
+        }
+    };
+    match &plan.hearing {
+        Hearing::Everyone | Hearing::RelationsFile(_) | Hearing::DirectedFile(_) => return Hearers::Everyone,
+        Hearing::Relations(g) => {
+            for (a, bs) in g {
+                for b in bs {
+                    if let (Some(&i), Some(&j)) = (index.get(a.as_str()), index.get(b.as_str())) {
+                        link(i, j);
+                        link(j, i);
+                    }
+                }
+            }
+        }
+        Hearing::Directed(g) => {
+            for (listener, speakers) in g {
+                for s in speakers {
+                    if let (Some(&li), Some(&si)) = (index.get(listener.as_str()), index.get(s.as_str())) {
+                        link(li, si);
+                    }
+                }
+            }
+        }
+        Hearing::Edges(e) => {
+            let at: Vec<Option<usize>> = e.ids.iter().map(|id| index.get(id.as_str()).copied()).collect();
+            for &(a, b) in &e.pairs {
+                if let (Some(Some(i)), Some(Some(j))) = (at.get(a as usize), at.get(b as usize)) {
+                    link(*i, *j);
+                    if !e.directed {
+                        link(*j, *i);
+                    }
+                }
+            }
+        }
+    }
+    for v in &mut l {
+        v.sort_unstable();
+        v.dedup();
+    }
+    Hearers::Graph(l)
+}
+
+/// How many of `n` personas act in a turn under `activation`.
+fn acting(activation: Option<&crate::scenario::Activation>, n: usize) -> usize {
+    match activation.map(|a| (a.share, a.count)) {
+        Some((Some(s), _)) => ((n as f64 * s).ceil() as usize).clamp(1, n.max(1)).min(n),
+        Some((None, Some(c))) => c.min(n),
+        _ => n,
+    }
+}
+
+/// Estimates a plan under a config, in time linear in personas, relations and turns.
 pub fn estimate(plan: &RunPlan, cfg: &SimulationConfig, pricing: &Pricing) -> Estimate {
     let s = &cfg.simulation;
     let reply = REPLY_TOKENS.min(cfg.llm.max_tokens as u64);
-    let window_cap = (s.memory_prefix + s.memory_recent) as u64;
+    let window_cap = (s.memory_prefix + s.memory_recent) as f64;
     let header = count_tokens(&plan.world_name) + count_tokens(&plan.context) + count_tokens(&plan.topic) + 8;
-    let mut members: Vec<Member> = plan.personas.iter().map(|p| member(p, cfg)).collect();
-    let mut by_model: BTreeMap<String, ModelEstimate> = BTreeMap::new();
+    let mut members = Members { list: Vec::with_capacity(plan.personas.len()), counted: 0, counted_tokens: 0 };
+    for p in &plan.personas {
+        members.add(p, cfg);
+    }
+    // (calls, prompt tokens, completion tokens) by model, fractional under activation.
+    let mut by_model: BTreeMap<String, (f64, f64, f64)> = BTreeMap::new();
     let opening = if plan.opening.trim().is_empty() { &plan.topic } else { &plan.opening };
     if !opening.trim().is_empty() {
-        members.iter_mut().for_each(|m| m.events += 1);
+        members.list.iter_mut().for_each(|m| m.events += 1.0);
     }
-    let mut charge = |model: &str, prompt: u64, completion: u64| {
-        let e = by_model.entry(model.to_string()).or_default();
-        e.calls += 1;
-        e.prompt_tokens += prompt;
-        e.completion_tokens += completion;
-    };
+    let mut graph = hearers(plan, &members.list);
+    let sequential = !matches!(s.policy(), TurnPolicy::Parallel);
     for turn in 1..=s.max_turns {
+        let mut joined = false;
         for iv in plan.interventions.iter().filter(|i| i.turn == turn) {
             match &iv.action {
                 ResolvedAction::Broadcast(_) | ResolvedAction::SetContext(_) => {
-                    members.iter_mut().filter(|m| m.active).for_each(|m| m.events += 1)
+                    members.list.iter_mut().filter(|m| m.active).for_each(|m| m.events += 1.0)
                 }
                 ResolvedAction::AddPersona(p) => {
-                    let mut m = member(p, cfg);
-                    m.events = 1;
-                    members.push(m);
+                    members.add(p, cfg);
+                    if let Some(m) = members.list.last_mut() {
+                        m.events = 1.0;
+                    }
+                    joined = true;
                 }
                 ResolvedAction::RemovePersona(id) => {
-                    members.iter_mut().filter(|m| &m.id == id).for_each(|m| m.active = false)
+                    members.list.iter_mut().filter(|m| &m.id == id).for_each(|m| m.active = false)
                 }
             }
         }
-        let active: Vec<usize> = (0..members.len()).filter(|&i| members[i].active).collect();
-        let sequential = !matches!(s.policy(), TurnPolicy::Parallel);
-        let listeners: Vec<Vec<usize>> = active.iter().map(|&i| hearers(plan, &members, &active, i)).collect();
-        for (pos, &i) in active.iter().enumerate() {
-            let same_turn = if sequential { (0..pos).filter(|&k| listeners[k].contains(&i)).count() as u64 } else { 0 };
-            let m = &mut members[i];
-            let events = m.events + same_turn;
-            let window = events.min(window_cap);
-            let omitted_line = if events > window_cap { 8 } else { 0 };
-            let prompt = m.system_tokens
-                + header
-                + window * (reply + LINE_PREFIX_TOKENS)
-                + omitted_line
-                + INSTRUCTION_TOKENS
-                + 2 * MESSAGE_OVERHEAD
-                + REQUEST_OVERHEAD;
-            if s.consolidate_every > 0 && m.since_summary + same_turn >= s.consolidate_every as u64 {
-                charge(&m.model, prompt, reply);
-                m.since_summary = 0;
-            }
-            charge(&m.model, prompt, reply);
+        if joined {
+            graph = hearers(plan, &members.list);
         }
-        for (k, &speaker) in active.iter().enumerate() {
-            members[speaker].events += 1;
-            members[speaker].since_summary += 1;
-            for &l in &listeners[k] {
-                members[l].events += 1;
-                members[l].since_summary += 1;
+        let active: Vec<usize> = (0..members.list.len()).filter(|&i| members.list[i].active).collect();
+        let n = active.len();
+        // Under activation each persona acts with probability `f`: every figure is its expectation.
+        let f = if n == 0 { 0.0 } else { acting(plan.activation.as_ref(), n) as f64 / n as f64 };
+        // What each active persona hears this turn before it speaks (sequential policies).
+        let mut earlier = vec![0.0f64; members.list.len()];
+        if sequential {
+            match &graph {
+                Hearers::Everyone => {
+                    for (pos, &i) in active.iter().enumerate() {
+                        earlier[i] = f * pos as f64;
+                    }
+                }
+                Hearers::Graph(l) => {
+                    let mut pos_of = vec![usize::MAX; members.list.len()];
+                    for (pos, &i) in active.iter().enumerate() {
+                        pos_of[i] = pos;
+                    }
+                    for &speaker in &active {
+                        for &listener in &l[speaker] {
+                            if pos_of[listener] != usize::MAX && pos_of[listener] > pos_of[speaker] {
+                                earlier[listener] += f;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for &i in &active {
+            let m = &mut members.list[i];
+            let events = m.events + earlier[i];
+            let window = events.min(window_cap);
+            let omitted_line = if events > window_cap { 8.0 } else { 0.0 };
+            let prompt = (m.system_tokens + header + INSTRUCTION_TOKENS + 2 * MESSAGE_OVERHEAD + REQUEST_OVERHEAD)
+                as f64
+                + window * (reply + LINE_PREFIX_TOKENS) as f64
+                + omitted_line;
+            let e = by_model.entry(m.model.clone()).or_default();
+            if s.consolidate_every > 0 && m.since_summary + earlier[i] >= s.consolidate_every as f64 {
+                *e = (e.0 + f, e.1 + f * prompt, e.2 + f * reply as f64);
+                m.since_summary = 0.0;
+            }
+            *e = (e.0 + f, e.1 + f * prompt, e.2 + f * reply as f64);
+        }
+        // Then everyone's memory grows by what it said and heard.
+        match &graph {
+            Hearers::Everyone => {
+                let heard = f * n.saturating_sub(1) as f64;
+                for &i in &active {
+                    let m = &mut members.list[i];
+                    m.events += f + heard;
+                    m.since_summary += f + heard;
+                }
+            }
+            Hearers::Graph(l) => {
+                for &speaker in &active {
+                    members.list[speaker].events += f;
+                    members.list[speaker].since_summary += f;
+                    for &listener in &l[speaker] {
+                        if members.list[listener].active {
+                            members.list[listener].events += f;
+                            members.list[listener].since_summary += f;
+                        }
+                    }
+                }
             }
         }
     }
     let mut e = Estimate {
         assumptions: vec![
             format!("each reply is about {reply} tokens (2-4 sentences, capped by max_tokens)"),
-            "every persona speaks every turn; retries are not predicted".into(),
+            match &plan.activation {
+                Some(_) => {
+                    "each turn the drawn share of personas speaks (`activation`); retries are not predicted".into()
+                }
+                None => "every persona speaks every turn; retries are not predicted".into(),
+            },
         ],
         ..Default::default()
     };
-    for (model, m) in by_model.iter_mut() {
-        m.cost_usd = pricing.cost(model, Usage::new(m.prompt_tokens, m.completion_tokens));
+    if members.list.len() > EXACT_PROMPTS {
+        e.assumptions.push(format!(
+            "system prompts were counted for the first {EXACT_PROMPTS} personas; the others are taken as their mean"
+        ));
+    }
+    for (model, (calls, prompt, completion)) in by_model {
+        let mut m = ModelEstimate {
+            calls: calls.round() as u64,
+            prompt_tokens: prompt.round() as u64,
+            completion_tokens: completion.round() as u64,
+            cost_usd: None,
+        };
+        m.cost_usd = pricing.cost(&model, Usage::new(m.prompt_tokens, m.completion_tokens));
         if m.cost_usd.is_none() {
             e.assumptions.push(format!("model {model} has no price in the pricing table; its cost counts as 0"));
         }
@@ -181,29 +326,10 @@ pub fn estimate(plan: &RunPlan, cfg: &SimulationConfig, pricing: &Pricing) -> Es
         e.prompt_tokens += m.prompt_tokens;
         e.completion_tokens += m.completion_tokens;
         e.cost_usd += m.cost_usd.unwrap_or(0.0);
+        e.by_model.insert(model, m);
     }
     e.total_tokens = e.prompt_tokens + e.completion_tokens;
-    e.by_model = by_model;
     e
-}
-
-fn hearers(plan: &RunPlan, members: &[Member], active: &[usize], speaker: usize) -> Vec<usize> {
-    let id = &members[speaker].id;
-    let linked =
-        |a: &str, b: &str, g: &BTreeMap<String, Vec<String>>| g.get(a).is_some_and(|v| v.iter().any(|x| x == b));
-    active
-        .iter()
-        .copied()
-        .filter(|&l| l != speaker)
-        .filter(|&l| {
-            let lid = &members[l].id;
-            match &plan.hearing {
-                Hearing::Everyone => true,
-                Hearing::Relations(g) => linked(id, lid, g) || linked(lid, id, g),
-                Hearing::Directed(g) => linked(lid, id, g),
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -80,9 +80,50 @@ pub fn mix(parts: &[u64]) -> u64 {
     acc
 }
 
+/// `k` distinct indexes of `weights`, drawn without replacement with probability proportional
+/// to their weight (Efraimidis and Spirakis: each item gets the key `ln(u) / w` for a uniform
+/// `u`, and the `k` largest keys win), in linear time. A weight of zero or less (or not a
+/// number) is never drawn; when fewer than `k` items can be drawn, all of them are returned.
+pub fn weighted_sample(weights: &[f64], k: usize, rng: &mut SplitMix64) -> Vec<usize> {
+    let mut keyed: Vec<(f64, usize)> = Vec::with_capacity(weights.len());
+    for (i, &w) in weights.iter().enumerate() {
+        // Draw for every item, so which items are drawable does not shift the others' draws.
+        let u = rng.next_f64().max(f64::MIN_POSITIVE);
+        if w.is_finite() && w > 0.0 {
+            keyed.push((u.ln() / w, i));
+        }
+    }
+    if k < keyed.len() {
+        keyed.select_nth_unstable_by(k, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        keyed.truncate(k);
+    }
+    keyed.into_iter().map(|(_, i)| i).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weighted_samples_follow_the_weights() {
+        let mut rng = SplitMix64::new(7);
+        let w = [1.0, 4.0, 0.0, 1.0, f64::NAN];
+        let mut counts = [0usize; 5];
+        for _ in 0..4000 {
+            let s = weighted_sample(&w, 1, &mut rng);
+            counts[s[0]] += 1;
+        }
+        assert_eq!((counts[2], counts[4]), (0, 0), "zero and NaN weights are never drawn");
+        let ratio = counts[1] as f64 / counts[0] as f64;
+        assert!((3.0..5.3).contains(&ratio), "{counts:?}");
+        // Distinct, and all when asked for more than can be drawn.
+        let mut s = weighted_sample(&w, 10, &mut rng);
+        s.sort_unstable();
+        assert_eq!(s, [0, 1, 3]);
+        let s = weighted_sample(&[1.0; 100], 10, &mut SplitMix64::new(1));
+        let set: std::collections::HashSet<_> = s.iter().collect();
+        assert_eq!((s.len(), set.len()), (10, 10));
+    }
 
     #[test]
     fn stable_values() {

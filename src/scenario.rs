@@ -2,6 +2,7 @@
 //! personas against the database, and `troupe scenario check` ([`check`]).
 
 pub mod check;
+pub mod edges;
 pub mod schema;
 
 use std::path::{Path, PathBuf};

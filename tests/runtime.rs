@@ -129,7 +129,7 @@ async fn events_until(rx: &mut mpsc::UnboundedReceiver<RunEvent>, stop: impl Fn(
 
 /// The registered-name prefix of this run's persona actors ("troupe-<n>-persona-").
 fn actor_prefix(h: &RunHandle) -> String {
-    let name = h.persona(0).expect("persona 0 runs").get_name().expect("personas are named");
+    let name = h.persona_name(0);
     name.strip_suffix('0').expect("name ends with the index").to_string()
 }
 
@@ -667,6 +667,17 @@ fn listeners(h: &Hearing) -> BTreeMap<String, BTreeSet<String>> {
                 }
             }
         }
+        Hearing::Edges(e) => {
+            for &(a, b) in &e.pairs {
+                let (a, b) = (e.ids[a as usize].clone(), e.ids[b as usize].clone());
+                // Directed pairs are (listener, speaker).
+                m.entry(b.clone()).or_default().insert(a.clone());
+                if !e.directed {
+                    m.entry(a).or_default().insert(b);
+                }
+            }
+        }
+        Hearing::RelationsFile(_) | Hearing::DirectedFile(_) => panic!("a resolved plan holds the file's edges"),
     }
     m
 }

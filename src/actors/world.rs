@@ -66,6 +66,8 @@ pub struct WorldArgs {
     pub span: tracing::Span,
     /// The provider, asked only for its models' context windows (the prompt budget).
     pub provider: Arc<dyn crate::llm::Provider>,
+    /// How many personas act each turn (everyone when unset).
+    pub activation: Option<crate::scenario::Activation>,
 }
 
 /// Where a fork leaves its recorded history: after turn `at_turn`, the world takes `plan` and
@@ -119,10 +121,17 @@ struct Slot {
     id: Arc<str>,
     name: Arc<str>,
     role: Arc<str>,
+    /// The persona as it joined (or as a fork's plan has it): its actor is made from it when it
+    /// first acts.
+    spec: Arc<PersonaSpec>,
+    /// Its weight in the per-turn draw (`activation.weight`), 1.0 without one.
+    weight: f64,
     active: bool,
     pending: Vec<MemoryEvent>,
     log: Vec<MemoryEvent>,
-    actor: ActorRef<PersonaMsg>,
+    /// The persona's actor, started the first time it acts: a persona that never acts (most of
+    /// a population when few act each turn) costs a slot, not an actor.
+    actor: Option<ActorRef<PersonaMsg>>,
     /// Between `PersonaFailed` and `PersonaRestarted`: its respawn history is already fixed, so
     /// new events stay in `pending` until the new actor can take them.
     restarting: bool,
@@ -171,6 +180,7 @@ pub struct WorldState {
     run_span: tracing::Span,
     turn_span: tracing::Span,
     provider: Arc<dyn crate::llm::Provider>,
+    activation: Option<crate::scenario::Activation>,
 }
 
 impl Actor for WorldActor {
@@ -178,7 +188,7 @@ impl Actor for WorldActor {
     type State = WorldState;
     type Arguments = WorldArgs;
 
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, a: WorldArgs) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, a: WorldArgs) -> Result<Self::State, ActorProcessingErr> {
         let c = a.config.clone();
         let mut st = WorldState {
             policy: c.simulation.policy(),
@@ -212,9 +222,11 @@ impl Actor for WorldActor {
             turn_span: a.span.clone(),
             run_span: a.span,
             provider: a.provider,
+            activation: a.activation,
         };
+        st.slots.reserve(a.personas.len());
         for p in a.personas {
-            add_persona(&myself, &mut st, p).await?;
+            add_persona(&mut st, p);
         }
         recompute_listeners(&mut st);
         Ok(st)
@@ -261,6 +273,32 @@ impl Actor for WorldActor {
     }
 }
 
+/// The personas that act this turn, in persona order: `activation` draws them (seeded by the
+/// run seed and the turn; weighted when it names a weight field) from `candidates`.
+fn draw_active(
+    a: &crate::scenario::Activation,
+    candidates: &[usize],
+    slots: &[Slot],
+    run_seed: u64,
+    turn: u32,
+) -> Vec<usize> {
+    let n = candidates.len();
+    let k = match (a.share, a.count) {
+        (Some(s), _) => ((n as f64 * s).ceil() as usize).clamp(1, n.max(1)),
+        (None, Some(c)) => c.min(n),
+        (None, None) => n,
+    };
+    if k >= n {
+        return candidates.to_vec();
+    }
+    let weights: Vec<f64> = candidates.iter().map(|&i| slots[i].weight).collect();
+    let mut rng = SplitMix64::new(mix(&[run_seed, turn as u64, 0xac71_7a7e]));
+    let mut picked: Vec<usize> =
+        crate::rng::weighted_sample(&weights, k, &mut rng).into_iter().map(|j| candidates[j]).collect();
+    picked.sort_unstable();
+    picked
+}
+
 /// A persona's system prompt within its model's budget; facts left out are reported (journal,
 /// results, a notice), never dropped silently.
 fn persona_system(st: &WorldState, p: &PersonaSpec, model: &str) -> Arc<str> {
@@ -296,16 +334,54 @@ fn sampling_for(p: &PersonaSpec, c: &SimulationConfig) -> Sampling {
     }
 }
 
-async fn add_persona(
-    myself: &ActorRef<WorldMsg>,
-    st: &mut WorldState,
-    p: PersonaSpec,
-) -> Result<usize, ActorProcessingErr> {
+/// Adds a persona's slot; its actor starts when it first acts ([`ensure_actor`]).
+fn add_persona(st: &mut WorldState, p: PersonaSpec) -> usize {
     let idx = st.slots.len();
-    let sampling = sampling_for(&p, &st.sampling_config);
-    let system = persona_system(st, &p, &sampling.model);
-    let c = &st.config;
+    let weight = match st.activation.as_ref().and_then(|a| a.weight.as_deref()) {
+        Some(field) => activation_weight(&p, field),
+        None => 1.0,
+    };
     let spec = Arc::new(p);
+    st.slots.push(Slot {
+        id: spec.id.as_str().into(),
+        name: spec.name.as_str().into(),
+        role: spec.role.as_str().into(),
+        spec,
+        weight,
+        active: true,
+        pending: Vec::new(),
+        log: Vec::new(),
+        actor: None,
+        restarting: false,
+    });
+    st.awaiting.push(false);
+    idx
+}
+
+/// A persona's weight in the per-turn draw: the number in its field `field` (a native
+/// persona's own field, or a TinyTroupe agent's `persona` field), 1 when it has none.
+fn activation_weight(p: &PersonaSpec, field: &str) -> f64 {
+    let v = match &p.origin {
+        crate::persona::Origin::TinyTroupe { original } => original.get("persona").and_then(|o| o.get(field)),
+        crate::persona::Origin::Native => p.extra.get(field),
+    };
+    match v {
+        Some(serde_json::Value::Number(n)) => n.as_f64().unwrap_or(1.0),
+        Some(serde_json::Value::String(s)) => s.trim().parse().unwrap_or(1.0),
+        _ => 1.0,
+    }
+}
+
+/// Starts persona `idx`'s actor if it has none yet: its system prompt is written then (within
+/// its model's budget), with the sampling in force.
+async fn ensure_actor(myself: &ActorRef<WorldMsg>, st: &mut WorldState, idx: usize) -> Result<(), String> {
+    if st.slots[idx].actor.is_some() {
+        return Ok(());
+    }
+    let spec = st.slots[idx].spec.clone();
+    let sampling = sampling_for(&spec, &st.sampling_config);
+    let system = persona_system(st, &spec, &sampling.model);
+    let c = &st.config;
     let spawn = PersonaSpawn {
         system,
         facts: st.facts.clone(),
@@ -314,33 +390,37 @@ async fn add_persona(
         memory_recent: c.simulation.memory_recent,
         consolidate_every: c.simulation.consolidate_every,
         world: myself.clone(),
-        spec: spec.clone(),
+        spec,
     };
+    let history = st.slots[idx].log.clone();
     let actor = st
         .supervisor
-        .call(|reply| SupervisorMsg::SpawnPersona { idx, spawn: Box::new(spawn), history: Vec::new(), reply }, None)
+        .call(|reply| SupervisorMsg::SpawnPersona { idx, spawn: Box::new(spawn), history, reply }, None)
         .await
         .map_err(|e| format!("supervisor unreachable: {e}"))?;
-    let actor = match actor {
-        ractor::rpc::CallResult::Success(Ok(a)) => a,
-        ractor::rpc::CallResult::Success(Err(e)) => return Err(e.into()),
-        _ => return Err("the supervisor did not answer the spawn request".into()),
-    };
-    st.slots.push(Slot {
-        id: spec.id.as_str().into(),
-        name: spec.name.as_str().into(),
-        role: spec.role.as_str().into(),
-        active: true,
-        pending: Vec::new(),
-        log: Vec::new(),
-        actor,
-        restarting: false,
-    });
-    st.awaiting.push(false);
-    Ok(idx)
+    match actor {
+        ractor::rpc::CallResult::Success(Ok(a)) => {
+            st.slots[idx].actor = Some(a);
+            Ok(())
+        }
+        ractor::rpc::CallResult::Success(Err(e)) => Err(e),
+        _ => Err("the supervisor did not answer the spawn request".into()),
+    }
 }
 
 fn recompute_listeners(st: &mut WorldState) {
+    // Resolved into `Edges` when the scenario is read; a plan made by hand that still names a
+    // file is read here, once.
+    if let Hearing::RelationsFile(path) | Hearing::DirectedFile(path) = &st.hearing {
+        let directed = matches!(st.hearing, Hearing::DirectedFile(_));
+        st.hearing = match crate::scenario::edges::read_edges(path, directed) {
+            Ok(e) => Hearing::Edges(e),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the hearing graph; everyone hears everyone");
+                Hearing::Everyone
+            }
+        };
+    }
     let by_id: std::collections::HashMap<&str, usize> = st.slots.iter().enumerate().map(|(i, s)| (&*s.id, i)).collect();
     let index_of = |id: &str| by_id.get(id).copied();
     st.listeners = match &st.hearing {
@@ -381,6 +461,31 @@ fn recompute_listeners(st: &mut WorldState) {
             }
             Listeners::Graph(l)
         }
+        Hearing::Edges(e) => {
+            // Positions in the file's id list, mapped once to slots: linear in ids and pairs.
+            let slot: Vec<Option<usize>> = e.ids.iter().map(|id| index_of(id)).collect();
+            let mut l = vec![Vec::new(); st.slots.len()];
+            for &(a, b) in &e.pairs {
+                let (Some(Some(i)), Some(Some(j))) = (slot.get(a as usize), slot.get(b as usize)) else { continue };
+                if i == j {
+                    continue;
+                }
+                if e.directed {
+                    // (listener, speaker): the speaker's words reach the listener.
+                    l[*j].push(*i);
+                } else {
+                    l[*i].push(*j);
+                    l[*j].push(*i);
+                }
+            }
+            for v in &mut l {
+                v.sort_unstable();
+                v.dedup();
+            }
+            Listeners::Graph(l)
+        }
+        // Read into `Edges` before this match.
+        Hearing::RelationsFile(_) | Hearing::DirectedFile(_) => Listeners::Everyone,
     };
 }
 
@@ -442,16 +547,30 @@ async fn begin_turn(myself: &ActorRef<WorldMsg>, st: &mut WorldState) {
     if st.switch.as_ref().is_some_and(|s| s.at_turn + 1 == turn)
         && let Some(sw) = st.switch.take()
     {
-        apply_switch(myself, st, sw).await;
+        apply_switch(st, sw);
     }
     let due: Vec<ResolvedIntervention> = st.interventions.iter().filter(|i| i.turn == turn).cloned().collect();
     for iv in due {
-        apply_intervention(myself, st, iv.action).await;
+        apply_intervention(st, iv.action);
     }
     let mut order: Vec<usize> = (0..st.slots.len()).filter(|&i| st.slots[i].active).collect();
+    if let Some(a) = &st.activation {
+        order = draw_active(a, &order, &st.slots, st.sampling_config.simulation.run_seed, turn);
+    }
     if st.policy == TurnPolicy::RandomOrder {
         SplitMix64::new(mix(&[st.sampling_config.simulation.run_seed, turn as u64, 0x07d3])).shuffle(&mut order);
     }
+    // Actors start when their persona first acts.
+    let mut ready = Vec::with_capacity(order.len());
+    for i in order {
+        match ensure_actor(myself, st, i).await {
+            Ok(()) => ready.push(i),
+            Err(e) => {
+                tracing::error!(persona = %st.slots[i].id, error = %e, "could not start the persona; it sits this turn out")
+            }
+        }
+    }
+    let order = ready;
     st.order = order;
     st.next = 0;
     st.outstanding = 0;
@@ -473,7 +592,7 @@ async fn begin_turn(myself: &ActorRef<WorldMsg>, st: &mut WorldState) {
 
 /// A fork leaves its history: the new plan's context, hearing, interventions and personas, and
 /// the new config's sampling, from this turn on.
-async fn apply_switch(myself: &ActorRef<WorldMsg>, st: &mut WorldState, sw: Switch) {
+fn apply_switch(st: &mut WorldState, sw: Switch) {
     let turn = st.turn;
     let plan = sw.plan;
     st.sampling_config = sw.config;
@@ -487,25 +606,29 @@ async fn apply_switch(myself: &ActorRef<WorldMsg>, st: &mut WorldState, sw: Swit
     }
     st.interventions = plan.interventions.iter().filter(|i| i.turn > sw.at_turn).cloned().collect();
     st.hearing = plan.hearing.clone();
+    st.activation = plan.activation.clone();
     let wanted: Vec<&str> = plan.personas.iter().map(|p| p.id.as_str()).collect();
     for s in st.slots.iter_mut().filter(|s| s.active && !wanted.contains(&&*s.id)) {
         s.active = false;
         s.pending.clear();
-        s.actor.stop(Some("not in the fork's plan".into()));
+        if let Some(a) = &s.actor {
+            a.stop(Some("not in the fork's plan".into()));
+        }
     }
     for p in &plan.personas {
         match st.slots.iter().position(|s| *s.id == *p.id) {
             Some(i) => {
-                let sampling = sampling_for(p, &st.sampling_config);
-                let system = persona_system(st, p, &sampling.model);
-                let msg =
-                    PersonaMsg::Reconfigure { spec: Arc::new(p.clone()), system, facts: st.facts.clone(), sampling };
-                let _ = st.slots[i].actor.cast(msg);
+                let spec = Arc::new(p.clone());
+                st.slots[i].spec = spec.clone();
+                // A persona that has not acted yet takes the new spec when its actor starts.
+                if let Some(actor) = st.slots[i].actor.clone() {
+                    let sampling = sampling_for(p, &st.sampling_config);
+                    let system = persona_system(st, p, &sampling.model);
+                    let _ = actor.cast(PersonaMsg::Reconfigure { spec, system, facts: st.facts.clone(), sampling });
+                }
             }
             None => {
-                if let Err(e) = add_persona(myself, st, p.clone()).await {
-                    tracing::warn!(persona = %p.id, error = %e, "could not add the fork's persona");
-                }
+                add_persona(st, p.clone());
             }
         }
     }
@@ -519,7 +642,7 @@ async fn apply_switch(myself: &ActorRef<WorldMsg>, st: &mut WorldState, sw: Swit
     );
 }
 
-async fn apply_intervention(myself: &ActorRef<WorldMsg>, st: &mut WorldState, action: ResolvedAction) {
+fn apply_intervention(st: &mut WorldState, action: ResolvedAction) {
     let turn = st.turn;
     let description = match action {
         ResolvedAction::Broadcast(text) => {
@@ -536,21 +659,19 @@ async fn apply_intervention(myself: &ActorRef<WorldMsg>, st: &mut WorldState, ac
         }
         ResolvedAction::AddPersona(p) => {
             let name = p.name.clone();
-            match add_persona(myself, st, *p).await {
-                Ok(idx) => {
-                    recompute_listeners(st);
-                    let e = MemoryEvent::context(turn, st.context.clone());
-                    st.slots[idx].pending.push(e);
-                    format!("{name} joined")
-                }
-                Err(e) => format!("{name} could not join: {e}"),
-            }
+            let idx = add_persona(st, *p);
+            recompute_listeners(st);
+            let e = MemoryEvent::context(turn, st.context.clone());
+            st.slots[idx].pending.push(e);
+            format!("{name} joined")
         }
         ResolvedAction::RemovePersona(id) => match st.slots.iter_mut().find(|s| &*s.id == id.as_str()) {
             Some(s) => {
                 s.active = false;
                 s.pending.clear();
-                s.actor.stop(Some("removed by an intervention".into()));
+                if let Some(a) = &s.actor {
+                    a.stop(Some("removed by an intervention".into()));
+                }
                 format!("{} left", s.name)
             }
             None => format!("{id} was not present"),
@@ -578,7 +699,11 @@ fn send_act(st: &mut WorldState, idx: usize) {
     let batch = std::mem::take(&mut s.pending);
     s.log.extend(batch.iter().cloned());
     let msg = PersonaMsg::Act { turn: st.turn, batch, context: st.context.clone(), sent_us: now_us() };
-    if st.turn_span.in_scope(|| s.actor.cast(msg)).is_err() {
+    let sent = match &s.actor {
+        Some(a) => st.turn_span.in_scope(|| a.cast(msg)).is_ok(),
+        None => false,
+    };
+    if !sent {
         tracing::warn!(persona = %s.id, "persona mailbox closed; waiting for its restart");
     }
 }
@@ -763,7 +888,7 @@ fn on_restarted(st: &mut WorldState, idx: usize) {
     let Some(cell) = ractor::registry::where_is(persona_name(st.instance, idx)) else {
         return;
     };
-    st.slots[idx].actor = cell.into();
+    st.slots[idx].actor = Some(cell.into());
     st.slots[idx].restarting = false;
     if st.awaiting.get(idx).copied().unwrap_or(false) {
         // Its memory already holds the batch it was given; ask again for this turn.

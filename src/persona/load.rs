@@ -79,6 +79,9 @@ pub struct PersonaDatabase {
     pub files: Vec<SourceFile>,
     /// Problems met while reading (a persona of the wrong shape, an unreadable file in a folder).
     pub load_findings: Vec<Finding>,
+    /// Index of the first persona of each id, built on the first lookup (so looking up many ids
+    /// in a large database stays linear). Reset whenever personas are added through this type.
+    index: std::sync::OnceLock<std::collections::HashMap<String, usize>>,
 }
 
 impl PersonaDatabase {
@@ -91,6 +94,7 @@ impl PersonaDatabase {
 
     /// Adds a file or folder to this database.
     pub fn add_source(&mut self, path: &Path) -> Result<(), PersonaError> {
+        self.index = std::sync::OnceLock::new();
         let meta = std::fs::metadata(path).map_err(|e| PersonaError::Io { path: path.to_path_buf(), source: e })?;
         if meta.is_dir() {
             let mut files = Vec::new();
@@ -222,7 +226,23 @@ impl PersonaDatabase {
 
     /// The persona with this id.
     pub fn get(&self, id: &str) -> Option<&PersonaSpec> {
-        self.personas.iter().find(|p| p.id == id)
+        // A database small enough is searched; a larger one is indexed once.
+        if self.personas.len() <= 64 {
+            return self.personas.iter().find(|p| p.id == id);
+        }
+        let index = self.index.get_or_init(|| {
+            let mut m = std::collections::HashMap::with_capacity(self.personas.len());
+            for (i, p) in self.personas.iter().enumerate() {
+                m.entry(p.id.clone()).or_insert(i);
+            }
+            m
+        });
+        // The index was built from the personas as they were then: a stale entry is not trusted.
+        match index.get(id).and_then(|&i| self.personas.get(i)).filter(|p| p.id == id) {
+            Some(p) => Some(p),
+            None if index.len() != self.personas.len() => self.personas.iter().find(|p| p.id == id),
+            None => None,
+        }
     }
 
     /// The fragment with this name.

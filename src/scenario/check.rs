@@ -34,6 +34,8 @@ pub struct ResolvedScenario {
     pub variant: Option<String>,
     /// The scenario's `expectations` of personas that take part, by persona id.
     pub expectations: std::collections::BTreeMap<String, String>,
+    /// How many personas act each turn (everyone when unset).
+    pub activation: Option<Activation>,
 }
 
 /// An intervention ready to apply.
@@ -227,15 +229,11 @@ pub fn resolve(
             interventions.push(ResolvedIntervention { turn: iv.turn, action });
         }
     }
-    if let Hearing::Relations(g) | Hearing::Directed(g) = &s.world.hearing {
-        for (k, vs) in g {
-            for id in std::iter::once(k).chain(vs) {
-                // A variant may remove a persona the shared graph names; that is fine.
-                if !all_ids.contains(id) && !removed.contains(id) {
-                    problems.push(unknown_id("world.hearing", id, &all_ids));
-                }
-            }
-        }
+    let known: std::collections::HashSet<&str> =
+        all_ids.iter().map(String::as_str).chain(removed.iter().map(String::as_str)).collect();
+    let hearing = resolve_hearing(&s.world.hearing, base, &known, &all_ids, &mut problems);
+    if let Some(a) = &s.activation {
+        check_activation(a, &mut problems);
     }
     let mut expectations = std::collections::BTreeMap::new();
     for (id, text) in &s.expectations {
@@ -268,11 +266,96 @@ pub fn resolve(
         context,
         opening: s.opening.clone(),
         personas,
-        hearing: s.world.hearing.clone(),
+        hearing,
         interventions,
         variant: variant.map(str::to_owned),
         expectations,
+        activation: s.activation.clone(),
     })
+}
+
+/// The most unknown ids reported from one hearing graph (the rest are counted).
+const MAX_REPORTED: usize = 10;
+
+/// Checks the hearing graph against the scenario's persona ids (`known`, in a hash set: a graph
+/// of millions of pairs is checked in linear time) and reads a graph file into `Edges`.
+fn resolve_hearing(
+    h: &Hearing,
+    base: &Path,
+    known: &std::collections::HashSet<&str>,
+    all_ids: &[String],
+    problems: &mut Vec<String>,
+) -> Hearing {
+    let mut unknown = Vec::new();
+    let check = |id: &str, unknown: &mut Vec<String>| {
+        if !known.contains(id) && !unknown.iter().any(|u| u == id) {
+            unknown.push(id.to_string());
+        }
+    };
+    let resolved = match h {
+        Hearing::Relations(g) | Hearing::Directed(g) => {
+            for (k, vs) in g {
+                for id in std::iter::once(k).chain(vs) {
+                    // A variant may remove a persona the shared graph names; that is fine.
+                    check(id, &mut unknown);
+                }
+            }
+            h.clone()
+        }
+        Hearing::RelationsFile(f) | Hearing::DirectedFile(f) => {
+            let path = resolve_path(base, f);
+            match super::edges::read_edges(&path, matches!(h, Hearing::DirectedFile(_))) {
+                Ok(e) => {
+                    for id in &e.ids {
+                        check(id, &mut unknown);
+                    }
+                    Hearing::Edges(e)
+                }
+                Err(e) => {
+                    problems.push(format!("world.hearing: {e}"));
+                    Hearing::Everyone
+                }
+            }
+        }
+        Hearing::Edges(e) => {
+            if let Some((a, b)) = e.pairs.iter().find(|(a, b)| *a as usize >= e.ids.len() || *b as usize >= e.ids.len())
+            {
+                problems.push(format!(
+                    "world.hearing: the pair ({a}, {b}) points past the {} ids listed; pairs index into `ids`",
+                    e.ids.len()
+                ));
+            }
+            for id in &e.ids {
+                check(id, &mut unknown);
+            }
+            h.clone()
+        }
+        Hearing::Everyone => Hearing::Everyone,
+    };
+    let more = unknown.len().saturating_sub(MAX_REPORTED);
+    for id in unknown.iter().take(MAX_REPORTED) {
+        problems.push(unknown_id("world.hearing", id, all_ids));
+    }
+    if more > 0 {
+        problems.push(format!("world.hearing: {more} more unknown persona id(s)"));
+    }
+    resolved
+}
+
+fn check_activation(a: &Activation, problems: &mut Vec<String>) {
+    match (a.share, a.count) {
+        (Some(s), None) if !(s.is_finite() && s > 0.0 && s <= 1.0) => problems
+            .push(format!("activation: share = {s}; use a share above 0 and at most 1 (0.05: 5% act each turn)")),
+        (None, Some(0)) => problems.push("activation: count = 0; at least one persona must act each turn".into()),
+        (Some(_), Some(_)) => {
+            problems.push("activation: give `share` or `count`, not both".into());
+        }
+        (None, None) => problems.push("activation: give `share: 0.05` or `count: 500`".into()),
+        _ => {}
+    }
+    if a.weight.as_deref().is_some_and(|w| w.trim().is_empty()) {
+        problems.push("activation: `weight` names no field; give a numeric persona field, or leave it out".into());
+    }
 }
 
 fn unknown_id(place: &str, id: &str, known: &[String]) -> String {

@@ -53,6 +53,10 @@ pub struct Scenario {
     /// `[(name: "final_stance", choices: ["support", "oppose", "undecided"]), (name: "top_concern")]`.
     #[serde(default)]
     pub extract: Vec<ExtractField>,
+    /// How many personas act each turn (`(share: 0.05)` or `(count: 500)`, optionally
+    /// `weight: "activity"`); unset: everyone, every turn.
+    #[serde(default)]
+    pub activation: Option<Activation>,
     /// What each persona is expected to be like, by persona id, in a sentence or two:
     /// `{"tom_becker": "a cautious council member who wants costs capped"}`. Read by
     /// `troupe personas check --scenario FILE`, which interviews each of these personas and has
@@ -137,6 +141,46 @@ pub enum Hearing {
     Relations(BTreeMap<String, Vec<String>>),
     /// Directed: `listener: [speakers it hears]`.
     Directed(BTreeMap<String, Vec<String>>),
+    /// Undirected relations read from a file of `a,b` lines (one pair per line, ids separated by
+    /// a comma, a tab or spaces; `#` starts a comment; a `source,target` header is skipped): for
+    /// graphs too large to write in the scenario (a town of 100,000 with 8 neighbours each).
+    RelationsFile(PathBuf),
+    /// Directed relations read from a file of `listener,speaker` lines.
+    DirectedFile(PathBuf),
+    /// A graph by position in `ids`: what the file forms resolve to (and may be written
+    /// directly); `directed` pairs are `(listener, speaker)`.
+    Edges(EdgeList),
+}
+
+/// A graph of persona ids, stored compactly (a pair is two indexes into `ids`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EdgeList {
+    /// Directed (`(listener, speaker)` pairs) or undirected.
+    #[serde(default)]
+    pub directed: bool,
+    /// The persona ids the pairs refer to.
+    pub ids: Vec<String>,
+    /// The pairs, by index into `ids`.
+    pub pairs: Vec<(u32, u32)>,
+}
+
+/// How many personas act in each turn: the rest stay silent (they still hear what their
+/// neighbours say). Population-scale runs need it: of a million personas, not everyone speaks
+/// every turn (OASIS samples its active agents each step the same way).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Activation {
+    /// The share of personas that act each turn, in (0, 1].
+    #[serde(default)]
+    pub share: Option<f64>,
+    /// Or how many act each turn.
+    #[serde(default)]
+    pub count: Option<usize>,
+    /// A numeric persona field that weights the draw (a native persona's own field, or a
+    /// TinyTroupe agent's `persona` field): a persona with weight 4 is drawn about four times as
+    /// often as one with weight 1. Missing or non-numeric: 1; zero or less: never drawn.
+    #[serde(default)]
+    pub weight: Option<String>,
 }
 
 /// A persona taking part.

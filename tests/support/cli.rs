@@ -95,3 +95,35 @@ pub fn run_dirs(out: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// A command's resource use: wall time, CPU time (user + system) and peak memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    /// Exit code (`None` when a signal ended it).
+    pub code: Option<i32>,
+    /// Wall time.
+    pub wall: Duration,
+    /// User plus system CPU time.
+    pub cpu: Duration,
+    /// Peak resident memory, bytes.
+    pub max_rss: u64,
+}
+
+/// Runs `cmd` (output discarded) and reports its wall time, CPU time and peak memory, read from
+/// the kernel (`wait4`), so nothing but the process itself is measured.
+#[cfg(unix)]
+pub fn measure(cmd: &mut Command) -> Usage {
+    let t0 = Instant::now();
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value for wait4 to fill.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, once; `child` is not waited for elsewhere.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    assert_eq!(r, pid, "wait4 failed");
+    std::mem::forget(child);
+    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    Usage { code, wall: t0.elapsed(), cpu: tv(ru.ru_utime) + tv(ru.ru_stime), max_rss: ru.ru_maxrss as u64 * 1024 }
+}
