@@ -15,6 +15,11 @@
 //!
 //! Moderator messages (the opening, broadcasts) count in the overview but not in any persona
 //! figure, the participation balance, turn-taking or keywords.
+//!
+//! Every step is linear in personas and messages, so a million-persona run is analysed too. Above
+//! [`PERSONA_FIGURES_LIMIT`] personas, `personas` lists those who spoke (the overview still counts
+//! everyone); turn-taking covers the [`TURN_TAKING_PERSONAS`] most active personas; at most
+//! [`DUPLICATE_PAIRS_KEPT`] near-duplicate pairs are listed (all are counted).
 
 pub mod charts;
 pub mod in_character;
@@ -42,6 +47,15 @@ pub const MODERATOR_ID: &str = "moderator";
 
 /// Keywords kept per persona and overall.
 pub const KEYWORDS_KEPT: usize = 10;
+
+/// Personas above which `personas` lists only those who spoke.
+pub const PERSONA_FIGURES_LIMIT: usize = 10_000;
+
+/// The most active personas the turn-taking matrix covers.
+pub const TURN_TAKING_PERSONAS: usize = 40;
+
+/// Near-duplicate pairs listed (the first ones in transcript order); all are counted.
+pub const DUPLICATE_PAIRS_KEPT: usize = 1_000;
 
 /// Everything [`analyze_conversation`] finds in one run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -201,7 +215,9 @@ pub struct Participation {
 }
 
 /// Who speaks right after whom: `matrix[i][j]` counts persona messages by `personas[j]` that
-/// directly follow one by `personas[i]` (moderator messages skipped).
+/// directly follow one by `personas[i]` (moderator messages skipped). With more than
+/// [`TURN_TAKING_PERSONAS`] personas, rows and columns are the most active ones (in persona order)
+/// and `others` counts the transitions from or to anyone else.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TurnTaking {
     /// Persona ids, the order of rows and columns.
@@ -212,6 +228,13 @@ pub struct TurnTaking {
     pub matrix: Vec<Vec<u64>>,
     /// All transitions counted.
     pub transitions: u64,
+    /// Transitions from or to a persona outside the matrix.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub others: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl TurnTaking {
@@ -312,8 +335,11 @@ pub struct AgreementFigures {
 pub struct Repetition {
     /// Jaccard similarity at or above which a pair counts.
     pub threshold: f64,
-    /// Pairs found.
+    /// Pairs found (the first [`DUPLICATE_PAIRS_KEPT`]).
     pub pairs: Vec<DuplicatePair>,
+    /// All pairs found, listed or not.
+    #[serde(default)]
+    pub pairs_found: u64,
     /// Messages that nearly repeat an earlier one.
     pub repeated_messages: u64,
     /// repeated_messages / persona messages.
@@ -409,29 +435,23 @@ pub fn analyze_conversation(results: &SimulationResults) -> ConversationAnalysis
     let mut ids: Vec<String> = results.agents.iter().map(|a| a.id.clone()).collect();
     let mut names: Vec<String> = results.agents.iter().map(|a| a.name.clone()).collect();
     let mut roles: Vec<String> = results.agents.iter().map(|a| a.role.clone()).collect();
+    let mut seen: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let mut joined = Vec::new();
     for e in t.iter().filter(|e| !is_moderator(e)) {
-        if !ids.contains(&e.speaker_id) {
-            ids.push(e.speaker_id.clone());
-            names.push(e.speaker.clone());
-            roles.push(e.role.clone());
+        if seen.insert(e.speaker_id.as_str()) {
+            joined.push(e);
         }
+    }
+    for e in joined {
+        ids.push(e.speaker_id.clone());
+        names.push(e.speaker.clone());
+        roles.push(e.role.clone());
     }
     let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
     let n = ids.len();
     let persona_msgs: Vec<&TranscriptEntry> = t.iter().filter(|e| !is_moderator(e)).collect();
 
-    // Names to look for in text: full name and first name, unless the first name is shared.
-    let firsts: Vec<&str> = names.iter().map(|n| text::first_name(n)).collect();
-    let name_forms: Vec<Vec<&str>> = (0..n)
-        .map(|i| {
-            let mut v = vec![names[i].as_str()];
-            let f = firsts[i];
-            if f != names[i] && firsts.iter().filter(|x| **x == f).count() == 1 {
-                v.push(f);
-            }
-            v
-        })
-        .collect();
+    let finder = NameFinder::new(&ids, &names);
     let mut name_tokens: HashSet<String> = HashSet::new();
     for nm in &names {
         for tok in text::tokens(nm) {
@@ -456,9 +476,10 @@ pub fn analyze_conversation(results: &SimulationResults) -> ConversationAnalysis
     let mut terms: Vec<Vec<String>> = vec![Vec::new(); n];
     let mut msg_terms: Vec<Vec<String>> = Vec::new();
     let mut edges: BTreeMap<(usize, usize), (u64, u64, u64)> = BTreeMap::new();
-    let mut matrix = vec![vec![0u64; n]; n];
+    let mut pairs_taken: HashMap<(usize, usize), u64> = HashMap::new();
     let mut transitions = 0;
     let mut prev: Option<usize> = None;
+    let mut hits = Vec::new();
     let mut all_sentiments = Vec::with_capacity(t.len());
     let mut turn_sent: BTreeMap<u32, (f64, u64)> = BTreeMap::new();
     let mut turn_tokens: BTreeMap<u32, TurnTokens> = BTreeMap::new();
@@ -525,24 +546,21 @@ pub fn analyze_conversation(results: &SimulationResults) -> ConversationAnalysis
         total_disagree += d as u64;
 
         // Mentions: the `to` field (a name or an id) and names in the text.
+        finder.mentions(e.to.as_deref(), &e.text, &mut hits);
         let mut any = false;
-        for j in (0..n).filter(|j| *j != i) {
-            let addressed = e.to.as_deref().is_some_and(|to| to == names[j] || to == ids[j]);
-            let named = name_forms[j].iter().any(|f| text::contains_name(&e.text, f));
-            if addressed || named {
-                any = true;
-                received[j] += 1;
-                let edge = edges.entry((i, j)).or_default();
-                edge.0 += addressed as u64;
-                edge.1 += named as u64;
-                edge.2 += 1;
-            }
+        for &(j, addressed, named) in hits.iter().filter(|h| h.0 != i) {
+            any = true;
+            received[j] += 1;
+            let edge = edges.entry((i, j)).or_default();
+            edge.0 += addressed as u64;
+            edge.1 += named as u64;
+            edge.2 += 1;
         }
         made[i] += any as u64;
 
         // Turn-taking.
         if let Some(p) = prev {
-            matrix[p][i] += 1;
+            *pairs_taken.entry((p, i)).or_default() += 1;
             transitions += 1;
         }
         prev = Some(i);
@@ -552,7 +570,9 @@ pub fn analyze_conversation(results: &SimulationResults) -> ConversationAnalysis
     let persona_words: u64 = words.iter().sum();
     let kw = keywords::per_document(&terms, KEYWORDS_KEPT);
     let mean_of = |v: &[f64]| stats::mean(v);
+    let listed = |i: &usize| n <= PERSONA_FIGURES_LIMIT || messages[*i] > 0;
     let personas: Vec<PersonaFigures> = (0..n)
+        .filter(listed)
         .map(|i| {
             let mut l = lat[i].clone();
             l.sort_by(f64::total_cmp);
@@ -607,8 +627,7 @@ pub fn analyze_conversation(results: &SimulationResults) -> ConversationAnalysis
 
     let dup_input: Vec<(u64, &str, &str)> =
         persona_msgs.iter().map(|e| (e.seq, e.speaker_id.as_str(), e.text.as_str())).collect();
-    let pairs = repetition::near_duplicates(&dup_input, repetition::DEFAULT_THRESHOLD);
-    let repeated: HashSet<u64> = pairs.iter().map(|p| p.second_seq).collect();
+    let dups = repetition::near_duplicates_counted(&dup_input, repetition::DEFAULT_THRESHOLD, DUPLICATE_PAIRS_KEPT);
 
     all_lat.sort_by(f64::total_cmp);
     let sentiment_mean = if persona_total > 0 {
@@ -638,7 +657,7 @@ pub fn analyze_conversation(results: &SimulationResults) -> ConversationAnalysis
         },
         personas,
         participation,
-        turn_taking: TurnTaking { personas: ids.clone(), names: names.clone(), matrix, transitions },
+        turn_taking: turn_taking(&ids, &names, &messages, &pairs_taken, transitions),
         mentions: MentionGraph {
             edges: edges
                 .into_iter()
@@ -666,9 +685,10 @@ pub fn analyze_conversation(results: &SimulationResults) -> ConversationAnalysis
         },
         repetition: Repetition {
             threshold: repetition::DEFAULT_THRESHOLD,
-            repeated_messages: repeated.len() as u64,
-            repetition_rate: if persona_total > 0 { repeated.len() as f64 / persona_total as f64 } else { 0.0 },
-            pairs,
+            repeated_messages: dups.repeated,
+            repetition_rate: if persona_total > 0 { dups.repeated as f64 / persona_total as f64 } else { 0.0 },
+            pairs_found: dups.found,
+            pairs: dups.pairs,
         },
         tokens_per_turn: turn_tokens.into_values().collect(),
         latency: LatencyFigures {
@@ -680,6 +700,139 @@ pub fn analyze_conversation(results: &SimulationResults) -> ConversationAnalysis
             buckets: results.full_metrics.latency_buckets.clone(),
         },
         in_character: None,
+    }
+}
+
+impl ConversationAnalysis {
+    /// The `k` personas with the most messages (ties to the first listed), in listed order:
+    /// what a chart or a table of personas can show legibly.
+    pub fn most_active(&self, k: usize) -> Vec<&PersonaFigures> {
+        let mut idx: Vec<usize> = (0..self.personas.len()).collect();
+        if idx.len() > k && k > 0 {
+            let m = |i: usize| self.personas[i].messages;
+            idx.select_nth_unstable_by(k - 1, |a, b| m(*b).cmp(&m(*a)).then(a.cmp(b)));
+            idx.truncate(k);
+            idx.sort_unstable();
+        }
+        idx.truncate(k);
+        idx.into_iter().map(|i| &self.personas[i]).collect()
+    }
+}
+
+/// The turn-taking matrix over the personas (the [`TURN_TAKING_PERSONAS`] most active of them,
+/// ties to the first listed, when there are more), from the counted `(previous, next)` pairs.
+fn turn_taking(
+    ids: &[String],
+    names: &[String],
+    messages: &[u64],
+    pairs: &HashMap<(usize, usize), u64>,
+    transitions: u64,
+) -> TurnTaking {
+    let mut shown: Vec<usize> = (0..ids.len()).collect();
+    if shown.len() > TURN_TAKING_PERSONAS {
+        let by_activity = |a: &usize, b: &usize| messages[*b].cmp(&messages[*a]).then(a.cmp(b));
+        shown.select_nth_unstable_by(TURN_TAKING_PERSONAS - 1, by_activity);
+        shown.truncate(TURN_TAKING_PERSONAS);
+        shown.sort_unstable();
+    }
+    let pos: HashMap<usize, usize> = shown.iter().enumerate().map(|(k, &i)| (i, k)).collect();
+    let mut matrix = vec![vec![0u64; shown.len()]; shown.len()];
+    let mut others = 0;
+    for (&(p, i), &c) in pairs {
+        match (pos.get(&p), pos.get(&i)) {
+            (Some(&a), Some(&b)) => matrix[a][b] += c,
+            _ => others += c,
+        }
+    }
+    TurnTaking {
+        personas: shown.iter().map(|&i| ids[i].clone()).collect(),
+        names: shown.iter().map(|&i| names[i].clone()).collect(),
+        matrix,
+        transitions,
+        others,
+    }
+}
+
+/// Finds whom a message addresses (`to`: a name or an id) or names in its text (the full name,
+/// or the first name when no other persona shares it; whole words, case-sensitive). Names are
+/// looked up by their first word, so a message costs the same with ten personas or a million.
+struct NameFinder<'a> {
+    /// First word of a name form -> (persona, the whole form).
+    by_word: HashMap<&'a str, Vec<(usize, &'a str)>>,
+    /// Forms that do not start with a letter or digit (rare), checked one by one.
+    odd: Vec<(usize, &'a str)>,
+    /// Name or id -> personas, for the `to` field.
+    to: HashMap<&'a str, Vec<usize>>,
+}
+
+impl<'a> NameFinder<'a> {
+    fn new(ids: &'a [String], names: &'a [String]) -> Self {
+        let firsts: Vec<&str> = names.iter().map(|n| text::first_name(n)).collect();
+        let mut first_count: HashMap<&str, usize> = HashMap::new();
+        for f in &firsts {
+            *first_count.entry(f).or_default() += 1;
+        }
+        let mut by_word: HashMap<&str, Vec<(usize, &str)>> = HashMap::new();
+        let mut odd = Vec::new();
+        let mut to: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (j, name) in names.iter().enumerate() {
+            let f = firsts[j];
+            let unique_first = f != name && first_count.get(f) == Some(&1);
+            for form in std::iter::once(name.as_str()).chain(unique_first.then_some(f)) {
+                let lead = form.find(|c: char| !c.is_alphanumeric()).map_or(form, |e| &form[..e]);
+                if form.is_empty() {
+                    continue;
+                } else if lead.is_empty() {
+                    odd.push((j, form));
+                } else {
+                    by_word.entry(lead).or_default().push((j, form));
+                }
+            }
+            to.entry(name.as_str()).or_default().push(j);
+            if ids[j] != *name {
+                to.entry(ids[j].as_str()).or_default().push(j);
+            }
+        }
+        NameFinder { by_word, odd, to }
+    }
+
+    /// Fills `out` with `(persona, addressed, named)`, one entry per persona, sorted.
+    fn mentions(&self, to: Option<&str>, msg: &str, out: &mut Vec<(usize, bool, bool)>) {
+        out.clear();
+        if let Some(js) = to.and_then(|t| self.to.get(t)) {
+            out.extend(js.iter().map(|&j| (j, true, false)));
+        }
+        let mut start = None;
+        for (k, c) in msg.char_indices().chain(std::iter::once((msg.len(), ' '))) {
+            match (c.is_alphanumeric(), start) {
+                (true, None) => start = Some(k),
+                (false, Some(s)) => {
+                    start = None;
+                    for &(j, form) in self.by_word.get(&msg[s..k]).into_iter().flatten() {
+                        let whole = msg[s..].starts_with(form)
+                            && msg[s + form.len()..].chars().next().is_none_or(|c| !c.is_alphanumeric());
+                        if whole {
+                            out.push((j, false, true));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for &(j, form) in &self.odd {
+            if text::contains_name(msg, form) {
+                out.push((j, false, true));
+            }
+        }
+        out.sort_unstable_by_key(|h| h.0);
+        out.dedup_by(|later, first| {
+            let same = later.0 == first.0;
+            if same {
+                first.1 |= later.1;
+                first.2 |= later.2;
+            }
+            same
+        });
     }
 }
 

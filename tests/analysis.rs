@@ -238,3 +238,76 @@ fn load_run_errors_say_what_to_give() {
     let e = analysis::load_run(dir.path()).unwrap_err().to_string();
     assert!(e.contains("results.json") && e.contains("run folder"), "{e}");
 }
+
+/// Mentions found by the word index equal a plain scan of every persona's name forms, for names
+/// with titles, hyphens, shared first names and non-ASCII letters.
+#[test]
+fn mentions_match_a_scan_of_every_name() {
+    let people = [
+        ("p1", "Dr. Ana Lopez"),
+        ("p2", "Ana Lopez-Diaz"),
+        ("p3", "Jean-Luc Picard"),
+        ("p4", "Zoë Brandt"),
+        ("p5", "Kim"),
+        ("p6", "Ben Okafor"),
+        ("p7", "Ben Ito"),
+    ];
+    let texts = [
+        "Dr. Ana Lopez and Zoë Brandt agree; Kim does not.",
+        "Jean-Luc, what about Ben? Ben Ito said no. Kimberly is not Kim's name.",
+        "ZoëBrandt and Ana Lopez-Diazz are not names here; Jean is not Jean-Luc.",
+        "Zoë thinks Picard is right, and Ana Lopez-Diaz too.",
+    ];
+    let mut t = Vec::new();
+    for (k, text) in texts.iter().enumerate() {
+        t.push(entry(k as u64 + 1, 1, people[k % 2 + 5], text));
+    }
+    let a = analyze_conversation(&results_with(&people, t.clone()));
+    // The plain scan: full names, and first names no one else shares.
+    let first = |n: &str| analysis::text::first_name(n).to_string();
+    let mut expected = std::collections::BTreeSet::new();
+    for e in &t {
+        for (id, name) in people.iter().filter(|(id, _)| *id != e.speaker_id) {
+            let f = first(name);
+            let unique = f != *name && people.iter().filter(|(_, n)| first(n) == f).count() == 1;
+            if analysis::text::contains_name(&e.text, name) || (unique && analysis::text::contains_name(&e.text, &f)) {
+                expected.insert((e.speaker_id.clone(), id.to_string()));
+            }
+        }
+    }
+    let got: std::collections::BTreeSet<(String, String)> =
+        a.mentions.edges.iter().map(|e| (e.from.clone(), e.to.clone())).collect();
+    assert_eq!(got, expected);
+    assert!(got.contains(&("p6".into(), "p4".into())), "Zoë Brandt is found: {got:?}");
+    assert!(got.contains(&("p7".into(), "p3".into())), "Jean-Luc is found: {got:?}");
+}
+
+/// Above the display limits, the turn-taking matrix keeps the most active personas and counts
+/// the rest; above `PERSONA_FIGURES_LIMIT`, only personas who spoke get figures.
+#[test]
+fn a_population_is_analysed_in_bounded_sections() {
+    let n = analysis::PERSONA_FIGURES_LIMIT + 5;
+    let ids: Vec<(String, String)> = (0..n).map(|i| (format!("p{i}"), format!("Person {i}"))).collect();
+    let people: Vec<(&str, &str)> = ids.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    // 60 speakers; speaker k speaks k % 3 + 1 times, in rounds.
+    let mut t = Vec::new();
+    for round in 0..3u32 {
+        for k in (0..60usize).filter(|k| (k % 3) as u32 >= round) {
+            t.push(entry(t.len() as u64 + 1, round + 1, people[k * 7], "We should keep the buses running."));
+        }
+    }
+    let a = analyze_conversation(&results_with(&people, t));
+    assert_eq!(a.overview.personas, n);
+    assert_eq!(a.personas.len(), 60, "only personas who spoke get figures");
+    let tt = &a.turn_taking;
+    assert_eq!(tt.personas.len(), analysis::TURN_TAKING_PERSONAS);
+    let most: Vec<&str> = a.most_active(analysis::TURN_TAKING_PERSONAS).iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(tt.personas, most);
+    assert!(tt.others > 0);
+    let inside: u64 = tt.matrix.iter().flatten().sum();
+    assert_eq!(inside + tt.others, tt.transitions);
+    // Every message repeats the others: all pairs counted, a bounded number listed.
+    assert_eq!(a.repetition.repeated_messages, a.overview.persona_messages - 1);
+    assert_eq!(a.repetition.pairs_found, (120 * 119 / 2) as u64);
+    assert_eq!(a.repetition.pairs.len(), analysis::DUPLICATE_PAIRS_KEPT);
+}

@@ -64,6 +64,14 @@ fn color(i: usize) -> RGBColor {
     C[i % C.len()]
 }
 
+/// The most personas a chart shows (the most active ones; the title says so).
+pub const CHART_PERSONAS: usize = 30;
+
+/// A chart title that says when only the most active of many personas are shown.
+fn of_total(title: &str, shown: usize, total: usize) -> String {
+    if shown < total { format!("{title} (the {shown} most active of {total})") } else { title.to_string() }
+}
+
 /// Renders every chart.
 pub fn render_all(a: &ConversationAnalysis, results: &SimulationResults) -> Result<Vec<Chart>, AnalysisError> {
     Ok(vec![participation(a)?, sentiment(a)?, turn_taking(a)?, latency(a, results)?, tokens(a)?])
@@ -117,13 +125,15 @@ fn bar_panel(area: &Area<'_>, title: &str, y_desc: &str, names: &[String], value
 
 /// Messages and words per persona.
 pub fn participation(a: &ConversationAnalysis) -> Result<Chart, AnalysisError> {
+    let shown = a.most_active(CHART_PERSONAS);
     let title = "Participation: messages and words per persona";
-    let names: Vec<String> = a.personas.iter().map(|p| p.name.clone()).collect();
-    let msgs: Vec<f64> = a.personas.iter().map(|p| p.messages as f64).collect();
-    let words: Vec<f64> = a.personas.iter().map(|p| p.words as f64).collect();
+    let heading = of_total(title, shown.len(), a.overview.personas);
+    let names: Vec<String> = shown.iter().map(|p| p.name.clone()).collect();
+    let msgs: Vec<f64> = shown.iter().map(|p| p.messages as f64).collect();
+    let words: Vec<f64> = shown.iter().map(|p| p.words as f64).collect();
     render("participation", title, (width_for(names.len()), 760), |root| {
         let (top, rest) = root.split_vertically(40);
-        top.titled(title, (FONT, 22))?;
+        top.titled(&heading, (FONT, 22))?;
         let (upper, lower) = rest.split_vertically(360);
         bar_panel(&upper, "Messages per persona", "Messages", &names, &msgs, color(0))?;
         bar_panel(&lower, "Words per persona", "Words", &names, &words, color(1))?;
@@ -134,10 +144,12 @@ pub fn participation(a: &ConversationAnalysis) -> Result<Chart, AnalysisError> {
 /// Mean sentiment per turn, one line per persona.
 pub fn sentiment(a: &ConversationAnalysis) -> Result<Chart, AnalysisError> {
     let title = "Sentiment over turns (VADER-style compound score)";
+    let shown = a.most_active(CHART_PERSONAS);
+    let heading = of_total(title, shown.len(), a.overview.personas);
     let max_turn = a.overview.turns.max(1);
     render("sentiment", title, (900, 520), |root| {
         let mut chart = ChartBuilder::on(root)
-            .caption(title, (FONT, 22))
+            .caption(&heading, (FONT, 22))
             .margin(16)
             .x_label_area_size(44)
             .y_label_area_size(60)
@@ -149,7 +161,7 @@ pub fn sentiment(a: &ConversationAnalysis) -> Result<Chart, AnalysisError> {
             .y_desc("Mean sentiment (-1 negative .. +1 positive)")
             .draw()?;
         chart.draw_series(LineSeries::new([(0, 0.0), (max_turn, 0.0)], BLACK.mix(0.3)))?;
-        for (i, p) in a.personas.iter().enumerate().filter(|(_, p)| !p.sentiment_by_turn.is_empty()) {
+        for (i, p) in shown.iter().enumerate().filter(|(_, p)| !p.sentiment_by_turn.is_empty()) {
             let c = color(i);
             let pts: Vec<(u32, f64)> = p.sentiment_by_turn.iter().map(|t| (t.turn, t.value)).collect();
             chart
@@ -173,12 +185,13 @@ pub fn sentiment(a: &ConversationAnalysis) -> Result<Chart, AnalysisError> {
 pub fn turn_taking(a: &ConversationAnalysis) -> Result<Chart, AnalysisError> {
     let title = "Turn-taking: who speaks after whom";
     let tt = &a.turn_taking;
+    let heading = of_total(title, tt.personas.len(), a.overview.personas);
     let n = tt.names.len().max(1) as i32;
     let max = tt.matrix.iter().flatten().copied().max().unwrap_or(0).max(1) as f64;
     let side = (n as u32 * 90 + 260).clamp(560, 2000);
     render("turn_taking", title, (side + 80, side), |root| {
         let mut chart = ChartBuilder::on(root)
-            .caption(title, (FONT, 22))
+            .caption(&heading, (FONT, 22))
             .margin(16)
             .x_label_area_size(50)
             .y_label_area_size(150)

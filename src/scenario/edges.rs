@@ -57,8 +57,7 @@ pub fn parse_edges(path: &Path, text: &str, directed: bool) -> Result<EdgeList, 
         if line.is_empty() {
             continue;
         }
-        let mut parts =
-            line.split([',', '\t', ' ']).map(str::trim).filter(|p| !p.is_empty());
+        let mut parts = line.split([',', '\t', ' ']).map(str::trim).filter(|p| !p.is_empty());
         let (Some(a), Some(b), None) = (parts.next(), parts.next(), parts.next()) else {
             return Err(EdgeFileError::Line {
                 path: path.to_path_buf(),
