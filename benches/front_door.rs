@@ -1,0 +1,216 @@
+//! The front door: the release `troupe` binary run the way a user runs it (a scenario file, the
+//! whole process, results saved), timed by the kernel (`wait4`: wall, user + system CPU, peak
+//! RSS). Every figure in the README's Performance table comes from here.
+//!
+//! ```text
+//! cargo bench --bench front_door                       # everything (1M personas: about 1 min, 6 GB)
+//! FRONT_DOOR=1k,10k,http cargo bench --bench front_door # a subset
+//! ```
+//!
+//! Workloads (simulated provider at 0 ms unless HTTP; the population of
+//! `tests/support/population.rs`, the same generator the growth test uses):
+//! - `panel`: 100 personas x 20 turns, everyone hears everyone, saving on: CPU per call.
+//! - `1k`, `10k`: personas x 3 turns on a ring graph of degree 8, everyone acting.
+//! - `10k5`, `100k`: x 3 turns, degree 8, 5% acting each turn (weighted by a persona field): the
+//!   growth from 10k to 100k at the same shape.
+//! - `1m`: 1,000,000 personas x 1 turn, degree 8, 1% acting.
+//! - `http`: 50 personas x 60 turns = 3,000 calls against a loopback OpenAI-compatible mock
+//!   served by this bench process (its CPU is not counted), with and without saving; and bare
+//!   reqwest making the same 3,000 requests (50 at a time) from a child process, the floor.
+
+#[path = "../tests/support/cli.rs"]
+#[allow(dead_code)]
+mod cli;
+#[path = "../tests/support/mock_openai.rs"]
+#[allow(dead_code)]
+mod mock_openai;
+#[path = "../tests/support/population.rs"]
+#[allow(dead_code)]
+mod population;
+
+use std::path::Path;
+use std::time::Duration;
+
+use cli::{Usage, measure, troupe};
+use population::{Shape, write};
+
+/// The request bare reqwest sends: the shape of a persona's act request.
+const BARE_ENV: &str = "FRONT_DOOR_BARE_URL";
+const HTTP_PERSONAS: usize = 50;
+const HTTP_TURNS: u32 = 60;
+
+fn main() {
+    if let Ok(url) = std::env::var(BARE_ENV) {
+        bare_reqwest(&url, HTTP_PERSONAS * HTTP_TURNS as usize, HTTP_PERSONAS);
+        return;
+    }
+    let only = std::env::var("FRONT_DOOR").ok();
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| o.split(',').any(|w| w.trim() == name));
+    let tmp = tempfile::tempdir().expect("a temporary folder");
+    println!("front door: the release troupe binary, whole process, saving on; {}", machine());
+    println!("| workload | calls | wall | CPU (user+sys) | peak RSS | CPU per call |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    let mut growth = (None, None);
+    let shapes: [(&str, Shape); 6] = [
+        ("panel", Shape { n: 100, turns: 20, degree: None, active: None, policy: "Parallel" }),
+        ("1k", Shape { n: 1_000, turns: 3, degree: Some(8), active: None, policy: "Parallel" }),
+        ("10k", Shape { n: 10_000, turns: 3, degree: Some(8), active: None, policy: "Parallel" }),
+        ("10k5", Shape { n: 10_000, turns: 3, degree: Some(8), active: Some(0.05), policy: "Parallel" }),
+        ("100k", Shape { n: 100_000, turns: 3, degree: Some(8), active: Some(0.05), policy: "Parallel" }),
+        ("1m", Shape { n: 1_000_000, turns: 1, degree: Some(8), active: Some(0.01), policy: "Parallel" }),
+    ];
+    for (name, shape) in shapes {
+        if !wanted(name) {
+            continue;
+        }
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pop = write(&dir, shape);
+        let runs = if shape.n >= 100_000 { 1 } else { 3 };
+        let u = best_of(runs, || {
+            let out = dir.join("out");
+            let _ = std::fs::remove_dir_all(&out);
+            let mut c = troupe();
+            c.arg("run").arg(&pop.scenario).arg("-q").arg("--output-dir").arg(&out);
+            c
+        });
+        let calls = calls_of(shape);
+        row(&format!("{name}: {} personas x {} turns{}", shape.n, shape.turns, describe(shape)), calls, u);
+        match name {
+            "10k5" => growth.0 = Some(u),
+            "100k" => growth.1 = Some(u),
+            _ => {}
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if let (Some(a), Some(b)) = growth {
+        println!(
+            "figure: growth 10k -> 100k personas (3 turns, degree 8, 5% acting): wall {:.1}x, CPU {:.1}x",
+            b.wall.as_secs_f64() / a.wall.as_secs_f64(),
+            b.cpu.as_secs_f64() / a.cpu.as_secs_f64()
+        );
+    }
+    if wanted("http") {
+        http(tmp.path());
+    }
+}
+
+/// Expected calls: every acting persona once per turn.
+fn calls_of(s: Shape) -> u64 {
+    let per_turn = s.active.map_or(s.n as f64, |a| (a * s.n as f64).ceil());
+    (per_turn * s.turns as f64) as u64
+}
+
+fn describe(s: Shape) -> String {
+    let mut d = match s.degree {
+        Some(k) => format!(", degree {k}"),
+        None => ", everyone hears everyone".into(),
+    };
+    if let Some(a) = s.active {
+        d.push_str(&format!(", {}% acting", a * 100.0));
+    }
+    d
+}
+
+/// The run with the least CPU of `runs` (the others were disturbed by something else).
+fn best_of(runs: usize, mut cmd: impl FnMut() -> std::process::Command) -> Usage {
+    let mut best: Option<Usage> = None;
+    for _ in 0..runs {
+        let u = measure(&mut cmd());
+        assert_eq!(u.code, Some(0), "the run failed; run the same command by hand to see why");
+        if best.is_none_or(|b| u.cpu < b.cpu) {
+            best = Some(u);
+        }
+    }
+    best.expect("at least one run")
+}
+
+fn row(name: &str, calls: u64, u: Usage) {
+    println!(
+        "| {name} | {calls} | {:.2} s | {:.2} s | {:.0} MiB | {:.1} µs |",
+        u.wall.as_secs_f64(),
+        u.cpu.as_secs_f64(),
+        u.max_rss as f64 / (1024.0 * 1024.0),
+        u.cpu.as_secs_f64() * 1e6 / calls.max(1) as f64
+    );
+}
+
+fn machine() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores, load average {}", load.split_whitespace().next().unwrap_or("?"))
+}
+
+/// 50 personas x 60 turns against the mock: troupe without and with saving, then bare reqwest.
+fn http(dir: &Path) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let mock = rt.block_on(mock_openai::MockServer::start(mock_openai::MockConfig::default()));
+    let pop = write(dir, Shape { n: HTTP_PERSONAS, turns: HTTP_TURNS, degree: None, active: None, policy: "Parallel" });
+    let text =
+        std::fs::read_to_string(&pop.scenario).unwrap().replace("provider: \"simulated\"", "provider: \"openai\"");
+    std::fs::write(&pop.scenario, text).unwrap();
+    let calls = (HTTP_PERSONAS * HTTP_TURNS as usize) as u64;
+    let run = |save: bool| {
+        best_of(3, || {
+            let out = dir.join("http-out");
+            let _ = std::fs::remove_dir_all(&out);
+            let mut c = troupe();
+            c.arg("run").arg(&pop.scenario).arg("-q").arg("--output-dir").arg(&out);
+            c.args(["--set", &format!("llm.base_url={}", mock.base_url()), "--set", "llm.model=gpt-4o-mini"]);
+            if !save {
+                c.arg("--no-save");
+            }
+            c.env("OPENAI_API_KEY", "sk-front-door-bench-0000000000");
+            c
+        })
+    };
+    let unsaved = run(false);
+    let saved = run(true);
+    let bare = best_of(3, || {
+        let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+        c.env(BARE_ENV, format!("{}/chat/completions", mock.base_url()));
+        c
+    });
+    row("http: 50 x 60 against the loopback mock, no saving", calls, unsaved);
+    row("http: the same, saving on (journal, transcript, results, analysis)", calls, saved);
+    row("http: bare reqwest, the same 3,000 requests, 50 at a time", calls, bare);
+    let per = |u: Usage| u.cpu.as_secs_f64() * 1e6 / calls as f64;
+    println!(
+        "figure: HTTP CPU per call above bare reqwest: +{:.1} µs without saving, +{:.1} µs saving",
+        per(unsaved) - per(bare),
+        per(saved) - per(bare)
+    );
+    drop(rt);
+}
+
+/// The floor: `total` chat requests with reqwest alone, `width` at a time, each body parsed.
+fn bare_reqwest(url: &str, total: usize, width: usize) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..width {
+            let (client, next, url) = (client.clone(), next.clone(), url.to_string());
+            tasks.push(tokio::spawn(async move {
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                    let body = serde_json::json!({
+                        "model": "gpt-4o-mini",
+                        "messages": [
+                            {"role": "system", "content": "You are Amara P0, a Nurse. Keep the town affordable."},
+                            {"role": "user", "content": "Which service should the town cut first? Say what you think."}
+                        ],
+                        "temperature": 0.7,
+                        "max_tokens": 200
+                    });
+                    let r = client.post(&url).bearer_auth("sk-front-door-bench").json(&body).send().await.unwrap();
+                    let v: serde_json::Value = r.json().await.unwrap();
+                    assert!(v["choices"][0]["message"]["content"].is_string());
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+}
