@@ -19,13 +19,10 @@
 //!   reqwest making the same 3,000 requests (50 at a time) from a child process, the floor.
 
 #[path = "../tests/support/cli.rs"]
-#[allow(dead_code)]
 mod cli;
 #[path = "../tests/support/mock_openai.rs"]
-#[allow(dead_code)]
 mod mock_openai;
 #[path = "../tests/support/population.rs"]
-#[allow(dead_code)]
 mod population;
 
 use std::path::Path;
