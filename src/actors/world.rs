@@ -166,6 +166,8 @@ pub struct WorldState {
     order: Vec<usize>,
     next: usize,
     awaiting: Vec<bool>,
+    /// Addressees by name, kept as slots are added.
+    names: NameIndex,
     outstanding: usize,
     parallel_results: Vec<Option<Outcome>>,
     seq: u64,
@@ -211,6 +213,7 @@ impl Actor for WorldActor {
             order: Vec::new(),
             next: 0,
             awaiting: Vec::new(),
+            names: NameIndex::default(),
             outstanding: 0,
             parallel_results: Vec::new(),
             seq: 0,
@@ -355,6 +358,7 @@ fn add_persona(st: &mut WorldState, p: PersonaSpec) -> usize {
         restarting: false,
     });
     st.awaiting.push(false);
+    st.names.add(&st.slots[idx], idx);
     idx
 }
 
@@ -844,14 +848,33 @@ fn record(st: &mut WorldState, idx: usize, outcome: Outcome) {
     }
 }
 
-/// Matches an addressee as written ("Marcus", "@Marcus Rivera") to a persona name.
+/// Matches an addressee as written ("Marcus", "@Marcus Rivera") to a persona name: the first
+/// persona whose whole name (any case) or id matches, else the first with a name word that does.
 fn resolve_name(st: &WorldState, written: &str) -> Option<Arc<str>> {
     let w = written.trim().trim_start_matches('@').to_lowercase();
-    st.slots
-        .iter()
-        .find(|s| s.name.to_lowercase() == w || *s.id == w)
-        .or_else(|| st.slots.iter().find(|s| s.name.to_lowercase().split_whitespace().any(|part| part == w)))
-        .map(|s| s.name.clone())
+    st.names.exact.get(&w).or_else(|| st.names.word.get(&w)).map(|&i| st.slots[i].name.clone())
+}
+
+/// Addressee lookups in constant time (a reply's `@Name` among a million personas), first slot
+/// wins, as a scan in slot order would find.
+#[derive(Debug, Default)]
+struct NameIndex {
+    /// Lower-cased whole names, and ids as written.
+    exact: std::collections::HashMap<String, usize>,
+    /// Lower-cased words of names.
+    word: std::collections::HashMap<String, usize>,
+}
+
+impl NameIndex {
+    fn add(&mut self, s: &Slot, idx: usize) {
+        let lower = s.name.to_lowercase();
+        for part in lower.split_whitespace() {
+            self.word.entry(part.to_string()).or_insert(idx);
+        }
+        // A name and an id both match in the first pass; the earlier slot wins either way.
+        self.exact.entry(lower).or_insert(idx);
+        self.exact.entry(s.id.to_string()).or_insert(idx);
+    }
 }
 
 fn end_turn(myself: &ActorRef<WorldMsg>, st: &mut WorldState) {
