@@ -111,7 +111,7 @@ mod with_the_feature {
         }
     }
 
-    const NEVER: &dyn Fn() -> bool = &|| false;
+    const NEVER: &(dyn Fn() -> bool + Sync) = &|| false;
 
     #[test]
     fn the_tokenizer_agrees_with_the_models_vocabulary() {
