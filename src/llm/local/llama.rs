@@ -11,7 +11,9 @@
 //! plus 145 MB of 8-bit). Larger models keep only the 8-bit form and read prompts with it too.
 //!
 //! Everything between the matrix products (norms, rotary embedding, attention, SiLU) is our own
-//! code over plain `f32` slices rather than candle tensor ops, for three reasons:
+//! code over plain `f32` slices rather than candle tensor ops (its inner loops live in the
+//! `troupe-kernels` crate, which debug builds optimize too, so `cargo test` runs the model at
+//! nearly release speed), for three reasons:
 //! - **Threads are ours.** candle's element-wise ops and quantized products run on its global
 //!   spin-waiting pool, sized once per process from `CANDLE_NUM_THREADS`; under a CPU hog every
 //!   barrier of that pool waits for a preempted thread. Here the caller picks a rayon pool per
@@ -38,6 +40,7 @@ use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::k_quants::{BlockQ8_0, GgmlType};
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
+use troupe_kernels as kernels;
 
 /// The most f32 weight bytes kept for reading prompts: up to about 500M parameters.
 const WIDE_BUDGET_BYTES: usize = 2 << 30;
@@ -378,7 +381,7 @@ impl Llama {
         let mut gu = vec![0f32; b * 2 * s.hidden];
         let mut g = vec![0f32; b * s.hidden];
         for (li, layer) in self.layers.iter().enumerate() {
-            rms_norm_rows(&x, &layer.attn_norm, s.eps, &mut h);
+            kernels::rms_norm_rows(&x, &layer.attn_norm, s.eps, &mut h);
             matmul_quick(&layer.qkv, &h, b, &mut qkv);
             for (i, c) in caches.iter_mut().enumerate() {
                 let row = &mut qkv[i * (dim + 2 * kvd)..(i + 1) * (dim + 2 * kvd)];
@@ -399,7 +402,7 @@ impl Llama {
                 let q = &qkv[seq * width + head * hd..seq * width + (head + 1) * hd];
                 let keys = c.head(&c.k, li, head / rep, len);
                 let vals = c.head(&c.v, li, head / rep, len);
-                attend_one(q, keys, vals, hd, scale, out);
+                kernels::attend(q, keys, vals, hd, scale, out);
             };
             if rayon::current_num_threads() > 1 {
                 y.par_chunks_mut(hd).enumerate().for_each(|(i, out)| attend(i, out));
@@ -407,12 +410,12 @@ impl Llama {
                 y.chunks_mut(hd).enumerate().for_each(|(i, out)| attend(i, out));
             }
             matmul_quick(&layer.wo, &y, b, &mut o);
-            add_into(&mut x, &o);
-            rms_norm_rows(&x, &layer.ffn_norm, s.eps, &mut h);
+            kernels::add_into(&mut x, &o);
+            kernels::rms_norm_rows(&x, &layer.ffn_norm, s.eps, &mut h);
             matmul_quick(&layer.gate_up, &h, b, &mut gu);
-            swiglu_rows(&gu, s.hidden, &mut g);
+            kernels::swiglu_rows(&gu, s.hidden, &mut g);
             matmul_quick(&layer.down, &g, b, &mut o);
-            add_into(&mut x, &o);
+            kernels::add_into(&mut x, &o);
         }
         for c in caches.iter_mut() {
             c.len += 1;
@@ -445,22 +448,14 @@ impl Llama {
     /// The final norm and the output head over `n` rows of the residual stream.
     fn logits_of(&self, x: &[f32], n: usize, logits: &mut [f32]) {
         let mut h = vec![0f32; x.len()];
-        rms_norm_rows(x, &self.norm, self.shape.eps, &mut h);
+        kernels::rms_norm_rows(x, &self.norm, self.shape.eps, &mut h);
         matmul_quick(&self.output, &h, n, logits);
     }
 
-    /// Rotates interleaved pairs of every head of `row` (llama.cpp's "normal" rope, which
-    /// llama GGUF files use) for position `pos`.
+    /// Rotates every head of `row` for position `pos`.
     fn rope(&self, row: &mut [f32], pos: usize) {
         let half = self.shape.head_dim() / 2;
-        let (cos, sin) = (&self.cos[pos * half..(pos + 1) * half], &self.sin[pos * half..(pos + 1) * half]);
-        for head in row.chunks_exact_mut(2 * half) {
-            for (i, pair) in head.chunks_exact_mut(2).enumerate() {
-                let (a, b) = (pair[0], pair[1]);
-                pair[0] = a * cos[i] - b * sin[i];
-                pair[1] = a * sin[i] + b * cos[i];
-            }
-        }
+        kernels::rope(row, &self.cos[pos * half..(pos + 1) * half], &self.sin[pos * half..(pos + 1) * half]);
     }
 
     /// Reads up to one chunk of prompt tokens; returns the last token's residual stream.
@@ -478,7 +473,7 @@ impl Llama {
         let mut y = vec![0f32; n * dim];
         let mut g = vec![0f32; n * s.hidden];
         for (li, layer) in self.layers.iter().enumerate() {
-            rms_norm_rows(&x, &layer.attn_norm, s.eps, &mut h);
+            kernels::rms_norm_rows(&x, &layer.attn_norm, s.eps, &mut h);
             let mut qkv = self.matmul_wide(&layer.qkv, &h, n)?;
             let mut keys = vec![0f32; n * kvd];
             let mut vals = vec![0f32; n * kvd];
@@ -507,7 +502,7 @@ impl Llama {
                 let mut att = qt.matmul(&kt.t()?)?.flatten_all()?.to_vec1::<f32>()?;
                 for (ri, row) in att.chunks_exact_mut(len).enumerate() {
                     let visible = pos + ri % n + 1;
-                    softmax_prefix(row, visible, scale);
+                    kernels::softmax_prefix(row, visible, scale);
                 }
                 let vt = Tensor::from_slice(cache.head(&cache.v, li, kvh, len), (len, hd), &Device::Cpu)?;
                 let at = Tensor::from_vec(att, (rep * n, len), &Device::Cpu)?;
@@ -521,12 +516,12 @@ impl Llama {
                 }
             }
             let o = self.matmul_wide(&layer.wo, &y, n)?;
-            add_into(&mut x, &o);
-            rms_norm_rows(&x, &layer.ffn_norm, s.eps, &mut h);
+            kernels::add_into(&mut x, &o);
+            kernels::rms_norm_rows(&x, &layer.ffn_norm, s.eps, &mut h);
             let gu = self.matmul_wide(&layer.gate_up, &h, n)?;
-            swiglu_rows(&gu, s.hidden, &mut g);
+            kernels::swiglu_rows(&gu, s.hidden, &mut g);
             let o = self.matmul_wide(&layer.down, &g, n)?;
-            add_into(&mut x, &o);
+            kernels::add_into(&mut x, &o);
         }
         cache.len += n;
         Ok(x[(n - 1) * dim..].to_vec())
@@ -575,38 +570,14 @@ fn matmul_quick(w: &Weight, x: &[f32], n: usize, out: &mut [f32]) {
     let mut t = vec![0f32; rows * n];
     match &w.quick {
         Quick::Q8(blocks) => {
-            let kb = cols / QK;
-            let mut xq = vec![BlockQ8_0::zeros(); n * kb];
-            for (src, dst) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(kb)) {
-                BlockQ8_0::from_float(src, dst);
-            }
-            let work = |first: usize, dst: &mut [f32]| {
-                for (j, col) in dst.chunks_exact_mut(n).enumerate() {
-                    let wr = &blocks[(first + j) * kb..(first + j + 1) * kb];
-                    for (r, v) in col.iter_mut().enumerate() {
-                        *v = BlockQ8_0::vec_dot(cols, wr, &xq[r * kb..(r + 1) * kb]);
-                    }
-                }
-            };
-            split_rows(rows, n, &mut t, &work);
+            let xq = kernels::quantize_rows(x, cols);
+            split_rows(rows, n, &mut t, &|first, dst| kernels::q8_rows(blocks, cols, &xq, n, first, dst));
         }
         Quick::F32(values) => {
-            let work = |first: usize, dst: &mut [f32]| {
-                for (j, col) in dst.chunks_exact_mut(n).enumerate() {
-                    let wr = &values[(first + j) * cols..(first + j + 1) * cols];
-                    for (r, v) in col.iter_mut().enumerate() {
-                        *v = dot(wr, &x[r * cols..(r + 1) * cols]);
-                    }
-                }
-            };
-            split_rows(rows, n, &mut t, &work);
+            split_rows(rows, n, &mut t, &|first, dst| kernels::f32_rows(values, cols, x, n, first, dst));
         }
     }
-    for j in 0..rows {
-        for r in 0..n {
-            out[r * rows + j] = t[j * n + r];
-        }
-    }
+    kernels::transpose_into(&t, rows, n, out);
 }
 
 /// Runs `work(first_row, rows_of_scratch)` over `rows` weight rows, on the current rayon pool's
@@ -621,111 +592,6 @@ fn split_rows(rows: usize, n: usize, t: &mut [f32], work: &(dyn Fn(usize, &mut [
     // the others instead of holding everyone at the end of the product.
     let per = rows.div_ceil(threads * 8).max(16);
     t.par_chunks_mut(per * n).enumerate().for_each(|(i, dst)| work(i * per, dst));
-}
-
-/// One query head against its cached keys and values: softmax(q.k / sqrt(hd)) . v.
-fn attend_one(q: &[f32], keys: &[f32], vals: &[f32], hd: usize, scale: f32, out: &mut [f32]) {
-    let len = keys.len() / hd;
-    let mut scores: Vec<f32> = keys.chunks_exact(hd).map(|k| dot(q, k)).collect();
-    softmax_prefix(&mut scores, len, scale);
-    out.fill(0.0);
-    for (p, v) in scores.iter().zip(vals.chunks_exact(hd)) {
-        for (o, x) in out.iter_mut().zip(v) {
-            *o += p * x;
-        }
-    }
-}
-
-/// Softmax of `row[..visible] * scale` in place; the positions after `visible` (the future)
-/// get 0.
-fn softmax_prefix(row: &mut [f32], visible: usize, scale: f32) {
-    let (seen, future) = row.split_at_mut(visible);
-    future.fill(0.0);
-    let max = seen.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
-    let mut sum = 0f32;
-    for v in seen.iter_mut() {
-        *v = (*v * scale - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    for v in seen.iter_mut() {
-        *v *= inv;
-    }
-}
-
-fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    let dim = w.len();
-    for (src, dst) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
-        let mean = dot(src, src) / dim as f32;
-        let inv = 1.0 / (mean + eps).sqrt();
-        for ((d, s), g) in dst.iter_mut().zip(src).zip(w) {
-            *d = s * inv * g;
-        }
-    }
-}
-
-/// SiLU(gate) * up for rows laid out `[gate (hidden) | up (hidden)]`.
-fn swiglu_rows(gu: &[f32], hidden: usize, out: &mut [f32]) {
-    for (src, dst) in gu.chunks_exact(2 * hidden).zip(out.chunks_exact_mut(hidden)) {
-        let (gate, up) = src.split_at(hidden);
-        for ((d, g), u) in dst.iter_mut().zip(gate).zip(up) {
-            *d = g / (1.0 + (-g).exp()) * u;
-        }
-    }
-}
-
-fn add_into(x: &mut [f32], y: &[f32]) {
-    for (a, b) in x.iter_mut().zip(y) {
-        *a += b;
-    }
-}
-
-/// A dot product in a fixed order: 16 running sums over the elements by position modulo 16,
-/// then added up in order. Vectorizes without changing the result (no reassociation), and
-/// with AVX2 where the CPU has it; both paths give the same bits.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if simd::avx2() {
-        // SAFETY: the CPU supports AVX2 (checked at run time).
-        return unsafe { simd::dot_avx2(a, b) };
-    }
-    dot_lanes(a, b)
-}
-
-#[inline(always)]
-fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
-    const L: usize = 16;
-    let mut acc = [0f32; L];
-    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
-    let (ta, tb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..L {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let mut s = 0f32;
-    for (x, y) in ta.iter().zip(tb) {
-        s += x * y;
-    }
-    for v in acc {
-        s += v;
-    }
-    s
-}
-
-#[cfg(target_arch = "x86_64")]
-mod simd {
-    use std::sync::OnceLock;
-
-    pub(super) fn avx2() -> bool {
-        static HAS: OnceLock<bool> = OnceLock::new();
-        *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx2"))
-    }
-
-    #[target_feature(enable = "avx2")]
-    pub(super) fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-        super::dot_lanes(a, b)
-    }
 }
 
 /// Rotary tables for interleaved pairs, `MAX_POSITIONS x head_dim / 2`.
