@@ -874,3 +874,50 @@ fn tokenizer_from(md: &HashMap<String, Value>) -> Result<Tokenizer, String> {
     };
     Tokenizer::new(tokens, &merges, &specials, split_digits).map_err(|e| format!("its tokenizer is unusable: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn times(busy: u64, total: u64, own: u64) -> CpuTimes {
+        CpuTimes { busy, total, own, cpus: 2 }
+    }
+
+    #[test]
+    fn a_core_counts_as_free_when_at_least_70_percent_of_it_is() {
+        assert_eq!(threads_for(2.0, 2), 2);
+        assert_eq!(threads_for(1.7, 2), 2);
+        assert_eq!(threads_for(1.69, 2), 1);
+        // Never none, never more than the usable cores.
+        assert_eq!(threads_for(0.0, 2), 1);
+        assert_eq!(threads_for(7.5, 4), 4);
+    }
+
+    #[test]
+    fn our_own_cpu_time_does_not_count_as_taken() {
+        // 200 ticks over 2 CPUs; 190 busy, of which 100 were ours: others took 90 = 0.9 core.
+        let free = free_cores(&times(0, 0, 0), &times(190, 200, 100), 2).unwrap();
+        assert!((free - 1.1).abs() < 1e-9, "{free}");
+        assert_eq!(threads_for(free, 2), 1);
+        // A hog on one core and nothing of ours: one core free.
+        let free = free_cores(&times(0, 0, 0), &times(100, 200, 0), 2).unwrap();
+        assert_eq!(threads_for(free, 2), 1);
+        // Only our own work: both cores are ours to use.
+        let free = free_cores(&times(0, 0, 0), &times(200, 200, 200), 2).unwrap();
+        assert_eq!(threads_for(free, 2), 2);
+        // No time passed (or the counters went back): no measurement.
+        assert!(free_cores(&times(5, 10, 0), &times(5, 10, 0), 2).is_none());
+        assert!(free_cores(&times(5, 10, 0), &times(5, 9, 0), 2).is_none());
+    }
+
+    #[test]
+    fn proc_stat_lines_parse() {
+        let (busy, total) = parse_cpu_line("cpu  100 5 50 800 20 1 2 3 0 0").unwrap();
+        assert_eq!((busy, total), (100 + 5 + 50 + 1 + 2 + 3, 100 + 5 + 50 + 1 + 2 + 3 + 800 + 20));
+        assert!(parse_cpu_line("cpu  1 2 3").is_none());
+        // The command name may hold spaces and parentheses.
+        let own = "4242 (troupe (x) y) R 1 2 3 4 5 6 7 8 9 10 111 222 13 14 15";
+        assert_eq!(parse_own_ticks(own), Some(333));
+        assert!(parse_own_ticks("garbage").is_none());
+    }
+}
