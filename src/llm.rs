@@ -50,6 +50,31 @@ pub struct CallContext {
     pub run_seed: u64,
 }
 
+/// Tells the caller of [`Provider::chat_timed`] that the provider began computing its call.
+/// Dropped without being told, it counts as told then.
+#[derive(Debug)]
+pub struct CallStarted(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl CallStarted {
+    /// A signal and the receiver that waits for it.
+    pub fn channel() -> (CallStarted, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (CallStarted(Some(tx)), rx)
+    }
+
+    /// A signal nobody waits for.
+    pub fn ignored() -> CallStarted {
+        CallStarted(None)
+    }
+
+    /// The call begins now.
+    pub fn now(mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
 /// Something that answers chat requests.
 pub trait Provider: Send + Sync + fmt::Debug + 'static {
     /// Short name recorded in results ("simulated", "openai", ...).
@@ -77,6 +102,20 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
     }
     /// Sends one request. The future must be cancel-safe: the supervisor drops it on timeout.
     fn chat(&self, req: Arc<ChatRequest>, ctx: CallContext) -> BoxFuture<Result<ChatResponse, LlmError>>;
+    /// [`chat`](Provider::chat) for a caller that times the computation only: `started` is told
+    /// when the provider begins working on this call. A provider whose calls first wait in a
+    /// queue of its own (the embedded local model serves a batch at a time on one thread) tells
+    /// it when the call leaves that queue, so the supervisor's `persona_timeout` never counts
+    /// the wait behind other personas' calls. The default begins at once.
+    fn chat_timed(
+        &self,
+        req: Arc<ChatRequest>,
+        ctx: CallContext,
+        started: CallStarted,
+    ) -> BoxFuture<Result<ChatResponse, LlmError>> {
+        started.now();
+        self.chat(req, ctx)
+    }
     /// Checks that the provider answers (`troupe doctor`) and says how, in one line. The
     /// default sends `model` a 1-token chat request; an HTTP provider may override it with a
     /// cheaper probe such as `GET /models`. Must not mention the API key.

@@ -111,7 +111,7 @@ mod with_the_feature {
         }
     }
 
-    const NEVER: &dyn Fn() -> bool = &|| false;
+    const NEVER: &(dyn Fn() -> bool + Sync) = &|| false;
 
     #[test]
     fn the_tokenizer_agrees_with_the_models_vocabulary() {
@@ -298,6 +298,123 @@ mod with_the_feature {
         let said: Vec<_> = results.transcript.iter().skip(1).collect();
         assert!(!said.is_empty() && said.iter().all(|e| !e.text.trim().is_empty()), "{said:?}");
         assert!(results.metrics.completion_tokens > 0 && results.metrics.prompt_tokens > 0);
+    }
+
+    #[test]
+    fn a_prefix_cache_hit_skips_the_shared_prompt_and_changes_nothing() {
+        let Some(m) = model() else { return };
+        let long =
+            "Our support desk answers customers from 7 a.m. to 7 p.m. and the on-call rotation has six engineers. "
+                .repeat(8);
+        let turn = |extra: &str| {
+            m.prompt_ids(&[
+                ChatMessage::new(Role::System, "You are Marcus, head of support. Answer in one short sentence."),
+                ChatMessage::new(Role::User, format!("{long}\n{extra}")),
+            ])
+        };
+        let (first, second) = (turn("Should we pilot it?"), turn("Raj said no. Should we pilot it?"));
+        m.clear_prefix_cache();
+        let cold = m.generate(&second, &greedy(12, 0), NEVER).unwrap();
+        assert_eq!(cold.cached_tokens, 0);
+        m.clear_prefix_cache();
+        m.generate(&first, &greedy(1, 0), NEVER).unwrap();
+        let hit = m.generate(&second, &greedy(12, 0), NEVER).unwrap();
+        let shared = first.iter().zip(&second).take_while(|(a, b)| a == b).count();
+        assert!(shared >= 128, "the test's prompts share {shared} tokens");
+        // Whole 64-token chunks of the shared part come from the cache.
+        assert_eq!(hit.cached_tokens, shared / 64 * 64);
+        assert_eq!(hit.ids, cold.ids, "a prefix cache hit changed the reply");
+    }
+
+    /// A process that keeps one core busy (pinned to CPU 0 where the system allows), killed
+    /// when dropped. A process, not a thread: the model measures the cores *other* processes
+    /// leave free, and a thread of this test would count as its own.
+    struct CpuHog(std::process::Child);
+
+    impl CpuHog {
+        fn start() -> CpuHog {
+            use std::os::unix::process::CommandExt;
+            let mut cmd = std::process::Command::new("sh");
+            cmd.args(["-c", "while :; do :; done"]);
+            // SAFETY: only an async-signal-safe system call between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(0, &mut set);
+                    // Best effort: an unpinned hog still takes a core's worth of time.
+                    libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+                    Ok(())
+                });
+            }
+            CpuHog(cmd.spawn().expect("sh starts"))
+        }
+    }
+
+    impl Drop for CpuHog {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// scenarios/quickstart.ron resolved as `troupe run` does it, with the local model and the
+    /// quickstart's own settings, except `persona_timeout`: 30 s is sized for the release
+    /// binary, and this test runs a debug build, maybe on a shared CI machine, so it gets 90 s.
+    fn quickstart(m: &LocalModel) -> (RunPlan, SimulationConfig) {
+        use troupe_sim::config::{ConfigSources, load_config, scenario_layer};
+        use troupe_sim::scenario;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let path = root.join("scenarios/quickstart.ron");
+        let s = scenario::load_scenario(&path).unwrap();
+        let layer = scenario_layer(&path, &scenario::check::scenario_overrides(&s, None)).unwrap();
+        let empty = tempfile::NamedTempFile::with_suffix(".toml").unwrap();
+        let sources =
+            ConfigSources { toml: Some(empty.path().to_path_buf()), scenario: Some(layer), ..Default::default() };
+        let mut cfg = load_config(&sources).unwrap().config;
+        cfg.llm.provider = ProviderKind::Local;
+        cfg.llm.local.model_path = Some(m.path().to_path_buf());
+        cfg.simulation.personas_file = root.join("data/personas.agents.json");
+        cfg.llm.pricing_file = root.join("config/pricing.toml");
+        cfg.output.journal_fsync = troupe_sim::journal::FsyncPolicy::Never;
+        cfg.performance.persona_timeout = 90.0;
+        let db = troupe_sim::persona::PersonaDatabase::load(&cfg.simulation.personas_file).unwrap();
+        let c = &cfg.simulation;
+        let r = scenario::resolve(&s, &path, &db, None, c.max_turns, c.max_personas, c.run_seed).unwrap();
+        (RunPlan::from_scenario(r, &cfg.simulation.seed), cfg)
+    }
+
+    /// Runs the quickstart from a cold prefix cache: (transcript lines, errors, seconds).
+    fn run_quickstart(m: &LocalModel) -> (Vec<String>, u64, f64) {
+        m.clear_prefix_cache();
+        let (plan, cfg) = quickstart(m);
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let t0 = std::time::Instant::now();
+        let results =
+            rt.block_on(async { SimulationEngine::new(cfg).unwrap().run(plan, RunOptions::default()).await.unwrap() });
+        assert!(results.success, "{:?}", results.error);
+        let lines = results.transcript.iter().map(|e| format!("[{}] {}: {}", e.turn, e.speaker, e.text)).collect();
+        if results.metrics.errors > 0 {
+            let m = &results.metrics;
+            eprintln!("errors: {}, of which timeouts: {}; retries: {}", m.errors, m.timeouts, m.retries);
+        }
+        (lines, results.metrics.errors, t0.elapsed().as_secs_f64())
+    }
+
+    /// Issue 14: with one core taken by another process, the quickstart finishes without a
+    /// single timeout or retry and says exactly what it says on an idle machine (the model
+    /// uses fewer threads, and neither the thread count nor the batch changes its arithmetic).
+    #[test]
+    fn the_quickstart_with_a_cpu_hog_on_one_core_says_the_same_without_errors() {
+        let Some(m) = model() else { return };
+        let (idle, idle_errors, idle_s) = run_quickstart(&m);
+        assert_eq!(idle_errors, 0, "errors on an idle machine: {idle:#?}");
+        assert_eq!(idle.len(), 10, "the moderator and 3 turns of 3 personas: {idle:#?}");
+        let hog = CpuHog::start();
+        let (loaded, loaded_errors, loaded_s) = run_quickstart(&m);
+        drop(hog);
+        eprintln!("quickstart: {idle_s:.1} s idle, {loaded_s:.1} s with a CPU hog");
+        assert_eq!(loaded_errors, 0, "errors with a CPU hog: {loaded:#?}");
+        assert_eq!(loaded, idle, "the transcript changed under load");
     }
 
     fn copy_of_model(dir: &Path, name: &str, keep: Option<u64>) -> Option<PathBuf> {

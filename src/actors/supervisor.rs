@@ -27,7 +27,7 @@ use super::persona::{CallFailure, CallSuccess, CallTag, PersonaActor, PersonaArg
 use super::world::WorldMsg;
 use crate::config::SimulationConfig;
 use crate::cost::Pricing;
-use crate::llm::{CallContext, ChatRequest, ChatResponse, ErrorKind, LlmError, Provider};
+use crate::llm::{CallContext, CallStarted, ChatRequest, ChatResponse, ErrorKind, LlmError, Provider};
 use crate::memory::MemoryEvent;
 use crate::rng::SplitMix64;
 use crate::transcript::{RunEvent, StopReason};
@@ -424,9 +424,12 @@ fn start(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, id: u64, no
     st.in_flight += 1;
     let queued_us = now.duration_since(c.queued_since).as_micros() as u64;
     let _ = st.metrics.cast(MetricsMsg::CallStarted { queued_us });
-    let fut = st
-        .provider
-        .chat(c.request.clone(), CallContext { attempt: c.attempt, run_seed: st.config.simulation.run_seed });
+    let (started, on_start) = CallStarted::channel();
+    let fut = st.provider.chat_timed(
+        c.request.clone(),
+        CallContext { attempt: c.attempt, run_seed: st.config.simulation.run_seed },
+        started,
+    );
     let timeout = st.timeout;
     let attempt = c.attempt;
     let me = myself.clone();
@@ -437,18 +440,37 @@ fn start(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, id: u64, no
     tokio::spawn(
         async move {
             let t0 = Instant::now();
-            let result = match tokio::time::timeout(timeout, fut).await {
-                Ok(r) => r,
-                Err(_) => Err(LlmError::new(
-                    ErrorKind::Timeout,
-                    format!("no answer within persona_timeout = {:.1} s", timeout.as_secs_f64()),
-                )),
-            };
+            let result = compute_deadline(fut, on_start, timeout).await;
             let latency_us = t0.elapsed().as_micros() as u64;
             let _ = me.cast(SupervisorMsg::Done { id, attempt, result, latency_us });
         }
         .instrument(span),
     );
+}
+
+/// Awaits a call with `persona_timeout` counted from when the provider began computing it
+/// ([`Provider::chat_timed`]): a wait in the provider's own queue (the local model serving other
+/// personas first) is not the call's fault and does not count. Dropping the future on timeout
+/// tells the provider to stop.
+async fn compute_deadline(
+    fut: crate::llm::BoxFuture<Result<ChatResponse, LlmError>>,
+    on_start: tokio::sync::oneshot::Receiver<()>,
+    limit: Duration,
+) -> Result<ChatResponse, LlmError> {
+    let mut fut = fut;
+    tokio::select! {
+        biased;
+        r = &mut fut => return r,
+        // Told, or the signal was dropped: either way the computation has begun.
+        _ = on_start => {}
+    }
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(LlmError::new(
+            ErrorKind::Timeout,
+            format!("no answer within persona_timeout = {:.1} s", limit.as_secs_f64()),
+        )),
+    }
 }
 
 fn on_done(
@@ -613,5 +635,56 @@ fn send_to_persona(st: &SupervisorState, idx: usize, msg: PersonaMsg) {
             let _ = ActorRef::<PersonaMsg>::from(cell).cast(msg);
         }
         None => tracing::debug!(persona = idx, "persona gone; dropping its call result"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer() -> ChatResponse {
+        ChatResponse {
+            text: "ok".into(),
+            usage: crate::llm::Usage::new(1, 1),
+            model: "m".into(),
+            finish_reason: crate::llm::FinishReason::Stop,
+        }
+    }
+
+    /// A call that waits `queued` in the provider's queue, then computes for `computing`.
+    fn queued_call(
+        queued: Duration,
+        computing: Duration,
+    ) -> (crate::llm::BoxFuture<Result<ChatResponse, LlmError>>, tokio::sync::oneshot::Receiver<()>) {
+        let (started, on_start) = CallStarted::channel();
+        let fut = Box::pin(async move {
+            tokio::time::sleep(queued).await;
+            started.now();
+            tokio::time::sleep(computing).await;
+            Ok(answer())
+        });
+        (fut, on_start)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timeout_counts_computing_not_waiting_in_the_providers_queue() {
+        let limit = Duration::from_secs(30);
+        // 100 s behind other calls, then 20 s of work: within the limit.
+        let (fut, on_start) = queued_call(Duration::from_secs(100), Duration::from_secs(20));
+        assert!(compute_deadline(fut, on_start, limit).await.is_ok());
+        // 31 s of work is too long, however short the wait.
+        let (fut, on_start) = queued_call(Duration::ZERO, Duration::from_secs(31));
+        let t0 = Instant::now();
+        let err = compute_deadline(fut, on_start, limit).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Timeout);
+        assert_eq!(t0.elapsed(), limit);
+        // A provider that never says (the default begins at once) is timed from the start.
+        let (started, on_start) = CallStarted::channel();
+        drop(started);
+        let fut: crate::llm::BoxFuture<_> = Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(answer())
+        });
+        assert_eq!(compute_deadline(fut, on_start, limit).await.unwrap_err().kind, ErrorKind::Timeout);
     }
 }

@@ -130,6 +130,20 @@ pub fn check(c: &SimulationConfig) -> Result<(), OutOfRange> {
             "use at most 1000000 tokens".into(),
         );
     }
+    if c.llm.local.threads > 1024 {
+        return bad(
+            "llm.local.threads",
+            c.llm.local.threads.to_string(),
+            "use at most 1024 (0: one per free core)".into(),
+        );
+    }
+    if c.llm.local.prefix_cache_mb > 1 << 20 {
+        return bad(
+            "llm.local.prefix_cache_mb",
+            c.llm.local.prefix_cache_mb.to_string(),
+            "use at most 1048576 MB (0 turns the prefix cache off)".into(),
+        );
+    }
     let mt = c.llm.local.max_temperature;
     if !(0.0..=2.0).contains(&mt) {
         return bad("llm.local.max_temperature", mt.to_string(), "use a value between 0.0 and 2.0".into());

@@ -302,6 +302,13 @@ pub struct LocalConfig {
     pub max_temperature: f64,
     /// Let `provider = "auto"` fetch the model (with pip) the first time it is needed.
     pub auto_fetch: bool,
+    /// CPU threads for the model; 0 (the default) measures the cores other processes leave
+    /// free, every half second, and uses one thread per free core (at most the physical
+    /// cores). The text does not depend on it.
+    pub threads: usize,
+    /// MB of attention caches kept for recent prompts' prefixes (a persona's system prompt and
+    /// the conversation it already read are not read again next turn); 0 turns it off.
+    pub prefix_cache_mb: usize,
 }
 
 impl Default for LocalConfig {
@@ -313,6 +320,8 @@ impl Default for LocalConfig {
             repeat_last_n: 256,
             max_temperature: 0.5,
             auto_fetch: true,
+            threads: 0,
+            prefix_cache_mb: 256,
         }
     }
 }

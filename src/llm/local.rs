@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[cfg(feature = "local-model")]
-pub use runtime::{GenerateParams, Generation, LocalModel};
+pub use runtime::{DEFAULT_PREFIX_CACHE_MB, GenerateParams, Generation, LocalModel, MAX_BATCH};
 
 use super::{ErrorKind, LlmError, Provider};
 use crate::config::LlmConfig;
@@ -294,6 +294,8 @@ pub struct LocalProvider {
 impl LocalProvider {
     /// A provider over a loaded model with the `[llm.local]` sampling settings.
     pub fn new(model: Arc<LocalModel>, cfg: &LlmConfig) -> Self {
+        // Threads and the prefix cache belong to the process-wide model (issue 14).
+        model.configure(cfg.local.threads, cfg.local.prefix_cache_mb);
         LocalProvider {
             model,
             repeat_penalty: cfg.local.repeat_penalty as f32,
@@ -345,9 +347,19 @@ impl Provider for LocalProvider {
         req: Arc<super::ChatRequest>,
         ctx: super::CallContext,
     ) -> super::BoxFuture<Result<super::ChatResponse, LlmError>> {
+        self.chat_timed(req, ctx, super::CallStarted::ignored())
+    }
+
+    /// Requests wait in the model's queue; `started` fires when its worker takes this one.
+    fn chat_timed(
+        &self,
+        req: Arc<super::ChatRequest>,
+        ctx: super::CallContext,
+        started: super::CallStarted,
+    ) -> super::BoxFuture<Result<super::ChatResponse, LlmError>> {
         let params = self.params(&req, ctx);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let queued = self.model.submit(req, params, tx);
+        let queued = self.model.submit(req, params, started, tx);
         Box::pin(async move {
             queued?;
             rx.await.unwrap_or_else(|_| {
