@@ -50,7 +50,7 @@ fn params(max_tokens: usize) -> GenerateParams {
     GenerateParams {
         max_tokens,
         sampling: SamplingParams { temperature: 0.0, top_p: 1.0, repeat_penalty: 1.1, repeat_last_n: 64, seed: 0 },
-        stop: Vec::new(),
+        ..GenerateParams::default()
     }
 }
 

@@ -34,6 +34,27 @@ pub struct GenerateParams {
     pub sampling: SamplingParams,
     /// Stop sequences (the reply ends before the first one).
     pub stop: Vec<String>,
+    /// Text the reply starts with, written into the prompt after the assistant's opening (a
+    /// first-person opening primes a small model to speak as the persona); part of the text.
+    pub prime: String,
+    /// Added to these tokens' logits before every draw (see [`Sampler::with_bias`]).
+    pub bias: Vec<(u32, f32)>,
+    /// Tokens past `max_tokens` a reply may take to end its sentence; past them it is cut
+    /// at its last whole sentence.
+    pub finish_sentence: usize,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams {
+            max_tokens: 256,
+            sampling: SamplingParams::default(),
+            stop: Vec::new(),
+            prime: String::new(),
+            bias: Vec::new(),
+            finish_sentence: 0,
+        }
+    }
 }
 
 /// A reply and how it was made.
@@ -154,11 +175,11 @@ impl LocalModel {
             return Err(LocalError::Generation("the prompt is empty".into()));
         }
         let max_tokens = params.max_tokens.max(1);
-        if prompt.len() + max_tokens > self.max_context {
+        if prompt.len() + max_tokens + params.finish_sentence > self.max_context {
             return Err(LocalError::PromptTooLong { prompt: prompt.len(), max_tokens, limit: self.max_context });
         }
         let fail = |e: candle_core::Error| LocalError::Generation(e.to_string());
-        let mut cache = self.net.cache(prompt.len() + max_tokens);
+        let mut cache = self.net.cache(prompt.len() + max_tokens + params.finish_sentence);
         let t0 = Instant::now();
         let mut logits = self.net.forward(prompt, &mut cache).map_err(fail)?;
         let prefill = t0.elapsed();
@@ -166,7 +187,7 @@ impl LocalModel {
         // As in llama.cpp, the penalty looks at the last tokens of the whole context, prompt
         // included: it keeps a small model from copying the previous speaker's line.
         let mut recent: Vec<u32> = prompt.iter().copied().filter(|t| !self.tokenizer.is_special(*t)).collect();
-        let mut sampler = Sampler::new(params.sampling);
+        let mut sampler = Sampler::new(params.sampling).with_bias(&params.bias);
         let mut ids = Vec::with_capacity(max_tokens);
         let mut cut = None;
         let finish = loop {
@@ -195,7 +216,14 @@ impl LocalModel {
                 }
             }
             if ids.len() >= max_tokens {
-                break FinishReason::Length;
+                // Past the budget, only to end the sentence: a reply that ends one here is whole.
+                if ids.len() >= max_tokens + params.finish_sentence {
+                    break FinishReason::Length;
+                }
+                let text = self.tokenizer.decode(&ids, false);
+                if !crate::text::lines::mid_sentence(&text) {
+                    break FinishReason::Stop;
+                }
             }
             logits = self.net.forward(&[next], &mut cache).map_err(fail)?;
         };
@@ -211,10 +239,12 @@ impl LocalModel {
         params: &GenerateParams,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<ChatResponse, LocalError> {
-        let prompt = self.prompt_ids(&req.messages);
-        let g = self.generate(&prompt, params, cancelled)?;
+        let mut prompt = self.template.render(&req.messages);
+        prompt.push_str(&params.prime);
+        let g = self.generate(&self.tokenizer.encode(&prompt), params, cancelled)?;
+        let text = format!("{}{}", params.prime, g.text);
         Ok(ChatResponse {
-            text: super::whole_sentences(g.text.trim(), g.finish == FinishReason::Length).to_string(),
+            text: super::whole_sentences(text.trim(), g.finish == FinishReason::Length).to_string(),
             usage: Usage::new(g.prompt_tokens as u64, g.ids.len() as u64),
             model: self.name.clone(),
             finish_reason: g.finish,
