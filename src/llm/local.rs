@@ -355,7 +355,7 @@ pub fn reply_params(
             (reply::RETRY_BIAS, r.repeated)
         }
     };
-    p.prime = reply::opening(crate::rng::mix(&[p.sampling.seed, rc.own_lines.len() as u64])).to_string();
+    p.prime = reply::opening(&rc.question, crate::rng::mix(&[p.sampling.seed, rc.own_lines.len() as u64])).to_string();
     p.bias = word_tokens(model.tokenizer(), &reply::words_to_lower(rc, repeated), bias);
     p.finish_sentence = reply::FINISH_SENTENCE_TOKENS;
     p

@@ -177,7 +177,7 @@ pub fn act_request(
         )
     } else if sampling.plain {
         let instruction = format!(
-            "The question: {}\nWhat do you think, {name}? Answer in 2-3 sentences, in the first person, and add something nobody has said yet.",
+            "The question: {}\nWhat do you think, {name}? Answer the question in 2-3 sentences, in the first person, with your own reasons.",
             world.topic
         );
         let user = plain_situation(persona, memory, world, context, &instruction);
@@ -521,7 +521,7 @@ mod tests {
         assert!(!plain.contains("THINK:") && !plain.contains('@'), "{plain}");
         assert!(
             plain.ends_with(
-                "What do you think, Ann Lee? Answer in 2-3 sentences, in the first person, and add something nobody has said yet."
+                "What do you think, Ann Lee? Answer the question in 2-3 sentences, in the first person, with your own reasons."
             ),
             "{plain}"
         );

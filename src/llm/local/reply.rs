@@ -31,15 +31,21 @@ pub const RETRY_PENALTY_FACTOR: f32 = 1.15;
 /// Extra tokens a reply cut by `max_tokens` may take to finish its sentence.
 pub const FINISH_SENTENCE_TOKENS: usize = 24;
 
-/// First-person openings a reply is primed with, picked by seed so personas and turns vary.
-const OPENINGS: &[&str] = &["I think", "I", "In my view,", "From where I sit,", "Honestly, I", "As I see it,"];
+/// First-person openings a reply is primed with, picked by seed so personas and turns vary,
+/// each leading into an answer to the question's form ("Should ...?": a recommendation; "Would
+/// you ...?": the persona's own choice). Openings that invite a self-portrait ("As I see it, I
+/// am a support manager who...") are not among them.
+const OPENINGS_SHOULD: &[&str] = &["I think we should", "In my view, we should", "Honestly, I think we should"];
+const OPENINGS_WOULD: &[&str] = &["I would", "Honestly, I would", "For me, I would"];
+const OPENINGS: &[&str] = &["I think", "In my view,", "Honestly, I think", "For me,"];
 
 /// What a reply does wrong, by the rules of [`crate::text::lines`].
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Review {
     /// The first line opens as another speaker.
     pub invented_opening: bool,
-    /// A later line opens as another speaker: where it starts (a byte offset).
+    /// Where what the persona says ends (a byte offset), when more follows: a later line that
+    /// opens with a speaker's label (its own name's too), or a blank line.
     pub invented_line: Option<usize>,
     /// The highest similarity to the persona's own earlier lines and the others' recent ones.
     pub repeats: f64,
@@ -92,17 +98,43 @@ pub fn review(text: &str, rc: &ReplyContext) -> Review {
             (repeats, repeated) = (s, Some(i));
         }
     }
+    // A later line labelled with any name, the persona's own included, is the model writing
+    // the next turn of a transcript; a blank line ends what it says.
+    let nobody = NameForms::new("");
+    let invented_line = [invented_line_at(text, &nobody, &room), text.trim_end().find("\n\n"), bare_label_at(text)]
+        .into_iter()
+        .flatten()
+        .filter(|&at| !text[..at].trim().is_empty())
+        .min();
     Review {
         invented_opening: invented_opening(text, &own, &room),
-        invented_line: invented_line_at(text, &own, &room),
+        invented_line,
         repeats,
         repeated,
         third_person: third_person(text, &own),
     }
 }
 
-/// The reply as the room hears it: cut before a later line written as another speaker, and
-/// without an opening label naming someone else (kept whole if nothing would be left).
+/// Where a later line that is only a label (`Marcus:`) starts: the model opening the next turn.
+fn bare_label_at(text: &str) -> Option<usize> {
+    let mut at = 0;
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        let l = line.trim().trim_matches('*');
+        if n > 0
+            && let Some(head) = l.strip_suffix(':')
+            && (1..=3).contains(&head.split_whitespace().count())
+            && head.split_whitespace().all(|w| w.chars().next().is_some_and(char::is_uppercase))
+        {
+            return Some(at);
+        }
+        at += line.len();
+    }
+    None
+}
+
+/// The reply as the room hears it: cut where the persona's speech ends (see
+/// [`Review::invented_line`]), without an opening label naming someone else (kept whole if
+/// nothing would be left), ending at its last whole sentence when it has one.
 pub fn tidy(text: &str, r: &Review) -> String {
     let mut t = text;
     if let Some(at) = r.invented_line {
@@ -114,7 +146,9 @@ pub fn tidy(text: &str, r: &Review) -> String {
             t = rest;
         }
     }
-    t.trim().to_string()
+    // What is left ends at a sentence when it has one.
+    let t = t.trim();
+    crate::llm::local::whole_sentences(t, crate::text::lines::mid_sentence(t)).to_string()
 }
 
 /// A reply written with `first`, reviewed against `rc`, written once more with `again(review)`
@@ -146,9 +180,15 @@ where
     Ok(best)
 }
 
-/// The first-person opening of a reply with sampling seed `seed`.
-pub fn opening(seed: u64) -> &'static str {
-    OPENINGS[(seed % OPENINGS.len() as u64) as usize]
+/// The first-person opening of a reply to `question` with sampling seed `seed`.
+pub fn opening(question: &str, seed: u64) -> &'static str {
+    let first = question.split_whitespace().next().unwrap_or("").to_lowercase();
+    let set = match first.as_str() {
+        "should" => OPENINGS_SHOULD,
+        "would" | "will" | "do" | "could" => OPENINGS_WOULD,
+        _ => OPENINGS,
+    };
+    set[(seed % set.len() as u64) as usize]
 }
 
 /// The words to make rarer: the content words of the others' recent lines, leaving out the
@@ -221,6 +261,14 @@ mod tests {
         let r = review(text, &rc);
         assert!(!r.worth_another_try(), "{r:?}");
         assert_eq!(tidy(text, &r), "Raj, I agree the rotation is thin. We need cover on Fridays.");
+        let text = "I think we should pilot it. It needs a rota.\nMarcus:";
+        assert_eq!(tidy(text, &review(text, &rc)), "I think we should pilot it. It needs a rota.", "a bare label");
+        let text = "I think we should pilot it. The rota covers\n\nMore";
+        assert_eq!(tidy(text, &review(text, &rc)), "I think we should pilot it.", "cut, then whole sentences");
+        let text = "I think we should pilot it.\nMarcus: And then?\n\n## Notes";
+        assert_eq!(tidy(text, &review(text, &rc)), "I think we should pilot it.", "its own label, later");
+        let text = "I think we should pilot it.\n\n## What did you ask?\nYou asked me.";
+        assert_eq!(tidy(text, &review(text, &rc)), "I think we should pilot it.");
     }
 
     #[test]
@@ -295,7 +343,11 @@ mod tests {
         }
         assert!(!w.iter().any(|x| x == "stagger"), "own words only on a retry");
         assert!(words_to_lower(&rc, Some(0)).iter().any(|x| x == "stagger"));
-        assert_eq!(opening(0), "I think");
-        assert!((0..6).map(opening).all(|o| o.starts_with('I') || o.ends_with(',')));
+        assert_eq!(opening("Should we pilot it?", 0), "I think we should");
+        assert_eq!(opening("Would you pay $29 a month?", 1), "Honestly, I would");
+        assert_eq!(opening("How do we cover Fridays?", 3), "For me,");
+        for q in ["Should we?", "Would you?", "What now?"] {
+            assert!((0..6).all(|s| opening(q, s).split_whitespace().any(|w| matches!(w, "I" | "we" | "me,"))));
+        }
     }
 }
