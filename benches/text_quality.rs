@@ -70,7 +70,9 @@ fn options() -> Result<Options, String> {
             "--seeds" => o.seeds = value("--seeds")?.parse().map_err(|_| "--seeds takes a number")?,
             "--scenarios" => o.scenarios = value("--scenarios")?.split(',').map(|s| s.trim().to_string()).collect(),
             "--turns" => o.turns = value("--turns")?.parse().map_err(|_| "--turns takes a number")?,
-            "--max-tokens" => o.max_tokens = value("--max-tokens")?.parse().map_err(|_| "--max-tokens takes a number")?,
+            "--max-tokens" => {
+                o.max_tokens = value("--max-tokens")?.parse().map_err(|_| "--max-tokens takes a number")?
+            }
             "--troupe" => o.troupe = value("--troupe")?.into(),
             "--root" => o.root = value("--root")?.into(),
             "--keep" => o.keep = Some(value("--keep")?.into()),
@@ -157,9 +159,12 @@ fn run(name: &str, seed: u64, o: &Options) -> Result<SimulationResults, String> 
         return serde_json::from_slice(&bytes).map_err(|e| format!("{} is not results.json: {e}", k.display()));
     }
     let mut cmd = Command::new(&o.troupe);
-    cmd.current_dir(&o.root)
-        .args(["run", &format!("scenarios/{name}.ron"), "--json", "--quiet", "--no-save"])
-        .args(["--run-seed", &seed.to_string(), "--turns", &o.turns.to_string()]);
+    cmd.current_dir(&o.root).args(["run", &format!("scenarios/{name}.ron"), "--json", "--quiet", "--no-save"]).args([
+        "--run-seed",
+        &seed.to_string(),
+        "--turns",
+        &o.turns.to_string(),
+    ]);
     for set in [
         "llm.provider=local".to_string(),
         format!("llm.max_tokens={}", o.max_tokens),

@@ -65,19 +65,28 @@ fn quickstart_lines_speak_as_the_persona_end_whole_and_do_not_repeat() {
     assert_eq!(lines.len(), 6, "3 personas, 2 turns: {lines:#?}");
     let q = text_quality(&r);
     // What the issue found on the shipped quickstart: invented speakers ("Mike, Product
-    // Manager, ..."), the third person, turn 2 repeating turn 1, lines stopping mid-sentence.
+    // Manager, ..."; before this change 5 of these 6 lines), the third person, turn 2
+    // repeating turn 1, lines stopping mid-sentence.
     assert_eq!(
         q,
-        TextQuality { replies: 6, takes_up_question: q.takes_up_question, ..Default::default() },
+        TextQuality {
+            replies: 6,
+            takes_up_question: q.takes_up_question,
+            mid_sentence: q.mid_sentence,
+            ..Default::default()
+        },
         "{lines:#?}"
     );
+    // A line ends mid-sentence only when it is one run-on sentence longer than max_tokens and
+    // the extra budget together (nothing earlier to end at): at most one here.
+    assert!(q.mid_sentence <= 1, "{lines:#?}");
+    for l in lines.iter().filter(|l| troupe_sim::text::lines::mid_sentence(l)) {
+        assert!(!l.contains(". "), "a line with a whole sentence in it ends mid-sentence: {l:?}");
+    }
     // Each line is the persona's own voice: it opens in the first person.
     for l in &lines {
         let first = l.split_whitespace().next().unwrap_or("");
-        assert!(
-            ["I", "In", "Honestly,"].contains(&first),
-            "a line that does not open in the first person: {l:?}"
-        );
+        assert!(["I", "In", "Honestly,"].contains(&first), "a line that does not open in the first person: {l:?}");
     }
     // Usage counts every token written, a second try's too: at least one per line.
     for e in r.transcript.iter().filter(|e| e.speaker_id != "moderator") {

@@ -32,10 +32,10 @@ use std::sync::Arc;
 pub use runtime::{GenerateParams, Generation, LocalModel};
 
 use super::{ErrorKind, LlmError, Provider, ReplyContext};
-#[cfg(feature = "local-model")]
-use tracing::Instrument;
 use crate::config::LlmConfig;
 use crate::model::ModelError;
+#[cfg(feature = "local-model")]
+use tracing::Instrument;
 
 /// Why the local model cannot be used.
 #[derive(Debug, thiserror::Error)]

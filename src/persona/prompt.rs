@@ -537,7 +537,9 @@ mod tests {
         q.personality.goals = vec!["Cut the audit backlog.".into()];
         let with_gist = act_request(&system, &q, &m, &facts, "", 3, &Sampling { plain: true, ..s.clone() });
         assert!(
-            with_gist.messages[1].content.starts_with("You: Ann Lee, Analyst; careful, blunt. You want to cut the audit backlog.\n"),
+            with_gist.messages[1]
+                .content
+                .starts_with("You: Ann Lee, Analyst; careful, blunt. You want to cut the audit backlog.\n"),
             "{}",
             with_gist.messages[1].content
         );

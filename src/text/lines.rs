@@ -7,9 +7,11 @@
 //!   (`Mike:`, `Raj Patel (Engineer):`, `[turn 2] ...`) naming anyone but the persona itself; a
 //!   name followed by a title (`Mike, Product Manager, ...`) that is not the persona's; or a
 //!   name nobody in the room has, followed by a comma (`Mike, I think ...`); or a later line of
-//!   the reply opens with such a label (the model writing the next speaker's line). Addressing
+//!   the reply opens with such a label (the model writing the next speaker's line); or the line
+//!   introduces someone else's speech (`Mike responds, "..."`). Addressing
 //!   someone who is in the room (`Raj, I agree.`) is speech, not an invented speaker; a few
-//!   heading words (`Summary:`, `Pros:`) are not names.
+//!   heading words (`Summary:`, `Pros:`) are not names, nor is a phrase opening with a
+//!   determiner (`The CEO, a seasoned engineer, ...` is narration).
 //! - **third person**: the persona's own name (full or first) as the subject of a sentence
 //!   (`Marcus is asking whether ...`, `Marcus's team`), or a line that opens with he/she/his/her
 //!   (nobody else has been named for it to refer to).
@@ -269,6 +271,32 @@ pub fn without_opening(text: &str) -> &str {
     }
 }
 
+/// Words that open a noun phrase, never a person's name.
+const DETERMINERS: &[&str] = &["The", "A", "An", "This", "That", "These", "Those", "Our", "My", "Your", "Their", "Its"];
+
+/// Verbs that introduce someone's speech: `Mike responds, "..."`.
+const SPEECH_VERBS: &[&str] =
+    &["says", "said", "responds", "responded", "replies", "replied", "asks", "adds", "answers", "writes", "explains"];
+
+/// The name in an opening that introduces someone's speech (`Mike responds, "..."`, `Raj
+/// Patel says: ...`): one to three name words, then a speech verb.
+fn speech_intro(line: &str) -> Option<&str> {
+    let t = line.trim_start().trim_start_matches(['*', '"', '“', ' ']);
+    let mut end = 0;
+    for (n, w) in t.split(' ').enumerate() {
+        let bare = w.trim_end_matches([',', ':']);
+        if n > 0 && SPEECH_VERBS.contains(&bare) {
+            let name = t[..end].trim();
+            return (!DETERMINERS.contains(&name.split(' ').next().unwrap_or("")) && name != "I").then_some(name);
+        }
+        if n >= 3 || !name_word(w) {
+            return None;
+        }
+        end += w.len() + 1;
+    }
+    None
+}
+
 /// Whether one line opens as a speaker other than `own`; `first`: the reply's first line, where
 /// `Name, Title,` and an unknown `Name,` count too.
 fn opens_as_other(line: &str, own: &NameForms, room: &[NameForms], first: bool) -> bool {
@@ -276,8 +304,15 @@ fn opens_as_other(line: &str, own: &NameForms, room: &[NameForms], first: bool) 
         // A transcript line copied or invented, whoever it names.
         return opening_name(line).is_none_or(|(name, _, _)| !own.is(name));
     }
+    if first && let Some(name) = speech_intro(line) {
+        return !own.is(name);
+    }
     let Some((name, sep, rest)) = opening_name(line) else { return false };
     let lower = name.to_lowercase();
+    // `The CEO, a seasoned engineer, ...` is narration, not a speaker's name.
+    if sep != ':' && name.split_whitespace().next().is_some_and(|w| DETERMINERS.contains(&w)) {
+        return false;
+    }
     if own.is(name) || name == "I" || OPENERS.contains(&lower.as_str()) || HEADINGS.contains(&lower.as_str()) {
         return false;
     }
@@ -362,6 +397,8 @@ mod tests {
             "Raj, Senior Engineer, thinks the rotation is thin.",
             "**Mike:** Yes.",
             "I agree with the pilot.\nRaj Patel: We need a seventh engineer.",
+            "Mike responds, \"That's a great idea.\"",
+            "Raj Patel says: we need a seventh engineer.",
         ];
         for t in bad {
             assert!(invented_speaker(t, me, &room), "{t}");
@@ -377,6 +414,10 @@ mod tests {
             "We meet at 10:30 today.",
             "The support desk: who covers it?",
             "Summary: we pilot it.",
+            "The CEO, a seasoned engineer, wants a pilot.",
+            "Our support desk, which opens at 7, needs cover.",
+            "Marcus Rivera says: I think we should.",
+            "I say we pilot it.",
             "I see two options.\nPros: retention.\nRaj, you disagree?",
             "",
         ];

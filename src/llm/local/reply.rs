@@ -234,7 +234,9 @@ mod tests {
             own_lines: vec!["I think the pilot can work if we stagger the fifth day across the support team.".into()],
             other_lines: vec![
                 Arc::from("Should Slotwise pilot a 32-hour, four-day week, and how are support and on-call covered?"),
-                Arc::from("The payments rotation has six engineers; a seventh hire would keep the availability target."),
+                Arc::from(
+                    "The payments rotation has six engineers; a seventh hire would keep the availability target.",
+                ),
             ],
             question: "Should Slotwise pilot a 32-hour, four-day week, and how are support and on-call covered?".into(),
         }
@@ -303,11 +305,16 @@ mod tests {
         let mut canned = answers.iter();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let r = rt
-            .block_on(checked(&rc, 1u32, |r: &Review| if r.repeated.is_some() { 3 } else { 2 }, |p| {
-                asked.push(p);
-                let a = answer(canned.next().expect("asked more often than expected"));
-                async move { a }
-            }))
+            .block_on(checked(
+                &rc,
+                1u32,
+                |r: &Review| if r.repeated.is_some() { 3 } else { 2 },
+                |p| {
+                    asked.push(p);
+                    let a = answer(canned.next().expect("asked more often than expected"));
+                    async move { a }
+                },
+            ))
             .unwrap();
         (r, asked)
     }
@@ -320,7 +327,10 @@ mod tests {
         // An invented speaker, then a fine reply: the second is kept, usage counts both.
         let (r, asked) = run(&["Mike, Product Manager: we should.", "I think Raj is right about cover."]);
         assert_eq!(asked, [1, 2]);
-        assert_eq!((r.text.as_str(), r.usage.completion_tokens, r.usage.prompt_tokens), ("I think Raj is right about cover.", 40, 200));
+        assert_eq!(
+            (r.text.as_str(), r.usage.completion_tokens, r.usage.prompt_tokens),
+            ("I think Raj is right about cover.", 40, 200)
+        );
         // A near repeat asks again with the repeated line known; both repeat, the less similar wins.
         let own = "I think the pilot can work if we stagger the fifth day across the support team.";
         let (r, asked) = run(&[own, "I think the pilot can work if we stagger the fifth day for the support desk."]);
