@@ -357,7 +357,7 @@ mod tests {
         assert_eq!(opening("Would you pay $29 a month?", 1), "Honestly, I would");
         assert_eq!(opening("How do we cover Fridays?", 3), "For me,");
         for q in ["Should we?", "Would you?", "What now?"] {
-            assert!((0..6).all(|s| opening(q, s).split_whitespace().any(|w| matches!(w, "I" | "we" | "me,"))));
+            assert!((0..6).all(|s| opening(q, s).split_whitespace().any(|w| matches!(w, "I" | "we" | "me," | "my"))));
         }
     }
 }
