@@ -36,7 +36,9 @@ fn quickstart(turns: u32, seed: u64) -> SimulationResults {
         "llm.provider=local".to_string(),
         format!("simulation.run_seed={seed}"),
         format!("simulation.max_turns={turns}"),
+        // A debug build on a busy 2-core machine: the text is under test, not the time.
         "performance.persona_timeout=600".into(),
+        "performance.timeout_seconds=3600".into(),
         "output.auto_analysis=false".into(),
     ];
     let cli = Layer::from_sets("test", &sets).unwrap();
