@@ -74,7 +74,13 @@ fn request() -> Arc<ChatRequest> {
         max_tokens: Some(120),
         seed: None,
         stop: Vec::new(),
-        meta: RequestMeta { persona: "sarah_chen".into(), turn: 2, purpose: "act".into(), prompt_tokens: 0 },
+        meta: RequestMeta {
+            persona: "sarah_chen".into(),
+            turn: 2,
+            purpose: "act".into(),
+            prompt_tokens: 0,
+            ..Default::default()
+        },
     })
 }
 

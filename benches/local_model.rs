@@ -86,7 +86,7 @@ fn params(max_tokens: usize) -> GenerateParams {
         // Penalty 1.0: nothing steers the reply toward the stop token early, so every reply is
         // REPLY tokens long and the figures compare like with like.
         sampling: SamplingParams { temperature: 0.0, top_p: 1.0, repeat_penalty: 1.0, repeat_last_n: 64, seed: 0 },
-        stop: Vec::new(),
+        ..GenerateParams::default()
     }
 }
 

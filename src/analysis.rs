@@ -2,11 +2,14 @@
 //! and at what cost. [`analyze_conversation`] returns a typed [`ConversationAnalysis`], saved as
 //! `analysis.json`; [`save_analysis`] also draws the SVG charts of [`charts`].
 //!
-//! - [`text`]: words, terms, questions, name matching.
+//! - [`text`]: words, terms, questions, name matching (the crate's `text` module, shared with
+//!   the local model's reply check).
 //! - [`sentiment`]: VADER's rules over a compact lexicon (why not the crate: see there).
 //! - [`keywords`]: TF-IDF keywords per persona and overall.
 //! - [`markers`]: agreement and disagreement phrases.
 //! - [`repetition`]: near-duplicate messages (shingled Jaccard).
+//! - [`text_quality`]: how readable persona lines are (invented speakers, third person,
+//!   repeats, mid-sentence endings, the question taken up): the local model's text check.
 //! - [`stats`]: means, confidence intervals, Welch / Mann-Whitney / Cohen's d, Gini.
 //! - [`charts`]: SVG charts with plotters.
 //! - [`in_character`]: the optional `in_character` section (a judge model's score of each
@@ -28,7 +31,8 @@ pub mod markers;
 pub mod repetition;
 pub mod sentiment;
 pub mod stats;
-pub mod text;
+pub use crate::text;
+pub mod text_quality;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -29,6 +29,8 @@
 //!   run's provider, then a judge model's JSON verdict against expectations and the persona's
 //!   facts; the same judge scores a run's messages (`in_character`).
 //! - [`rng`], [`fsutil`]: stable seeded randomness and hashing; atomic writes.
+//! - [`text`]: text rules the analysis reports and the local model's reply check acts on
+//!   (words, the near-duplicate measure, what makes a persona line readable).
 //! - [`web`]: the web app (`troupe serve`): pages, live runs over server-sent events, security.
 //! - [`doctor`], [`stress`]: health checks; runs of one plan per concurrency setting, with
 //!   JSON, CSV and SVG reports.
@@ -61,6 +63,7 @@ pub mod resume;
 pub mod rng;
 pub mod scenario;
 pub mod stress;
+pub mod text;
 pub mod transcript;
 pub mod validation;
 pub mod web;

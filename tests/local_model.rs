@@ -107,7 +107,7 @@ mod with_the_feature {
         GenerateParams {
             max_tokens,
             sampling: SamplingParams { temperature: 0.0, top_p: 1.0, repeat_penalty: 1.1, repeat_last_n: 64, seed },
-            stop: Vec::new(),
+            ..GenerateParams::default()
         }
     }
 

@@ -58,7 +58,13 @@ fn full_request() -> ChatRequest {
         max_tokens: Some(128),
         seed: Some(42),
         stop: vec!["\n\n".into()],
-        meta: RequestMeta { persona: "sarah_chen".into(), turn: 1, purpose: "act".into(), prompt_tokens: 0 },
+        meta: RequestMeta {
+            persona: "sarah_chen".into(),
+            turn: 1,
+            purpose: "act".into(),
+            prompt_tokens: 0,
+            ..Default::default()
+        },
         ..request()
     }
 }

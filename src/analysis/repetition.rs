@@ -10,15 +10,12 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::text::tokens;
-use crate::rng::hash_bytes;
+pub use crate::text::similarity::{DEFAULT_THRESHOLD, jaccard, shingles};
 
 /// Messages up to which every pair is compared.
 pub const FULL_COMPARISON_LIMIT: usize = 2_000;
 /// On longer runs, how many earlier messages each one is compared with.
 pub const WINDOW: usize = 300;
-/// Default similarity at or above which two messages are near duplicates.
-pub const DEFAULT_THRESHOLD: f64 = 0.6;
 
 /// Two messages that nearly repeat each other.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,39 +30,6 @@ pub struct DuplicatePair {
     pub second_speaker: String,
     /// Jaccard similarity of their shingles, 0..1.
     pub similarity: f64,
-}
-
-/// The sorted, de-duplicated shingle hashes of a text.
-pub fn shingles(text: &str) -> Vec<u64> {
-    let t = tokens(text);
-    let mut v: Vec<u64> = if t.len() < 3 {
-        if t.is_empty() { Vec::new() } else { vec![hash_bytes(t.join(" ").as_bytes())] }
-    } else {
-        t.windows(3).map(|w| hash_bytes(w.join(" ").as_bytes())).collect()
-    };
-    v.sort_unstable();
-    v.dedup();
-    v
-}
-
-/// Jaccard similarity of two sorted, de-duplicated sets; 0 when both are empty.
-pub fn jaccard(a: &[u64], b: &[u64]) -> f64 {
-    if a.is_empty() && b.is_empty() {
-        return 0.0;
-    }
-    let (mut i, mut j, mut inter) = (0, 0, 0usize);
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                inter += 1;
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    inter as f64 / (a.len() + b.len() - inter) as f64
 }
 
 /// The Jaccard similarity of two sorted sets when it is at least `t`, else `None`, giving up as

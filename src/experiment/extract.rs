@@ -112,7 +112,13 @@ pub fn extraction_request(
         max_tokens: Some(cfg.llm.max_tokens.max(64)),
         seed: None,
         stop: Vec::new(),
-        meta: RequestMeta { persona: persona.id.clone(), turn: 0, purpose: "extract".into(), prompt_tokens: 0 },
+        meta: RequestMeta {
+            persona: persona.id.clone(),
+            turn: 0,
+            purpose: "extract".into(),
+            prompt_tokens: 0,
+            ..Default::default()
+        },
     }
 }
 

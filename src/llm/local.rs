@@ -5,17 +5,22 @@
 //!
 //! - [`tokenizer`]: byte-level BPE from the file's vocabulary and merges.
 //! - [`template`]: the ChatML chat template.
-//! - [`sampler`]: temperature, top_p, seed and repeat penalty.
+//! - [`sampler`]: temperature, top_p, seed, repeat penalty and a logit bias.
+//! - [`reply`]: the first-person opening, the words lowered and the check of a persona's reply
+//!   (invented speakers, near repeats, the third person), with one more try when it fails.
 //! - [`llama`] (feature `local-model`): the network, on candle's tensor operations, with
 //!   f32 weights for reading prompts and 8-bit ones for writing replies.
 //! - `runtime` (feature `local-model`): loading the file once per process, generating, and
 //!   the queue that serves requests on a blocking thread, never on the async runtime's.
+//! - `kernels/`: the crate `troupe-kernels`, the arithmetic between matrix products, apart so
+//!   debug builds (and so `cargo test`) optimize it.
 //!
 //! Without the `local-model` feature (`cargo build --no-default-features`) the provider
 //! explains that it is not compiled in.
 
 #[cfg(feature = "local-model")]
 pub mod llama;
+pub mod reply;
 #[cfg(feature = "local-model")]
 mod runtime;
 pub mod sampler;
@@ -28,9 +33,11 @@ use std::sync::Arc;
 #[cfg(feature = "local-model")]
 pub use runtime::{DEFAULT_PREFIX_CACHE_MB, GenerateParams, Generation, LocalModel, MAX_BATCH};
 
-use super::{ErrorKind, LlmError, Provider};
+use super::{ErrorKind, LlmError, Provider, ReplyContext};
 use crate::config::LlmConfig;
 use crate::model::ModelError;
+#[cfg(feature = "local-model")]
+use tracing::Instrument;
 
 /// Why the local model cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -328,8 +335,91 @@ impl LocalProvider {
                 seed,
             },
             stop: req.stop.iter().chain(&self.stop).cloned().collect(),
+            ..GenerateParams::default()
         }
     }
+}
+
+/// The settings of a persona's reply checked against `rc`: primed with a first-person opening,
+/// the others' recent words lowered, and a few tokens more to end a sentence; on the second try
+/// (`retry`: the first review) another seed, a stronger penalty and the repeated line's words
+/// lowered too.
+#[cfg(feature = "local-model")]
+pub fn reply_params(
+    model: &LocalModel,
+    mut p: GenerateParams,
+    rc: &ReplyContext,
+    retry: Option<&reply::Review>,
+) -> GenerateParams {
+    let (bias, repeated) = match retry {
+        None => (reply::OTHERS_WORDS_BIAS, None),
+        Some(r) => {
+            p.sampling.seed = crate::rng::mix(&[p.sampling.seed, crate::rng::fnv1a(b"retry")]);
+            p.sampling.repeat_penalty = p.sampling.repeat_penalty.max(1.0) * reply::RETRY_PENALTY_FACTOR;
+            (reply::RETRY_BIAS, r.repeated)
+        }
+    };
+    p.prime = reply::opening(&rc.question, crate::rng::mix(&[p.sampling.seed, rc.own_lines.len() as u64])).to_string();
+    p.bias = word_tokens(model.tokenizer(), &reply::words_to_lower(rc, repeated), bias);
+    p.finish_sentence = reply::FINISH_SENTENCE_TOKENS;
+    p
+}
+
+/// The first token of each word as the model writes it mid-sentence (` word`) and capitalized
+/// (` Word`), with `bias`; pieces shorter than three letters are left alone, as they start too
+/// many other words.
+#[cfg(feature = "local-model")]
+fn word_tokens(t: &tokenizer::Tokenizer, words: &[String], bias: f32) -> Vec<(u32, f32)> {
+    let mut ids: Vec<u32> = Vec::new();
+    for w in words {
+        let mut cap = w.clone();
+        if let Some(c) = cap.get_mut(0..1) {
+            c.make_ascii_uppercase();
+        }
+        for form in [format!(" {w}"), format!(" {cap}")] {
+            if let Some(&id) = t.encode(&form).first()
+                && t.decode(&[id], false).trim().len() >= 3
+            {
+                ids.push(id);
+            }
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids.into_iter().map(|id| (id, bias)).collect()
+}
+
+/// Sends one request to the model's queue and waits for the answer.
+#[cfg(feature = "local-model")]
+async fn ask(
+    model: &Arc<LocalModel>,
+    req: Arc<super::ChatRequest>,
+    params: GenerateParams,
+    started: super::CallStarted,
+) -> Result<super::ChatResponse, LlmError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    model.submit(req, params, started, tx)?;
+    rx.await.unwrap_or_else(|_| {
+        Err(LlmError::new(ErrorKind::Server, "the local model's thread stopped without answering; see the log"))
+    })
+}
+
+/// A persona's reply through the model's queue, checked (see [`reply::checked`]).
+#[cfg(feature = "local-model")]
+async fn checked_reply(
+    model: Arc<LocalModel>,
+    req: Arc<super::ChatRequest>,
+    rc: Arc<ReplyContext>,
+    params: GenerateParams,
+    started: super::CallStarted,
+) -> Result<super::ChatResponse, LlmError> {
+    let first = reply_params(&model, params.clone(), &rc, None);
+    let again = |r: &reply::Review| reply_params(&model, params, &rc, Some(r));
+    let span = tracing::debug_span!("reply_check", persona = %req.meta.persona, turn = req.meta.turn);
+    // The deadline starts when the first try starts computing; a second try is part of the call.
+    let mut started = Some(started);
+    let ask_once = |p| ask(&model, req.clone(), p, started.take().unwrap_or_else(super::CallStarted::ignored));
+    reply::checked(&rc, first, again, ask_once).instrument(span).await
 }
 
 #[cfg(feature = "local-model")]
@@ -358,14 +448,11 @@ impl Provider for LocalProvider {
         started: super::CallStarted,
     ) -> super::BoxFuture<Result<super::ChatResponse, LlmError>> {
         let params = self.params(&req, ctx);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let queued = self.model.submit(req, params, started, tx);
-        Box::pin(async move {
-            queued?;
-            rx.await.unwrap_or_else(|_| {
-                Err(LlmError::new(ErrorKind::Server, "the local model's thread stopped without answering; see the log"))
-            })
-        })
+        let model = self.model.clone();
+        match req.meta.reply.clone() {
+            None => Box::pin(async move { ask(&model, req, params, started).await }),
+            Some(rc) => Box::pin(checked_reply(model, req, rc, params, started)),
+        }
     }
 }
 

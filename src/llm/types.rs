@@ -50,6 +50,29 @@ pub struct RequestMeta {
     /// (0 when unknown). Lets providers skip a second pass over the text.
     #[serde(default)]
     pub prompt_tokens: u64,
+    /// Who speaks and what was said lately, for providers that check a persona's reply before
+    /// the room hears it (the embedded local model: see `llm::local::reply`). Only a persona's
+    /// plain-style act requests carry it; never sent to a server.
+    #[serde(skip)]
+    pub reply: Option<Arc<ReplyContext>>,
+}
+
+/// What a persona's reply is checked against: the speaker, the names it has heard in the room,
+/// and the lines it may not repeat.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplyContext {
+    /// The persona's full name.
+    pub speaker: Arc<str>,
+    /// Its role, as the scenario gives it.
+    pub role: Arc<str>,
+    /// The other personas' names it has heard (the moderator's left out).
+    pub room: Vec<Arc<str>>,
+    /// Its own earlier lines, oldest first.
+    pub own_lines: Vec<Arc<str>>,
+    /// Lines the others said lately (the moderator's included), oldest first.
+    pub other_lines: Vec<Arc<str>>,
+    /// The question under discussion.
+    pub question: Arc<str>,
 }
 
 /// A chat completion request.

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::PersonaSpec;
 use crate::llm::tokens::{MESSAGE_OVERHEAD, REQUEST_OVERHEAD, count_tokens};
-use crate::llm::{ChatMessage, ChatRequest, RequestMeta, Role};
-use crate::memory::EpisodicMemory;
+use crate::llm::{ChatMessage, ChatRequest, ReplyContext, RequestMeta, Role};
+use crate::memory::{EpisodicMemory, MemoryEvent};
 
 /// Renders the persona's system prompt with every fact it holds (no budget).
 pub fn system_prompt(p: &PersonaSpec) -> Arc<str> {
@@ -176,10 +176,15 @@ pub fn act_request(
             "Turn {turn}: reply as {name} with one JSON object and nothing else: {{\"action\": \"speak\", \"to\": null, \"text\": \"2-4 sentences\"}}. Set \"to\" to a name to speak to one person, \"action\" to \"think\" for a private thought or \"pass\" to stay silent."
         )
     } else if sampling.plain {
-        format!(
-            "Turn {turn}. The question: {}\nWhat do you think, {name}? Answer in 2-3 sentences, in the first person.",
+        let instruction = format!(
+            "The question: {}\nWhat do you think, {name}? Answer the question in 2-3 sentences, in the first person, with your own reasons.",
             world.topic
-        )
+        );
+        let user = plain_situation(persona, memory, world, context, &instruction);
+        let tokens = count_tokens(&user);
+        let mut req = request(system, user, tokens, persona, turn, "act", sampling);
+        req.meta.reply = Some(Arc::new(reply_context(persona, memory, world)));
+        return req;
     } else {
         format!(
             "Turn {turn}: reply as {name} with one short contribution (2-4 sentences). To speak to one person, start with \"@Their Name:\". To keep a private thought, start with \"THINK:\". To stay silent, reply \"PASS\"."
@@ -187,6 +192,110 @@ pub fn act_request(
     };
     let (user, tokens) = situation_then(memory, world, context, &instruction);
     request(system, user, tokens, persona, turn, "act", sampling)
+}
+
+/// Lines of what was said that a plain-style prompt shows: a small model follows a short
+/// window better than a long one, and copies whatever it reads last.
+pub const PLAIN_WINDOW: usize = 4;
+
+/// Own and others' lines a reply is checked against (see [`ReplyContext`]).
+const CHECKED_LINES: usize = 12;
+
+/// The plain style's user message: the situation, the last [`PLAIN_WINDOW`] lines said as
+/// reported speech (`Raj Patel said: "..."`, `You said: "..."`, never the `[turn 2] Name
+/// (Role):` transcript lines a small model goes on writing as the next speaker), then
+/// `instruction`.
+fn plain_situation(
+    persona: &PersonaSpec,
+    memory: &EpisodicMemory,
+    world: &WorldFacts,
+    context: &str,
+    instruction: &str,
+) -> String {
+    let mut u = String::with_capacity(512 + instruction.len());
+    if let Some(gist) = gist(persona) {
+        let _ = writeln!(u, "{gist}");
+    }
+    if !world.world.is_empty() {
+        let _ = writeln!(u, "World: {}", world.world);
+    }
+    if !context.is_empty() {
+        let _ = writeln!(u, "Context: {context}");
+    }
+    if let Some(s) = memory.window().summary {
+        let _ = writeln!(u, "Summary of earlier events: {s}");
+    }
+    let said: Vec<&crate::memory::Utterance> = memory
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            MemoryEvent::Heard(u) | MemoryEvent::Said(u) => Some(&**u),
+            _ => None,
+        })
+        .collect();
+    let shown = &said[said.len().saturating_sub(PLAIN_WINDOW)..];
+    if !shown.is_empty() {
+        u.push_str("What was said last:\n");
+    }
+    let events = memory.events();
+    for line in shown {
+        let own = events.iter().any(|e| matches!(e, MemoryEvent::Said(s) if std::ptr::eq(&**s, *line)));
+        let who: &str = if own { "You" } else { &line.speaker };
+        let _ = writeln!(u, "{who} said: \"{}\"", line.text.trim());
+    }
+    u.push('\n');
+    u.push_str(instruction);
+    u
+}
+
+/// The persona's most distinctive facts in one line, first in a plain-style message (a small
+/// model loses a long system prompt): `You: Ann Lee, Analyst; careful, blunt. You want to cut
+/// the audit backlog.` `None` when the persona has no traits and no goals.
+fn gist(p: &PersonaSpec) -> Option<String> {
+    let traits: Vec<&str> = p.personality.traits.iter().map(|t| t.trim()).filter(|t| !t.is_empty()).take(4).collect();
+    let goal = p.personality.goals.iter().map(|g| g.trim().trim_end_matches('.')).find(|g| !g.is_empty());
+    if traits.is_empty() && goal.is_none() {
+        return None;
+    }
+    let mut s = format!("You: {}, {}", p.name, p.role);
+    if !traits.is_empty() {
+        let _ = write!(s, "; {}", traits.join(", "));
+    }
+    s.push('.');
+    if let Some(g) = goal {
+        let mut chars = g.chars();
+        let first = chars.next().map(|c| c.to_lowercase().to_string()).unwrap_or_default();
+        let _ = write!(s, " You want to {first}{}.", chars.as_str());
+    }
+    Some(s)
+}
+
+/// What the persona's reply is checked against: its name, the names heard, its own lines and
+/// the others' latest lines (the last [`CHECKED_LINES`] of each), and the topic.
+fn reply_context(persona: &PersonaSpec, memory: &EpisodicMemory, world: &WorldFacts) -> ReplyContext {
+    let mut room: Vec<Arc<str>> = Vec::new();
+    let (mut own_lines, mut other_lines) = (Vec::new(), Vec::new());
+    for e in memory.events() {
+        match e {
+            MemoryEvent::Said(u) => own_lines.push(u.text.clone()),
+            MemoryEvent::Heard(u) => {
+                other_lines.push(u.text.clone());
+                if &*u.speaker_id != "moderator" && !room.contains(&u.speaker) {
+                    room.push(u.speaker.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    let last = |v: Vec<Arc<str>>| v[v.len().saturating_sub(CHECKED_LINES)..].to_vec();
+    ReplyContext {
+        speaker: persona.name.as_str().into(),
+        role: persona.role.as_str().into(),
+        room,
+        own_lines: last(own_lines),
+        other_lines: last(other_lines),
+        question: world.topic.clone(),
+    }
 }
 
 /// The request asking a persona to summarize its memory (consolidation).
@@ -270,7 +379,7 @@ fn request(
         max_tokens: Some(s.max_tokens),
         seed: s.seed,
         stop: Vec::new(),
-        meta: RequestMeta { persona: p.id.clone(), turn, purpose: purpose.into(), prompt_tokens },
+        meta: RequestMeta { persona: p.id.clone(), turn, purpose: purpose.into(), prompt_tokens, reply: None },
     }
 }
 
@@ -411,10 +520,37 @@ mod tests {
         assert!(full.contains("THINK:") && full.contains("@Their Name:"));
         assert!(!plain.contains("THINK:") && !plain.contains('@'), "{plain}");
         assert!(
-            plain.ends_with("What do you think, Ann Lee? Answer in 2-3 sentences, in the first person."),
+            plain.ends_with(
+                "What do you think, Ann Lee? Answer the question in 2-3 sentences, in the first person, with your own reasons."
+            ),
             "{plain}"
         );
         assert!(plain.contains("The question: Should we ship?"));
+        // A short window of reported speech, not transcript lines to continue.
+        assert!(!plain.contains("[turn"), "{plain}");
+        assert_eq!(plain.matches(" said: \"").count(), PLAIN_WINDOW, "{plain}");
+        assert!(plain.contains("You said: \"Point 8: costs"), "{plain}");
+        assert!(plain.contains("Bo Ng said: \"Point 7: costs"), "{plain}");
+        assert!(!plain.contains("Point 4:"), "older lines are left out: {plain}");
+        let mut q = p.clone();
+        q.personality.traits = vec!["careful".into(), " blunt ".into()];
+        q.personality.goals = vec!["Cut the audit backlog.".into()];
+        let with_gist = act_request(&system, &q, &m, &facts, "", 3, &Sampling { plain: true, ..s.clone() });
+        assert!(
+            with_gist.messages[1]
+                .content
+                .starts_with("You: Ann Lee, Analyst; careful, blunt. You want to cut the audit backlog.\n"),
+            "{}",
+            with_gist.messages[1].content
+        );
+        // What the reply is checked against: the whole memory, not the window.
+        let req = act_request(&system, &p, &m, &facts, "", 3, &Sampling { plain: true, ..s.clone() });
+        let rc = req.meta.reply.expect("a plain act request carries its reply context");
+        assert_eq!(rc.room, vec![Arc::<str>::from("Bo Ng")]);
+        assert_eq!(rc.own_lines.len(), 3);
+        assert!(rc.own_lines[2].starts_with("Point 8:") && rc.other_lines[5].starts_with("Point 7:"));
+        assert_eq!((&*rc.speaker, &*rc.question), ("Ann Lee", "Should we ship?"));
+        assert!(act_request(&system, &p, &m, &facts, "", 3, &s).meta.reply.is_none(), "only the plain style");
     }
 
     #[test]

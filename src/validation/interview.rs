@@ -330,6 +330,7 @@ pub fn interview_request(
             turn: q.n as u32,
             purpose: "interview".into(),
             prompt_tokens: 0,
+            ..Default::default()
         },
     }
 }

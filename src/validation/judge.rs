@@ -156,7 +156,13 @@ pub fn judge_request(i: &JudgeInput<'_>, retry: Option<(&str, &str)>) -> ChatReq
         max_tokens: Some(JUDGE_MAX_TOKENS),
         seed: i.seed,
         stop: Vec::new(),
-        meta: RequestMeta { persona: i.persona.to_string(), turn: 0, purpose: "judge".into(), prompt_tokens: 0 },
+        meta: RequestMeta {
+            persona: i.persona.to_string(),
+            turn: 0,
+            purpose: "judge".into(),
+            prompt_tokens: 0,
+            ..Default::default()
+        },
     }
 }
 

@@ -60,6 +60,27 @@ pub struct GenerateParams {
     pub sampling: SamplingParams,
     /// Stop sequences (the reply ends before the first one).
     pub stop: Vec<String>,
+    /// Text the reply starts with, written into the prompt after the assistant's opening (a
+    /// first-person opening primes a small model to speak as the persona); part of the text.
+    pub prime: String,
+    /// Added to these tokens' logits before every draw (see [`Sampler::with_bias`]).
+    pub bias: Vec<(u32, f32)>,
+    /// Tokens past `max_tokens` a reply may take to end its sentence; past them it is cut
+    /// at its last whole sentence.
+    pub finish_sentence: usize,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams {
+            max_tokens: 256,
+            sampling: SamplingParams::default(),
+            stop: Vec::new(),
+            prime: String::new(),
+            bias: Vec::new(),
+            finish_sentence: 0,
+        }
+    }
 }
 
 /// A reply and how it was made.
@@ -172,6 +193,13 @@ impl LocalModel {
         self.tokenizer.encode(&self.template.render(messages))
     }
 
+    /// The prompt tokens of a request: its conversation, then the reply's opening (`prime`).
+    fn request_ids(&self, req: &ChatRequest, params: &GenerateParams) -> Vec<u32> {
+        let mut prompt = self.template.render(&req.messages);
+        prompt.push_str(&params.prime);
+        self.tokenizer.encode(&prompt)
+    }
+
     /// Sets the CPU threads (`llm.local.threads`; 0: one per free core, measured) and the
     /// prefix cache's bound in MB (`llm.local.prefix_cache_mb`; 0: off). The model is shared by
     /// the process, so the last provider built decides.
@@ -263,14 +291,16 @@ impl LocalModel {
         params: &GenerateParams,
         cancelled: &(dyn Fn() -> bool + Sync),
     ) -> Result<ChatResponse, LocalError> {
-        let prompt = self.prompt_ids(&req.messages);
+        let prompt = self.request_ids(req, params);
         let g = self.generate(&prompt, params, cancelled)?;
-        Ok(self.response(g))
+        Ok(self.response(g, &params.prime))
     }
 
-    fn response(&self, g: Generation) -> ChatResponse {
+    /// The answer to a request whose reply began with `prime`.
+    fn response(&self, g: Generation, prime: &str) -> ChatResponse {
+        let text = format!("{prime}{}", g.text);
         ChatResponse {
-            text: super::whole_sentences(g.text.trim(), g.finish == FinishReason::Length).to_string(),
+            text: super::whole_sentences(text.trim(), g.finish == FinishReason::Length).to_string(),
             usage: Usage::new(g.prompt_tokens as u64, g.ids.len() as u64),
             model: self.name.clone(),
             finish_reason: g.finish,
@@ -288,10 +318,10 @@ impl LocalModel {
             return Err(LocalError::Generation("the prompt is empty".into()));
         }
         let max_tokens = params.max_tokens.max(1);
-        if prompt.len() + max_tokens > self.max_context {
+        let room = prompt.len() + max_tokens + params.finish_sentence;
+        if room > self.max_context {
             return Err(LocalError::PromptTooLong { prompt: prompt.len(), max_tokens, limit: self.max_context });
         }
-        let room = prompt.len() + max_tokens;
         let t0 = Instant::now();
         let hit = self.prefixes.lock().unwrap_or_else(|e| e.into_inner()).lookup(prompt, room);
         let (mut cache, cached) = match hit {
@@ -318,7 +348,7 @@ impl LocalModel {
             cached_tokens: cached,
             cache,
             logits,
-            sampler: Sampler::new(params.sampling),
+            sampler: Sampler::new(params.sampling).with_bias(&params.bias),
             recent,
             ids: Vec::with_capacity(max_tokens),
             cut: None,
@@ -351,7 +381,14 @@ impl LocalModel {
             }
         }
         if r.ids.len() >= r.max_tokens {
-            return Step::Done(FinishReason::Length);
+            // Past the budget, only to end the sentence: a reply that ends one here is whole.
+            if r.ids.len() >= r.max_tokens + r.params.finish_sentence {
+                return Step::Done(FinishReason::Length);
+            }
+            let text = self.tokenizer.decode(&r.ids, false);
+            if !crate::text::lines::mid_sentence(&text) {
+                return Step::Done(FinishReason::Stop);
+            }
         }
         Step::Token(next)
     }
@@ -480,9 +517,10 @@ fn worker(model: &LocalModel, rx: mpsc::Receiver<Job>) {
             match model.choose(&mut a.reply) {
                 Step::Token(t) => next.push((a, t)),
                 Step::Done(finish) => {
+                    let prime = std::mem::take(&mut a.reply.params.prime);
                     let g = model.finish(a.reply, finish);
                     tracing::debug!(persona = %a.persona, prompt = g.prompt_tokens, cached = g.cached_tokens, completion = g.ids.len(), prefill_ms = g.prefill.as_millis() as u64, decode_ms = g.decode.as_millis() as u64, "local reply");
-                    let _ = a.job_reply.send(Ok(model.response(g)));
+                    let _ = a.job_reply.send(Ok(model.response(g, &prime)));
                 }
             }
         }
@@ -521,7 +559,7 @@ fn admit(model: &LocalModel, job: Job) -> Option<Active> {
     let _e = span.enter();
     let cancelled = || reply.is_closed();
     let begun = catch_unwind(AssertUnwindSafe(|| {
-        let prompt = model.prompt_ids(&req.messages);
+        let prompt = model.request_ids(&req, &params);
         model.cores.run(|| model.begin(&prompt, &params, &cancelled))
     }));
     let result = match begun {

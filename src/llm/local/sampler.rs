@@ -1,6 +1,6 @@
-//! Picks the next token from the model's logits: repeat penalty, then greedy at temperature 0,
-//! else temperature, nucleus (top_p) and a draw from a seeded generator, so a seed reproduces a
-//! reply.
+//! Picks the next token from the model's logits: a logit bias, the repeat penalty, then greedy
+//! at temperature 0, else temperature, nucleus (top_p) and a draw from a seeded generator, so a
+//! seed reproduces a reply.
 
 use crate::rng::SplitMix64;
 
@@ -32,17 +32,31 @@ pub struct Sampler {
     params: SamplingParams,
     rng: SplitMix64,
     order: Vec<u32>,
+    bias: Vec<(u32, f32)>,
 }
 
 impl Sampler {
     /// A sampler seeded with `params.seed`.
     pub fn new(params: SamplingParams) -> Self {
-        Sampler { rng: SplitMix64::new(params.seed), params, order: Vec::new() }
+        Sampler { rng: SplitMix64::new(params.seed), params, order: Vec::new(), bias: Vec::new() }
+    }
+
+    /// Adds `bias` to the logits of its tokens before every draw (as OpenAI's `logit_bias`: a
+    /// negative value makes a token rarer); ids outside the vocabulary are ignored. The local
+    /// provider lowers the other speakers' recent words and the persona's own name with it.
+    pub fn with_bias(mut self, bias: &[(u32, f32)]) -> Self {
+        self.bias = bias.iter().copied().filter(|(_, b)| b.is_finite()).collect();
+        self
     }
 
     /// Picks a token. `logits` is changed in place. `recent` are the tokens the repeat penalty
     /// applies to (control tokens already left out by the caller).
     pub fn sample(&mut self, logits: &mut [f32], recent: &[u32]) -> u32 {
+        for &(id, b) in &self.bias {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l += b;
+            }
+        }
         let n = self.params.repeat_last_n.min(recent.len());
         apply_repeat_penalty(logits, self.params.repeat_penalty, &recent[recent.len() - n..]);
         if self.params.temperature <= 0.0 || !self.params.temperature.is_finite() {
@@ -179,6 +193,17 @@ mod tests {
         let logits = [2.0f32, 1.0];
         let mut s = Sampler::new(params(0.05, 1.0, 4));
         assert!((0..200).all(|_| s.sample(&mut logits.clone(), &[]) == 0));
+    }
+
+    #[test]
+    fn a_bias_moves_logits_before_the_draw() {
+        let mut s = Sampler::new(params(0.0, 1.0, 0)).with_bias(&[(0, -2.0), (9, -5.0), (1, f32::NAN)]);
+        assert_eq!(s.sample(&mut [2.0, 1.5, 0.0], &[]), 1, "token 0 lowered below token 1; 9 is ignored");
+        let mut s = Sampler::new(params(0.0, 1.0, 0)).with_bias(&[(2, 3.0)]);
+        assert_eq!(s.sample(&mut [2.0, 1.5, 0.0], &[]), 2);
+        // Sampled: a token pushed far down is never drawn.
+        let mut s = Sampler::new(params(1.0, 1.0, 5)).with_bias(&[(0, -100.0)]);
+        assert!((0..300).all(|_| s.sample(&mut [1.0, 1.0, 1.0], &[]) != 0));
     }
 
     #[test]

@@ -1,7 +1,14 @@
-//! Text helpers shared by the analyses: words, content terms, questions and name matching.
+//! Text rules that need nothing but the text: words, content terms, questions and name
+//! matching ([`similarity`]: the near-duplicate measure; [`lines`]: what makes a persona's line
+//! readable). The analysis reports them on saved runs (`analysis::text` is this module); the
+//! embedded local model's provider acts on the same rules while it writes a reply, so both see
+//! one definition and neither imports the other.
 
 use std::collections::HashSet;
 use std::sync::OnceLock;
+
+pub mod lines;
+pub mod similarity;
 
 /// Words as a reader counts them: runs of non-whitespace that hold a letter or digit.
 pub fn word_count(text: &str) -> usize {
