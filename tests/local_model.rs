@@ -4,6 +4,10 @@
 //! `TROUPE_REQUIRE_MODEL=1` (CI sets it after `troupe model fetch`), which makes a missing
 //! model a failure. Tests of bad files and settings need no model and always run.
 
+mod support {
+    pub mod model;
+}
+
 use troupe_sim::config::{ProviderKind, SimulationConfig};
 use troupe_sim::llm::{ErrorKind, provider_from_config};
 
@@ -51,7 +55,7 @@ mod with_the_feature {
     use std::time::Duration;
 
     use troupe_sim::llm::{ChatMessage, ChatRequest, Role};
-    use troupe_sim::model::{DEFAULT_MODEL, cache_dir};
+    use troupe_sim::model::DEFAULT_MODEL;
 
     use troupe_sim::engine::{RunOptions, RunPlan, SimulationEngine};
     use troupe_sim::llm::local::sampler::SamplingParams;
@@ -61,23 +65,7 @@ mod with_the_feature {
 
     use super::*;
 
-    fn cached_model() -> Option<PathBuf> {
-        let path = cache_dir(None).ok()?.join(DEFAULT_MODEL.file_name);
-        if path.is_file() {
-            return Some(path);
-        }
-        let required = std::env::var("TROUPE_REQUIRE_MODEL").is_ok_and(|v| !v.is_empty() && v != "0");
-        assert!(
-            !required,
-            "TROUPE_REQUIRE_MODEL is set but there is no model at {}; run `troupe model fetch`",
-            path.display()
-        );
-        eprintln!(
-            "note: skipped: no model at {} (run `troupe model fetch`, or set TROUPE_REQUIRE_MODEL=1 to make this a failure)",
-            path.display()
-        );
-        None
-    }
+    use crate::support::model::cached_model;
 
     fn messages(question: &str) -> Vec<ChatMessage> {
         vec![

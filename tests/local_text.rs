@@ -5,26 +5,20 @@
 
 #![cfg(feature = "local-model")]
 
-use std::path::{Path, PathBuf};
+mod support {
+    pub mod model;
+}
+
+use support::model::cached_model;
+
+use std::path::Path;
 
 use troupe_sim::analysis::text_quality::{TextQuality, text_quality};
 use troupe_sim::config::{ConfigSources, Layer, load_config, scenario_layer};
 use troupe_sim::engine::{RunOptions, RunPlan, SimulationEngine};
-use troupe_sim::model::{DEFAULT_MODEL, cache_dir};
 use troupe_sim::persona::PersonaDatabase;
 use troupe_sim::results::SimulationResults;
 use troupe_sim::scenario::{self, check::scenario_overrides};
-
-fn cached_model() -> Option<PathBuf> {
-    let path = cache_dir(None).ok()?.join(DEFAULT_MODEL.file_name);
-    if path.is_file() {
-        return Some(path);
-    }
-    let required = std::env::var("TROUPE_REQUIRE_MODEL").is_ok_and(|v| !v.is_empty() && v != "0");
-    assert!(!required, "TROUPE_REQUIRE_MODEL is set but there is no model at {}", path.display());
-    eprintln!("note: skipped: no model at {} (run `troupe model fetch`)", path.display());
-    None
-}
 
 /// The quickstart as shipped, with the local model, `turns` turns and run seed `seed`.
 fn quickstart(turns: u32, seed: u64) -> SimulationResults {

@@ -32,35 +32,15 @@ pub struct DuplicatePair {
     pub similarity: f64,
 }
 
-/// The Jaccard similarity of two sorted sets when it is at least `t`, else `None`, giving up as
-/// soon as the overlap still possible cannot reach it: |A ∩ B| >= t (|A| + |B|) / (1 + t).
+/// The Jaccard similarity of two sorted sets when it is at least `t`, else `None`; a set less
+/// than `t` times the other's size cannot reach it (|A ∩ B| <= min, |A ∪ B| >= max) and is not
+/// compared.
 fn jaccard_at_least(a: &[u64], b: &[u64], t: f64) -> Option<f64> {
-    if t <= 0.0 {
-        return Some(jaccard(a, b));
-    }
     let (short, long) = if a.len() <= b.len() { (a.len(), b.len()) } else { (b.len(), a.len()) };
-    // |A ∩ B| <= min and |A ∪ B| >= max: a set less than t times the other's size cannot match.
-    if (short as f64) < t * long as f64 - 1e-9 {
+    if t > 0.0 && (short as f64) < t * long as f64 - 1e-9 {
         return None;
     }
-    let needed = t * (a.len() + b.len()) as f64 / (1.0 + t) - 1e-9;
-    let (mut i, mut j, mut inter) = (0, 0, 0usize);
-    while i < a.len() && j < b.len() {
-        if ((inter + (a.len() - i).min(b.len() - j)) as f64) < needed {
-            return None;
-        }
-        match a[i].cmp(&b[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                inter += 1;
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    let s = if a.is_empty() && b.is_empty() { 0.0 } else { inter as f64 / (a.len() + b.len() - inter) as f64 };
-    (s >= t).then_some(s)
+    Some(jaccard(a, b)).filter(|s| *s >= t)
 }
 
 /// Near-duplicate pairs among `(seq, speaker id, text)` messages, in transcript order.
