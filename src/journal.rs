@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::SimulationConfig;
+use crate::config::{FsyncPolicy, SimulationConfig};
 use crate::engine::RunPlan;
 use crate::llm::ChatResponse;
 use crate::transcript::{FinalState, RunEvent, TranscriptEntry};
@@ -77,18 +77,6 @@ struct HeaderLine {
     header: Header,
 }
 
-/// When the journal is fsynced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum FsyncPolicy {
-    /// After every record (safest, slowest).
-    Record,
-    /// At the end of every turn and at the end of the run.
-    #[default]
-    Turn,
-    /// Never explicitly (the OS decides).
-    Never,
-}
 
 /// Errors reading or writing a journal.
 #[derive(Debug, thiserror::Error)]

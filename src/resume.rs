@@ -23,7 +23,8 @@ use crate::config::{ProviderKind, SimulationConfig, limits};
 use crate::engine::{EngineError, RunOptions, RunPlan, SimulationEngine};
 use crate::fsutil::DirLock;
 use crate::journal::{self, Exchange, Header, JournalError};
-use crate::llm::cache::{CacheMode, ResponseCache};
+use crate::config::CacheMode;
+use crate::llm::cache::ResponseCache;
 use crate::llm::{BoxFuture, CallContext, ChatRequest, ChatResponse, ErrorKind, LlmError, Provider};
 use crate::transcript::StopReason;
 

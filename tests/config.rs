@@ -438,7 +438,7 @@ fn every_tinytroupe_key_is_mapped_or_explained() {
     assert_eq!(c.performance.backoff_base, 1.0, "WAITING_TIME");
     assert_eq!(c.performance.backoff_factor, 5.0);
     assert_eq!(c.performance.max_workers, 4, "MAX_CONCURRENT_MODEL_CALLS");
-    assert_eq!(c.llm.cache, troupe_sim::llm::cache::CacheMode::Off, "CACHE_API_CALLS=False");
+    assert_eq!(c.llm.cache, troupe_sim::config::CacheMode::Off, "CACHE_API_CALLS=False");
     assert!(c.simulation.parallel_execution);
     assert_eq!(c.simulation.memory_prefix, 12, "EPISODIC_MEMORY_FIXED_PREFIX_LENGTH");
     assert_eq!(c.simulation.memory_recent, 25, "EPISODIC_MEMORY_LOOKBACK_LENGTH");

@@ -363,7 +363,7 @@ mod with_the_feature {
         cfg.llm.local.model_path = Some(m.path().to_path_buf());
         cfg.simulation.personas_file = root.join("data/personas.agents.json");
         cfg.llm.pricing_file = root.join("config/pricing.toml");
-        cfg.output.journal_fsync = troupe_sim::journal::FsyncPolicy::Never;
+        cfg.output.journal_fsync = troupe_sim::config::FsyncPolicy::Never;
         cfg.performance.persona_timeout = 90.0;
         let db = troupe_sim::persona::PersonaDatabase::load(&cfg.simulation.personas_file).unwrap();
         let c = &cfg.simulation;

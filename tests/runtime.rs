@@ -67,7 +67,7 @@ fn config(turns: u32, policy: TurnPolicy) -> SimulationConfig {
     c.performance.rate_limit_delay = 0.0;
     c.performance.timeout_seconds = 100_000.0;
     // Saved runs go to temporary folders; an fsync per turn would cost real time, not virtual.
-    c.output.journal_fsync = troupe_sim::journal::FsyncPolicy::Never;
+    c.output.journal_fsync = troupe_sim::config::FsyncPolicy::Never;
     c
 }
 

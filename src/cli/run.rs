@@ -11,7 +11,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use troupe_sim::engine::{RunHandle, RunOptions, SimulationEngine, conversations_dir};
-use troupe_sim::llm::cache::{CacheMode, ResponseCache};
+use troupe_sim::config::CacheMode;
+use troupe_sim::llm::cache::ResponseCache;
 use troupe_sim::resume::{self, Recording};
 use troupe_sim::transcript::RunEvent;
 

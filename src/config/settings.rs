@@ -212,7 +212,7 @@ pub struct LlmConfig {
     /// Prices per million tokens, by model.
     pub pricing_file: PathBuf,
     /// The response cache: "off", "record", "replay" or "auto".
-    pub cache: crate::llm::cache::CacheMode,
+    pub cache: CacheMode,
     /// Where the response cache is kept.
     pub cache_file: PathBuf,
     /// Azure OpenAI endpoint.
@@ -264,7 +264,7 @@ impl Default for LlmConfig {
             endpoints: Vec::new(),
             max_cost_usd: None,
             pricing_file: PathBuf::from("config/pricing.toml"),
-            cache: crate::llm::cache::CacheMode::Off,
+            cache: CacheMode::Off,
             cache_file: PathBuf::from("outputs/cache/responses.jsonl"),
             azure_endpoint: None,
             azure_deployment: None,
@@ -586,7 +586,7 @@ pub struct OutputConfig {
     /// Save charts with the analysis.
     pub save_visualizations: bool,
     /// When the run journal is forced to disk: "record", "turn" or "never".
-    pub journal_fsync: crate::journal::FsyncPolicy,
+    pub journal_fsync: FsyncPolicy,
 }
 
 impl Default for OutputConfig {
@@ -595,7 +595,7 @@ impl Default for OutputConfig {
             output_dir: PathBuf::from("outputs"),
             auto_analysis: true,
             save_visualizations: true,
-            journal_fsync: crate::journal::FsyncPolicy::Turn,
+            journal_fsync: FsyncPolicy::Turn,
         }
     }
 }
@@ -637,4 +637,32 @@ impl ValidationConfig {
     pub fn judge_model_or<'a>(&'a self, run_model: &'a str) -> &'a str {
         self.judge_model.as_deref().map(str::trim).filter(|m| !m.is_empty()).unwrap_or(run_model)
     }
+}
+
+/// How the cache is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheMode {
+    /// No cache.
+    #[default]
+    Off,
+    /// Store every answer; never serve from the cache.
+    Record,
+    /// Serve only from the cache; a miss is an error.
+    Replay,
+    /// Serve hits, ask and store misses.
+    Auto,
+}
+
+/// When the journal is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    /// After every record (safest, slowest).
+    Record,
+    /// At the end of every turn and at the end of the run.
+    #[default]
+    Turn,
+    /// Never explicitly (the OS decides).
+    Never,
 }

@@ -22,22 +22,9 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use super::{BoxFuture, CallContext, ChatRequest, ChatResponse, ErrorKind, LlmError, Provider};
+use crate::config::CacheMode;
 use crate::rng::{hash_bytes, mix};
 
-/// How the cache is used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum CacheMode {
-    /// No cache.
-    #[default]
-    Off,
-    /// Store every answer; never serve from the cache.
-    Record,
-    /// Serve only from the cache; a miss is an error.
-    Replay,
-    /// Serve hits, ask and store misses.
-    Auto,
-}
 
 /// The key of a request: provider, model and normalized request.
 pub fn request_key(provider: &str, req: &ChatRequest) -> u64 {
