@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{SimulationConfig, TurnPolicy};
 use crate::cost::Pricing;
-use crate::engine::RunPlan;
+use crate::scenario::RunPlan;
 use crate::llm::Usage;
 use crate::llm::tokens::{MESSAGE_OVERHEAD, REQUEST_OVERHEAD, count_tokens};
 use crate::persona::PersonaSpec;

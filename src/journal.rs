@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{FsyncPolicy, SimulationConfig};
-use crate::engine::RunPlan;
+use crate::scenario::RunPlan;
 use crate::llm::ChatResponse;
 use crate::transcript::{FinalState, RunEvent, TranscriptEntry};
 

@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{ProviderKind, SimulationConfig, limits};
-use crate::engine::{EngineError, RunOptions, RunPlan, SimulationEngine};
+use crate::engine::{EngineError, RunOptions, SimulationEngine};
+use crate::scenario::RunPlan;
 use crate::fsutil::DirLock;
 use crate::journal::{self, Exchange, Header, JournalError};
 use crate::config::CacheMode;
@@ -312,6 +313,6 @@ pub async fn fork(
     }
     let history_config = rec.config_with(&config)?;
     let engine = engine_for(&rec, config, CacheMode::Auto)?;
-    let fork = crate::engine::Fork { at_turn, history: rec.header.plan.clone(), history_config };
+    let fork = crate::scenario::Fork { at_turn, history: rec.header.plan.clone(), history_config };
     engine.start_fork(plan, fork, opts).await
 }

@@ -3,11 +3,13 @@
 
 pub mod check;
 pub mod edges;
+pub mod plan;
 pub mod schema;
 
 use std::path::{Path, PathBuf};
 
 pub use check::{ResolvedAction, ResolvedIntervention, ResolvedScenario, check_scenario, resolve};
+pub use plan::{Fork, RunPlan};
 pub use schema::*;
 
 /// Errors from reading or resolving a scenario.

@@ -77,7 +77,7 @@ pub struct Switch {
     /// The last replayed turn.
     pub at_turn: u32,
     /// The plan from then on.
-    pub plan: crate::engine::RunPlan,
+    pub plan: crate::scenario::RunPlan,
     /// The config sampling comes from from then on.
     pub config: Arc<SimulationConfig>,
 }

@@ -25,7 +25,8 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, watch};
 
 use crate::actors::metrics::MetricsSnapshot;
 use crate::config::SimulationConfig;
-use crate::engine::{EngineError, RunHandle, RunOptions, RunPlan, SimulationEngine};
+use crate::engine::{EngineError, RunHandle, RunOptions, SimulationEngine};
+use crate::scenario::RunPlan;
 use crate::transcript::RunEvent;
 
 use super::error::{WebError, scrub_paths};
