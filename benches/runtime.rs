@@ -19,7 +19,7 @@ use troupe_sim::config::{LatencyModel, SimulationConfig, TurnPolicy};
 use troupe_sim::engine::{RunOptions, RunPlan, SimulationEngine};
 use troupe_sim::llm::SimulatedProvider;
 use troupe_sim::persona::{PersonaSpec, Personality};
-use troupe_sim::results::SimulationResults;
+use troupe_sim::record::results::SimulationResults;
 use troupe_sim::scenario::Hearing;
 
 fn persona(i: usize) -> PersonaSpec {

@@ -35,7 +35,7 @@ use std::time::Instant;
 
 use serde_json::json;
 use troupe_sim::analysis::text_quality::{NameForms, QuestionTerms, TextQuality, line_flags, text_quality};
-use troupe_sim::results::SimulationResults;
+use troupe_sim::record::results::SimulationResults;
 
 struct Options {
     seeds: u64,

@@ -40,8 +40,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil::write_atomic;
-use crate::results::SimulationResults;
-use crate::transcript::TranscriptEntry;
+use crate::record::results::SimulationResults;
+use crate::record::transcript::TranscriptEntry;
 pub use keywords::Keyword;
 pub use markers::Stance;
 pub use repetition::DuplicatePair;
@@ -851,7 +851,7 @@ pub fn load_run(path: &Path) -> Result<SimulationResults, AnalysisError> {
     if !file.exists() {
         return Err(AnalysisError::Read { path: path.to_path_buf(), message: format!("{} not found", file.display()) });
     }
-    let mut results = crate::results::load_results(&file)
+    let mut results = crate::record::results::load_results(&file)
         .map_err(|message| AnalysisError::Read { path: path.to_path_buf(), message })?;
     let metrics = dir.join("metrics.json");
     if let Ok(bytes) = crate::fsutil::read_input(&metrics, crate::fsutil::MAX_RUN_FILE_BYTES, "metrics.json") {
@@ -868,7 +868,7 @@ pub fn load_run(path: &Path) -> Result<SimulationResults, AnalysisError> {
 
 /// Writes `analysis.json` into `dir` and, with `charts`, the SVG charts into `dir/charts/`.
 /// Every file is written atomically. Library users call it after
-/// [`crate::results::save_results`]; the engine does when `output.auto_analysis` is on.
+/// [`crate::record::results::save_results`]; the engine does when `output.auto_analysis` is on.
 pub fn save_analysis(
     results: &SimulationResults,
     dir: &Path,

@@ -176,7 +176,7 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
             || e.is::<troupe_sim::persona::PersonaError>()
             || e.is::<troupe_sim::scenario::ScenarioError>()
             || e.is::<UsageError>()
-            || e.is::<troupe_sim::journal::JournalError>()
+            || e.is::<troupe_sim::record::journal::JournalError>()
             || matches!(
                 e.downcast_ref::<troupe_sim::analysis::AnalysisError>(),
                 Some(troupe_sim::analysis::AnalysisError::Read { .. })

@@ -2,7 +2,7 @@
 //!
 //! Mirrors the library API of the engine troupe-sim replaces:
 //! [`SimulationEngine::new`], [`SimulationEngine::run_simulation`] and
-//! [`crate::results::save_results`]. [`SimulationEngine::start`] gives a [`RunHandle`] for
+//! [`crate::record::results::save_results`]. [`SimulationEngine::start`] gives a [`RunHandle`] for
 //! live progress, streaming and cancellation.
 //!
 //! ```no_run
@@ -16,7 +16,7 @@
 //! let results = engine
 //!     .run_simulation("Evaluate AI-powered content moderation", 3, &["sarah_chen", "marcus_rivera"], vec![])
 //!     .await?;
-//! troupe_sim::results::save_results(&results, std::path::Path::new("outputs/demo"))?;
+//! troupe_sim::record::results::save_results(&results, std::path::Path::new("outputs/demo"))?;
 //! # Ok(()) }
 //! ```
 
@@ -33,21 +33,22 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::actors::metrics::{MetricsActor, MetricsMsg, MetricsSnapshot};
+use crate::actors::metrics::{MetricsActor, MetricsMsg};
 use crate::actors::supervisor::{SupervisorActor, SupervisorArgs, SupervisorMsg};
 use crate::actors::world::{Switch, WorldActor, WorldArgs, WorldMsg};
+use crate::config::CacheMode;
 use crate::config::{PromptStyle, SimulationConfig};
 use crate::cost::Pricing;
 use crate::estimate::{Estimate, EstimateAccuracy};
-use crate::journal::{FILE_NAME as JOURNAL_FILE, Header, JournalWriter};
-use crate::config::CacheMode;
 use crate::llm::cache::{CachingProvider, ResponseCache};
 use crate::llm::{Provider, provider_from_config};
 use crate::persona::prompt::WorldFacts;
 use crate::persona::{PersonaDatabase, PersonaSpec};
-use crate::results::{AgentInfo, ResultsConfig, ResultsMetrics, SimulationResults, run_id, save_results};
+use crate::record::journal::{FILE_NAME as JOURNAL_FILE, Header, JournalWriter};
+use crate::record::metrics::MetricsSnapshot;
+use crate::record::results::{AgentInfo, ResultsConfig, ResultsMetrics, SimulationResults, run_id, save_results};
+use crate::record::transcript::{FinalState, RunEvent, StopReason, TranscriptEntry};
 pub use crate::scenario::{Fork, RunPlan};
-use crate::transcript::{FinalState, RunEvent, StopReason, TranscriptEntry};
 
 /// Errors that stop a run from starting or finishing.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +69,7 @@ pub enum EngineError {
     Pricing(#[from] crate::cost::PricingError),
     /// A journal could not be read or written.
     #[error(transparent)]
-    Journal(#[from] crate::journal::JournalError),
+    Journal(#[from] crate::record::journal::JournalError),
     /// `resume` on a run that already finished.
     #[error("{} already ran to its last turn; nothing to resume (use `troupe run --replay` to re-run it)", .0.display())]
     AlreadyComplete(PathBuf),
@@ -89,7 +90,7 @@ pub enum EngineError {
     },
     /// Saving failed.
     #[error(transparent)]
-    Save(#[from] crate::results::SaveError),
+    Save(#[from] crate::record::results::SaveError),
     /// An actor could not start.
     #[error("the runtime failed to start: {0}")]
     Spawn(String),
@@ -389,7 +390,7 @@ impl SimulationEngine {
             let mut config = (*self.config).clone();
             config.llm.api_key = None;
             let header = Header {
-                format: crate::journal::FORMAT,
+                format: crate::record::journal::FORMAT,
                 troupe_version: env!("CARGO_PKG_VERSION").to_string(),
                 run_id: rid.clone(),
                 provider: self.provider.name().to_string(),
@@ -671,11 +672,11 @@ async fn collect(
 
 #[derive(Default)]
 struct Extra {
-    skipped: Vec<crate::transcript::SkipRecord>,
+    skipped: Vec<crate::record::transcript::SkipRecord>,
     thoughts: Vec<(u32, String, String)>,
     passes: Vec<(u32, String)>,
     interventions: Vec<(u32, String)>,
-    prompt_trimmed: Vec<crate::transcript::PromptTrim>,
+    prompt_trimmed: Vec<crate::record::transcript::PromptTrim>,
 }
 
 /// A run stopped early (Ctrl-C, timeout, failure) may still have calls in flight that will be

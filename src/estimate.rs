@@ -7,15 +7,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::{SimulationConfig, TurnPolicy};
 use crate::cost::Pricing;
-use crate::scenario::RunPlan;
 use crate::llm::Usage;
 use crate::llm::tokens::{MESSAGE_OVERHEAD, REQUEST_OVERHEAD, count_tokens};
 use crate::persona::PersonaSpec;
 use crate::persona::prompt::system_prompt;
+use crate::scenario::RunPlan;
 use crate::scenario::{Hearing, ResolvedAction};
 
 /// Tokens assumed per reply (2-4 sentences).
@@ -25,60 +23,7 @@ const LINE_PREFIX_TOKENS: u64 = 12;
 /// Tokens of the per-turn instruction.
 const INSTRUCTION_TOKENS: u64 = 60;
 
-/// Estimated figures for one model.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ModelEstimate {
-    /// Calls.
-    pub calls: u64,
-    /// Prompt tokens.
-    pub prompt_tokens: u64,
-    /// Completion tokens.
-    pub completion_tokens: u64,
-    /// USD, when the model has a price.
-    pub cost_usd: Option<f64>,
-}
-
-/// A run's estimate.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Estimate {
-    /// LLM calls (first attempts; retries are not predicted).
-    pub calls: u64,
-    /// Prompt tokens.
-    pub prompt_tokens: u64,
-    /// Completion tokens.
-    pub completion_tokens: u64,
-    /// Prompt plus completion.
-    pub total_tokens: u64,
-    /// USD for the priced models.
-    pub cost_usd: f64,
-    /// Per model.
-    pub by_model: BTreeMap<String, ModelEstimate>,
-    /// What the estimate assumes.
-    pub assumptions: Vec<String>,
-}
-
-/// How close an estimate came: actual divided by estimated (1.0 is exact).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct EstimateAccuracy {
-    /// Call attempts.
-    pub calls_ratio: f64,
-    /// Total tokens.
-    pub tokens_ratio: f64,
-    /// Cost (0 when nothing was priced).
-    pub cost_ratio: f64,
-}
-
-impl EstimateAccuracy {
-    /// Compares actual figures with an estimate.
-    pub fn of(e: &Estimate, calls: u64, tokens: u64, cost: f64) -> Self {
-        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
-        EstimateAccuracy {
-            calls_ratio: ratio(calls as f64, e.calls as f64),
-            tokens_ratio: ratio(tokens as f64, e.total_tokens as f64),
-            cost_ratio: ratio(cost, e.cost_usd),
-        }
-    }
-}
+pub use crate::record::estimate::{Estimate, EstimateAccuracy, ModelEstimate};
 
 struct Member {
     id: String,

@@ -35,11 +35,11 @@ use crate::analysis::stats::{self, Summary, TestResult};
 use crate::analysis::{ConversationAnalysis, analyze_conversation};
 use crate::config::SimulationConfig;
 use crate::engine::{RunOptions, SimulationEngine};
-use crate::scenario::RunPlan;
 use crate::fsutil::write_atomic;
 use crate::llm::Provider;
-use crate::results::SimulationResults;
+use crate::record::results::SimulationResults;
 use crate::rng::{SplitMix64, hash_bytes, mix};
+use crate::scenario::RunPlan;
 use crate::scenario::{Assignment, ExtractField};
 
 pub use extract::Extraction;
@@ -315,7 +315,7 @@ pub struct ExperimentFiles {
 
 /// A folder-safe experiment id: `<scenario>-<UTC timestamp>-<seed suffix>`.
 pub fn experiment_id(scenario: &str, at: chrono::DateTime<chrono::Utc>, seed: u64) -> String {
-    crate::results::run_id(scenario, at, seed)
+    crate::record::results::run_id(scenario, at, seed)
 }
 
 /// The run seed of run `k` (1-based) of `variant`: distinct per (variant, k), all derived from
@@ -529,7 +529,7 @@ async fn run_one(
         let name = name.clone();
         tokio::spawn(async move {
             while let Some(e) = rx.recv().await {
-                if matches!(e, crate::transcript::RunEvent::Message(_)) {
+                if matches!(e, crate::record::transcript::RunEvent::Message(_)) {
                     let _ = ev.send(ExperimentEvent::Message { run: name.clone() });
                 }
             }

@@ -17,7 +17,7 @@ pub mod markdown;
 use std::path::{Path, PathBuf};
 
 use crate::analysis::ConversationAnalysis;
-use crate::results::SimulationResults;
+use crate::record::results::SimulationResults;
 
 /// Turns a run (and its analysis) into the bytes of one file format.
 pub trait Exporter: Send + Sync + std::fmt::Debug {

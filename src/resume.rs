@@ -19,15 +19,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::config::CacheMode;
 use crate::config::{ProviderKind, SimulationConfig, limits};
 use crate::engine::{EngineError, RunOptions, SimulationEngine};
-use crate::scenario::RunPlan;
 use crate::fsutil::DirLock;
-use crate::journal::{self, Exchange, Header, JournalError};
-use crate::config::CacheMode;
 use crate::llm::cache::ResponseCache;
 use crate::llm::{BoxFuture, CallContext, ChatRequest, ChatResponse, ErrorKind, LlmError, Provider};
-use crate::transcript::StopReason;
+use crate::record::journal::{self, Exchange, Header, JournalError};
+use crate::record::transcript::StopReason;
+use crate::scenario::RunPlan;
 
 /// What a run folder's journals hold.
 #[derive(Debug, Clone)]
@@ -41,7 +41,7 @@ pub struct Recording {
     /// The journal files read, oldest first.
     pub segments: Vec<PathBuf>,
     /// How the latest segment ended, if it did.
-    pub end: Option<crate::transcript::FinalState>,
+    pub end: Option<crate::record::transcript::FinalState>,
     /// Turns completed in the latest segment.
     pub completed_turns: u32,
     /// True when a torn last line was ignored somewhere.

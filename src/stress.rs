@@ -16,14 +16,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::actors::metrics::MetricsSnapshot;
 use crate::config::{ProviderKind, SimulationConfig, TurnPolicy};
 use crate::cost::Pricing;
 use crate::engine::{EngineError, RunOptions, SimulationEngine};
-use crate::scenario::RunPlan;
 use crate::llm::Usage;
-use crate::results::SimulationResults;
-use crate::transcript::RunEvent;
+use crate::record::metrics::MetricsSnapshot;
+use crate::record::results::SimulationResults;
+use crate::record::transcript::RunEvent;
+use crate::scenario::RunPlan;
 
 /// The highest error rate a setting may have and still be named best.
 pub const MAX_ERROR_RATE: f64 = 0.05;
@@ -336,7 +336,11 @@ pub async fn run_stress(
         notes.push("no setting qualified as best: every one skipped turns, failed, or had 5% errors or more".into());
     }
     Ok(StressReport {
-        id: crate::results::run_id(&format!("{}-stress", plan.name), started_at, started_at.timestamp_micros() as u64),
+        id: crate::record::results::run_id(
+            &format!("{}-stress", plan.name),
+            started_at,
+            started_at.timestamp_micros() as u64,
+        ),
         scenario: plan.name.clone(),
         variant: plan.variant.clone(),
         provider,

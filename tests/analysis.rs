@@ -8,7 +8,7 @@ use troupe_sim::config::SimulationConfig;
 use troupe_sim::engine::{RunOptions, RunPlan, SimulationEngine};
 use troupe_sim::llm::SimulatedProvider;
 use troupe_sim::persona::PersonaDatabase;
-use troupe_sim::results::SimulationResults;
+use troupe_sim::record::results::SimulationResults;
 
 mod support {
     pub mod results;

@@ -14,7 +14,7 @@ use troupe_sim::config::{ProviderKind, SimulationConfig};
 use troupe_sim::engine::{RunOptions, RunPlan, SimulationEngine};
 use troupe_sim::llm::openai::{OpenAiOptions, OpenAiProvider};
 use troupe_sim::persona::PersonaDatabase;
-use troupe_sim::transcript::StopReason;
+use troupe_sim::record::transcript::StopReason;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 

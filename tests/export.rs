@@ -8,8 +8,8 @@ use assert_cmd::prelude::*;
 use proptest::prelude::*;
 use troupe_sim::analysis::analyze_conversation;
 use troupe_sim::export::{self, Exporter, csv::read_csv, csv::write_csv, jsonl::read_jsonl};
-use troupe_sim::results::SimulationResults;
-use troupe_sim::transcript::TranscriptEntry;
+use troupe_sim::record::results::SimulationResults;
+use troupe_sim::record::transcript::TranscriptEntry;
 
 mod support {
     pub mod results;

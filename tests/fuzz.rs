@@ -10,10 +10,10 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use troupe_sim::config::IniProvider;
-use troupe_sim::journal::parse_journal;
 use troupe_sim::llm::sse::SseParser;
 use troupe_sim::persona::load::{parse_json_file, persona_from_value};
 use troupe_sim::persona::validate::check_persona;
+use troupe_sim::record::journal::parse_journal;
 use troupe_sim::scenario::parse_scenario;
 
 fn cases() -> u32 {

@@ -17,7 +17,7 @@ use troupe_sim::analysis::text_quality::{TextQuality, text_quality};
 use troupe_sim::config::{ConfigSources, Layer, load_config, scenario_layer};
 use troupe_sim::engine::{RunOptions, RunPlan, SimulationEngine};
 use troupe_sim::persona::PersonaDatabase;
-use troupe_sim::results::SimulationResults;
+use troupe_sim::record::results::SimulationResults;
 use troupe_sim::scenario::{self, check::scenario_overrides};
 
 /// The quickstart as shipped, with the local model, `turns` turns and run seed `seed`.

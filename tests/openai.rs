@@ -833,7 +833,7 @@ async fn estimated_tokens_are_marked_in_results_and_metrics() {
             .await
             .unwrap();
         assert!(results.success, "{:?}", results.error);
-        troupe_sim::results::save_results(&results, dir).unwrap();
+        troupe_sim::record::results::save_results(&results, dir).unwrap();
         let read = |f: &str| serde_json::from_slice::<Value>(&std::fs::read(dir.join(f)).unwrap()).unwrap();
         (read("results.json"), read("metrics.json"))
     }
@@ -853,7 +853,7 @@ async fn estimated_tokens_are_marked_in_results_and_metrics() {
     assert_eq!(metrics["tokens_estimated_by"], json!(["tiktoken o200k_base"]));
     assert_eq!(metrics["tokens_estimate_note"], r["tokens_estimate_note"]);
     // Old readers: the fields they know are all still there.
-    assert!(troupe_sim::results::load_results(&dir.path().join("estimated/results.json")).is_ok());
+    assert!(troupe_sim::record::results::load_results(&dir.path().join("estimated/results.json")).is_ok());
 
     let m = mock(|_| {}).await;
     let (results, metrics) = run(&m, &dir.path().join("reported")).await;

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use troupe_sim::config::{FaultProfile, LatencyModel, ProviderKind, SimulationConfig, TurnPolicy};
 use troupe_sim::engine::{RunOptions, RunPlan, SimulationEngine};
-use troupe_sim::journal::{self, Exchange};
 use troupe_sim::llm::SimulatedProvider;
 use troupe_sim::persona::PersonaDatabase;
-use troupe_sim::results::SimulationResults;
-use troupe_sim::transcript::{RunEvent, StopReason};
+use troupe_sim::record::journal::{self, Exchange};
+use troupe_sim::record::results::SimulationResults;
+use troupe_sim::record::transcript::{RunEvent, StopReason};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 

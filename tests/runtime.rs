@@ -32,9 +32,9 @@ use troupe_sim::llm::{
 use troupe_sim::memory::{EpisodicMemory, MemoryEvent, Utterance};
 use troupe_sim::persona::prompt::{Sampling, WorldFacts, act_request, system_prompt};
 use troupe_sim::persona::{PersonaDatabase, PersonaSpec};
-use troupe_sim::results::SimulationResults;
+use troupe_sim::record::results::SimulationResults;
+use troupe_sim::record::transcript::{RunEvent, StopReason, TranscriptEntry};
 use troupe_sim::scenario::{self, Hearing, ResolvedAction};
-use troupe_sim::transcript::{RunEvent, StopReason, TranscriptEntry};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const TOPIC: &str = "Should we ship AI-assisted content moderation this quarter?";

@@ -465,8 +465,8 @@ fn a_journal_that_cannot_be_written_stops_the_run_at_once() {
     assert_eq!(d.code, Some(1), "{}", d.both());
     assert!(d.stderr.contains("journal.jsonl"), "the error does not name the journal: {}", d.both());
     let dir = &run_dirs(tmp.path())[0];
-    let j = troupe_sim::journal::read_journal(&dir.join("journal.jsonl")).unwrap();
-    use troupe_sim::transcript::RunEvent;
+    let j = troupe_sim::record::journal::read_journal(&dir.join("journal.jsonl")).unwrap();
+    use troupe_sim::record::transcript::RunEvent;
     // What the terminal shows: messages, passes, skips and interventions.
     let journaled = j
         .records

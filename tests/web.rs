@@ -518,7 +518,7 @@ async fn sse_streams_a_live_run_over_a_real_socket_and_resumes() {
     assert_eq!(ids, (0..ids.len()).collect::<Vec<_>>(), "every event once, in order");
     let messages = events.iter().filter(|(_, n)| n == "message").count();
     assert!(events.iter().any(|(_, n)| n == "turn") && events.last().unwrap().1 == "done");
-    let results = troupe_sim::results::load_results(&e.conversations().join(&id).join("results.json")).unwrap();
+    let results = troupe_sim::record::results::load_results(&e.conversations().join(&id).join("results.json")).unwrap();
     assert_eq!(messages, results.transcript.len(), "every message streamed");
     // A reconnect resumes after Last-Event-ID.
     let resp = c.get(format!("{base}/runs/{id}/events")).header("last-event-id", "2").send().await.unwrap();

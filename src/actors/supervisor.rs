@@ -29,8 +29,8 @@ use crate::config::SimulationConfig;
 use crate::cost::Pricing;
 use crate::llm::{CallContext, CallStarted, ChatRequest, ChatResponse, ErrorKind, LlmError, Provider};
 use crate::memory::MemoryEvent;
+use crate::record::transcript::{RunEvent, StopReason};
 use crate::rng::SplitMix64;
-use crate::transcript::{RunEvent, StopReason};
 use tokio::sync::mpsc;
 
 /// The supervisor actor (holds no data; see `SupervisorState`).
@@ -593,7 +593,7 @@ fn succeed(st: &mut SupervisorState, id: u64, resp: ChatResponse, latency_us: u6
         usage: resp.usage,
     });
     emit(st, || {
-        RunEvent::Exchange(crate::journal::Exchange {
+        RunEvent::Exchange(crate::record::journal::Exchange {
             persona: c.request.meta.persona.clone(),
             turn: c.tag.turn,
             purpose: c.request.meta.purpose.clone(),

@@ -22,9 +22,9 @@ use crate::config::{SimulationConfig, TurnPolicy};
 use crate::memory::{MemoryEvent, Utterance};
 use crate::persona::PersonaSpec;
 use crate::persona::prompt::{Reply, Sampling, WorldFacts};
+use crate::record::transcript::{FinalState, RunEvent, SkipRecord, StopReason, TranscriptEntry};
 use crate::rng::{SplitMix64, mix};
 use crate::scenario::{Hearing, ResolvedAction, ResolvedIntervention};
-use crate::transcript::{FinalState, RunEvent, SkipRecord, StopReason, TranscriptEntry};
 
 /// The world actor (holds no data; see `WorldState`).
 #[derive(Debug)]
@@ -312,7 +312,7 @@ fn persona_system(st: &WorldState, p: &PersonaSpec, model: &str) -> Arc<str> {
         tracing::info!(persona = %p.id, dropped = prompt.dropped.len(), budget, "facts left out of the prompt");
         emit(
             st,
-            RunEvent::PromptTrimmed(crate::transcript::PromptTrim {
+            RunEvent::PromptTrimmed(crate::record::transcript::PromptTrim {
                 persona: p.id.clone(),
                 model: model.to_string(),
                 budget_tokens: budget,

@@ -13,7 +13,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{AnalysisError, ConversationAnalysis};
-use crate::results::SimulationResults;
+use crate::record::results::SimulationResults;
 
 /// One rendered chart.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,9 +13,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::repetition::{DEFAULT_THRESHOLD, jaccard, shingles};
-use crate::results::{AgentInfo, SimulationResults};
+use crate::record::results::{AgentInfo, SimulationResults};
+use crate::record::transcript::TranscriptEntry;
 pub use crate::text::lines::{LineFlags, NameForms, QuestionTerms, line_flags};
-use crate::transcript::TranscriptEntry;
 
 /// The text-quality figures of one run or of several added up: counts of persona lines.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

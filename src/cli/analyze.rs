@@ -69,7 +69,7 @@ pub fn run(g: &GlobalArgs, a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
 fn in_character(
     g: &GlobalArgs,
     a: &AnalyzeArgs,
-    results: &troupe_sim::results::SimulationResults,
+    results: &troupe_sim::record::results::SimulationResults,
     dir: &std::path::Path,
 ) -> anyhow::Result<troupe_sim::analysis::in_character::InCharacter> {
     use std::sync::Arc;
@@ -82,7 +82,7 @@ fn in_character(
         }
         cfg.validation.judge_model = Some(m.trim().to_string());
     }
-    let personas = match troupe_sim::journal::read_journal(&dir.join(troupe_sim::journal::FILE_NAME)) {
+    let personas = match troupe_sim::record::journal::read_journal(&dir.join(troupe_sim::record::journal::FILE_NAME)) {
         Ok(j) => j.header.plan.all_personas(),
         Err(e) => {
             let db = PersonaDatabase::load(&cfg.simulation.personas_file)?;

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use troupe_sim::config::{SimulationConfig, scenario_layer};
-use troupe_sim::scenario::RunPlan;
 use troupe_sim::persona::PersonaDatabase;
 use troupe_sim::persona::validate::select_personas;
+use troupe_sim::scenario::RunPlan;
 use troupe_sim::scenario::{self, check::scenario_overrides};
 
 use super::{GlobalArgs, UsageError};

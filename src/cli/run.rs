@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-use troupe_sim::engine::{RunHandle, RunOptions, SimulationEngine, conversations_dir};
 use troupe_sim::config::CacheMode;
+use troupe_sim::engine::{RunHandle, RunOptions, SimulationEngine, conversations_dir};
 use troupe_sim::llm::cache::ResponseCache;
+use troupe_sim::record::transcript::RunEvent;
 use troupe_sim::resume::{self, Recording};
-use troupe_sim::transcript::RunEvent;
 
 use super::GlobalArgs;
 use super::plan::PlanArgs;
@@ -206,8 +206,8 @@ pub async fn drive(
     Ok(if results.success && results.analysis_error.is_none() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn describe_stop(r: &troupe_sim::transcript::StopReason) -> String {
-    use troupe_sim::transcript::StopReason;
+fn describe_stop(r: &troupe_sim::record::transcript::StopReason) -> String {
+    use troupe_sim::record::transcript::StopReason;
     match r {
         StopReason::Completed => "completed".into(),
         StopReason::Timeout => "it hit performance.timeout_seconds".into(),

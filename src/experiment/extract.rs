@@ -23,7 +23,7 @@ use crate::llm::json_action::parse_json_tolerant;
 use crate::llm::{CallContext, ChatMessage, ChatRequest, LlmError, Provider, RequestMeta, Role, Usage};
 use crate::persona::PersonaSpec;
 use crate::persona::prompt::system_prompt;
-use crate::results::SimulationResults;
+use crate::record::results::SimulationResults;
 use crate::scenario::ExtractField;
 
 /// Messages of the conversation shown in an extraction prompt (the most recent).

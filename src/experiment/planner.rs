@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use super::{ExperimentError, Planner};
 use crate::config::{ConfigSources, SimulationConfig, load_config, scenario_layer};
-use crate::scenario::RunPlan;
 use crate::persona::PersonaDatabase;
+use crate::scenario::RunPlan;
 use crate::scenario::check::scenario_overrides;
 use crate::scenario::{Scenario, ScenarioError, did_you_mean, load_scenario, resolve};
 

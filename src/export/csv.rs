@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{ExportError, Exporter};
 use crate::analysis::ConversationAnalysis;
-use crate::results::SimulationResults;
-use crate::transcript::TranscriptEntry;
+use crate::record::results::SimulationResults;
+use crate::record::transcript::TranscriptEntry;
 
 /// The transcript as CSV.
 #[derive(Debug, Clone, Copy, Default)]

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use super::{ExportError, Exporter, escape_html as esc, name_of};
 use crate::analysis::{ConversationAnalysis, charts};
-use crate::results::SimulationResults;
+use crate::record::results::SimulationResults;
 
 /// The HTML page.
 #[derive(Debug, Clone, Copy, Default)]

@@ -2,7 +2,7 @@
 
 use super::{ExportError, Exporter};
 use crate::analysis::ConversationAnalysis;
-use crate::results::SimulationResults;
+use crate::record::results::SimulationResults;
 
 /// The results as JSON.
 #[derive(Debug, Clone, Copy, Default)]

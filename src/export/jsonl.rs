@@ -2,8 +2,8 @@
 
 use super::{ExportError, Exporter};
 use crate::analysis::ConversationAnalysis;
-use crate::results::SimulationResults;
-use crate::transcript::TranscriptEntry;
+use crate::record::results::SimulationResults;
+use crate::record::transcript::TranscriptEntry;
 
 /// The transcript as JSON lines.
 #[derive(Debug, Clone, Copy, Default)]
@@ -17,7 +17,7 @@ impl Exporter for JsonlExporter {
         "jsonl"
     }
     fn export(&self, results: &SimulationResults, _: &ConversationAnalysis) -> Result<Vec<u8>, ExportError> {
-        Ok(crate::results::transcript_jsonl(&results.transcript))
+        Ok(crate::record::results::transcript_jsonl(&results.transcript))
     }
 }
 

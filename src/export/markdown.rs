@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use super::{ExportError, Exporter, escape_markdown as esc, name_of};
 use crate::analysis::ConversationAnalysis;
-use crate::results::SimulationResults;
+use crate::record::results::SimulationResults;
 
 /// The Markdown report.
 #[derive(Debug, Clone, Copy, Default)]

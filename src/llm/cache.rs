@@ -25,7 +25,6 @@ use super::{BoxFuture, CallContext, ChatRequest, ChatResponse, ErrorKind, LlmErr
 use crate::config::CacheMode;
 use crate::rng::{hash_bytes, mix};
 
-
 /// The key of a request: provider, model and normalized request.
 pub fn request_key(provider: &str, req: &ChatRequest) -> u64 {
     mix(&[hash_bytes(provider.as_bytes()), req.fingerprint()])

@@ -11,8 +11,8 @@ use super::judge::{Evidence, JudgeInput, SampledMessage, judge};
 use crate::analysis::in_character::{InCharacter, PersonaInCharacter};
 use crate::config::SimulationConfig;
 use crate::persona::PersonaSpec;
-use crate::results::SimulationResults;
-use crate::transcript::TranscriptEntry;
+use crate::record::results::SimulationResults;
+use crate::record::transcript::TranscriptEntry;
 
 /// Up to `k` of a persona's messages, spread evenly over the run (the first and the last
 /// included), in order.

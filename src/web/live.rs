@@ -23,11 +23,11 @@ use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, watch};
 
-use crate::actors::metrics::MetricsSnapshot;
 use crate::config::SimulationConfig;
 use crate::engine::{EngineError, RunHandle, RunOptions, SimulationEngine};
+use crate::record::metrics::MetricsSnapshot;
+use crate::record::transcript::RunEvent;
 use crate::scenario::RunPlan;
-use crate::transcript::RunEvent;
 
 use super::error::{WebError, scrub_paths};
 use super::results::{ResultsHead, read_head};

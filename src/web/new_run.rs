@@ -10,9 +10,9 @@ use axum::extract::State;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
 use crate::config::{SimulationConfig, TurnPolicy};
-use crate::scenario::RunPlan;
 use crate::estimate::Estimate;
 use crate::persona::{PersonaDatabase, Severity, validate_database};
+use crate::scenario::RunPlan;
 use crate::scenario::{self, check::scenario_overrides};
 
 use super::error::WebError;

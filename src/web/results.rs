@@ -10,8 +10,8 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use crate::analysis::ConversationAnalysis;
-use crate::results::{AgentInfo, ResultsConfig, ResultsMetrics};
-use crate::transcript::{StopReason, TranscriptEntry};
+use crate::record::results::{AgentInfo, ResultsConfig, ResultsMetrics};
+use crate::record::transcript::{StopReason, TranscriptEntry};
 
 use super::error::{WebError, scrub_paths};
 use super::security::resolve_under;

@@ -2,8 +2,8 @@
 //! filled with plain values.
 #![allow(dead_code)]
 
-use troupe_sim::results::{AgentInfo, ResultsConfig, ResultsMetrics, SimulationResults};
-use troupe_sim::transcript::{StopReason, TranscriptEntry};
+use troupe_sim::record::results::{AgentInfo, ResultsConfig, ResultsMetrics, SimulationResults};
+use troupe_sim::record::transcript::{StopReason, TranscriptEntry};
 
 /// A transcript entry by `who = (id, name)` ("moderator" for the world).
 pub fn entry(seq: u64, turn: u32, who: (&str, &str), text: &str) -> TranscriptEntry {

@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::actors::metrics::MetricsSnapshot;
 use crate::fsutil::write_atomic;
-use crate::transcript::{SkipRecord, StopReason, TranscriptEntry};
+use crate::record::metrics::MetricsSnapshot;
+use crate::record::transcript::{SkipRecord, StopReason, TranscriptEntry};
 
 /// A participant, as listed in results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,7 +172,7 @@ pub struct SimulationResults {
     pub full_metrics: MetricsSnapshot,
     /// Personas whose facts did not all fit their prompt budget, with what was left out.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub prompt_trimmed: Vec<crate::transcript::PromptTrim>,
+    pub prompt_trimmed: Vec<crate::record::transcript::PromptTrim>,
     /// The folder the run was saved in, when it was.
     #[serde(skip)]
     pub run_dir: Option<PathBuf>,

@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{FsyncPolicy, SimulationConfig};
-use crate::scenario::RunPlan;
 use crate::llm::ChatResponse;
-use crate::transcript::{FinalState, RunEvent, TranscriptEntry};
+use crate::record::transcript::{FinalState, RunEvent, TranscriptEntry};
+use crate::scenario::RunPlan;
 
 /// The journal format's version.
 pub const FORMAT: u32 = 1;
@@ -76,7 +76,6 @@ pub struct Exchange {
 struct HeaderLine {
     header: Header,
 }
-
 
 /// Errors reading or writing a journal.
 #[derive(Debug, thiserror::Error)]

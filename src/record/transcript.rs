@@ -130,7 +130,7 @@ pub enum RunEvent {
         description: String,
     },
     /// A paid LLM exchange finished (from the supervisor).
-    Exchange(crate::journal::Exchange),
+    Exchange(crate::record::journal::Exchange),
     /// A failed attempt will be retried (from the supervisor).
     Retry {
         /// Persona id.
