@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use troupe_sim::memory::{EpisodicMemory, MemoryEvent, Utterance};
-use troupe_sim::persona::prompt::{Sampling, WorldFacts, act_request, persona_prompt};
 use troupe_sim::persona::{PersonaDatabase, PersonaSpec, apply_fragment};
+use troupe_sim::prompt::{Sampling, WorldFacts, act_request, persona_prompt};
 
 fn lisa() -> PersonaSpec {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/agents");

@@ -12,7 +12,7 @@ use crate::cost::Pricing;
 use crate::llm::Usage;
 use crate::llm::tokens::{MESSAGE_OVERHEAD, REQUEST_OVERHEAD, count_tokens};
 use crate::persona::PersonaSpec;
-use crate::persona::prompt::system_prompt;
+use crate::prompt::system_prompt;
 use crate::scenario::RunPlan;
 use crate::scenario::{Hearing, ResolvedAction};
 

@@ -552,7 +552,7 @@ async fn run_one(
             }
         })
     });
-    let results = handle.wait().await;
+    let results = crate::review::finish(handle).await;
     if let Some(w) = watcher {
         w.abort();
     }

@@ -21,6 +21,7 @@ pub mod local;
 pub mod models;
 pub mod openai;
 pub mod pool;
+pub mod retry;
 pub mod simulated;
 pub mod sse;
 pub mod tokens;

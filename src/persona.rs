@@ -2,10 +2,8 @@
 //! fragments), validation and saving.
 
 pub mod facts;
-pub mod generate;
 pub mod json;
 pub mod load;
-pub mod prompt;
 pub mod save;
 pub mod spec;
 pub mod tinytroupe;

@@ -32,9 +32,9 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::actors::supervisor::policy::{RetryPolicy, backoff_delay};
 use crate::config::SimulationConfig;
 use crate::cost::Pricing;
+use crate::llm::retry::{RetryPolicy, attempt_within, retry_call};
 use crate::llm::{CallContext, ChatRequest, ChatResponse, ErrorKind, LlmError, Provider, Usage};
 
 /// What the calls of one check (or one in-character analysis) used.
@@ -109,30 +109,17 @@ impl Caller {
         let timeout = crate::config::limits::secs(self.config.performance.persona_timeout.max(0.001));
         let run_seed = self.config.simulation.run_seed;
         let mut rng = crate::rng::SplitMix64::new(crate::rng::mix(&[run_seed, req.fingerprint(), 0xc4ec]));
-        let mut attempt = 1;
-        loop {
-            let reserved = self.reserve(&req)?;
-            let res =
-                match tokio::time::timeout(timeout, self.provider.chat(req.clone(), CallContext { attempt, run_seed }))
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(_) => Err(LlmError::new(ErrorKind::Timeout, "no answer within performance.persona_timeout")),
-                };
-            self.settle(reserved, &req.model, res.as_ref().ok());
-            let err = match res {
-                Ok(r) if !r.text.trim().is_empty() => return Ok(r),
-                Ok(_) => LlmError::new(ErrorKind::Empty, "the model's reply was empty"),
-                Err(e) => e,
-            };
-            if !err.kind.retryable() || attempt > policy.max_retries {
-                return Err(err);
+        retry_call(&policy, &mut rng, |attempt| {
+            let req = req.clone();
+            async move {
+                let reserved = self.reserve(&req)?;
+                let ctx = CallContext { attempt, run_seed };
+                let res = attempt_within(&self.provider, req.clone(), ctx, timeout).await;
+                self.settle(reserved, &req.model, res.as_ref().ok());
+                res
             }
-            let delay = backoff_delay(&policy, attempt, rng.next_f64(), err.retry_after);
-            tracing::debug!(attempt, error = %err, delay_s = delay.as_secs_f64(), purpose = %req.meta.purpose, "retrying");
-            tokio::time::sleep(delay).await;
-            attempt += 1;
-        }
+        })
+        .await
     }
 
     /// Reserves the worst case of one attempt of `req` (its prompt plus `max_tokens` of reply)

@@ -174,7 +174,7 @@ async fn a_saved_run_gets_analysis_json_and_readable_charts() {
     personas[1].name = "Marcus <Rivera> & Co".into();
     let engine =
         SimulationEngine::with_provider(cfg.clone(), std::sync::Arc::new(SimulatedProvider::new(Default::default())));
-    let results = engine
+    let mut results = engine
         .run(
             RunPlan::ad_hoc("Should the city fund the bridge?", personas),
             RunOptions { save_under: Some(dir.path().to_path_buf()), ..Default::default() },
@@ -182,7 +182,11 @@ async fn a_saved_run_gets_analysis_json_and_readable_charts() {
         .await
         .unwrap();
     let run_dir = results.run_dir.clone().unwrap();
-    // output.auto_analysis and save_visualizations are on by default: the engine wrote them.
+    // The engine runs and saves; analysing is the review's, which the faces call after a run.
+    assert!(!run_dir.join("analysis.json").exists(), "the engine does not analyse");
+    troupe_sim::review::review(&mut results, &engine).await;
+    assert_eq!(results.analysis_error, None);
+    // output.auto_analysis and save_visualizations are on by default: the review wrote them.
     let saved: analysis::ConversationAnalysis =
         serde_json::from_slice(&std::fs::read(run_dir.join("analysis.json")).unwrap()).unwrap();
     assert_eq!(saved.run_id, results.run_id);
@@ -214,21 +218,26 @@ async fn a_saved_run_gets_analysis_json_and_readable_charts() {
     let e2 =
         SimulationEngine::with_provider(cfg2.clone(), std::sync::Arc::new(SimulatedProvider::new(Default::default())));
     let p2 = vec![db.get("sarah_chen").unwrap().clone(), db.get("david_kim").unwrap().clone()];
-    let r2 = e2
-        .run(
+    let h2 = e2
+        .start(
             RunPlan::ad_hoc("t", p2.clone()),
             RunOptions { save_under: Some(dir2.path().to_path_buf()), ..Default::default() },
         )
         .await
         .unwrap();
+    let r2 = troupe_sim::review::finish(h2).await.unwrap();
     let d2 = r2.run_dir.unwrap();
     assert!(d2.join("analysis.json").exists() && !d2.join("charts").exists());
     cfg2.output.auto_analysis = false;
     let e3 = SimulationEngine::with_provider(cfg2, std::sync::Arc::new(SimulatedProvider::new(Default::default())));
-    let r3 = e3
-        .run(RunPlan::ad_hoc("t", p2), RunOptions { save_under: Some(dir2.path().to_path_buf()), ..Default::default() })
+    let h3 = e3
+        .start(
+            RunPlan::ad_hoc("t", p2),
+            RunOptions { save_under: Some(dir2.path().to_path_buf()), ..Default::default() },
+        )
         .await
         .unwrap();
+    let r3 = troupe_sim::review::finish(h3).await.unwrap();
     assert!(!r3.run_dir.unwrap().join("analysis.json").exists());
 }
 

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use support::cli::{Done, run_dirs, run_within, troupe};
 use support::mock_openai::{Canned, MockConfig, MockServer};
 use troupe_sim::persona::PersonaDatabase;
-use troupe_sim::persona::prompt::system_prompt;
+use troupe_sim::prompt::system_prompt;
 use troupe_sim::validation::judge::JUDGE_SYSTEM_PROMPT;
 
 const LIMIT: Duration = Duration::from_secs(120);

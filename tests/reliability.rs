@@ -179,8 +179,12 @@ async fn replay_reproduces_the_transcript_under_every_policy_whatever_the_comple
             run_saved(cfg, plan(&["sarah_chen", "marcus_rivera", "aisha_okafor", "david_kim"]), tmp.path()).await;
         let dir = original.run_dir.clone().unwrap();
         let t0 = Instant::now();
-        let replayed =
-            troupe_sim::resume::replay(&dir, &cfg_now(), RunOptions::default()).await.unwrap().wait().await.unwrap();
+        let replayed = troupe_sim::engine::resume::replay(&dir, &cfg_now(), RunOptions::default())
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
         assert!(replayed.success, "{policy:?}: {:?}", replayed.error);
         assert_eq!(canon(&replayed), canon(&original), "{policy:?}");
         assert!(replayed.synthetic);
@@ -202,7 +206,12 @@ async fn a_replay_that_diverges_stops_and_names_the_persona_and_turn() {
     let last_exchange = lines.iter().rposition(|l| l.contains("\"event\":\"exchange\"")).unwrap();
     lines.remove(last_exchange);
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    let r = troupe_sim::resume::replay(&dir, &cfg_now(), RunOptions::default()).await.unwrap().wait().await.unwrap();
+    let r = troupe_sim::engine::resume::replay(&dir, &cfg_now(), RunOptions::default())
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
     assert!(!r.success);
     let e = r.error.unwrap();
     assert!(e.contains("replay miss") && e.contains("turn 2"), "{e}");
@@ -218,7 +227,7 @@ async fn a_fork_keeps_its_history_and_changes_its_future() {
     next.context = "Breaking: the council cut the library budget by 20%.".into();
     let mut cfg = config(TurnPolicy::RoundRobin, 5);
     cfg.llm.temperature = 1.3;
-    let forked = troupe_sim::resume::fork(
+    let forked = troupe_sim::engine::resume::fork(
         &dir,
         2,
         next,

@@ -19,19 +19,19 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use troupe_sim::actors::persona::PersonaMsg;
-use troupe_sim::actors::supervisor::policy::{RetryPolicy, backoff_ceiling};
 use troupe_sim::config::{
     ConfigSources, FaultProfile, LatencyModel, ProviderKind, SimulationConfig, TurnPolicy, load_config, scenario_layer,
 };
 use troupe_sim::engine::{RunHandle, RunOptions, RunPlan, SimulationEngine};
+use troupe_sim::llm::retry::{RetryPolicy, backoff_ceiling};
 use troupe_sim::llm::tokens::{count_request, count_tokens};
 use troupe_sim::llm::{
     BoxFuture, CallContext, ChatRequest, ChatResponse, ErrorKind, FinishReason, LlmError, Provider, Role,
     SimulatedProvider, Usage,
 };
 use troupe_sim::memory::{EpisodicMemory, MemoryEvent, Utterance};
-use troupe_sim::persona::prompt::{Sampling, WorldFacts, act_request, system_prompt};
 use troupe_sim::persona::{PersonaDatabase, PersonaSpec};
+use troupe_sim::prompt::{Sampling, WorldFacts, act_request, system_prompt};
 use troupe_sim::record::results::SimulationResults;
 use troupe_sim::record::transcript::{RunEvent, StopReason, TranscriptEntry};
 use troupe_sim::scenario::{self, Hearing, ResolvedAction};

@@ -538,8 +538,9 @@ async fn replayed_exchanges_are_free_and_instant() {
     // but the run was cut before it could record its end.
     interrupt(&dir, None, |h| h["config"]["performance"]["rate_limit_delay"] = 2.0.into());
     let t0 = tokio::time::Instant::now();
-    let handle =
-        troupe_sim::resume::resume(&dir, &cfg, Default::default(), RunOptions::default()).await.expect("resume");
+    let handle = troupe_sim::engine::resume::resume(&dir, &cfg, Default::default(), RunOptions::default())
+        .await
+        .expect("resume");
     let again = handle.wait().await.unwrap();
     assert!(again.success, "{:?}", again.error);
     assert_eq!(again.metrics.api_calls, first.metrics.api_calls);

@@ -16,7 +16,7 @@ use super::world::WorldMsg;
 use crate::llm::{ChatResponse, ErrorKind};
 use crate::memory::{EpisodicMemory, MemoryEvent};
 use crate::persona::PersonaSpec;
-use crate::persona::prompt::{
+use crate::prompt::{
     Reply, Sampling, WorldFacts, act_request, parse_json_reply, parse_plain_reply, parse_reply, summary_request,
 };
 

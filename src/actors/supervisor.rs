@@ -10,8 +10,6 @@
 //! rebuilt from the world's record of what it was told (asked for by message, never by a
 //! blocking call, so the two actors cannot deadlock).
 
-pub mod policy;
-
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,12 +19,12 @@ use tokio::time::Instant;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tracing::Instrument;
 
-use self::policy::{Decision, RetryPolicy, decide};
 use super::metrics::MetricsMsg;
 use super::persona::{CallFailure, CallSuccess, CallTag, PersonaActor, PersonaArgs, PersonaMsg, PersonaSpawn};
 use super::world::WorldMsg;
 use crate::config::SimulationConfig;
 use crate::cost::Pricing;
+use crate::llm::retry::{self as policy, Decision, RetryPolicy, decide};
 use crate::llm::{CallContext, CallStarted, ChatRequest, ChatResponse, ErrorKind, LlmError, Provider};
 use crate::memory::MemoryEvent;
 use crate::record::transcript::{RunEvent, StopReason};

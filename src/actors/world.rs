@@ -21,7 +21,7 @@ use super::supervisor::{SupervisorMsg, persona_name};
 use crate::config::{SimulationConfig, TurnPolicy};
 use crate::memory::{MemoryEvent, Utterance};
 use crate::persona::PersonaSpec;
-use crate::persona::prompt::{Reply, Sampling, WorldFacts};
+use crate::prompt::{Reply, Sampling, WorldFacts};
 use crate::record::transcript::{FinalState, RunEvent, SkipRecord, StopReason, TranscriptEntry};
 use crate::rng::{SplitMix64, mix};
 use crate::scenario::{Hearing, ResolvedAction, ResolvedIntervention};
@@ -305,9 +305,8 @@ fn draw_active(
 /// A persona's system prompt within its model's budget; facts left out are reported (journal,
 /// results, a notice), never dropped silently.
 fn persona_system(st: &WorldState, p: &PersonaSpec, model: &str) -> Arc<str> {
-    let budget =
-        crate::persona::prompt::prompt_budget(st.config.llm.persona_budget_tokens, st.provider.context_window(model));
-    let prompt = crate::persona::prompt::persona_prompt(p, budget);
+    let budget = crate::prompt::prompt_budget(st.config.llm.persona_budget_tokens, st.provider.context_window(model));
+    let prompt = crate::prompt::persona_prompt(p, budget);
     if !prompt.dropped.is_empty() {
         tracing::info!(persona = %p.id, dropped = prompt.dropped.len(), budget, "facts left out of the prompt");
         emit(

@@ -84,9 +84,9 @@ pub fn run(g: &GlobalArgs, cmd: PersonasCmd) -> anyhow::Result<ExitCode> {
 
 fn generate(g: &GlobalArgs, a: GenerateArgs) -> anyhow::Result<ExitCode> {
     use std::sync::Arc;
-    use troupe_sim::persona::generate::{GenerateRequest, generate_personas};
     use troupe_sim::persona::load::Layout;
     use troupe_sim::persona::{SaveTarget, add_personas, check_add};
+    use troupe_sim::prompt::generate::{GenerateRequest, generate_personas};
 
     let cfg = super::load_config(g, None, &[])?.config;
     let path = cfg.simulation.personas_file.clone();
@@ -181,7 +181,7 @@ fn show(g: &GlobalArgs, a: ShowArgs) -> anyhow::Result<ExitCode> {
         p = troupe_sim::persona::apply_fragment(&p, frag)?;
     }
     if a.prompt {
-        use troupe_sim::persona::prompt::{persona_prompt, prompt_budget};
+        use troupe_sim::prompt::{persona_prompt, prompt_budget};
         let model = p.model.clone().unwrap_or_else(|| config.llm.model.clone());
         let window = troupe_sim::llm::models::context_window(&model);
         let budget = prompt_budget(a.budget.or(config.llm.persona_budget_tokens), window);

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use tokio::sync::mpsc;
 use troupe_sim::engine::RunOptions;
-use troupe_sim::resume::{self, Recording, ResumePermissions};
+use troupe_sim::engine::resume::{self, Recording, ResumePermissions};
 
 use super::GlobalArgs;
 use super::run::{Mode, drive};

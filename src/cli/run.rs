@@ -11,10 +11,10 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use troupe_sim::config::CacheMode;
+use troupe_sim::engine::resume::{self, Recording};
 use troupe_sim::engine::{RunHandle, RunOptions, SimulationEngine, conversations_dir};
 use troupe_sim::llm::cache::ResponseCache;
 use troupe_sim::record::transcript::RunEvent;
-use troupe_sim::resume::{self, Recording};
 
 use super::GlobalArgs;
 use super::plan::PlanArgs;
@@ -154,7 +154,7 @@ pub async fn drive(
     let run_dir = handle.run_dir.clone();
     // Saving waits for calls still in flight (they are paid for); a second Ctrl-C abandons them.
     let results = tokio::select! {
-        r = handle.wait() => r?,
+        r = troupe_sim::review::finish(handle) => r?,
         _ = tokio::signal::ctrl_c(), if stopping => {
             eprintln!("abandoned: calls still in flight were not saved; `troupe resume` continues from the journal");
             return Ok(ExitCode::from(130));

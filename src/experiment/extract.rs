@@ -20,9 +20,10 @@ use serde_json::Value;
 use crate::config::SimulationConfig;
 use crate::cost::Pricing;
 use crate::llm::json_action::parse_json_tolerant;
+use crate::llm::retry::{RetryPolicy, attempt_within, retry_call};
 use crate::llm::{CallContext, ChatMessage, ChatRequest, LlmError, Provider, RequestMeta, Role, Usage};
 use crate::persona::PersonaSpec;
-use crate::persona::prompt::system_prompt;
+use crate::prompt::system_prompt;
 use crate::record::results::SimulationResults;
 use crate::scenario::ExtractField;
 
@@ -164,36 +165,15 @@ async fn call_with_retries(
     calls: &mut u32,
 ) -> Result<crate::llm::ChatResponse, LlmError> {
     let req = Arc::new(req);
-    let policy = crate::actors::supervisor::policy::RetryPolicy::from_config(cfg, &req.model);
+    let policy = RetryPolicy::from_config(cfg, &req.model);
     let timeout = crate::config::limits::secs(cfg.performance.persona_timeout.max(0.001));
-    let mut rng = crate::rng::SplitMix64::new(crate::rng::mix(&[cfg.simulation.run_seed, req.fingerprint()]));
-    let mut attempt = 1;
-    loop {
+    let run_seed = cfg.simulation.run_seed;
+    let mut rng = crate::rng::SplitMix64::new(crate::rng::mix(&[run_seed, req.fingerprint()]));
+    retry_call(&policy, &mut rng, |attempt| {
         *calls += 1;
-        let ctx = CallContext { attempt, run_seed: cfg.simulation.run_seed };
-        let res = match tokio::time::timeout(timeout, provider.chat(req.clone(), ctx)).await {
-            Ok(r) => r,
-            Err(_) => {
-                Err(LlmError::new(crate::llm::ErrorKind::Timeout, "no answer within performance.persona_timeout"))
-            }
-        };
-        match res {
-            Ok(r) if !r.text.trim().is_empty() => return Ok(r),
-            Ok(_) => {
-                let e = LlmError::new(crate::llm::ErrorKind::Empty, "empty reply");
-                if attempt > policy.max_retries {
-                    return Err(e);
-                }
-            }
-            Err(e) if !e.kind.retryable() || attempt > policy.max_retries => return Err(e),
-            Err(e) => {
-                let d =
-                    crate::actors::supervisor::policy::backoff_delay(&policy, attempt, rng.next_f64(), e.retry_after);
-                tokio::time::sleep(d).await;
-            }
-        }
-        attempt += 1;
-    }
+        attempt_within(provider, req.clone(), CallContext { attempt, run_seed }, timeout)
+    })
+    .await
 }
 
 async fn one(

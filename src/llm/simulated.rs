@@ -2,7 +2,7 @@
 //!
 //! It reads the request the way a model would: the persona's name, role, traits, goals and style
 //! from the system prompt, and the topic and recent conversation from the last user message
-//! (the layout written by `persona::prompt`). From those it composes a short contribution that
+//! (the layout written by `prompt`). From those it composes a short contribution that
 //! addresses earlier speakers by name, agrees or disagrees, and sometimes asks a question.
 //! Everything it draws is seeded by the run seed and the request fingerprint, so the same
 //! request in the same run always gets the same answer, whatever the timing.
@@ -11,7 +11,7 @@
 //!
 //! Latency and faults come from `[llm.simulated]` and are drawn per attempt.
 
-mod check;
+pub(crate) mod check;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,11 +38,11 @@ pub struct SimulatedProvider {
 }
 
 #[derive(Debug, Default)]
-struct Profile {
-    name: String,
-    role: String,
-    traits: Vec<String>,
-    goals: Vec<String>,
+pub(crate) struct Profile {
+    pub(crate) name: String,
+    pub(crate) role: String,
+    pub(crate) traits: Vec<String>,
+    pub(crate) goals: Vec<String>,
     lean: i32,
 }
 
@@ -260,7 +260,7 @@ const TRAIT_LEAN: &[(&str, i32)] = &[
 /// Reads name, role, traits and goals from a persona's system prompt: its sections
 /// (`## Goals`, or `Goals:` in the text layout) and labelled lists (`- Traits:` then items);
 /// the one-line forms `Traits: a, b` and `Goals: x; y` are read too.
-fn parse_profile(system: &str) -> Profile {
+pub(crate) fn parse_profile(system: &str) -> Profile {
     let mut p = Profile::default();
     // The section and the label the current list items belong to.
     let mut section = String::new();
@@ -717,23 +717,6 @@ fn summarize(user: &str, rng: &mut SplitMix64) -> String {
 mod tests {
     use super::*;
     use crate::llm::ChatMessage;
-
-    #[test]
-    fn profiles_are_read_from_the_sectioned_prompt() {
-        let mut p = crate::persona::PersonaSpec::new("sc", "Dr. Sarah Chen", "Systems Architect", "Builds things.");
-        p.personality.traits = vec!["analytical".into(), "direct".into()];
-        p.personality.goals = vec!["Ensure systems scale".into(), "Cut costs".into()];
-        p.personality.style = "Concise".into();
-        for text in [false, true] {
-            if text {
-                p.prompting = Some(crate::persona::Prompting { format: "text".into(), ..Default::default() });
-            }
-            let prof = parse_profile(&crate::persona::prompt::system_prompt(&p));
-            assert_eq!((prof.name.as_str(), prof.role.as_str()), ("Dr. Sarah Chen", "Systems Architect"));
-            assert_eq!(prof.traits, ["analytical", "direct"], "text layout: {text}");
-            assert_eq!(prof.goals, ["Ensure systems scale", "Cut costs"]);
-        }
-    }
 
     fn req(user: &str) -> ChatRequest {
         ChatRequest {

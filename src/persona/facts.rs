@@ -1,5 +1,5 @@
 //! Every fact a persona holds, as lines of a readable, stable layout: sections with headings,
-//! lists as lists. What the system prompt is made of (see `persona::prompt`).
+//! lists as lists. What the system prompt is made of (see `prompt`).
 //!
 //! For a TinyTroupe agent the facts are its `persona` object as it is (fragments already merged),
 //! every leaf of it; for a native persona, its description, personality and every field the

@@ -229,6 +229,31 @@ pub fn read_journal(path: &Path) -> Result<Journal, JournalError> {
     parse_journal(path, &bytes)
 }
 
+/// Reads only a journal's header (the run's config and plan), not its records.
+pub fn read_header(path: &Path) -> Result<Header, JournalError> {
+    use std::io::{BufRead, Read};
+    let io = |source| JournalError::Io { path: path.to_path_buf(), source };
+    let file = File::open(path).map_err(io)?;
+    let mut reader = std::io::BufReader::new(file.take(MAX_JOURNAL_BYTES));
+    let mut line = Vec::new();
+    let mut line_no = 0;
+    loop {
+        line.clear();
+        line_no += 1;
+        if reader.read_until(b'\n', &mut line).map_err(io)? == 0 {
+            return Err(JournalError::NoHeader { path: path.to_path_buf() });
+        }
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            break;
+        }
+    }
+    let header = parse_header(path, line_no, &line)?;
+    if header.format > FORMAT {
+        return Err(JournalError::Format { path: path.to_path_buf(), found: header.format });
+    }
+    Ok(header)
+}
+
 /// Parses journal bytes (`path` only names the file in errors).
 pub fn parse_journal(path: &Path, bytes: &[u8]) -> Result<Journal, JournalError> {
     let mut lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();

@@ -164,9 +164,9 @@ pub struct SimulationResults {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// What was estimated before the run.
-    pub estimate: crate::estimate::Estimate,
+    pub estimate: crate::record::estimate::Estimate,
     /// Actual divided by estimated.
-    pub estimate_accuracy: crate::estimate::EstimateAccuracy,
+    pub estimate_accuracy: crate::record::estimate::EstimateAccuracy,
     /// Full metrics (also saved as `metrics.json`).
     #[serde(skip)]
     pub full_metrics: MetricsSnapshot,
@@ -259,6 +259,11 @@ pub fn run_id(name: &str, at: chrono::DateTime<chrono::Utc>, suffix: u64) -> Str
     slug.truncate(40);
     let slug = slug.trim_end_matches('_');
     format!("{slug}-{}-{:04x}", at.format("%Y%m%dT%H%M%SZ"), suffix & 0xffff)
+}
+
+/// A run id as troupe-sim writes them: 1 to 128 characters of `[A-Za-z0-9_-]`.
+pub fn valid_run_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use super::{Caller, Spend};
 use crate::analysis::in_character::FindingVerdict;
 use crate::config::SimulationConfig;
 use crate::persona::PersonaSpec;
-use crate::persona::prompt::{Reply, parse_reply, system_prompt};
+use crate::prompt::{Reply, parse_reply, system_prompt};
 
 /// How a check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -298,6 +298,9 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::llm::simulated::check::{interview_answer, judge_verdict};
+    use crate::llm::{ChatMessage, Role};
+    use crate::rng::SplitMix64;
 
     proptest! {
         #[test]
@@ -373,5 +376,43 @@ mod tests {
         assert_eq!(r.messages.len(), 4);
         assert!(r.messages[3].content.contains("could not be read: it holds no JSON object"));
         assert_eq!(r.temperature, Some(0.0));
+    }
+
+    // The simulated provider's judge writes verdicts this module reads.
+    proptest! {
+        #[test]
+        fn any_request_gets_an_answer_and_a_readable_verdict(system in "\\PC{0,200}", user in "\\PC{0,200}") {
+            let _ = interview_answer(&system, &user, &mut SplitMix64::new(1));
+            let lines = format!("F1 (x): {system}\nE1: {user}\nA1: {system}\n{user}");
+            let v = judge_verdict(&[ChatMessage::new(Role::User, lines)]);
+            prop_assert!(parse_verdict(&v).is_ok(), "{}", v);
+        }
+    }
+
+    #[test]
+    fn the_verdict_follows_word_overlap() {
+        let msg = |claims: &str| {
+            vec![
+                ChatMessage::new(Role::System, "judge"),
+                ChatMessage::new(
+                    Role::User,
+                    format!(
+                        "FACTS (x)\nF1 (role): City Council Member\nF2 (personality.traits): cautious\n\nEXPECTATIONS\nThe whole text: x\n{claims}\nINTERVIEW\nQ1: Who?\nA1: I'm Tom, City Council Member. I am cautious.\n"
+                    ),
+                ),
+            ]
+        };
+        let good: serde_json::Value =
+            serde_json::from_str(&judge_verdict(&msg("E1: a cautious council member"))).unwrap();
+        assert_eq!(good["score"], 1.0);
+        assert_eq!(good["findings"][0]["verdict"], "supported");
+        assert!(good["findings"][0]["evidence"].as_str().unwrap().starts_with("A1: \""));
+        let bad: serde_json::Value =
+            serde_json::from_str(&judge_verdict(&msg("E1: an optimistic startup founder"))).unwrap();
+        assert_eq!(bad["score"], 0.0);
+        assert_eq!(bad["findings"][0]["verdict"], "not_addressed");
+        let v = parse_verdict(&judge_verdict(&msg("E1: a cautious founder"))).unwrap();
+        assert!(v.score > 0.0 && v.score < 1.0, "{v:?}");
+        assert!(v.justification.contains("word overlap"));
     }
 }

@@ -355,7 +355,7 @@ async fn drive(
             _ = live.cancel.notified() => handle.stop(),
         }
     }
-    match handle.wait().await {
+    match crate::review::finish(handle).await {
         Ok(r) => {
             live.lock().metrics = Some(r.full_metrics.clone());
             live.finish(r.success, r.error.clone());

@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::persona::PersonaError;
-use crate::persona::generate::{GenerateRequest, MAX_COUNT, generate_personas};
 use crate::persona::load::persona_from_value;
 use crate::persona::validate::check_persona;
 use crate::persona::{Fragment, PersonaDatabase, PersonaSpec, Personality, Severity, apply_fragment, save_personas};
+use crate::prompt::generate::{GenerateRequest, MAX_COUNT, generate_personas};
 
 use super::error::WebError;
 use super::state::AppState;
@@ -473,7 +473,7 @@ pub async fn generate(State(st): State<AppState>, Form(f): Form<GenerateForm>) -
     let taken: HashSet<String> =
         db.as_ref().map(|d| d.personas.iter().map(|p| p.id.clone()).collect()).unwrap_or_default();
     let drafts = generate_personas(&provider, &req, &taken).await.map_err(|e| match e {
-        crate::persona::generate::GenerateError::Llm(inner) => {
+        crate::prompt::generate::GenerateError::Llm(inner) => {
             tracing::warn!(error = %inner, "persona generation failed");
             WebError::BadRequest("the model could not draft personas; see the log (Settings, debug)".into())
         }

@@ -187,7 +187,7 @@ fn lower_first(s: &str) -> String {
 }
 
 /// An interview answer (see the module docs).
-pub(super) fn interview_answer(system: &str, user: &str, rng: &mut SplitMix64) -> String {
+pub(crate) fn interview_answer(system: &str, user: &str, rng: &mut SplitMix64) -> String {
     let question = user.strip_prefix("An interviewer asks you: ").unwrap_or(user).lines().next().unwrap_or("");
     let p = read_persona(system);
     let role = if p.role.is_empty() { "who I am".to_string() } else { p.role.clone() };
@@ -240,7 +240,7 @@ struct Labelled {
 }
 
 /// A judge verdict (see the module docs) as the JSON the judge prompt asks for.
-pub(super) fn judge_verdict(messages: &[ChatMessage]) -> String {
+pub(crate) fn judge_verdict(messages: &[ChatMessage]) -> String {
     let user = messages.iter().find(|m| m.role == Role::User).map(|m| &*m.content).unwrap_or("");
     let (mut facts, mut claims, mut said) = (Vec::new(), Vec::new(), Vec::new());
     for line in user.lines() {
@@ -336,19 +336,7 @@ pub(super) fn judge_verdict(messages: &[ChatMessage]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
     use super::*;
-
-    proptest! {
-        #[test]
-        fn any_request_gets_an_answer_and_a_readable_verdict(system in "\\PC{0,200}", user in "\\PC{0,200}") {
-            let _ = interview_answer(&system, &user, &mut SplitMix64::new(1));
-            let lines = format!("F1 (x): {system}\nE1: {user}\nA1: {system}\n{user}");
-            let v = judge_verdict(&[ChatMessage::new(Role::User, lines)]);
-            prop_assert!(crate::validation::judge::parse_verdict(&v).is_ok(), "{}", v);
-        }
-    }
 
     const SYSTEM: &str = "You are taking part in a simulated group discussion.\nYou are Tom Becker, City Council Member.\nAbout you: Tom chairs the budget committee. He distrusts vendors who promise savings.\nTraits: cautious, shrewd\nGoals: Cap total costs and secure an exit clause; Survive a public hearing\nStyle: Measured and polite.\nStay in character.";
 
@@ -385,32 +373,5 @@ mod tests {
             &mut rng,
         );
         assert!(!a.to_lowercase().contains("quantum"), "{a}");
-    }
-
-    #[test]
-    fn the_verdict_follows_word_overlap() {
-        let msg = |claims: &str| {
-            vec![
-                ChatMessage::new(Role::System, "judge"),
-                ChatMessage::new(
-                    Role::User,
-                    format!(
-                        "FACTS (x)\nF1 (role): City Council Member\nF2 (personality.traits): cautious\n\nEXPECTATIONS\nThe whole text: x\n{claims}\nINTERVIEW\nQ1: Who?\nA1: I'm Tom, City Council Member. I am cautious.\n"
-                    ),
-                ),
-            ]
-        };
-        let good: serde_json::Value =
-            serde_json::from_str(&judge_verdict(&msg("E1: a cautious council member"))).unwrap();
-        assert_eq!(good["score"], 1.0);
-        assert_eq!(good["findings"][0]["verdict"], "supported");
-        assert!(good["findings"][0]["evidence"].as_str().unwrap().starts_with("A1: \""));
-        let bad: serde_json::Value =
-            serde_json::from_str(&judge_verdict(&msg("E1: an optimistic startup founder"))).unwrap();
-        assert_eq!(bad["score"], 0.0);
-        assert_eq!(bad["findings"][0]["verdict"], "not_addressed");
-        let v = crate::validation::judge::parse_verdict(&judge_verdict(&msg("E1: a cautious founder"))).unwrap();
-        assert!(v.score > 0.0 && v.score < 1.0, "{v:?}");
-        assert!(v.justification.contains("word overlap"));
     }
 }

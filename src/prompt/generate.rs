@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::load::persona_from_value;
-use super::spec::{PersonaSpec, Personality};
-use super::tinytroupe::slug;
 use crate::llm::{CallContext, ChatMessage, ChatRequest, LlmError, Provider, RequestMeta, Role};
+use crate::persona::load::persona_from_value;
+use crate::persona::tinytroupe::slug;
+use crate::persona::{PersonaSpec, Personality};
 
 /// The most personas drafted at once.
 pub const MAX_COUNT: usize = 20;
@@ -212,9 +212,9 @@ mod tests {
         assert_eq!(a, simulated_drafts("nurses in a rural hospital", 5, 7));
         assert_eq!(a.len(), 5);
         for p in &a {
-            let errors: Vec<_> = super::super::validate::check_persona(p)
+            let errors: Vec<_> = crate::persona::validate::check_persona(p)
                 .into_iter()
-                .filter(|i| i.severity == super::super::Severity::Error)
+                .filter(|i| i.severity == crate::persona::Severity::Error)
                 .collect();
             assert!(errors.is_empty(), "{p:?}: {errors:?}");
         }

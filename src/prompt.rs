@@ -3,15 +3,17 @@
 //! The system prompt is rendered once per persona and shared by every call. The user message
 //! holds the world, the topic, the bounded memory window and the instruction for this turn.
 
+pub mod generate;
+
 use std::fmt::Write;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::PersonaSpec;
 use crate::llm::tokens::{MESSAGE_OVERHEAD, REQUEST_OVERHEAD, count_tokens};
 use crate::llm::{ChatMessage, ChatRequest, ReplyContext, RequestMeta, Role};
 use crate::memory::{EpisodicMemory, MemoryEvent};
+use crate::persona::PersonaSpec;
 
 /// Renders the persona's system prompt with every fact it holds (no budget).
 pub fn system_prompt(p: &PersonaSpec) -> Arc<str> {
@@ -45,8 +47,8 @@ pub fn prompt_budget(configured: Option<u32>, context_window: Option<u32>) -> u6
 const CLOSING: &str = "Stay in character. Speak in the first person, in 2-4 sentences, and react to what others said.";
 
 /// Renders the persona's system prompt within `budget` tokens. Every fact of the persona is in
-/// it (see [`super::facts`]) unless the budget is too small: then facts are left out from the
-/// least important section up ([`super::facts::Priority`]), the last of a section first, and
+/// it (see [`crate::persona::facts`]) unless the budget is too small: then facts are left out from the
+/// least important section up ([`crate::persona::facts::Priority`]), the last of a section first, and
 /// listed in `dropped`; a heading or label left with nothing under it goes too. The first lines
 /// (the role and "You are NAME, ROLE.") and the closing instruction are always kept.
 pub fn persona_prompt(p: &PersonaSpec, budget: u64) -> PersonaPrompt {
@@ -54,12 +56,12 @@ pub fn persona_prompt(p: &PersonaSpec, budget: u64) -> PersonaPrompt {
     let mut head = String::with_capacity(128);
     match p.prompting.as_ref().map(|pr| pr.role.trim()).filter(|r| !r.is_empty()) {
         Some(role) => {
-            let _ = writeln!(head, "{}", super::facts::one_line(role));
+            let _ = writeln!(head, "{}", crate::persona::facts::one_line(role));
         }
         None => head.push_str("You are taking part in a simulated group discussion.\n"),
     }
     let _ = writeln!(head, "You are {}, {}.", p.name, p.role);
-    let facts = super::facts::fact_lines(p, markdown);
+    let facts = crate::persona::facts::fact_lines(p, markdown);
     let bytes = head.len() + facts.text().len() + CLOSING.len();
     let mut dropped = Vec::new();
     let mut tokens = None;
@@ -87,7 +89,7 @@ pub fn persona_prompt(p: &PersonaSpec, budget: u64) -> PersonaPrompt {
 /// Leaves facts out until `total` fits `budget`: least important section first, the last fact of
 /// a section first; a heading or label left with nothing under it goes too.
 fn trim(
-    facts: &super::facts::Facts,
+    facts: &crate::persona::facts::Facts,
     costs: &[u64],
     budget: u64,
     total: &mut u64,
@@ -588,5 +590,23 @@ mod tests {
         );
         assert_eq!(parse_reply("A: hello", "A"), Reply::Speak { text: "hello".into(), to: None });
         assert_eq!(parse_reply("Passionate words", "A"), Reply::Speak { text: "Passionate words".into(), to: None });
+    }
+
+    /// The simulated provider reads the persona back from the prompt this module writes.
+    #[test]
+    fn profiles_are_read_from_the_sectioned_prompt() {
+        let mut p = crate::persona::PersonaSpec::new("sc", "Dr. Sarah Chen", "Systems Architect", "Builds things.");
+        p.personality.traits = vec!["analytical".into(), "direct".into()];
+        p.personality.goals = vec!["Ensure systems scale".into(), "Cut costs".into()];
+        p.personality.style = "Concise".into();
+        for text in [false, true] {
+            if text {
+                p.prompting = Some(crate::persona::Prompting { format: "text".into(), ..Default::default() });
+            }
+            let prof = crate::llm::simulated::parse_profile(&system_prompt(&p));
+            assert_eq!((prof.name.as_str(), prof.role.as_str()), ("Dr. Sarah Chen", "Systems Architect"));
+            assert_eq!(prof.traits, ["analytical", "direct"], "text layout: {text}");
+            assert_eq!(prof.goals, ["Ensure systems scale", "Cut costs"]);
+        }
     }
 }

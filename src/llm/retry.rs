@@ -1,9 +1,14 @@
-//! Retry, backoff and fallback decisions as pure functions; the supervisor only applies them.
+//! The one retry policy: retry, backoff and fallback decisions as pure functions. The
+//! supervisor applies them to persona calls (with its queue and fallback chain); [`retry_call`]
+//! applies them to the single calls of checks, judges and extraction.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::SimulationConfig;
-use crate::llm::{ErrorKind, LlmError};
+use crate::llm::{CallContext, ChatRequest, ChatResponse, ErrorKind, LlmError, Provider};
+use crate::rng::SplitMix64;
 
 /// The knobs of failure handling.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,6 +152,48 @@ pub fn decide(
     Decision::Retry {
         delay: backoff_delay(p, attempt, jitter, err.retry_after),
         fallback: can_fallback && model_failures >= p.fallback_after,
+    }
+}
+
+/// Makes attempts until one gives a non-empty reply, the error is not worth retrying, or
+/// `policy.max_retries` retries are spent, sleeping the policy's backoff (jittered by `rng`,
+/// Retry-After obeyed up to its cap) between them. `attempt(n)` makes attempt `n` (from 1).
+pub async fn retry_call<F, Fut>(
+    policy: &RetryPolicy,
+    rng: &mut SplitMix64,
+    mut attempt: F,
+) -> Result<ChatResponse, LlmError>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<ChatResponse, LlmError>>,
+{
+    let mut n = 1;
+    loop {
+        let err = match attempt(n).await {
+            Ok(r) if !r.text.trim().is_empty() => return Ok(r),
+            Ok(_) => LlmError::new(ErrorKind::Empty, "the model's reply was empty"),
+            Err(e) => e,
+        };
+        if !err.kind.retryable() || n > policy.max_retries {
+            return Err(err);
+        }
+        let delay = backoff_delay(policy, n, rng.next_f64(), err.retry_after);
+        tracing::debug!(attempt = n, error = %err, delay_s = delay.as_secs_f64(), "retrying");
+        tokio::time::sleep(delay).await;
+        n += 1;
+    }
+}
+
+/// One attempt of `req` that gives up after `timeout` (a timeout counts as a failed attempt).
+pub async fn attempt_within(
+    provider: &Arc<dyn Provider>,
+    req: Arc<ChatRequest>,
+    ctx: CallContext,
+    timeout: Duration,
+) -> Result<ChatResponse, LlmError> {
+    match tokio::time::timeout(timeout, provider.chat(req, ctx)).await {
+        Ok(r) => r,
+        Err(_) => Err(LlmError::new(ErrorKind::Timeout, "no answer within performance.persona_timeout")),
     }
 }
 

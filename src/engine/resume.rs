@@ -19,13 +19,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::CacheMode;
-use crate::config::{ProviderKind, SimulationConfig, limits};
-use crate::engine::{EngineError, RunOptions, SimulationEngine};
+use super::{EngineError, RunOptions, SimulationEngine};
+use crate::config::{CacheMode, ProviderKind, SimulationConfig, limits};
 use crate::fsutil::DirLock;
 use crate::llm::cache::ResponseCache;
 use crate::llm::{BoxFuture, CallContext, ChatRequest, ChatResponse, ErrorKind, LlmError, Provider};
 use crate::record::journal::{self, Exchange, Header, JournalError};
+use crate::record::results::valid_run_id;
 use crate::record::transcript::StopReason;
 use crate::scenario::RunPlan;
 
@@ -134,11 +134,6 @@ impl Recording {
     }
 }
 
-/// A run id as troupe-sim writes them: 1 to 128 characters of `[A-Za-z0-9_-]`.
-pub fn valid_run_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
 /// The run id of a folder: its own name, which must look like one.
 fn folder_run_id(run_dir: &Path) -> Result<String, JournalError> {
     let io = |source| JournalError::Io { path: run_dir.to_path_buf(), source };
@@ -233,7 +228,7 @@ pub async fn resume(
     current: &SimulationConfig,
     allow: ResumePermissions,
     opts: RunOptions,
-) -> Result<crate::engine::RunHandle, EngineError> {
+) -> Result<super::RunHandle, EngineError> {
     let lock = DirLock::acquire(run_dir, "troupe resume")?;
     let rec = Recording::load(run_dir)?;
     // Killed after the last turn but before results.json was written, a run still resumes:
@@ -276,7 +271,7 @@ pub async fn replay(
     run_dir: &Path,
     current: &SimulationConfig,
     opts: RunOptions,
-) -> Result<crate::engine::RunHandle, EngineError> {
+) -> Result<super::RunHandle, EngineError> {
     let rec = Recording::load(run_dir)?;
     let mut config = rec.config_with(current)?;
     // A miss must stop the run, not be skipped, and nothing waits for rate limits.
@@ -302,7 +297,7 @@ pub async fn fork(
     plan: RunPlan,
     config: SimulationConfig,
     opts: RunOptions,
-) -> Result<crate::engine::RunHandle, EngineError> {
+) -> Result<super::RunHandle, EngineError> {
     let rec = Recording::load(run_dir)?;
     if at_turn > rec.completed_turns.max(rec.end.as_ref().map_or(0, |e| e.completed_turns)) {
         return Err(EngineError::Fork(format!(
