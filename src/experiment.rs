@@ -405,76 +405,12 @@ pub async fn run_experiment(
     planner: &dyn Planner,
     events: Option<mpsc::UnboundedSender<ExperimentEvent>>,
 ) -> Result<(ExperimentSummary, ExperimentFiles), ExperimentError> {
-    if spec.variants.len() < 2 {
-        return Err(ExperimentError::Invalid(
-            "an experiment compares at least two variants; give --variants a,b (\"baseline\" is the scenario as written)"
-                .into(),
-        ));
-    }
-    let mut seen = std::collections::HashSet::new();
-    if let Some(d) = spec.variants.iter().find(|v| !seen.insert(v.as_str())) {
-        return Err(ExperimentError::Invalid(format!("variant `{d}` is listed twice; list each variant once")));
-    }
-    let mut names = std::collections::HashSet::new();
-    for f in &spec.extract {
-        if f.name.trim().is_empty() || !names.insert(f.name.as_str()) {
-            return Err(ExperimentError::Invalid(format!(
-                "extract: field name `{}` is empty or listed twice; give each field its own name",
-                f.name
-            )));
-        }
-    }
-    if spec.runs == 0 {
-        return Err(ExperimentError::Invalid("--runs must be at least 1 (3 or more for statistics)".into()));
-    }
+    check_spec(spec)?;
     let started_at = chrono::Utc::now();
     let labels = labels(&spec.variants, spec.blind, spec.seed);
-
     // Plans, providers and persona assignment, before anything runs: a bad variant fails fast.
-    let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
-    let mut jobs = Vec::new();
-    let mut assigned: Vec<Option<Vec<String>>> = vec![None; spec.variants.len()];
-    if spec.assignment == Assignment::Random {
-        // The pool is the scenario as written ("baseline"), or the first variant for planners
-        // that do not know it.
-        let (first, _) = match planner.plan(planner::BASELINE, spec.seed) {
-            Ok(p) => p,
-            Err(_) => planner.plan(&spec.variants[0], spec.seed)?,
-        };
-        let pool: Vec<String> = first.personas.iter().map(|p| p.id.clone()).collect();
-        if pool.len() < spec.variants.len() {
-            return Err(ExperimentError::Invalid(format!(
-                "assignment: Random deals the scenario's {} persona(s) to {} variants; list at least one persona per variant",
-                pool.len(),
-                spec.variants.len()
-            )));
-        }
-        for (i, ids) in assign(&pool, spec.variants.len(), spec.seed).into_iter().enumerate() {
-            assigned[i] = Some(ids);
-        }
-    }
-    for (vi, variant) in spec.variants.iter().enumerate() {
-        for k in 1..=spec.runs {
-            let seed = run_seed(spec.seed, variant, k);
-            let (mut plan, mut cfg) = planner.plan(variant, seed)?;
-            cfg.simulation.run_seed = seed;
-            if let Some(ids) = &assigned[vi] {
-                // Keep the dealt personas and any the variant itself adds.
-                let base: std::collections::HashSet<&String> = assigned.iter().flatten().flatten().collect();
-                plan.personas.retain(|p| ids.contains(&p.id) || !base.contains(&p.id));
-            }
-            let key = provider_key(&cfg);
-            let provider = match providers.get(&key) {
-                Some(p) => p.clone(),
-                None => {
-                    let (p, _) = crate::llm::provider_from_config(&cfg)?;
-                    providers.insert(key, p.clone());
-                    p
-                }
-            };
-            jobs.push(Job { variant: variant.clone(), label: labels[vi].clone(), k, seed, plan, cfg, provider });
-        }
-    }
+    let assigned = deal_personas(spec, planner)?;
+    let jobs = plan_jobs(spec, planner, &labels, &assigned)?;
     let runs_dir = spec.dir.join("runs");
     std::fs::create_dir_all(&runs_dir).map_err(|source| ExperimentError::Write { path: runs_dir.clone(), source })?;
 
@@ -504,6 +440,118 @@ pub async fn run_experiment(
     summary.stopped = stopped;
     let files = write_files(&summary, &spec.dir)?;
     Ok((summary, files))
+}
+
+/// What makes an experiment unrunnable, said before anything runs.
+fn check_spec(spec: &ExperimentSpec) -> Result<(), ExperimentError> {
+    if spec.variants.len() < 2 {
+        return Err(ExperimentError::Invalid(
+            "an experiment compares at least two variants; give --variants a,b (\"baseline\" is the scenario as written)"
+                .into(),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(d) = spec.variants.iter().find(|v| !seen.insert(v.as_str())) {
+        return Err(ExperimentError::Invalid(format!("variant `{d}` is listed twice; list each variant once")));
+    }
+    let mut names = std::collections::HashSet::new();
+    for f in &spec.extract {
+        if f.name.trim().is_empty() || !names.insert(f.name.as_str()) {
+            return Err(ExperimentError::Invalid(format!(
+                "extract: field name `{}` is empty or listed twice; give each field its own name",
+                f.name
+            )));
+        }
+    }
+    if spec.runs == 0 {
+        return Err(ExperimentError::Invalid("--runs must be at least 1 (3 or more for statistics)".into()));
+    }
+    Ok(())
+}
+
+/// With `Assignment::Random`, the personas each variant is dealt (by variant index); `None`
+/// for every variant otherwise.
+fn deal_personas(spec: &ExperimentSpec, planner: &dyn Planner) -> Result<Vec<Option<Vec<String>>>, ExperimentError> {
+    let mut assigned: Vec<Option<Vec<String>>> = vec![None; spec.variants.len()];
+    if spec.assignment != Assignment::Random {
+        return Ok(assigned);
+    }
+    // The pool is the scenario as written ("baseline"), or the first variant for planners that
+    // do not know it.
+    let (first, _) = match planner.plan(planner::BASELINE, spec.seed) {
+        Ok(p) => p,
+        Err(_) => planner.plan(&spec.variants[0], spec.seed)?,
+    };
+    let pool: Vec<String> = first.personas.iter().map(|p| p.id.clone()).collect();
+    if pool.len() < spec.variants.len() {
+        return Err(ExperimentError::Invalid(format!(
+            "assignment: Random deals the scenario's {} persona(s) to {} variants; list at least one persona per variant",
+            pool.len(),
+            spec.variants.len()
+        )));
+    }
+    for (i, ids) in assign(&pool, spec.variants.len(), spec.seed).into_iter().enumerate() {
+        assigned[i] = Some(ids);
+    }
+    Ok(assigned)
+}
+
+/// One job per variant and repetition, each with its plan, config, run seed and provider (one
+/// provider per distinct endpoint, shared by the jobs that use it).
+fn plan_jobs(
+    spec: &ExperimentSpec,
+    planner: &dyn Planner,
+    labels: &[String],
+    assigned: &[Option<Vec<String>>],
+) -> Result<Vec<Job>, ExperimentError> {
+    let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
+    let mut jobs = Vec::new();
+    for (vi, variant) in spec.variants.iter().enumerate() {
+        for k in 1..=spec.runs {
+            let seed = run_seed(spec.seed, variant, k);
+            let (mut plan, mut cfg) = planner.plan(variant, seed)?;
+            cfg.simulation.run_seed = seed;
+            if let Some(ids) = &assigned[vi] {
+                // Keep the dealt personas and any the variant itself adds.
+                let base: std::collections::HashSet<&String> = assigned.iter().flatten().flatten().collect();
+                plan.personas.retain(|p| ids.contains(&p.id) || !base.contains(&p.id));
+            }
+            let key = provider_key(&cfg);
+            let provider = match providers.get(&key) {
+                Some(p) => p.clone(),
+                None => {
+                    let (p, _) = crate::llm::provider_from_config(&cfg)?;
+                    providers.insert(key, p.clone());
+                    p
+                }
+            };
+            jobs.push(Job { variant: variant.clone(), label: labels[vi].clone(), k, seed, plan, cfg, provider });
+        }
+    }
+    Ok(jobs)
+}
+
+/// Asks each persona of a finished run for the experiment's fields, adds what that cost to the
+/// run's metrics and saves `extraction.json` in the run folder.
+async fn extract_run(
+    (provider, cfg): (&Arc<dyn Provider>, &SimulationConfig),
+    pricing: &crate::cost::Pricing,
+    personas: &[crate::persona::PersonaSpec],
+    results: &crate::record::results::SimulationResults,
+    fields: &[ExtractField],
+    metrics: &mut BTreeMap<String, f64>,
+) -> Result<BTreeMap<String, BTreeMap<String, String>>, ExperimentError> {
+    let ex = extract::extract(provider.clone(), cfg, pricing, personas, results, fields).await;
+    *metrics.entry("tokens".into()).or_default() += ex.usage.total() as f64;
+    *metrics.entry("cost_usd".into()).or_default() += ex.cost_usd;
+    let values = ex.personas.iter().map(|p| (p.persona.clone(), p.values.clone())).collect();
+    if let Some(dir) = &results.run_dir {
+        let path = dir.join("extraction.json");
+        let mut bytes = serde_json::to_vec_pretty(&ex).unwrap_or_default();
+        bytes.push(b'\n');
+        write_atomic(&path, &bytes).map_err(|source| ExperimentError::Write { path, source })?;
+    }
+    Ok(values)
 }
 
 async fn run_one(
@@ -565,18 +613,8 @@ async fn run_one(
     let mut extraction_values = BTreeMap::new();
     if !fields.is_empty() {
         send(ExperimentEvent::Extracting { run: name.clone() });
-        let ex = extract::extract(job.provider.clone(), &job.cfg, engine.pricing(), &personas, &results, fields).await;
-        *metrics.entry("tokens".into()).or_default() += ex.usage.total() as f64;
-        *metrics.entry("cost_usd".into()).or_default() += ex.cost_usd;
-        for p in &ex.personas {
-            extraction_values.insert(p.persona.clone(), p.values.clone());
-        }
-        if let Some(dir) = &results.run_dir {
-            let path = dir.join("extraction.json");
-            let mut bytes = serde_json::to_vec_pretty(&ex).unwrap_or_default();
-            bytes.push(b'\n');
-            write_atomic(&path, &bytes).map_err(|source| ExperimentError::Write { path, source })?;
-        }
+        extraction_values =
+            extract_run((&job.provider, &job.cfg), engine.pricing(), &personas, &results, fields, &mut metrics).await?;
     }
     send(ExperimentEvent::RunFinished {
         run: name,

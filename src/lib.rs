@@ -1,25 +1,48 @@
 //! troupe-sim: an actor-based runtime for persona-based multi-agent LLM simulations.
 //!
-//! # Map of the modules
+//! # Map of the modules, as layers
+//! Imports point down only; `tests/architecture.rs` fails on one that points up or sideways.
+//! ```text
+//! faces        web                        (the `troupe` binary's src/cli sits above it all)
+//! tools        experiment  stress  doctor
+//! after a run  review                     analysis + in-character judge, called by the faces
+//! runtime      engine                     plan -> actors -> events -> journal -> results
+//! checks       export  validation
+//! actors       actors  analysis           analysis reads saved records only
+//! planning     estimate
+//! records      record  prompt             what a run saves; where a persona meets a request
+//! accounting   cost  memory
+//! providers    llm                        the Provider trait and every provider
+//! scenario     scenario                   scenario files, hearing graphs, the RunPlan
+//! data         persona  model
+//! settings     config
+//! foundation   text
+//! base         rng  fsutil
+//! ```
 //! - [`engine`]: runs one simulation: spawns the actors, collects their events, builds
-//!   [`results::SimulationResults`]. Start here.
+//!   [`record::results::SimulationResults`]; resume, replay and forks from a journal
+//!   (`engine::resume`). Start here.
 //! - [`actors`]: one actor per file: `world` (turn loop), `persona` (mailbox + memory),
 //!   `supervisor` (every LLM call: workers, spacing, timeout, retry, fallback; supervises the
 //!   personas), `metrics` (HDR histograms and counters).
 //! - [`llm`]: the `Provider` trait, provider-neutral request/response types, the token counter,
-//!   the built-in simulated provider, the embedded local model (`llm::local`: tokenizer,
-//!   template, sampler, its own llama network on candle, the blocking-thread queue).
+//!   the one retry policy (`llm::retry`), the response cache, the built-in simulated provider,
+//!   the embedded local model (`llm::local`: tokenizer, template, sampler, its own llama network
+//!   on candle, the blocking-thread queue).
+//! - [`prompt`]: the one place a persona meets a chat request: system prompts, the turn's user
+//!   message, reading replies back; persona generation (`prompt::generate`).
+//! - [`record`]: what a run emits and saves: transcript events, the crash-safe journal,
+//!   `results.json`, the metrics snapshot, the saved estimate.
+//! - [`review`]: after a run: `analysis.json`, charts and the in-character judge.
 //! - [`model`]: the local model's file: cache folder, `troupe model fetch` (pip), checksums.
 //! - [`persona`]: `PersonaSpec`; loading native and TinyTroupe files, fragments, validation,
-//!   atomic saving with backups; prompt writing and reply parsing.
+//!   atomic saving with backups; the facts a prompt is written from.
 //! - [`memory`]: a persona's episodic memory and its bounded prompt window.
-//! - [`scenario`]: the RON scenario format, resolving it against the database, `scenario check`.
+//! - [`scenario`]: the RON scenario format, resolving it against the database, `scenario check`,
+//!   hearing graphs from files, the [`scenario::RunPlan`] a run executes.
 //! - [`config`]: `SimulationConfig` and its layers (defaults, `config/troupe.toml`, a TinyTroupe
 //!   `config.ini`, scenario overrides, `TROUPE_*` environment, CLI flags) with provenance; the
 //!   API key as a secret.
-//! - [`transcript`], [`results`]: what a run emits and saves.
-//! - [`journal`], [`resume`]: the crash-safe run journal; resume, replay and forks from it
-//!   (with the response cache in `llm::cache`).
 //! - [`cost`], [`estimate`]: prices per model, live cost and `max_cost_usd`; estimates before a
 //!   run.
 //! - [`analysis`]: conversation analysis (`analysis.json`) and SVG charts; [`export`]: one

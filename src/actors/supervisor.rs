@@ -498,74 +498,89 @@ fn on_done(
     });
     match result {
         Ok(resp) => succeed(st, id, resp, latency_us),
-        Err(err) => {
-            let _ =
-                st.metrics.cast(MetricsMsg::CallFailed { model: c.request.model.clone(), kind: err.kind, latency_us });
-            c.model_failures += 1;
-            let policy = RetryPolicy::from_config(&st.config, &c.primary);
-            let jitter = st.jitter.next_f64();
-            tracing::debug!(persona = %c.request.meta.persona, turn = c.tag.turn, attempt, error = %err, "call failed");
-            let decision = match policy::fatal(&err, st.any_success) {
-                Some(reason) => {
-                    if let Some(world) = st.personas.values().next().map(|(s, _)| s.world.clone()) {
-                        let _ = world.cast(WorldMsg::Stop(StopReason::Failed(reason.clone())));
-                    }
-                    Decision::GiveUp { reason }
-                }
-                None => decide(&policy, c.attempt, &err, c.model_failures, c.step, jitter),
-            };
-            match decision {
-                Decision::Retry { delay, fallback } => {
-                    let _ = st.metrics.cast(MetricsMsg::Retry);
-                    let capped = policy::retry_after_capped(&policy, err.retry_after);
-                    if let Some(note) = &capped {
-                        tracing::warn!(persona = %c.request.meta.persona, "{note}");
-                    }
-                    if let Some(tx) = &st.events {
-                        let (persona, turn) = (c.request.meta.persona.clone(), c.tag.turn);
-                        let error = match capped {
-                            Some(note) => format!("{err} ({note})"),
-                            None => err.to_string(),
-                        };
-                        let _ = tx.send(RunEvent::Retry { persona, turn, attempt, error });
-                    }
-                    if fallback {
-                        c.step += 1;
-                        c.model_failures = 0;
-                        let next = policy.model_at(&c.primary, c.step).to_string();
-                        let _ = st.metrics.cast(MetricsMsg::Fallback);
-                        tracing::info!(persona = %c.request.meta.persona, from = %c.request.model, to = %next, "switching to the next model of the fallback chain");
-                        if let Some(tx) = &st.events {
-                            let _ = tx.send(RunEvent::Fallback {
-                                persona: c.request.meta.persona.clone(),
-                                turn: c.tag.turn,
-                                to: next.clone(),
-                            });
-                        }
-                        let mut req = (*c.request).clone();
-                        req.model = next;
-                        c.request = Arc::new(req);
-                    }
-                    let due = SupervisorMsg::RetryDue { id, attempt: c.attempt };
-                    if delay.is_zero() {
-                        let _ = myself.cast(due);
-                    } else {
-                        ractor::time::send_after(delay, myself.get_cell(), move || due);
-                    }
-                }
-                Decision::GiveUp { reason } => {
-                    let c = st.calls.remove(&id).expect("call present");
-                    send_to_persona(
-                        st,
-                        c.persona,
-                        PersonaMsg::LlmDone {
-                            tag: c.tag,
-                            result: Err(CallFailure { reason, kind: err.kind, attempts: c.attempt }),
-                        },
-                    );
-                }
+        Err(err) => fail(myself, st, id, err, latency_us),
+    }
+}
+
+/// Call `id`'s attempt failed: counts it, then retries (perhaps on the next model of the
+/// fallback chain) or gives up and tells the persona. A fatal error stops the whole run.
+fn fail(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, id: u64, err: LlmError, latency_us: u64) {
+    let Some(c) = st.calls.get_mut(&id) else {
+        return;
+    };
+    let _ = st.metrics.cast(MetricsMsg::CallFailed { model: c.request.model.clone(), kind: err.kind, latency_us });
+    c.model_failures += 1;
+    let policy = RetryPolicy::from_config(&st.config, &c.primary);
+    let jitter = st.jitter.next_f64();
+    tracing::debug!(persona = %c.request.meta.persona, turn = c.tag.turn, attempt = c.attempt, error = %err, "call failed");
+    let decision = match policy::fatal(&err, st.any_success) {
+        Some(reason) => {
+            if let Some(world) = st.personas.values().next().map(|(s, _)| s.world.clone()) {
+                let _ = world.cast(WorldMsg::Stop(StopReason::Failed(reason.clone())));
             }
+            Decision::GiveUp { reason }
         }
+        None => decide(&policy, c.attempt, &err, c.model_failures, c.step, jitter),
+    };
+    match decision {
+        Decision::Retry { delay, fallback } => retry(myself, st, id, &err, &policy, delay, fallback),
+        Decision::GiveUp { reason } => {
+            let c = st.calls.remove(&id).expect("call present");
+            let result = Err(CallFailure { reason, kind: err.kind, attempts: c.attempt });
+            send_to_persona(st, c.persona, PersonaMsg::LlmDone { tag: c.tag, result });
+        }
+    }
+}
+
+/// Schedules call `id`'s next attempt after `delay`, reporting the retry (and the move to the
+/// next model, with `fallback`).
+fn retry(
+    myself: &ActorRef<SupervisorMsg>,
+    st: &mut SupervisorState,
+    id: u64,
+    err: &LlmError,
+    policy: &RetryPolicy,
+    delay: std::time::Duration,
+    fallback: bool,
+) {
+    let Some(c) = st.calls.get_mut(&id) else {
+        return;
+    };
+    let _ = st.metrics.cast(MetricsMsg::Retry);
+    let capped = policy::retry_after_capped(policy, err.retry_after);
+    if let Some(note) = &capped {
+        tracing::warn!(persona = %c.request.meta.persona, "{note}");
+    }
+    if let Some(tx) = &st.events {
+        let (persona, turn, attempt) = (c.request.meta.persona.clone(), c.tag.turn, c.attempt);
+        let error = match capped {
+            Some(note) => format!("{err} ({note})"),
+            None => err.to_string(),
+        };
+        let _ = tx.send(RunEvent::Retry { persona, turn, attempt, error });
+    }
+    if fallback {
+        c.step += 1;
+        c.model_failures = 0;
+        let next = policy.model_at(&c.primary, c.step).to_string();
+        let _ = st.metrics.cast(MetricsMsg::Fallback);
+        tracing::info!(persona = %c.request.meta.persona, from = %c.request.model, to = %next, "switching to the next model of the fallback chain");
+        if let Some(tx) = &st.events {
+            let _ = tx.send(RunEvent::Fallback {
+                persona: c.request.meta.persona.clone(),
+                turn: c.tag.turn,
+                to: next.clone(),
+            });
+        }
+        let mut req = (*c.request).clone();
+        req.model = next;
+        c.request = Arc::new(req);
+    }
+    let due = SupervisorMsg::RetryDue { id, attempt: c.attempt };
+    if delay.is_zero() {
+        let _ = myself.cast(due);
+    } else {
+        ractor::time::send_after(delay, myself.get_cell(), move || due);
     }
 }
 
