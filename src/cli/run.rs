@@ -14,6 +14,7 @@ use troupe_sim::config::CacheMode;
 use troupe_sim::engine::resume::{self, Recording};
 use troupe_sim::engine::{RunHandle, RunOptions, SimulationEngine, conversations_dir};
 use troupe_sim::llm::cache::ResponseCache;
+use troupe_sim::record::results::SimulationResults;
 use troupe_sim::record::transcript::RunEvent;
 
 use super::GlobalArgs;
@@ -164,8 +165,15 @@ pub async fn drive(
             return Ok(ExitCode::from(143));
         }
     };
+    report(&results, run_dir.as_deref(), mode)
+}
+
+/// Prints the outcome (results.json with --json, else a summary and notes) and maps it to an
+/// exit code. Errors show even with --quiet: a quiet run that failed must not look like one
+/// that worked.
+fn report(results: &SimulationResults, run_dir: Option<&std::path::Path>, mode: &Mode) -> anyhow::Result<ExitCode> {
     if mode.json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        println!("{}", serde_json::to_string_pretty(results)?);
     } else {
         let m = &results.metrics;
         eprintln!(
@@ -194,7 +202,6 @@ pub async fn drive(
             eprintln!("saved: {}", dir.display());
         }
     }
-    // Errors show even with --quiet: a quiet run that failed must not look like one that worked.
     if let Some(e) = &results.error {
         eprintln!("error: {e}");
     } else if !results.success {
