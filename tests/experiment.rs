@@ -3,15 +3,19 @@
 //! extraction, blinding and seeded persona assignment.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use assert_cmd::prelude::*;
 use troupe_sim::analysis::stats::{ci95, cohens_d, gini, mann_whitney_u, mean, std_dev, welch_t_test};
 use troupe_sim::config::{ConfigSources, Layer};
 use troupe_sim::experiment::{
     ExperimentError, ExperimentSpec, ExperimentSummary, Planner, ScenarioPlanner, experiment_id, run_experiment,
 };
 use troupe_sim::scenario::Assignment;
+
+mod support {
+    pub mod cli;
+}
+
+use support::cli::troupe;
 
 fn close(got: f64, want: f64, tol: f64) {
     assert!((got - want).abs() <= tol * want.abs().max(1.0), "got {got}, want {want}");
@@ -318,15 +322,7 @@ async fn bad_experiments_say_how_to_fix_them() {
 fn experiment_command_prints_the_summary() {
     let tmp = tempfile::tempdir().unwrap();
     let path = write_scenario(tmp.path(), SCENARIO);
-    let mut c = Command::cargo_bin("troupe").unwrap();
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("TROUPE_") || k.ends_with("OPENAI_API_KEY") || k == "OPENAI_BASE_URL" || k == "RUST_LOG" {
-            c.env_remove(k);
-        }
-    }
-    let o = c
+    let o = troupe()
         .arg("experiment")
         .arg(&path)
         .args(["--variants", "baseline,pair", "--runs", "2", "--parallel", "--json", "--output-dir"])
@@ -340,14 +336,7 @@ fn experiment_command_prints_the_summary() {
     for f in ["summary.json", "report.md", "report.html"] {
         assert!(dir.join(f).exists(), "{f}");
     }
-    let mut c = Command::cargo_bin("troupe").unwrap();
-    let o = c
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .arg("experiment")
-        .arg(&path)
-        .args(["--variants", "baseline,piar"])
-        .output()
-        .unwrap();
+    let o = troupe().arg("experiment").arg(&path).args(["--variants", "baseline,piar"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("did you mean `pair`"));
 }

@@ -2,9 +2,7 @@
 //! Markdown report, and the `troupe analyze` / `troupe export` commands on a real run.
 
 use std::path::Path;
-use std::process::Command;
 
-use assert_cmd::prelude::*;
 use proptest::prelude::*;
 use troupe_sim::analysis::analyze_conversation;
 use troupe_sim::export::{self, Exporter, csv::read_csv, csv::write_csv, jsonl::read_jsonl};
@@ -12,8 +10,11 @@ use troupe_sim::results::SimulationResults;
 use troupe_sim::transcript::TranscriptEntry;
 
 mod support {
+    pub mod cli;
     pub mod results;
 }
+
+use support::cli::troupe;
 
 fn moderator(text: &str) -> TranscriptEntry {
     let mut e = entry(0, "Moderator", text, None);
@@ -245,18 +246,6 @@ fn every_format_has_an_exporter_and_json_is_the_results_shape() {
     assert_eq!(back.run_id, r.run_id);
     let e = export::exporter("docx").unwrap_err().to_string();
     assert!(e.contains("json, jsonl, csv, markdown, html"), "{e}");
-}
-
-fn troupe() -> Command {
-    let mut c = Command::cargo_bin("troupe").unwrap();
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("TROUPE_") || k.ends_with("OPENAI_API_KEY") || k == "OPENAI_BASE_URL" || k == "RUST_LOG" {
-            c.env_remove(k);
-        }
-    }
-    c
 }
 
 #[test]

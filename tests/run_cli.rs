@@ -1,27 +1,19 @@
 //! `troupe run` end to end (issue 3): the saved `results.json`, `transcript.jsonl` and
 //! `metrics.json` have the documented shape, the scenario-less form works, and an unknown
 //! persona id is a usage error with a suggestion. Every command runs from the crate root with
-//! the user's `TROUPE_*` and API-key variables removed, and writes into a temporary folder.
+//! the provider-related variables removed (`support::cli::troupe`), and writes into a temporary
+//! folder.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use serde_json::Value;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-fn troupe() -> Command {
-    let mut cmd = Command::cargo_bin("troupe").unwrap();
-    cmd.current_dir(ROOT);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("TROUPE_") || k.ends_with("OPENAI_API_KEY") || k == "RUST_LOG" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
+mod support {
+    pub mod cli;
 }
+
+use support::cli::troupe;
 
 /// The one run folder under `<out>/conversations/`.
 fn run_dir(out: &Path) -> PathBuf {

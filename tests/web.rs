@@ -798,8 +798,7 @@ async fn browser_builds_a_persona_runs_and_exports() {
 
 #[test]
 fn personas_generate_drafts_offline_from_the_cli() {
-    let out = assert_cmd::Command::cargo_bin("troupe")
-        .unwrap()
+    let out = support::cli::troupe()
         .args(["personas", "generate", "--context", "rural nurses", "--count", "3", "--simulated"])
         .output()
         .unwrap();
@@ -807,7 +806,7 @@ fn personas_generate_drafts_offline_from_the_cli() {
     let drafts: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(drafts.len(), 3);
     assert!(drafts.iter().all(|d| d["tags"].as_array().unwrap().iter().any(|t| t == "generated")));
-    let short = assert_cmd::Command::cargo_bin("troupe").unwrap().args(["serve", "--token", "short"]).output().unwrap();
+    let short = support::cli::troupe().args(["serve", "--token", "short"]).output().unwrap();
     assert_eq!(short.status.code(), Some(2), "a short token is a usage error");
 }
 
@@ -1015,6 +1014,7 @@ async fn a_finished_run_releases_its_live_events() {
 }
 
 mod support {
+    pub mod cli;
     pub mod mock_openai;
 }
 
@@ -1145,13 +1145,11 @@ impl ServeChild {
 /// exit). `nofile`: the open-file limit to give it.
 fn spawn_serve(e: &Env, args: &[&str], env: &[(&str, &str)], nofile: Option<u64>) -> ServeChild {
     use std::io::BufRead;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"));
+    let mut cmd = support::cli::troupe_in(e.dir.path());
     cmd.arg("serve")
         .args(args)
         .arg("--config")
         .arg(e.dir.path().join("troupe.toml"))
-        .current_dir(e.dir.path())
-        .env_remove("TROUPE_WEB_TOKEN")
         .env("RUST_LOG", "warn")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -1218,7 +1216,7 @@ async fn serve_takes_its_token_from_a_file_and_never_prints_it() {
     drop(server);
     // A file that cannot be read is a usage error naming it.
     let missing = e.dir.path().join("no-such-token");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
+    let out = support::cli::troupe()
         .args(["serve", "--bind", "127.0.0.1:0", "--token-file"])
         .arg(&missing)
         .arg("--config")
@@ -1228,7 +1226,7 @@ async fn serve_takes_its_token_from_a_file_and_never_prints_it() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-token"));
     // The help says where the token is better kept.
-    let help = std::process::Command::new(env!("CARGO_BIN_EXE_troupe")).args(["serve", "--help"]).output().unwrap();
+    let help = support::cli::troupe().args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     for want in ["--token-file", "TROUPE_WEB_TOKEN", "process list", "--max-runs", "--max-connections"] {
         assert!(help.contains(want), "--help lacks {want}: {help}");
