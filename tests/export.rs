@@ -195,12 +195,19 @@ fn html_is_one_self_contained_page_with_text_escaped() {
         moderator("Welcome"),
         entry(1, "Eve <img src=x onerror=alert(1)>", "<script>alert('pwned')</script> & \"friends\"", None),
         entry(2, "Mallory", "</div><style>body{display:none}</style>", Some("Eve".into())),
+        entry(3, "<script>alert(1)</script>\"'&", "I agree.", None),
     ];
     let r = results(t);
     let a = analyze_conversation(&r);
     let html = String::from_utf8(export::exporter("html").unwrap().export(&r, &a).unwrap()).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>"));
-    assert!(html.contains("&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt; &amp; &quot;friends&quot;"));
+    // Quotes are escaped where they could end an attribute; `'` needs no escaping, as every
+    // attribute is double-quoted.
+    assert!(html.contains("&lt;script&gt;alert('pwned')&lt;/script&gt; &amp; &quot;friends&quot;"));
+    // The hostile persona's name in the persona list, the persona table and the transcript.
+    let name = "&lt;script&gt;alert(1)&lt;/script&gt;&quot;'&amp;";
+    assert_eq!(html.matches(&format!("<td>{name}</td>")).count(), 2, "the list and the 13-column table");
+    assert!(html.contains(&format!("<span class=\"who\">{name}</span>")), "the transcript");
     assert!(html.contains("Eve &lt;img src=x onerror=alert(1)&gt;"));
     assert!(html.contains("&lt;/div&gt;&lt;style&gt;"));
     let lower = html.to_lowercase();
