@@ -99,22 +99,6 @@ pub fn export_to_file(
     crate::fsutil::write_atomic(path, &bytes).map_err(|source| ExportError::Write { path: path.to_path_buf(), source })
 }
 
-/// Escapes text for HTML element content and attribute values (the web pages' escaping).
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Escapes text for Markdown: HTML-significant characters become entities (renderers would
 /// otherwise pass `<script>` through), and the characters that start emphasis, code, links or
 /// table cells in running text are backslash-escaped (`_` inside words is left alone).

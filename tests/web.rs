@@ -231,7 +231,9 @@ async fn run_ids_cannot_reach_outside_the_output_folder() {
 #[tokio::test]
 async fn persona_and_transcript_text_is_escaped() {
     let e = env();
-    let evil = "<script>alert(1)</script>";
+    // Markup, both quotes and an ampersand: element text and attribute values alike.
+    let evil = "<script>alert(1)</script>\"'&";
+    let escaped = "&lt;script&gt;alert(1)&lt;/script&gt;&quot;'&amp;";
     let body = format!(
         "csrf={}&id=evil&name={}&role={}&description={}&traits=bold&goals=win&style=loud&tags=x",
         e.state.csrf_token(),
@@ -244,9 +246,14 @@ async fn persona_and_transcript_text_is_escaped() {
     assert_eq!(headers[header::LOCATION], "/personas?saved=evil");
     for uri in ["/personas", "/runs/new", "/personas?edit=evil"] {
         let (_, _, page) = get(&e.state, uri).await;
-        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{uri}");
-        assert!(!page.contains(evil) && !page.contains("<img src=x"), "{uri} has raw markup");
+        assert!(page.contains(escaped), "{uri}");
+        assert!(!page.contains("<script>alert") && !page.contains("<img src=x"), "{uri} has raw markup");
     }
+    // In attribute values too: the builder's field and the picker's search text.
+    let (_, _, page) = get(&e.state, "/personas?edit=evil").await;
+    assert!(page.contains(&format!("name=\"name\" value=\"{escaped}\"")), "{page}");
+    let (_, _, page) = get(&e.state, "/runs/new").await;
+    assert!(page.contains(&format!("data-search=\"{escaped} &lt;img")), "{page}");
     // A backup of the previous file was made.
     assert!(e.dir.path().join("backups").read_dir().unwrap().next().is_some());
     // The persona takes part in a run; its name and text are escaped in the results.
@@ -254,8 +261,9 @@ async fn persona_and_transcript_text_is_escaped() {
     wait_finished(&e, &id).await;
     let (status, _, page) = get(&e.state, &format!("/runs/{id}")).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-    assert!(!page.contains(evil));
+    assert!(page.contains(escaped), "{page}");
+    assert!(page.contains(&format!("<option value=\"evil\">{escaped}</option>")), "the persona filter");
+    assert!(!page.contains("<script>alert"));
 }
 
 #[tokio::test]
