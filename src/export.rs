@@ -6,7 +6,7 @@
 //! | `jsonl` | [`jsonl`] | the transcript, one message per line |
 //! | `csv` | [`csv`] | the transcript, RFC 4180 quoting (commas, quotes, newlines survive) |
 //! | `markdown` | [`markdown`] | a readable report: scenario, personas, transcript, analysis, metrics |
-//! | `html` | [`html`] | one self-contained page (inline CSS and SVG charts, no scripts), text escaped |
+//! | `html` | [`html`] | one self-contained page (inline CSS and SVG charts, no scripts), from a maud template that escapes every value |
 
 pub mod csv;
 pub mod html;
@@ -99,22 +99,6 @@ pub fn export_to_file(
     crate::fsutil::write_atomic(path, &bytes).map_err(|source| ExportError::Write { path: path.to_path_buf(), source })
 }
 
-/// Escapes text for HTML element content and attribute values.
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Escapes text for Markdown: HTML-significant characters become entities (renderers would
 /// otherwise pass `<script>` through), and the characters that start emphasis, code, links or
 /// table cells in running text are backslash-escaped (`_` inside words is left alone).
@@ -136,7 +120,8 @@ pub fn escape_markdown(s: &str) -> String {
 }
 
 /// The analysis in one line per finding (overview, participation, sentiment, repetition,
-/// keywords), for the report formats; `esc` escapes the keywords for the target format.
+/// keywords), for the report formats; `esc` escapes the keywords for the target format (the
+/// HTML page passes them unchanged: its template escapes each whole line).
 pub(crate) fn summary_lines(a: &ConversationAnalysis, esc: fn(&str) -> String) -> [String; 5] {
     let o = &a.overview;
     let kw: Vec<String> = a.keywords.iter().map(|k| esc(&k.term)).collect();
@@ -180,10 +165,6 @@ mod tests {
 
     #[test]
     fn escaping() {
-        assert_eq!(
-            escape_html("<script>alert('x') & \"y\"</script>"),
-            "&lt;script&gt;alert(&#39;x&#39;) &amp; &quot;y&quot;&lt;/script&gt;"
-        );
         assert_eq!(escape_markdown("a|b *c* <i> snake_case"), "a\\|b \\*c\\* &lt;i&gt; snake_case");
         assert!(exporter("md").is_ok());
         assert!(exporter("pdf").unwrap_err().to_string().contains("json, jsonl, csv, markdown, html"));

@@ -8,8 +8,8 @@
 //! - [`live`]: a live run: its events kept in memory for replay, followers woken by a watch
 //!   channel, live metrics; the Live page and its SSE stream.
 //! - `runs`, `new_run`, `results`, `personas`, `settings`: one file per page.
-//! - [`templates`]: the page layout and HTML escaping; [`logs`]: the ring buffer behind the
-//!   Settings page's debug view.
+//! - [`templates`]: the maud partials every page shares (layout, navigation, CSRF field);
+//!   [`logs`]: the ring buffer behind the Settings page's debug view.
 //!
 //! [`app`] builds the router (tests call `app(state).oneshot(req)`); [`serve`] runs it on a
 //! listener until the shutdown future resolves, within the [`ServeLimits`] (header and body

@@ -1,11 +1,12 @@
 //! The `troupe` command end to end (issue 2): exit codes, reports, `--json`, `personas list`,
 //! `scenario check` and `config show`. Every command runs from the crate root with the user's
-//! `TROUPE_*` and API-key variables removed, so the machine's environment cannot change results.
+//! `TROUPE_*`, key and endpoint variables removed (`support::cli::troupe`), so the machine's
+//! environment cannot change results.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use assert_cmd::Command;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -14,20 +15,9 @@ mod support {
     pub mod mock_openai;
 }
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const CANARY: &str = "sk-canary-4b1d7e0f9a22";
+use support::cli::{ROOT, troupe};
 
-fn troupe() -> Command {
-    let mut cmd = Command::cargo_bin("troupe").unwrap();
-    cmd.current_dir(ROOT);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("TROUPE_") || k.ends_with("OPENAI_API_KEY") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
+const CANARY: &str = "sk-canary-4b1d7e0f9a22";
 
 struct Run {
     code: i32,
@@ -389,7 +379,7 @@ const AZURE_KEY: &str = "azure-canary-5c8e1f3a7b90";
 
 /// `troupe` from the shared helper (a scrubbed environment, the crate root), run to the end.
 fn shared(args: &[&str], env: &[(&str, &str)]) -> Done {
-    let mut c = support::cli::troupe();
+    let mut c = troupe();
     c.args(args);
     for (k, v) in env {
         c.env(k, v);

@@ -3,20 +3,20 @@
 
 #[allow(dead_code)]
 mod support {
+    pub mod cli;
     pub mod mock_openai;
 }
 
 use std::path::Path;
 use std::sync::Arc;
 
+use support::cli::{ROOT, troupe};
 use support::mock_openai::{MockConfig, MockServer};
 use troupe_sim::config::{ProviderKind, SimulationConfig};
 use troupe_sim::engine::{RunOptions, RunPlan, SimulationEngine};
 use troupe_sim::llm::openai::{OpenAiOptions, OpenAiProvider};
 use troupe_sim::persona::PersonaDatabase;
 use troupe_sim::record::transcript::StopReason;
-
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 fn plan() -> RunPlan {
     let db = PersonaDatabase::load(&Path::new(ROOT).join("data/personas.agents.json")).unwrap();
@@ -79,13 +79,7 @@ async fn max_cost_stops_the_run_before_it_overspends_and_saves() {
 
 #[test]
 fn troupe_estimate_prints_calls_tokens_and_cost() {
-    let out = assert_cmd::Command::cargo_bin("troupe")
-        .unwrap()
-        .current_dir(ROOT)
-        .env_remove("OPENAI_API_KEY")
-        .args(["estimate", "scenarios/content_moderation.ron", "--json"])
-        .output()
-        .unwrap();
+    let out = troupe().args(["estimate", "scenarios/content_moderation.ron", "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["calls"], 30);
@@ -98,11 +92,7 @@ fn troupe_estimate_never_fetches_the_local_model() {
     // No key, no server, an empty model cache and no pip on PATH: building the provider would
     // try to fetch; an estimate must not, and says the run would cost nothing.
     let empty = tempfile::tempdir().unwrap();
-    let out = assert_cmd::Command::cargo_bin("troupe")
-        .unwrap()
-        .current_dir(ROOT)
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
+    let out = troupe()
         .env("TROUPE_MODEL_DIR", empty.path())
         .env("PATH", empty.path())
         .args(["estimate", "scenarios/quickstart.ron"])

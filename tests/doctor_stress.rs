@@ -1,27 +1,20 @@
 //! `troupe doctor` and `troupe stress` end to end. Every command runs from the crate root with
-//! the user's `TROUPE_*` and API-key variables removed, against the simulated provider or a
-//! closed loopback port (no network).
+//! the user's `TROUPE_*`, key and endpoint variables removed (`support::cli::troupe`), against
+//! the simulated provider or a closed loopback port (no network).
 
 use std::fs;
 use std::path::Path;
+use std::process::Command;
 
-use assert_cmd::Command;
 use serde_json::Value;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const CANARY: &str = "sk-canary-d0c70r5ecret77";
-
-fn troupe() -> Command {
-    let mut cmd = Command::cargo_bin("troupe").unwrap();
-    cmd.current_dir(ROOT);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("TROUPE_") || k.ends_with("OPENAI_API_KEY") || k == "OPENAI_BASE_URL" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
+mod support {
+    pub mod cli;
 }
+
+use support::cli::troupe;
+
+const CANARY: &str = "sk-canary-d0c70r5ecret77";
 
 struct Out {
     code: i32,

@@ -3,15 +3,19 @@
 //! extraction, blinding and seeded persona assignment.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use assert_cmd::prelude::*;
 use troupe_sim::analysis::stats::{ci95, cohens_d, gini, mann_whitney_u, mean, std_dev, welch_t_test};
 use troupe_sim::config::{ConfigSources, Layer};
 use troupe_sim::experiment::{
     ExperimentError, ExperimentSpec, ExperimentSummary, Planner, ScenarioPlanner, experiment_id, run_experiment,
 };
 use troupe_sim::scenario::Assignment;
+
+mod support {
+    pub mod cli;
+}
+
+use support::cli::troupe;
 
 fn close(got: f64, want: f64, tol: f64) {
     assert!((got - want).abs() <= tol * want.abs().max(1.0), "got {got}, want {want}");
@@ -296,6 +300,92 @@ async fn blinded_random_assignment_deals_personas_and_reveals_labels_at_the_end(
     assert_eq!(again.labels, summary.labels);
 }
 
+/// A report whose every piece of text is hostile: scenario, labels, variant and persona names,
+/// findings, extraction fields and answers, run ids and errors.
+fn hostile_summary(evil: &str) -> ExperimentSummary {
+    use troupe_sim::analysis::stats::Summary;
+    use troupe_sim::experiment::{Comparison, FieldCounts, RunRecord, VariantSummary};
+    let summary =
+        Summary { n: 2, mean: 3.0, std_dev: 1.0, ci95_low: Some(1.0), ci95_high: Some(5.0), min: 2.0, max: 4.0 };
+    let variant = |label: &str| VariantSummary {
+        variant: format!("{evil}{label}"),
+        label: format!("{evil}{label}"),
+        runs: 2,
+        succeeded: 1,
+        personas: vec![evil.to_string()],
+        metrics: [("messages".to_string(), summary.clone())].into(),
+        extraction: vec![FieldCounts { field: evil.into(), counts: vec![(evil.into(), 2)], invalid: 0 }],
+    };
+    let run = RunRecord {
+        variant: evil.into(),
+        label: evil.into(),
+        k: 1,
+        run_seed: u64::MAX,
+        run_id: evil.into(),
+        dir: None,
+        success: false,
+        error: Some(evil.into()),
+        personas: vec![evil.into()],
+        metrics: [("messages".to_string(), 4.0)].into(),
+        extraction: Default::default(),
+    };
+    ExperimentSummary {
+        id: evil.into(),
+        scenario: evil.into(),
+        seed: 1,
+        started_at: chrono::Utc::now(),
+        finished_at: chrono::Utc::now(),
+        runs_per_variant: 2,
+        parallelism: 1,
+        assignment: Assignment::AllPersonas,
+        blind: true,
+        labels: vec![(evil.into(), evil.into())],
+        extract: vec![troupe_sim::scenario::ExtractField {
+            name: evil.into(),
+            description: evil.into(),
+            choices: vec![evil.into()],
+        }],
+        variants: vec![variant("a"), variant("b")],
+        comparisons: vec![Comparison {
+            metric: evil.into(),
+            a: evil.into(),
+            b: evil.into(),
+            mean_a: 1.0,
+            mean_b: 2.0,
+            welch: None,
+            mann_whitney: None,
+            cohens_d: None,
+            significant: true,
+        }],
+        findings: vec![evil.into()],
+        runs: vec![run],
+        synthetic: true,
+        stopped: false,
+    }
+}
+
+#[test]
+fn the_html_report_escapes_every_text_it_shows() {
+    let evil = "<script>alert(1)</script>\"'&";
+    let html = troupe_sim::experiment::report::html(&hostile_summary(evil));
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(!html.to_lowercase().contains("<script"), "{html}");
+    let escaped = "&lt;script&gt;alert(1)&lt;/script&gt;&quot;'&amp;";
+    for (what, shown) in [
+        ("title", format!("<title>Experiment: {escaped}</title>")),
+        ("heading", format!("<h1>Experiment: {escaped}</h1>")),
+        ("a variant's label", format!("<td><strong>{escaped}a</strong></td>")),
+        ("its personas", format!("<td>{escaped}</td>")),
+        ("a finding", format!("<li class=\"sig\">{escaped}</li>")),
+        ("a comparison", format!("<tr class=\"sig\"><td>{escaped} vs {escaped}</td><td>{escaped}</td>")),
+        ("an extraction answer", format!("<td>{escaped} 2</td>")),
+        ("a run id", format!("<code>{escaped}</code>")),
+        ("the unblinding", format!("<tr><td>{escaped}</td><td>{escaped}</td></tr>")),
+    ] {
+        assert!(html.contains(&shown), "{what}: {html}");
+    }
+}
+
 #[tokio::test]
 async fn bad_experiments_say_how_to_fix_them() {
     let tmp = tempfile::tempdir().unwrap();
@@ -318,15 +408,7 @@ async fn bad_experiments_say_how_to_fix_them() {
 fn experiment_command_prints_the_summary() {
     let tmp = tempfile::tempdir().unwrap();
     let path = write_scenario(tmp.path(), SCENARIO);
-    let mut c = Command::cargo_bin("troupe").unwrap();
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("TROUPE_") || k.ends_with("OPENAI_API_KEY") || k == "OPENAI_BASE_URL" || k == "RUST_LOG" {
-            c.env_remove(k);
-        }
-    }
-    let o = c
+    let o = troupe()
         .arg("experiment")
         .arg(&path)
         .args(["--variants", "baseline,pair", "--runs", "2", "--parallel", "--json", "--output-dir"])
@@ -340,14 +422,7 @@ fn experiment_command_prints_the_summary() {
     for f in ["summary.json", "report.md", "report.html"] {
         assert!(dir.join(f).exists(), "{f}");
     }
-    let mut c = Command::cargo_bin("troupe").unwrap();
-    let o = c
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .arg("experiment")
-        .arg(&path)
-        .args(["--variants", "baseline,piar"])
-        .output()
-        .unwrap();
+    let o = troupe().arg("experiment").arg(&path).args(["--variants", "baseline,piar"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("did you mean `pair`"));
 }

@@ -2,9 +2,7 @@
 //! Markdown report, and the `troupe analyze` / `troupe export` commands on a real run.
 
 use std::path::Path;
-use std::process::Command;
 
-use assert_cmd::prelude::*;
 use proptest::prelude::*;
 use troupe_sim::analysis::analyze_conversation;
 use troupe_sim::export::{self, Exporter, csv::read_csv, csv::write_csv, jsonl::read_jsonl};
@@ -12,8 +10,11 @@ use troupe_sim::record::results::SimulationResults;
 use troupe_sim::record::transcript::TranscriptEntry;
 
 mod support {
+    pub mod cli;
     pub mod results;
 }
+
+use support::cli::troupe;
 
 fn moderator(text: &str) -> TranscriptEntry {
     let mut e = entry(0, "Moderator", text, None);
@@ -194,12 +195,19 @@ fn html_is_one_self_contained_page_with_text_escaped() {
         moderator("Welcome"),
         entry(1, "Eve <img src=x onerror=alert(1)>", "<script>alert('pwned')</script> & \"friends\"", None),
         entry(2, "Mallory", "</div><style>body{display:none}</style>", Some("Eve".into())),
+        entry(3, "<script>alert(1)</script>\"'&", "I agree.", None),
     ];
     let r = results(t);
     let a = analyze_conversation(&r);
     let html = String::from_utf8(export::exporter("html").unwrap().export(&r, &a).unwrap()).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>"));
-    assert!(html.contains("&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt; &amp; &quot;friends&quot;"));
+    // Quotes are escaped where they could end an attribute; `'` needs no escaping, as every
+    // attribute is double-quoted.
+    assert!(html.contains("&lt;script&gt;alert('pwned')&lt;/script&gt; &amp; &quot;friends&quot;"));
+    // The hostile persona's name in the persona list, the persona table and the transcript.
+    let name = "&lt;script&gt;alert(1)&lt;/script&gt;&quot;'&amp;";
+    assert_eq!(html.matches(&format!("<td>{name}</td>")).count(), 2, "the list and the 13-column table");
+    assert!(html.contains(&format!("<span class=\"who\">{name}</span>")), "the transcript");
     assert!(html.contains("Eve &lt;img src=x onerror=alert(1)&gt;"));
     assert!(html.contains("&lt;/div&gt;&lt;style&gt;"));
     let lower = html.to_lowercase();
@@ -245,18 +253,6 @@ fn every_format_has_an_exporter_and_json_is_the_results_shape() {
     assert_eq!(back.run_id, r.run_id);
     let e = export::exporter("docx").unwrap_err().to_string();
     assert!(e.contains("json, jsonl, csv, markdown, html"), "{e}");
-}
-
-fn troupe() -> Command {
-    let mut c = Command::cargo_bin("troupe").unwrap();
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("TROUPE_") || k.ends_with("OPENAI_API_KEY") || k == "OPENAI_BASE_URL" || k == "RUST_LOG" {
-            c.env_remove(k);
-        }
-    }
-    c
 }
 
 #[test]

@@ -20,7 +20,11 @@ use troupe_sim::persona::{
     ValidationReport, add_personas, apply_fragment, load_personas_by_tags, save_personas, validate_database,
 };
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+mod support {
+    pub mod cli;
+}
+
+use support::cli::{ROOT, troupe_in};
 
 fn shipped(rel: &str) -> PathBuf {
     Path::new(ROOT).join(rel)
@@ -1441,18 +1445,6 @@ fn add_personas_never_replaces_and_never_writes_into_a_folder_as_one_file() {
     let r = add_personas(&folder, &specs(&[valid("z", "Z")]), &backups).unwrap();
     assert_eq!(r.written, [folder.join("z-2.json")]);
     assert_eq!(parse_strict(&fs::read(folder.join("z.json")).unwrap()).unwrap(), valid("other", "Other"));
-}
-
-fn troupe_in(dir: &Path) -> assert_cmd::Command {
-    let mut c = assert_cmd::Command::cargo_bin("troupe").unwrap();
-    c.current_dir(dir);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("TROUPE_") || k.ends_with("OPENAI_API_KEY") || k.starts_with("OPENAI_") {
-            c.env_remove(k);
-        }
-    }
-    c
 }
 
 /// `troupe personas generate --simulated --save --count N` into `personas_file`.

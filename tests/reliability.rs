@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,23 +17,13 @@ use troupe_sim::record::journal::{self, Exchange};
 use troupe_sim::record::results::SimulationResults;
 use troupe_sim::record::transcript::{RunEvent, StopReason};
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
 #[allow(dead_code)]
 mod support {
+    pub mod cli;
     pub mod mock_openai;
 }
 
-fn troupe() -> Command {
-    let mut c = Command::new(assert_cmd::cargo::cargo_bin("troupe"));
-    c.current_dir(ROOT).env_remove("OPENAI_API_KEY").env_remove("OPENAI_BASE_URL");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("TROUPE_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
+use support::cli::{ROOT, troupe};
 
 /// The run's folder: the one entry of `<out>/conversations`.
 fn run_dir(out: &Path) -> Option<PathBuf> {

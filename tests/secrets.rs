@@ -17,14 +17,15 @@
 //! Loopback only (127.0.0.1, port 0): nothing reaches the internet.
 
 mod support {
+    pub mod cli;
     pub mod mock_openai;
 }
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use assert_cmd::Command;
 use support::mock_openai::{Canned, MockConfig, MockServer};
 use troupe_sim::config::{self, ConfigSources, Layer, SecretString};
 use troupe_sim::engine::{RunOptions, RunPlan, SimulationEngine};
@@ -278,18 +279,13 @@ fn all_text(dir: &Path) -> String {
 // ---------------------------------------------------------------------------------------------
 // The binary
 
-/// `troupe` running `sub` in `ws`, the user's own keys and `TROUPE_*` variables removed, the
-/// key placed by `route`, pointed at the mock with trace logging and prompt logging on. The
-/// global flags follow the subcommand: clap keeps only one level's `--set` values.
+/// `troupe` running `sub` in `ws` (the shared helper: the user's own keys, endpoints and
+/// `TROUPE_*` variables removed), the key placed by `route`, pointed at the mock with trace
+/// logging and prompt logging on. The global flags follow the subcommand: clap keeps only one
+/// level's `--set` values.
 fn troupe(ws: &mut Workspace, route: Route, mock: &MockServer, sub: &[&str]) -> Command {
-    let mut cmd = Command::cargo_bin("troupe").unwrap();
-    cmd.current_dir(ws.path()).args(sub);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("TROUPE_") || k.ends_with("OPENAI_API_KEY") || k.starts_with("OPENAI_") || k == "RUST_LOG" {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = support::cli::troupe_in(ws.path());
+    cmd.args(sub);
     cmd.env("RUST_LOG", "trace").env("NO_COLOR", "1");
     if let Some(f) = ws.place_key(route) {
         cmd.arg("--config").arg(f);

@@ -455,12 +455,7 @@ fn a_journal_that_cannot_be_written_stops_the_run_at_once() {
         tmp.path().display()
     );
     let mut c = std::process::Command::new("bash");
-    c.current_dir(ROOT).args(["-c", &script]).env_remove("RUST_LOG");
-    for (k, _) in std::env::vars() {
-        if k.starts_with("TROUPE_") {
-            c.env_remove(k);
-        }
-    }
+    support::cli::scrub(c.current_dir(ROOT).args(["-c", &script]));
     let d = run_within(&mut c, LIMIT);
     assert_eq!(d.code, Some(1), "{}", d.both());
     assert!(d.stderr.contains("journal.jsonl"), "the error does not name the journal: {}", d.both());

@@ -231,7 +231,9 @@ async fn run_ids_cannot_reach_outside_the_output_folder() {
 #[tokio::test]
 async fn persona_and_transcript_text_is_escaped() {
     let e = env();
-    let evil = "<script>alert(1)</script>";
+    // Markup, both quotes and an ampersand: element text and attribute values alike.
+    let evil = "<script>alert(1)</script>\"'&";
+    let escaped = "&lt;script&gt;alert(1)&lt;/script&gt;&quot;'&amp;";
     let body = format!(
         "csrf={}&id=evil&name={}&role={}&description={}&traits=bold&goals=win&style=loud&tags=x",
         e.state.csrf_token(),
@@ -244,9 +246,14 @@ async fn persona_and_transcript_text_is_escaped() {
     assert_eq!(headers[header::LOCATION], "/personas?saved=evil");
     for uri in ["/personas", "/runs/new", "/personas?edit=evil"] {
         let (_, _, page) = get(&e.state, uri).await;
-        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{uri}");
-        assert!(!page.contains(evil) && !page.contains("<img src=x"), "{uri} has raw markup");
+        assert!(page.contains(escaped), "{uri}");
+        assert!(!page.contains("<script>alert") && !page.contains("<img src=x"), "{uri} has raw markup");
     }
+    // In attribute values too: the builder's field and the picker's search text.
+    let (_, _, page) = get(&e.state, "/personas?edit=evil").await;
+    assert!(page.contains(&format!("name=\"name\" value=\"{escaped}\"")), "{page}");
+    let (_, _, page) = get(&e.state, "/runs/new").await;
+    assert!(page.contains(&format!("data-search=\"{escaped} &lt;img")), "{page}");
     // A backup of the previous file was made.
     assert!(e.dir.path().join("backups").read_dir().unwrap().next().is_some());
     // The persona takes part in a run; its name and text are escaped in the results.
@@ -254,8 +261,9 @@ async fn persona_and_transcript_text_is_escaped() {
     wait_finished(&e, &id).await;
     let (status, _, page) = get(&e.state, &format!("/runs/{id}")).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-    assert!(!page.contains(evil));
+    assert!(page.contains(escaped), "{page}");
+    assert!(page.contains(&format!("<option value=\"evil\">{escaped}</option>")), "the persona filter");
+    assert!(!page.contains("<script>alert"));
 }
 
 #[tokio::test]
@@ -798,8 +806,7 @@ async fn browser_builds_a_persona_runs_and_exports() {
 
 #[test]
 fn personas_generate_drafts_offline_from_the_cli() {
-    let out = assert_cmd::Command::cargo_bin("troupe")
-        .unwrap()
+    let out = support::cli::troupe()
         .args(["personas", "generate", "--context", "rural nurses", "--count", "3", "--simulated"])
         .output()
         .unwrap();
@@ -807,7 +814,7 @@ fn personas_generate_drafts_offline_from_the_cli() {
     let drafts: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(drafts.len(), 3);
     assert!(drafts.iter().all(|d| d["tags"].as_array().unwrap().iter().any(|t| t == "generated")));
-    let short = assert_cmd::Command::cargo_bin("troupe").unwrap().args(["serve", "--token", "short"]).output().unwrap();
+    let short = support::cli::troupe().args(["serve", "--token", "short"]).output().unwrap();
     assert_eq!(short.status.code(), Some(2), "a short token is a usage error");
 }
 
@@ -1015,6 +1022,7 @@ async fn a_finished_run_releases_its_live_events() {
 }
 
 mod support {
+    pub mod cli;
     pub mod mock_openai;
 }
 
@@ -1145,13 +1153,11 @@ impl ServeChild {
 /// exit). `nofile`: the open-file limit to give it.
 fn spawn_serve(e: &Env, args: &[&str], env: &[(&str, &str)], nofile: Option<u64>) -> ServeChild {
     use std::io::BufRead;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"));
+    let mut cmd = support::cli::troupe_in(e.dir.path());
     cmd.arg("serve")
         .args(args)
         .arg("--config")
         .arg(e.dir.path().join("troupe.toml"))
-        .current_dir(e.dir.path())
-        .env_remove("TROUPE_WEB_TOKEN")
         .env("RUST_LOG", "warn")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -1218,7 +1224,7 @@ async fn serve_takes_its_token_from_a_file_and_never_prints_it() {
     drop(server);
     // A file that cannot be read is a usage error naming it.
     let missing = e.dir.path().join("no-such-token");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_troupe"))
+    let out = support::cli::troupe()
         .args(["serve", "--bind", "127.0.0.1:0", "--token-file"])
         .arg(&missing)
         .arg("--config")
@@ -1228,7 +1234,7 @@ async fn serve_takes_its_token_from_a_file_and_never_prints_it() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-token"));
     // The help says where the token is better kept.
-    let help = std::process::Command::new(env!("CARGO_BIN_EXE_troupe")).args(["serve", "--help"]).output().unwrap();
+    let help = support::cli::troupe().args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     for want in ["--token-file", "TROUPE_WEB_TOKEN", "process list", "--max-runs", "--max-connections"] {
         assert!(help.contains(want), "--help lacks {want}: {help}");

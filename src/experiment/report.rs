@@ -1,15 +1,20 @@
 //! The experiment report, in Markdown (`report.md`) and as one self-contained HTML page
 //! (`report.html`, inline CSS and SVG charts of each metric's mean and 95% CI, no scripts).
 //! Variants appear under their labels; a blinded report reveals the labels in its last section.
+//!
+//! The HTML page is a maud template on the run export's document (see [`crate::export::html`]
+//! for why maud): every value is escaped unless marked `PreEscaped` (only plotters' SVG).
 
 use std::fmt::Write;
 
+use maud::{Markup, PreEscaped, html};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{ExperimentSummary, METRICS, fmt_num, fmt_p};
 use crate::analysis::stats::{Summary, effect_size_label};
-use crate::export::{escape_html, escape_markdown};
+use crate::export::escape_markdown;
+use crate::export::html::{document, inline_svg};
 
 fn ci(s: &Summary) -> String {
     match (s.ci95_low, s.ci95_high) {
@@ -261,139 +266,134 @@ fn metric_chart(s: &ExperimentSummary, key: &str, desc: &str) -> Option<String> 
 
 /// `report.html`.
 pub fn html(s: &ExperimentSummary) -> String {
-    let e = escape_html;
-    let mut h = String::with_capacity(32_768);
-    let _ = write!(
-        h,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>Experiment: {}</title>\n<style>{}</style>\n</head>\n<body>\n<h1>Experiment: {}</h1>\n<ul>\n",
-        e(&s.scenario),
-        crate::export::html::STYLE,
-        e(&s.scenario)
-    );
-    for l in intro_lines(s) {
-        let _ = writeln!(h, "<li>{}</li>", e(&l));
-    }
-    h.push_str(
-        "</ul>\n<h2>Variants</h2>\n<table><tr><th>variant</th><th>runs</th><th>completed</th><th>personas</th></tr>\n",
-    );
-    for v in &s.variants {
-        let _ = writeln!(
-            h,
-            "<tr><td><strong>{}</strong></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
-            e(&v.label),
-            v.runs,
-            v.succeeded,
-            e(&v.personas.join(", "))
-        );
-    }
-    h.push_str("</table>\n<h2>Findings</h2>\n<ul>\n");
-    if s.findings.is_empty() {
-        h.push_str("<li>No difference reached p &lt; 0.05.</li>\n");
-    }
-    for f in &s.findings {
-        let _ = writeln!(h, "<li class=\"sig\">{}</li>", e(f));
-    }
-    h.push_str("</ul>\n");
-    if let Some(n) = small_sample_note(s) {
-        let _ = writeln!(h, "<p class=\"note\">{}</p>", e(&n));
-    }
-
-    h.push_str("<h2>Results per variant</h2>\n");
-    for (key, desc, unit) in METRICS {
-        let title = if unit.is_empty() { desc.to_string() } else { format!("{desc} ({unit})") };
-        let _ = writeln!(h, "<h3>{}</h3>", e(&title));
-        if let Some(svg) = metric_chart(s, key, &title) {
-            let _ = writeln!(h, "<figure>{}</figure>", crate::export::html::inline_svg(&svg));
-        }
-        h.push_str("<table><tr><th>variant</th><th>n</th><th>mean</th><th>std dev</th><th>95% CI</th><th>min</th><th>max</th></tr>\n");
-        for v in &s.variants {
-            let x = v.metrics.get(*key).cloned().unwrap_or_default();
-            let _ = writeln!(
-                h,
-                "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-                e(&v.label),
-                x.n,
-                fmt_num(x.mean),
-                fmt_num(x.std_dev),
-                e(&ci(&x)),
-                fmt_num(x.min),
-                fmt_num(x.max)
-            );
-        }
-        h.push_str("</table>\n");
-    }
-
-    h.push_str("<h2>Comparisons</h2>\n<table><tr><th>variants</th><th>metric</th><th>mean</th><th>mean</th><th>Welch t</th><th>p</th><th>Mann-Whitney U</th><th>p</th><th>Cohen's d</th></tr>\n");
-    for c in &s.comparisons {
-        let (wt, wp) = stat(&c.welch);
-        let (mu, mp) = stat(&c.mann_whitney);
-        let d = c.cohens_d.map_or("∞".to_string(), |d| format!("{d:.2}"));
-        let desc = METRICS.iter().find(|(k, _, _)| *k == c.metric).map_or(c.metric.as_str(), |x| x.1);
-        let cls = if c.significant { " class=\"sig\"" } else { "" };
-        let _ = writeln!(
-            h,
-            "<tr{cls}><td>{} vs {}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{} ({})</td></tr>",
-            e(&c.a),
-            e(&c.b),
-            e(desc),
-            fmt_num(c.mean_a),
-            fmt_num(c.mean_b),
-            e(&wt),
-            e(&wp),
-            e(&mu),
-            e(&mp),
-            e(&d),
-            effect_size_label(c.cohens_d)
-        );
-    }
-    h.push_str("</table>\n");
-
-    if !s.extract.is_empty() {
-        h.push_str("<h2>Extraction</h2>\n");
-        for v in &s.variants {
-            let _ = writeln!(
-                h,
-                "<h3>{}</h3>\n<table><tr><th>field</th><th>answers</th><th>no valid answer</th></tr>",
-                e(&v.label)
-            );
-            for f in &v.extraction {
-                let counts: Vec<String> = f.counts.iter().map(|(c, n)| format!("{} {n}", e(c))).collect();
-                let _ = writeln!(
-                    h,
-                    "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td></tr>",
-                    e(&f.field),
-                    counts.join(", "),
-                    f.invalid
-                );
+    let body = html! {
+        h1 { "Experiment: " (s.scenario) }
+        ul { @for l in intro_lines(s) { li { (l) } } }
+        h2 { "Variants" }
+        table {
+            tr { th { "variant" } th { "runs" } th { "completed" } th { "personas" } }
+            @for v in &s.variants {
+                tr {
+                    td { strong { (v.label) } }
+                    td.n { (v.runs) }
+                    td.n { (v.succeeded) }
+                    td { (v.personas.join(", ")) }
+                }
             }
-            h.push_str("</table>\n");
         }
-    }
+        h2 { "Findings" }
+        ul {
+            @if s.findings.is_empty() { li { "No difference reached p < 0.05." } }
+            @for f in &s.findings { li.sig { (f) } }
+        }
+        @if let Some(n) = small_sample_note(s) { p.note { (n) } }
+        h2 { "Results per variant" }
+        @for (key, desc, unit) in METRICS { (metric_section(s, key, desc, unit)) }
+        (comparisons_table(s))
+        @if !s.extract.is_empty() { (extraction(s)) }
+        (runs_table(s))
+        @if s.blind {
+            h2 { "Unblinding" }
+            table {
+                tr { th { "label" } th { "variant" } }
+                @for (l, v) in &s.labels { tr { td { (l) } td { (v) } } }
+            }
+        }
+    };
+    document(&format!("Experiment: {}", s.scenario), body).into_string()
+}
 
-    h.push_str("<h2>Runs</h2>\n<table><tr><th>run</th><th>seed</th><th>run id</th><th>completed</th><th>messages</th><th>error</th></tr>\n");
-    for r in &s.runs {
-        let _ = writeln!(
-            h,
-            "<tr><td>{}-{}</td><td class=\"n\">{}</td><td><code>{}</code></td><td>{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
-            e(&r.label),
-            r.k,
-            r.run_seed,
-            e(&r.run_id),
-            if r.success { "yes" } else { "no" },
-            r.metrics.get("messages").copied().unwrap_or(0.0),
-            e(r.error.as_deref().unwrap_or(""))
-        );
-    }
-    h.push_str("</table>\n");
-    if s.blind {
-        h.push_str("<h2>Unblinding</h2>\n<table><tr><th>label</th><th>variant</th></tr>\n");
-        for (l, v) in &s.labels {
-            let _ = writeln!(h, "<tr><td>{}</td><td>{}</td></tr>", e(l), e(v));
+/// One metric: its chart and a table of each variant's summary.
+fn metric_section(s: &ExperimentSummary, key: &str, desc: &str, unit: &str) -> Markup {
+    let title = if unit.is_empty() { desc.to_string() } else { format!("{desc} ({unit})") };
+    html! {
+        h3 { (title) }
+        @if let Some(svg) = metric_chart(s, key, &title) {
+            // plotters escapes the labels it writes into the SVG.
+            figure { (PreEscaped(inline_svg(&svg))) }
         }
-        h.push_str("</table>\n");
+        table {
+            tr { @for c in ["variant", "n", "mean", "std dev", "95% CI", "min", "max"] { th { (c) } } }
+            @for v in &s.variants {
+                @let x = v.metrics.get(key).cloned().unwrap_or_default();
+                tr {
+                    td { (v.label) }
+                    td.n { (x.n) }
+                    td.n { (fmt_num(x.mean)) }
+                    td.n { (fmt_num(x.std_dev)) }
+                    td.n { (ci(&x)) }
+                    td.n { (fmt_num(x.min)) }
+                    td.n { (fmt_num(x.max)) }
+                }
+            }
+        }
     }
-    h.push_str("</body>\n</html>\n");
-    h
+}
+
+/// Every pair of variants on every metric, significant rows marked.
+fn comparisons_table(s: &ExperimentSummary) -> Markup {
+    const COLUMNS: [&str; 9] =
+        ["variants", "metric", "mean", "mean", "Welch t", "p", "Mann-Whitney U", "p", "Cohen's d"];
+    html! {
+        h2 { "Comparisons" }
+        table {
+            tr { @for c in COLUMNS { th { (c) } } }
+            @for c in &s.comparisons {
+                @let (wt, wp) = stat(&c.welch);
+                @let (mu, mp) = stat(&c.mann_whitney);
+                @let d = c.cohens_d.map_or("∞".to_string(), |d| format!("{d:.2}"));
+                @let desc = METRICS.iter().find(|(k, _, _)| *k == c.metric).map_or(c.metric.as_str(), |x| x.1);
+                tr class=[c.significant.then_some("sig")] {
+                    td { (c.a) " vs " (c.b) }
+                    td { (desc) }
+                    td.n { (fmt_num(c.mean_a)) }
+                    td.n { (fmt_num(c.mean_b)) }
+                    td.n { (wt) }
+                    td.n { (wp) }
+                    td.n { (mu) }
+                    td.n { (mp) }
+                    td.n { (d) " (" (effect_size_label(c.cohens_d)) ")" }
+                }
+            }
+        }
+    }
+}
+
+/// Each variant's extraction answers, counted per field.
+fn extraction(s: &ExperimentSummary) -> Markup {
+    html! {
+        h2 { "Extraction" }
+        @for v in &s.variants {
+            h3 { (v.label) }
+            table {
+                tr { th { "field" } th { "answers" } th { "no valid answer" } }
+                @for f in &v.extraction {
+                    @let counts = f.counts.iter().map(|(c, n)| format!("{c} {n}")).collect::<Vec<_>>().join(", ");
+                    tr { td { (f.field) } td { (counts) } td.n { (f.invalid) } }
+                }
+            }
+        }
+    }
+}
+
+/// Every run: label, seed, id, outcome.
+fn runs_table(s: &ExperimentSummary) -> Markup {
+    html! {
+        h2 { "Runs" }
+        table {
+            tr { @for c in ["run", "seed", "run id", "completed", "messages", "error"] { th { (c) } } }
+            @for r in &s.runs {
+                tr {
+                    td { (r.label) "-" (r.k) }
+                    td.n { (r.run_seed) }
+                    td { code { (r.run_id) } }
+                    td { (if r.success { "yes" } else { "no" }) }
+                    td.n { (r.metrics.get("messages").copied().unwrap_or(0.0)) }
+                    td { (r.error.as_deref().unwrap_or("")) }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,19 @@
 //! `html`: one self-contained page: inline CSS, the SVG charts inline, no scripts and nothing
-//! loaded from elsewhere. Every piece of run text is HTML-escaped, so a persona saying
-//! `<script>` shows it as text.
+//! loaded from elsewhere.
+//!
+//! The page is a `maud` template, as are the web app's pages and the experiment report: the
+//! markup is Rust, checked when the crate compiles (no template folder, nothing parsed at run
+//! time), and every value is HTML-escaped unless it is wrapped in `PreEscaped` (here only the
+//! style and the charts' SVG, which escapes its own text), so a persona saying `<script>` shows
+//! it as text. The pieces the reports share are plain functions returning [`Markup`]:
+//! [`document`], [`kv_table`] and [`persona_table`].
 
-use std::fmt::Write;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use super::{ExportError, Exporter, escape_html as esc, name_of};
+use super::{ExportError, Exporter, name_of};
 use crate::analysis::{ConversationAnalysis, charts};
-use crate::record::results::SimulationResults;
+use crate::record::results::{ResultsMetrics, SimulationResults};
+use crate::record::transcript::TranscriptEntry;
 
 /// The HTML page.
 #[derive(Debug, Clone, Copy, Default)]
@@ -36,117 +43,170 @@ th{background:#f3f5f7}td.n{text-align:right;font-variant-numeric:tabular-nums}\
 .text{white-space:pre-wrap;margin-top:.2em}figure{margin:1em 0}figure svg{max-width:100%;height:auto}\
 .sig{color:#8a1c1c;font-weight:600}";
 
+/// The columns of [`persona_table`].
+const PERSONA_COLUMNS: [&str; 13] = [
+    "persona",
+    "messages",
+    "share",
+    "words/msg",
+    "questions",
+    "sentiment",
+    "agree",
+    "disagree",
+    "mentions made",
+    "mentioned",
+    "mean latency (ms)",
+    "tokens",
+    "keywords",
+];
+
+/// A whole self-contained report: the head with [`STYLE`] inline, then `body`.
+pub fn document(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body { (body) }
+        }
+    }
+}
+
+/// A two-column table of labels and values; `numeric` right-aligns the values.
+pub fn kv_table(rows: &[(&str, String)], numeric: bool) -> Markup {
+    html! {
+        table {
+            @for (k, v) in rows {
+                tr { th { (k) } td class=[numeric.then_some("n")] { (v) } }
+            }
+        }
+    }
+}
+
+/// Each persona's figures in one row: messages, share, words, questions, sentiment, agreement,
+/// mentions, latency, tokens and the top five keywords.
+pub fn persona_table(a: &ConversationAnalysis) -> Markup {
+    html! {
+        table {
+            tr { @for c in PERSONA_COLUMNS { th { (c) } } }
+            @for p in &a.personas {
+                @let keywords = p.keywords.iter().take(5).map(|k| k.term.as_str()).collect::<Vec<_>>().join(", ");
+                tr {
+                    td { (p.name) }
+                    td.n { (p.messages) }
+                    td.n { (format!("{:.0}%", p.share * 100.0)) }
+                    td.n { (format!("{:.1}", p.average_words)) }
+                    td.n { (p.questions) }
+                    td.n { (format!("{:+.2}", p.sentiment_mean)) }
+                    td.n { (p.agreements) }
+                    td.n { (p.disagreements) }
+                    td.n { (p.mentions_made) }
+                    td.n { (p.mentions_received) }
+                    td.n { (format!("{:.0}", p.latency.mean_ms)) }
+                    td.n { (p.prompt_tokens + p.completion_tokens) }
+                    td { (keywords) }
+                }
+            }
+        }
+    }
+}
+
 /// The page.
 pub fn page(r: &SimulationResults, a: &ConversationAnalysis, charts: &[charts::Chart]) -> String {
-    let mut s = String::with_capacity(16_384 + r.transcript.len() * 400);
-    let _ = write!(
-        s,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
-        esc(&format!("{} · {}", r.scenario, r.run_id))
-    );
-    let _ = writeln!(s, "<h1>{}</h1>", esc(&r.scenario));
-    if !r.topic.is_empty() {
-        let _ = writeln!(s, "<p><strong>Topic:</strong> {}</p>", esc(&r.topic));
-    }
-    if let Some(n) = &r.notice {
-        let _ = writeln!(s, "<p class=\"note\">{}</p>", esc(n));
-    }
-    s.push_str("<table>\n");
-    let mut kv = |k: &str, v: String| {
-        let _ = writeln!(s, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v));
-    };
-    kv("run", r.run_id.clone());
-    if let Some(v) = &r.variant {
-        kv("variant", v.clone());
-    }
-    kv("provider", r.provider.clone());
-    kv("models", r.models_used.join(", "));
-    kv("started", r.started_at.to_rfc3339());
-    kv("status", format!("{} after {} turn(s)", if r.success { "completed" } else { "stopped" }, r.completed_turns));
-    if let Some(e) = &r.error {
-        kv("error", e.clone());
-    }
-    s.push_str("</table>\n");
-
-    s.push_str("<h2>Personas</h2>\n<table><tr><th>name</th><th>role</th><th>id</th></tr>\n");
-    for p in &a.personas {
-        let _ = writeln!(
-            s,
-            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-            esc(&p.name),
-            esc(&p.role),
-            esc(&p.id)
-        );
-    }
-    s.push_str("</table>\n");
-
-    s.push_str("<h2>Analysis</h2>\n<ul>\n");
-    for line in super::summary_lines(a, esc) {
-        let _ = writeln!(s, "<li>{line}</li>");
-    }
-    s.push_str("</ul>\n");
-
-    s.push_str("<table><tr><th>persona</th><th>messages</th><th>share</th><th>words/msg</th><th>questions</th><th>sentiment</th><th>agree</th><th>disagree</th><th>mentions made</th><th>mentioned</th><th>mean latency (ms)</th><th>tokens</th><th>keywords</th></tr>\n");
-    for p in &a.personas {
-        let kws: Vec<String> = p.keywords.iter().take(5).map(|k| esc(&k.term)).collect();
-        let _ = writeln!(
-            s,
-            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{:.0}%</td><td class=\"n\">{:.1}</td><td class=\"n\">{}</td><td class=\"n\">{:+.2}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.0}</td><td class=\"n\">{}</td><td>{}</td></tr>",
-            esc(&p.name),
-            p.messages,
-            p.share * 100.0,
-            p.average_words,
-            p.questions,
-            p.sentiment_mean,
-            p.agreements,
-            p.disagreements,
-            p.mentions_made,
-            p.mentions_received,
-            p.latency.mean_ms,
-            p.prompt_tokens + p.completion_tokens,
-            kws.join(", ")
-        );
-    }
-    s.push_str("</table>\n");
-    if !a.mentions.edges.is_empty() {
-        s.push_str("<h3>Mentions</h3>\n<table><tr><th>from</th><th>to</th><th>addressed</th><th>named</th><th>messages</th></tr>\n");
-        for e in &a.mentions.edges {
-            let _ = writeln!(
-                s,
-                "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
-                esc(name_of(r, a, &e.from)),
-                esc(name_of(r, a, &e.to)),
-                e.addressed,
-                e.named,
-                e.total
-            );
+    let body = html! {
+        (run_header(r))
+        h2 { "Personas" }
+        table {
+            tr { th { "name" } th { "role" } th { "id" } }
+            @for p in &a.personas {
+                tr { td { (p.name) } td { (p.role) } td { code { (p.id) } } }
+            }
         }
-        s.push_str("</table>\n");
-    }
+        h2 { "Analysis" }
+        ul { @for line in super::summary_lines(a, str::to_string) { li { (line) } } }
+        (persona_table(a))
+        (mentions(r, a))
+        h2 { "Charts" }
+        @for c in charts {
+            figure aria-label=(c.title) { (PreEscaped(inline_svg(&c.svg))) }
+        }
+        h2 { "Transcript" }
+        @for e in &r.transcript { (message(e)) }
+        h2 { "Metrics" }
+        (kv_table(&metric_rows(&r.metrics), true))
+    };
+    document(&format!("{} · {}", r.scenario, r.run_id), body).into_string()
+}
 
-    s.push_str("<h2>Charts</h2>\n");
-    for c in charts {
-        let _ = writeln!(s, "<figure aria-label=\"{}\">\n{}\n</figure>", esc(&c.title), inline_svg(&c.svg));
+/// Scenario, topic, notice and what the run was.
+fn run_header(r: &SimulationResults) -> Markup {
+    let mut rows = vec![("run", r.run_id.clone())];
+    if let Some(v) = &r.variant {
+        rows.push(("variant", v.clone()));
     }
-
-    s.push_str("<h2>Transcript</h2>\n");
-    for e in &r.transcript {
-        let cls = if e.speaker_id == crate::analysis::MODERATOR_ID { "msg mod" } else { "msg" };
-        let to = e.to.as_ref().map(|t| format!(" → {}", esc(t))).unwrap_or_default();
-        let role = if e.role.is_empty() { String::new() } else { format!(" ({})", esc(&e.role)) };
-        let _ = writeln!(
-            s,
-            "<div class=\"{cls}\"><span class=\"who\">{}</span>{role}{to} <span class=\"meta\">turn {} · #{}</span><div class=\"text\">{}</div></div>",
-            esc(&e.speaker),
-            e.turn,
-            e.seq,
-            esc(&e.text)
-        );
+    rows.push(("provider", r.provider.clone()));
+    rows.push(("models", r.models_used.join(", ")));
+    rows.push(("started", r.started_at.to_rfc3339()));
+    let done = if r.success { "completed" } else { "stopped" };
+    rows.push(("status", format!("{done} after {} turn(s)", r.completed_turns)));
+    if let Some(e) = &r.error {
+        rows.push(("error", e.clone()));
     }
+    html! {
+        h1 { (r.scenario) }
+        @if !r.topic.is_empty() {
+            p { strong { "Topic:" } " " (r.topic) }
+        }
+        @if let Some(n) = &r.notice {
+            p.note { (n) }
+        }
+        (kv_table(&rows, false))
+    }
+}
 
-    let m = &r.metrics;
-    s.push_str("<h2>Metrics</h2>\n<table>\n");
-    let rows: [(&str, String); 14] = [
+/// Who addressed or named whom, when anyone did.
+fn mentions(r: &SimulationResults, a: &ConversationAnalysis) -> Markup {
+    html! {
+        @if !a.mentions.edges.is_empty() {
+            h3 { "Mentions" }
+            table {
+                tr { th { "from" } th { "to" } th { "addressed" } th { "named" } th { "messages" } }
+                @for e in &a.mentions.edges {
+                    tr {
+                        td { (name_of(r, a, &e.from)) }
+                        td { (name_of(r, a, &e.to)) }
+                        td.n { (e.addressed) }
+                        td.n { (e.named) }
+                        td.n { (e.total) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One transcript message.
+fn message(e: &TranscriptEntry) -> Markup {
+    let moderator = e.speaker_id == crate::analysis::MODERATOR_ID;
+    html! {
+        div.msg.mod[moderator] {
+            span.who { (e.speaker) }
+            @if !e.role.is_empty() { " (" (e.role) ")" }
+            @if let Some(to) = &e.to { " → " (to) }
+            " "
+            span.meta { "turn " (e.turn) " · #" (e.seq) }
+            div.text { (e.text) }
+        }
+    }
+}
+
+/// The run's headline figures, as label and value.
+fn metric_rows(m: &ResultsMetrics) -> [(&'static str, String); 14] {
+    [
         ("duration (s)", format!("{:.2}", m.duration)),
         ("messages", m.total_messages.to_string()),
         ("API calls", m.api_calls.to_string()),
@@ -161,12 +221,7 @@ pub fn page(r: &SimulationResults, a: &ConversationAnalysis, charts: &[charts::C
         ("mean response time (s)", format!("{:.3}", m.average_response_time)),
         ("latency p50 / p99 (s)", format!("{:.3} / {:.3}", m.latency_p50, m.latency_p99)),
         ("throughput (messages/min)", format!("{:.1}", m.throughput_per_min)),
-    ];
-    for (k, v) in rows {
-        let _ = writeln!(s, "<tr><th>{k}</th><td class=\"n\">{v}</td></tr>");
-    }
-    s.push_str("</table>\n</body>\n</html>\n");
-    s
+    ]
 }
 
 /// An SVG document ready to sit inside HTML: without an XML declaration, if it has one.

@@ -262,11 +262,27 @@ mod tests {
         assert!(!p.endpoints()[0].is_down(Instant::now()));
     }
 
-    #[test]
-    fn all_down_still_picks_one() {
+    #[tokio::test(start_paused = true)]
+    async fn all_down_still_picks_the_one_back_soonest() {
         let p = pool(2).with_health(1, Duration::from_secs(30));
-        p.pick().failure();
-        p.pick().failure();
-        let _ = p.pick();
+        // 1 goes out first (back at 30 s), then 0 (back at 35 s).
+        lease_of(&p, 1).failure();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        lease_of(&p, 0).failure();
+        let now = Instant::now();
+        assert!(p.endpoints().iter().all(|e| e.is_down(now)));
+        // Whatever the rotation says, and also while 1 is busy.
+        let picks: Vec<Lease<usize>> = (0..4).map(|_| p.pick()).collect();
+        assert!(picks.iter().all(|l| l.endpoint().data == 1));
+        drop(picks);
+        // Out in the other order, the other one is used.
+        tokio::time::advance(Duration::from_secs(31)).await;
+        lease_of(&p, 0).success();
+        lease_of(&p, 1).success();
+        lease_of(&p, 0).failure();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        lease_of(&p, 1).failure();
+        assert!(p.endpoints().iter().all(|e| e.is_down(Instant::now())));
+        assert!((0..4).all(|_| p.pick().endpoint().data == 0));
     }
 }

@@ -2,9 +2,10 @@
 //! causes go to the log).
 
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
+use maud::html;
 
-use super::templates::escape;
+use super::templates::bare_page;
 
 /// An error a handler returns; it becomes a small HTML page with the right status.
 #[derive(Debug, thiserror::Error)]
@@ -99,14 +100,13 @@ impl IntoResponse for WebError {
                 shown
             }
         };
-        let body = format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{code}</title>\
-             <link rel=\"stylesheet\" href=\"/assets/app.css\"></head><body><main><h1>{code}</h1>\
-             <p class=\"error\">{msg}</p><p><a href=\"/\">Runs</a></p></main></body></html>",
-            code = status.as_u16(),
-            msg = escape(&shown)
-        );
-        let mut resp = (status, Html(body)).into_response();
+        let code = status.as_u16().to_string();
+        let body = html! {
+            h1 { (code) }
+            p.error { (shown) }
+            p { a href="/" { "Runs" } }
+        };
+        let mut resp = (status, bare_page(&code, body)).into_response();
         if matches!(self, WebError::TooManyRuns { .. }) {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
         }

@@ -20,6 +20,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use maud::{Markup, html};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, watch};
 
@@ -472,27 +473,48 @@ pub async fn cancel(State(st): State<AppState>, Path(id): Path<String>) -> Resul
 
 /// The Live page: the script fills it from the SSE stream and the metrics poller.
 pub fn live_page(st: &AppState, live: &LiveRun) -> axum::response::Html<String> {
-    use super::templates::{Nav, csrf_field, escape, page};
-    let id = escape(&live.id);
-    let body = format!(
-        "<h1>Live run <code>{id}</code></h1>\
-<div id=\"live\" data-run=\"{id}\" data-turns=\"{turns}\">\
-<p class=\"lead\"><span id=\"status\" class=\"status running\">running</span> {title} \
-<progress id=\"progress\" max=\"{turns}\" value=\"0\"></progress> <span id=\"turn-label\">turn 0 of {turns}</span></p>\
-<form method=\"post\" action=\"/runs/{id}/cancel\" id=\"cancel-form\" class=\"inline\">{csrf}<button class=\"danger\">Cancel run</button></form>\
-<p id=\"done-link\" hidden><a class=\"button\" href=\"/runs/{id}\">Open the results</a></p>\
-<section class=\"live-metrics\"><h2>Live metrics</h2><dl class=\"metrics\">\
-<dt>Messages</dt><dd id=\"m-messages\">0</dd><dt>Calls in flight</dt><dd id=\"m-inflight\">0</dd>\
-<dt>API calls</dt><dd id=\"m-calls\">0</dd><dt>Latency p50 / p99</dt><dd id=\"m-lat\">–</dd>\
-<dt>Tokens</dt><dd id=\"m-tokens\">0</dd><dt>Cost</dt><dd id=\"m-cost\">$0.0000</dd>\
-<dt>Errors by kind</dt><dd id=\"m-errors\">none</dd><dt>Elapsed</dt><dd id=\"m-elapsed\">0 s</dd></dl>\
-<h3>Latency histogram</h3><div id=\"histogram\" class=\"histogram\"></div></section>\
-<section><h2>Transcript</h2><ol id=\"transcript\" class=\"transcript\"></ol></section></div>",
-        turns = live.turns,
-        title = escape(&live.title),
-        csrf = csrf_field(&st.csrf),
-    );
-    page(&format!("Live {}", live.id), Nav::None, &st.csrf, &body)
+    use super::templates::{Nav, csrf_field, page};
+    let (id, turns) = (live.id.as_str(), live.turns);
+    let body = html! {
+        h1 { "Live run " code { (id) } }
+        div #live data-run=(id) data-turns=(turns) {
+            p.lead {
+                span #status .status.running { "running" } " " (live.title) " "
+                progress #progress max=(turns) value="0" {} " "
+                span #turn-label { "turn 0 of " (turns) }
+            }
+            form method="post" action=(format!("/runs/{id}/cancel")) #cancel-form .inline {
+                (csrf_field(&st.csrf))
+                button.danger { "Cancel run" }
+            }
+            p #done-link hidden { a.button href=(format!("/runs/{id}")) { "Open the results" } }
+            (live_metrics())
+            section { h2 { "Transcript" } ol #transcript .transcript {} }
+        }
+    };
+    page(&format!("Live {id}"), Nav::None, &st.csrf, body)
+}
+
+/// The Live page's metrics, each filled in by the script through its id.
+fn live_metrics() -> Markup {
+    const FIGURES: [(&str, &str, &str); 8] = [
+        ("Messages", "m-messages", "0"),
+        ("Calls in flight", "m-inflight", "0"),
+        ("API calls", "m-calls", "0"),
+        ("Latency p50 / p99", "m-lat", "–"),
+        ("Tokens", "m-tokens", "0"),
+        ("Cost", "m-cost", "$0.0000"),
+        ("Errors by kind", "m-errors", "none"),
+        ("Elapsed", "m-elapsed", "0 s"),
+    ];
+    html! {
+        section.live-metrics {
+            h2 { "Live metrics" }
+            dl.metrics { @for (label, id, start) in FIGURES { dt { (label) } dd id=(id) { (start) } } }
+            h3 { "Latency histogram" }
+            div #histogram .histogram {}
+        }
+    }
 }
 
 #[cfg(test)]

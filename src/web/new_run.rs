@@ -2,12 +2,12 @@
 //! the persona picker (validated database, search and tag filter), the estimate, the start.
 
 use std::collections::{BTreeSet, HashSet};
-use std::fmt::Write;
 use std::path::PathBuf;
 
 use axum::Json;
 use axum::extract::State;
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use maud::{Markup, html};
 
 use crate::config::{SimulationConfig, TurnPolicy};
 use crate::estimate::Estimate;
@@ -19,7 +19,7 @@ use super::error::WebError;
 use super::live::{ProviderChoice, engine_for, start_run};
 use super::security::percent_decode;
 use super::state::AppState;
-use super::templates::{Nav, csrf_field, escape, page as layout};
+use super::templates::{Nav, csrf_field, page as layout};
 
 /// The scenario files offered: `*.ron` directly in the scenarios folder.
 fn scenario_files(st: &AppState) -> Vec<String> {
@@ -56,87 +56,149 @@ pub async fn page_handler(st: &AppState) -> Result<Html<String>, WebError> {
     })
     .await
     .map_err(|e| WebError::internal("loading personas", e))?;
-    let mut b = String::from("<h1>New run</h1><form method=\"post\" action=\"/runs\" id=\"new-run\">");
-    b.push_str(&csrf_field(&st.csrf));
-    b.push_str(
-        "<fieldset><legend>What to simulate</legend>\
-         <label><input type=\"radio\" name=\"mode\" value=\"adhoc\" checked> Ad-hoc discussion</label> \
-         <label><input type=\"radio\" name=\"mode\" value=\"scenario\"> Scenario file</label>\
-         <p><label>Scenario <select name=\"scenario\"><option value=\"\">(none)</option>",
-    );
-    for f in scenario_files(st) {
-        let _ = write!(b, "<option>{}</option>", escape(&f));
-    }
-    let policy = cfg.simulation.policy();
-    let sel = |p: TurnPolicy| if p == policy { " selected" } else { "" };
-    let _ = write!(
-        b,
-        "</select></label> <label>Variant <input name=\"variant\" placeholder=\"optional\"></label></p>\
-         <p><label>Topic <input name=\"topic\" id=\"topic\" size=\"60\" value=\"{topic}\" placeholder=\"What the personas discuss\"></label></p>\
-         <p><label>World context <textarea name=\"context\" rows=\"3\" cols=\"60\" placeholder=\"The situation (optional)\"></textarea></label></p>\
-         </fieldset><fieldset><legend>Settings</legend>\
-         <label>Turns <input type=\"number\" name=\"turns\" min=\"1\" max=\"1000\" value=\"{turns}\"></label> \
-         <label>Turn policy <select name=\"policy\"><option value=\"RoundRobin\"{rr}>round robin</option>\
-         <option value=\"Parallel\"{pa}>parallel</option><option value=\"RandomOrder\"{ro}>random order</option></select></label> \
-         <label>Provider <select name=\"provider\"><option value=\"configured\">configured ({prov})</option>\
-         <option value=\"simulated\">simulated (offline, synthetic text)</option></select></label> \
-         <label>Model <input name=\"model\" value=\"{model}\"></label> \
-         <label>Temperature <input type=\"number\" name=\"temperature\" min=\"0\" max=\"2\" step=\"0.1\" value=\"{temp}\"></label> \
-         <label>Run seed <input type=\"number\" name=\"run_seed\" min=\"0\" value=\"{seed}\"></label>\
-         <p><label>Cost budget (USD) <input type=\"number\" name=\"max_cost_usd\" min=\"0\" step=\"0.01\" value=\"{cost}\" placeholder=\"none\"></label> \
-         <label>Max tokens per reply <input type=\"number\" name=\"max_tokens\" min=\"1\" value=\"{maxtok}\"></label> \
-         <label>Run timeout (s) <input type=\"number\" name=\"timeout_seconds\" min=\"1\" value=\"{timeout}\"></label></p>\
-         <p class=\"hint\">Runs started here share the provider's request and token budgets (llm.requests_per_minute, llm.tokens_per_minute).</p>\
-         </fieldset>",
-        topic = escape(&cfg.simulation.seed),
-        turns = cfg.simulation.max_turns,
-        rr = sel(TurnPolicy::RoundRobin),
-        pa = sel(TurnPolicy::Parallel),
-        ro = sel(TurnPolicy::RandomOrder),
-        prov = escape(st.provider.name()),
-        model = escape(&cfg.llm.model),
-        temp = cfg.llm.temperature,
-        seed = cfg.simulation.run_seed,
-        cost = cfg.llm.max_cost_usd.map(|c| c.to_string()).unwrap_or_default(),
-        maxtok = cfg.llm.max_tokens,
-        timeout = cfg.performance.timeout_seconds,
-    );
-    b.push_str("<fieldset><legend>Personas (ad-hoc runs)</legend>");
-    match &db {
-        Some(db) => {
-            let tags: BTreeSet<String> = db.personas.iter().flat_map(|p| p.tags.iter().cloned()).collect();
-            b.push_str(
-                "<p><label>Search <input type=\"search\" id=\"persona-search\" placeholder=\"name, role, id\"></label> \
-                 <label>Tag <select id=\"persona-tag\"><option value=\"\">any</option>",
-            );
-            for t in &tags {
-                let _ = write!(b, "<option>{}</option>", escape(t));
+    let body = html! {
+        h1 { "New run" }
+        form method="post" action="/runs" #new-run {
+            (csrf_field(&st.csrf))
+            (what_to_simulate(st, &cfg))
+            (settings(st, &cfg))
+            fieldset {
+                legend { "Personas (ad-hoc runs)" }
+                @match &db {
+                    Some(db) => { (persona_picker(db, &invalid)) },
+                    None => p.error { "The persona database could not be loaded; see Settings." },
+                }
             }
-            b.push_str("</select></label></p><ul class=\"picker\" id=\"persona-list\">");
-            for p in &db.personas {
-                let bad = invalid.contains(&p.id);
-                let _ = write!(
-                    b,
-                    "<li data-search=\"{s}\" data-tags=\"{t}\"><label><input type=\"checkbox\" name=\"personas\" value=\"{id}\"{dis}> \
-                     <strong>{name}</strong> <span class=\"role\">{role}</span> <code>{id}</code> <span class=\"tags\">{t}</span>{warn}</label></li>",
-                    s = escape(&format!("{} {} {}", p.name, p.role, p.id).to_lowercase()),
-                    t = escape(&p.tags.join(" ")),
-                    id = escape(&p.id),
-                    name = escape(&p.name),
-                    role = escape(&p.role),
-                    dis = if bad { " disabled" } else { "" },
-                    warn = if bad { " <em class=\"error\">invalid: see Personas</em>" } else { "" },
-                );
-            }
-            b.push_str("</ul>");
+            p { button type="button" #estimate { "Estimate cost" } " " button #start { "Start run" } }
+            pre #estimate-out .estimate hidden {}
         }
-        None => b.push_str("<p class=\"error\">The persona database could not be loaded; see Settings.</p>"),
+    };
+    Ok(layout("New run", Nav::NewRun, &st.csrf, body))
+}
+
+/// Ad-hoc or a scenario file (and its variant); the topic and the world's context.
+fn what_to_simulate(st: &AppState, cfg: &SimulationConfig) -> Markup {
+    html! {
+        fieldset {
+            legend { "What to simulate" }
+            label { input type="radio" name="mode" value="adhoc" checked; " Ad-hoc discussion" } " "
+            label { input type="radio" name="mode" value="scenario"; " Scenario file" }
+            p {
+                label {
+                    "Scenario "
+                    select name="scenario" {
+                        option value="" { "(none)" }
+                        @for f in scenario_files(st) { option { (f) } }
+                    }
+                }
+                " "
+                label { "Variant " input name="variant" placeholder="optional"; }
+            }
+            p {
+                label {
+                    "Topic "
+                    input name="topic" #topic size="60" value=(cfg.simulation.seed)
+                        placeholder="What the personas discuss";
+                }
+            }
+            p {
+                label {
+                    "World context "
+                    textarea name="context" rows="3" cols="60" placeholder="The situation (optional)" {}
+                }
+            }
+        }
     }
-    b.push_str(
-        "</fieldset><p><button type=\"button\" id=\"estimate\">Estimate cost</button> <button id=\"start\">Start run</button></p>\
-         <pre id=\"estimate-out\" class=\"estimate\" hidden></pre></form>",
-    );
-    Ok(layout("New run", Nav::NewRun, &st.csrf, &b))
+}
+
+/// The settings a run may change, filled with the server's configuration.
+fn settings(st: &AppState, cfg: &SimulationConfig) -> Markup {
+    let policy = cfg.simulation.policy();
+    // The values are what `build` reads back.
+    let policies = [
+        (TurnPolicy::RoundRobin, "RoundRobin", "round robin"),
+        (TurnPolicy::Parallel, "Parallel", "parallel"),
+        (TurnPolicy::RandomOrder, "RandomOrder", "random order"),
+    ];
+    html! {
+        fieldset {
+            legend { "Settings" }
+            label { "Turns " input type="number" name="turns" min="1" max="1000" value=(cfg.simulation.max_turns); } " "
+            label {
+                "Turn policy "
+                select name="policy" {
+                    @for (p, value, label) in policies { option value=(value) selected[p == policy] { (label) } }
+                }
+            }
+            " "
+            label {
+                "Provider "
+                select name="provider" {
+                    option value="configured" { "configured (" (st.provider.name()) ")" }
+                    option value="simulated" { "simulated (offline, synthetic text)" }
+                }
+            }
+            " "
+            label { "Model " input name="model" value=(cfg.llm.model); } " "
+            label {
+                "Temperature "
+                input type="number" name="temperature" min="0" max="2" step="0.1" value=(cfg.llm.temperature);
+            }
+            " "
+            label { "Run seed " input type="number" name="run_seed" min="0" value=(cfg.simulation.run_seed); }
+            p {
+                label {
+                    "Cost budget (USD) "
+                    input type="number" name="max_cost_usd" min="0" step="0.01"
+                        value=(cfg.llm.max_cost_usd.map(|c| c.to_string()).unwrap_or_default()) placeholder="none";
+                }
+                " "
+                label {
+                    "Max tokens per reply "
+                    input type="number" name="max_tokens" min="1" value=(cfg.llm.max_tokens);
+                }
+                " "
+                label {
+                    "Run timeout (s) "
+                    input type="number" name="timeout_seconds" min="1" value=(cfg.performance.timeout_seconds);
+                }
+            }
+            p.hint {
+                "Runs started here share the provider's request and token budgets \
+                 (llm.requests_per_minute, llm.tokens_per_minute)."
+            }
+        }
+    }
+}
+
+/// The personas to pick from, with the search and tag filter the script drives; a persona
+/// with validation errors cannot be picked.
+fn persona_picker(db: &PersonaDatabase, invalid: &HashSet<String>) -> Markup {
+    let tags: BTreeSet<&str> = db.personas.iter().flat_map(|p| p.tags.iter().map(String::as_str)).collect();
+    html! {
+        p {
+            label { "Search " input type="search" #persona-search placeholder="name, role, id"; }
+            " "
+            label {
+                "Tag "
+                select #persona-tag { option value="" { "any" } @for t in &tags { option { (t) } } }
+            }
+        }
+        ul.picker #persona-list {
+            @for p in &db.personas {
+                @let bad = invalid.contains(&p.id);
+                @let tags = p.tags.join(" ");
+                li data-search=(format!("{} {} {}", p.name, p.role, p.id).to_lowercase()) data-tags=(tags) {
+                    label {
+                        input type="checkbox" name="personas" value=(p.id) disabled[bad];
+                        " " strong { (p.name) } " " span.role { (p.role) } " " code { (p.id) } " "
+                        span.tags { (tags) }
+                        @if bad { " " em.error { "invalid: see Personas" } }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `GET /runs/new`.

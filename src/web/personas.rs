@@ -3,13 +3,13 @@
 //! the model, review before saving, and saving atomically with a backup.
 
 use std::collections::HashSet;
-use std::fmt::Write;
 use std::path::PathBuf;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::{Form, Json};
+use maud::{Markup, html};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -21,7 +21,7 @@ use crate::prompt::generate::{GenerateRequest, MAX_COUNT, generate_personas};
 
 use super::error::WebError;
 use super::state::AppState;
-use super::templates::{Nav, csrf_field, escape, page as layout};
+use super::templates::{Nav, csrf_field, page as layout};
 
 /// The builder form: the native schema's fields as text.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -162,19 +162,17 @@ fn has_errors(f: &[Finding]) -> bool {
     f.iter().any(|f| f.severity == "error")
 }
 
-fn render_findings(b: &mut String, f: &[Finding]) {
-    b.push_str("<ul class=\"findings\" id=\"findings\">");
-    for x in f {
-        let _ = write!(
-            b,
-            "<li class=\"{s}\"><strong>{s}</strong> <code>{}</code>: {} <span class=\"hint\">{}</span></li>",
-            escape(&x.field),
-            escape(&x.message),
-            escape(&x.hint),
-            s = x.severity
-        );
+/// The findings of a persona, one line each with how to fix it.
+fn findings_list(f: &[Finding]) -> Markup {
+    html! {
+        ul.findings #findings {
+            @for x in f {
+                li class=(x.severity) {
+                    strong { (x.severity) } " " code { (x.field) } ": " (x.message) " " span.hint { (x.hint) }
+                }
+            }
+        }
     }
-    b.push_str("</ul>");
 }
 
 async fn load_db(st: &AppState) -> Option<PersonaDatabase> {
@@ -209,102 +207,138 @@ fn builder_page(
     found: &[Finding],
     notice: Option<&str>,
 ) -> Html<String> {
-    let mut b = String::from("<h1>Personas</h1>");
-    if let Some(n) = notice {
-        let _ = write!(b, "<p class=\"notice\" id=\"saved\">{}</p>", escape(n));
-    }
-    let _ = write!(
-        b,
-        "<p class=\"hint\">Database: <code>{}</code></p>",
-        escape(&super::error::scrub_paths(&st.config().simulation.personas_file.display().to_string()))
-    );
-    b.push_str("<section><h2>Build a persona</h2><form method=\"post\" action=\"/personas/save\" id=\"persona-form\">");
-    b.push_str(&csrf_field(&st.csrf));
-    let field = |b: &mut String, name: &str, label: &str, value: &str, textarea: bool| {
-        if textarea {
-            let _ = write!(
-                b,
-                "<p><label>{label}<br><textarea name=\"{name}\" rows=\"3\" cols=\"70\">{}</textarea></label></p>",
-                escape(value)
-            );
-        } else {
-            let _ = write!(
-                b,
-                "<p><label>{label} <input name=\"{name}\" value=\"{}\" size=\"50\"></label></p>",
-                escape(value)
-            );
+    let file = super::error::scrub_paths(&st.config().simulation.personas_file.display().to_string());
+    let body = html! {
+        h1 { "Personas" }
+        @if let Some(n) = notice { p.notice #saved { (n) } }
+        p.hint { "Database: " code { (file) } }
+        (persona_form(&st.csrf, form, found))
+        section {
+            h2 { "Import from TinyTroupe" }
+            form method="post" action="/personas/import" {
+                (csrf_field(&st.csrf))
+                p {
+                    label {
+                        "Agent JSON (" code { "*.agent.json" } ", or an array of agents or personas), or a fragment"
+                        br;
+                        textarea name="json" rows="6" cols="70" {}
+                    }
+                }
+                p { label { "Apply a fragment to persona id " input name="target" placeholder="for fragments only"; } }
+                p { button { "Review import" } }
+            }
+        }
+        (generate_form(st))
+        section {
+            h2 { "In the database" }
+            @match db {
+                Some(db) => { (database_table(db)) },
+                None => p.error { "The persona database could not be loaded; see Settings (doctor)." },
+            }
         }
     };
-    field(&mut b, "id", "Id (letters, digits, _ and -)", &form.id, false);
-    field(&mut b, "name", "Name", &form.name, false);
-    field(&mut b, "role", "Role", &form.role, false);
-    field(&mut b, "description", "Description", &form.description, true);
-    field(&mut b, "traits", "Traits (comma-separated)", &form.traits, false);
-    field(&mut b, "goals", "Goals (one per line)", &form.goals, true);
-    field(&mut b, "style", "Communication style", &form.style, false);
-    field(&mut b, "communication", "Communication (structured, visual, direct)", &form.communication, false);
-    field(&mut b, "decisions", "Decisions (data-driven, intuitive, collaborative)", &form.decisions, false);
-    field(&mut b, "approach", "Approach (systematic, creative, pragmatic)", &form.approach, false);
-    field(&mut b, "model", "Model override (optional)", &form.model, false);
-    field(&mut b, "temperature", "Temperature override (optional, 0 to 2)", &form.temperature, false);
-    field(&mut b, "tags", "Tags (comma-separated)", &form.tags, false);
-    b.push_str("<h3>Validation</h3>");
-    render_findings(&mut b, found);
-    b.push_str("<p><button id=\"save-persona\">Save persona</button></p></form></section>");
-    // Import.
-    let _ = write!(
-        b,
-        "<section><h2>Import from TinyTroupe</h2><form method=\"post\" action=\"/personas/import\">{}\
-         <p><label>Agent JSON (<code>*.agent.json</code>, or an array of agents or personas), or a fragment<br>\
-         <textarea name=\"json\" rows=\"6\" cols=\"70\"></textarea></label></p>\
-         <p><label>Apply a fragment to persona id <input name=\"target\" placeholder=\"for fragments only\"></label></p>\
-         <p><button>Review import</button></p></form></section>",
-        csrf_field(&st.csrf)
-    );
-    // Generate.
-    let _ = write!(
-        b,
-        "<section><h2>Generate with the model</h2><form method=\"post\" action=\"/personas/generate\" id=\"generate-form\">{}\
-         <p><label>Population <input name=\"context\" size=\"60\" placeholder=\"e.g. nurses in a rural hospital\"></label> \
-         <label>How many <input type=\"number\" name=\"count\" min=\"1\" max=\"{MAX_COUNT}\" value=\"3\"></label> \
-         <label>Provider <select name=\"provider\"><option value=\"configured\">configured ({})</option>\
-         <option value=\"simulated\">simulated (offline drafts)</option></select></label></p>\
-         <p><button>Draft personas</button> <span class=\"hint\">You review the drafts before anything is saved.</span></p></form></section>",
-        csrf_field(&st.csrf),
-        escape(st.provider.name()),
-    );
-    // The database.
-    b.push_str("<section><h2>In the database</h2>");
-    match db {
-        Some(db) => {
-            let report = crate::persona::validate_database(db);
-            b.push_str("<table id=\"persona-table\"><thead><tr><th>Id</th><th>Name</th><th>Role</th><th>Tags</th><th>Checks</th><th></th></tr></thead><tbody>");
-            for p in &db.personas {
-                let errs =
-                    report.findings.iter().filter(|f| f.persona == p.id && f.severity == Severity::Error).count();
-                let warns =
-                    report.findings.iter().filter(|f| f.persona == p.id && f.severity == Severity::Warning).count();
-                let _ = write!(
-                    b,
-                    "<tr><td><code>{id}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-                     <td><a href=\"/personas?edit={id}\">edit</a></td></tr>",
-                    escape(&p.name),
-                    escape(&p.role),
-                    escape(&p.tags.join(", ")),
-                    if errs > 0 {
-                        format!("{errs} error(s), {warns} warning(s)")
-                    } else {
-                        format!("ok, {warns} warning(s)")
-                    },
-                    id = escape(&p.id),
-                );
+    layout("Personas", Nav::Personas, &st.csrf, body)
+}
+
+/// The builder: one field per part of the native schema, and the form's findings.
+fn persona_form(csrf: &str, form: &PersonaForm, found: &[Finding]) -> Markup {
+    // (name, label, value, multi-line)
+    let fields: [(&str, &str, &str, bool); 13] = [
+        ("id", "Id (letters, digits, _ and -)", &form.id, false),
+        ("name", "Name", &form.name, false),
+        ("role", "Role", &form.role, false),
+        ("description", "Description", &form.description, true),
+        ("traits", "Traits (comma-separated)", &form.traits, false),
+        ("goals", "Goals (one per line)", &form.goals, true),
+        ("style", "Communication style", &form.style, false),
+        ("communication", "Communication (structured, visual, direct)", &form.communication, false),
+        ("decisions", "Decisions (data-driven, intuitive, collaborative)", &form.decisions, false),
+        ("approach", "Approach (systematic, creative, pragmatic)", &form.approach, false),
+        ("model", "Model override (optional)", &form.model, false),
+        ("temperature", "Temperature override (optional, 0 to 2)", &form.temperature, false),
+        ("tags", "Tags (comma-separated)", &form.tags, false),
+    ];
+    html! {
+        section {
+            h2 { "Build a persona" }
+            form method="post" action="/personas/save" #persona-form {
+                (csrf_field(csrf))
+                @for (name, label, value, multi_line) in fields {
+                    p {
+                        @if multi_line {
+                            label { (label) br; textarea name=(name) rows="3" cols="70" { (value) } }
+                        } @else {
+                            label { (label) " " input name=(name) value=(value) size="50"; }
+                        }
+                    }
+                }
+                h3 { "Validation" }
+                (findings_list(found))
+                p { button #save-persona { "Save persona" } }
             }
-            b.push_str("</tbody></table>");
         }
-        None => b.push_str("<p class=\"error\">The persona database could not be loaded; see Settings (doctor).</p>"),
     }
-    b.push_str("</section>");
-    layout("Personas", Nav::Personas, &st.csrf, &b)
+}
+
+/// Drafting personas with the model, for review.
+fn generate_form(st: &AppState) -> Markup {
+    html! {
+        section {
+            h2 { "Generate with the model" }
+            form method="post" action="/personas/generate" #generate-form {
+                (csrf_field(&st.csrf))
+                p {
+                    label {
+                        "Population "
+                        input name="context" size="60" placeholder="e.g. nurses in a rural hospital";
+                    }
+                    " "
+                    label { "How many " input type="number" name="count" min="1" max=(MAX_COUNT) value="3"; }
+                    " "
+                    label {
+                        "Provider "
+                        select name="provider" {
+                            option value="configured" { "configured (" (st.provider.name()) ")" }
+                            option value="simulated" { "simulated (offline drafts)" }
+                        }
+                    }
+                }
+                p {
+                    button { "Draft personas" } " "
+                    span.hint { "You review the drafts before anything is saved." }
+                }
+            }
+        }
+    }
+}
+
+/// The personas in the database with their validation counts and an edit link.
+fn database_table(db: &PersonaDatabase) -> Markup {
+    let report = crate::persona::validate_database(db);
+    let count = |id: &str, severity: Severity| {
+        report.findings.iter().filter(|f| f.persona == id && f.severity == severity).count()
+    };
+    html! {
+        table #persona-table {
+            thead { tr { @for h in ["Id", "Name", "Role", "Tags", "Checks", ""] { th { (h) } } } }
+            tbody {
+                @for p in &db.personas {
+                    @let (errs, warns) = (count(&p.id, Severity::Error), count(&p.id, Severity::Warning));
+                    tr {
+                        td { code { (p.id) } }
+                        td { (p.name) }
+                        td { (p.role) }
+                        td { (p.tags.join(", ")) }
+                        td {
+                            @if errs > 0 { (errs) " error(s), " } @else { "ok, " }
+                            (warns) " warning(s)"
+                        }
+                        td { a href=(format!("/personas?edit={}", p.id)) { "edit" } }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `POST /api/personas/validate`: the findings of the form's persona, as JSON.
@@ -370,35 +404,35 @@ fn review_page(
     db: Option<&PersonaDatabase>,
     note: &str,
 ) -> Html<String> {
-    let mut b = format!("<h1>{}</h1><p class=\"notice\">{}</p>", escape(title), escape(note));
-    b.push_str("<ol class=\"drafts\">");
-    for p in drafts {
-        let _ = write!(
-            b,
-            "<li class=\"draft\"><strong>{}</strong> <code>{}</code> <span class=\"role\">{}</span><p>{}</p><p class=\"hint\">traits: {} · tags: {}</p>",
-            escape(&p.name),
-            escape(&p.id),
-            escape(&p.role),
-            escape(&p.description),
-            escape(&p.personality.traits.join(", ")),
-            escape(&p.tags.join(", ")),
-        );
-        render_findings(&mut b, &findings(p, db));
-        b.push_str("</li>");
-    }
-    b.push_str("</ol>");
     let values: Vec<Value> = drafts.iter().map(PersonaSpec::to_saved_value).collect();
     let json = serde_json::to_string_pretty(&values).unwrap_or_else(|_| "[]".into());
-    let _ = write!(
-        b,
-        "<form method=\"post\" action=\"/personas/save-batch\" id=\"batch-form\">{}\
-         <p><label>The personas to save (edit before saving if you like)<br>\
-         <textarea name=\"batch\" rows=\"16\" cols=\"90\">{}</textarea></label></p>\
-         <p><button id=\"save-batch\">Save these personas</button> <a href=\"/personas\">Discard</a></p></form>",
-        csrf_field(&st.csrf),
-        escape(&json)
-    );
-    layout(title, Nav::Personas, &st.csrf, &b)
+    let body = html! {
+        h1 { (title) }
+        p.notice { (note) }
+        ol.drafts {
+            @for p in drafts {
+                li.draft {
+                    strong { (p.name) } " " code { (p.id) } " " span.role { (p.role) }
+                    p { (p.description) }
+                    p.hint { "traits: " (p.personality.traits.join(", ")) " · tags: " (p.tags.join(", ")) }
+                    (findings_list(&findings(p, db)))
+                }
+            }
+        }
+        form method="post" action="/personas/save-batch" #batch-form {
+            (csrf_field(&st.csrf))
+            p {
+                label {
+                    "The personas to save (edit before saving if you like)"
+                    br;
+                    // The JSON is element text here, so HTML escaping is the whole of its encoding.
+                    textarea name="batch" rows="16" cols="90" { (json) }
+                }
+            }
+            p { button #save-batch { "Save these personas" } " " a href="/personas" { "Discard" } }
+        }
+    };
+    layout(title, Nav::Personas, &st.csrf, body)
 }
 
 /// The import form.

@@ -1,12 +1,12 @@
 //! The Results page (transcript with persona filter, search and pages; analysis and charts;
 //! metrics; export downloads) and, while a run goes on, the Live page in its place.
 
-use std::fmt::Write;
 use std::path::Path as FsPath;
 
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use maud::{Markup, html};
 use serde::Deserialize;
 
 use crate::analysis::ConversationAnalysis;
@@ -16,7 +16,7 @@ use crate::record::transcript::{StopReason, TranscriptEntry};
 use super::error::{WebError, scrub_paths};
 use super::security::resolve_under;
 use super::state::AppState;
-use super::templates::{Nav, csrf_field, duration, escape, page as layout, url_encode};
+use super::templates::{Nav, csrf_field, duration, page as layout, url_encode};
 
 /// Messages per transcript page.
 pub const PAGE_SIZE: usize = 100;
@@ -130,23 +130,42 @@ pub fn transcript_page(dir: &FsPath, q: &TranscriptQuery) -> TranscriptPage {
     TranscriptPage { entries, matching: n, page, pages }
 }
 
-/// Renders transcript entries (every text escaped).
-pub fn render_entries(out: &mut String, entries: &[TranscriptEntry]) {
-    out.push_str("<ol class=\"transcript\">");
-    for e in entries {
-        let to = e.to.as_ref().map(|t| format!(" → {}", escape(t))).unwrap_or_default();
-        let _ = write!(
-            out,
-            "<li class=\"msg\" data-speaker=\"{sid}\"><div class=\"meta\"><span class=\"turn\">turn {}</span> \
-             <strong class=\"speaker\">{}</strong> <span class=\"role\">{}</span>{to}</div><p class=\"text\">{}</p></li>",
-            e.turn,
-            escape(&e.speaker),
-            escape(&e.role),
-            escape(&e.text),
-            sid = escape(&e.speaker_id),
-        );
+/// Transcript entries, each tagged with its speaker's id for the persona filter.
+pub fn transcript_list(entries: &[TranscriptEntry]) -> Markup {
+    html! {
+        ol.transcript {
+            @for e in entries {
+                li.msg data-speaker=(e.speaker_id) {
+                    div.meta {
+                        span.turn { "turn " (e.turn) } " "
+                        strong.speaker { (e.speaker) } " "
+                        span.role { (e.role) }
+                        @if let Some(to) = &e.to { " → " (to) }
+                    }
+                    p.text { (e.text) }
+                }
+            }
+        }
     }
-    out.push_str("</ol>");
+}
+
+/// What the Results page shows, read from the run's folder.
+struct RunView {
+    head: Option<ResultsHead>,
+    page: TranscriptPage,
+    analysis: Option<ConversationAnalysis>,
+    charts: Vec<String>,
+}
+
+fn read_view(dir: &FsPath, q: &TranscriptQuery) -> RunView {
+    let analysis = std::fs::read(dir.join("analysis.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let mut charts: Vec<String> = std::fs::read_dir(dir.join("charts"))
+        .map(|rd| {
+            rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| valid_chart(n)).collect()
+        })
+        .unwrap_or_default();
+    charts.sort();
+    RunView { head: read_head(dir), page: transcript_page(dir, q), analysis, charts }
 }
 
 /// `GET /runs/{id}`: the Live page while the run goes on, its results after.
@@ -161,136 +180,124 @@ pub async fn page(
         return Ok(super::live::live_page(&st, &live));
     }
     let dir = resolve_under(&st.conversations_dir(), &id)?;
-    let (head, tp, analysis, charts) = tokio::task::spawn_blocking(move || {
-        let head = read_head(&dir);
-        let tp = transcript_page(&dir, &q);
-        let analysis: Option<ConversationAnalysis> =
-            std::fs::read(dir.join("analysis.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
-        let mut charts: Vec<String> = std::fs::read_dir(dir.join("charts"))
-            .map(|rd| {
-                rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| valid_chart(n)).collect()
-            })
-            .unwrap_or_default();
-        charts.sort();
-        (head, (tp, q), analysis, charts)
-    })
-    .await
-    .map_err(|e| WebError::internal("reading a run", e))?;
-    let (tp, q) = tp;
-    let eid = escape(&id);
-    let mut b = String::new();
-    let _ = write!(b, "<h1>Run <code>{eid}</code></h1>");
-    match &head {
-        Some(h) => {
-            let _ = write!(
-                b,
-                "<p class=\"lead\"><span class=\"status {s}\">{s}</span> {} · <em>{}</em> · {} · {} turn(s) of {}</p>",
-                escape(&h.scenario),
-                escape(&h.topic),
-                escape(&h.provider),
-                h.completed_turns,
-                h.config.turns,
-                s = h.status_word(),
-            );
-            if let Some(n) = &h.notice {
-                let _ = write!(b, "<p class=\"notice\">{}</p>", escape(n));
+    let (view, q) = tokio::task::spawn_blocking(move || (read_view(&dir, &q), q))
+        .await
+        .map_err(|e| WebError::internal("reading a run", e))?;
+    let body = html! {
+        h1 { "Run " code { (id) } }
+        @match &view.head {
+            Some(h) => (summary(h)),
+            None => p.notice {
+                "This run has no results.json: it was interrupted. "
+                code { "troupe resume" } " can continue it; its transcript so far is below."
+            },
+        }
+        (analysis_section(&st.csrf, &id, &view))
+        @if view.head.is_some() {
+            section {
+                h2 { "Export" }
+                p.exports {
+                    @for f in FORMATS { a.button href=(format!("/runs/{id}/export/{f}")) download { (f) } " " }
+                }
             }
-            if let Some(e) = &h.error {
-                let _ = write!(b, "<p class=\"error\">{}</p>", escape(&scrub_paths(e)));
+        }
+        (transcript_section(&id, &view, &q))
+        form method="post" action=(format!("/runs/{id}/delete")) class="confirm" data-confirm="Delete this run?" {
+            (csrf_field(&st.csrf))
+            button.danger { "Delete run" }
+        }
+    };
+    Ok(layout(&format!("Run {id}"), Nav::None, &st.csrf, body))
+}
+
+/// The run's status line, its notice and error, and its headline figures.
+fn summary(h: &ResultsHead) -> Markup {
+    let m = &h.metrics;
+    let s = h.status_word();
+    html! {
+        p.lead {
+            span class=(format!("status {s}")) { (s) } " "
+            (h.scenario) " · " em { (h.topic) } " · " (h.provider) " · "
+            (h.completed_turns) " turn(s) of " (h.config.turns)
+        }
+        @if let Some(n) = &h.notice { p.notice { (n) } }
+        @if let Some(e) = &h.error { p.error { (scrub_paths(e)) } }
+        section {
+            h2 { "Metrics" }
+            dl.metrics {
+                dt { "Duration" } dd { (duration(m.duration)) }
+                dt { "Messages" } dd { (m.total_messages) }
+                dt { "API calls" } dd { (m.api_calls) }
+                dt { "Errors" } dd { (m.errors) }
+                dt { "Retries" } dd { (m.retries) }
+                dt { "Tokens" } dd { (m.total_tokens) " (" (m.prompt_tokens) " in, " (m.completion_tokens) " out)" }
+                dt { "Cost" } dd { (format!("${:.4}", m.cost_usd)) }
+                dt { "Latency p50 / p99" }
+                dd { (format!("{:.0} / {:.0} ms", m.latency_p50 * 1000.0, m.latency_p99 * 1000.0)) }
+                dt { "Throughput" } dd { (format!("{:.1} msg/min", m.throughput_per_min)) }
             }
-            let m = &h.metrics;
-            let _ = write!(
-                b,
-                "<section><h2>Metrics</h2><dl class=\"metrics\">\
-                 <dt>Duration</dt><dd>{}</dd><dt>Messages</dt><dd>{}</dd><dt>API calls</dt><dd>{}</dd>\
-                 <dt>Errors</dt><dd>{}</dd><dt>Retries</dt><dd>{}</dd><dt>Tokens</dt><dd>{} ({} in, {} out)</dd>\
-                 <dt>Cost</dt><dd>${:.4}</dd><dt>Latency p50 / p99</dt><dd>{:.0} / {:.0} ms</dd>\
-                 <dt>Throughput</dt><dd>{:.1} msg/min</dd></dl></section>",
-                duration(m.duration),
-                m.total_messages,
-                m.api_calls,
-                m.errors,
-                m.retries,
-                m.total_tokens,
-                m.prompt_tokens,
-                m.completion_tokens,
-                m.cost_usd,
-                m.latency_p50 * 1000.0,
-                m.latency_p99 * 1000.0,
-                m.throughput_per_min,
-            );
         }
-        None => b.push_str(
-            "<p class=\"notice\">This run has no results.json: it was interrupted. \
-             <code>troupe resume</code> can continue it; its transcript so far is below.</p>",
-        ),
     }
-    // Analysis and charts.
-    b.push_str("<section><h2>Analysis</h2>");
-    match &analysis {
-        Some(a) => {
-            b.push_str("<ul class=\"summary\">");
-            for line in crate::analysis::summary_lines(a) {
-                let _ = write!(b, "<li>{}</li>", escape(&line));
+}
+
+/// The analysis summary and charts, or a button that makes them.
+fn analysis_section(csrf: &str, id: &str, view: &RunView) -> Markup {
+    html! {
+        section {
+            h2 { "Analysis" }
+            @match &view.analysis {
+                Some(a) => {
+                    ul.summary { @for line in crate::analysis::summary_lines(a) { li { (line) } } }
+                    div.charts {
+                        @for c in &view.charts {
+                            figure { img src=(format!("/runs/{id}/charts/{c}")) alt=(c); }
+                        }
+                    }
+                },
+                None if view.head.is_some() => form method="post" action=(format!("/runs/{id}/analyze")) {
+                    (csrf_field(csrf))
+                    button { "Analyse this run" }
+                },
+                None => p { "Analysis needs a finished run." },
             }
-            b.push_str("</ul><div class=\"charts\">");
-            for c in &charts {
-                let _ = write!(b, "<figure><img src=\"/runs/{eid}/charts/{c}\" alt=\"{c}\"></figure>", c = escape(c));
+        }
+    }
+}
+
+/// The transcript page with its persona filter, search and page links.
+fn transcript_section(id: &str, view: &RunView, q: &TranscriptQuery) -> Markup {
+    let agents = view.head.as_ref().map(|h| h.agents.as_slice()).unwrap_or_default();
+    let options = agents.iter().map(|a| (a.id.as_str(), a.name.as_str())).chain([("moderator", "Moderator")]);
+    let cur = q.persona.as_deref().unwrap_or("");
+    let search = q.q.as_deref().unwrap_or("");
+    let tp = &view.page;
+    let link = |page: usize| format!("/runs/{id}?persona={}&q={}&page={page}", url_encode(cur), url_encode(search));
+    html! {
+        section {
+            h2 { "Transcript" }
+            form method="get" action=(format!("/runs/{id}")) class="filters" {
+                label {
+                    "Persona "
+                    select name="persona" {
+                        option value="" { "everyone" }
+                        @for (value, name) in options { option value=(value) selected[value == cur] { (name) } }
+                    }
+                }
+                " "
+                label { "Search " input type="search" name="q" value=(search); }
+                " "
+                button { "Filter" }
             }
-            b.push_str("</div>");
+            p.count { (tp.matching) " message(s) · page " (tp.page) " of " (tp.pages) }
+            (transcript_list(&tp.entries))
+            @if tp.pages > 1 {
+                nav.pages {
+                    @if tp.page > 1 { a href=(link(tp.page - 1)) rel="prev" { "← previous" } " " }
+                    @if tp.page < tp.pages { a href=(link(tp.page + 1)) rel="next" { "next →" } }
+                }
+            }
         }
-        None if head.is_some() => {
-            let _ = write!(
-                b,
-                "<form method=\"post\" action=\"/runs/{eid}/analyze\">{}<button>Analyse this run</button></form>",
-                csrf_field(&st.csrf)
-            );
-        }
-        None => b.push_str("<p>Analysis needs a finished run.</p>"),
     }
-    b.push_str("</section>");
-    if head.is_some() {
-        b.push_str("<section><h2>Export</h2><p class=\"exports\">");
-        for f in FORMATS {
-            let _ = write!(b, "<a class=\"button\" href=\"/runs/{eid}/export/{f}\" download>{f}</a> ");
-        }
-        b.push_str("</p></section>");
-    }
-    // Transcript with filters and pages.
-    let _ = write!(b, "<section><h2>Transcript</h2><form method=\"get\" action=\"/runs/{eid}\" class=\"filters\">");
-    b.push_str("<label>Persona <select name=\"persona\"><option value=\"\">everyone</option>");
-    let agents = head.as_ref().map(|h| h.agents.clone()).unwrap_or_default();
-    let cur = q.persona.clone().unwrap_or_default();
-    for a in agents.iter().map(|a| (a.id.as_str(), a.name.as_str())).chain([("moderator", "Moderator")]) {
-        let sel = if a.0 == cur { " selected" } else { "" };
-        let _ = write!(b, "<option value=\"{}\"{sel}>{}</option>", escape(a.0), escape(a.1));
-    }
-    let _ = write!(
-        b,
-        "</select></label> <label>Search <input type=\"search\" name=\"q\" value=\"{}\"></label> <button>Filter</button></form>",
-        escape(q.q.as_deref().unwrap_or(""))
-    );
-    let _ = write!(b, "<p class=\"count\">{} message(s) · page {} of {}</p>", tp.matching, tp.page, tp.pages);
-    render_entries(&mut b, &tp.entries);
-    if tp.pages > 1 {
-        let base =
-            format!("/runs/{eid}?persona={}&amp;q={}", url_encode(&cur), url_encode(q.q.as_deref().unwrap_or("")));
-        b.push_str("<nav class=\"pages\">");
-        if tp.page > 1 {
-            let _ = write!(b, "<a href=\"{base}&amp;page={}\" rel=\"prev\">← previous</a> ", tp.page - 1);
-        }
-        if tp.page < tp.pages {
-            let _ = write!(b, "<a href=\"{base}&amp;page={}\" rel=\"next\">next →</a>", tp.page + 1);
-        }
-        b.push_str("</nav>");
-    }
-    b.push_str("</section>");
-    let _ = write!(
-        b,
-        "<form method=\"post\" action=\"/runs/{eid}/delete\" class=\"confirm\" data-confirm=\"Delete this run?\">{}<button class=\"danger\">Delete run</button></form>",
-        csrf_field(&st.csrf)
-    );
-    Ok(layout(&format!("Run {id}"), Nav::None, &st.csrf, &b))
 }
 
 fn valid_chart(name: &str) -> bool {

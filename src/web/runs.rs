@@ -1,16 +1,15 @@
 //! The Runs page: saved and live runs, experiments; deleting a run; an experiment's report files.
 
-use std::fmt::Write;
-
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use maud::{Markup, html};
 
 use super::error::WebError;
 use super::results::{ResultsHead, read_head};
 use super::security::{resolve_under, valid_id};
 use super::state::AppState;
-use super::templates::{Nav, csrf_field, duration, escape, page};
+use super::templates::{Nav, csrf_field, duration, page};
 
 /// Files of an experiment folder the app serves.
 const EXPERIMENT_FILES: [&str; 4] = ["report.html", "report.md", "summary.json", "extraction.json"];
@@ -54,93 +53,98 @@ pub async fn index(State(st): State<AppState>) -> Result<Html<String>, WebError>
     })
     .await
     .map_err(|e| WebError::internal("listing runs", e))?;
-    let mut b = String::from("<h1>Runs</h1><p><a class=\"button\" href=\"/runs/new\">New run</a></p>");
-    if let Some(n) = &st.notice {
-        let _ = write!(b, "<p class=\"notice\">{}</p>", escape(n));
-    }
-    if rows.is_empty() {
-        b.push_str("<p>No runs yet.</p>");
-    } else {
-        b.push_str(
-            "<table class=\"runs\"><thead><tr><th>Run</th><th>Topic</th><th>Status</th><th>Started</th>\
-             <th>Duration</th><th>Messages</th><th>Cost</th><th></th></tr></thead><tbody>",
-        );
-        for r in &rows {
-            let running = r.live.as_ref().is_some_and(|l| l.is_running());
-            let (status, topic, started, dur, msgs, cost) = match (&r.head, running) {
-                (_, true) => {
-                    let l = r.live.as_ref().map(|l| l.progress());
-                    let msgs = l.as_ref().map(|p| p.messages).unwrap_or(0);
-                    (
-                        "running".to_string(),
-                        String::new(),
-                        String::new(),
-                        String::new(),
-                        msgs.to_string(),
-                        String::new(),
-                    )
+    let exps: Vec<(String, Vec<&str>)> = list_dirs(&st.experiments_dir())
+        .into_iter()
+        .take(200)
+        .map(|(id, _)| {
+            let dir = st.experiments_dir().join(&id);
+            let files = EXPERIMENT_FILES.iter().copied().filter(|f| dir.join(f).is_file()).collect();
+            (id, files)
+        })
+        .collect();
+    let body = html! {
+        h1 { "Runs" }
+        p { a.button href="/runs/new" { "New run" } }
+        @if let Some(n) = &st.notice { p.notice { (n) } }
+        @if rows.is_empty() { p { "No runs yet." } } @else { (runs_table(&st.csrf, &rows)) }
+        h2 { "Experiments" }
+        @if exps.is_empty() {
+            p { "No experiments yet (" code { "troupe experiment" } ")." }
+        } @else {
+            ul.experiments {
+                @for (id, files) in &exps {
+                    li {
+                        strong { (id) } " "
+                        @for (i, f) in files.iter().enumerate() {
+                            @if i > 0 { " · " }
+                            a href=(format!("/experiments/{id}/{f}")) { (f) }
+                        }
+                    }
                 }
-                (Some(h), false) => (
-                    h.status_word().to_string(),
-                    h.topic.clone(),
-                    h.started_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-                    duration(h.metrics.duration),
-                    h.metrics.total_messages.to_string(),
-                    format!("${:.4}", h.metrics.cost_usd),
-                ),
-                (None, false) => {
-                    let t: chrono::DateTime<chrono::Utc> = r.modified.into();
-                    (
-                        "incomplete".to_string(),
-                        String::new(),
-                        t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-                        String::new(),
-                        String::new(),
-                        String::new(),
-                    )
+            }
+        }
+    };
+    Ok(page("Runs", Nav::Runs, &st.csrf, body))
+}
+
+/// A row's cells as the table shows them: status, topic, start, duration, messages, cost.
+fn cells(r: &Row, running: bool) -> [String; 6] {
+    match (&r.head, running) {
+        (_, true) => {
+            let msgs = r.live.as_ref().map(|l| l.progress().messages).unwrap_or(0);
+            ["running".into(), String::new(), String::new(), String::new(), msgs.to_string(), String::new()]
+        }
+        (Some(h), false) => [
+            h.status_word().to_string(),
+            h.topic.clone(),
+            h.started_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            duration(h.metrics.duration),
+            h.metrics.total_messages.to_string(),
+            format!("${:.4}", h.metrics.cost_usd),
+        ],
+        (None, false) => {
+            let t: chrono::DateTime<chrono::Utc> = r.modified.into();
+            let started = t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+            ["incomplete".into(), String::new(), started, String::new(), String::new(), String::new()]
+        }
+    }
+}
+
+/// The runs, newest first; a run that is not going can be deleted from its row.
+fn runs_table(csrf: &str, rows: &[Row]) -> Markup {
+    html! {
+        table.runs {
+            thead {
+                tr {
+                    @for h in ["Run", "Topic", "Status", "Started", "Duration", "Messages", "Cost", ""] { th { (h) } }
                 }
-            };
-            let id = escape(&r.id);
-            let del = if running {
-                String::new()
-            } else {
-                format!(
-                    "<form method=\"post\" action=\"/runs/{id}/delete\" class=\"inline confirm\" data-confirm=\"Delete run {id}?\">{}<button class=\"danger\">Delete</button></form>",
-                    csrf_field(&st.csrf)
-                )
-            };
-            let _ = write!(
-                b,
-                "<tr><td><a href=\"/runs/{id}\">{id}</a></td><td>{}</td><td><span class=\"status {s}\">{s}</span></td>\
-                 <td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{del}</td></tr>",
-                escape(&topic),
-                escape(&started),
-                escape(&dur),
-                escape(&msgs),
-                escape(&cost),
-                s = escape(&status),
-            );
+            }
+            tbody {
+                @for r in rows {
+                    @let running = r.live.as_ref().is_some_and(|l| l.is_running());
+                    @let [status, topic, started, dur, msgs, cost] = cells(r, running);
+                    tr {
+                        td { a href=(format!("/runs/{}", r.id)) { (r.id) } }
+                        td { (topic) }
+                        td { span class=(format!("status {status}")) { (status) } }
+                        td { (started) }
+                        td { (dur) }
+                        td.num { (msgs) }
+                        td.num { (cost) }
+                        td {
+                            @if !running {
+                                form method="post" action=(format!("/runs/{}/delete", r.id)) class="inline confirm"
+                                    data-confirm=(format!("Delete run {}?", r.id)) {
+                                    (csrf_field(csrf))
+                                    button.danger { "Delete" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
-        b.push_str("</tbody></table>");
     }
-    let exps = list_dirs(&st.experiments_dir());
-    b.push_str("<h2>Experiments</h2>");
-    if exps.is_empty() {
-        b.push_str("<p>No experiments yet (<code>troupe experiment</code>).</p>");
-    } else {
-        b.push_str("<ul class=\"experiments\">");
-        for (id, _) in exps.iter().take(200) {
-            let dir = st.experiments_dir().join(id);
-            let links: Vec<String> = EXPERIMENT_FILES
-                .iter()
-                .filter(|f| dir.join(f).is_file())
-                .map(|f| format!("<a href=\"/experiments/{}/{f}\">{f}</a>", escape(id)))
-                .collect();
-            let _ = write!(b, "<li><strong>{}</strong> {}</li>", escape(id), links.join(" · "));
-        }
-        b.push_str("</ul>");
-    }
-    Ok(page("Runs", Nav::Runs, &st.csrf, &b))
 }
 
 /// `POST /runs/{id}/delete`: removes a saved run's folder (not a running one).

@@ -10,10 +10,11 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use maud::html;
 
 use super::error::WebError;
 use super::state::AppState;
-use super::templates::escape;
+use super::templates::bare_page;
 
 /// The cookie holding the access token after a `?token=` login.
 pub const TOKEN_COOKIE: &str = "troupe_token";
@@ -54,13 +55,21 @@ pub fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 /// The login page: a form that sends the token as `?token=` (which sets the cookie).
 pub async fn login_page() -> Html<String> {
-    Html(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Log in · troupe</title>\
-         <link rel=\"stylesheet\" href=\"/assets/app.css\"></head><body><main><h1>troupe</h1>\
-         <p>{}</p><form method=\"get\" action=\"/\"><label>Access token <input name=\"token\" type=\"password\" \
-         autocomplete=\"current-password\" required></label> <button>Log in</button></form></main></body></html>",
-        escape("This server was started with an access token; it was printed when the server started.")
-    ))
+    bare_page(
+        "Log in · troupe",
+        html! {
+            h1 { "troupe" }
+            p { "This server was started with an access token; it was printed when the server started." }
+            form method="get" action="/" {
+                label {
+                    "Access token "
+                    input name="token" type="password" autocomplete="current-password" required;
+                }
+                " "
+                button { "Log in" }
+            }
+        },
+    )
 }
 
 /// Not used by the router (logging in is a GET with `?token=`); kept so `/login` answers POSTs

@@ -2,17 +2,16 @@
 //! redacted), `troupe doctor`'s checks on demand (a POST: they call the provider), and a debug
 //! view of the recent log lines.
 
-use std::fmt::Write;
-
 use axum::extract::{Query, State};
 use axum::response::Html;
+use maud::{Markup, html};
 use serde::Deserialize;
 
 use crate::doctor::{Check, DoctorOptions, run_checks};
 
 use super::error::WebError;
 use super::state::AppState;
-use super::templates::{Nav, csrf_field, escape, page as layout};
+use super::templates::{Nav, csrf_field, page as layout};
 
 /// `?debug=1` shows the log.
 #[derive(Debug, Default, Deserialize)]
@@ -33,61 +32,60 @@ pub async fn doctor(State(st): State<AppState>, Query(q): Query<SettingsQuery>) 
 }
 
 fn render(st: &AppState, debug: bool, checks: Option<&[Check]>) -> Html<String> {
-    let mut b = String::from("<h1>Settings</h1>");
-    let _ = write!(
-        b,
-        "<p>Provider: <strong>{}</strong>{} · access token: {} · runs share the provider's budgets.</p>",
-        escape(st.provider.name()),
-        st.notice.as_ref().map(|n| format!(" <span class=\"notice\">{}</span>", escape(n))).unwrap_or_default(),
-        if st.access_token.is_some() { "required" } else { "not required (loopback only)" },
-    );
-    b.push_str("<section><h2>Health (troupe doctor)</h2>");
-    if let Some(checks) = checks {
-        b.push_str("<table id=\"doctor\"><thead><tr><th>Check</th><th>Status</th><th>Detail</th></tr></thead><tbody>");
-        for c in checks {
-            let _ = write!(
-                b,
-                "<tr><td>{}</td><td><span class=\"status {s}\">{s}</span></td><td>{}</td></tr>",
-                escape(&c.name),
-                escape(&c.detail),
-                s = c.status.as_str()
-            );
+    let token = if st.access_token.is_some() { "required" } else { "not required (loopback only)" };
+    let body = html! {
+        h1 { "Settings" }
+        p {
+            "Provider: " strong { (st.provider.name()) }
+            @if let Some(n) = &st.notice { " " span.notice { (n) } }
+            " · access token: " (token) " · runs share the provider's budgets."
         }
-        b.push_str("</tbody></table>");
-    }
-    let _ = write!(
-        b,
-        "<form method=\"post\" action=\"/settings/doctor{}\">{}<button id=\"run-doctor\">{}</button> \
-         <span class=\"hint\">The provider check sends one 1-token request.</span></form>",
-        if debug { "?debug=1" } else { "" },
-        csrf_field(&st.csrf),
-        if checks.is_some() { "Run the checks again" } else { "Run the checks" },
-    );
-    b.push_str("</section><section><h2>Debug</h2>");
-    if debug {
-        b.push_str("<p><a href=\"/settings\" id=\"debug-toggle\">Hide the log</a></p><pre class=\"log\" id=\"log\">");
-        for line in st.logs.lines().iter().rev().take(300).rev() {
-            b.push_str(&escape(line));
-            b.push('\n');
+        section {
+            h2 { "Health (troupe doctor)" }
+            @if let Some(checks) = checks { (doctor_table(checks)) }
+            form method="post" action=(if debug { "/settings/doctor?debug=1" } else { "/settings/doctor" }) {
+                (csrf_field(&st.csrf))
+                button #run-doctor { (if checks.is_some() { "Run the checks again" } else { "Run the checks" }) }
+                " "
+                span.hint { "The provider check sends one 1-token request." }
+            }
         }
-        b.push_str("</pre>");
-    } else {
-        b.push_str("<p><a href=\"/settings?debug=1\" id=\"debug-toggle\">Show the recent log lines</a></p>");
+        section {
+            h2 { "Debug" }
+            @if debug {
+                p { a href="/settings" #debug-toggle { "Hide the log" } }
+                pre.log #log { @for line in st.logs.lines().iter().rev().take(300).rev() { (line) "\n" } }
+            } @else {
+                p { a href="/settings?debug=1" #debug-toggle { "Show the recent log lines" } }
+            }
+        }
+        section {
+            h2 { "Configuration" }
+            table.config {
+                thead { tr { th { "Key" } th { "Value" } th { "From" } } }
+                tbody {
+                    @for e in st.loaded.entries() {
+                        tr { td { code { (e.key) } } td { code { (e.value) } } td { (e.source) } }
+                    }
+                }
+            }
+            @for n in &st.loaded.notes { p.notice { (n) } }
+        }
+    };
+    layout("Settings", Nav::Settings, &st.csrf, body)
+}
+
+/// `troupe doctor`'s checks, one row each.
+fn doctor_table(checks: &[Check]) -> Markup {
+    html! {
+        table #doctor {
+            thead { tr { th { "Check" } th { "Status" } th { "Detail" } } }
+            tbody {
+                @for c in checks {
+                    @let s = c.status.as_str();
+                    tr { td { (c.name) } td { span class=(format!("status {s}")) { (s) } } td { (c.detail) } }
+                }
+            }
+        }
     }
-    b.push_str("</section><section><h2>Configuration</h2><table class=\"config\"><thead><tr><th>Key</th><th>Value</th><th>From</th></tr></thead><tbody>");
-    for e in st.loaded.entries() {
-        let _ = write!(
-            b,
-            "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
-            escape(&e.key),
-            escape(&e.value),
-            escape(&e.source)
-        );
-    }
-    b.push_str("</tbody></table>");
-    for n in &st.loaded.notes {
-        let _ = write!(b, "<p class=\"notice\">{}</p>", escape(n));
-    }
-    b.push_str("</section>");
-    layout("Settings", Nav::Settings, &st.csrf, &b)
 }

@@ -1,13 +1,16 @@
-//! The page layout and HTML escaping. Every piece of user, persona or transcript text goes
-//! through [`escape`] before it reaches a page.
+//! The pieces every page shares: the layout (head with the CSRF token, navigation), the CSRF
+//! field, the bare page of errors and the login, and small formatting helpers.
+//!
+//! Pages are `maud` templates, like the HTML export and the experiment report. maud rather than
+//! a file-based engine (askama, tera): the markup is Rust, checked when the crate compiles, with
+//! no template folder beside `src/`; every value is HTML-escaped unless a template marks it
+//! `PreEscaped` (no page does); and a partial is a plain function returning [`Markup`]. One
+//! template per page, in the page's own file; the shared partials are here.
 
 use std::fmt::Write;
 
 use axum::response::Html;
-
-/// Escapes text for HTML element content and quoted attribute values (the exporters' escaping,
-/// so pages and the HTML export treat text the same way).
-pub use crate::export::escape_html as escape;
+use maud::{DOCTYPE, Markup, html};
 
 /// Percent-encodes a query-string value.
 pub fn url_encode(s: &str) -> String {
@@ -37,32 +40,65 @@ pub enum Nav {
     None,
 }
 
+/// The navigation bar, the current page's tab marked for assistive technology and the style.
+fn navigation(current: Nav) -> Markup {
+    const TABS: [(Nav, &str, &str); 4] = [
+        (Nav::Runs, "/", "Runs"),
+        (Nav::NewRun, "/runs/new", "New run"),
+        (Nav::Personas, "/personas", "Personas"),
+        (Nav::Settings, "/settings", "Settings"),
+    ];
+    html! {
+        nav {
+            @for (tab, href, label) in TABS {
+                a href=(href) aria-current=[(tab == current).then_some("page")] { (label) }
+            }
+        }
+    }
+}
+
 /// A whole page: head (the CSRF token in a meta tag for the script), navigation, `body`.
-pub fn page(title: &str, nav: Nav, csrf: &str, body: &str) -> Html<String> {
-    let tab = |n: Nav, href: &str, label: &str| {
-        let cur = if n == nav { " aria-current=\"page\"" } else { "" };
-        format!("<a href=\"{href}\"{cur}>{label}</a>")
+pub fn page(title: &str, nav: Nav, csrf: &str, body: Markup) -> Html<String> {
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="csrf-token" content=(csrf);
+                title { (title) " · troupe" }
+                link rel="stylesheet" href="/assets/app.css";
+                script src="/assets/app.js" defer {}
+            }
+            body {
+                header { strong.brand { "troupe" } (navigation(nav)) }
+                main { (body) }
+            }
+        }
     };
-    Html(format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<meta name=\"csrf-token\" content=\"{csrf}\">\
-<title>{title} · troupe</title><link rel=\"stylesheet\" href=\"/assets/app.css\">\
-<script src=\"/assets/app.js\" defer></script></head><body>\
-<header><strong class=\"brand\">troupe</strong><nav>{}{}{}{}</nav></header>\
-<main>{body}</main></body></html>",
-        tab(Nav::Runs, "/", "Runs"),
-        tab(Nav::NewRun, "/runs/new", "New run"),
-        tab(Nav::Personas, "/personas", "Personas"),
-        tab(Nav::Settings, "/settings", "Settings"),
-        csrf = escape(csrf),
-        title = escape(title),
-    ))
+    Html(markup.into_string())
+}
+
+/// A page without navigation or script: error pages and the login form, which are shown
+/// before (or instead of) the app.
+pub fn bare_page(title: &str, body: Markup) -> Html<String> {
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { (title) }
+                link rel="stylesheet" href="/assets/app.css";
+            }
+            body { main { (body) } }
+        }
+    };
+    Html(markup.into_string())
 }
 
 /// The hidden CSRF field every state-changing form carries.
-pub fn csrf_field(csrf: &str) -> String {
-    format!("<input type=\"hidden\" name=\"csrf\" value=\"{}\">", escape(csrf))
+pub fn csrf_field(csrf: &str) -> Markup {
+    html! { input type="hidden" name="csrf" value=(csrf); }
 }
 
 /// Seconds as "1.2 s" or "3 min 4 s".
@@ -75,11 +111,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escapes_markup_and_quotes() {
-        assert_eq!(
-            escape("<script>alert('x')</script> & \""),
-            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;"
-        );
+    fn the_layout_escapes_what_it_is_given() {
+        let hostile = "<script>alert(1)</script>\"'&";
+        let Html(p) = page(hostile, Nav::Runs, hostile, html! { p { (hostile) } });
+        assert!(!p.contains("<script>alert"), "{p}");
+        let escaped = "&lt;script&gt;alert(1)&lt;/script&gt;&quot;'&amp;";
+        assert_eq!(p.matches(escaped).count(), 3, "title, CSRF meta and body: {p}");
+        assert!(p.contains("<a href=\"/\" aria-current=\"page\">Runs</a>"), "{p}");
+        assert_eq!(p.matches("aria-current").count(), 1);
         assert_eq!(url_encode("a b&c/é"), "a%20b%26c%2F%C3%A9");
     }
 }

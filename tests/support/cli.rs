@@ -1,7 +1,7 @@
 //! Running the `troupe` binary from a test: one `troupe()` for every test file, with the
-//! environment scrubbed of everything that would change what a run does (keys, base URLs,
-//! `TROUPE_*` settings, `RUST_LOG`), started in the repository's root; and a way to wait for it
-//! with a deadline, so a hang fails the test instead of stalling the suite.
+//! environment scrubbed of everything that would change what a run does or where its requests
+//! go (see [`scrubbed`]), started in the repository's root; and a way to wait for it with a
+//! deadline, so a hang fails the test instead of stalling the suite.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -11,25 +11,43 @@ use std::time::{Duration, Instant};
 /// The repository's root.
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// Environment variables a test must not inherit.
-fn scrubbed(name: &str) -> bool {
-    name.starts_with("TROUPE_")
-        || name.ends_with("OPENAI_API_KEY")
-        || name.starts_with("AZURE_OPENAI")
-        || name == "OPENAI_BASE_URL"
+/// Environment variables a test must not inherit from the machine it runs on:
+/// - `TROUPE_*`: the config's environment layer (`TROUPE_LLM__PROVIDER`, ...), the web token,
+///   the model folder;
+/// - `OPENAI_*`, `AZURE_*`, `ANTHROPIC_*` and any `*_API_KEY`: keys, base URLs, Azure
+///   endpoints and deployments (`OPENAI_BASE_URL` alone sends every OpenAI call elsewhere);
+/// - the proxy variables, which would route a test's loopback calls through another host;
+/// - `RUST_LOG`, which changes what the binary prints.
+pub fn scrubbed(name: &str) -> bool {
+    const PREFIXES: [&str; 4] = ["TROUPE_", "OPENAI_", "AZURE_", "ANTHROPIC_"];
+    const PROXIES: [&str; 3] = ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"];
+    PREFIXES.iter().any(|p| name.starts_with(p))
+        || name.ends_with("_API_KEY")
+        || PROXIES.contains(&name.to_ascii_uppercase().as_str())
         || name == "RUST_LOG"
+}
+
+/// Removes every [`scrubbed`] variable the test process has from `cmd`'s environment.
+pub fn scrub(cmd: &mut Command) -> &mut Command {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if scrubbed(&k) {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
 }
 
 /// The `troupe` binary, in the repository's root, with a clean environment.
 pub fn troupe() -> Command {
+    troupe_in(Path::new(ROOT))
+}
+
+/// The `troupe` binary, in `dir`, with a clean environment.
+pub fn troupe_in(dir: &Path) -> Command {
     let mut c = Command::new(assert_cmd::cargo::cargo_bin("troupe"));
-    c.current_dir(ROOT);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if scrubbed(&k) {
-            c.env_remove(k);
-        }
-    }
+    c.current_dir(dir);
+    scrub(&mut c);
     c
 }
 
