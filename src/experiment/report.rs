@@ -91,11 +91,27 @@ pub fn markdown(s: &ExperimentSummary) -> String {
     for l in intro_lines(s) {
         let _ = writeln!(m, "- {}", e(&l));
     }
+    md_variants(&mut m, s);
+    md_results(&mut m, s);
+    md_comparisons(&mut m, s);
+    md_findings(&mut m, s);
+    md_extraction(&mut m, s);
+    md_runs(&mut m, s);
+    m
+}
+
+/// The variants and what ran of each.
+fn md_variants(m: &mut String, s: &ExperimentSummary) {
+    let e = escape_markdown;
     m.push_str("\n## Variants\n\n| variant | runs | completed | personas |\n| --- | ---: | ---: | --- |\n");
     for v in &s.variants {
         let _ = writeln!(m, "| **{}** | {} | {} | {} |", e(&v.label), v.runs, v.succeeded, e(&v.personas.join(", ")));
     }
+}
 
+/// Each metric per variant: mean, spread and confidence interval.
+fn md_results(m: &mut String, s: &ExperimentSummary) {
+    let e = escape_markdown;
     m.push_str("\n## Results per variant (mean, standard deviation, 95% confidence interval)\n");
     for (key, desc, unit) in METRICS {
         let unit = if unit.is_empty() { String::new() } else { format!(" ({unit})") };
@@ -119,7 +135,11 @@ pub fn markdown(s: &ExperimentSummary) -> String {
             );
         }
     }
+}
 
+/// Each pair of variants, metric by metric, with the tests and effect sizes.
+fn md_comparisons(m: &mut String, s: &ExperimentSummary) {
+    let e = escape_markdown;
     m.push_str("\n## Comparisons\n");
     let mut pairs: Vec<(&str, &str)> = Vec::new();
     for c in &s.comparisons {
@@ -152,7 +172,11 @@ pub fn markdown(s: &ExperimentSummary) -> String {
             );
         }
     }
+}
 
+/// What reached significance, and a note when samples are small.
+fn md_findings(m: &mut String, s: &ExperimentSummary) {
+    let e = escape_markdown;
     m.push_str("\n## Findings\n\n");
     if s.findings.is_empty() {
         m.push_str("No difference reached p < 0.05.\n");
@@ -163,7 +187,11 @@ pub fn markdown(s: &ExperimentSummary) -> String {
     if let Some(n) = small_sample_note(s) {
         let _ = writeln!(m, "\n_{}_", e(&n));
     }
+}
 
+/// The extracted answers, counted per variant.
+fn md_extraction(m: &mut String, s: &ExperimentSummary) {
+    let e = escape_markdown;
     if !s.extract.is_empty() {
         m.push_str("\n## Extraction (answers of every persona after each run)\n");
         for v in &s.variants {
@@ -180,7 +208,11 @@ pub fn markdown(s: &ExperimentSummary) -> String {
             }
         }
     }
+}
 
+/// Every run, and the blinding key when labels were blinded.
+fn md_runs(m: &mut String, s: &ExperimentSummary) {
+    let e = escape_markdown;
     m.push_str("\n## Runs\n\n| run | seed | run id | completed | messages | error |\n| --- | ---: | --- | --- | ---: | --- |\n");
     for r in &s.runs {
         let _ = writeln!(
@@ -201,7 +233,6 @@ pub fn markdown(s: &ExperimentSummary) -> String {
             let _ = writeln!(m, "| {} | {} |", e(l), e(v));
         }
     }
-    m
 }
 
 fn metric_chart(s: &ExperimentSummary, key: &str, desc: &str) -> Option<String> {
