@@ -163,10 +163,16 @@ pub fn load_config_quiet(
     Ok(loaded)
 }
 
-/// The async runtime every command that runs simulations uses.
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+/// Runs `fut` to completion on the one async runtime the CLI sets up (multi-threaded, with
+/// time, I/O and signals). Every command that awaits goes through here, so they all run on the
+/// same kind of runtime and fail the same way when it cannot start.
+pub fn block_on<F: std::future::Future>(fut: F) -> anyhow::Result<F::Output> {
     use anyhow::Context;
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("could not start the async runtime")
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    Ok(rt.block_on(fut))
 }
 
 /// Input errors (config, personas, scenarios) exit with 2; everything else with 1.

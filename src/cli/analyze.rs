@@ -107,8 +107,8 @@ fn in_character(
     let caller = troupe_sim::validation::Caller::new(provider.clone(), &cfg, pricing);
     let model = cfg.validation.judge_model_or(&results.config.model).to_string();
     eprintln!("judging {} persona(s) in character with {model} through {}", personas.len(), provider.name());
-    let ic = super::runtime()?
-        .block_on(troupe_sim::validation::in_character::judge_run(&caller, &cfg, &personas, results, &model));
+    let ic =
+        super::block_on(troupe_sim::validation::in_character::judge_run(&caller, &cfg, &personas, results, &model))?;
     eprintln!(
         "{} call(s), {} tokens, ${:.4}{}",
         ic.calls,

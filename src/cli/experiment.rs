@@ -53,7 +53,7 @@ pub struct ExperimentArgs {
 const MAX_RUNS: usize = 10_000;
 
 pub fn run(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode> {
-    super::runtime()?.block_on(run_async(g, a))
+    super::block_on(run_async(g, a))?
 }
 
 async fn run_async(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode> {

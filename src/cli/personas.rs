@@ -121,9 +121,8 @@ fn generate(g: &GlobalArgs, a: GenerateArgs) -> anyhow::Result<ExitCode> {
         temperature: cfg.llm.temperature.max(0.7),
         seed: cfg.simulation.run_seed,
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let drafts =
-        rt.block_on(generate_personas(&provider, &req, &taken)).map_err(|e| super::UsageError(e.to_string()))?;
+        super::block_on(generate_personas(&provider, &req, &taken))?.map_err(|e| super::UsageError(e.to_string()))?;
     let values: Vec<_> = drafts.iter().map(|p| p.to_saved_value()).collect();
     println!("{}", serde_json::to_string_pretty(&values)?);
     if !a.save {

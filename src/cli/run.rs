@@ -44,7 +44,7 @@ pub struct RunArgs {
 }
 
 pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
-    super::runtime()?.block_on(run_async(g, a))
+    super::block_on(run_async(g, a))?
 }
 
 async fn run_async(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {

@@ -73,7 +73,7 @@ impl StressArgs {
 
 pub fn run(g: &GlobalArgs, a: StressArgs) -> anyhow::Result<ExitCode> {
     a.check()?;
-    super::runtime()?.block_on(run_async(g, a))
+    super::block_on(run_async(g, a))?
 }
 
 async fn run_async(g: &GlobalArgs, a: StressArgs) -> anyhow::Result<ExitCode> {
