@@ -460,7 +460,10 @@ impl SimulationEngine {
             run_id(
                 &plan.name,
                 started_at,
-                crate::rng::mix(&[self.config.simulation.run_seed, instance, started_at.timestamp_micros() as u64]),
+                crate::rng::derive(
+                    self.config.simulation.run_seed,
+                    crate::rng::Stream::RunId { instance, micros: started_at.timestamp_micros() as u64 },
+                ),
             )
         });
         if !crate::resume::valid_run_id(&rid) {

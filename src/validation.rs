@@ -108,7 +108,7 @@ impl Caller {
         let policy = RetryPolicy::from_config(&self.config, &req.model);
         let timeout = crate::config::limits::secs(self.config.performance.persona_timeout.max(0.001));
         let run_seed = self.config.simulation.run_seed;
-        let mut rng = crate::rng::SplitMix64::new(crate::rng::mix(&[run_seed, req.fingerprint(), 0xc4ec]));
+        let mut rng = crate::rng::stream(run_seed, crate::rng::Stream::ValidationJitter { request: req.fingerprint() });
         let mut attempt = 1;
         loop {
             let reserved = self.reserve(&req)?;

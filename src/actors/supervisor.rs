@@ -29,7 +29,7 @@ use crate::config::SimulationConfig;
 use crate::cost::Pricing;
 use crate::llm::{CallContext, CallStarted, ChatRequest, ChatResponse, ErrorKind, LlmError, Provider};
 use crate::memory::MemoryEvent;
-use crate::rng::SplitMix64;
+use crate::rng::{self, SplitMix64, Stream};
 use crate::transcript::{RunEvent, StopReason};
 use tokio::sync::mpsc;
 
@@ -177,7 +177,7 @@ impl Actor for SupervisorActor {
             timeout: crate::config::limits::secs(p.persona_timeout),
             max_workers: p.max_workers.max(1),
             spacing: crate::config::limits::secs(p.rate_limit_delay),
-            jitter: SplitMix64::new(a.config.simulation.run_seed ^ 0x6a17_7e42),
+            jitter: rng::stream(a.config.simulation.run_seed, Stream::SupervisorJitter),
             provider: a.provider,
             metrics: a.metrics,
             instance: a.instance,

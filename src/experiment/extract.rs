@@ -166,7 +166,8 @@ async fn call_with_retries(
     let req = Arc::new(req);
     let policy = crate::actors::supervisor::policy::RetryPolicy::from_config(cfg, &req.model);
     let timeout = crate::config::limits::secs(cfg.performance.persona_timeout.max(0.001));
-    let mut rng = crate::rng::SplitMix64::new(crate::rng::mix(&[cfg.simulation.run_seed, req.fingerprint()]));
+    let mut rng =
+        crate::rng::stream(cfg.simulation.run_seed, crate::rng::Stream::ExtractJitter { request: req.fingerprint() });
     let mut attempt = 1;
     loop {
         *calls += 1;

@@ -23,7 +23,7 @@ use super::{
     BoxFuture, CallContext, ChatRequest, ChatResponse, ErrorKind, FinishReason, LlmError, Provider, Role, Usage,
 };
 use crate::config::{FaultProfile, LatencyKind, LatencyModel, SimulatedConfig};
-use crate::rng::{SplitMix64, hash_bytes, mix};
+use crate::rng::{self, SplitMix64, Stream, hash_bytes, mix};
 
 /// The simulated provider.
 #[derive(Debug)]
@@ -161,13 +161,13 @@ impl Provider for SimulatedProvider {
 
     fn chat(&self, req: Arc<ChatRequest>, ctx: CallContext) -> BoxFuture<Result<ChatResponse, LlmError>> {
         let fp = req.fingerprint();
-        let mut attempt_rng = SplitMix64::new(mix(&[ctx.run_seed, fp, ctx.attempt as u64, 0xfa17]));
+        let mut attempt_rng = rng::stream(ctx.run_seed, Stream::SimulatedFaults { request: fp, attempt: ctx.attempt });
         let fault = Self::draw_fault(&self.cfg.faults, &mut attempt_rng);
         let latency = Self::draw_latency(&self.cfg.latency, &mut attempt_rng);
         let retry_after = crate::config::limits::secs(self.cfg.faults.retry_after_secs);
         // The text is composed before the wait so the future holds no borrow of `self`.
         let text = match fault {
-            Fault::None => Some(self.compose(&req, mix(&[ctx.run_seed, fp]))),
+            Fault::None => Some(self.compose(&req, rng::derive(ctx.run_seed, Stream::ProviderText { request: fp }))),
             _ => None,
         };
         Box::pin(async move {

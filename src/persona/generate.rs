@@ -165,7 +165,7 @@ const STYLES: [&str; 4] = [
 
 /// Plausible drafts made without a model: a pure function of the description, count and seed.
 pub fn simulated_drafts(context: &str, count: usize, seed: u64) -> Vec<PersonaSpec> {
-    let h = crate::rng::mix(&[crate::rng::hash_bytes(context.as_bytes()), seed]);
+    let h = crate::rng::derive(seed, crate::rng::Stream::PersonaDrafts { context });
     let topic: String = context.split_whitespace().take(8).collect::<Vec<_>>().join(" ");
     (0..count)
         .map(|i| {

@@ -131,7 +131,7 @@ pub fn resolve(
     if let Some(v) = var {
         refs.extend(v.add_personas.iter());
     }
-    let mut rng = SplitMix64::new(run_seed ^ 0x5a4d_504c_4500_0001);
+    let mut rng = crate::rng::stream(run_seed, crate::rng::Stream::ScenarioSample);
     let mut personas = Vec::new();
     for (i, r) in refs.iter().enumerate() {
         personas.extend(load_ref(r, db, base, &mut rng, &format!("personas[{i}]"), &mut problems));
