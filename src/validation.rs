@@ -185,7 +185,8 @@ mod tests {
             max_tokens: Some(1000),
             seed: None,
             stop: Vec::new(),
-            meta: RequestMeta { purpose: "judge".into(), ..Default::default() },
+            response_format: crate::llm::ResponseFormat::Text,
+            meta: RequestMeta { purpose: crate::llm::Purpose::Judge, ..Default::default() },
         }
     }
 

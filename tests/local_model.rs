@@ -83,6 +83,7 @@ mod with_the_feature {
             max_tokens: Some(max_tokens),
             seed: Some(seed),
             stop: Vec::new(),
+            response_format: troupe_sim::llm::ResponseFormat::Text,
             meta: Default::default(),
         }
     }

@@ -596,7 +596,7 @@ fn succeed(st: &mut SupervisorState, id: u64, resp: ChatResponse, latency_us: u6
         RunEvent::Exchange(crate::journal::Exchange {
             persona: c.request.meta.persona.clone(),
             turn: c.tag.turn,
-            purpose: c.request.meta.purpose.clone(),
+            purpose: c.request.meta.purpose,
             key: crate::llm::cache::key_hex(crate::llm::cache::request_key(st.provider.name(), &c.request)),
             response: resp.clone(),
             attempts: c.attempt,

@@ -112,10 +112,11 @@ pub fn extraction_request(
         max_tokens: Some(cfg.llm.max_tokens.max(64)),
         seed: None,
         stop: Vec::new(),
+        response_format: crate::llm::ResponseFormat::Text,
         meta: RequestMeta {
             persona: persona.id.clone(),
             turn: 0,
-            purpose: "extract".into(),
+            purpose: crate::llm::Purpose::Extract,
             prompt_tokens: 0,
             ..Default::default()
         },

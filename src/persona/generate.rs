@@ -78,7 +78,8 @@ pub async fn generate_personas(
             max_tokens: Some((400 * req.count as u32).min(8000)),
             seed: Some(req.seed),
             stop: Vec::new(),
-            meta: RequestMeta { purpose: "generate".into(), ..Default::default() },
+            response_format: crate::llm::ResponseFormat::Text,
+            meta: RequestMeta { purpose: crate::llm::Purpose::Generate, ..Default::default() },
         };
         let resp = provider.chat(Arc::new(chat), CallContext { attempt: 1, run_seed: req.seed }).await?;
         parse_drafts(&resp.text)?
