@@ -250,6 +250,22 @@ fn cli_sets_parse_scalars_and_reject_malformed_flags() {
     assert!(c.simulation.parallel_execution);
     assert_eq!(c.simulation.seed, "Should cities tax drones?");
     assert_eq!(c.llm.model, "gpt-4o");
+    // Each value is read as its key's type: text stays text, a seed reaches u64::MAX, an
+    // optional float and a list are what they look like.
+    let mut src = f.sources(None, None);
+    src.cli = Some(sets(&[
+        "llm.model=4",
+        "simulation.seed=true",
+        "simulation.run_seed=18446744073709551615",
+        "llm.top_p=1",
+        "llm.stop=[\"###\"]",
+        "llm.base_url=http://127.0.0.1:9/v1",
+    ]));
+    let c = load_config(&src).unwrap().config;
+    assert_eq!((c.llm.model.as_str(), c.simulation.seed.as_str()), ("4", "true"));
+    assert_eq!(c.simulation.run_seed, u64::MAX);
+    assert_eq!((c.llm.top_p, c.llm.stop), (Some(1.0), vec!["###".to_string()]));
+    assert_eq!(c.llm.base_url.as_deref(), Some("http://127.0.0.1:9/v1"));
     for bad in ["novalue", "=1", "llm..model=x", ".x=1"] {
         let e = Layer::from_sets("command line", &[bad.to_string()]).unwrap_err();
         assert!(matches!(e, ConfigError::BadSet(_)), "{bad}: {e}");
@@ -765,10 +781,11 @@ fn wrong_type_names_the_file_and_key() {
     let e = layer_error(&f.sources(Some("[simulation]\nmax_turns = \"six\"\n"), None));
     assert!(e.contains("troupe.toml") && e.contains("`simulation.max_turns`"), "{e}");
     assert!(e.contains("wrong type") && e.contains("\"six\""), "{e}");
-    let mut src = f.sources(None, None);
-    src.cli = Some(sets(&["performance.graceful_degradation=sometimes"]));
-    let e = layer_error(&src);
-    assert!(e.contains("command line") && e.contains("performance.graceful_degradation"), "{e}");
+    // A `--set` of the wrong type is refused as the flag is read, naming the flag.
+    let e = Layer::from_sets("command line", &["performance.graceful_degradation=sometimes".into()]).unwrap_err();
+    assert!(matches!(e, ConfigError::BadSetValue { .. }), "{e}");
+    let e = e.to_string();
+    assert!(e.contains("--set performance.graceful_degradation=sometimes") && e.contains("true or false"), "{e}");
     let e = layer_error(&f.sources(Some("[llm]\nprovider = \"openia\"\n"), None));
     assert!(e.contains("llm.provider") && e.contains("simulated"), "unknown variants list the choices: {e}");
 }

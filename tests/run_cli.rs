@@ -157,6 +157,27 @@ fn run_without_a_scenario_takes_seed_turns_and_personas() {
     assert_eq!(r["transcript"][0]["text"], "Evaluate AI-powered content moderation", "the topic opens the run");
 }
 
+/// A run seed is a `u64` from flag to results: `u64::MAX` is taken by `--run-seed` and by
+/// `--set`, and recorded as given (it used to be read back as a float and refused).
+#[test]
+fn the_largest_run_seed_is_taken_by_run_seed_and_by_set() {
+    for how in [["--run-seed", "18446744073709551615"], ["--set", "simulation.run_seed=18446744073709551615"]] {
+        let out = tempfile::tempdir().unwrap();
+        let o = troupe()
+            .args(["run", "--seed", "Should the library open on Sundays?", "--turns", "1"])
+            .args(["--personas", "sarah_chen,marcus_rivera", "--rate-limit-delay", "0", "--quiet"])
+            .args(["--set", "llm.provider=simulated"])
+            .args(how)
+            .arg("--output-dir")
+            .arg(out.path())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{how:?}: {}", String::from_utf8_lossy(&o.stderr));
+        let r = read_json(&run_dir(out.path()).join("results.json"));
+        assert_eq!(r["config"]["run_seed"].as_u64(), Some(u64::MAX), "{how:?}");
+    }
+}
+
 #[test]
 fn run_with_an_unknown_persona_exits_2_with_a_suggestion() {
     let out = tempfile::tempdir().unwrap();

@@ -75,7 +75,7 @@ fn in_character(
     use std::sync::Arc;
     use troupe_sim::persona::PersonaDatabase;
 
-    let mut cfg = super::load_config(g, None, &[])?.config;
+    let mut cfg = super::load_config(g, None, &super::Flags::default())?.config;
     if let Some(m) = &a.judge_model {
         if m.trim().is_empty() {
             return Err(super::UsageError("--judge-model is empty: name a model, or leave the flag out".into()).into());

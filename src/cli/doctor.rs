@@ -16,7 +16,7 @@ pub struct DoctorArgs {
 }
 
 pub fn run(g: &GlobalArgs, a: DoctorArgs) -> anyhow::Result<ExitCode> {
-    let checks = match super::load_config_quiet(g, None, &[]) {
+    let checks = match super::load_config_quiet(g, None, &super::Flags::default()) {
         Ok(loaded) => {
             let opts = DoctorOptions::for_config(&loaded.config);
             super::block_on(doctor::run_checks(&loaded, &opts))?

@@ -142,7 +142,7 @@ fn apply_fragments(mut p: PersonaSpec, fragments: &[PathBuf]) -> anyhow::Result<
 fn targets(g: &GlobalArgs, a: &CheckArgs) -> anyhow::Result<(SimulationConfig, Vec<Target>)> {
     let from_expect = || a.expect.as_ref().map(|_| "--expect".to_string());
     let Some(path) = &a.scenario else {
-        let mut cfg = super::load_config(g, None, &[])?.config;
+        let mut cfg = super::load_config(g, None, &super::Flags::default())?.config;
         if let Some(p) = &a.personas_file {
             cfg.simulation.personas_file = p.clone();
         }
@@ -164,7 +164,7 @@ fn targets(g: &GlobalArgs, a: &CheckArgs) -> anyhow::Result<(SimulationConfig, V
     };
     let s = scenario::load_scenario(path)?;
     let layer = troupe_sim::config::scenario_layer(path, &scenario_overrides(&s, a.variant.as_deref()))?;
-    let mut cfg = super::load_config(g, Some(layer), &[])?.config;
+    let mut cfg = super::load_config(g, Some(layer), &super::Flags::default())?.config;
     if let Some(p) = &a.personas_file {
         cfg.simulation.personas_file = p.clone();
     }

@@ -88,7 +88,7 @@ fn generate(g: &GlobalArgs, a: GenerateArgs) -> anyhow::Result<ExitCode> {
     use troupe_sim::persona::load::Layout;
     use troupe_sim::persona::{SaveTarget, add_personas, check_add};
 
-    let cfg = super::load_config(g, None, &[])?.config;
+    let cfg = super::load_config(g, None, &super::Flags::default())?.config;
     let path = cfg.simulation.personas_file.clone();
     // With --save the database is read back before the model is asked, so a save that would be
     // refused (an unreadable file, a one-agent file) costs nothing and drafts nothing.
@@ -158,7 +158,7 @@ fn generate(g: &GlobalArgs, a: GenerateArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn show(g: &GlobalArgs, a: ShowArgs) -> anyhow::Result<ExitCode> {
-    let config = super::load_config(g, None, &[])?.config;
+    let config = super::load_config(g, None, &super::Flags::default())?.config;
     let path = a.personas_file.clone().unwrap_or_else(|| config.simulation.personas_file.clone());
     let db = PersonaDatabase::load(&path)?;
     let Some(mut p) = db.get(&a.id).cloned() else {
@@ -200,7 +200,7 @@ fn show(g: &GlobalArgs, a: ShowArgs) -> anyhow::Result<ExitCode> {
 fn list(g: &GlobalArgs, a: ListArgs) -> anyhow::Result<ExitCode> {
     let path = match a.personas_file {
         Some(p) => p,
-        None => super::load_config(g, None, &[])?.config.simulation.personas_file,
+        None => super::load_config(g, None, &super::Flags::default())?.config.simulation.personas_file,
     };
     let db = PersonaDatabase::load(&path)?;
     let found = db.by_tags(&a.tags);

@@ -131,7 +131,7 @@ fn open_file_limit() -> Option<u64> {
 }
 
 pub fn run(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<ExitCode> {
-    let loaded = super::load_config(g, None, &[])?;
+    let loaded = super::load_config(g, None, &super::Flags::default())?;
     let logs = LogBuffer::default();
     init_logging(&loaded.config.monitoring, &logs);
     let generated;
