@@ -81,7 +81,7 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a simulation from a scenario file, or from --seed and --personas
+    /// Run a simulation from a scenario file, or from --topic and --personas
     Run(Box<run::RunArgs>),
     /// Estimate calls, tokens and cost before running
     Estimate(Box<estimate::EstimateArgs>),

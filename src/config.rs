@@ -118,6 +118,7 @@ impl Layer {
             if k.is_empty() || k.split('.').any(str::is_empty) {
                 return Err(ConfigError::BadSet(s.clone()));
             }
+            let k = current_key(k);
             set_dict_path(&mut self.dict, k, set_value(&defaults, k, v.trim())?);
         }
         Ok(self)
@@ -150,6 +151,58 @@ impl Provider for Layer {
     }
     fn data(&self) -> Result<FMap<Profile, Dict>, figment::Error> {
         Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}
+
+/// A layer that reads keys under their old names ([`RENAMED`]) as their current ones, so a file
+/// written for the replaced engine (`[simulation] seed = "..."`) overrides, and is overridden
+/// by, the layers that say `topic`. Where the values come from is unchanged.
+struct OldNames<P>(P);
+
+impl<P: Provider> Provider for OldNames<P> {
+    fn metadata(&self) -> Metadata {
+        self.0.metadata()
+    }
+    fn data(&self) -> Result<FMap<Profile, Dict>, figment::Error> {
+        let mut data = self.0.data()?;
+        for dict in data.values_mut() {
+            for (old, new) in RENAMED {
+                rename(dict, old, new).map_err(|message| {
+                    let mut e = figment::Error::from(message);
+                    e.metadata = Some(self.metadata());
+                    e
+                })?;
+            }
+        }
+        Ok(data)
+    }
+}
+
+/// Moves the value at dotted `old` to `new` in `dict`; both set to different values is an error.
+fn rename(dict: &mut Dict, old: &str, new: &str) -> Result<(), String> {
+    let (Some((parent, old_leaf)), Some((new_parent, new_leaf))) = (old.rsplit_once('.'), new.rsplit_once('.')) else {
+        return Ok(());
+    };
+    if parent != new_parent {
+        return Ok(()); // every rename so far stays in its section
+    }
+    let mut d = dict;
+    for k in parent.split('.') {
+        d = match d.get_mut(k) {
+            Some(FValue::Dict(_, inner)) => inner,
+            _ => return Ok(()),
+        };
+    }
+    let Some(v) = d.remove(old_leaf) else { return Ok(()) };
+    match d.get(new_leaf) {
+        Some(current) if *current != v => {
+            Err(format!("both `{new}` and `{old}` (its old name) are set, to different values; keep `{new}` only"))
+        }
+        Some(_) => Ok(()),
+        None => {
+            d.insert(new_leaf.to_string(), v);
+            Ok(())
+        }
     }
 }
 
@@ -338,23 +391,23 @@ pub fn load_config(src: &ConfigSources) -> Result<LoadedConfig, ConfigError> {
         // reads it again itself, so its errors and `config show` name the file.
         crate::fsutil::read_input(p, crate::fsutil::MAX_CONFIG_BYTES, "a config file")
             .map_err(|source| ConfigError::Io { path: p.clone(), source })?;
-        fig = fig.merge(Toml::file_exact(p));
+        fig = fig.merge(OldNames(Toml::file_exact(p)));
     }
     let ini_path = src.ini.clone().or_else(|| existing(DEFAULT_INI));
     if let Some(p) = &ini_path {
         let ini = IniProvider::read(p)?;
         notes.extend(ini.notes());
-        fig = fig.merge(ini);
+        fig = fig.merge(OldNames(ini));
     }
     if let Some(l) = &src.scenario {
-        fig = fig.merge(l.clone());
+        fig = fig.merge(OldNames(l.clone()));
     }
     if src.env {
         let env = Env::prefixed("TROUPE_").filter(|k| k.as_str().contains("__")).split("__");
-        fig = fig.merge(env);
+        fig = fig.merge(OldNames(env));
     }
     if let Some(l) = &src.cli {
-        fig = fig.merge(l.clone());
+        fig = fig.merge(OldNames(l.clone()));
     }
     let config: SimulationConfig = fig.extract().map_err(|e| ConfigError::Layer(describe(e)))?;
     check_ranges(&config, &fig)?;

@@ -171,7 +171,7 @@ pub struct Fork {
 }
 
 impl RunPlan {
-    /// A plan from a resolved scenario; the topic is the config's `simulation.seed`.
+    /// A plan from a resolved scenario; the topic is the config's `simulation.topic`.
     pub fn from_scenario(r: ResolvedScenario, topic: &str) -> Self {
         RunPlan {
             name: r.name,
@@ -419,7 +419,7 @@ impl SimulationEngine {
         let mut engine = self.clone();
         let mut cfg = (*self.config).clone();
         cfg.simulation.max_turns = turns;
-        cfg.simulation.seed = seed.to_string();
+        cfg.simulation.topic = seed.to_string();
         engine.config = Arc::new(cfg);
         engine.start(RunPlan::ad_hoc(seed, chosen), RunOptions::default()).await?.wait().await
     }

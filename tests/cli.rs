@@ -386,7 +386,7 @@ fn set_values_are_read_as_their_keys_type() {
         "--set",
         "llm.model=4",
         "--set",
-        "simulation.seed=2030",
+        "simulation.topic=2030",
         "--set",
         "llm.temperature=1",
         "--set",
@@ -401,7 +401,7 @@ fn set_values_are_read_as_their_keys_type() {
     let v: Value = serde_json::from_str(&r.stdout).unwrap();
     let entry = |k: &str| v["entries"].as_array().unwrap().iter().find(|e| e["key"] == k).unwrap().clone();
     assert_eq!(entry("llm.model")["value"], "\"4\"");
-    assert_eq!(entry("simulation.seed")["value"], "\"2030\"");
+    assert_eq!(entry("simulation.topic")["value"], "\"2030\"");
     assert_eq!(entry("llm.temperature")["value"], "1.0");
     assert_eq!(entry("simulation.run_seed")["value"], "18446744073709551615");
     assert_eq!(entry("llm.stop")["value"], "[\"###\",\"END\"]");

@@ -34,7 +34,7 @@ pub struct Flags {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SimulationFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub seed: Option<String>,
+    pub topic: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_turns: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -22,13 +22,16 @@ pub enum PolicyArg {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// Scenario file (.ron); without it, give --seed and --personas
+    /// Scenario file (.ron); without it, give --topic and --personas
     pub scenario: Option<PathBuf>,
     /// Variant of the scenario
     #[arg(long)]
     pub variant: Option<String>,
-    /// Discussion topic (simulation.seed)
+    /// Discussion topic (simulation.topic)
     #[arg(long)]
+    pub topic: Option<String>,
+    /// Old name of --topic (the replaced engine's), still accepted
+    #[arg(long, value_name = "TOPIC")]
     pub seed: Option<String>,
     /// Turns to run (simulation.max_turns)
     #[arg(long)]
@@ -64,9 +67,16 @@ pub struct PlanArgs {
 
 impl PlanArgs {
     /// The config keys these flags set, typed as the config's fields.
-    pub fn flags(&self) -> Flags {
+    pub fn flags(&self) -> Result<Flags, UsageError> {
         let mut f = Flags::default();
-        f.simulation.seed = self.seed.clone();
+        f.simulation.topic = match (&self.topic, &self.seed) {
+            (Some(t), Some(s)) if t != s => {
+                return Err(UsageError(
+                    "--topic and --seed (its old name) give different topics; give the topic once, with --topic".into(),
+                ));
+            }
+            (t, s) => t.clone().or_else(|| s.clone()),
+        };
         f.simulation.max_turns = self.turns;
         f.simulation.run_seed = self.run_seed;
         f.simulation.turn_policy = self.policy.map(|p| match p {
@@ -80,7 +90,7 @@ impl PlanArgs {
         f.performance.rate_limit_delay = self.rate_limit_delay;
         f.output.output_dir = self.output_dir.clone();
         f.monitoring.log_file = self.log_file.clone();
-        f
+        Ok(f)
     }
 }
 
@@ -108,7 +118,7 @@ pub fn load(g: &GlobalArgs, a: &PlanArgs, flags: &Flags) -> anyhow::Result<(RunP
                 cfg.simulation.max_personas,
                 cfg.simulation.run_seed,
             )?;
-            (RunPlan::from_scenario(resolved, &cfg.simulation.seed), cfg)
+            (RunPlan::from_scenario(resolved, &cfg.simulation.topic), cfg)
         }
         None => {
             if a.variant.is_some() {
@@ -117,13 +127,13 @@ pub fn load(g: &GlobalArgs, a: &PlanArgs, flags: &Flags) -> anyhow::Result<(RunP
             let cfg = super::load_config(g, None, flags)?.config;
             if a.personas.is_empty() {
                 return Err(UsageError(
-                    "give a scenario file, or --seed \"topic\" and --personas id1,id2 (see `troupe personas list`)"
+                    "give a scenario file, or --topic \"...\" and --personas id1,id2 (see `troupe personas list`)"
                         .into(),
                 )
                 .into());
             }
-            if cfg.simulation.seed.trim().is_empty() {
-                return Err(UsageError("give the discussion topic with --seed \"...\"".into()).into());
+            if cfg.simulation.topic.trim().is_empty() {
+                return Err(UsageError("give the discussion topic with --topic \"...\"".into()).into());
             }
             let db = PersonaDatabase::load(&cfg.simulation.personas_file)?;
             for id in &a.personas {
@@ -162,7 +172,7 @@ pub fn load(g: &GlobalArgs, a: &PlanArgs, flags: &Flags) -> anyhow::Result<(RunP
                 ))
                 .into());
             }
-            (RunPlan::ad_hoc(&cfg.simulation.seed, chosen), cfg)
+            (RunPlan::ad_hoc(&cfg.simulation.topic, chosen), cfg)
         }
     };
     Ok((plan, cfg))

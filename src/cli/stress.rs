@@ -56,12 +56,12 @@ impl StressArgs {
     }
 
     /// The plan's flags with the budgets, and no pacing unless asked for.
-    fn flags(&self) -> super::Flags {
-        let mut f = self.plan.flags();
+    fn flags(&self) -> Result<super::Flags, UsageError> {
+        let mut f = self.plan.flags()?;
         f.llm.requests_per_minute = self.rpm;
         f.llm.tokens_per_minute = self.tpm;
         f.performance.rate_limit_delay = Some(self.plan.rate_limit_delay.unwrap_or(0.0));
-        f
+        Ok(f)
     }
 }
 
@@ -71,7 +71,7 @@ pub fn run(g: &GlobalArgs, a: StressArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_async(g: &GlobalArgs, a: StressArgs) -> anyhow::Result<ExitCode> {
-    let (plan, cfg) = super::plan::load(g, &a.plan, &a.flags())?;
+    let (plan, cfg) = super::plan::load(g, &a.plan, &a.flags()?)?;
     // Retries are the point of the exercise: only errors reach the terminal (the log file,
     // when configured, gets everything).
     let _log_guard = super::logging::init(&cfg.monitoring, true)?;

@@ -88,7 +88,7 @@ pub async fn page_handler(st: &AppState) -> Result<Html<String>, WebError> {
          <label>Run timeout (s) <input type=\"number\" name=\"timeout_seconds\" min=\"1\" value=\"{timeout}\"></label></p>\
          <p class=\"hint\">Runs started here share the provider's request and token budgets (llm.requests_per_minute, llm.tokens_per_minute).</p>\
          </fieldset>",
-        topic = escape(&cfg.simulation.seed),
+        topic = escape(&cfg.simulation.topic),
         turns = cfg.simulation.max_turns,
         rr = sel(TurnPolicy::RoundRobin),
         pa = sel(TurnPolicy::Parallel),
@@ -226,7 +226,7 @@ pub fn build(st: &AppState, f: &RunForm) -> Result<(RunPlan, SimulationConfig, P
         base.clone()
     };
     if !f.topic.trim().is_empty() {
-        cfg.simulation.seed = f.topic.trim().to_string();
+        cfg.simulation.topic = f.topic.trim().to_string();
     }
     if let Some(t) = num::<u32>("turns", &f.turns)? {
         if !(1..=1000).contains(&t) {
@@ -282,13 +282,13 @@ pub fn build(st: &AppState, f: &RunForm) -> Result<(RunPlan, SimulationConfig, P
                 cfg.simulation.run_seed,
             )
             .map_err(|e| WebError::BadRequest(e.to_string()))?;
-            RunPlan::from_scenario(resolved, &cfg.simulation.seed)
+            RunPlan::from_scenario(resolved, &cfg.simulation.topic)
         }
         None => {
             if f.personas.is_empty() {
                 return Err(WebError::BadRequest("pick at least one persona".into()));
             }
-            if cfg.simulation.seed.trim().is_empty() {
+            if cfg.simulation.topic.trim().is_empty() {
                 return Err(WebError::BadRequest("give the discussion topic".into()));
             }
             if f.personas.len() > cfg.simulation.max_personas {
@@ -303,7 +303,7 @@ pub fn build(st: &AppState, f: &RunForm) -> Result<(RunPlan, SimulationConfig, P
                 let p = db.get(id).ok_or_else(|| WebError::BadRequest(format!("unknown persona id `{id}`")))?;
                 chosen.push(p.clone());
             }
-            RunPlan::ad_hoc(&cfg.simulation.seed, chosen)
+            RunPlan::ad_hoc(&cfg.simulation.topic, chosen)
         }
     };
     if !f.context.trim().is_empty() {
