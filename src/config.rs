@@ -107,9 +107,9 @@ impl Layer {
     }
 
     /// This layer with `key=value` strings (`--set`) applied over it, in order, so a later one
-    /// for the same key wins. Each value is read as its setting's type reads it (see
-    /// [`set_value`]): `simulation.run_seed=18446744073709551615` is a `u64`, `llm.model=4` is
-    /// the text "4".
+    /// for the same key wins. Each value is read as its setting's type reads it:
+    /// `simulation.run_seed=18446744073709551615` is a `u64`, `llm.model=4` is the text "4", and
+    /// a value the type cannot take is a [`ConfigError::BadSetValue`].
     pub fn with_sets(mut self, sets: &[String]) -> Result<Self, ConfigError> {
         let defaults = Layer::new("built-in default", None, &SimulationConfig::default())?;
         for s in sets {
@@ -270,7 +270,7 @@ fn readings(text: &str) -> Vec<FValue> {
 /// decides, optional settings included. A key the config does not have is left for the load
 /// to report (with a "did you mean"); a value no reading fits is a [`ConfigError::BadSetValue`]
 /// naming the key, what it takes and an example.
-pub fn set_value(defaults: &Layer, key: &str, text: &str) -> Result<FValue, ConfigError> {
+fn set_value(defaults: &Layer, key: &str, text: &str) -> Result<FValue, ConfigError> {
     let readings = readings(text);
     let mut last = None;
     for r in &readings {

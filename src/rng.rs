@@ -3,7 +3,7 @@
 //!
 //! # Streams
 //! Everything random in a run draws from a stream derived from the run seed by
-//! [`stream`] (a generator) or [`derive`] (a seed), named by a [`Stream`]; no other code mixes
+//! [`stream`] (a generator) or [`derive()`] (a seed), named by a [`Stream`]; no other code mixes
 //! the run seed with a salt of its own. Each stream drives one thing, so adding draws to one
 //! never shifts another:
 //!
