@@ -74,10 +74,11 @@ fn request() -> Arc<ChatRequest> {
         max_tokens: Some(120),
         seed: None,
         stop: Vec::new(),
+        response_format: troupe_sim::llm::ResponseFormat::Text,
         meta: RequestMeta {
             persona: "sarah_chen".into(),
             turn: 2,
-            purpose: "act".into(),
+            purpose: troupe_sim::llm::Purpose::Act,
             prompt_tokens: 0,
             ..Default::default()
         },

@@ -6,6 +6,7 @@ mod doctor;
 mod estimate;
 mod experiment;
 mod export;
+mod flags;
 mod logging;
 mod model;
 mod persona_check;
@@ -22,6 +23,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use flags::Flags;
 use troupe_sim::config::{self, ConfigSources, Layer, LoadedConfig};
 
 /// troupe: run persona-based multi-agent LLM simulations.
@@ -79,7 +81,7 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a simulation from a scenario file, or from --seed and --personas
+    /// Run a simulation from a scenario file, or from --topic and --personas
     Run(Box<run::RunArgs>),
     /// Estimate calls, tokens and cost before running
     Estimate(Box<estimate::EstimateArgs>),
@@ -133,11 +135,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Loads the layered config with the global flags and, optionally, a scenario layer and
-/// extra command-line overrides. Its notes (an unknown `config.ini` key, a key in the config
-/// file, ...) go to stderr, so no command ignores them silently.
-pub fn load_config(g: &GlobalArgs, scenario: Option<Layer>, extra_sets: &[String]) -> anyhow::Result<LoadedConfig> {
-    let loaded = load_config_quiet(g, scenario, extra_sets)?;
+/// Loads the layered config with the global flags and, optionally, a scenario layer and the
+/// command's own flags. Its notes (an unknown `config.ini` key, a key in the config file, ...)
+/// go to stderr, so no command ignores them silently.
+pub fn load_config(g: &GlobalArgs, scenario: Option<Layer>, flags: &Flags) -> anyhow::Result<LoadedConfig> {
+    let loaded = load_config_quiet(g, scenario, flags)?;
     for n in &loaded.notes {
         eprintln!("note: {n}");
     }
@@ -145,28 +147,32 @@ pub fn load_config(g: &GlobalArgs, scenario: Option<Layer>, extra_sets: &[String
 }
 
 /// As [`load_config`], leaving the notes to the caller (`config show` and `doctor` list them).
-pub fn load_config_quiet(
-    g: &GlobalArgs,
-    scenario: Option<Layer>,
-    extra_sets: &[String],
-) -> anyhow::Result<LoadedConfig> {
-    let mut sets = extra_sets.to_vec();
-    sets.extend(g.sets.iter().cloned());
-    let cli = if sets.is_empty() { None } else { Some(Layer::from_sets("command line", &sets)?) };
-    let loaded = config::load_config(&ConfigSources {
+pub fn load_config_quiet(g: &GlobalArgs, scenario: Option<Layer>, flags: &Flags) -> anyhow::Result<LoadedConfig> {
+    Ok(config::load_config(&sources(g, scenario, flags)?)?)
+}
+
+/// Where the config comes from: the files the global flags name, the scenario's layer, the
+/// environment, and the command line (the command's flags, then every `--set`).
+pub fn sources(g: &GlobalArgs, scenario: Option<Layer>, flags: &Flags) -> anyhow::Result<ConfigSources> {
+    Ok(ConfigSources {
         toml: g.config.clone(),
         ini: g.config_ini.clone(),
         scenario,
         env: true,
-        cli,
-    })?;
-    Ok(loaded)
+        cli: flags.layer(&g.sets)?,
+    })
 }
 
-/// The async runtime every command that runs simulations uses.
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+/// Runs `fut` to completion on the one async runtime the CLI sets up (multi-threaded, with
+/// time, I/O and signals). Every command that awaits goes through here, so they all run on the
+/// same kind of runtime and fail the same way when it cannot start.
+pub fn block_on<F: std::future::Future>(fut: F) -> anyhow::Result<F::Output> {
     use anyhow::Context;
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("could not start the async runtime")
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    Ok(rt.block_on(fut))
 }
 
 /// Input errors (config, personas, scenarios) exit with 2; everything else with 1.

@@ -65,6 +65,18 @@ pub enum ConfigError {
     /// A `--set key=value` flag is malformed.
     #[error("--set {0:?}: expected KEY=VALUE with a dotted key such as llm.model=gpt-4o")]
     BadSet(String),
+    /// A `--set key=value` whose value the key's type cannot take.
+    #[error("--set {key}={value}: `{key}` takes {expected}, not {value:?}; change the value after `=`{example}")]
+    BadSetValue {
+        /// Dotted key.
+        key: String,
+        /// The value as given.
+        value: String,
+        /// What the key takes, in words.
+        expected: String,
+        /// ", e.g. --set key=default", when the key has a default to show.
+        example: String,
+    },
 }
 
 /// A named layer of plain values (defaults, scenario overrides, command-line flags).
@@ -89,19 +101,27 @@ impl Layer {
         Ok(Layer { name, source, dict })
     }
 
-    /// A layer from `key=value` strings with dotted keys; values are parsed as TOML scalars
-    /// (numbers, booleans) and fall back to plain strings.
+    /// A layer from `key=value` strings with dotted keys; see [`Layer::with_sets`].
     pub fn from_sets(name: &str, sets: &[String]) -> Result<Self, ConfigError> {
-        let mut root = serde_json::Map::new();
+        Layer { name: name.to_string(), source: None, dict: Dict::new() }.with_sets(sets)
+    }
+
+    /// This layer with `key=value` strings (`--set`) applied over it, in order, so a later one
+    /// for the same key wins. Each value is read as its setting's type reads it:
+    /// `simulation.run_seed=18446744073709551615` is a `u64`, `llm.model=4` is the text "4", and
+    /// a value the type cannot take is a [`ConfigError::BadSetValue`].
+    pub fn with_sets(mut self, sets: &[String]) -> Result<Self, ConfigError> {
+        let defaults = Layer::new("built-in default", None, &SimulationConfig::default())?;
         for s in sets {
             let (k, v) = s.split_once('=').ok_or_else(|| ConfigError::BadSet(s.clone()))?;
             let k = k.trim();
             if k.is_empty() || k.split('.').any(str::is_empty) {
                 return Err(ConfigError::BadSet(s.clone()));
             }
-            set_path(&mut root, k, parse_scalar(v.trim()));
+            let k = current_key(k);
+            set_dict_path(&mut self.dict, k, set_value(&defaults, k, v.trim())?);
         }
-        Layer::new(name, None, &root)
+        Ok(self)
     }
 
     /// True when the layer sets nothing.
@@ -134,6 +154,58 @@ impl Provider for Layer {
     }
 }
 
+/// A layer that reads keys under their old names ([`RENAMED`]) as their current ones, so a file
+/// written for the replaced engine (`[simulation] seed = "..."`) overrides, and is overridden
+/// by, the layers that say `topic`. Where the values come from is unchanged.
+struct OldNames<P>(P);
+
+impl<P: Provider> Provider for OldNames<P> {
+    fn metadata(&self) -> Metadata {
+        self.0.metadata()
+    }
+    fn data(&self) -> Result<FMap<Profile, Dict>, figment::Error> {
+        let mut data = self.0.data()?;
+        for dict in data.values_mut() {
+            for (old, new) in RENAMED {
+                rename(dict, old, new).map_err(|message| {
+                    let mut e = figment::Error::from(message);
+                    e.metadata = Some(self.metadata());
+                    e
+                })?;
+            }
+        }
+        Ok(data)
+    }
+}
+
+/// Moves the value at dotted `old` to `new` in `dict`; both set to different values is an error.
+fn rename(dict: &mut Dict, old: &str, new: &str) -> Result<(), String> {
+    let (Some((parent, old_leaf)), Some((new_parent, new_leaf))) = (old.rsplit_once('.'), new.rsplit_once('.')) else {
+        return Ok(());
+    };
+    if parent != new_parent {
+        return Ok(()); // every rename so far stays in its section
+    }
+    let mut d = dict;
+    for k in parent.split('.') {
+        d = match d.get_mut(k) {
+            Some(FValue::Dict(_, inner)) => inner,
+            _ => return Ok(()),
+        };
+    }
+    let Some(v) = d.remove(old_leaf) else { return Ok(()) };
+    match d.get(new_leaf) {
+        Some(current) if *current != v => {
+            Err(format!("both `{new}` and `{old}` (its old name) are set, to different values; keep `{new}` only"))
+        }
+        Some(_) => Ok(()),
+        None => {
+            d.insert(new_leaf.to_string(), v);
+            Ok(())
+        }
+    }
+}
+
 /// Sets a dotted path in a JSON map, creating maps on the way.
 pub fn set_path(root: &mut serde_json::Map<String, serde_json::Value>, key: &str, v: serde_json::Value) {
     match key.split_once('.') {
@@ -152,19 +224,104 @@ pub fn set_path(root: &mut serde_json::Map<String, serde_json::Value>, key: &str
     }
 }
 
-fn parse_scalar(v: &str) -> serde_json::Value {
-    if let Ok(b) = v.parse::<bool>() {
-        return b.into();
+/// Sets a dotted path in a figment dictionary, creating dictionaries on the way.
+fn set_dict_path(dict: &mut Dict, key: &str, v: FValue) {
+    match key.split_once('.') {
+        Some((head, rest)) => {
+            let e = dict.entry(head.to_string()).or_insert_with(|| FValue::from(Dict::new()));
+            if !matches!(e, FValue::Dict(..)) {
+                *e = FValue::from(Dict::new());
+            }
+            if let FValue::Dict(_, d) = e {
+                set_dict_path(d, rest, v);
+            }
+        }
+        None => {
+            dict.insert(key.to_string(), v);
+        }
     }
-    if let Ok(i) = v.parse::<i64>() {
-        return i.into();
-    }
-    if let Ok(f) = v.parse::<f64>()
-        && f.is_finite()
+}
+
+/// The ways the text of a `--set` value can be read, most specific first: a TOML value
+/// (number, boolean, quoted string, array, inline table), a whole number beyond TOML's `i64`
+/// (run seeds reach `u64::MAX`), then the text itself.
+fn readings(text: &str) -> Vec<FValue> {
+    let mut out = Vec::new();
+    if let Ok(t) = toml::from_str::<toml::Table>(&format!("v = {text}"))
+        && t.len() == 1
+        && let Some(v) = t.get("v")
+        && !matches!(v, toml::Value::Float(f) if !f.is_finite())
+        && let Ok(v) = FValue::serialize(v)
     {
-        return f.into();
+        out.push(v);
     }
-    v.trim_matches('"').to_string().into()
+    if let Ok(n) = text.parse::<u64>()
+        && n > i64::MAX as u64
+    {
+        out.push(FValue::from(n));
+    }
+    out.push(FValue::from(text));
+    out
+}
+
+/// The value of `--set key=text`, read as the setting's type reads it: each reading of the
+/// text (see [`readings`]) is given to the setting alone, over the defaults, and the first its
+/// type takes is kept. No table of types to keep in step: the config's own `Deserialize`
+/// decides, optional settings included. A key the config does not have is left for the load
+/// to report (with a "did you mean"); a value no reading fits is a [`ConfigError::BadSetValue`]
+/// naming the key, what it takes and an example.
+fn set_value(defaults: &Layer, key: &str, text: &str) -> Result<FValue, ConfigError> {
+    let readings = readings(text);
+    let mut last = None;
+    for r in &readings {
+        let mut probe = Layer { name: "probe".into(), source: None, dict: Dict::new() };
+        set_dict_path(&mut probe.dict, key, r.clone());
+        let err = match Figment::from(defaults.clone()).merge(probe).extract::<SimulationConfig>() {
+            Ok(_) => return Ok(r.clone()),
+            Err(e) => e,
+        };
+        let errors: Vec<figment::Error> = err.into_iter().collect();
+        if errors.iter().any(|e| matches!(e.kind, figment::error::Kind::UnknownField(..))) {
+            return Ok(r.clone());
+        }
+        last = errors.into_iter().next();
+    }
+    match last.map(|e| e.kind) {
+        Some(figment::error::Kind::InvalidType(_, expected)) => Err(ConfigError::BadSetValue {
+            key: key.to_string(),
+            value: text.to_string(),
+            expected: in_words(&expected),
+            example: example(key),
+        }),
+        // An unknown variant and the like: the load says what is allowed, naming the layer.
+        _ => Ok(readings.last().cloned().unwrap_or_else(|| FValue::from(text))),
+    }
+}
+
+/// What serde's "expected" means, for someone typing a flag.
+fn in_words(expected: &str) -> String {
+    let whole = |max: u64| format!("a whole number from 0 to {max} ({expected})");
+    match expected {
+        "u8" => whole(u8::MAX.into()),
+        "u16" => whole(u16::MAX.into()),
+        "u32" => whole(u32::MAX.into()),
+        "u64" | "usize" => whole(u64::MAX),
+        "i8" | "i16" | "i32" | "i64" | "isize" => format!("a whole number ({expected})"),
+        "f32" | "f64" => format!("a number such as 0.5 ({expected})"),
+        "a boolean" => "true or false".into(),
+        "a string" | "a path string" | "path string" => "text".into(),
+        other => other.to_string(),
+    }
+}
+
+/// ", e.g. --set key=DEFAULT" when the key has a default value to show.
+fn example(key: &str) -> String {
+    let shown = leaves(&SimulationConfig::default()).into_iter().find(|l| l.key == key).and_then(|l| l.value);
+    match shown {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => format!(", e.g. --set {key}={s}"),
+        Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => format!(", e.g. --set {key}={v}"),
+        _ => String::new(),
+    }
 }
 
 /// Where to read configuration from.
@@ -234,23 +391,23 @@ pub fn load_config(src: &ConfigSources) -> Result<LoadedConfig, ConfigError> {
         // reads it again itself, so its errors and `config show` name the file.
         crate::fsutil::read_input(p, crate::fsutil::MAX_CONFIG_BYTES, "a config file")
             .map_err(|source| ConfigError::Io { path: p.clone(), source })?;
-        fig = fig.merge(Toml::file_exact(p));
+        fig = fig.merge(OldNames(Toml::file_exact(p)));
     }
     let ini_path = src.ini.clone().or_else(|| existing(DEFAULT_INI));
     if let Some(p) = &ini_path {
         let ini = IniProvider::read(p)?;
         notes.extend(ini.notes());
-        fig = fig.merge(ini);
+        fig = fig.merge(OldNames(ini));
     }
     if let Some(l) = &src.scenario {
-        fig = fig.merge(l.clone());
+        fig = fig.merge(OldNames(l.clone()));
     }
     if src.env {
         let env = Env::prefixed("TROUPE_").filter(|k| k.as_str().contains("__")).split("__");
-        fig = fig.merge(env);
+        fig = fig.merge(OldNames(env));
     }
     if let Some(l) = &src.cli {
-        fig = fig.merge(l.clone());
+        fig = fig.merge(OldNames(l.clone()));
     }
     let config: SimulationConfig = fig.extract().map_err(|e| ConfigError::Layer(describe(e)))?;
     check_ranges(&config, &fig)?;

@@ -38,7 +38,7 @@ use crate::engine::{RunOptions, SimulationEngine};
 use crate::fsutil::write_atomic;
 use crate::llm::Provider;
 use crate::record::results::SimulationResults;
-use crate::rng::{SplitMix64, hash_bytes, mix};
+use crate::rng::{self, Stream};
 use crate::scenario::RunPlan;
 use crate::scenario::{Assignment, ExtractField};
 
@@ -321,7 +321,7 @@ pub fn experiment_id(scenario: &str, at: chrono::DateTime<chrono::Utc>, seed: u6
 /// The run seed of run `k` (1-based) of `variant`: distinct per (variant, k), all derived from
 /// the experiment seed.
 pub fn run_seed(experiment_seed: u64, variant: &str, k: usize) -> u64 {
-    mix(&[experiment_seed, hash_bytes(variant.as_bytes()), k as u64])
+    rng::derive(experiment_seed, Stream::ExperimentRun { variant, k })
 }
 
 /// Report labels: the names, or "A", "B", ... in a seeded order when blinded.
@@ -330,7 +330,7 @@ pub fn labels(variants: &[String], blind: bool, seed: u64) -> Vec<String> {
         return variants.to_vec();
     }
     let mut order: Vec<usize> = (0..variants.len()).collect();
-    SplitMix64::new(mix(&[seed, 0xb11d])).shuffle(&mut order);
+    rng::stream(seed, Stream::BlindLabels).shuffle(&mut order);
     // order[i] is the label index of variant i.
     order.iter().map(|&l| label_name(l)).collect()
 }
@@ -344,7 +344,7 @@ fn label_name(i: usize) -> String {
 /// shuffle. Every variant gets at least one when the pool has at least `n`.
 pub fn assign(pool: &[String], n: usize, seed: u64) -> Vec<Vec<String>> {
     let mut ids = pool.to_vec();
-    SplitMix64::new(mix(&[seed, 0xa551])).shuffle(&mut ids);
+    rng::stream(seed, Stream::Assignment).shuffle(&mut ids);
     let mut out = vec![Vec::new(); n];
     for (i, id) in ids.into_iter().enumerate() {
         out[i % n].push(id);

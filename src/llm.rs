@@ -129,7 +129,8 @@ pub trait Provider: Send + Sync + fmt::Debug + 'static {
             max_tokens: Some(1),
             seed: None,
             stop: Vec::new(),
-            meta: RequestMeta { purpose: "health".into(), ..Default::default() },
+            response_format: crate::llm::ResponseFormat::Text,
+            meta: RequestMeta { purpose: Purpose::Health, ..Default::default() },
         };
         let call = self.chat(Arc::new(req), CallContext { attempt: 1, run_seed: 0 });
         let model = model.to_string();

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::llm::tokens::{MESSAGE_OVERHEAD, REQUEST_OVERHEAD, count_tokens};
-use crate::llm::{ChatMessage, ChatRequest, ReplyContext, RequestMeta, Role};
+use crate::llm::{ChatMessage, ChatRequest, Purpose, ReplyContext, RequestMeta, ResponseFormat, Role};
 use crate::memory::{EpisodicMemory, MemoryEvent};
 use crate::persona::PersonaSpec;
 
@@ -184,7 +184,7 @@ pub fn act_request(
         );
         let user = plain_situation(persona, memory, world, context, &instruction);
         let tokens = count_tokens(&user);
-        let mut req = request(system, user, tokens, persona, turn, "act", sampling);
+        let mut req = request(system, user, tokens, persona, turn, Purpose::Act, sampling);
         req.meta.reply = Some(Arc::new(reply_context(persona, memory, world)));
         return req;
     } else {
@@ -193,7 +193,7 @@ pub fn act_request(
         )
     };
     let (user, tokens) = situation_then(memory, world, context, &instruction);
-    request(system, user, tokens, persona, turn, "act", sampling)
+    request(system, user, tokens, persona, turn, Purpose::Act, sampling)
 }
 
 /// Lines of what was said that a plain-style prompt shows: a small model follows a short
@@ -312,7 +312,7 @@ pub fn summary_request(
 ) -> ChatRequest {
     const ASK: &str = "Summarize what has happened so far in 2-3 sentences, from your point of view, keeping names and open questions.";
     let (user, tokens) = situation_then(memory, world, context, ASK);
-    request(system, user, tokens, persona, turn, "summary", sampling)
+    request(system, user, tokens, persona, turn, Purpose::Summary, sampling)
 }
 
 /// The user message: the situation and memory window, then `instruction`; with its tokens.
@@ -367,7 +367,7 @@ fn request(
     user_tokens: u64,
     p: &PersonaSpec,
     turn: u32,
-    purpose: &str,
+    purpose: Purpose,
     s: &Sampling,
 ) -> ChatRequest {
     // The system prompt is the same for every call of a persona; counting it is cheap next to
@@ -381,7 +381,13 @@ fn request(
         max_tokens: Some(s.max_tokens),
         seed: s.seed,
         stop: Vec::new(),
-        meta: RequestMeta { persona: p.id.clone(), turn, purpose: purpose.into(), prompt_tokens, reply: None },
+        // A persona asked for a JSON action gets JSON mode where the server has one.
+        response_format: if s.json_actions && purpose == Purpose::Act {
+            ResponseFormat::JsonObject
+        } else {
+            ResponseFormat::Text
+        },
+        meta: RequestMeta { persona: p.id.clone(), turn, purpose, prompt_tokens, reply: None },
     }
 }
 

@@ -1,5 +1,35 @@
 //! Deterministic randomness and hashing that never change between versions or platforms,
 //! so a run seed reproduces a run.
+//!
+//! # Streams
+//! Everything random in a run draws from a stream derived from the run seed by
+//! [`stream`] (a generator) or [`derive()`] (a seed), named by a [`Stream`]; no other code mixes
+//! the run seed with a salt of its own. Each stream drives one thing, so adding draws to one
+//! never shifts another:
+//!
+//! | Stream | Drives | Used in |
+//! |---|---|---|
+//! | `SupervisorJitter` | the jitter of the supervisor's retry backoff | `actors::supervisor` |
+//! | `Activation { turn }` | which personas a scenario's activation lets speak in a turn | `actors::world` |
+//! | `TurnOrder { turn }` | the speaking order of a turn under `RandomOrder` | `actors::world` |
+//! | `PersonaSampling { persona }` | the sampling seed sent with a persona's calls (`llm.send_seed`) | `actors::world` |
+//! | `ScenarioSample` | the personas a scenario's `Sample` references pick | `scenario::check` |
+//! | `ProviderText { request }` | the text of an in-process provider (simulated, local) for a request without a seed | `llm::simulated`, `llm::local` |
+//! | `SimulatedFaults { request, attempt }` | the simulated provider's fault and latency for one attempt | `llm::simulated` |
+//! | `ExtractJitter { request }` | the backoff jitter of an extraction call's retries | `experiment::extract` |
+//! | `ValidationJitter { request }` | the backoff jitter of a persona check's or judge's retries | `validation` |
+//! | `ExperimentRun { variant, k }` | the run seed of run `k` of a variant, from the experiment seed | `experiment` |
+//! | `BlindLabels` | the order of the blinded labels A, B, ... of an experiment | `experiment` |
+//! | `Assignment` | the shuffle of an experiment's random persona assignment | `experiment` |
+//! | `PersonaCheck { persona, expectations }` | the questions and sampling of a persona check | `validation::check` |
+//! | `InCharacter { run_id }` | the judge's sampling seed in the `in_character` analysis | `validation::in_character` |
+//! | `PersonaDrafts { context }` | persona drafts made without a model | `persona::generate` |
+//! | `RunId { instance, micros }` | the suffix of a run's id (not reproducible: it holds the clock) | `engine` |
+//!
+//! The values are fixed: `streams_are_stable` pins them, since a change would alter every
+//! recorded run. Each formula is the one its site used before the streams were named, so runs
+//! made before reproduce byte for byte; the only one changed is `ExtractJitter`, which was the
+//! same value as `ProviderText` for the same request and drives nothing but a delay.
 
 /// SplitMix64: tiny, fast, and good enough for shuffles, sampling and simulated text.
 #[derive(Debug, Clone)]
@@ -80,6 +110,124 @@ pub fn mix(parts: &[u64]) -> u64 {
     acc
 }
 
+/// A named random stream of a run; see the [module docs](self) for what each drives. The
+/// fields tell draws of one stream apart (one per turn, per request, per persona, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream<'a> {
+    /// The jitter of the supervisor's retry backoff.
+    SupervisorJitter,
+    /// Which personas a scenario's activation lets speak in `turn`.
+    Activation {
+        /// 1-based turn.
+        turn: u32,
+    },
+    /// The speaking order of `turn` under the `RandomOrder` policy.
+    TurnOrder {
+        /// 1-based turn.
+        turn: u32,
+    },
+    /// The sampling seed sent with a persona's calls.
+    PersonaSampling {
+        /// Persona id.
+        persona: &'a str,
+    },
+    /// The picks of a scenario's `Sample` persona references.
+    ScenarioSample,
+    /// The text an in-process provider writes for a request that carries no seed.
+    ProviderText {
+        /// The request's fingerprint.
+        request: u64,
+    },
+    /// The simulated provider's fault and latency for one attempt of a request.
+    SimulatedFaults {
+        /// The request's fingerprint.
+        request: u64,
+        /// 1-based attempt.
+        attempt: u32,
+    },
+    /// The backoff jitter of an extraction call's retries.
+    ExtractJitter {
+        /// The request's fingerprint.
+        request: u64,
+    },
+    /// The backoff jitter of a persona check's or a judge's retries.
+    ValidationJitter {
+        /// The request's fingerprint.
+        request: u64,
+    },
+    /// The run seed of run `k` (1-based) of `variant`; derived from the experiment's seed.
+    ExperimentRun {
+        /// Variant name.
+        variant: &'a str,
+        /// 1-based run number within the variant.
+        k: usize,
+    },
+    /// The order of an experiment's blinded labels.
+    BlindLabels,
+    /// The shuffle of an experiment's random persona assignment.
+    Assignment,
+    /// The questions and sampling of a persona check.
+    PersonaCheck {
+        /// Persona id.
+        persona: &'a str,
+        /// The expectations checked against (empty when none).
+        expectations: &'a str,
+    },
+    /// The judge's sampling seed in a run's `in_character` analysis.
+    InCharacter {
+        /// The judged run's id.
+        run_id: &'a str,
+    },
+    /// Persona drafts made without a model from a description.
+    PersonaDrafts {
+        /// The description.
+        context: &'a str,
+    },
+    /// The suffix of a new run's id; holds the clock, so it is unique rather than reproducible.
+    RunId {
+        /// The engine's instance counter in this process.
+        instance: u64,
+        /// Start time, microseconds since the epoch.
+        micros: u64,
+    },
+}
+
+// The salts and layouts below are the ones each site used before the streams were named;
+// changing any of them changes every run made with that stream.
+const EXTRACT_SALT: u64 = 0xe7_7ac7;
+
+/// The seed of `stream` for `run_seed` (for an experiment's streams, the experiment seed).
+pub fn derive(run_seed: u64, stream: Stream<'_>) -> u64 {
+    match stream {
+        Stream::SupervisorJitter => run_seed ^ 0x6a17_7e42,
+        Stream::Activation { turn } => mix(&[run_seed, u64::from(turn), 0xac71_7a7e]),
+        Stream::TurnOrder { turn } => mix(&[run_seed, u64::from(turn), 0x07d3]),
+        Stream::PersonaSampling { persona } => mix(&[run_seed, fnv1a(persona.as_bytes())]),
+        Stream::ScenarioSample => run_seed ^ 0x5a4d_504c_4500_0001,
+        Stream::ProviderText { request } => mix(&[run_seed, request]),
+        Stream::SimulatedFaults { request, attempt } => mix(&[run_seed, request, u64::from(attempt), 0xfa17]),
+        Stream::ExtractJitter { request } => mix(&[run_seed, request, EXTRACT_SALT]),
+        Stream::ValidationJitter { request } => mix(&[run_seed, request, 0xc4ec]),
+        Stream::ExperimentRun { variant, k } => mix(&[run_seed, hash_bytes(variant.as_bytes()), k as u64]),
+        Stream::BlindLabels => mix(&[run_seed, 0xb11d]),
+        Stream::Assignment => mix(&[run_seed, 0xa551]),
+        Stream::PersonaCheck { persona, expectations } => mix(&[
+            run_seed,
+            hash_bytes(b"persona-check"),
+            hash_bytes(persona.as_bytes()),
+            hash_bytes(expectations.as_bytes()),
+        ]),
+        Stream::InCharacter { run_id } => mix(&[run_seed, hash_bytes(b"in-character"), hash_bytes(run_id.as_bytes())]),
+        Stream::PersonaDrafts { context } => mix(&[hash_bytes(context.as_bytes()), run_seed]),
+        Stream::RunId { instance, micros } => mix(&[run_seed, instance, micros]),
+    }
+}
+
+/// A generator for `stream` of `run_seed`: `SplitMix64::new(derive(run_seed, stream))`.
+pub fn stream(run_seed: u64, stream: Stream<'_>) -> SplitMix64 {
+    SplitMix64::new(derive(run_seed, stream))
+}
+
 /// `k` distinct indexes of `weights`, drawn without replacement with probability proportional
 /// to their weight (Efraimidis and Spirakis: each item gets the key `ln(u) / w` for a uniform
 /// `u`, and the `k` largest keys win), in linear time. A weight of zero or less (or not a
@@ -132,6 +280,84 @@ mod tests {
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
         let mut r = SplitMix64::new(1);
         assert_eq!(r.next_u64(), 0x910a_2dec_8902_5cc1);
+    }
+
+    /// One of each stream, with distinct fields where a stream has them.
+    fn every_stream() -> Vec<Stream<'static>> {
+        vec![
+            Stream::SupervisorJitter,
+            Stream::Activation { turn: 1 },
+            Stream::TurnOrder { turn: 1 },
+            Stream::PersonaSampling { persona: "sarah_chen" },
+            Stream::ScenarioSample,
+            Stream::ProviderText { request: 7 },
+            Stream::SimulatedFaults { request: 7, attempt: 1 },
+            Stream::ExtractJitter { request: 7 },
+            Stream::ValidationJitter { request: 7 },
+            Stream::ExperimentRun { variant: "baseline", k: 1 },
+            Stream::BlindLabels,
+            Stream::Assignment,
+            Stream::PersonaCheck { persona: "sarah_chen", expectations: "" },
+            Stream::InCharacter { run_id: "run-1" },
+            Stream::PersonaDrafts { context: "nurses" },
+            Stream::RunId { instance: 0, micros: 0 },
+        ]
+    }
+
+    #[test]
+    fn streams_are_stable() {
+        // Fixed outputs for run seed 42, each the value its site derived before the streams
+        // were named (ExtractJitter excepted, see the module docs). A change here changes every
+        // recorded run that uses the stream.
+        let want: [u64; 16] = [
+            0x0000_0000_6a17_7e68,
+            0xcbf7_9b7c_f5a0_c7fe,
+            0x6b70_7ebc_7387_ce29,
+            0x6aeb_1ff3_cd86_c46d,
+            0x5a4d_504c_4500_002b,
+            0x1cbe_38fb_373d_0657,
+            0x2ed3_ea23_d860_2f6c,
+            0x63c0_4a95_424b_21d5,
+            0x0cac_dd8e_7e67_450e,
+            0x5971_75ba_0ad6_ae6d,
+            0x526a_9161_8c08_0aa5,
+            0xf90d_46eb_6f24_eb01,
+            0x4582_d848_644b_2294,
+            0x3d48_34ed_5f81_14da,
+            0x93d6_6513_a82c_5c48,
+            0xe442_3049_956f_b1ee,
+        ];
+        let got: Vec<u64> = every_stream().into_iter().map(|s| derive(42, s)).collect();
+        assert_eq!(got, want, "{:#x?}", got);
+        assert_eq!(stream(42, Stream::BlindLabels).next_u64(), SplitMix64::new(want[10]).next_u64());
+    }
+
+    #[test]
+    fn streams_are_independent() {
+        // For the same run seed, no two streams (nor two turns, requests or attempts of one
+        // stream) start with the same draws.
+        let mut streams = every_stream();
+        streams.extend([
+            Stream::Activation { turn: 2 },
+            Stream::TurnOrder { turn: 2 },
+            Stream::PersonaSampling { persona: "marcus_webb" },
+            Stream::ProviderText { request: 8 },
+            Stream::SimulatedFaults { request: 7, attempt: 2 },
+            Stream::ExperimentRun { variant: "baseline", k: 2 },
+            Stream::ExperimentRun { variant: "pair", k: 1 },
+        ]);
+        for run_seed in [0, 1, 42, u64::MAX] {
+            let mut seen = std::collections::HashMap::new();
+            for s in &streams {
+                let mut r = stream(run_seed, *s);
+                let draws = [r.next_u64(), r.next_u64(), r.next_u64()];
+                for d in draws {
+                    if let Some(other) = seen.insert(d, *s) {
+                        panic!("run seed {run_seed}: {s:?} and {other:?} share a draw");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -82,7 +82,7 @@ pub fn parse_scenario(path: &Path, text: &str) -> Result<Scenario, ScenarioError
     let opts = ron::Options::default()
         .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
         .with_recursion_limit(128);
-    opts.from_str::<Scenario>(text).map_err(|e| {
+    let mut s = opts.from_str::<Scenario>(text).map_err(|e| {
         let hint = match &e.code {
             ron::Error::NoSuchStructField { expected, found, .. }
             | ron::Error::NoSuchEnumVariant { expected, found, .. } => match did_you_mean(found, expected) {
@@ -99,7 +99,34 @@ pub fn parse_scenario(path: &Path, text: &str) -> Result<Scenario, ScenarioError
             message: e.code.to_string(),
             hint,
         }
-    })
+    })?;
+    fold_old_topic(&mut s).map_err(|problems| ScenarioError::Invalid { path: path.to_path_buf(), problems })?;
+    Ok(s)
+}
+
+/// Reads `seed`, the replaced engine's name for the topic, as `topic` (in the scenario and in
+/// each variant); both given with different values is a problem naming both.
+fn fold_old_topic(s: &mut Scenario) -> Result<(), Vec<String>> {
+    let both = |at: &str| {
+        format!("{at}`topic` and `seed` (its old name) are both given, with different values; keep `topic` only")
+    };
+    let mut problems = Vec::new();
+    if let Some(old) = s.seed.take() {
+        if s.topic.is_empty() || s.topic == old {
+            s.topic = old;
+        } else {
+            problems.push(both(""));
+        }
+    }
+    for (name, v) in &mut s.variants {
+        if let Some(old) = v.seed.take() {
+            match &v.topic {
+                Some(t) if *t != old => problems.push(both(&format!("variants.{name}: "))),
+                _ => v.topic = Some(old),
+            }
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems) }
 }
 
 /// The closest of `candidates` to `word`, when close enough to suggest.

@@ -108,7 +108,7 @@ impl Caller {
         let policy = RetryPolicy::from_config(&self.config, &req.model);
         let timeout = crate::config::limits::secs(self.config.performance.persona_timeout.max(0.001));
         let run_seed = self.config.simulation.run_seed;
-        let mut rng = crate::rng::SplitMix64::new(crate::rng::mix(&[run_seed, req.fingerprint(), 0xc4ec]));
+        let mut rng = crate::rng::stream(run_seed, crate::rng::Stream::ValidationJitter { request: req.fingerprint() });
         retry_call(&policy, &mut rng, |attempt| {
             let req = req.clone();
             async move {
@@ -172,7 +172,8 @@ mod tests {
             max_tokens: Some(1000),
             seed: None,
             stop: Vec::new(),
-            meta: RequestMeta { purpose: "judge".into(), ..Default::default() },
+            response_format: crate::llm::ResponseFormat::Text,
+            meta: RequestMeta { purpose: crate::llm::Purpose::Judge, ..Default::default() },
         }
     }
 

@@ -368,6 +368,66 @@ fn config_errors_exit_2_with_did_you_mean() {
     assert!(r.stderr.contains("KEY=VALUE"), "{}", r.stderr);
 }
 
+/// `--set` reads a value as its key's type: a number-like value for a text setting stays text,
+/// a whole number for a float is that number, a run seed reaches `u64::MAX`, a list is a list.
+#[test]
+fn set_values_are_read_as_their_keys_type() {
+    let r = run(troupe().args([
+        "--set",
+        "llm.model=4",
+        "--set",
+        "simulation.topic=2030",
+        "--set",
+        "llm.temperature=1",
+        "--set",
+        "simulation.run_seed=18446744073709551615",
+        "--set",
+        "llm.stop=[\"###\", \"END\"]",
+        "config",
+        "show",
+        "--json",
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    let entry = |k: &str| v["entries"].as_array().unwrap().iter().find(|e| e["key"] == k).unwrap().clone();
+    assert_eq!(entry("llm.model")["value"], "\"4\"");
+    assert_eq!(entry("simulation.topic")["value"], "\"2030\"");
+    assert_eq!(entry("llm.temperature")["value"], "1.0");
+    assert_eq!(entry("simulation.run_seed")["value"], "18446744073709551615");
+    assert_eq!(entry("llm.stop")["value"], "[\"###\",\"END\"]");
+    assert_eq!(entry("simulation.run_seed")["source"], "command line");
+}
+
+/// A `--set` value its key cannot take is refused before anything runs, naming the key, what
+/// it takes and what to change.
+#[test]
+fn a_bad_set_value_names_the_key_the_type_and_the_fix() {
+    let r = troupe_run(&["--set", "simulation.run_seed=abc", "config", "show"]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    for part in [
+        "simulation.run_seed",
+        "a whole number from 0 to 18446744073709551615 (u64)",
+        "not \"abc\"",
+        "change the value after `=`, e.g. --set simulation.run_seed=42",
+    ] {
+        assert!(r.stderr.contains(part), "{part:?} missing from: {}", r.stderr);
+    }
+    let r = troupe_run(&["--set", "simulation.max_turns=2.5", "config", "show"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("`simulation.max_turns` takes a whole number from 0 to 4294967295 (u32)"),
+        "{}",
+        r.stderr
+    );
+    let r = troupe_run(&["--set", "simulation.parallel_execution=yes", "config", "show"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("takes true or false") && r.stderr.contains("e.g. --set simulation.parallel_execution=false"),
+        "{}",
+        r.stderr
+    );
+}
+
 // ---------------------------------------------------------------- issue 13: TinyTroupe's config.ini and Azure
 
 use std::time::Duration;

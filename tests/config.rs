@@ -92,7 +92,7 @@ fn defaults_match_the_issue() {
     assert_eq!(c.llm.model, "gpt-4o-mini");
     assert_eq!(c.llm.temperature, 0.7);
     assert_eq!(c.simulation.max_turns, 6);
-    assert_eq!(c.simulation.seed, "");
+    assert_eq!(c.simulation.topic, "");
     assert_eq!(c.simulation.personas_file, Path::new("data/personas.agents.json"));
     assert_eq!(c.simulation.max_personas, 10);
     assert_eq!(c.performance.persona_timeout, 30.0);
@@ -132,7 +132,7 @@ fn defaults_load_with_their_source_and_their_section() {
         "llm.temperature",
         "llm.fallback_model",
         "simulation.max_turns",
-        "simulation.seed",
+        "simulation.topic",
         "simulation.personas_file",
         "simulation.max_personas",
         "simulation.parallel_execution",
@@ -248,13 +248,69 @@ fn cli_sets_parse_scalars_and_reject_malformed_flags() {
     assert_eq!(c.llm.temperature, 0.25);
     assert_eq!(c.simulation.max_turns, 12);
     assert!(c.simulation.parallel_execution);
-    assert_eq!(c.simulation.seed, "Should cities tax drones?");
+    assert_eq!(c.simulation.topic, "Should cities tax drones?");
     assert_eq!(c.llm.model, "gpt-4o");
+    // Each value is read as its key's type: text stays text, a seed reaches u64::MAX, an
+    // optional float and a list are what they look like.
+    let mut src = f.sources(None, None);
+    src.cli = Some(sets(&[
+        "llm.model=4",
+        "simulation.topic=true",
+        "simulation.run_seed=18446744073709551615",
+        "llm.top_p=1",
+        "llm.stop=[\"###\"]",
+        "llm.base_url=http://127.0.0.1:9/v1",
+    ]));
+    let c = load_config(&src).unwrap().config;
+    assert_eq!((c.llm.model.as_str(), c.simulation.topic.as_str()), ("4", "true"));
+    assert_eq!(c.simulation.run_seed, u64::MAX);
+    assert_eq!((c.llm.top_p, c.llm.stop), (Some(1.0), vec!["###".to_string()]));
+    assert_eq!(c.llm.base_url.as_deref(), Some("http://127.0.0.1:9/v1"));
     for bad in ["novalue", "=1", "llm..model=x", ".x=1"] {
         let e = Layer::from_sets("command line", &[bad.to_string()]).unwrap_err();
         assert!(matches!(e, ConfigError::BadSet(_)), "{bad}: {e}");
         assert!(e.to_string().contains("KEY=VALUE"), "{e}");
     }
+}
+
+// ---------------------------------------------------------------- topic, and seed its old name
+
+/// The topic is `simulation.topic`; `simulation.seed`, the replaced engine's name for it, is
+/// read as `topic` in every layer, so a file saying `seed` and a flag saying `topic` override
+/// each other by layer order, not by name.
+#[test]
+fn topic_and_its_old_name_seed_in_a_config_file() {
+    let f = Files::new();
+    for (file, source) in
+        [("[simulation]\nseed = \"Old name\"\n", "TOML file"), ("[simulation]\ntopic = \"Old name\"\n", "TOML file")]
+    {
+        let loaded = load_config(&f.sources(Some(file), None)).unwrap();
+        assert_eq!(loaded.config.simulation.topic, "Old name", "{file}");
+        let (value, from) = entry(&loaded, "simulation.topic");
+        assert_eq!(value, "\"Old name\"");
+        assert!(from.starts_with(source), "{from}");
+    }
+    // A later layer wins whatever name either uses.
+    let mut src = f.sources(Some("[simulation]\nseed = \"From the file\"\n"), None);
+    src.cli = Some(sets(&["simulation.topic=From the flag"]));
+    assert_eq!(load_config(&src).unwrap().config.simulation.topic, "From the flag");
+    let mut src = f.sources(Some("[simulation]\ntopic = \"From the file\"\n"), None);
+    src.cli = Some(sets(&["simulation.seed=From the flag"]));
+    assert_eq!(load_config(&src).unwrap().config.simulation.topic, "From the flag");
+    {
+        let _env = env_vars(&[("TROUPE_SIMULATION__SEED", "From the environment")]);
+        let mut src = f.sources(Some("[simulation]\ntopic = \"From the file\"\n"), None);
+        src.env = true;
+        assert_eq!(load_config(&src).unwrap().config.simulation.topic, "From the environment");
+    }
+    // Both in one file: the same value is fine, different values name both keys and the file.
+    let same = "[simulation]\nseed = \"A\"\ntopic = \"A\"\n";
+    assert_eq!(load_config(&f.sources(Some(same), None)).unwrap().config.simulation.topic, "A");
+    let e = layer_error(&f.sources(Some("[simulation]\nseed = \"A\"\ntopic = \"B\"\n"), None));
+    assert!(e.contains("`simulation.topic`") && e.contains("`simulation.seed`") && e.contains("troupe.toml"), "{e}");
+    // A config recorded before the rename (a journal's header) still reads.
+    let old: SimulationConfig = serde_json::from_str(r#"{"simulation": {"seed": "Recorded"}}"#).unwrap();
+    assert_eq!(old.simulation.topic, "Recorded");
 }
 
 // ---------------------------------------------------------------- TinyTroupe config.ini
@@ -765,10 +821,11 @@ fn wrong_type_names_the_file_and_key() {
     let e = layer_error(&f.sources(Some("[simulation]\nmax_turns = \"six\"\n"), None));
     assert!(e.contains("troupe.toml") && e.contains("`simulation.max_turns`"), "{e}");
     assert!(e.contains("wrong type") && e.contains("\"six\""), "{e}");
-    let mut src = f.sources(None, None);
-    src.cli = Some(sets(&["performance.graceful_degradation=sometimes"]));
-    let e = layer_error(&src);
-    assert!(e.contains("command line") && e.contains("performance.graceful_degradation"), "{e}");
+    // A `--set` of the wrong type is refused as the flag is read, naming the flag.
+    let e = Layer::from_sets("command line", &["performance.graceful_degradation=sometimes".into()]).unwrap_err();
+    assert!(matches!(e, ConfigError::BadSetValue { .. }), "{e}");
+    let e = e.to_string();
+    assert!(e.contains("--set performance.graceful_degradation=sometimes") && e.contains("true or false"), "{e}");
     let e = layer_error(&f.sources(Some("[llm]\nprovider = \"openia\"\n"), None));
     assert!(e.contains("llm.provider") && e.contains("simulated"), "unknown variants list the choices: {e}");
 }

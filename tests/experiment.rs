@@ -426,3 +426,47 @@ fn experiment_command_prints_the_summary() {
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("did you mean `pair`"));
 }
+
+/// Turn, speaker and text of every message of the run saved in `dir`.
+fn transcript_in(dir: &Path) -> Vec<(u32, String, String)> {
+    let r: troupe_sim::record::results::SimulationResults =
+        serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap();
+    r.transcript.into_iter().map(|m| (m.turn, m.speaker, m.text)).collect()
+}
+
+/// Every run seed an experiment records can be given back to `troupe run --run-seed` (with the
+/// run's variant) and makes that run again: the same transcript. Half of all run seeds are
+/// above `i64::MAX`; this experiment's runs include some.
+#[test]
+fn every_recorded_run_seed_reproduces_its_run_through_troupe_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write_scenario(tmp.path(), SCENARIO);
+    let o = support::cli::troupe()
+        .arg("experiment")
+        .arg(&path)
+        .args(["--variants", "baseline,pair", "--runs", "3", "--run-seed", "7", "--json", "-q", "--output-dir"])
+        .arg(tmp.path().join("exp"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: ExperimentSummary = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s.runs.len(), 6);
+    assert!(s.runs.iter().any(|r| r.run_seed > i64::MAX as u64), "no run seed above i64::MAX: pick another --run-seed");
+    for r in &s.runs {
+        let out = tmp.path().join(format!("again-{}-{}", r.variant, r.k));
+        let mut c = support::cli::troupe();
+        c.arg("run").arg(&path);
+        if r.variant != "baseline" {
+            c.args(["--variant", &r.variant]);
+        }
+        let o = c.args(["--run-seed", &r.run_seed.to_string(), "-q", "--output-dir"]).arg(&out).output().unwrap();
+        let what = format!("{} run {} (run seed {})", r.variant, r.k, r.run_seed);
+        assert!(o.status.success(), "{what}: {}", String::from_utf8_lossy(&o.stderr));
+        let again: Vec<PathBuf> =
+            std::fs::read_dir(out.join("conversations")).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(again.len(), 1, "{what}: {again:?}");
+        let original = transcript_in(r.dir.as_ref().unwrap());
+        assert!(original.len() > 2, "{what}: {original:?}");
+        assert_eq!(transcript_in(&again[0]), original, "{what}");
+    }
+}

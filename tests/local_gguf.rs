@@ -205,6 +205,7 @@ fn llm_local_model_path_runs_it_as_the_local_provider() {
         max_tokens: Some(5),
         seed: Some(1),
         stop: Vec::new(),
+        response_format: troupe_sim::llm::ResponseFormat::Text,
         meta: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();

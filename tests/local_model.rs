@@ -83,6 +83,7 @@ mod with_the_feature {
             max_tokens: Some(max_tokens),
             seed: Some(seed),
             stop: Vec::new(),
+            response_format: troupe_sim::llm::ResponseFormat::Text,
             meta: Default::default(),
         }
     }
@@ -368,7 +369,7 @@ mod with_the_feature {
         let db = troupe_sim::persona::PersonaDatabase::load(&cfg.simulation.personas_file).unwrap();
         let c = &cfg.simulation;
         let r = scenario::resolve(&s, &path, &db, None, c.max_turns, c.max_personas, c.run_seed).unwrap();
-        (RunPlan::from_scenario(r, &cfg.simulation.seed), cfg)
+        (RunPlan::from_scenario(r, &cfg.simulation.topic), cfg)
     }
 
     /// Runs the quickstart from a cold prefix cache: (transcript lines, errors, seconds).

@@ -44,7 +44,7 @@ fn quickstart(turns: u32, seed: u64) -> SimulationResults {
     cfg.llm.pricing_file = root.join(&cfg.llm.pricing_file);
     let db = PersonaDatabase::load(&cfg.simulation.personas_file).unwrap();
     let resolved = scenario::resolve(&s, &path, &db, None, turns, cfg.simulation.max_personas, seed).unwrap();
-    let plan = RunPlan::from_scenario(resolved, &cfg.simulation.seed);
+    let plan = RunPlan::from_scenario(resolved, &cfg.simulation.topic);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async { SimulationEngine::new(cfg).unwrap().run(plan, RunOptions::default()).await.unwrap() })
 }

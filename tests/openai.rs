@@ -26,7 +26,7 @@ use troupe_sim::llm::openai::{EndpointSpec, OpenAiOptions};
 use troupe_sim::llm::tokens::{count_tokens, prompt_tokens};
 use troupe_sim::llm::{
     CallContext, ChatMessage, ChatRequest, ChatResponse, ErrorKind, FinishReason, LlmError, OpenAiProvider, Provider,
-    RequestMeta, Role, provider_from_config,
+    Purpose, RequestMeta, ResponseFormat, Role, provider_from_config,
 };
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -47,6 +47,7 @@ fn request() -> ChatRequest {
         max_tokens: None,
         seed: None,
         stop: Vec::new(),
+        response_format: ResponseFormat::Text,
         meta: RequestMeta::default(),
     }
 }
@@ -61,7 +62,7 @@ fn full_request() -> ChatRequest {
         meta: RequestMeta {
             persona: "sarah_chen".into(),
             turn: 1,
-            purpose: "act".into(),
+            purpose: Purpose::Act,
             prompt_tokens: 0,
             ..Default::default()
         },
@@ -149,20 +150,68 @@ async fn optional_fields_are_omitted_when_unset() {
 #[tokio::test]
 async fn stream_options_and_response_format_only_when_asked() {
     let m = mock(|_| {}).await;
-    let p = provider(&m, |o| {
-        o.stream = true;
-        o.json_actions = true;
-    });
+    let p = provider(&m, |o| o.stream = true);
+    chat(&p, ChatRequest { response_format: ResponseFormat::JsonObject, ..full_request() }).await.unwrap();
     chat(&p, full_request()).await.unwrap();
-    let mut summary = full_request();
-    summary.meta.purpose = "summary".into();
-    chat(&p, summary).await.unwrap();
     let recs = m.requests();
     assert_eq!(recs[0].body["stream"], json!(true));
     assert_eq!(recs[0].body["stream_options"], json!({"include_usage": true}));
     assert_eq!(recs[0].body["response_format"], json!({"type": "json_object"}));
-    // Summaries are prose: no response_format.
+    // Free text: no response_format.
     assert!(recs[1].body.get("response_format").is_none());
+}
+
+/// JSON mode is the request's `response_format`, whatever the call is for: an act request that
+/// asks for text gets none, an extraction or a summary that asks for JSON gets it.
+#[tokio::test]
+async fn json_mode_follows_the_requests_response_format_not_its_purpose() {
+    let m = mock(|_| {}).await;
+    let p = provider(&m, |_| {});
+    let with = |purpose: Purpose, format: ResponseFormat| {
+        let mut r = full_request();
+        r.meta.purpose = purpose;
+        r.response_format = format;
+        r
+    };
+    chat(&p, with(Purpose::Act, ResponseFormat::Text)).await.unwrap();
+    chat(&p, with(Purpose::Extract, ResponseFormat::JsonObject)).await.unwrap();
+    chat(&p, with(Purpose::Summary, ResponseFormat::JsonObject)).await.unwrap();
+    let formats: Vec<Option<Value>> = m.requests().iter().map(|r| r.body.get("response_format").cloned()).collect();
+    let json_object = Some(json!({"type": "json_object"}));
+    assert_eq!(formats, [None, json_object.clone(), json_object]);
+}
+
+/// Through the engine with `llm.json_actions`: the persona turns reach the server in JSON mode
+/// (their prompt asks for a JSON action), the memory summaries do not.
+#[tokio::test]
+async fn json_actions_put_persona_turns_in_json_mode_and_nothing_else() {
+    let m = mock(|_| {}).await;
+    let mut cfg = SimulationConfig::default();
+    cfg.llm.provider = ProviderKind::OpenAi;
+    cfg.llm.base_url = Some(m.base_url());
+    cfg.llm.json_actions = true;
+    cfg.simulation.personas_file = personas_file();
+    cfg.simulation.consolidate_every = 1;
+    cfg.performance.rate_limit_delay = 0.0;
+    let results = SimulationEngine::new(cfg)
+        .unwrap()
+        .run_simulation("Should we ship AI-assisted moderation?", 3, &["sarah_chen", "marcus_rivera"], vec![])
+        .await
+        .unwrap();
+    assert!(results.success, "{:?}", results.error);
+    let (mut turns, mut others) = (0, 0);
+    for r in m.requests() {
+        let user = r.body["messages"][1]["content"].as_str().unwrap_or_default().to_string();
+        if user.contains("with one JSON object") {
+            turns += 1;
+            assert_eq!(r.body["response_format"], json!({"type": "json_object"}), "{user}");
+        } else {
+            others += 1;
+            assert!(r.body.get("response_format").is_none(), "{user}");
+        }
+    }
+    assert_eq!(turns, 6, "two personas, three turns");
+    assert!(others > 0, "no summary was asked for: the test shows nothing about other calls");
 }
 
 #[tokio::test]

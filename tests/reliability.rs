@@ -183,6 +183,40 @@ async fn replay_reproduces_the_transcript_under_every_policy_whatever_the_comple
     }
 }
 
+/// A journal records each exchange's purpose as the lowercase word it always held ("act",
+/// "summary", ...), so journals written when the purpose was a plain string still load, each
+/// word as its typed purpose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journals_keep_purposes_as_words_and_old_journals_load() {
+    use troupe_sim::llm::Purpose;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(TurnPolicy::RoundRobin, 3);
+    cfg.simulation.consolidate_every = 1;
+    let r = run_saved(cfg, plan(&["sarah_chen", "marcus_rivera"]), tmp.path()).await;
+    let path = r.run_dir.unwrap().join(journal::FILE_NAME);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(r#""purpose":"act""#) && text.contains(r#""purpose":"summary""#), "{text}");
+    let count = |j: &journal::Journal, p: Purpose| j.exchanges().filter(|e| e.purpose == p).count();
+    let recorded = journal::read_journal(&path).unwrap();
+    let (acts, summaries) = (count(&recorded, Purpose::Act), count(&recorded, Purpose::Summary));
+    assert!(acts >= 6 && summaries > 0, "{acts} acts, {summaries} summaries");
+    // Every word an older troupe wrote.
+    for (word, purpose) in [
+        ("act", Purpose::Act),
+        ("summary", Purpose::Summary),
+        ("extract", Purpose::Extract),
+        ("generate", Purpose::Generate),
+        ("health", Purpose::Health),
+        ("interview", Purpose::Interview),
+        ("judge", Purpose::Judge),
+    ] {
+        let old = text.replace(r#""purpose":"act""#, &format!(r#""purpose":"{word}""#));
+        let j = journal::parse_journal(&path, old.as_bytes()).unwrap_or_else(|e| panic!("{word}: {e}"));
+        let want = if purpose == Purpose::Summary { acts + summaries } else { acts };
+        assert_eq!(count(&j, purpose), want, "{word}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_that_diverges_stops_and_names_the_persona_and_turn() {
     let tmp = tempfile::tempdir().unwrap();

@@ -159,6 +159,94 @@ fn run_without_a_scenario_takes_seed_turns_and_personas() {
     assert_eq!(r["transcript"][0]["text"], "Evaluate AI-powered content moderation", "the topic opens the run");
 }
 
+/// A run seed is a `u64` from flag to results: `u64::MAX` is taken by `--run-seed` and by
+/// `--set`, and recorded as given (it used to be read back as a float and refused).
+#[test]
+fn the_largest_run_seed_is_taken_by_run_seed_and_by_set() {
+    for how in [["--run-seed", "18446744073709551615"], ["--set", "simulation.run_seed=18446744073709551615"]] {
+        let out = tempfile::tempdir().unwrap();
+        let o = troupe()
+            .args(["run", "--seed", "Should the library open on Sundays?", "--turns", "1"])
+            .args(["--personas", "sarah_chen,marcus_rivera", "--rate-limit-delay", "0", "--quiet"])
+            .args(["--set", "llm.provider=simulated"])
+            .args(how)
+            .arg("--output-dir")
+            .arg(out.path())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{how:?}: {}", String::from_utf8_lossy(&o.stderr));
+        let r = read_json(&run_dir(out.path()).join("results.json"));
+        assert_eq!(r["config"]["run_seed"].as_u64(), Some(u64::MAX), "{how:?}");
+    }
+}
+
+/// Runs `troupe run` with the simulated provider and returns the exit code, stderr and (on
+/// success) the saved results.
+fn run_simulated(args: &[&str]) -> (Option<i32>, String, Option<Value>) {
+    let out = tempfile::tempdir().unwrap();
+    let o = troupe()
+        .arg("run")
+        .args(args)
+        .args(["--turns", "1", "--rate-limit-delay", "0", "--quiet", "--set", "llm.provider=simulated"])
+        .arg("--output-dir")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let results = o.status.success().then(|| read_json(&run_dir(out.path()).join("results.json")));
+    (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned(), results)
+}
+
+/// `--topic` names the discussion topic; `--seed`, the replaced engine's name, still works and
+/// `--help` says so; both with different topics is a usage error naming both.
+#[test]
+fn topic_by_topic_or_by_its_old_name_seed_on_the_command_line() {
+    const PERSONAS: [&str; 2] = ["--personas", "sarah_chen,marcus_rivera"];
+    for flag in ["--topic", "--seed"] {
+        let (code, err, r) = run_simulated(&[&[flag, "Should the pool open at six?"][..], &PERSONAS].concat());
+        assert_eq!(code, Some(0), "{flag}: {err}");
+        assert_eq!(r.unwrap()["topic"], "Should the pool open at six?", "{flag}");
+    }
+    let (code, _, r) = run_simulated(&[&["--topic", "Same", "--seed", "Same"][..], &PERSONAS].concat());
+    assert_eq!((code, r.unwrap()["topic"].as_str()), (Some(0), Some("Same")));
+    let (code, err, _) = run_simulated(&[&["--topic", "One", "--seed", "Another"][..], &PERSONAS].concat());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--topic") && err.contains("--seed"), "{err}");
+    let help = troupe().args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--topic <TOPIC>") && help.contains("Old name of --topic"), "{help}");
+}
+
+/// A scenario file gives the topic as `topic:` or, as the replaced engine's files do, `seed:`
+/// (in a variant too); both with different values is an error naming both.
+#[test]
+fn topic_by_topic_or_by_its_old_name_seed_in_a_scenario_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = |name: &str, fields: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "Scenario(name: \"t\", personas: [Id(\"sarah_chen\"), Id(\"marcus_rivera\")], {fields} variants: {{\"later\": (seed: \"Variant topic\")}})"
+            ),
+        )
+        .unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    for (name, field) in [("new.ron", "topic"), ("old.ron", "seed")] {
+        let path = scenario(name, &format!("{field}: \"Should the pool open at six?\","));
+        let (code, err, r) = run_simulated(&[&path]);
+        assert_eq!(code, Some(0), "{field}: {err}");
+        assert_eq!(r.unwrap()["topic"], "Should the pool open at six?", "{field}");
+        let (code, err, r) = run_simulated(&[&path, "--variant", "later"]);
+        assert_eq!(code, Some(0), "{field}: {err}");
+        assert_eq!(r.unwrap()["topic"], "Variant topic", "{field}");
+    }
+    let path = scenario("both.ron", "topic: \"One\", seed: \"Another\",");
+    let (code, err, _) = run_simulated(&[&path]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("both.ron") && err.contains("`topic`") && err.contains("`seed`"), "{err}");
+}
+
 #[test]
 fn run_with_an_unknown_persona_exits_2_with_a_suggestion() {
     let out = tempfile::tempdir().unwrap();

@@ -63,7 +63,7 @@ fn config(turns: u32, policy: TurnPolicy) -> SimulationConfig {
     c.simulation.max_turns = turns;
     c.simulation.turn_policy = Some(policy);
     c.simulation.personas_file = personas_file();
-    c.simulation.seed = TOPIC.into();
+    c.simulation.topic = TOPIC.into();
     c.performance.rate_limit_delay = 0.0;
     c.performance.timeout_seconds = 100_000.0;
     // Saved runs go to temporary folders; an fsync per turn would cost real time, not virtual.
@@ -89,7 +89,7 @@ fn scenario_plan(file: &str, tweak: impl FnOnce(&mut SimulationConfig)) -> (RunP
     let db = PersonaDatabase::load(&cfg.simulation.personas_file).unwrap();
     let c = &cfg.simulation;
     let r = scenario::resolve(&s, &path, &db, None, c.max_turns, c.max_personas, c.run_seed).unwrap();
-    (RunPlan::from_scenario(r, &cfg.simulation.seed), cfg)
+    (RunPlan::from_scenario(r, &cfg.simulation.topic), cfg)
 }
 
 fn simulated(cfg: &SimulationConfig) -> SimulatedProvider {

@@ -534,6 +534,7 @@ async fn library_case(route: Route, server: Server) {
         max_tokens: None,
         seed: None,
         stop: Vec::new(),
+        response_format: troupe_sim::llm::ResponseFormat::Text,
         meta: RequestMeta::default(),
     };
     for stream in [false, true] {
@@ -580,6 +581,7 @@ async fn a_key_cut_by_the_error_snippet_leaves_no_prefix() {
             max_tokens: None,
             seed: None,
             stop: Vec::new(),
+            response_format: troupe_sim::llm::ResponseFormat::Text,
             meta: RequestMeta::default(),
         };
         let e = p.chat(Arc::new(req), CallContext::default()).await.unwrap_err();
@@ -601,6 +603,7 @@ fn hello() -> ChatRequest {
         max_tokens: None,
         seed: None,
         stop: Vec::new(),
+        response_format: troupe_sim::llm::ResponseFormat::Text,
         meta: RequestMeta::default(),
     }
 }

@@ -28,7 +28,7 @@ use crate::llm::retry::{self as policy, Decision, RetryPolicy, decide};
 use crate::llm::{CallContext, CallStarted, ChatRequest, ChatResponse, ErrorKind, LlmError, Provider};
 use crate::memory::MemoryEvent;
 use crate::record::transcript::{RunEvent, StopReason};
-use crate::rng::SplitMix64;
+use crate::rng::{self, SplitMix64, Stream};
 use tokio::sync::mpsc;
 
 /// The supervisor actor (holds no data; see `SupervisorState`).
@@ -175,7 +175,7 @@ impl Actor for SupervisorActor {
             timeout: crate::config::limits::secs(p.persona_timeout),
             max_workers: p.max_workers.max(1),
             spacing: crate::config::limits::secs(p.rate_limit_delay),
-            jitter: SplitMix64::new(a.config.simulation.run_seed ^ 0x6a17_7e42),
+            jitter: rng::stream(a.config.simulation.run_seed, Stream::SupervisorJitter),
             provider: a.provider,
             metrics: a.metrics,
             instance: a.instance,
@@ -609,7 +609,7 @@ fn succeed(st: &mut SupervisorState, id: u64, resp: ChatResponse, latency_us: u6
         RunEvent::Exchange(crate::record::journal::Exchange {
             persona: c.request.meta.persona.clone(),
             turn: c.tag.turn,
-            purpose: c.request.meta.purpose.clone(),
+            purpose: c.request.meta.purpose,
             key: crate::llm::cache::key_hex(crate::llm::cache::request_key(st.provider.name(), &c.request)),
             response: resp.clone(),
             attempts: c.attempt,

@@ -23,7 +23,7 @@ use crate::memory::{MemoryEvent, Utterance};
 use crate::persona::PersonaSpec;
 use crate::prompt::{Reply, Sampling, WorldFacts};
 use crate::record::transcript::{FinalState, RunEvent, SkipRecord, StopReason, TranscriptEntry};
-use crate::rng::{SplitMix64, mix};
+use crate::rng::{self, Stream};
 use crate::scenario::{Hearing, ResolvedAction, ResolvedIntervention};
 
 /// The world actor (holds no data; see `WorldState`).
@@ -295,7 +295,7 @@ fn draw_active(
         return candidates.to_vec();
     }
     let weights: Vec<f64> = candidates.iter().map(|&i| slots[i].weight).collect();
-    let mut rng = SplitMix64::new(mix(&[run_seed, turn as u64, 0xac71_7a7e]));
+    let mut rng = rng::stream(run_seed, Stream::Activation { turn });
     let mut picked: Vec<usize> =
         crate::rng::weighted_sample(&weights, k, &mut rng).into_iter().map(|j| candidates[j]).collect();
     picked.sort_unstable();
@@ -330,7 +330,7 @@ fn sampling_for(p: &PersonaSpec, c: &SimulationConfig) -> Sampling {
         temperature: p.temperature.unwrap_or(c.llm.temperature),
         top_p: c.llm.top_p,
         max_tokens: c.llm.max_tokens,
-        seed: c.llm.send_seed.then(|| mix(&[c.simulation.run_seed, crate::rng::fnv1a(p.id.as_bytes())])),
+        seed: c.llm.send_seed.then(|| rng::derive(c.simulation.run_seed, Stream::PersonaSampling { persona: &p.id })),
         json_actions: c.llm.json_actions,
         plain: c.llm.prompt_style == crate::config::PromptStyle::Plain,
     }
@@ -561,7 +561,7 @@ async fn begin_turn(myself: &ActorRef<WorldMsg>, st: &mut WorldState) {
         order = draw_active(a, &order, &st.slots, st.sampling_config.simulation.run_seed, turn);
     }
     if st.policy == TurnPolicy::RandomOrder {
-        SplitMix64::new(mix(&[st.sampling_config.simulation.run_seed, turn as u64, 0x07d3])).shuffle(&mut order);
+        rng::stream(st.sampling_config.simulation.run_seed, Stream::TurnOrder { turn }).shuffle(&mut order);
     }
     // Actors start when their persona first acts.
     let mut ready = Vec::with_capacity(order.len());

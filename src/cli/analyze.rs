@@ -75,7 +75,7 @@ fn in_character(
     use std::sync::Arc;
     use troupe_sim::persona::PersonaDatabase;
 
-    let mut cfg = super::load_config(g, None, &[])?.config;
+    let mut cfg = super::load_config(g, None, &super::Flags::default())?.config;
     if let Some(m) = &a.judge_model {
         if m.trim().is_empty() {
             return Err(super::UsageError("--judge-model is empty: name a model, or leave the flag out".into()).into());
@@ -107,8 +107,8 @@ fn in_character(
     let caller = troupe_sim::validation::Caller::new(provider.clone(), &cfg, pricing);
     let model = cfg.validation.judge_model_or(&results.config.model).to_string();
     eprintln!("judging {} persona(s) in character with {model} through {}", personas.len(), provider.name());
-    let ic = super::runtime()?
-        .block_on(troupe_sim::validation::in_character::judge_run(&caller, &cfg, &personas, results, &model));
+    let ic =
+        super::block_on(troupe_sim::validation::in_character::judge_run(&caller, &cfg, &personas, results, &model))?;
     eprintln!(
         "{} call(s), {} tokens, ${:.4}{}",
         ic.calls,

@@ -28,7 +28,7 @@ pub fn run(g: &GlobalArgs, cmd: ConfigCmd) -> anyhow::Result<ExitCode> {
 }
 
 fn show(g: &GlobalArgs, a: ShowArgs) -> anyhow::Result<ExitCode> {
-    let loaded = super::load_config_quiet(g, None, &[])?;
+    let loaded = super::load_config_quiet(g, None, &super::Flags::default())?;
     let entries = loaded.entries();
     // The key of the provider the config selects (Azure's has two names).
     let choice = troupe_sim::llm::choose_provider(&loaded.config);

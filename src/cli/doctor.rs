@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
 use troupe_sim::doctor::{self, Check, DoctorOptions, Status};
 
@@ -17,14 +16,10 @@ pub struct DoctorArgs {
 }
 
 pub fn run(g: &GlobalArgs, a: DoctorArgs) -> anyhow::Result<ExitCode> {
-    let checks = match super::load_config_quiet(g, None, &[]) {
+    let checks = match super::load_config_quiet(g, None, &super::Flags::default()) {
         Ok(loaded) => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("could not start the async runtime")?;
             let opts = DoctorOptions::for_config(&loaded.config);
-            rt.block_on(doctor::run_checks(&loaded, &opts))
+            super::block_on(doctor::run_checks(&loaded, &opts))?
         }
         Err(e) => {
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();

@@ -21,7 +21,7 @@ pub struct EstimateArgs {
 }
 
 pub fn run(g: &GlobalArgs, a: EstimateArgs) -> anyhow::Result<ExitCode> {
-    let (plan, cfg) = super::plan::load(g, &a.plan, &[])?;
+    let (plan, cfg) = super::plan::load(g, &a.plan, &a.plan.flags()?)?;
     // No provider is built: an estimate never fetches the local model or calls a server.
     let pricing = Pricing::load(&cfg.llm.pricing_file)?;
     let mut e = estimate(&plan, &cfg, &pricing);

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
-use troupe_sim::config::{ConfigSources, Layer};
-use troupe_sim::experiment::{self, ExperimentEvent, ExperimentSpec, ScenarioPlanner};
+use troupe_sim::experiment::{
+    self, ExperimentEvent, ExperimentFiles, ExperimentSpec, ExperimentSummary, ScenarioPlanner,
+};
 
 use super::{GlobalArgs, UsageError};
 
@@ -53,26 +54,16 @@ pub struct ExperimentArgs {
 const MAX_RUNS: usize = 10_000;
 
 pub fn run(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode> {
-    super::runtime()?.block_on(run_async(g, a))
+    super::block_on(run_async(g, a))?
 }
 
 async fn run_async(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode> {
-    let mut sets = Vec::new();
-    if let Some(v) = a.run_seed {
-        sets.push(format!("simulation.run_seed={v}"));
-    }
-    if let Some(v) = a.turns {
-        sets.push(format!("simulation.max_turns={v}"));
-    }
-    if let Some(v) = a.max_parallel {
-        sets.push(format!("performance.max_parallel_runs={v}"));
-    }
-    if let Some(v) = &a.output_dir {
-        sets.push(format!("output.output_dir=\"{}\"", v.display()));
-    }
-    sets.extend(g.sets.iter().cloned());
-    let cli = if sets.is_empty() { None } else { Some(Layer::from_sets("command line", &sets)?) };
-    let sources = ConfigSources { toml: g.config.clone(), ini: g.config_ini.clone(), scenario: None, env: true, cli };
+    let mut flags = super::Flags::default();
+    flags.simulation.run_seed = a.run_seed;
+    flags.simulation.max_turns = a.turns;
+    flags.performance.max_parallel_runs = a.max_parallel;
+    flags.output.output_dir = a.output_dir.clone();
+    let sources = super::sources(g, None, &flags)?;
     // The planner loads the config once per variant; its notes are shown once, here.
     if let Ok(loaded) = troupe_sim::config::load_config(&sources) {
         for n in &loaded.notes {
@@ -129,45 +120,62 @@ async fn run_async(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode
 
     let total = (spec.variants.len() * runs) as u64;
     let pb = if a.quiet || a.json { ProgressBar::hidden() } else { ProgressBar::new(total) };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (res, ()) = tokio::join!(experiment::run_experiment(&spec, &planner, Some(tx)), show_progress(&pb, rx));
+    pb.finish_and_clear();
+    let (summary, files) = res?;
+    print_outcome(&summary, &files, &spec, a.json)?;
+    if summary.stopped {
+        eprintln!("error: the experiment was stopped before all its runs were made; the report covers the runs made");
+    }
+    let all_ok = summary.runs.iter().all(|r| r.success) && !summary.stopped;
+    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Draws the experiment's progress from its events until the channel closes.
+async fn show_progress(pb: &ProgressBar, mut rx: mpsc::UnboundedReceiver<ExperimentEvent>) {
     pb.set_style(
         ProgressStyle::with_template("{spinner} runs {pos}/{len} {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     pb.enable_steady_tick(std::time::Duration::from_millis(200));
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let show = async {
-        let mut running: BTreeSet<String> = BTreeSet::new();
-        let mut messages = 0u64;
-        let mut failed = 0u64;
-        while let Some(ev) = rx.recv().await {
-            match ev {
-                ExperimentEvent::RunStarted { run } => {
-                    running.insert(run);
-                }
-                ExperimentEvent::Message { .. } => messages += 1,
-                ExperimentEvent::Extracting { run } => {
-                    running.insert(format!("{run} (extracting)"));
-                    running.remove(&run);
-                }
-                ExperimentEvent::RunFinished { run, success, .. } => {
-                    running.remove(&run);
-                    running.remove(&format!("{run} (extracting)"));
-                    failed += u64::from(!success);
-                    pb.inc(1);
-                }
+    let mut running: BTreeSet<String> = BTreeSet::new();
+    let mut messages = 0u64;
+    let mut failed = 0u64;
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            ExperimentEvent::RunStarted { run } => {
+                running.insert(run);
             }
-            let now: Vec<&str> = running.iter().map(String::as_str).collect();
-            pb.set_message(format!(
-                "{messages} messages, {failed} failed | running: {}",
-                if now.is_empty() { "-".into() } else { now.join(", ") }
-            ));
+            ExperimentEvent::Message { .. } => messages += 1,
+            ExperimentEvent::Extracting { run } => {
+                running.insert(format!("{run} (extracting)"));
+                running.remove(&run);
+            }
+            ExperimentEvent::RunFinished { run, success, .. } => {
+                running.remove(&run);
+                running.remove(&format!("{run} (extracting)"));
+                failed += u64::from(!success);
+                pb.inc(1);
+            }
         }
-    };
-    let (res, ()) = tokio::join!(experiment::run_experiment(&spec, &planner, Some(tx)), show);
-    pb.finish_and_clear();
-    let (summary, files) = res?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        let now: Vec<&str> = running.iter().map(String::as_str).collect();
+        pb.set_message(format!(
+            "{messages} messages, {failed} failed | running: {}",
+            if now.is_empty() { "-".into() } else { now.join(", ") }
+        ));
+    }
+}
+
+/// Prints the summary (JSON with `--json`, else the findings and where the files are).
+fn print_outcome(
+    summary: &ExperimentSummary,
+    files: &ExperimentFiles,
+    spec: &ExperimentSpec,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(summary)?);
     } else {
         eprintln!(
             "{} runs of {} variant(s) done, {} completed",
@@ -188,9 +196,5 @@ async fn run_async(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode
         eprintln!("saved: {}", spec.dir.display());
         eprintln!("report: {}", files.html.display());
     }
-    if summary.stopped {
-        eprintln!("error: the experiment was stopped before all its runs were made; the report covers the runs made");
-    }
-    let all_ok = summary.runs.iter().all(|r| r.success) && !summary.stopped;
-    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(())
 }

@@ -31,7 +31,7 @@ pub struct ListArgs {
 }
 
 pub fn run(g: &GlobalArgs, cmd: ModelCmd) -> anyhow::Result<ExitCode> {
-    let cfg = super::load_config(g, None, &[])?.config;
+    let cfg = super::load_config(g, None, &super::Flags::default())?.config;
     let dir = model::cache_dir(cfg.llm.local.model_dir.as_deref())?;
     match cmd {
         ModelCmd::Fetch(a) => fetch(dir, a),

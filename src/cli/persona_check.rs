@@ -142,7 +142,7 @@ fn apply_fragments(mut p: PersonaSpec, fragments: &[PathBuf]) -> anyhow::Result<
 fn targets(g: &GlobalArgs, a: &CheckArgs) -> anyhow::Result<(SimulationConfig, Vec<Target>)> {
     let from_expect = || a.expect.as_ref().map(|_| "--expect".to_string());
     let Some(path) = &a.scenario else {
-        let mut cfg = super::load_config(g, None, &[])?.config;
+        let mut cfg = super::load_config(g, None, &super::Flags::default())?.config;
         if let Some(p) = &a.personas_file {
             cfg.simulation.personas_file = p.clone();
         }
@@ -164,7 +164,7 @@ fn targets(g: &GlobalArgs, a: &CheckArgs) -> anyhow::Result<(SimulationConfig, V
     };
     let s = scenario::load_scenario(path)?;
     let layer = troupe_sim::config::scenario_layer(path, &scenario_overrides(&s, a.variant.as_deref()))?;
-    let mut cfg = super::load_config(g, Some(layer), &[])?.config;
+    let mut cfg = super::load_config(g, Some(layer), &super::Flags::default())?.config;
     if let Some(p) = &a.personas_file {
         cfg.simulation.personas_file = p.clone();
     }
@@ -235,21 +235,7 @@ pub fn run(g: &GlobalArgs, a: CheckArgs) -> anyhow::Result<ExitCode> {
     if let Some(m) = &a.judge_model {
         cfg.validation.judge_model = Some(m.trim().to_string());
     }
-    // A persona the runtime would refuse is refused here too, with the same findings.
-    for t in &targets {
-        let errors: Vec<String> = check_persona(&t.persona)
-            .into_iter()
-            .filter(|i| i.severity == Severity::Error)
-            .map(|i| format!("  {}: {} (hint: {})", i.field, i.message, i.hint))
-            .collect();
-        if !errors.is_empty() {
-            return Err(usage(format!(
-                "persona `{}` is not valid, so it cannot be checked:\n{}\n(`troupe validate` checks the whole database)",
-                t.persona.id,
-                errors.join("\n")
-            )));
-        }
-    }
+    refuse_invalid(&targets)?;
     let provider: Arc<dyn troupe_sim::llm::Provider> = if a.simulated {
         Arc::new(troupe_sim::llm::SimulatedProvider::new(cfg.llm.simulated.clone()))
     } else {
@@ -262,83 +248,38 @@ pub fn run(g: &GlobalArgs, a: CheckArgs) -> anyhow::Result<ExitCode> {
     let pricing = troupe_sim::cost::Pricing::load(&cfg.llm.pricing_file).map_err(|e| usage(e.to_string()))?;
     let caller = Caller::new(provider.clone(), &cfg, pricing);
     let judge_model = cfg.validation.judge_model_or(&cfg.llm.model).to_string();
-    if cfg.llm.max_cost_usd.is_some() {
-        let models = targets.iter().map(|t| t.persona.model.clone().unwrap_or_else(|| cfg.llm.model.clone()));
-        for m in models.chain(std::iter::once(judge_model.clone())).collect::<std::collections::BTreeSet<_>>() {
-            if !caller.priced(&m) {
-                eprintln!(
-                    "note: {m} has no price in {}, so its calls count as $0 and llm.max_cost_usd cannot stop them",
-                    cfg.llm.pricing_file.display()
-                );
-            }
-        }
-    }
+    note_unpriced(&cfg, &caller, &targets, &judge_model);
     if provider.synthetic() {
         eprintln!(
             "note: the simulated provider answers and judges: its score measures word overlap between the expectations and the answers, not a model's judgement"
         );
     }
-    let rt = super::runtime()?;
-    let mut checks: Vec<PersonaCheck> = Vec::new();
-    for t in targets {
-        eprintln!(
-            "checking {}: {} question(s) to {} through {}, then the judge ({judge_model})",
-            t.persona.id,
-            cfg.validation.questions,
-            t.persona.model.as_deref().unwrap_or(&cfg.llm.model),
-            provider.name()
-        );
-        let opts = CheckOptions {
-            expectations: t.expectations,
-            expectations_from: t.expectations_from,
-            questions: cfg.validation.questions,
-            judge_model: judge_model.clone(),
-            min_score: cfg.validation.min_score,
-            source: t.source,
-            fragments: a.fragments.iter().map(|f| f.display().to_string()).collect(),
-        };
-        checks.push(rt.block_on(run_check(&caller, &cfg, &t.persona, &opts)));
-    }
+    let checks: Vec<PersonaCheck> = super::block_on(async {
+        let mut checks = Vec::new();
+        for t in targets {
+            eprintln!(
+                "checking {}: {} question(s) to {} through {}, then the judge ({judge_model})",
+                t.persona.id,
+                cfg.validation.questions,
+                t.persona.model.as_deref().unwrap_or(&cfg.llm.model),
+                provider.name()
+            );
+            let opts = CheckOptions {
+                expectations: t.expectations,
+                expectations_from: t.expectations_from,
+                questions: cfg.validation.questions,
+                judge_model: judge_model.clone(),
+                min_score: cfg.validation.min_score,
+                source: t.source,
+                fragments: a.fragments.iter().map(|f| f.display().to_string()).collect(),
+            };
+            checks.push(run_check(&caller, &cfg, &t.persona, &opts).await);
+        }
+        checks
+    })?;
     // Saved first, so a result is kept even when printing fails (a closed pipe).
-    let mut saved = Vec::new();
-    match &a.out {
-        Some(out) => {
-            let r = if checks.len() == 1 { save_json(out, &checks[0]) } else { save_json(out, &checks) };
-            r.with_context(|| {
-                format!("could not save the result to {}; check that its folder is writable", out.display())
-            })?;
-            saved.push(out.clone());
-        }
-        None => {
-            for c in &checks {
-                let path = default_path(&cfg.output.output_dir, c);
-                save_json(&path, c).with_context(|| {
-                    format!(
-                        "could not save the result to {}; check that output.output_dir is writable, or pass --out FILE",
-                        path.display()
-                    )
-                })?;
-                saved.push(path);
-            }
-        }
-    }
-    if a.json {
-        let text = if checks.len() == 1 {
-            serde_json::to_string_pretty(&checks[0])?
-        } else {
-            serde_json::to_string_pretty(&checks)?
-        };
-        println!("{text}");
-    } else {
-        for (k, c) in checks.iter().enumerate() {
-            if k > 0 {
-                println!();
-            }
-            for line in report_lines(c) {
-                println!("{line}");
-            }
-        }
-    }
+    let saved = save_checks(&a, &cfg, &checks)?;
+    print_checks(&a, &checks)?;
     let spend = caller.spend();
     eprintln!(
         "{} call(s), {} tokens ({} in, {} out), ${:.4}{}",
@@ -357,4 +298,88 @@ pub fn run(g: &GlobalArgs, a: CheckArgs) -> anyhow::Result<ExitCode> {
         eprintln!("{passed} of {} persona(s) passed", checks.len());
     }
     Ok(if passed == checks.len() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Saves each result (to `--out`, else beside the run outputs) and returns where.
+fn save_checks(a: &CheckArgs, cfg: &SimulationConfig, checks: &[PersonaCheck]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut saved = Vec::new();
+    match &a.out {
+        Some(out) => {
+            let r = if checks.len() == 1 { save_json(out, &checks[0]) } else { save_json(out, &checks) };
+            r.with_context(|| {
+                format!("could not save the result to {}; check that its folder is writable", out.display())
+            })?;
+            saved.push(out.clone());
+        }
+        None => {
+            for c in checks {
+                let path = default_path(&cfg.output.output_dir, c);
+                save_json(&path, c).with_context(|| {
+                    format!(
+                        "could not save the result to {}; check that output.output_dir is writable, or pass --out FILE",
+                        path.display()
+                    )
+                })?;
+                saved.push(path);
+            }
+        }
+    }
+    Ok(saved)
+}
+
+/// Prints the results: JSON with `--json`, else the report lines.
+fn print_checks(a: &CheckArgs, checks: &[PersonaCheck]) -> anyhow::Result<()> {
+    if a.json {
+        let text = if checks.len() == 1 {
+            serde_json::to_string_pretty(&checks[0])?
+        } else {
+            serde_json::to_string_pretty(checks)?
+        };
+        println!("{text}");
+    } else {
+        for (k, c) in checks.iter().enumerate() {
+            if k > 0 {
+                println!();
+            }
+            for line in report_lines(c) {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A persona the runtime would refuse is refused here too, with the same findings.
+fn refuse_invalid(targets: &[Target]) -> anyhow::Result<()> {
+    for t in targets {
+        let errors: Vec<String> = check_persona(&t.persona)
+            .into_iter()
+            .filter(|i| i.severity == Severity::Error)
+            .map(|i| format!("  {}: {} (hint: {})", i.field, i.message, i.hint))
+            .collect();
+        if !errors.is_empty() {
+            return Err(usage(format!(
+                "persona `{}` is not valid, so it cannot be checked:\n{}\n(`troupe validate` checks the whole database)",
+                t.persona.id,
+                errors.join("\n")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// With a cost budget, says which models have no price (their calls cannot count against it).
+fn note_unpriced(cfg: &SimulationConfig, caller: &Caller, targets: &[Target], judge_model: &str) {
+    if cfg.llm.max_cost_usd.is_none() {
+        return;
+    }
+    let models = targets.iter().map(|t| t.persona.model.clone().unwrap_or_else(|| cfg.llm.model.clone()));
+    for m in models.chain(std::iter::once(judge_model.to_string())).collect::<std::collections::BTreeSet<_>>() {
+        if !caller.priced(&m) {
+            eprintln!(
+                "note: {m} has no price in {}, so its calls count as $0 and llm.max_cost_usd cannot stop them",
+                cfg.llm.pricing_file.display()
+            );
+        }
+    }
 }

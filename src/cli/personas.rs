@@ -88,7 +88,7 @@ fn generate(g: &GlobalArgs, a: GenerateArgs) -> anyhow::Result<ExitCode> {
     use troupe_sim::persona::{SaveTarget, add_personas, check_add};
     use troupe_sim::prompt::generate::{GenerateRequest, generate_personas};
 
-    let cfg = super::load_config(g, None, &[])?.config;
+    let cfg = super::load_config(g, None, &super::Flags::default())?.config;
     let path = cfg.simulation.personas_file.clone();
     // With --save the database is read back before the model is asked, so a save that would be
     // refused (an unreadable file, a one-agent file) costs nothing and drafts nothing.
@@ -121,9 +121,8 @@ fn generate(g: &GlobalArgs, a: GenerateArgs) -> anyhow::Result<ExitCode> {
         temperature: cfg.llm.temperature.max(0.7),
         seed: cfg.simulation.run_seed,
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let drafts =
-        rt.block_on(generate_personas(&provider, &req, &taken)).map_err(|e| super::UsageError(e.to_string()))?;
+        super::block_on(generate_personas(&provider, &req, &taken))?.map_err(|e| super::UsageError(e.to_string()))?;
     let values: Vec<_> = drafts.iter().map(|p| p.to_saved_value()).collect();
     println!("{}", serde_json::to_string_pretty(&values)?);
     if !a.save {
@@ -159,7 +158,7 @@ fn generate(g: &GlobalArgs, a: GenerateArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn show(g: &GlobalArgs, a: ShowArgs) -> anyhow::Result<ExitCode> {
-    let config = super::load_config(g, None, &[])?.config;
+    let config = super::load_config(g, None, &super::Flags::default())?.config;
     let path = a.personas_file.clone().unwrap_or_else(|| config.simulation.personas_file.clone());
     let db = PersonaDatabase::load(&path)?;
     let Some(mut p) = db.get(&a.id).cloned() else {
@@ -201,7 +200,7 @@ fn show(g: &GlobalArgs, a: ShowArgs) -> anyhow::Result<ExitCode> {
 fn list(g: &GlobalArgs, a: ListArgs) -> anyhow::Result<ExitCode> {
     let path = match a.personas_file {
         Some(p) => p,
-        None => super::load_config(g, None, &[])?.config.simulation.personas_file,
+        None => super::load_config(g, None, &super::Flags::default())?.config.simulation.personas_file,
     };
     let db = PersonaDatabase::load(&path)?;
     let found = db.by_tags(&a.tags);

@@ -5,13 +5,13 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use troupe_sim::config::{SimulationConfig, scenario_layer};
+use troupe_sim::config::{SimulationConfig, TurnPolicy, scenario_layer};
 use troupe_sim::persona::PersonaDatabase;
 use troupe_sim::persona::validate::select_personas;
 use troupe_sim::scenario::RunPlan;
 use troupe_sim::scenario::{self, check::scenario_overrides};
 
-use super::{GlobalArgs, UsageError};
+use super::{Flags, GlobalArgs, UsageError};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum PolicyArg {
@@ -22,13 +22,16 @@ pub enum PolicyArg {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// Scenario file (.ron); without it, give --seed and --personas
+    /// Scenario file (.ron); without it, give --topic and --personas
     pub scenario: Option<PathBuf>,
     /// Variant of the scenario
     #[arg(long)]
     pub variant: Option<String>,
-    /// Discussion topic (simulation.seed)
+    /// Discussion topic (simulation.topic)
     #[arg(long)]
+    pub topic: Option<String>,
+    /// Old name of --topic (the replaced engine's), still accepted
+    #[arg(long, value_name = "TOPIC")]
     pub seed: Option<String>,
     /// Turns to run (simulation.max_turns)
     #[arg(long)]
@@ -63,53 +66,37 @@ pub struct PlanArgs {
 }
 
 impl PlanArgs {
-    /// The flags as `key=value` config overrides.
-    pub fn sets(&self) -> Vec<String> {
-        let mut s = Vec::new();
-        let mut push = |k: &str, v: String| s.push(format!("{k}={v}"));
-        if let Some(v) = &self.seed {
-            push("simulation.seed", format!("\"{v}\""));
-        }
-        if let Some(v) = self.turns {
-            push("simulation.max_turns", v.to_string());
-        }
-        if let Some(v) = &self.model {
-            push("llm.model", format!("\"{v}\""));
-        }
-        if let Some(v) = self.temperature {
-            push("llm.temperature", v.to_string());
-        }
-        if let Some(p) = self.policy {
-            let name = match p {
-                PolicyArg::RoundRobin => "RoundRobin",
-                PolicyArg::Parallel => "Parallel",
-                PolicyArg::RandomOrder => "RandomOrder",
-            };
-            push("simulation.turn_policy", name.into());
-        }
-        if let Some(v) = self.run_seed {
-            push("simulation.run_seed", v.to_string());
-        }
-        if let Some(v) = self.max_workers {
-            push("performance.max_workers", v.to_string());
-        }
-        if let Some(v) = self.rate_limit_delay {
-            push("performance.rate_limit_delay", v.to_string());
-        }
-        if let Some(v) = &self.output_dir {
-            push("output.output_dir", format!("\"{}\"", v.display()));
-        }
-        if let Some(v) = &self.log_file {
-            push("monitoring.log_file", format!("\"{}\"", v.display()));
-        }
-        s
+    /// The config keys these flags set, typed as the config's fields.
+    pub fn flags(&self) -> Result<Flags, UsageError> {
+        let mut f = Flags::default();
+        f.simulation.topic = match (&self.topic, &self.seed) {
+            (Some(t), Some(s)) if t != s => {
+                return Err(UsageError(
+                    "--topic and --seed (its old name) give different topics; give the topic once, with --topic".into(),
+                ));
+            }
+            (t, s) => t.clone().or_else(|| s.clone()),
+        };
+        f.simulation.max_turns = self.turns;
+        f.simulation.run_seed = self.run_seed;
+        f.simulation.turn_policy = self.policy.map(|p| match p {
+            PolicyArg::RoundRobin => TurnPolicy::RoundRobin,
+            PolicyArg::Parallel => TurnPolicy::Parallel,
+            PolicyArg::RandomOrder => TurnPolicy::RandomOrder,
+        });
+        f.llm.model = self.model.clone();
+        f.llm.temperature = self.temperature;
+        f.performance.max_workers = self.max_workers;
+        f.performance.rate_limit_delay = self.rate_limit_delay;
+        f.output.output_dir = self.output_dir.clone();
+        f.monitoring.log_file = self.log_file.clone();
+        Ok(f)
     }
 }
 
-/// Loads the config (with the scenario's layer and these flags) and builds the plan.
-pub fn load(g: &GlobalArgs, a: &PlanArgs, extra_sets: &[String]) -> anyhow::Result<(RunPlan, SimulationConfig)> {
-    let mut sets = a.sets();
-    sets.extend(extra_sets.iter().cloned());
+/// Loads the config (with the scenario's layer and `flags`, which start from
+/// [`PlanArgs::flags`]) and builds the plan.
+pub fn load(g: &GlobalArgs, a: &PlanArgs, flags: &Flags) -> anyhow::Result<(RunPlan, SimulationConfig)> {
     let (plan, cfg) = match &a.scenario {
         Some(path) => {
             if !a.personas.is_empty() {
@@ -120,7 +107,7 @@ pub fn load(g: &GlobalArgs, a: &PlanArgs, extra_sets: &[String]) -> anyhow::Resu
             }
             let s = scenario::load_scenario(path)?;
             let layer = scenario_layer(path, &scenario_overrides(&s, a.variant.as_deref()))?;
-            let cfg = super::load_config(g, Some(layer), &sets)?.config;
+            let cfg = super::load_config(g, Some(layer), flags)?.config;
             let db = PersonaDatabase::load(&cfg.simulation.personas_file)?;
             let resolved = scenario::resolve(
                 &s,
@@ -131,22 +118,22 @@ pub fn load(g: &GlobalArgs, a: &PlanArgs, extra_sets: &[String]) -> anyhow::Resu
                 cfg.simulation.max_personas,
                 cfg.simulation.run_seed,
             )?;
-            (RunPlan::from_scenario(resolved, &cfg.simulation.seed), cfg)
+            (RunPlan::from_scenario(resolved, &cfg.simulation.topic), cfg)
         }
         None => {
             if a.variant.is_some() {
                 return Err(UsageError("--variant needs a scenario file".into()).into());
             }
-            let cfg = super::load_config(g, None, &sets)?.config;
+            let cfg = super::load_config(g, None, flags)?.config;
             if a.personas.is_empty() {
                 return Err(UsageError(
-                    "give a scenario file, or --seed \"topic\" and --personas id1,id2 (see `troupe personas list`)"
+                    "give a scenario file, or --topic \"...\" and --personas id1,id2 (see `troupe personas list`)"
                         .into(),
                 )
                 .into());
             }
-            if cfg.simulation.seed.trim().is_empty() {
-                return Err(UsageError("give the discussion topic with --seed \"...\"".into()).into());
+            if cfg.simulation.topic.trim().is_empty() {
+                return Err(UsageError("give the discussion topic with --topic \"...\"".into()).into());
             }
             let db = PersonaDatabase::load(&cfg.simulation.personas_file)?;
             for id in &a.personas {
@@ -185,7 +172,7 @@ pub fn load(g: &GlobalArgs, a: &PlanArgs, extra_sets: &[String]) -> anyhow::Resu
                 ))
                 .into());
             }
-            (RunPlan::ad_hoc(&cfg.simulation.seed, chosen), cfg)
+            (RunPlan::ad_hoc(&cfg.simulation.topic, chosen), cfg)
         }
     };
     Ok((plan, cfg))

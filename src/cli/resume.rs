@@ -31,8 +31,8 @@ pub struct ResumeArgs {
 }
 
 pub fn run(g: &GlobalArgs, a: ResumeArgs) -> anyhow::Result<ExitCode> {
-    let current = super::load_config(g, None, &[])?.config;
-    super::runtime()?.block_on(async {
+    let current = super::load_config(g, None, &super::Flags::default())?.config;
+    super::block_on(async {
         let _log_guard = super::logging::init(&current.monitoring, a.quiet)?;
         let rec = Recording::load(&a.run_dir)?;
         let config = rec.config_with(&current)?;
@@ -56,5 +56,5 @@ pub fn run(g: &GlobalArgs, a: ResumeArgs) -> anyhow::Result<ExitCode> {
             Err(e) => return Err(e.into()),
         };
         drive(handle, rx, config.simulation.max_turns, &Mode { quiet: a.quiet, json: a.json }).await
-    })
+    })?
 }

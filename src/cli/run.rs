@@ -46,7 +46,7 @@ pub struct RunArgs {
 }
 
 pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
-    super::runtime()?.block_on(run_async(g, a))
+    super::block_on(run_async(g, a))?
 }
 
 async fn run_async(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -54,7 +54,7 @@ async fn run_async(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &a.replay {
         // The run folder is untrusted: logging and output follow the current configuration
         // (with this command's flags), the journal only supplies the simulation.
-        let current = super::load_config(g, None, &a.plan.sets())?.config;
+        let current = super::load_config(g, None, &a.plan.flags()?)?.config;
         let _log_guard = super::logging::init(&current.monitoring, a.quiet)?;
         let rec = Recording::load(dir)?;
         let turns = rec.config_with(&current)?.simulation.max_turns;
@@ -63,7 +63,7 @@ async fn run_async(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
         let handle = resume::replay(dir, &current, opts).await?;
         return drive(handle, rx, turns, &a.mode()).await;
     }
-    let (plan, cfg) = super::plan::load(g, &a.plan, &[])?;
+    let (plan, cfg) = super::plan::load(g, &a.plan, &a.plan.flags()?)?;
     let _log_guard = super::logging::init(&cfg.monitoring, a.quiet)?;
     let save_under = (!a.no_save).then(|| conversations_dir(&cfg.output.output_dir));
     let opts = RunOptions { save_under, events: Some(tx), ..Default::default() };

@@ -41,7 +41,7 @@ fn check(g: &GlobalArgs, a: CheckArgs) -> anyhow::Result<ExitCode> {
     // personas.
     for variant in names {
         let layer = scenario_layer(&a.file, &scenario_overrides(&s, variant))?;
-        let cfg = super::load_config(g, Some(layer), &[])
+        let cfg = super::load_config(g, Some(layer), &super::Flags::default())
             .map_err(|e| e.context(format!("variant {}", variant.unwrap_or("(none)"))))?
             .config;
         let db = PersonaDatabase::load(&cfg.simulation.personas_file)?;

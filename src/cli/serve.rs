@@ -131,7 +131,7 @@ fn open_file_limit() -> Option<u64> {
 }
 
 pub fn run(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<ExitCode> {
-    let loaded = super::load_config(g, None, &[])?;
+    let loaded = super::load_config(g, None, &super::Flags::default())?;
     let logs = LogBuffer::default();
     init_logging(&loaded.config.monitoring, &logs);
     let generated;
@@ -166,11 +166,7 @@ pub fn run(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<ExitCode> {
         max_runs: a.max_runs as usize,
         ..ServeLimits::default()
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("could not start the async runtime")?;
-    rt.block_on(async move {
+    super::block_on(async move {
         let state = AppState::new(ServeSettings {
             loaded,
             access_token: token.clone(),
@@ -201,7 +197,7 @@ pub fn run(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("the web server failed")?;
         save_live_runs(&app).await;
         Ok(ExitCode::SUCCESS)
-    })
+    })?
 }
 
 /// Stops the runs still going and waits (a little) for each to save its results, as a run in a

@@ -55,29 +55,23 @@ impl StressArgs {
         Ok(())
     }
 
-    /// Config overrides: budgets, and no pacing unless asked for.
-    fn sets(&self) -> Vec<String> {
-        let mut s = Vec::new();
-        if let Some(n) = self.rpm {
-            s.push(format!("llm.requests_per_minute={n}"));
-        }
-        if let Some(n) = self.tpm {
-            s.push(format!("llm.tokens_per_minute={n}"));
-        }
-        if self.plan.rate_limit_delay.is_none() {
-            s.push("performance.rate_limit_delay=0".into());
-        }
-        s
+    /// The plan's flags with the budgets, and no pacing unless asked for.
+    fn flags(&self) -> Result<super::Flags, UsageError> {
+        let mut f = self.plan.flags()?;
+        f.llm.requests_per_minute = self.rpm;
+        f.llm.tokens_per_minute = self.tpm;
+        f.performance.rate_limit_delay = Some(self.plan.rate_limit_delay.unwrap_or(0.0));
+        Ok(f)
     }
 }
 
 pub fn run(g: &GlobalArgs, a: StressArgs) -> anyhow::Result<ExitCode> {
     a.check()?;
-    super::runtime()?.block_on(run_async(g, a))
+    super::block_on(run_async(g, a))?
 }
 
 async fn run_async(g: &GlobalArgs, a: StressArgs) -> anyhow::Result<ExitCode> {
-    let (plan, cfg) = super::plan::load(g, &a.plan, &a.sets())?;
+    let (plan, cfg) = super::plan::load(g, &a.plan, &a.flags()?)?;
     // Retries are the point of the exercise: only errors reach the terminal (the log file,
     // when configured, gets everything).
     let _log_guard = super::logging::init(&cfg.monitoring, true)?;

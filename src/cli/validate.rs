@@ -24,7 +24,7 @@ pub struct ValidateArgs {
 pub fn run(g: &GlobalArgs, a: ValidateArgs) -> anyhow::Result<ExitCode> {
     let path = match a.personas_file {
         Some(p) => p,
-        None => super::load_config(g, None, &[])?.config.simulation.personas_file,
+        None => super::load_config(g, None, &super::Flags::default())?.config.simulation.personas_file,
     };
     let db = match PersonaDatabase::load(&path) {
         Ok(db) => db,

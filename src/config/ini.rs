@@ -106,7 +106,7 @@ const KEYS: &[(&str, &str, Use)] = &[
     ("Simulation", "PARALLEL_AGENT_ACTIONS", Use::Map("simulation.parallel_execution", Kind::Bool)),
     ("Simulation", "MAX_TURNS", Use::Map("simulation.max_turns", Kind::Int)),
     ("Simulation", "MAX_PERSONAS", Use::Map("simulation.max_personas", Kind::Int)),
-    ("Simulation", "SEED", Use::Map("simulation.seed", Kind::Str)),
+    ("Simulation", "SEED", Use::Map("simulation.topic", Kind::Str)),
     ("Simulation", "RATE_LIMIT_DELAY", Use::Map("performance.rate_limit_delay", Kind::Float)),
     ("Simulation", "MAX_WORKERS", Use::Map("performance.max_workers", Kind::Int)),
     ("Simulation", "TIMEOUT_SECONDS", Use::Map("performance.timeout_seconds", Kind::Float)),

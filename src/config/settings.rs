@@ -61,6 +61,15 @@ impl SimulationConfig {
     }
 }
 
+/// Keys read under an old name, as (old, new): a layer that sets the old key sets the new one;
+/// one that sets both to different values is an error naming both.
+pub const RENAMED: &[(&str, &str)] = &[("simulation.seed", "simulation.topic")];
+
+/// The current name of `key` (`simulation.seed` is `simulation.topic`).
+pub fn current_key(key: &str) -> &str {
+    RENAMED.iter().find(|(old, _)| *old == key).map_or(key, |(_, new)| new)
+}
+
 /// How persona turns are asked for (`llm.prompt_style`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -435,8 +444,11 @@ pub enum TurnPolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimulationSettings {
-    /// The discussion topic (the old engine called it the seed).
-    pub seed: String,
+    /// The discussion topic. The replaced engine called it `seed`, and files written for it
+    /// still say so: every config layer reads `seed` as `topic` (see [`RENAMED`]), and a
+    /// recorded config (a journal's) with `seed` loads too.
+    #[serde(alias = "seed")]
+    pub topic: String,
     /// Turns to run.
     pub max_turns: u32,
     /// The persona database.
@@ -461,7 +473,7 @@ pub struct SimulationSettings {
 impl Default for SimulationSettings {
     fn default() -> Self {
         SimulationSettings {
-            seed: String::new(),
+            topic: String::new(),
             max_turns: 6,
             personas_file: PathBuf::from("data/personas.agents.json"),
             max_personas: 10,

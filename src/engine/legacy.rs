@@ -51,7 +51,7 @@ impl SimulationEngine {
         let mut engine = self.clone();
         let mut cfg = (*self.config).clone();
         cfg.simulation.max_turns = turns;
-        cfg.simulation.seed = seed.to_string();
+        cfg.simulation.topic = seed.to_string();
         engine.config = Arc::new(cfg);
         engine.start(RunPlan::ad_hoc(seed, chosen), RunOptions::default()).await?.wait().await
     }

@@ -22,6 +22,7 @@ use crate::prompt::WorldFacts;
 use crate::record::journal::{FILE_NAME as JOURNAL_FILE, Header, JournalWriter};
 use crate::record::results::{AgentInfo, run_id, valid_run_id};
 use crate::record::transcript::{FinalState, RunEvent};
+use crate::rng::Stream;
 use crate::scenario::RunPlan;
 
 /// Tells apart the actors of runs in one process (their registered names carry it).
@@ -104,8 +105,8 @@ impl SimulationEngine {
         started_at: chrono::DateTime<chrono::Utc>,
     ) -> Result<String, EngineError> {
         let rid = given.unwrap_or_else(|| {
-            let salt = [self.config.simulation.run_seed, instance, started_at.timestamp_micros() as u64];
-            run_id(&plan.name, started_at, crate::rng::mix(&salt))
+            let stream = Stream::RunId { instance, micros: started_at.timestamp_micros() as u64 };
+            run_id(&plan.name, started_at, crate::rng::derive(self.config.simulation.run_seed, stream))
         });
         if valid_run_id(&rid) {
             return Ok(rid);

@@ -113,10 +113,11 @@ pub fn extraction_request(
         max_tokens: Some(cfg.llm.max_tokens.max(64)),
         seed: None,
         stop: Vec::new(),
+        response_format: crate::llm::ResponseFormat::Text,
         meta: RequestMeta {
             persona: persona.id.clone(),
             turn: 0,
-            purpose: "extract".into(),
+            purpose: crate::llm::Purpose::Extract,
             prompt_tokens: 0,
             ..Default::default()
         },
@@ -168,7 +169,7 @@ async fn call_with_retries(
     let policy = RetryPolicy::from_config(cfg, &req.model);
     let timeout = crate::config::limits::secs(cfg.performance.persona_timeout.max(0.001));
     let run_seed = cfg.simulation.run_seed;
-    let mut rng = crate::rng::SplitMix64::new(crate::rng::mix(&[run_seed, req.fingerprint()]));
+    let mut rng = crate::rng::stream(run_seed, crate::rng::Stream::ExtractJitter { request: req.fingerprint() });
     retry_call(&policy, &mut rng, |attempt| {
         *calls += 1;
         attempt_within(provider, req.clone(), CallContext { attempt, run_seed }, timeout)

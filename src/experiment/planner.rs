@@ -102,7 +102,7 @@ impl Planner for ScenarioPlanner {
             run_seed,
         )
         .map_err(|e| err(e.to_string()))?;
-        let mut plan = RunPlan::from_scenario(resolved, &cfg.simulation.seed);
+        let mut plan = RunPlan::from_scenario(resolved, &cfg.simulation.topic);
         plan.variant = Some(variant.to_string());
         Ok((plan, cfg))
     }

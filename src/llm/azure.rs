@@ -90,7 +90,6 @@ impl OpenAiProvider {
         opts.endpoints[0].requests_per_minute = opts.endpoints[0].requests_per_minute.or(llm.requests_per_minute);
         opts.endpoints[0].tokens_per_minute = opts.endpoints[0].tokens_per_minute.or(llm.tokens_per_minute);
         opts.stream = llm.stream;
-        opts.json_actions = llm.json_actions;
         opts.stop = llm.stop.clone();
         opts.retry_after_max = crate::config::limits::secs(llm.retry_after_max);
         let azure = AzureOptions {

@@ -194,7 +194,7 @@ impl Provider for CachingProvider {
         let inner = match (&self.inner, self.mode) {
             (Some(p), CacheMode::Off | CacheMode::Record | CacheMode::Auto) => p.clone(),
             _ => {
-                let (persona, turn, purpose) = (req.meta.persona.clone(), req.meta.turn, req.meta.purpose.clone());
+                let (persona, turn, purpose) = (req.meta.persona.clone(), req.meta.turn, req.meta.purpose);
                 return Box::pin(async move {
                     Err(LlmError::new(
                         ErrorKind::ReplayMiss,
@@ -233,6 +233,7 @@ mod tests {
             max_tokens: None,
             seed: None,
             stop: vec![],
+            response_format: crate::llm::ResponseFormat::Text,
             meta: Default::default(),
         })
     }

@@ -323,7 +323,9 @@ impl LocalProvider {
     /// seed from the request (or from the run seed and the request), changed on retries so a
     /// retry after an empty reply can differ.
     pub fn params(&self, req: &super::ChatRequest, ctx: super::CallContext) -> GenerateParams {
-        let seed = req.seed.unwrap_or_else(|| crate::rng::mix(&[ctx.run_seed, req.fingerprint()]));
+        let seed = req.seed.unwrap_or_else(|| {
+            crate::rng::derive(ctx.run_seed, crate::rng::Stream::ProviderText { request: req.fingerprint() })
+        });
         let seed = if ctx.attempt > 1 { crate::rng::mix(&[seed, ctx.attempt as u64]) } else { seed };
         GenerateParams {
             max_tokens: req.max_tokens.unwrap_or(256) as usize,

@@ -37,7 +37,10 @@ use super::budget::{Budget, RateLimitHeaders, parse_reset};
 use super::pool::{DEFAULT_COOL_DOWN, DEFAULT_FAILURE_THRESHOLD, Endpoint, EndpointPool, Lease};
 use super::sse::{SseEvent, SseParser};
 use super::tokens::{Counter, estimate_usage, prompt_tokens};
-use super::{BoxFuture, CallContext, ChatRequest, ChatResponse, ErrorKind, FinishReason, LlmError, Provider, Role};
+use super::{
+    BoxFuture, CallContext, ChatRequest, ChatResponse, ErrorKind, FinishReason, LlmError, Provider, ResponseFormat,
+    Role,
+};
 use crate::config::limits::MAX_STOP_SEQUENCES;
 use crate::config::{LlmConfig, Redactor, SecretString};
 
@@ -94,8 +97,6 @@ pub struct OpenAiOptions {
     pub project: Option<String>,
     /// Stream completions.
     pub stream: bool,
-    /// Send `response_format: json_object` with persona actions.
-    pub json_actions: bool,
     /// Consecutive connection/5xx failures that take an endpoint out.
     pub failure_threshold: u32,
     /// How long it stays out.
@@ -119,7 +120,6 @@ impl OpenAiOptions {
             organization: None,
             project: None,
             stream: false,
-            json_actions: false,
             failure_threshold: DEFAULT_FAILURE_THRESHOLD,
             cool_down: DEFAULT_COOL_DOWN,
             key_hint: ".troupe/secrets.toml or OPENAI_API_KEY".into(),
@@ -152,7 +152,6 @@ impl OpenAiOptions {
         o.organization = llm.organization.clone().filter(|s| !s.trim().is_empty());
         o.project = llm.project.clone().filter(|s| !s.trim().is_empty());
         o.stream = llm.stream;
-        o.json_actions = llm.json_actions;
         o.retry_after_max = crate::config::limits::secs(llm.retry_after_max);
         o.stop = llm.stop.clone();
         Ok(o)
@@ -261,7 +260,6 @@ struct Inner {
     /// Organisation and project headers.
     extra: Vec<(HeaderName, HeaderValue)>,
     stream: bool,
-    json_actions: bool,
     key_hint: String,
     retry_after_max: Duration,
     /// `llm.stop`, sent after each request's own stop sequences.
@@ -282,7 +280,6 @@ impl fmt::Debug for Inner {
             .field("flavour", &self.flavour)
             .field("endpoints", &self.pool)
             .field("stream", &self.stream)
-            .field("json_actions", &self.json_actions)
             .field("stop", &self.stop)
             .finish_non_exhaustive()
     }
@@ -370,7 +367,6 @@ impl OpenAiProvider {
                 flavour,
                 extra,
                 stream: opts.stream,
-                json_actions: opts.json_actions,
                 key_hint: opts.key_hint,
                 retry_after_max: opts.retry_after_max,
                 stop: opts.stop.into_iter().filter(|s| !s.is_empty()).collect(),
@@ -424,7 +420,7 @@ struct WireRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    response_format: Option<ResponseFormat>,
+    response_format: Option<WireFormat>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<&'a str>,
 }
@@ -441,7 +437,7 @@ struct StreamOptions {
 }
 
 #[derive(Serialize)]
-struct ResponseFormat {
+struct WireFormat {
     #[serde(rename = "type")]
     kind: &'static str,
 }
@@ -449,7 +445,7 @@ struct ResponseFormat {
 impl<'a> WireRequest<'a> {
     /// The request as sent; `stop` is the request's own stop sequences then `llm.stop` (see
     /// [`stop_sequences`]).
-    fn new(req: &'a ChatRequest, stream: bool, json: bool) -> Self {
+    fn new(req: &'a ChatRequest, stream: bool) -> Self {
         WireRequest {
             model: &req.model,
             messages: req
@@ -471,7 +467,10 @@ impl<'a> WireRequest<'a> {
             stop: stop_sequences(&req.stop, &[]).0,
             stream: stream.then_some(true),
             stream_options: stream.then_some(StreamOptions { include_usage: true }),
-            response_format: json.then_some(ResponseFormat { kind: "json_object" }),
+            response_format: match req.response_format {
+                ResponseFormat::Text => None,
+                ResponseFormat::JsonObject => Some(WireFormat { kind: "json_object" }),
+            },
             user: (!req.meta.persona.is_empty()).then_some(req.meta.persona.as_str()),
         }
     }
@@ -618,8 +617,7 @@ impl Inner {
     /// The request body: `llm.stop` after the request's own stop sequences, and
     /// `stream_options` only when `stream_options` says so.
     fn body(&self, req: &ChatRequest, stream_options: bool) -> Result<Vec<u8>, LlmError> {
-        let json = self.json_actions && req.meta.purpose == "act";
-        let mut wire = WireRequest::new(req, self.stream, json);
+        let mut wire = WireRequest::new(req, self.stream);
         if !stream_options {
             wire.stream_options = None;
         }
@@ -1005,14 +1003,16 @@ mod tests {
             max_tokens: None,
             seed: None,
             stop: vec![],
+            response_format: crate::llm::ResponseFormat::Text,
             meta: RequestMeta::default(),
         };
-        let v = serde_json::to_value(WireRequest::new(&req, false, false)).unwrap();
+        let v = serde_json::to_value(WireRequest::new(&req, false)).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"model": "m", "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]})
         );
-        let v = serde_json::to_value(WireRequest::new(&req, true, true)).unwrap();
+        let req = ChatRequest { response_format: ResponseFormat::JsonObject, ..req };
+        let v = serde_json::to_value(WireRequest::new(&req, true)).unwrap();
         assert_eq!(v["stream"], true);
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert_eq!(v["response_format"]["type"], "json_object");

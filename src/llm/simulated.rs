@@ -20,10 +20,11 @@ use dashmap::DashMap;
 
 use super::tokens::count_tokens;
 use super::{
-    BoxFuture, CallContext, ChatRequest, ChatResponse, ErrorKind, FinishReason, LlmError, Provider, Role, Usage,
+    BoxFuture, CallContext, ChatRequest, ChatResponse, ErrorKind, FinishReason, LlmError, Provider, Purpose, Role,
+    Usage,
 };
 use crate::config::{FaultProfile, LatencyKind, LatencyModel, SimulatedConfig};
-use crate::rng::{SplitMix64, hash_bytes, mix};
+use crate::rng::{self, SplitMix64, Stream, hash_bytes, mix};
 
 /// The simulated provider.
 #[derive(Debug)]
@@ -121,17 +122,12 @@ impl SimulatedProvider {
         let user = req.messages.iter().rev().find(|m| m.role == Role::User).map(|m| &*m.content).unwrap_or("");
         let profile = self.profile(system);
         let mut rng = SplitMix64::new(seed);
-        if req.meta.purpose == "summary" {
-            return summarize(user, &mut rng);
-        }
-        if req.meta.purpose == "extract" {
-            return extract_answer(&profile, user, &mut rng);
-        }
-        if req.meta.purpose == "interview" {
-            return check::interview_answer(system, user, &mut rng);
-        }
-        if req.meta.purpose == "judge" {
-            return check::judge_verdict(&req.messages);
+        match req.meta.purpose {
+            Purpose::Summary => return summarize(user, &mut rng),
+            Purpose::Extract => return extract_answer(&profile, user, &mut rng),
+            Purpose::Interview => return check::interview_answer(system, user, &mut rng),
+            Purpose::Judge => return check::judge_verdict(&req.messages),
+            Purpose::Act | Purpose::Generate | Purpose::Health => {}
         }
         let conv = parse_conversation(user);
         let topic = conv.topic.unwrap_or("the question in front of us");
@@ -161,13 +157,13 @@ impl Provider for SimulatedProvider {
 
     fn chat(&self, req: Arc<ChatRequest>, ctx: CallContext) -> BoxFuture<Result<ChatResponse, LlmError>> {
         let fp = req.fingerprint();
-        let mut attempt_rng = SplitMix64::new(mix(&[ctx.run_seed, fp, ctx.attempt as u64, 0xfa17]));
+        let mut attempt_rng = rng::stream(ctx.run_seed, Stream::SimulatedFaults { request: fp, attempt: ctx.attempt });
         let fault = Self::draw_fault(&self.cfg.faults, &mut attempt_rng);
         let latency = Self::draw_latency(&self.cfg.latency, &mut attempt_rng);
         let retry_after = crate::config::limits::secs(self.cfg.faults.retry_after_secs);
         // The text is composed before the wait so the future holds no borrow of `self`.
         let text = match fault {
-            Fault::None => Some(self.compose(&req, mix(&[ctx.run_seed, fp]))),
+            Fault::None => Some(self.compose(&req, rng::derive(ctx.run_seed, Stream::ProviderText { request: fp }))),
             _ => None,
         };
         Box::pin(async move {
@@ -639,7 +635,7 @@ fn trait_sentence(p: &Profile, kw: &str, rng: &mut SplitMix64) -> String {
     t.replace("{kw}", kw).replace("{Kw}", &cap)
 }
 
-/// Answers an extraction request (`purpose == "extract"`, written by
+/// Answers an extraction request (`Purpose::Extract`, written by
 /// `experiment::extract`): one JSON object with the fields the prompt lists as
 /// `- "name": one of "a", "b"` or `- "name": free text ...`. A choice is drawn from the seed,
 /// leaning with the persona (supportive traits pick an approving answer more often, sceptical
@@ -733,6 +729,7 @@ mod tests {
             max_tokens: None,
             seed: None,
             stop: vec![],
+            response_format: crate::llm::ResponseFormat::Text,
             meta: Default::default(),
         }
     }
@@ -777,7 +774,7 @@ mod tests {
         let mut r = req(
             "Topic: Evaluate AI-powered content moderation\n[turn 1] Dr. Sarah Chen (Systems Architect): Content moderation needs a pilot.\nThe discussion is over. Answer as Dr. Sarah Chen with one JSON object and nothing else, with exactly these fields:\n- \"final_stance\": one of \"support\", \"oppose\", \"undecided\"\n- \"top_concern\": free text (a few words)\n",
         );
-        r.meta.purpose = "extract".into();
+        r.meta.purpose = Purpose::Extract;
         let mut seen = std::collections::HashSet::new();
         for seed in 0..30 {
             let v: serde_json::Value = serde_json::from_str(&p.compose(&r, seed)).unwrap();

@@ -252,6 +252,7 @@ mod tests {
             max_tokens: Some(3),
             seed: None,
             stop: Vec::new(),
+            response_format: crate::llm::ResponseFormat::Text,
             meta: Default::default(),
         };
         let u = estimate_usage(&req, "one two three four five six", None, None);

@@ -36,16 +36,81 @@ impl ChatMessage {
     }
 }
 
-/// What the call is for: shown in logs, used by the simulated provider and as the OpenAI
-/// `user` field. Not part of the normalized request.
+/// What a call is for. Shown in logs, recorded with each exchange in the journal (as the
+/// lowercase word, which is what journals held when it was a string), and read by the simulated
+/// provider to write a fitting answer. It never decides how a request is sent: a caller that
+/// needs JSON says so with [`ChatRequest::response_format`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Purpose {
+    /// A persona's turn (also what a request that names no purpose is taken for).
+    #[default]
+    Act,
+    /// A persona's running summary of its memory (`simulation.consolidate_every`).
+    Summary,
+    /// An experiment's questions to a persona after its run.
+    Extract,
+    /// Persona drafts from a description (`troupe personas generate`).
+    Generate,
+    /// A provider's 1-token health probe (`troupe doctor`).
+    Health,
+    /// A question of a persona check's interview.
+    Interview,
+    /// A judge model's verdict (persona checks, `in_character`).
+    Judge,
+}
+
+impl Purpose {
+    /// The word journals and logs show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Act => "act",
+            Purpose::Summary => "summary",
+            Purpose::Extract => "extract",
+            Purpose::Generate => "generate",
+            Purpose::Health => "health",
+            Purpose::Interview => "interview",
+            Purpose::Judge => "judge",
+        }
+    }
+}
+
+impl std::fmt::Display for Purpose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The form a reply must take, as OpenAI's `response_format` (async-openai and rig carry it on
+/// the request the same way). Providers without such a mode ignore it; the prompt of a request
+/// that asks for JSON says so too (OpenAI requires the word in the messages).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseFormat {
+    /// Free text.
+    #[default]
+    Text,
+    /// One JSON object (`{"type": "json_object"}`).
+    JsonObject,
+}
+
+impl ResponseFormat {
+    /// True for free text, which is what a request without the field means.
+    pub fn is_text(&self) -> bool {
+        *self == ResponseFormat::Text
+    }
+}
+
+/// Who and what the call is for: shown in logs, used by the simulated provider and as the
+/// OpenAI `user` field. Not part of the normalized request.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestMeta {
     /// Persona id.
     pub persona: String,
     /// 1-based turn (0 for calls outside turns).
     pub turn: u32,
-    /// Why: "act", "summary".
-    pub purpose: String,
+    /// Why the call is made.
+    pub purpose: Purpose,
     /// The request's prompt tokens, counted by `llm::tokens` as the prompt was written
     /// (0 when unknown). Lets providers skip a second pass over the text.
     #[serde(default)]
@@ -97,6 +162,9 @@ pub struct ChatRequest {
     /// Stop sequences.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub stop: Vec<String>,
+    /// The form the reply must take; set by the caller that needs JSON.
+    #[serde(default, skip_serializing_if = "ResponseFormat::is_text")]
+    pub response_format: ResponseFormat,
     /// Who and what the call is for.
     #[serde(default)]
     pub meta: RequestMeta,
@@ -104,7 +172,9 @@ pub struct ChatRequest {
 
 impl ChatRequest {
     /// A stable hash of everything that decides the answer (model, messages, sampling),
-    /// excluding `meta`.
+    /// excluding `meta`. `response_format` is left out too: a request that asks for JSON asks
+    /// for it in its messages as well, and counting it would change every request key and
+    /// provider seed recorded so far.
     pub fn fingerprint(&self) -> u64 {
         let mut h = crate::rng::hash_bytes(self.model.as_bytes());
         for m in &self.messages {

@@ -78,7 +78,8 @@ pub async fn generate_personas(
             max_tokens: Some((400 * req.count as u32).min(8000)),
             seed: Some(req.seed),
             stop: Vec::new(),
-            meta: RequestMeta { purpose: "generate".into(), ..Default::default() },
+            response_format: crate::llm::ResponseFormat::Text,
+            meta: RequestMeta { purpose: crate::llm::Purpose::Generate, ..Default::default() },
         };
         let resp = provider.chat(Arc::new(chat), CallContext { attempt: 1, run_seed: req.seed }).await?;
         parse_drafts(&resp.text)?
@@ -165,7 +166,7 @@ const STYLES: [&str; 4] = [
 
 /// Plausible drafts made without a model: a pure function of the description, count and seed.
 pub fn simulated_drafts(context: &str, count: usize, seed: u64) -> Vec<PersonaSpec> {
-    let h = crate::rng::mix(&[crate::rng::hash_bytes(context.as_bytes()), seed]);
+    let h = crate::rng::derive(seed, crate::rng::Stream::PersonaDrafts { context });
     let topic: String = context.split_whitespace().take(8).collect::<Vec<_>>().join(" ");
     (0..count)
         .map(|i| {

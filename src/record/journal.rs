@@ -58,8 +58,9 @@ pub struct Exchange {
     pub persona: String,
     /// Turn.
     pub turn: u32,
-    /// "act", "summary", ...
-    pub purpose: String,
+    /// Why the call was made; written as the lowercase word ("act", "summary", ...), as
+    /// journals always held it.
+    pub purpose: crate::llm::Purpose,
     /// The request's key (hex): provider, model and normalized request.
     pub key: String,
     /// The answer.

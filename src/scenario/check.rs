@@ -69,8 +69,8 @@ pub fn scenario_overrides(s: &Scenario, variant: Option<&str>) -> Value {
     if let Some(t) = s.turns {
         set_path(&mut root, "simulation.max_turns", t.into());
     }
-    if !s.seed.is_empty() {
-        set_path(&mut root, "simulation.seed", s.seed.clone().into());
+    if !s.topic.is_empty() {
+        set_path(&mut root, "simulation.topic", s.topic.clone().into());
     }
     if let Some(p) = &s.provider {
         set_path(&mut root, "llm.provider", p.clone().into());
@@ -84,8 +84,8 @@ pub fn scenario_overrides(s: &Scenario, variant: Option<&str>) -> Value {
             deep_merge(&mut root, c);
         }
         if let Some(m) = root.as_object_mut() {
-            if let Some(seed) = &v.seed {
-                set_path(m, "simulation.seed", seed.clone().into());
+            if let Some(topic) = &v.topic {
+                set_path(m, "simulation.topic", topic.clone().into());
             }
             if let Some(p) = v.policy {
                 set_path(m, "simulation.turn_policy", serde_json::to_value(p).unwrap_or_default());
@@ -131,7 +131,7 @@ pub fn resolve(
     if let Some(v) = var {
         refs.extend(v.add_personas.iter());
     }
-    let mut rng = SplitMix64::new(run_seed ^ 0x5a4d_504c_4500_0001);
+    let mut rng = crate::rng::stream(run_seed, crate::rng::Stream::ScenarioSample);
     let mut personas = Vec::new();
     for (i, r) in refs.iter().enumerate() {
         personas.extend(load_ref(r, db, base, &mut rng, &format!("personas[{i}]"), &mut problems));

@@ -70,7 +70,7 @@ pub struct Fork {
 }
 
 impl RunPlan {
-    /// A plan from a resolved scenario; the topic is the config's `simulation.seed`.
+    /// A plan from a resolved scenario; the topic is the config's `simulation.topic`.
     pub fn from_scenario(r: ResolvedScenario, topic: &str) -> Self {
         RunPlan {
             name: r.name,

@@ -26,7 +26,11 @@ pub struct Scenario {
     pub fragments: Vec<FragmentUse>,
     /// The discussion topic.
     #[serde(default)]
-    pub seed: String,
+    pub topic: String,
+    /// The topic under its old name, as the replaced engine's files have it; folded into
+    /// `topic` when the file is read ([`crate::scenario::parse_scenario`]), never written.
+    #[serde(default, skip_serializing)]
+    pub(crate) seed: Option<String>,
     /// The opening message; defaults to the topic.
     #[serde(default)]
     pub opening: Option<String>,
@@ -247,7 +251,10 @@ pub struct Variant {
     pub config: Option<serde_json::Value>,
     /// Another topic.
     #[serde(default)]
-    pub seed: Option<String>,
+    pub topic: Option<String>,
+    /// `topic` under its old name; folded into it when the file is read, never written.
+    #[serde(default, skip_serializing)]
+    pub(crate) seed: Option<String>,
     /// Another world context.
     #[serde(default)]
     pub context: Option<String>,

@@ -145,13 +145,8 @@ pub struct CheckOptions {
 /// The seed of a check: a pure function of the run seed, the persona and the expectation, so
 /// the same inputs ask the same questions.
 pub fn check_seed(run_seed: u64, persona_id: &str, expectations: Option<&str>) -> u64 {
-    use crate::rng::{hash_bytes, mix};
-    mix(&[
-        run_seed,
-        hash_bytes(b"persona-check"),
-        hash_bytes(persona_id.as_bytes()),
-        hash_bytes(expectations.unwrap_or("").as_bytes()),
-    ])
+    let stream = crate::rng::Stream::PersonaCheck { persona: persona_id, expectations: expectations.unwrap_or("") };
+    crate::rng::derive(run_seed, stream)
 }
 
 /// Interviews `persona` and has the judge score the answers; see the module docs of

@@ -88,11 +88,8 @@ pub async fn judge_run(
     judge_model: &str,
 ) -> InCharacter {
     let k = cfg.validation.in_character_messages;
-    let seed = cfg.llm.send_seed.then_some(crate::rng::mix(&[
-        cfg.simulation.run_seed,
-        crate::rng::hash_bytes(b"in-character"),
-        crate::rng::hash_bytes(results.run_id.as_bytes()),
-    ]));
+    let stream = crate::rng::Stream::InCharacter { run_id: &results.run_id };
+    let seed = cfg.llm.send_seed.then_some(crate::rng::derive(cfg.simulation.run_seed, stream));
     let before = caller.spend();
     // The futures are made first and then streamed: a closure inside the stream would make the
     // whole future lose `Send` (a higher-ranked lifetime rustc cannot prove).

@@ -325,10 +325,11 @@ pub fn interview_request(
         max_tokens: Some(s.max_tokens),
         seed: s.seed,
         stop: Vec::new(),
+        response_format: crate::llm::ResponseFormat::Text,
         meta: RequestMeta {
             persona: persona.id.clone(),
             turn: q.n as u32,
-            purpose: "interview".into(),
+            purpose: crate::llm::Purpose::Interview,
             prompt_tokens: 0,
             ..Default::default()
         },

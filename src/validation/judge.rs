@@ -156,10 +156,11 @@ pub fn judge_request(i: &JudgeInput<'_>, retry: Option<(&str, &str)>) -> ChatReq
         max_tokens: Some(JUDGE_MAX_TOKENS),
         seed: i.seed,
         stop: Vec::new(),
+        response_format: crate::llm::ResponseFormat::Text,
         meta: RequestMeta {
             persona: i.persona.to_string(),
             turn: 0,
-            purpose: "judge".into(),
+            purpose: crate::llm::Purpose::Judge,
             prompt_tokens: 0,
             ..Default::default()
         },

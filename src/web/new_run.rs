@@ -97,7 +97,7 @@ fn what_to_simulate(st: &AppState, cfg: &SimulationConfig) -> Markup {
             p {
                 label {
                     "Topic "
-                    input name="topic" #topic size="60" value=(cfg.simulation.seed)
+                    input name="topic" #topic size="60" value=(cfg.simulation.topic)
                         placeholder="What the personas discuss";
                 }
             }
@@ -288,7 +288,7 @@ pub fn build(st: &AppState, f: &RunForm) -> Result<(RunPlan, SimulationConfig, P
         base.clone()
     };
     if !f.topic.trim().is_empty() {
-        cfg.simulation.seed = f.topic.trim().to_string();
+        cfg.simulation.topic = f.topic.trim().to_string();
     }
     if let Some(t) = num::<u32>("turns", &f.turns)? {
         if !(1..=1000).contains(&t) {
@@ -344,13 +344,13 @@ pub fn build(st: &AppState, f: &RunForm) -> Result<(RunPlan, SimulationConfig, P
                 cfg.simulation.run_seed,
             )
             .map_err(|e| WebError::BadRequest(e.to_string()))?;
-            RunPlan::from_scenario(resolved, &cfg.simulation.seed)
+            RunPlan::from_scenario(resolved, &cfg.simulation.topic)
         }
         None => {
             if f.personas.is_empty() {
                 return Err(WebError::BadRequest("pick at least one persona".into()));
             }
-            if cfg.simulation.seed.trim().is_empty() {
+            if cfg.simulation.topic.trim().is_empty() {
                 return Err(WebError::BadRequest("give the discussion topic".into()));
             }
             if f.personas.len() > cfg.simulation.max_personas {
@@ -365,7 +365,7 @@ pub fn build(st: &AppState, f: &RunForm) -> Result<(RunPlan, SimulationConfig, P
                 let p = db.get(id).ok_or_else(|| WebError::BadRequest(format!("unknown persona id `{id}`")))?;
                 chosen.push(p.clone());
             }
-            RunPlan::ad_hoc(&cfg.simulation.seed, chosen)
+            RunPlan::ad_hoc(&cfg.simulation.topic, chosen)
         }
     };
     if !f.context.trim().is_empty() {

@@ -1,12 +1,12 @@
 //! The simulated provider's answers for persona checks (`validation`), so the feature works
 //! offline and its tests can assert that scores move the right way:
 //!
-//! - `purpose == "interview"`: the persona answers from its own system prompt only (name, role,
+//! - `Purpose::Interview`: the persona answers from its own system prompt only (name, role,
 //!   description, traits, goals, any other fact line), picking the fact sentence that shares the
 //!   most words with the question. It never repeats the question's words back, so an answer
 //!   matches an expectation only when the persona's facts do. A false-premise question is
 //!   corrected.
-//! - `purpose == "judge"`: a verdict computed from word overlap: each expectation claim's share
+//! - `Purpose::Judge`: a verdict computed from word overlap: each expectation claim's share
 //!   of content words found in the answers (or messages) is its coverage; the score is the mean
 //!   coverage (with no expectations: the share of answers that echo the persona's facts). The
 //!   justification says it is word overlap, not a model's judgement.
