@@ -72,38 +72,12 @@ async fn run_async(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode
     }
     let planner = ScenarioPlanner::new(&a.scenario, sources)?;
     let s = planner.scenario();
-    let variants = if a.variants.is_empty() { s.experiment.variants.clone() } else { a.variants.clone() };
-    if variants.len() < 2 {
-        return Err(UsageError(format!(
-            "give at least two variants to compare, e.g. --variants baseline,{} (\"baseline\" is the scenario as written)",
-            s.variants.keys().next().map(String::as_str).unwrap_or("other")
-        ))
-        .into());
-    }
-    planner.check_variants(&variants).map_err(UsageError)?;
-    let runs = a.runs.or(s.experiment.runs).unwrap_or(3);
-    if runs == 0 || runs > MAX_RUNS {
-        return Err(UsageError(format!(
-            "--runs must be between 1 and {MAX_RUNS} (3 or more for statistics); got {runs}"
-        ))
-        .into());
-    }
+    let (variants, runs) = variants_and_runs(&planner, &a)?;
     let base = planner.config(None)?;
     let _log_guard = super::logging::init(&base.monitoring, a.quiet || a.json)?;
     let seed = base.simulation.run_seed;
     let id = experiment::experiment_id(&s.name, chrono::Utc::now(), seed);
-    // Ctrl-C or SIGTERM: the runs going save what they have, no new run starts, and the
-    // summary covers the runs made.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        let mut term = super::Terminate::new();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        eprintln!("stopping: the runs going save what they have; no new run starts");
-        let _ = stop_tx.send(true);
-    });
+    let stop_rx = stop_on_signal();
     let spec = ExperimentSpec {
         scenario: s.name.clone(),
         variants,
@@ -130,6 +104,45 @@ async fn run_async(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode
     }
     let all_ok = summary.runs.iter().all(|r| r.success) && !summary.stopped;
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The variants to compare and the runs of each: the flags', else the scenario's `experiment`
+/// section; fewer than two variants or a run count out of range is a usage error.
+fn variants_and_runs(planner: &ScenarioPlanner, a: &ExperimentArgs) -> anyhow::Result<(Vec<String>, usize)> {
+    let s = planner.scenario();
+    let variants = if a.variants.is_empty() { s.experiment.variants.clone() } else { a.variants.clone() };
+    if variants.len() < 2 {
+        return Err(UsageError(format!(
+            "give at least two variants to compare, e.g. --variants baseline,{} (\"baseline\" is the scenario as written)",
+            s.variants.keys().next().map(String::as_str).unwrap_or("other")
+        ))
+        .into());
+    }
+    planner.check_variants(&variants).map_err(UsageError)?;
+    let runs = a.runs.or(s.experiment.runs).unwrap_or(3);
+    if runs == 0 || runs > MAX_RUNS {
+        return Err(UsageError(format!(
+            "--runs must be between 1 and {MAX_RUNS} (3 or more for statistics); got {runs}"
+        ))
+        .into());
+    }
+    Ok((variants, runs))
+}
+
+/// Ctrl-C or SIGTERM: the runs going save what they have, no new run starts, and the summary
+/// covers the runs made.
+fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = super::Terminate::new();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("stopping: the runs going save what they have; no new run starts");
+        let _ = stop_tx.send(true);
+    });
+    stop_rx
 }
 
 /// Draws the experiment's progress from its events until the channel closes.

@@ -264,13 +264,28 @@ fn num<T: std::str::FromStr>(field: &str, v: &str) -> Result<Option<T>, WebError
     v.parse().map(Some).map_err(|_| WebError::BadRequest(format!("{field}: `{v}` is not a number")))
 }
 
+/// A scenario file chosen on the form, with its path and variant.
+type Chosen = (scenario::Scenario, PathBuf, Option<String>);
+
 /// Builds the plan and the run's config from the form (the server's config, then the
 /// scenario's overrides, then the form's fields).
 pub fn build(st: &AppState, f: &RunForm) -> Result<(RunPlan, SimulationConfig, ProviderChoice), WebError> {
+    let (mut cfg, scen) = base_config(st, f)?;
+    apply_fields(&mut cfg, f)?;
+    let choice = if f.provider == "simulated" { ProviderChoice::Simulated } else { ProviderChoice::Configured };
+    let mut plan = plan_for(&cfg, f, scen)?;
+    if !f.context.trim().is_empty() {
+        plan.context = f.context.trim().to_string();
+    }
+    Ok((plan, cfg, choice))
+}
+
+/// The server's config, with the chosen scenario's overrides merged in (scenario mode).
+fn base_config(st: &AppState, f: &RunForm) -> Result<(SimulationConfig, Option<Chosen>), WebError> {
     let base = st.config().clone();
     let scenario_mode = f.mode == "scenario";
     let mut scen = None;
-    let mut cfg = if scenario_mode {
+    let cfg = if scenario_mode {
         if !scenario_files(st).contains(&f.scenario) {
             return Err(WebError::BadRequest("pick a scenario file from the list".into()));
         }
@@ -287,6 +302,11 @@ pub fn build(st: &AppState, f: &RunForm) -> Result<(RunPlan, SimulationConfig, P
     } else {
         base.clone()
     };
+    Ok((cfg, scen))
+}
+
+/// The form's settings over the config, each checked against its range.
+fn apply_fields(cfg: &mut SimulationConfig, f: &RunForm) -> Result<(), WebError> {
     if !f.topic.trim().is_empty() {
         cfg.simulation.topic = f.topic.trim().to_string();
     }
@@ -330,9 +350,14 @@ pub fn build(st: &AppState, f: &RunForm) -> Result<(RunPlan, SimulationConfig, P
         }
         cfg.performance.timeout_seconds = t;
     }
-    let choice = if f.provider == "simulated" { ProviderChoice::Simulated } else { ProviderChoice::Configured };
+    Ok(())
+}
+
+/// The plan: the scenario resolved against the persona database, or an ad-hoc discussion of
+/// the picked personas.
+fn plan_for(cfg: &SimulationConfig, f: &RunForm, scen: Option<Chosen>) -> Result<RunPlan, WebError> {
     let db = PersonaDatabase::load(&cfg.simulation.personas_file).map_err(|e| WebError::BadRequest(e.to_string()))?;
-    let mut plan = match scen {
+    let plan = match scen {
         Some((s, path, variant)) => {
             let resolved = scenario::resolve(
                 &s,
@@ -368,10 +393,7 @@ pub fn build(st: &AppState, f: &RunForm) -> Result<(RunPlan, SimulationConfig, P
             RunPlan::ad_hoc(&cfg.simulation.topic, chosen)
         }
     };
-    if !f.context.trim().is_empty() {
-        plan.context = f.context.trim().to_string();
-    }
-    Ok((plan, cfg, choice))
+    Ok(plan)
 }
 
 /// `POST /runs`: starts the run and shows its Live page.
