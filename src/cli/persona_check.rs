@@ -223,122 +223,24 @@ fn targets(g: &GlobalArgs, a: &CheckArgs) -> anyhow::Result<(SimulationConfig, V
 pub fn run(g: &GlobalArgs, a: CheckArgs) -> anyhow::Result<ExitCode> {
     check_flags(&a)?;
     let (mut cfg, targets) = targets(g, &a)?;
-    if let Some(seed) = a.run_seed {
-        cfg.simulation.run_seed = seed;
-    }
-    if let Some(n) = a.questions {
-        cfg.validation.questions = n;
-    }
-    if let Some(m) = a.min_score {
-        cfg.validation.min_score = m;
-    }
-    if let Some(m) = &a.judge_model {
-        cfg.validation.judge_model = Some(m.trim().to_string());
-    }
-    // A persona the runtime would refuse is refused here too, with the same findings.
-    for t in &targets {
-        let errors: Vec<String> = check_persona(&t.persona)
-            .into_iter()
-            .filter(|i| i.severity == Severity::Error)
-            .map(|i| format!("  {}: {} (hint: {})", i.field, i.message, i.hint))
-            .collect();
-        if !errors.is_empty() {
-            return Err(usage(format!(
-                "persona `{}` is not valid, so it cannot be checked:\n{}\n(`troupe validate` checks the whole database)",
-                t.persona.id,
-                errors.join("\n")
-            )));
-        }
-    }
-    let provider: Arc<dyn troupe_sim::llm::Provider> = if a.simulated {
-        Arc::new(troupe_sim::llm::SimulatedProvider::new(cfg.llm.simulated.clone()))
-    } else {
-        let (p, notice) = troupe_sim::llm::provider_from_config(&cfg).map_err(|e| usage(e.to_string()))?;
-        if let Some(n) = notice {
-            eprintln!("note: {n}");
-        }
-        p
-    };
+    apply_flags(&mut cfg, &a);
+    refuse_invalid(&targets)?;
+    let provider = provider(&a, &cfg)?;
     let pricing = troupe_sim::cost::Pricing::load(&cfg.llm.pricing_file).map_err(|e| usage(e.to_string()))?;
     let caller = Caller::new(provider.clone(), &cfg, pricing);
     let judge_model = cfg.validation.judge_model_or(&cfg.llm.model).to_string();
     if cfg.llm.max_cost_usd.is_some() {
-        let models = targets.iter().map(|t| t.persona.model.clone().unwrap_or_else(|| cfg.llm.model.clone()));
-        for m in models.chain(std::iter::once(judge_model.clone())).collect::<std::collections::BTreeSet<_>>() {
-            if !caller.priced(&m) {
-                eprintln!(
-                    "note: {m} has no price in {}, so its calls count as $0 and llm.max_cost_usd cannot stop them",
-                    cfg.llm.pricing_file.display()
-                );
-            }
-        }
+        note_unpriced(&caller, &cfg, &targets, &judge_model);
     }
     if provider.synthetic() {
         eprintln!(
             "note: the simulated provider answers and judges: its score measures word overlap between the expectations and the answers, not a model's judgement"
         );
     }
-    let rt = super::runtime()?;
-    let mut checks: Vec<PersonaCheck> = Vec::new();
-    for t in targets {
-        eprintln!(
-            "checking {}: {} question(s) to {} through {}, then the judge ({judge_model})",
-            t.persona.id,
-            cfg.validation.questions,
-            t.persona.model.as_deref().unwrap_or(&cfg.llm.model),
-            provider.name()
-        );
-        let opts = CheckOptions {
-            expectations: t.expectations,
-            expectations_from: t.expectations_from,
-            questions: cfg.validation.questions,
-            judge_model: judge_model.clone(),
-            min_score: cfg.validation.min_score,
-            source: t.source,
-            fragments: a.fragments.iter().map(|f| f.display().to_string()).collect(),
-        };
-        checks.push(rt.block_on(run_check(&caller, &cfg, &t.persona, &opts)));
-    }
+    let checks = run_checks(&caller, &cfg, targets, &a.fragments, &judge_model)?;
     // Saved first, so a result is kept even when printing fails (a closed pipe).
-    let mut saved = Vec::new();
-    match &a.out {
-        Some(out) => {
-            let r = if checks.len() == 1 { save_json(out, &checks[0]) } else { save_json(out, &checks) };
-            r.with_context(|| {
-                format!("could not save the result to {}; check that its folder is writable", out.display())
-            })?;
-            saved.push(out.clone());
-        }
-        None => {
-            for c in &checks {
-                let path = default_path(&cfg.output.output_dir, c);
-                save_json(&path, c).with_context(|| {
-                    format!(
-                        "could not save the result to {}; check that output.output_dir is writable, or pass --out FILE",
-                        path.display()
-                    )
-                })?;
-                saved.push(path);
-            }
-        }
-    }
-    if a.json {
-        let text = if checks.len() == 1 {
-            serde_json::to_string_pretty(&checks[0])?
-        } else {
-            serde_json::to_string_pretty(&checks)?
-        };
-        println!("{text}");
-    } else {
-        for (k, c) in checks.iter().enumerate() {
-            if k > 0 {
-                println!();
-            }
-            for line in report_lines(c) {
-                println!("{line}");
-            }
-        }
-    }
+    let saved = save(&a, &cfg, &checks)?;
+    print(&a, &checks)?;
     let spend = caller.spend();
     eprintln!(
         "{} call(s), {} tokens ({} in, {} out), ${:.4}{}",
@@ -357,4 +259,146 @@ pub fn run(g: &GlobalArgs, a: CheckArgs) -> anyhow::Result<ExitCode> {
         eprintln!("{passed} of {} persona(s) passed", checks.len());
     }
     Ok(if passed == checks.len() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The flags that override config values.
+fn apply_flags(cfg: &mut SimulationConfig, a: &CheckArgs) {
+    if let Some(seed) = a.run_seed {
+        cfg.simulation.run_seed = seed;
+    }
+    if let Some(n) = a.questions {
+        cfg.validation.questions = n;
+    }
+    if let Some(m) = a.min_score {
+        cfg.validation.min_score = m;
+    }
+    if let Some(m) = &a.judge_model {
+        cfg.validation.judge_model = Some(m.trim().to_string());
+    }
+}
+
+/// A persona the runtime would refuse is refused here too, with the same findings.
+fn refuse_invalid(targets: &[Target]) -> anyhow::Result<()> {
+    for t in targets {
+        let errors: Vec<String> = check_persona(&t.persona)
+            .into_iter()
+            .filter(|i| i.severity == Severity::Error)
+            .map(|i| format!("  {}: {} (hint: {})", i.field, i.message, i.hint))
+            .collect();
+        if !errors.is_empty() {
+            return Err(usage(format!(
+                "persona `{}` is not valid, so it cannot be checked:\n{}\n(`troupe validate` checks the whole database)",
+                t.persona.id,
+                errors.join("\n")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The simulated provider with `--simulated`, else the configured one.
+fn provider(a: &CheckArgs, cfg: &SimulationConfig) -> anyhow::Result<Arc<dyn troupe_sim::llm::Provider>> {
+    if a.simulated {
+        return Ok(Arc::new(troupe_sim::llm::SimulatedProvider::new(cfg.llm.simulated.clone())));
+    }
+    let (p, notice) = troupe_sim::llm::provider_from_config(cfg).map_err(|e| usage(e.to_string()))?;
+    if let Some(n) = notice {
+        eprintln!("note: {n}");
+    }
+    Ok(p)
+}
+
+/// Under a budget, says which models have no price (their calls count as $0, so the budget
+/// cannot stop them).
+fn note_unpriced(caller: &Caller, cfg: &SimulationConfig, targets: &[Target], judge_model: &str) {
+    let models = targets.iter().map(|t| t.persona.model.clone().unwrap_or_else(|| cfg.llm.model.clone()));
+    for m in models.chain(std::iter::once(judge_model.to_string())).collect::<std::collections::BTreeSet<_>>() {
+        if !caller.priced(&m) {
+            eprintln!(
+                "note: {m} has no price in {}, so its calls count as $0 and llm.max_cost_usd cannot stop them",
+                cfg.llm.pricing_file.display()
+            );
+        }
+    }
+}
+
+/// Checks each target in turn.
+fn run_checks(
+    caller: &Caller,
+    cfg: &SimulationConfig,
+    targets: Vec<Target>,
+    fragments: &[PathBuf],
+    judge_model: &str,
+) -> anyhow::Result<Vec<PersonaCheck>> {
+    let rt = super::runtime()?;
+    let mut checks: Vec<PersonaCheck> = Vec::new();
+    for t in targets {
+        eprintln!(
+            "checking {}: {} question(s) to {} through {}, then the judge ({judge_model})",
+            t.persona.id,
+            cfg.validation.questions,
+            t.persona.model.as_deref().unwrap_or(&cfg.llm.model),
+            caller.provider().name()
+        );
+        let opts = CheckOptions {
+            expectations: t.expectations,
+            expectations_from: t.expectations_from,
+            questions: cfg.validation.questions,
+            judge_model: judge_model.to_string(),
+            min_score: cfg.validation.min_score,
+            source: t.source,
+            fragments: fragments.iter().map(|f| f.display().to_string()).collect(),
+        };
+        checks.push(rt.block_on(run_check(caller, cfg, &t.persona, &opts)));
+    }
+    Ok(checks)
+}
+
+/// Saves the results: all in `--out`, else each in its default file. Returns the files.
+fn save(a: &CheckArgs, cfg: &SimulationConfig, checks: &[PersonaCheck]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut saved = Vec::new();
+    match &a.out {
+        Some(out) => {
+            let r = if checks.len() == 1 { save_json(out, &checks[0]) } else { save_json(out, &checks) };
+            r.with_context(|| {
+                format!("could not save the result to {}; check that its folder is writable", out.display())
+            })?;
+            saved.push(out.clone());
+        }
+        None => {
+            for c in checks {
+                let path = default_path(&cfg.output.output_dir, c);
+                save_json(&path, c).with_context(|| {
+                    format!(
+                        "could not save the result to {}; check that output.output_dir is writable, or pass --out FILE",
+                        path.display()
+                    )
+                })?;
+                saved.push(path);
+            }
+        }
+    }
+    Ok(saved)
+}
+
+/// Prints the results: JSON with `--json`, else the report of each.
+fn print(a: &CheckArgs, checks: &[PersonaCheck]) -> anyhow::Result<()> {
+    if a.json {
+        let text = if checks.len() == 1 {
+            serde_json::to_string_pretty(&checks[0])?
+        } else {
+            serde_json::to_string_pretty(&checks)?
+        };
+        println!("{text}");
+    } else {
+        for (k, c) in checks.iter().enumerate() {
+            if k > 0 {
+                println!();
+            }
+            for line in report_lines(c) {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
 }
