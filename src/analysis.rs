@@ -435,69 +435,215 @@ fn is_moderator(e: &TranscriptEntry) -> bool {
 /// agents and full metrics).
 pub fn analyze_conversation(results: &SimulationResults) -> ConversationAnalysis {
     let t = &results.transcript;
-    // Personas: those listed, then anyone else who spoke (joined by an intervention).
-    let mut ids: Vec<String> = results.agents.iter().map(|a| a.id.clone()).collect();
-    let mut names: Vec<String> = results.agents.iter().map(|a| a.name.clone()).collect();
-    let mut roles: Vec<String> = results.agents.iter().map(|a| a.role.clone()).collect();
-    let mut seen: HashSet<&str> = ids.iter().map(String::as_str).collect();
-    let mut joined = Vec::new();
-    for e in t.iter().filter(|e| !is_moderator(e)) {
-        if seen.insert(e.speaker_id.as_str()) {
-            joined.push(e);
-        }
-    }
-    for e in joined {
-        ids.push(e.speaker_id.clone());
-        names.push(e.speaker.clone());
-        roles.push(e.role.clone());
-    }
-    let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
-    let n = ids.len();
-    let persona_msgs: Vec<&TranscriptEntry> = t.iter().filter(|e| !is_moderator(e)).collect();
-
-    let finder = NameFinder::new(&ids, &names);
-    let mut name_tokens: HashSet<String> = HashSet::new();
-    for nm in &names {
-        for tok in text::tokens(nm) {
-            name_tokens.insert(tok);
-        }
-    }
-
-    let mut messages = vec![0u64; n];
-    let mut words = vec![0u64; n];
-    let mut questions = vec![0u64; n];
-    let mut first_turn: Vec<Option<u32>> = vec![None; n];
-    let mut last_turn: Vec<Option<u32>> = vec![None; n];
-    let mut sent_by_turn: Vec<BTreeMap<u32, (f64, u64)>> = vec![BTreeMap::new(); n];
-    let mut sent_sum = vec![0.0f64; n];
-    let mut agree = vec![0u64; n];
-    let mut disagree = vec![0u64; n];
-    let mut made = vec![0u64; n];
-    let mut received = vec![0u64; n];
-    let mut lat: Vec<Vec<f64>> = vec![Vec::new(); n];
-    let mut ptok = vec![0u64; n];
-    let mut ctok = vec![0u64; n];
-    let mut terms: Vec<Vec<String>> = vec![Vec::new(); n];
-    let mut msg_terms: Vec<Vec<String>> = Vec::new();
-    let mut edges: BTreeMap<(usize, usize), (u64, u64, u64)> = BTreeMap::new();
-    let mut pairs_taken: HashMap<(usize, usize), u64> = HashMap::new();
-    let mut transitions = 0;
-    let mut prev: Option<usize> = None;
-    let mut hits = Vec::new();
-    let mut all_sentiments = Vec::with_capacity(t.len());
-    let mut turn_sent: BTreeMap<u32, (f64, u64)> = BTreeMap::new();
-    let mut turn_tokens: BTreeMap<u32, TurnTokens> = BTreeMap::new();
-    let mut marker_hits = Vec::new();
-    let (mut total_agree, mut total_disagree) = (0u64, 0u64);
-    let mut all_lat = Vec::new();
-    let mut total_words = 0u64;
-
+    let roster = Roster::of(results);
+    let lookup = Lookup::new(&roster);
+    let mut tally = Tally::new(roster.len(), t.len());
     for e in t {
+        tally.add(e, &lookup);
+    }
+    let totals = Totals::of(&tally.personas);
+    let distinctive = persona_keywords(&mut tally.personas);
+    let personas = persona_figures(results, &roster, &tally.personas, distinctive, &totals);
+    let participation = participation(&roster, &tally.personas, &totals);
+    let turn_taking = turn_taking(&roster, &tally.personas, &tally.pairs_taken, tally.transitions);
+    let repetition = repetition_figures(t, &totals);
+    ConversationAnalysis {
+        run_id: results.run_id.clone(),
+        scenario: results.scenario.clone(),
+        variant: results.variant.clone(),
+        synthetic: results.synthetic,
+        overview: overview(results, &roster, &tally, &totals),
+        personas,
+        participation,
+        turn_taking,
+        mentions: mention_graph(&roster, tally.mentions),
+        keywords: keywords::overall(&tally.message_terms, KEYWORDS_KEPT),
+        sentiment: sentiment_figures(tally.sentiments, tally.turn_sentiment, &totals),
+        agreement: AgreementFigures {
+            agreements: tally.agreements,
+            disagreements: tally.disagreements,
+            agreement_ratio: (tally.agreements + tally.disagreements > 0)
+                .then(|| tally.agreements as f64 / (tally.agreements + tally.disagreements) as f64),
+            markers: tally.marker_hits,
+        },
+        repetition,
+        tokens_per_turn: tally.turn_tokens.into_values().collect(),
+        latency: latency_figures(tally.latencies_ms, results),
+        in_character: None,
+    }
+}
+
+/// `part / whole`, or 0 when `whole` is 0.
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole > 0 { part as f64 / whole as f64 } else { 0.0 }
+}
+
+/// The personas of a run, by index: those listed, then anyone else who spoke (joined by an
+/// intervention), in the order of their first message.
+struct Roster {
+    ids: Vec<String>,
+    names: Vec<String>,
+    roles: Vec<String>,
+}
+
+impl Roster {
+    fn of(results: &SimulationResults) -> Self {
+        let mut ids: Vec<String> = results.agents.iter().map(|a| a.id.clone()).collect();
+        let mut names: Vec<String> = results.agents.iter().map(|a| a.name.clone()).collect();
+        let mut roles: Vec<String> = results.agents.iter().map(|a| a.role.clone()).collect();
+        let mut seen: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let mut joined = Vec::new();
+        for e in results.transcript.iter().filter(|e| !is_moderator(e)) {
+            if seen.insert(e.speaker_id.as_str()) {
+                joined.push(e);
+            }
+        }
+        for e in joined {
+            ids.push(e.speaker_id.clone());
+            names.push(e.speaker.clone());
+            roles.push(e.role.clone());
+        }
+        Roster { ids, names, roles }
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+/// What the pass over the transcript looks speakers and names up in.
+struct Lookup<'a> {
+    /// Persona id -> its index in the roster.
+    index: HashMap<&'a str, usize>,
+    finder: NameFinder<'a>,
+    /// Words of persona names, which are not keywords.
+    name_tokens: HashSet<String>,
+}
+
+impl<'a> Lookup<'a> {
+    fn new(roster: &'a Roster) -> Self {
+        let index = roster.ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+        let mut name_tokens: HashSet<String> = HashSet::new();
+        for nm in &roster.names {
+            for tok in text::tokens(nm) {
+                name_tokens.insert(tok);
+            }
+        }
+        Lookup { index, finder: NameFinder::new(&roster.ids, &roster.names), name_tokens }
+    }
+}
+
+/// What the pass counts for one persona (moderator messages excluded).
+#[derive(Default)]
+struct PersonaTally {
+    messages: u64,
+    words: u64,
+    questions: u64,
+    first_turn: Option<u32>,
+    last_turn: Option<u32>,
+    sentiment_sum: f64,
+    /// Turn -> (sum of compound scores, messages).
+    sentiment_by_turn: BTreeMap<u32, (f64, u64)>,
+    agreements: u64,
+    disagreements: u64,
+    mentions_made: u64,
+    mentions_received: u64,
+    latencies_ms: Vec<f64>,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    /// Content terms of its messages, for its keywords.
+    terms: Vec<String>,
+}
+
+impl PersonaTally {
+    /// Counts one of its messages, of `words` words and this compound sentiment.
+    fn add_message(&mut self, e: &TranscriptEntry, words: u64, compound: f64) {
+        self.messages += 1;
+        self.words += words;
+        self.questions += text::question_count(&e.text) as u64;
+        self.first_turn = Some(self.first_turn.map_or(e.turn, |f| f.min(e.turn)));
+        self.last_turn = Some(self.last_turn.map_or(e.turn, |l| l.max(e.turn)));
+        self.sentiment_sum += compound;
+        let b = self.sentiment_by_turn.entry(e.turn).or_default();
+        b.0 += compound;
+        b.1 += 1;
+        if let Some(l) = e.latency_ms {
+            self.latencies_ms.push(l);
+        }
+        self.prompt_tokens += e.prompt_tokens.unwrap_or(0);
+        self.completion_tokens += e.completion_tokens.unwrap_or(0);
+    }
+
+    /// Its latency figures; `response_mean_ms` comes from the metrics actor.
+    fn latency(&self, response_mean_ms: Option<f64>) -> PersonaLatency {
+        let mut l = self.latencies_ms.clone();
+        l.sort_by(f64::total_cmp);
+        PersonaLatency {
+            samples: l.len() as u64,
+            mean_ms: stats::mean(&l),
+            p50_ms: percentile(&l, 0.5),
+            max_ms: l.last().copied().unwrap_or(0.0),
+            response_mean_ms,
+        }
+    }
+}
+
+/// Everything one pass over the transcript counts: per persona (by roster index) and for the
+/// whole conversation.
+struct Tally {
+    personas: Vec<PersonaTally>,
+    /// Content terms of each persona message, for the overall keywords.
+    message_terms: Vec<Vec<String>>,
+    /// (speaker, persona addressed or named) -> (addressed, named, either).
+    mentions: BTreeMap<(usize, usize), (u64, u64, u64)>,
+    /// (previous speaker, next speaker) -> times.
+    pairs_taken: HashMap<(usize, usize), u64>,
+    transitions: u64,
+    previous: Option<usize>,
+    /// Every message's sentiment, moderator included.
+    sentiments: Vec<MessageSentiment>,
+    /// Turn -> (sum of persona compound scores, persona messages).
+    turn_sentiment: BTreeMap<u32, (f64, u64)>,
+    turn_tokens: BTreeMap<u32, TurnTokens>,
+    marker_hits: Vec<MarkerHit>,
+    agreements: u64,
+    disagreements: u64,
+    /// Every message's latency, moderator included.
+    latencies_ms: Vec<f64>,
+    /// Words of every message, moderator included.
+    words: u64,
+    /// The mentions of the message being counted (reused).
+    hits: Vec<(usize, bool, bool)>,
+}
+
+impl Tally {
+    fn new(personas: usize, messages: usize) -> Self {
+        Tally {
+            personas: std::iter::repeat_with(PersonaTally::default).take(personas).collect(),
+            message_terms: Vec::new(),
+            mentions: BTreeMap::new(),
+            pairs_taken: HashMap::new(),
+            transitions: 0,
+            previous: None,
+            sentiments: Vec::with_capacity(messages),
+            turn_sentiment: BTreeMap::new(),
+            turn_tokens: BTreeMap::new(),
+            marker_hits: Vec::new(),
+            agreements: 0,
+            disagreements: 0,
+            latencies_ms: Vec::new(),
+            words: 0,
+            hits: Vec::new(),
+        }
+    }
+
+    /// Counts one transcript message.
+    fn add(&mut self, e: &TranscriptEntry, lookup: &Lookup<'_>) {
         let w = text::word_count(&e.text) as u64;
-        total_words += w;
+        self.words += w;
         let s = sentiment::score(&e.text);
-        all_sentiments.push(MessageSentiment { seq: e.seq, turn: e.turn, speaker_id: e.speaker_id.clone(), score: s });
-        let tt = turn_tokens.entry(e.turn).or_insert(TurnTokens {
+        self.sentiments.push(MessageSentiment { seq: e.seq, turn: e.turn, speaker_id: e.speaker_id.clone(), score: s });
+        let tt = self.turn_tokens.entry(e.turn).or_insert(TurnTokens {
             turn: e.turn,
             messages: 0,
             prompt_tokens: 0,
@@ -507,203 +653,229 @@ pub fn analyze_conversation(results: &SimulationResults) -> ConversationAnalysis
         tt.prompt_tokens += e.prompt_tokens.unwrap_or(0);
         tt.completion_tokens += e.completion_tokens.unwrap_or(0);
         if let Some(l) = e.latency_ms {
-            all_lat.push(l);
+            self.latencies_ms.push(l);
         }
         if is_moderator(e) {
-            continue;
+            return;
         }
-        let Some(&i) = index.get(e.speaker_id.as_str()) else { continue };
-        messages[i] += 1;
-        words[i] += w;
-        questions[i] += text::question_count(&e.text) as u64;
-        first_turn[i] = Some(first_turn[i].map_or(e.turn, |f| f.min(e.turn)));
-        last_turn[i] = Some(last_turn[i].map_or(e.turn, |l| l.max(e.turn)));
-        sent_sum[i] += s.compound;
-        let b = sent_by_turn[i].entry(e.turn).or_default();
-        b.0 += s.compound;
-        b.1 += 1;
-        let ts = turn_sent.entry(e.turn).or_default();
+        let Some(&i) = lookup.index.get(e.speaker_id.as_str()) else { return };
+        self.personas[i].add_message(e, w, s.compound);
+        let ts = self.turn_sentiment.entry(e.turn).or_default();
         ts.0 += s.compound;
         ts.1 += 1;
-        if let Some(l) = e.latency_ms {
-            lat[i].push(l);
-        }
-        ptok[i] += e.prompt_tokens.unwrap_or(0);
-        ctok[i] += e.completion_tokens.unwrap_or(0);
-        let mt = text::content_terms(&e.text, &name_tokens);
-        terms[i].extend(mt.iter().cloned());
-        msg_terms.push(mt);
+        let mt = text::content_terms(&e.text, &lookup.name_tokens);
+        self.personas[i].terms.extend(mt.iter().cloned());
+        self.message_terms.push(mt);
+        self.add_markers(i, e);
+        self.add_mentions(i, e, &lookup.finder);
+        self.add_turn(i);
+    }
 
-        // Markers.
-        let found = markers::find(&e.text);
+    /// Agreement and disagreement markers of persona `i`'s message.
+    fn add_markers(&mut self, i: usize, e: &TranscriptEntry) {
         let (mut a, mut d) = (false, false);
-        for (stance, m) in found {
+        for (stance, m) in markers::find(&e.text) {
             match stance {
                 Stance::Agree => a = true,
                 Stance::Disagree => d = true,
             }
-            marker_hits.push(MarkerHit { seq: e.seq, speaker_id: e.speaker_id.clone(), stance, marker: m.to_string() });
+            self.marker_hits.push(MarkerHit {
+                seq: e.seq,
+                speaker_id: e.speaker_id.clone(),
+                stance,
+                marker: m.to_string(),
+            });
         }
-        agree[i] += a as u64;
-        disagree[i] += d as u64;
-        total_agree += a as u64;
-        total_disagree += d as u64;
+        self.personas[i].agreements += a as u64;
+        self.personas[i].disagreements += d as u64;
+        self.agreements += a as u64;
+        self.disagreements += d as u64;
+    }
 
-        // Mentions: the `to` field (a name or an id) and names in the text.
-        finder.mentions(e.to.as_deref(), &e.text, &mut hits);
+    /// Whom persona `i`'s message addresses (the `to` field, a name or an id) or names.
+    fn add_mentions(&mut self, i: usize, e: &TranscriptEntry, finder: &NameFinder<'_>) {
+        finder.mentions(e.to.as_deref(), &e.text, &mut self.hits);
         let mut any = false;
-        for &(j, addressed, named) in hits.iter().filter(|h| h.0 != i) {
+        for &(j, addressed, named) in self.hits.iter().filter(|h| h.0 != i) {
             any = true;
-            received[j] += 1;
-            let edge = edges.entry((i, j)).or_default();
+            self.personas[j].mentions_received += 1;
+            let edge = self.mentions.entry((i, j)).or_default();
             edge.0 += addressed as u64;
             edge.1 += named as u64;
             edge.2 += 1;
         }
-        made[i] += any as u64;
-
-        // Turn-taking.
-        if let Some(p) = prev {
-            *pairs_taken.entry((p, i)).or_default() += 1;
-            transitions += 1;
-        }
-        prev = Some(i);
+        self.personas[i].mentions_made += any as u64;
     }
 
-    let persona_total: u64 = messages.iter().sum();
-    let persona_words: u64 = words.iter().sum();
-    let kw = keywords::per_document(&terms, KEYWORDS_KEPT);
-    let mean_of = |v: &[f64]| stats::mean(v);
-    let listed = |i: &usize| n <= PERSONA_FIGURES_LIMIT || messages[*i] > 0;
-    let personas: Vec<PersonaFigures> = (0..n)
-        .filter(listed)
-        .map(|i| {
-            let mut l = lat[i].clone();
-            l.sort_by(f64::total_cmp);
+    /// Turn-taking: persona `i` spoke after the previous persona message's speaker.
+    fn add_turn(&mut self, i: usize) {
+        if let Some(p) = self.previous {
+            *self.pairs_taken.entry((p, i)).or_default() += 1;
+            self.transitions += 1;
+        }
+        self.previous = Some(i);
+    }
+}
+
+/// Messages and words of all personas together.
+struct Totals {
+    messages: u64,
+    words: u64,
+}
+
+impl Totals {
+    fn of(personas: &[PersonaTally]) -> Self {
+        Totals { messages: personas.iter().map(|p| p.messages).sum(), words: personas.iter().map(|p| p.words).sum() }
+    }
+}
+
+fn overview(results: &SimulationResults, roster: &Roster, tally: &Tally, totals: &Totals) -> Overview {
+    let t = &results.transcript;
+    Overview {
+        messages: t.len() as u64,
+        persona_messages: totals.messages,
+        moderator_messages: t.len() as u64 - totals.messages,
+        words: tally.words,
+        persona_words: totals.words,
+        words_per_message: ratio(totals.words, totals.messages),
+        questions: tally.personas.iter().map(|p| p.questions).sum(),
+        turns: t.iter().map(|e| e.turn).max().unwrap_or(0).max(results.completed_turns),
+        duration_s: results.metrics.duration,
+        personas: roster.len(),
+        speakers: tally.personas.iter().filter(|p| p.messages > 0).count(),
+    }
+}
+
+/// Each persona's distinctive terms (TF-IDF across personas); their terms are used up.
+fn persona_keywords(personas: &mut [PersonaTally]) -> Vec<Vec<Keyword>> {
+    let terms: Vec<Vec<String>> = personas.iter_mut().map(|p| std::mem::take(&mut p.terms)).collect();
+    keywords::per_document(&terms, KEYWORDS_KEPT)
+}
+
+/// The figures of every persona listed (above [`PERSONA_FIGURES_LIMIT`] personas, of those who
+/// spoke).
+fn persona_figures(
+    results: &SimulationResults,
+    roster: &Roster,
+    tallies: &[PersonaTally],
+    keywords: Vec<Vec<Keyword>>,
+    totals: &Totals,
+) -> Vec<PersonaFigures> {
+    let listed = |i: usize| roster.len() <= PERSONA_FIGURES_LIMIT || tallies[i].messages > 0;
+    keywords
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| listed(*i))
+        .map(|(i, keywords)| {
+            let p = &tallies[i];
+            // The metrics actor keys personas by their index in the plan (the agents).
+            let response_mean_ms =
+                (i < results.agents.len()).then(|| results.full_metrics.persona_mean_ms.get(&i).copied()).flatten();
             PersonaFigures {
-                id: ids[i].clone(),
-                name: names[i].clone(),
-                role: roles[i].clone(),
-                messages: messages[i],
-                words: words[i],
-                average_words: if messages[i] > 0 { words[i] as f64 / messages[i] as f64 } else { 0.0 },
-                questions: questions[i],
-                share: if persona_total > 0 { messages[i] as f64 / persona_total as f64 } else { 0.0 },
-                word_share: if persona_words > 0 { words[i] as f64 / persona_words as f64 } else { 0.0 },
-                first_turn: first_turn[i],
-                last_turn: last_turn[i],
-                sentiment_mean: if messages[i] > 0 { sent_sum[i] / messages[i] as f64 } else { 0.0 },
-                sentiment_by_turn: sent_by_turn[i]
+                id: roster.ids[i].clone(),
+                name: roster.names[i].clone(),
+                role: roster.roles[i].clone(),
+                messages: p.messages,
+                words: p.words,
+                average_words: ratio(p.words, p.messages),
+                questions: p.questions,
+                share: ratio(p.messages, totals.messages),
+                word_share: ratio(p.words, totals.words),
+                first_turn: p.first_turn,
+                last_turn: p.last_turn,
+                sentiment_mean: if p.messages > 0 { p.sentiment_sum / p.messages as f64 } else { 0.0 },
+                sentiment_by_turn: p
+                    .sentiment_by_turn
                     .iter()
                     .map(|(turn, (s, c))| TurnValue { turn: *turn, value: s / *c as f64 })
                     .collect(),
-                agreements: agree[i],
-                disagreements: disagree[i],
-                mentions_made: made[i],
-                mentions_received: received[i],
-                keywords: kw[i].clone(),
-                latency: PersonaLatency {
-                    samples: l.len() as u64,
-                    mean_ms: mean_of(&l),
-                    p50_ms: percentile(&l, 0.5),
-                    max_ms: l.last().copied().unwrap_or(0.0),
-                    // The metrics actor keys personas by their index in the plan (the agents).
-                    response_mean_ms: (i < results.agents.len())
-                        .then(|| results.full_metrics.persona_mean_ms.get(&i).copied())
-                        .flatten(),
-                },
-                prompt_tokens: ptok[i],
-                completion_tokens: ctok[i],
+                agreements: p.agreements,
+                disagreements: p.disagreements,
+                mentions_made: p.mentions_made,
+                mentions_received: p.mentions_received,
+                keywords,
+                latency: p.latency(response_mean_ms),
+                prompt_tokens: p.prompt_tokens,
+                completion_tokens: p.completion_tokens,
             }
         })
-        .collect();
+        .collect()
+}
 
-    let counts: Vec<f64> = messages.iter().map(|m| *m as f64).collect();
-    let wcounts: Vec<f64> = words.iter().map(|m| *m as f64).collect();
-    let most = (0..n).max_by(|a, b| messages[*a].cmp(&messages[*b]).then(b.cmp(a)));
-    let least = (0..n).min_by(|a, b| messages[*a].cmp(&messages[*b]).then(a.cmp(b)));
-    let participation = Participation {
+fn participation(roster: &Roster, tallies: &[PersonaTally], totals: &Totals) -> Participation {
+    let messages = |i: usize| tallies[i].messages;
+    let counts: Vec<f64> = tallies.iter().map(|p| p.messages as f64).collect();
+    let wcounts: Vec<f64> = tallies.iter().map(|p| p.words as f64).collect();
+    let most = (0..tallies.len()).max_by(|a, b| messages(*a).cmp(&messages(*b)).then(b.cmp(a)));
+    let least = (0..tallies.len()).min_by(|a, b| messages(*a).cmp(&messages(*b)).then(a.cmp(b)));
+    Participation {
         gini_messages: stats::gini(&counts),
         gini_words: stats::gini(&wcounts),
-        most_active: most.filter(|_| persona_total > 0).map(|i| ids[i].clone()),
-        least_active: least.filter(|_| persona_total > 0).map(|i| ids[i].clone()),
-    };
+        most_active: most.filter(|_| totals.messages > 0).map(|i| roster.ids[i].clone()),
+        least_active: least.filter(|_| totals.messages > 0).map(|i| roster.ids[i].clone()),
+    }
+}
 
-    let dup_input: Vec<(u64, &str, &str)> =
-        persona_msgs.iter().map(|e| (e.seq, e.speaker_id.as_str(), e.text.as_str())).collect();
-    let dups = repetition::near_duplicates_counted(&dup_input, repetition::DEFAULT_THRESHOLD, DUPLICATE_PAIRS_KEPT);
+fn mention_graph(roster: &Roster, mentions: BTreeMap<(usize, usize), (u64, u64, u64)>) -> MentionGraph {
+    MentionGraph {
+        edges: mentions
+            .into_iter()
+            .map(|((i, j), (a, nm, tot))| MentionEdge {
+                from: roster.ids[i].clone(),
+                to: roster.ids[j].clone(),
+                addressed: a,
+                named: nm,
+                total: tot,
+            })
+            .collect(),
+    }
+}
 
-    all_lat.sort_by(f64::total_cmp);
-    let sentiment_mean = if persona_total > 0 {
-        all_sentiments.iter().filter(|m| m.speaker_id != MODERATOR_ID).map(|m| m.score.compound).sum::<f64>()
-            / persona_total as f64
+fn sentiment_figures(
+    messages: Vec<MessageSentiment>,
+    by_turn: BTreeMap<u32, (f64, u64)>,
+    totals: &Totals,
+) -> SentimentFigures {
+    let mean = if totals.messages > 0 {
+        messages.iter().filter(|m| m.speaker_id != MODERATOR_ID).map(|m| m.score.compound).sum::<f64>()
+            / totals.messages as f64
     } else {
         0.0
     };
+    SentimentFigures {
+        mean,
+        by_turn: by_turn.into_iter().map(|(turn, (s, c))| TurnValue { turn, value: s / c as f64 }).collect(),
+        messages,
+    }
+}
 
-    ConversationAnalysis {
-        run_id: results.run_id.clone(),
-        scenario: results.scenario.clone(),
-        variant: results.variant.clone(),
-        synthetic: results.synthetic,
-        overview: Overview {
-            messages: t.len() as u64,
-            persona_messages: persona_total,
-            moderator_messages: t.len() as u64 - persona_total,
-            words: total_words,
-            persona_words,
-            words_per_message: if persona_total > 0 { persona_words as f64 / persona_total as f64 } else { 0.0 },
-            questions: questions.iter().sum(),
-            turns: t.iter().map(|e| e.turn).max().unwrap_or(0).max(results.completed_turns),
-            duration_s: results.metrics.duration,
-            personas: n,
-            speakers: messages.iter().filter(|m| **m > 0).count(),
-        },
-        personas,
-        participation,
-        turn_taking: turn_taking(&ids, &names, &messages, &pairs_taken, transitions),
-        mentions: MentionGraph {
-            edges: edges
-                .into_iter()
-                .map(|((i, j), (a, nm, tot))| MentionEdge {
-                    from: ids[i].clone(),
-                    to: ids[j].clone(),
-                    addressed: a,
-                    named: nm,
-                    total: tot,
-                })
-                .collect(),
-        },
-        keywords: keywords::overall(&msg_terms, KEYWORDS_KEPT),
-        sentiment: SentimentFigures {
-            mean: sentiment_mean,
-            by_turn: turn_sent.into_iter().map(|(turn, (s, c))| TurnValue { turn, value: s / c as f64 }).collect(),
-            messages: all_sentiments,
-        },
-        agreement: AgreementFigures {
-            agreements: total_agree,
-            disagreements: total_disagree,
-            agreement_ratio: (total_agree + total_disagree > 0)
-                .then(|| total_agree as f64 / (total_agree + total_disagree) as f64),
-            markers: marker_hits,
-        },
-        repetition: Repetition {
-            threshold: repetition::DEFAULT_THRESHOLD,
-            repeated_messages: dups.repeated,
-            repetition_rate: if persona_total > 0 { dups.repeated as f64 / persona_total as f64 } else { 0.0 },
-            pairs_found: dups.found,
-            pairs: dups.pairs,
-        },
-        tokens_per_turn: turn_tokens.into_values().collect(),
-        latency: LatencyFigures {
-            samples: all_lat.len() as u64,
-            mean_ms: mean_of(&all_lat),
-            p50_ms: percentile(&all_lat, 0.5),
-            p90_ms: percentile(&all_lat, 0.9),
-            max_ms: all_lat.last().copied().unwrap_or(0.0),
-            buckets: results.full_metrics.latency_buckets.clone(),
-        },
-        in_character: None,
+/// Near-duplicate persona messages.
+fn repetition_figures(transcript: &[TranscriptEntry], totals: &Totals) -> Repetition {
+    let persona_msgs: Vec<(u64, &str, &str)> = transcript
+        .iter()
+        .filter(|e| !is_moderator(e))
+        .map(|e| (e.seq, e.speaker_id.as_str(), e.text.as_str()))
+        .collect();
+    let dups = repetition::near_duplicates_counted(&persona_msgs, repetition::DEFAULT_THRESHOLD, DUPLICATE_PAIRS_KEPT);
+    Repetition {
+        threshold: repetition::DEFAULT_THRESHOLD,
+        repeated_messages: dups.repeated,
+        repetition_rate: ratio(dups.repeated, totals.messages),
+        pairs_found: dups.found,
+        pairs: dups.pairs,
+    }
+}
+
+/// Latency over every message with one, and the metrics' buckets of every call attempt.
+fn latency_figures(mut all: Vec<f64>, results: &SimulationResults) -> LatencyFigures {
+    all.sort_by(f64::total_cmp);
+    LatencyFigures {
+        samples: all.len() as u64,
+        mean_ms: stats::mean(&all),
+        p50_ms: percentile(&all, 0.5),
+        p90_ms: percentile(&all, 0.9),
+        max_ms: all.last().copied().unwrap_or(0.0),
+        buckets: results.full_metrics.latency_buckets.clone(),
     }
 }
 
@@ -726,15 +898,14 @@ impl ConversationAnalysis {
 /// The turn-taking matrix over the personas (the [`TURN_TAKING_PERSONAS`] most active of them,
 /// ties to the first listed, when there are more), from the counted `(previous, next)` pairs.
 fn turn_taking(
-    ids: &[String],
-    names: &[String],
-    messages: &[u64],
+    roster: &Roster,
+    tallies: &[PersonaTally],
     pairs: &HashMap<(usize, usize), u64>,
     transitions: u64,
 ) -> TurnTaking {
-    let mut shown: Vec<usize> = (0..ids.len()).collect();
+    let mut shown: Vec<usize> = (0..roster.len()).collect();
     if shown.len() > TURN_TAKING_PERSONAS {
-        let by_activity = |a: &usize, b: &usize| messages[*b].cmp(&messages[*a]).then(a.cmp(b));
+        let by_activity = |a: &usize, b: &usize| tallies[*b].messages.cmp(&tallies[*a].messages).then(a.cmp(b));
         shown.select_nth_unstable_by(TURN_TAKING_PERSONAS - 1, by_activity);
         shown.truncate(TURN_TAKING_PERSONAS);
         shown.sort_unstable();
@@ -749,8 +920,8 @@ fn turn_taking(
         }
     }
     TurnTaking {
-        personas: shown.iter().map(|&i| ids[i].clone()).collect(),
-        names: shown.iter().map(|&i| names[i].clone()).collect(),
+        personas: shown.iter().map(|&i| roster.ids[i].clone()).collect(),
+        names: shown.iter().map(|&i| roster.names[i].clone()).collect(),
         matrix,
         transitions,
         others,

@@ -131,18 +131,134 @@ fn acting(activation: Option<&crate::scenario::Activation>, n: usize) -> usize {
     }
 }
 
+/// What the size of a call depends on beside the persona: the reply, the memory window and the
+/// prompt's fixed parts.
+struct CallShape {
+    reply: u64,
+    window_cap: f64,
+    /// Tokens of the world's name, context and topic.
+    header: u64,
+    consolidate_every: usize,
+}
+
+/// (calls, prompt tokens, completion tokens) by model, fractional under activation.
+type ByModel = BTreeMap<String, (f64, f64, f64)>;
+
+impl Members {
+    /// Applies the interventions of `turn`; true when a persona joined (the hearers change).
+    fn intervene(&mut self, plan: &RunPlan, turn: u32, cfg: &SimulationConfig) -> bool {
+        let mut joined = false;
+        for iv in plan.interventions.iter().filter(|i| i.turn == turn) {
+            match &iv.action {
+                ResolvedAction::Broadcast(_) | ResolvedAction::SetContext(_) => {
+                    self.list.iter_mut().filter(|m| m.active).for_each(|m| m.events += 1.0)
+                }
+                ResolvedAction::AddPersona(p) => {
+                    self.add(p, cfg);
+                    if let Some(m) = self.list.last_mut() {
+                        m.events = 1.0;
+                    }
+                    joined = true;
+                }
+                ResolvedAction::RemovePersona(id) => {
+                    self.list.iter_mut().filter(|m| &m.id == id).for_each(|m| m.active = false)
+                }
+            }
+        }
+        joined
+    }
+
+    /// Counts the calls of the `active` members in one turn, `f` of a call each: a summary first
+    /// when a member's memory is due one, then its act. `earlier` is what each heard before it
+    /// spoke.
+    fn count_calls(&mut self, active: &[usize], earlier: &[f64], f: f64, shape: &CallShape, by_model: &mut ByModel) {
+        let reply = shape.reply;
+        for &i in active {
+            let m = &mut self.list[i];
+            let events = m.events + earlier[i];
+            let window = events.min(shape.window_cap);
+            let omitted_line = if events > shape.window_cap { 8.0 } else { 0.0 };
+            let prompt = (m.system_tokens + shape.header + INSTRUCTION_TOKENS + 2 * MESSAGE_OVERHEAD + REQUEST_OVERHEAD)
+                as f64
+                + window * (reply + LINE_PREFIX_TOKENS) as f64
+                + omitted_line;
+            let e = by_model.entry(m.model.clone()).or_default();
+            if shape.consolidate_every > 0 && m.since_summary + earlier[i] >= shape.consolidate_every as f64 {
+                *e = (e.0 + f, e.1 + f * prompt, e.2 + f * reply as f64);
+                m.since_summary = 0.0;
+            }
+            *e = (e.0 + f, e.1 + f * prompt, e.2 + f * reply as f64);
+        }
+    }
+
+    /// After a turn, every memory grows by what its member said and heard.
+    fn grow_memories(&mut self, graph: &Hearers, active: &[usize], f: f64) {
+        match graph {
+            Hearers::Everyone => {
+                let heard = f * active.len().saturating_sub(1) as f64;
+                for &i in active {
+                    let m = &mut self.list[i];
+                    m.events += f + heard;
+                    m.since_summary += f + heard;
+                }
+            }
+            Hearers::Graph(l) => {
+                for &speaker in active {
+                    self.list[speaker].events += f;
+                    self.list[speaker].since_summary += f;
+                    for &listener in &l[speaker] {
+                        if self.list[listener].active {
+                            self.list[listener].events += f;
+                            self.list[listener].since_summary += f;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What each of `members` hears in a turn before it speaks, under a sequential policy: the
+/// `active` members speak in order, each `f` of a message.
+fn heard_before_speaking(graph: &Hearers, active: &[usize], f: f64, members: usize) -> Vec<f64> {
+    let mut earlier = vec![0.0f64; members];
+    match graph {
+        Hearers::Everyone => {
+            for (pos, &i) in active.iter().enumerate() {
+                earlier[i] = f * pos as f64;
+            }
+        }
+        Hearers::Graph(l) => {
+            let mut pos_of = vec![usize::MAX; members];
+            for (pos, &i) in active.iter().enumerate() {
+                pos_of[i] = pos;
+            }
+            for &speaker in active {
+                for &listener in &l[speaker] {
+                    if pos_of[listener] != usize::MAX && pos_of[listener] > pos_of[speaker] {
+                        earlier[listener] += f;
+                    }
+                }
+            }
+        }
+    }
+    earlier
+}
+
 /// Estimates a plan under a config, in time linear in personas, relations and turns.
 pub fn estimate(plan: &RunPlan, cfg: &SimulationConfig, pricing: &Pricing) -> Estimate {
     let s = &cfg.simulation;
-    let reply = REPLY_TOKENS.min(cfg.llm.max_tokens as u64);
-    let window_cap = (s.memory_prefix + s.memory_recent) as f64;
-    let header = count_tokens(&plan.world_name) + count_tokens(&plan.context) + count_tokens(&plan.topic) + 8;
+    let shape = CallShape {
+        reply: REPLY_TOKENS.min(cfg.llm.max_tokens as u64),
+        window_cap: (s.memory_prefix + s.memory_recent) as f64,
+        header: count_tokens(&plan.world_name) + count_tokens(&plan.context) + count_tokens(&plan.topic) + 8,
+        consolidate_every: s.consolidate_every,
+    };
     let mut members = Members { list: Vec::with_capacity(plan.personas.len()), counted: 0, counted_tokens: 0 };
     for p in &plan.personas {
         members.add(p, cfg);
     }
-    // (calls, prompt tokens, completion tokens) by model, fractional under activation.
-    let mut by_model: BTreeMap<String, (f64, f64, f64)> = BTreeMap::new();
+    let mut by_model = ByModel::new();
     let opening = if plan.opening.trim().is_empty() { &plan.topic } else { &plan.opening };
     if !opening.trim().is_empty() {
         members.list.iter_mut().for_each(|m| m.events += 1.0);
@@ -150,95 +266,26 @@ pub fn estimate(plan: &RunPlan, cfg: &SimulationConfig, pricing: &Pricing) -> Es
     let mut graph = hearers(plan, &members.list);
     let sequential = !matches!(s.policy(), TurnPolicy::Parallel);
     for turn in 1..=s.max_turns {
-        let mut joined = false;
-        for iv in plan.interventions.iter().filter(|i| i.turn == turn) {
-            match &iv.action {
-                ResolvedAction::Broadcast(_) | ResolvedAction::SetContext(_) => {
-                    members.list.iter_mut().filter(|m| m.active).for_each(|m| m.events += 1.0)
-                }
-                ResolvedAction::AddPersona(p) => {
-                    members.add(p, cfg);
-                    if let Some(m) = members.list.last_mut() {
-                        m.events = 1.0;
-                    }
-                    joined = true;
-                }
-                ResolvedAction::RemovePersona(id) => {
-                    members.list.iter_mut().filter(|m| &m.id == id).for_each(|m| m.active = false)
-                }
-            }
-        }
-        if joined {
+        if members.intervene(plan, turn, cfg) {
             graph = hearers(plan, &members.list);
         }
         let active: Vec<usize> = (0..members.list.len()).filter(|&i| members.list[i].active).collect();
         let n = active.len();
         // Under activation each persona acts with probability `f`: every figure is its expectation.
         let f = if n == 0 { 0.0 } else { acting(plan.activation.as_ref(), n) as f64 / n as f64 };
-        // What each active persona hears this turn before it speaks (sequential policies).
-        let mut earlier = vec![0.0f64; members.list.len()];
-        if sequential {
-            match &graph {
-                Hearers::Everyone => {
-                    for (pos, &i) in active.iter().enumerate() {
-                        earlier[i] = f * pos as f64;
-                    }
-                }
-                Hearers::Graph(l) => {
-                    let mut pos_of = vec![usize::MAX; members.list.len()];
-                    for (pos, &i) in active.iter().enumerate() {
-                        pos_of[i] = pos;
-                    }
-                    for &speaker in &active {
-                        for &listener in &l[speaker] {
-                            if pos_of[listener] != usize::MAX && pos_of[listener] > pos_of[speaker] {
-                                earlier[listener] += f;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        for &i in &active {
-            let m = &mut members.list[i];
-            let events = m.events + earlier[i];
-            let window = events.min(window_cap);
-            let omitted_line = if events > window_cap { 8.0 } else { 0.0 };
-            let prompt = (m.system_tokens + header + INSTRUCTION_TOKENS + 2 * MESSAGE_OVERHEAD + REQUEST_OVERHEAD)
-                as f64
-                + window * (reply + LINE_PREFIX_TOKENS) as f64
-                + omitted_line;
-            let e = by_model.entry(m.model.clone()).or_default();
-            if s.consolidate_every > 0 && m.since_summary + earlier[i] >= s.consolidate_every as f64 {
-                *e = (e.0 + f, e.1 + f * prompt, e.2 + f * reply as f64);
-                m.since_summary = 0.0;
-            }
-            *e = (e.0 + f, e.1 + f * prompt, e.2 + f * reply as f64);
-        }
-        // Then everyone's memory grows by what it said and heard.
-        match &graph {
-            Hearers::Everyone => {
-                let heard = f * n.saturating_sub(1) as f64;
-                for &i in &active {
-                    let m = &mut members.list[i];
-                    m.events += f + heard;
-                    m.since_summary += f + heard;
-                }
-            }
-            Hearers::Graph(l) => {
-                for &speaker in &active {
-                    members.list[speaker].events += f;
-                    members.list[speaker].since_summary += f;
-                    for &listener in &l[speaker] {
-                        if members.list[listener].active {
-                            members.list[listener].events += f;
-                            members.list[listener].since_summary += f;
-                        }
-                    }
-                }
-            }
-        }
+        let earlier = if sequential {
+            heard_before_speaking(&graph, &active, f, members.list.len())
+        } else {
+            vec![0.0f64; members.list.len()]
+        };
+        members.count_calls(&active, &earlier, f, &shape, &mut by_model);
+        members.grow_memories(&graph, &active, f);
     }
+    priced(plan, members.list.len(), shape.reply, by_model, pricing)
+}
+
+/// The estimate of the counted calls: per model with its price, totals, and what was assumed.
+fn priced(plan: &RunPlan, members: usize, reply: u64, by_model: ByModel, pricing: &Pricing) -> Estimate {
     let mut e = Estimate {
         assumptions: vec![
             format!("each reply is about {reply} tokens (2-4 sentences, capped by max_tokens)"),
@@ -251,7 +298,7 @@ pub fn estimate(plan: &RunPlan, cfg: &SimulationConfig, pricing: &Pricing) -> Es
         ],
         ..Default::default()
     };
-    if members.list.len() > EXACT_PROMPTS {
+    if members > EXACT_PROMPTS {
         e.assumptions.push(format!(
             "system prompts were counted for the first {EXACT_PROMPTS} personas; the others are taken as their mean"
         ));

@@ -277,35 +277,11 @@ pub async fn run_stress(
     opts: &StressOptions,
     progress: &mut (dyn FnMut(Progress<'_>) + Send),
 ) -> Result<StressReport, StressError> {
-    let mut workers = opts.workers.clone();
-    workers.sort_unstable();
-    workers.dedup();
-    if workers.is_empty() {
-        return Err(StressError::NoWorkers);
-    }
-    if workers[0] == 0 {
-        return Err(StressError::ZeroWorkers);
-    }
-    let most = crate::config::limits::MAX_WORKERS;
-    if workers.last().is_some_and(|&w| w > most) {
-        return Err(StressError::OutOfRange(format!("--workers: use settings between 1 and {most}")));
-    }
+    let workers = workers_to_run(&opts.workers)?;
     let mut base = base.clone();
     let mut notes = Vec::new();
     if let Some(n) = opts.calls {
-        let was = base.simulation.max_turns;
-        base.simulation.max_turns = turns_for_calls(plan, &base, n);
-        if base.simulation.max_turns > crate::config::limits::MAX_TURNS {
-            return Err(StressError::OutOfRange(format!(
-                "--calls {n} would take {} turns, more than the {} a run may have; ask for fewer calls",
-                base.simulation.max_turns,
-                crate::config::limits::MAX_TURNS
-            )));
-        }
-        notes.push(format!(
-            "--calls {n}: each setting runs {} turn(s) (about {n} calls) instead of {was}",
-            base.simulation.max_turns
-        ));
+        notes.push(set_turns_for_calls(&mut base, plan, n)?);
     }
     let started_at = chrono::Utc::now();
     let total = workers.len();
@@ -358,6 +334,41 @@ pub async fn run_stress(
         best_rule: BEST_RULE.into(),
         notes,
     })
+}
+
+/// The settings to run: sorted, each once, every one in 1..=`MAX_WORKERS`.
+fn workers_to_run(asked: &[usize]) -> Result<Vec<usize>, StressError> {
+    let mut workers = asked.to_vec();
+    workers.sort_unstable();
+    workers.dedup();
+    if workers.is_empty() {
+        return Err(StressError::NoWorkers);
+    }
+    if workers[0] == 0 {
+        return Err(StressError::ZeroWorkers);
+    }
+    let most = crate::config::limits::MAX_WORKERS;
+    if workers.last().is_some_and(|&w| w > most) {
+        return Err(StressError::OutOfRange(format!("--workers: use settings between 1 and {most}")));
+    }
+    Ok(workers)
+}
+
+/// `--calls n`: sets the turns that make about `n` calls with this plan, and says so.
+fn set_turns_for_calls(base: &mut SimulationConfig, plan: &RunPlan, n: u64) -> Result<String, StressError> {
+    let was = base.simulation.max_turns;
+    base.simulation.max_turns = turns_for_calls(plan, base, n);
+    if base.simulation.max_turns > crate::config::limits::MAX_TURNS {
+        return Err(StressError::OutOfRange(format!(
+            "--calls {n} would take {} turns, more than the {} a run may have; ask for fewer calls",
+            base.simulation.max_turns,
+            crate::config::limits::MAX_TURNS
+        )));
+    }
+    Ok(format!(
+        "--calls {n}: each setting runs {} turn(s) (about {n} calls) instead of {was}",
+        base.simulation.max_turns
+    ))
 }
 
 async fn run_one(

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use troupe_sim::analysis::stats::{ci95, cohens_d, gini, mann_whitney_u, mean, std_dev, welch_t_test};
 use troupe_sim::config::{ConfigSources, Layer};
 use troupe_sim::experiment::{
-    ExperimentError, ExperimentSpec, ExperimentSummary, Planner, ScenarioPlanner, experiment_id, run_experiment,
+    ExperimentError, ExperimentFiles, ExperimentSpec, ExperimentSummary, Planner, ScenarioPlanner, experiment_id,
+    run_experiment,
 };
 use troupe_sim::scenario::Assignment;
 
@@ -158,6 +159,20 @@ async fn two_variants_that_differ_three_runs_each_give_a_summary_with_statistics
     // Files.
     let on_disk: ExperimentSummary = serde_json::from_slice(&std::fs::read(&files.summary).unwrap()).unwrap();
     assert_eq!(on_disk, summary);
+    assert_runs_saved(&spec, &summary);
+    assert_variant_statistics(&summary);
+    assert_comparisons(&summary);
+    assert_reports(&files);
+
+    // The same experiment seed reproduces every run's text-derived figures.
+    let spec2 = ExperimentSpec { parallel: false, dir: tmp.path().join("again"), ..spec.clone() };
+    let (again, _) = run_experiment(&spec2, &p, None).await.unwrap();
+    assert_same_text_figures(&summary, &again);
+}
+
+/// Every run succeeded, with its own seed, and saved its files (an extraction of each persona)
+/// under the experiment's folder.
+fn assert_runs_saved(spec: &ExperimentSpec, summary: &ExperimentSummary) {
     assert_eq!(summary.runs.len(), 6);
     let seeds: std::collections::HashSet<u64> = summary.runs.iter().map(|r| r.run_seed).collect();
     assert_eq!(seeds.len(), 6, "every run has its own seed");
@@ -178,8 +193,11 @@ async fn two_variants_that_differ_three_runs_each_give_a_summary_with_statistics
         }
         assert_eq!(r.personas.len(), if r.variant == "pair" { 2 } else { 4 });
     }
+}
 
-    // Per-variant statistics.
+/// Per-variant statistics: every metric over three runs with a confidence interval, and the
+/// extracted stances counted.
+fn assert_variant_statistics(summary: &ExperimentSummary) {
     assert_eq!(summary.variants.len(), 2);
     for v in &summary.variants {
         assert_eq!((v.runs, v.succeeded), (3, 3));
@@ -206,8 +224,10 @@ async fn two_variants_that_differ_three_runs_each_give_a_summary_with_statistics
     let (base, pair) = (&summary.variants[0], &summary.variants[1]);
     assert_eq!((base.variant.as_str(), pair.variant.as_str()), ("baseline", "pair"));
     assert!(base.metrics["messages"].mean > pair.metrics["messages"].mean + 2.0);
+}
 
-    // Comparisons: one pair, every metric, the persona-set difference found.
+/// Comparisons: one pair, every metric, the persona-set difference found.
+fn assert_comparisons(summary: &ExperimentSummary) {
     assert_eq!(summary.comparisons.len(), 8);
     let msgs = summary.comparisons.iter().find(|c| c.metric == "messages").unwrap();
     assert!(msgs.significant, "{msgs:?}");
@@ -219,8 +239,10 @@ async fn two_variants_that_differ_three_runs_each_give_a_summary_with_statistics
         "{:?}",
         summary.findings
     );
+}
 
-    // Reports.
+/// The Markdown report has every section; the HTML one a chart and no script.
+fn assert_reports(files: &ExperimentFiles) {
     let md = std::fs::read_to_string(&files.markdown).unwrap();
     for s in [
         "## Results per variant",
@@ -238,10 +260,10 @@ async fn two_variants_that_differ_three_runs_each_give_a_summary_with_statistics
     assert!(md.contains("smallest possible two-sided Mann-Whitney p is 0.100"), "small-sample note");
     let html = std::fs::read_to_string(&files.html).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>") && html.contains("<svg") && !html.to_lowercase().contains("<script"));
+}
 
-    // The same experiment seed reproduces every run's text-derived figures.
-    let spec2 = ExperimentSpec { parallel: false, dir: tmp.path().join("again"), ..spec.clone() };
-    let (again, _) = run_experiment(&spec2, &p, None).await.unwrap();
+/// The same experiment seed reproduces every run's text-derived figures.
+fn assert_same_text_figures(summary: &ExperimentSummary, again: &ExperimentSummary) {
     for (a, b) in summary.runs.iter().zip(&again.runs) {
         assert_eq!(a.run_seed, b.run_seed);
         for m in ["messages", "words_per_message", "sentiment", "tokens"] {

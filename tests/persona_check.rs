@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::cli::{Done, run_dirs, run_within, troupe};
-use support::mock_openai::{Canned, MockConfig, MockServer};
+use support::mock_openai::{Canned, MockConfig, MockServer, Recorded};
 use troupe_sim::persona::PersonaDatabase;
 use troupe_sim::prompt::system_prompt;
 use troupe_sim::validation::judge::JUDGE_SYSTEM_PROMPT;
@@ -484,43 +484,13 @@ async fn calls_are_retried_with_the_run_policy_and_the_budget_stops_them_before_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_character_scores_a_runs_personas_and_survives_a_new_analysis() {
     let tmp = tempfile::tempdir().unwrap();
-    let run = |extra: &[&str], out: &Path| {
-        let mut c = troupe();
-        c.args(["run", "--seed", "Should the clinic open on Saturdays?", "--personas", "tom_becker,hannah_wright"])
-            .args([
-                "--turns",
-                "3",
-                "--run-seed",
-                "3",
-                "--rate-limit-delay",
-                "0",
-                "-q",
-                "--set",
-                "llm.provider=simulated",
-            ])
-            .arg("--output-dir")
-            .arg(out)
-            .args(extra);
-        let d = run_within(&mut c, LIMIT);
-        assert_eq!(d.code, Some(0), "{}", d.both());
-        run_dirs(out).pop().unwrap()
-    };
     // Off by default: no section, no extra call.
-    let plain = run(&[], &tmp.path().join("plain"));
+    let plain = run_clinic(&[], &tmp.path().join("plain"));
     assert!(read(&plain.join("analysis.json")).get("in_character").is_none());
 
-    let dir = run(&["--set", "validation.in_character=true"], &tmp.path().join("judged"));
+    let dir = run_clinic(&["--set", "validation.in_character=true"], &tmp.path().join("judged"));
     let ic = read(&dir.join("analysis.json"))["in_character"].clone();
-    assert_eq!(ic["provider"], "simulated");
-    assert_eq!(ic["judge_model"], "gpt-4o-mini", "the run's model by default");
-    let personas = ic["personas"].as_array().unwrap();
-    let ids: Vec<&str> = personas.iter().map(|p| p["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["tom_becker", "hannah_wright"]);
-    for p in personas {
-        assert!(p["score"].as_f64().is_some_and(|s| (0.0..=1.0).contains(&s)), "{p}");
-        assert_eq!(p["messages_judged"], p["messages_total"]);
-    }
-    assert_eq!(ic["calls"], 2, "one judge call per persona");
+    assert_judged_by_the_simulated_provider(&ic);
 
     // A plain re-analysis keeps the section; --in-character judges again, here against a mock.
     let mut c = troupe();
@@ -535,20 +505,75 @@ async fn in_character_scores_a_runs_personas_and_survives_a_new_analysis() {
         ..MockConfig::default()
     })
     .await;
-    let mut c = troupe();
-    c.arg("analyze").arg(&dir).args(["--no-charts", "--in-character", "--judge-model", "judge-y"]);
-    c.args(["--set", "llm.provider=openai", "--set", &format!("llm.base_url={}", mock.base_url())]);
-    c.env("OPENAI_API_KEY", KEY);
-    let d = run_within(&mut c, LIMIT);
+    let d = analyze_in_character(&mock, &dir, &["--judge-model", "judge-y"]);
     assert_eq!(d.code, Some(0), "{}", d.both());
     let reqs = mock.requests();
     assert_eq!(reqs.len(), 2);
+    assert_the_judge_saw_every_message(&dir, &reqs);
+    let ic = read(&dir.join("analysis.json"))["in_character"].clone();
+    assert_eq!(ic["judge_model"], "judge-y");
+    assert_eq!(ic["mean_score"], 0.6);
+    assert_eq!(ic["personas"][0]["verdict"]["findings"][0]["verdict"], "contradicted");
+
+    // A judge that never answers readably: no score, and it says why.
+    let mock = MockServer::start(MockConfig { reply: "They seem fine to me.".into(), ..MockConfig::default() }).await;
+    let d = analyze_in_character(&mock, &dir, &[]);
+    assert_eq!(d.code, Some(0), "{}", d.both());
+    assert_eq!(mock.request_count(), 4, "each persona's judge is asked twice");
+    let ic = read(&dir.join("analysis.json"))["in_character"].clone();
+    assert_eq!(ic["mean_score"], Value::Null);
+    for p in ic["personas"].as_array().unwrap() {
+        assert_eq!(p["score"], Value::Null);
+        assert!(p["error"].as_str().unwrap().contains("could not be read as a verdict"), "{p}");
+    }
+    assert!(d.stdout.contains("no score: the judge's reply could not be read"), "{}", d.both());
+}
+
+/// A three-turn run of two personas on the simulated provider, with `extra` flags, saved under
+/// `out`; returns its run folder.
+fn run_clinic(extra: &[&str], out: &Path) -> PathBuf {
+    let mut c = troupe();
+    c.args(["run", "--seed", "Should the clinic open on Saturdays?", "--personas", "tom_becker,hannah_wright"])
+        .args(["--turns", "3", "--run-seed", "3", "--rate-limit-delay", "0", "-q", "--set", "llm.provider=simulated"])
+        .arg("--output-dir")
+        .arg(out)
+        .args(extra);
+    let d = run_within(&mut c, LIMIT);
+    assert_eq!(d.code, Some(0), "{}", d.both());
+    run_dirs(out).pop().unwrap()
+}
+
+/// The `in_character` section of a run judged by the simulated provider with the run's model.
+fn assert_judged_by_the_simulated_provider(ic: &Value) {
+    assert_eq!(ic["provider"], "simulated");
+    assert_eq!(ic["judge_model"], "gpt-4o-mini", "the run's model by default");
+    let personas = ic["personas"].as_array().unwrap();
+    let ids: Vec<&str> = personas.iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["tom_becker", "hannah_wright"]);
+    for p in personas {
+        assert!(p["score"].as_f64().is_some_and(|s| (0.0..=1.0).contains(&s)), "{p}");
+        assert_eq!(p["messages_judged"], p["messages_total"]);
+    }
+    assert_eq!(ic["calls"], 2, "one judge call per persona");
+}
+
+/// `troupe analyze RUN --no-charts --in-character` (with `extra` flags) judged through `mock`.
+fn analyze_in_character(mock: &MockServer, dir: &Path, extra: &[&str]) -> Done {
+    let mut c = troupe();
+    c.arg("analyze").arg(dir).args(["--no-charts", "--in-character"]).args(extra);
+    c.args(["--set", "llm.provider=openai", "--set", &format!("llm.base_url={}", mock.base_url())]);
+    c.env("OPENAI_API_KEY", KEY);
+    run_within(&mut c, LIMIT)
+}
+
+/// Each judge request (model judge-y) carries every message of the persona it is about.
+fn assert_the_judge_saw_every_message(dir: &Path, reqs: &[Recorded]) {
     let transcript: Vec<Value> = std::fs::read_to_string(dir.join("transcript.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    for r in &reqs {
+    for r in reqs {
         assert_eq!(r.body["model"], "judge-y");
         let user = r.body["messages"][1]["content"].as_str().unwrap();
         assert!(user.contains("MESSAGES (a sample of what the persona said"), "{user}");
@@ -559,27 +584,6 @@ async fn in_character_scores_a_runs_personas_and_survives_a_new_analysis() {
             assert!(user.contains(&text), "{id}'s message {text:?} is missing from {user}");
         }
     }
-    let ic = read(&dir.join("analysis.json"))["in_character"].clone();
-    assert_eq!(ic["judge_model"], "judge-y");
-    assert_eq!(ic["mean_score"], 0.6);
-    assert_eq!(ic["personas"][0]["verdict"]["findings"][0]["verdict"], "contradicted");
-
-    // A judge that never answers readably: no score, and it says why.
-    let mock = MockServer::start(MockConfig { reply: "They seem fine to me.".into(), ..MockConfig::default() }).await;
-    let mut c = troupe();
-    c.arg("analyze").arg(&dir).args(["--no-charts", "--in-character"]);
-    c.args(["--set", "llm.provider=openai", "--set", &format!("llm.base_url={}", mock.base_url())]);
-    c.env("OPENAI_API_KEY", KEY);
-    let d = run_within(&mut c, LIMIT);
-    assert_eq!(d.code, Some(0), "{}", d.both());
-    assert_eq!(mock.request_count(), 4, "each persona's judge is asked twice");
-    let ic = read(&dir.join("analysis.json"))["in_character"].clone();
-    assert_eq!(ic["mean_score"], Value::Null);
-    for p in ic["personas"].as_array().unwrap() {
-        assert_eq!(p["score"], Value::Null);
-        assert!(p["error"].as_str().unwrap().contains("could not be read as a verdict"), "{p}");
-    }
-    assert!(d.stdout.contains("no score: the judge's reply could not be read"), "{}", d.both());
 }
 
 #[test]

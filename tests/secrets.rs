@@ -452,6 +452,42 @@ async fn library_case(route: Route, server: Server) {
     let what = format!("library {route:?} / {server:?}");
     let toml = ws.place_key(route);
     let out = ws.path().join("outputs");
+    let cfg = library_config(route, &mock, ws.path(), toml, &out, &what);
+    let engine = library_engine(&cfg, ws.path(), &what);
+
+    let db = PersonaDatabase::load(&cfg.simulation.personas_file).unwrap();
+    let personas = ["sarah_chen", "marcus_rivera"].iter().map(|id| db.get(id).unwrap().clone()).collect();
+    let plan = RunPlan::ad_hoc("Should we ship AI-assisted moderation?", personas);
+    let results = engine.run(plan, RunOptions { save_under: Some(out.clone()), ..Default::default() }).await;
+    assert_key_received(&mock);
+    let results = match results {
+        Ok(r) => r,
+        Err(e) => {
+            assert_clean(&format!("{what}: engine error"), &format!("{e} {e:?}"));
+            panic!("{what}: the run did not end with results: {e}");
+        }
+    };
+    let rendered = format!("{results:?}\n{}", serde_json::to_string(&results).unwrap());
+    assert_clean(&format!("{what}: results"), &rendered);
+    let saved = all_text(&out);
+    assert!(saved.contains(server.evidence()) || rendered.contains(server.evidence()), "{what}: {:?}", results.error);
+    let checked = ws.assert_clean();
+    assert!(checked.iter().any(|p| p.ends_with("results.json")), "{what}: not saved: {checked:?}");
+
+    provider_answers_are_clean(&mock, &what).await;
+}
+
+/// The config of a library run against `mock`, the key placed by `route` (`toml`: the config
+/// file holding it), loaded in the workspace `ws`; the layer's and the config's renderings
+/// checked.
+fn library_config(
+    route: Route,
+    mock: &MockServer,
+    ws: &Path,
+    toml: Option<PathBuf>,
+    out: &Path,
+    what: &str,
+) -> config::SimulationConfig {
     let mut sets = vec![
         "llm.provider=openai".to_string(),
         format!("llm.base_url={}", mock.base_url()),
@@ -473,7 +509,7 @@ async fn library_case(route: Route, server: Server) {
         Route::SecretsFile | Route::ConfigFile => {}
     }
     // `.troupe/secrets.toml` is read from the working directory.
-    std::env::set_current_dir(ws.path()).unwrap();
+    std::env::set_current_dir(ws).unwrap();
     let layer = Layer::from_sets("command line", &sets).unwrap();
     assert_clean(&format!("{what}: the layer's Debug"), &format!("{layer:?}"));
     let loaded =
@@ -489,9 +525,15 @@ async fn library_case(route: Route, server: Server) {
     ] {
         assert_clean(&format!("{what}: {name}"), &text);
     }
+    cfg
+}
 
-    std::env::set_current_dir(ws.path()).unwrap();
-    let key = config::resolve_api_key(&cfg, Path::new(config::secrets::SECRETS_FILE), "OPENAI_API_KEY");
+/// The engine, built in the workspace `ws` (where `.troupe/secrets.toml` is), after which the
+/// key's environment variables are removed; the key it resolved and the renderings of the key,
+/// engine and provider checked.
+fn library_engine(cfg: &config::SimulationConfig, ws: &Path, what: &str) -> SimulationEngine {
+    std::env::set_current_dir(ws).unwrap();
+    let key = config::resolve_api_key(cfg, Path::new(config::secrets::SECRETS_FILE), "OPENAI_API_KEY");
     let engine = SimulationEngine::new(cfg.clone());
     std::env::set_current_dir(ROOT).unwrap();
     set_env("OPENAI_API_KEY", None);
@@ -502,27 +544,11 @@ async fn library_case(route: Route, server: Server) {
     assert_eq!(engine.provider().name(), "openai");
     assert_clean(&format!("{what}: engine Debug"), &format!("{engine:?} {engine:#?}"));
     assert_clean(&format!("{what}: provider Debug"), &format!("{:?}", engine.provider()));
+    engine
+}
 
-    let db = PersonaDatabase::load(&cfg.simulation.personas_file).unwrap();
-    let personas = ["sarah_chen", "marcus_rivera"].iter().map(|id| db.get(id).unwrap().clone()).collect();
-    let plan = RunPlan::ad_hoc("Should we ship AI-assisted moderation?", personas);
-    let results = engine.run(plan, RunOptions { save_under: Some(out.clone()), ..Default::default() }).await;
-    assert_key_received(&mock);
-    let results = match results {
-        Ok(r) => r,
-        Err(e) => {
-            assert_clean(&format!("{what}: engine error"), &format!("{e} {e:?}"));
-            panic!("{what}: the run did not end with results: {e}");
-        }
-    };
-    let rendered = format!("{results:?}\n{}", serde_json::to_string(&results).unwrap());
-    assert_clean(&format!("{what}: results"), &rendered);
-    let saved = all_text(&out);
-    assert!(saved.contains(server.evidence()) || rendered.contains(server.evidence()), "{what}: {:?}", results.error);
-    let checked = ws.assert_clean();
-    assert!(checked.iter().any(|p| p.ends_with("results.json")), "{what}: not saved: {checked:?}");
-
-    // The provider's own error, as every caller may show it.
+/// The provider's own answer or error, as every caller may show it, streamed and not.
+async fn provider_answers_are_clean(mock: &MockServer, what: &str) {
     let p = OpenAiProvider::new(OpenAiOptions::new(mock.base_url(), Some(SecretString::new(CANARY)))).unwrap();
     let opts = OpenAiOptions::new(mock.base_url(), Some(SecretString::new(CANARY)));
     assert_clean(&format!("{what}: options Debug"), &format!("{opts:?} {p:?} {:?}", p.endpoints()));

@@ -701,8 +701,26 @@ async fn browser_builds_a_persona_runs_and_exports() {
     }
     let e = env_with(None, 120.0);
     let base = serve(&e).await;
+    let (_driver, wd) = start_browser().await;
+    build_persona(&wd, &base).await;
+    start_three_persona_run(&wd, &base).await;
+    watch_live_run(&wd).await;
+    export_from_results(&wd).await;
+    wd.goto(&format!("{base}/settings?debug=1")).await;
+    wd.click("#run-doctor").await;
+    wd.wait("#doctor").await;
+    wd.wait("#log").await;
+    wd.screenshot("7-settings").await;
+    wd.goto(&format!("{base}/")).await;
+    wd.wait("table.runs").await;
+    wd.screenshot("8-runs").await;
+    let _ = wd.c.delete(&wd.url).send().await;
+}
+
+/// Starts chromedriver on a free port and opens a headless Chromium session in it.
+async fn start_browser() -> (Child, WebDriver) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let _driver = Child(
+    let driver_process = Child(
         std::process::Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdout(std::process::Stdio::null())
@@ -727,9 +745,11 @@ async fn browser_builds_a_persona_runs_and_exports() {
     let sid = session["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {session}")).to_string();
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
-    let wd = WebDriver { c: c.clone(), url: format!("{driver}/session/{sid}"), shots };
+    (driver_process, WebDriver { c, url: format!("{driver}/session/{sid}"), shots })
+}
 
-    // Build and save a persona, with live validation.
+/// Builds and saves a persona, with live validation.
+async fn build_persona(wd: &WebDriver, base: &str) {
     wd.goto(&format!("{base}/personas")).await;
     wd.type_in("input[name=id]", "dana_webb").await;
     wd.until("live validation", "return document.querySelector('#findings li.error') !== null").await;
@@ -746,8 +766,10 @@ async fn browser_builds_a_persona_runs_and_exports() {
     wd.click("#save-persona").await;
     wd.wait("#saved").await;
     wd.screenshot("2-persona-saved").await;
+}
 
-    // Start a 3-persona run on the simulated provider, with an estimate first.
+/// Starts a 3-persona run on the simulated provider, with an estimate first.
+async fn start_three_persona_run(wd: &WebDriver, base: &str) {
     wd.goto(&format!("{base}/runs/new")).await;
     wd.type_in("#persona-search", "dana").await;
     wd.until("the search filter", "return document.querySelector('input[value=ana]').closest('li').hidden").await;
@@ -760,8 +782,10 @@ async fn browser_builds_a_persona_runs_and_exports() {
     wd.until("the estimate", "return /calls/.test(document.querySelector('#estimate-out').textContent)").await;
     wd.screenshot("3-new-run").await;
     wd.click("#start").await;
+}
 
-    // Messages stream in on the Live page.
+/// Messages stream in on the Live page until the run ends.
+async fn watch_live_run(wd: &WebDriver) {
     wd.wait("#live").await;
     let first = wd
         .until(
@@ -774,8 +798,10 @@ async fn browser_builds_a_persona_runs_and_exports() {
     let last = wd.js("return document.querySelectorAll('#transcript li.msg').length").await;
     assert!(last.as_u64() > first.as_u64(), "messages arrived one by one ({first} then {last})");
     wd.screenshot("5-live-done").await;
+}
 
-    // The results, and the HTML export downloaded from the page's own link.
+/// The results, and the HTML export downloaded from the page's own link.
+async fn export_from_results(wd: &WebDriver) {
     wd.click("#done-link a").await;
     wd.wait("p.exports").await;
     wd.screenshot("6-results").await;
@@ -792,16 +818,6 @@ async fn browser_builds_a_persona_runs_and_exports() {
     let html = html.as_str().unwrap().to_string();
     assert!(html.contains("<html") && html.contains("Dana Webb"), "{}", &html[..html.len().min(300)]);
     std::fs::write(wd.shots.join("export.html"), &html).unwrap();
-
-    wd.goto(&format!("{base}/settings?debug=1")).await;
-    wd.click("#run-doctor").await;
-    wd.wait("#doctor").await;
-    wd.wait("#log").await;
-    wd.screenshot("7-settings").await;
-    wd.goto(&format!("{base}/")).await;
-    wd.wait("table.runs").await;
-    wd.screenshot("8-runs").await;
-    let _ = c.delete(format!("{driver}/session/{sid}")).send().await;
 }
 
 #[test]

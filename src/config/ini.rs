@@ -300,166 +300,19 @@ impl IniProvider {
 
     /// Maps the text of an ini file read from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let mut dict = Dict::new();
-        let mut ignored = Vec::new();
-        let mut value_notes = Vec::new();
-        // (section, as written) once a header is read; `known` is the table's spelling.
-        let mut section: Option<(String, Option<&'static str>)> = None;
-        // Which key set each setting, to let MAX_COMPLETION_TOKENS win over MAX_TOKENS.
-        let mut set_by: HashMap<&'static str, (&'static str, usize)> = HashMap::new();
-        let mut ollama_line = None;
-        let mut base_url_set = false;
-        let err = |line: usize, message: String| ConfigError::Ini { path: path.to_path_buf(), line, message };
-        let here = |line: usize| format!("{}:{line}", path.display());
+        let mut reader = IniReader::new(path);
         for (n, raw) in text.lines().enumerate() {
             let line_no = n + 1;
             let line = raw.trim().trim_start_matches('\u{feff}');
             if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
                 continue;
             }
-            if let Some(rest) = line.strip_prefix('[') {
-                let Some(name) = rest.strip_suffix(']') else {
-                    return Err(err(line_no, format!("section header {line:?} has no closing `]`")));
-                };
-                let name = name.trim();
-                let known = KEYS.iter().map(|k| k.0).find(|s| s.eq_ignore_ascii_case(name));
-                if known.is_none() {
-                    let sections = section_names();
-                    let near = super::strsim_best(&name.to_lowercase(), &lowered(&sections))
-                        .and_then(|l| sections.iter().find(|s| s.to_lowercase() == l).map(|s| format!("[{s}]")));
-                    ignored.push(Ignored {
-                        line: line_no,
-                        section: name.to_string(),
-                        key: String::new(),
-                        why: Why::UnknownSection(near),
-                    });
-                }
-                section = Some((name.to_string(), known));
-                continue;
+            match line.strip_prefix('[') {
+                Some(rest) => reader.header(line_no, line, rest)?,
+                None => reader.entry(line_no, line)?,
             }
-            let Some((k, v)) = line.split_once(['=', ':']) else {
-                return Err(err(line_no, format!("expected `key = value`, found {line:?}")));
-            };
-            let key = k.trim();
-            let value = strip_inline_comment(v.trim());
-            let Some((written_section, known_section)) = &section else {
-                ignored.push(Ignored { line: line_no, section: String::new(), key: key.into(), why: Why::NoSection });
-                continue;
-            };
-            let Some(known_section) = known_section else {
-                // The section itself was reported; its keys go with it.
-                continue;
-            };
-            let entry = KEYS.iter().find(|(s, k2, _)| s == known_section && k2.eq_ignore_ascii_case(key));
-            let Some((_, table_key, use_)) = entry else {
-                let why = match KEYS.iter().find(|(_, k2, _)| k2.eq_ignore_ascii_case(key)) {
-                    Some((other, _, _)) => Why::OtherSection(other),
-                    None => {
-                        let here_keys: Vec<&str> =
-                            KEYS.iter().filter(|(s, _, _)| s == known_section).map(|(_, k, _)| *k).collect();
-                        let near = super::strsim_best(&key.to_lowercase(), &lowered(&here_keys))
-                            .and_then(|l| here_keys.iter().find(|k| k.to_lowercase() == l))
-                            .map(|k| same_case(k, key));
-                        Why::Unknown(near)
-                    }
-                };
-                ignored.push(Ignored { line: line_no, section: written_section.clone(), key: key.into(), why });
-                continue;
-            };
-            let (target, kind) = match use_ {
-                Use::Unused(reason) => {
-                    ignored.push(Ignored {
-                        line: line_no,
-                        section: written_section.clone(),
-                        key: key.into(),
-                        why: Why::Unused(reason),
-                    });
-                    continue;
-                }
-                Use::Map(t, k) => (*t, *k),
-            };
-            let bad = |what: &str| err(line_no, format!("`{key}` = {value:?} is not {what} (it sets {target})"));
-            let parsed = match kind {
-                Kind::ApiType => match value.trim_matches('"').to_lowercase().as_str() {
-                    "openai" => FValue::from("openai"),
-                    "azure" => FValue::from("azure"),
-                    "ollama" => {
-                        ollama_line = Some(line_no);
-                        FValue::from("openai")
-                    }
-                    "litellm" => {
-                        return Err(err(
-                            line_no,
-                            format!(
-                                "`{key}` = {value:?}: troupe-sim has no LiteLLM library client; run the LiteLLM proxy and set API_TYPE=openai with BASE_URL=http://HOST:4000"
-                            ),
-                        ));
-                    }
-                    _ => {
-                        return Err(err(
-                            line_no,
-                            format!(
-                                "`{key}` = {value:?} is not a provider troupe-sim has; use openai, azure or ollama"
-                            ),
-                        ));
-                    }
-                },
-                Kind::Concurrency => {
-                    let v = value.trim_matches('"');
-                    if v.eq_ignore_ascii_case("none") || v == "0" {
-                        value_notes.push(format!(
-                            "{}: `{key}` = {v} means \"no limit\" in TinyTroupe; troupe-sim always has one, so performance.max_workers keeps its value",
-                            here(line_no)
-                        ));
-                        continue;
-                    }
-                    FValue::from(v.parse::<u64>().map_err(|_| bad("a whole number, 0 or NONE"))?)
-                }
-                Kind::AttemptsToRetries => {
-                    let attempts = value.trim_matches('"').parse::<f64>().ok().filter(|f| f.is_finite() && *f >= 0.0);
-                    // TinyTroupe reads it as a float (`5.0`); a fraction makes no sense.
-                    let attempts = attempts.filter(|f| f.fract() == 0.0).ok_or_else(|| bad("a whole number"))?;
-                    FValue::from((attempts as u64).saturating_sub(1))
-                }
-                Kind::LogLevel => {
-                    let v = value.trim_matches('"');
-                    match v.to_uppercase().as_str() {
-                        "NONE" => {
-                            value_notes.push(format!(
-                                "{}: `{key}` = NONE leaves the level to others in TinyTroupe; troupe-sim keeps monitoring.log_level",
-                                here(line_no)
-                            ));
-                            continue;
-                        }
-                        "CRITICAL" | "FATAL" => FValue::from("ERROR"),
-                        _ => FValue::from(v.to_string()),
-                    }
-                }
-                Kind::CacheCalls => {
-                    let on = convert(value, Kind::Bool).ok_or_else(|| bad(kind_name(Kind::Bool)))?;
-                    FValue::from(if matches!(on, FValue::Bool(_, true)) { "auto" } else { "off" })
-                }
-                k => convert(value, k).ok_or_else(|| bad(kind_name(k)))?,
-            };
-            if target == "llm.base_url" {
-                base_url_set = true;
-            }
-            if let Some((prev_key, prev_line)) = set_by.get(target).copied() {
-                if WINS_OVER.contains(&(prev_key, table_key)) {
-                    value_notes.push(overridden(&here(line_no), key, prev_key, prev_line));
-                    continue;
-                }
-                if WINS_OVER.contains(&(table_key, prev_key)) {
-                    value_notes.push(overridden(&here(prev_line), prev_key, key, line_no));
-                }
-            }
-            set_by.insert(target, (table_key, line_no));
-            insert_path(&mut dict, target, parsed);
         }
-        if ollama_line.is_some() && !base_url_set {
-            insert_path(&mut dict, "llm.base_url", FValue::from(OLLAMA_BASE_URL));
-        }
-        Ok(IniProvider { path: path.to_path_buf(), dict, ignored, value_notes })
+        Ok(reader.finish())
     }
 
     /// True when `section.key` is a known TinyTroupe key that troupe-sim does not use.
@@ -525,6 +378,225 @@ impl IniProvider {
             ));
         }
         out
+    }
+}
+
+/// An error at `line` of the file.
+fn ini_error(path: &Path, line: usize, message: String) -> ConfigError {
+    ConfigError::Ini { path: path.to_path_buf(), line, message }
+}
+
+/// `file:line`, for notes.
+fn here(path: &Path, line: usize) -> String {
+    format!("{}:{line}", path.display())
+}
+
+/// Reading one `config.ini` line by line: what is set so far and what was ignored.
+struct IniReader<'a> {
+    path: &'a Path,
+    dict: Dict,
+    ignored: Vec<Ignored>,
+    value_notes: Vec<String>,
+    /// (section, as written) once a header is read; `known` is the table's spelling.
+    section: Option<(String, Option<&'static str>)>,
+    /// Which key set each setting, to let MAX_COMPLETION_TOKENS win over MAX_TOKENS.
+    set_by: HashMap<&'static str, (&'static str, usize)>,
+    ollama: bool,
+    base_url_set: bool,
+}
+
+impl<'a> IniReader<'a> {
+    fn new(path: &'a Path) -> Self {
+        IniReader {
+            path,
+            dict: Dict::new(),
+            ignored: Vec::new(),
+            value_notes: Vec::new(),
+            section: None,
+            set_by: HashMap::new(),
+            ollama: false,
+            base_url_set: false,
+        }
+    }
+
+    /// A `[section]` line (`rest` follows the `[`).
+    fn header(&mut self, line_no: usize, line: &str, rest: &str) -> Result<(), ConfigError> {
+        let Some(name) = rest.strip_suffix(']') else {
+            return Err(ini_error(self.path, line_no, format!("section header {line:?} has no closing `]`")));
+        };
+        let name = name.trim();
+        let known = KEYS.iter().map(|k| k.0).find(|s| s.eq_ignore_ascii_case(name));
+        if known.is_none() {
+            let sections = section_names();
+            let near = super::strsim_best(&name.to_lowercase(), &lowered(&sections))
+                .and_then(|l| sections.iter().find(|s| s.to_lowercase() == l).map(|s| format!("[{s}]")));
+            self.ignored.push(Ignored {
+                line: line_no,
+                section: name.to_string(),
+                key: String::new(),
+                why: Why::UnknownSection(near),
+            });
+        }
+        self.section = Some((name.to_string(), known));
+        Ok(())
+    }
+
+    /// A `key = value` line.
+    fn entry(&mut self, line_no: usize, line: &str) -> Result<(), ConfigError> {
+        let Some((k, v)) = line.split_once(['=', ':']) else {
+            return Err(ini_error(self.path, line_no, format!("expected `key = value`, found {line:?}")));
+        };
+        let key = k.trim();
+        let value = strip_inline_comment(v.trim());
+        let Some((table_key, target, kind)) = self.lookup(line_no, key) else {
+            return Ok(());
+        };
+        if let Some(parsed) = self.value(line_no, key, value, target, kind)? {
+            self.set(line_no, key, table_key, target, parsed);
+        }
+        Ok(())
+    }
+
+    /// The table's spelling of `key`, the setting it maps to and its kind; `None`, with the line
+    /// recorded as ignored, when the key is not applied.
+    fn lookup(&mut self, line_no: usize, key: &str) -> Option<(&'static str, &'static str, Kind)> {
+        let Some((written_section, known_section)) = &self.section else {
+            self.ignored.push(Ignored { line: line_no, section: String::new(), key: key.into(), why: Why::NoSection });
+            return None;
+        };
+        // Without `known_section` the section itself was reported; its keys go with it.
+        let known_section = (*known_section)?;
+        let why = match KEYS.iter().find(|(s, k2, _)| *s == known_section && k2.eq_ignore_ascii_case(key)) {
+            Some((_, table_key, Use::Map(t, k))) => return Some((table_key, t, *k)),
+            Some((_, _, Use::Unused(reason))) => Why::Unused(reason),
+            None => not_in_section(known_section, key),
+        };
+        self.ignored.push(Ignored { line: line_no, section: written_section.clone(), key: key.into(), why });
+        None
+    }
+
+    /// `value` converted as `kind` says; `None` when it leaves the setting alone (a note says
+    /// why).
+    fn value(
+        &mut self,
+        line_no: usize,
+        key: &str,
+        value: &str,
+        target: &str,
+        kind: Kind,
+    ) -> Result<Option<FValue>, ConfigError> {
+        let path = self.path;
+        let bad =
+            |what: &str| ini_error(path, line_no, format!("`{key}` = {value:?} is not {what} (it sets {target})"));
+        let parsed = match kind {
+            Kind::ApiType => self.api_type(line_no, key, value)?,
+            Kind::Concurrency => {
+                let v = value.trim_matches('"');
+                if v.eq_ignore_ascii_case("none") || v == "0" {
+                    self.value_notes.push(format!(
+                        "{}: `{key}` = {v} means \"no limit\" in TinyTroupe; troupe-sim always has one, so performance.max_workers keeps its value",
+                        here(path, line_no)
+                    ));
+                    return Ok(None);
+                }
+                FValue::from(v.parse::<u64>().map_err(|_| bad("a whole number, 0 or NONE"))?)
+            }
+            Kind::AttemptsToRetries => {
+                let attempts = value.trim_matches('"').parse::<f64>().ok().filter(|f| f.is_finite() && *f >= 0.0);
+                // TinyTroupe reads it as a float (`5.0`); a fraction makes no sense.
+                let attempts = attempts.filter(|f| f.fract() == 0.0).ok_or_else(|| bad("a whole number"))?;
+                FValue::from((attempts as u64).saturating_sub(1))
+            }
+            Kind::LogLevel => {
+                let v = value.trim_matches('"');
+                match v.to_uppercase().as_str() {
+                    "NONE" => {
+                        self.value_notes.push(format!(
+                            "{}: `{key}` = NONE leaves the level to others in TinyTroupe; troupe-sim keeps monitoring.log_level",
+                            here(path, line_no)
+                        ));
+                        return Ok(None);
+                    }
+                    "CRITICAL" | "FATAL" => FValue::from("ERROR"),
+                    _ => FValue::from(v.to_string()),
+                }
+            }
+            Kind::CacheCalls => {
+                let on = convert(value, Kind::Bool).ok_or_else(|| bad(kind_name(Kind::Bool)))?;
+                FValue::from(if matches!(on, FValue::Bool(_, true)) { "auto" } else { "off" })
+            }
+            k => convert(value, k).ok_or_else(|| bad(kind_name(k)))?,
+        };
+        Ok(Some(parsed))
+    }
+
+    /// `API_TYPE`: the provider; Ollama is OpenAI-compatible.
+    fn api_type(&mut self, line_no: usize, key: &str, value: &str) -> Result<FValue, ConfigError> {
+        match value.trim_matches('"').to_lowercase().as_str() {
+            "openai" => Ok(FValue::from("openai")),
+            "azure" => Ok(FValue::from("azure")),
+            "ollama" => {
+                self.ollama = true;
+                Ok(FValue::from("openai"))
+            }
+            "litellm" => Err(ini_error(
+                self.path,
+                line_no,
+                format!(
+                    "`{key}` = {value:?}: troupe-sim has no LiteLLM library client; run the LiteLLM proxy and set API_TYPE=openai with BASE_URL=http://HOST:4000"
+                ),
+            )),
+            _ => Err(ini_error(
+                self.path,
+                line_no,
+                format!("`{key}` = {value:?} is not a provider troupe-sim has; use openai, azure or ollama"),
+            )),
+        }
+    }
+
+    /// Sets `target`, unless a key that wins over this one (`WINS_OVER`) set it already.
+    fn set(&mut self, line_no: usize, key: &str, table_key: &'static str, target: &'static str, parsed: FValue) {
+        if target == "llm.base_url" {
+            self.base_url_set = true;
+        }
+        if let Some((prev_key, prev_line)) = self.set_by.get(target).copied() {
+            if WINS_OVER.contains(&(prev_key, table_key)) {
+                self.value_notes.push(overridden(&here(self.path, line_no), key, prev_key, prev_line));
+                return;
+            }
+            if WINS_OVER.contains(&(table_key, prev_key)) {
+                self.value_notes.push(overridden(&here(self.path, prev_line), prev_key, key, line_no));
+            }
+        }
+        self.set_by.insert(target, (table_key, line_no));
+        insert_path(&mut self.dict, target, parsed);
+    }
+
+    fn finish(mut self) -> IniProvider {
+        if self.ollama && !self.base_url_set {
+            insert_path(&mut self.dict, "llm.base_url", FValue::from(OLLAMA_BASE_URL));
+        }
+        IniProvider {
+            path: self.path.to_path_buf(),
+            dict: self.dict,
+            ignored: self.ignored,
+            value_notes: self.value_notes,
+        }
+    }
+}
+
+/// Why `key` is not a key of `section`: it belongs to another, or it is unknown (with the
+/// nearest key of the section, when one is close).
+fn not_in_section(section: &str, key: &str) -> Why {
+    match KEYS.iter().find(|(_, k2, _)| k2.eq_ignore_ascii_case(key)) {
+        Some((other, _, _)) => Why::OtherSection(other),
+        None => {
+            let here_keys: Vec<&str> = KEYS.iter().filter(|(s, _, _)| *s == section).map(|(_, k, _)| *k).collect();
+            let near = super::strsim_best(&key.to_lowercase(), &lowered(&here_keys))
+                .and_then(|l| here_keys.iter().find(|k| k.to_lowercase() == l))
+                .map(|k| same_case(k, key));
+            Why::Unknown(near)
+        }
     }
 }
 

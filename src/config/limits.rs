@@ -7,7 +7,10 @@
 
 use std::time::Duration;
 
-use super::settings::{LatencyKind, SimulationConfig};
+use super::settings::{
+    FaultProfile, LatencyKind, LatencyModel, LlmConfig, LocalConfig, PerformanceConfig, SimulationConfig,
+    SimulationSettings, ValidationConfig,
+};
 
 /// Longest a whole run may be set to take: 7 days.
 pub const MAX_RUN_SECS: f64 = 7.0 * 24.0 * 3600.0;
@@ -59,27 +62,43 @@ pub fn secs(v: f64) -> Duration {
     if v.is_nan() || v <= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(v.min(MAX_RUN_SECS)) }
 }
 
-/// Checks every bounded setting of `c`. The first value out of range is returned.
+/// Checks every bounded setting of `c`. The first value out of range is returned, section by
+/// section in this order.
 pub fn check(c: &SimulationConfig) -> Result<(), OutOfRange> {
-    let bad = |key: &str, value: String, message: String| Err(OutOfRange { key: key.into(), value, message });
-    let p = &c.performance;
-    let f = &c.llm.simulated.faults;
-    if !(0.0..=2.0).contains(&c.llm.temperature) {
-        return bad("llm.temperature", c.llm.temperature.to_string(), "use a value between 0.0 and 2.0".into());
+    check_llm(&c.llm)?;
+    check_local(&c.llm.local)?;
+    check_performance(&c.performance)?;
+    check_waits(c)?;
+    check_faults(&c.llm.simulated.faults)?;
+    check_latency(&c.llm.simulated.latency)?;
+    check_simulation(&c.simulation)?;
+    check_validation(&c.validation)?;
+    check_log_level(&c.monitoring.log_level)
+}
+
+/// The error for `key`.
+fn bad(key: &str, value: String, message: String) -> Result<(), OutOfRange> {
+    Err(OutOfRange { key: key.into(), value, message })
+}
+
+/// `llm.*`: sampling, reply length, budgets and stop sequences.
+fn check_llm(l: &LlmConfig) -> Result<(), OutOfRange> {
+    if !(0.0..=2.0).contains(&l.temperature) {
+        return bad("llm.temperature", l.temperature.to_string(), "use a value between 0.0 and 2.0".into());
     }
-    if let Some(tp) = c.llm.top_p
+    if let Some(tp) = l.top_p
         && !(0.0..=1.0).contains(&tp)
     {
         return bad("llm.top_p", tp.to_string(), "use a value between 0.0 and 1.0".into());
     }
-    if !(1..=MAX_REPLY_TOKENS).contains(&c.llm.max_tokens) {
+    if !(1..=MAX_REPLY_TOKENS).contains(&l.max_tokens) {
         return bad(
             "llm.max_tokens",
-            c.llm.max_tokens.to_string(),
+            l.max_tokens.to_string(),
             format!("use a number of tokens between 1 and {MAX_REPLY_TOKENS}"),
         );
     }
-    if let Some(m) = c.llm.max_cost_usd
+    if let Some(m) = l.max_cost_usd
         && !(m.is_finite() && (0.0..=MAX_COST_USD).contains(&m))
     {
         return bad(
@@ -88,7 +107,7 @@ pub fn check(c: &SimulationConfig) -> Result<(), OutOfRange> {
             format!("use a budget between 0 and {MAX_COST_USD} USD, or leave it unset for no budget"),
         );
     }
-    if let Some(b) = c.llm.persona_budget_tokens
+    if let Some(b) = l.persona_budget_tokens
         && !(64..=1_000_000).contains(&b)
     {
         return bad(
@@ -98,24 +117,27 @@ pub fn check(c: &SimulationConfig) -> Result<(), OutOfRange> {
                 .into(),
         );
     }
-    for (k, v) in
-        [("llm.requests_per_minute", c.llm.requests_per_minute), ("llm.tokens_per_minute", c.llm.tokens_per_minute)]
-    {
+    for (k, v) in [("llm.requests_per_minute", l.requests_per_minute), ("llm.tokens_per_minute", l.tokens_per_minute)] {
         if v == Some(0) {
             return bad(k, "0".into(), "use a positive budget per minute, or leave it unset for none".into());
         }
     }
-    if c.llm.stop.len() > MAX_STOP_SEQUENCES {
+    if l.stop.len() > MAX_STOP_SEQUENCES {
         return bad(
             "llm.stop",
-            format!("{} sequences", c.llm.stop.len()),
+            format!("{} sequences", l.stop.len()),
             format!("use at most {MAX_STOP_SEQUENCES} stop sequences (OpenAI's and Azure's limit)"),
         );
     }
-    if c.llm.stop.iter().any(String::is_empty) {
+    if l.stop.iter().any(String::is_empty) {
         return bad("llm.stop", "an empty string".into(), "remove the empty stop sequence".into());
     }
-    let rp = c.llm.local.repeat_penalty;
+    Ok(())
+}
+
+/// `llm.local.*`: the embedded model's sampling, threads and cache.
+fn check_local(l: &LocalConfig) -> Result<(), OutOfRange> {
+    let rp = l.repeat_penalty;
     if !(rp.is_finite() && rp > 0.0 && rp <= 10.0) {
         return bad(
             "llm.local.repeat_penalty",
@@ -123,31 +145,28 @@ pub fn check(c: &SimulationConfig) -> Result<(), OutOfRange> {
             "use a value above 0 and at most 10 (1.0 turns it off)".into(),
         );
     }
-    if c.llm.local.repeat_last_n > 1_000_000 {
-        return bad(
-            "llm.local.repeat_last_n",
-            c.llm.local.repeat_last_n.to_string(),
-            "use at most 1000000 tokens".into(),
-        );
+    if l.repeat_last_n > 1_000_000 {
+        return bad("llm.local.repeat_last_n", l.repeat_last_n.to_string(), "use at most 1000000 tokens".into());
     }
-    if c.llm.local.threads > 1024 {
-        return bad(
-            "llm.local.threads",
-            c.llm.local.threads.to_string(),
-            "use at most 1024 (0: one per free core)".into(),
-        );
+    if l.threads > 1024 {
+        return bad("llm.local.threads", l.threads.to_string(), "use at most 1024 (0: one per free core)".into());
     }
-    if c.llm.local.prefix_cache_mb > 1 << 20 {
+    if l.prefix_cache_mb > 1 << 20 {
         return bad(
             "llm.local.prefix_cache_mb",
-            c.llm.local.prefix_cache_mb.to_string(),
+            l.prefix_cache_mb.to_string(),
             "use at most 1048576 MB (0 turns the prefix cache off)".into(),
         );
     }
-    let mt = c.llm.local.max_temperature;
+    let mt = l.max_temperature;
     if !(0.0..=2.0).contains(&mt) {
         return bad("llm.local.max_temperature", mt.to_string(), "use a value between 0.0 and 2.0".into());
     }
+    Ok(())
+}
+
+/// `performance.*` counts, timeouts and the backoff factor.
+fn check_performance(p: &PerformanceConfig) -> Result<(), OutOfRange> {
     for (k, v) in [("performance.max_workers", p.max_workers), ("performance.batch_size", p.batch_size)] {
         if !(1..=MAX_WORKERS).contains(&v) {
             return bad(k, v.to_string(), format!("use a number between 1 and {MAX_WORKERS}"));
@@ -195,11 +214,17 @@ pub fn check(c: &SimulationConfig) -> Result<(), OutOfRange> {
             format!("use a positive factor, at most {MAX_BACKOFF_FACTOR}"),
         );
     }
+    Ok(())
+}
+
+/// Every wait in seconds: the spacing between calls, the backoff, a Retry-After.
+fn check_waits(c: &SimulationConfig) -> Result<(), OutOfRange> {
+    let p = &c.performance;
     for (k, v) in [
         ("performance.rate_limit_delay", p.rate_limit_delay),
         ("performance.backoff_base", p.backoff_base),
         ("performance.backoff_max", p.backoff_max),
-        ("llm.simulated.faults.retry_after_secs", f.retry_after_secs),
+        ("llm.simulated.faults.retry_after_secs", c.llm.simulated.faults.retry_after_secs),
         ("llm.retry_after_max", c.llm.retry_after_max),
     ] {
         if !(v.is_finite() && (0.0..=MAX_WAIT_SECS).contains(&v)) {
@@ -210,6 +235,11 @@ pub fn check(c: &SimulationConfig) -> Result<(), OutOfRange> {
             );
         }
     }
+    Ok(())
+}
+
+/// `llm.simulated.faults`: each share, and their sum.
+fn check_faults(f: &FaultProfile) -> Result<(), OutOfRange> {
     for (k, v) in [
         ("llm.simulated.faults.rate_limited", f.rate_limited),
         ("llm.simulated.faults.server_error", f.server_error),
@@ -225,7 +255,11 @@ pub fn check(c: &SimulationConfig) -> Result<(), OutOfRange> {
     if total > 1.0 {
         return bad("llm.simulated.faults", total.to_string(), "the fault shares add up to more than 1.0".into());
     }
-    let l = &c.llm.simulated.latency;
+    Ok(())
+}
+
+/// `llm.simulated.latency`: each figure, and that the distribution's bounds are in order.
+fn check_latency(l: &LatencyModel) -> Result<(), OutOfRange> {
     let max_ms = MAX_WAIT_SECS * 1000.0;
     let ok = |v: f64| v.is_finite() && (0.0..=max_ms).contains(&v);
     let range = format!("at most {max_ms} ms (1 hour)");
@@ -242,18 +276,19 @@ pub fn check(c: &SimulationConfig) -> Result<(), OutOfRange> {
     }
     match l.kind {
         LatencyKind::Uniform if l.max_ms < l.min_ms => {
-            return bad("llm.simulated.latency", format!("{}..{}", l.min_ms, l.max_ms), "use min_ms <= max_ms".into());
+            bad("llm.simulated.latency", format!("{}..{}", l.min_ms, l.max_ms), "use min_ms <= max_ms".into())
         }
-        LatencyKind::LogNormal if !(l.p50_ms > 0.0 && l.p99_ms >= l.p50_ms) => {
-            return bad(
-                "llm.simulated.latency",
-                format!("p50 {}, p99 {}", l.p50_ms, l.p99_ms),
-                "use 0 < p50_ms <= p99_ms".into(),
-            );
-        }
-        _ => {}
+        LatencyKind::LogNormal if !(l.p50_ms > 0.0 && l.p99_ms >= l.p50_ms) => bad(
+            "llm.simulated.latency",
+            format!("p50 {}, p99 {}", l.p50_ms, l.p99_ms),
+            "use 0 < p50_ms <= p99_ms".into(),
+        ),
+        _ => Ok(()),
     }
-    let s = &c.simulation;
+}
+
+/// `simulation.*`: turns, personas and the memory window.
+fn check_simulation(s: &SimulationSettings) -> Result<(), OutOfRange> {
     if s.max_turns > MAX_TURNS {
         return bad("simulation.max_turns", s.max_turns.to_string(), format!("use at most {MAX_TURNS} turns"));
     }
@@ -273,7 +308,11 @@ pub fn check(c: &SimulationConfig) -> Result<(), OutOfRange> {
             return bad(k, v.to_string(), format!("use at most {MAX_MEMORY_EVENTS} events"));
         }
     }
-    let v = &c.validation;
+    Ok(())
+}
+
+/// `validation.*`: persona checks and the `in_character` analysis.
+fn check_validation(v: &ValidationConfig) -> Result<(), OutOfRange> {
     if !(1..=MAX_QUESTIONS).contains(&v.questions) {
         return bad(
             "validation.questions",
@@ -291,15 +330,13 @@ pub fn check(c: &SimulationConfig) -> Result<(), OutOfRange> {
             format!("use between 1 and {MAX_IN_CHARACTER_MESSAGES} messages"),
         );
     }
-    if !matches!(
-        c.monitoring.log_level.to_uppercase().as_str(),
-        "ERROR" | "WARN" | "WARNING" | "INFO" | "DEBUG" | "TRACE"
-    ) {
-        return bad(
-            "monitoring.log_level",
-            c.monitoring.log_level.clone(),
-            "use ERROR, WARN, INFO, DEBUG or TRACE".into(),
-        );
+    Ok(())
+}
+
+/// `monitoring.log_level`.
+fn check_log_level(level: &str) -> Result<(), OutOfRange> {
+    if !matches!(level.to_uppercase().as_str(), "ERROR" | "WARN" | "WARNING" | "INFO" | "DEBUG" | "TRACE") {
+        return bad("monitoring.log_level", level.to_string(), "use ERROR, WARN, INFO, DEBUG or TRACE".into());
     }
     Ok(())
 }

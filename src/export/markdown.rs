@@ -26,6 +26,18 @@ impl Exporter for MarkdownExporter {
 /// The report as text.
 pub fn report(r: &SimulationResults, a: &ConversationAnalysis) -> String {
     let mut s = String::with_capacity(4096 + r.transcript.len() * 300);
+    header(&mut s, r);
+    personas(&mut s, a);
+    transcript(&mut s, r);
+    analysis(&mut s, a);
+    turn_taking(&mut s, a);
+    mentions(&mut s, r, a);
+    metrics(&mut s, r);
+    s
+}
+
+/// Title, topic, notice and the run's facts.
+fn header(s: &mut String, r: &SimulationResults) {
     let _ = writeln!(s, "# {}\n", esc(&r.scenario));
     if !r.topic.is_empty() {
         let _ = writeln!(s, "**Topic:** {}\n", esc(&r.topic));
@@ -50,12 +62,16 @@ pub fn report(r: &SimulationResults, a: &ConversationAnalysis) -> String {
     if let Some(e) = &r.error {
         let _ = writeln!(s, "| error | {} |", esc(e));
     }
+}
 
+fn personas(s: &mut String, a: &ConversationAnalysis) {
     s.push_str("\n## Personas\n\n| name | role | id |\n| --- | --- | --- |\n");
     for p in &a.personas {
         let _ = writeln!(s, "| {} | {} | `{}` |", esc(&p.name), esc(&p.role), p.id);
     }
+}
 
+fn transcript(s: &mut String, r: &SimulationResults) {
     s.push_str("\n## Transcript\n\n");
     for e in &r.transcript {
         let to = e.to.as_ref().map(|t| format!(" → {}", esc(t))).unwrap_or_default();
@@ -66,7 +82,10 @@ pub fn report(r: &SimulationResults, a: &ConversationAnalysis) -> String {
         }
         s.push('\n');
     }
+}
 
+/// The analysis summary and the table of persona figures.
+fn analysis(s: &mut String, a: &ConversationAnalysis) {
     s.push_str("## Analysis\n\n");
     for line in super::summary_lines(a, esc) {
         let _ = writeln!(s, "- {line}");
@@ -95,41 +114,50 @@ pub fn report(r: &SimulationResults, a: &ConversationAnalysis) -> String {
             kws.join(", ")
         );
     }
+}
 
+fn turn_taking(s: &mut String, a: &ConversationAnalysis) {
     let tt = &a.turn_taking;
-    if !tt.names.is_empty() {
-        s.push_str("\n### Turn-taking (row: previous speaker, column: next)\n\n| |");
-        for n in &tt.names {
-            let _ = write!(s, " {} |", esc(n));
-        }
-        s.push_str("\n| --- |");
-        for _ in &tt.names {
-            s.push_str(" ---: |");
+    if tt.names.is_empty() {
+        return;
+    }
+    s.push_str("\n### Turn-taking (row: previous speaker, column: next)\n\n| |");
+    for n in &tt.names {
+        let _ = write!(s, " {} |", esc(n));
+    }
+    s.push_str("\n| --- |");
+    for _ in &tt.names {
+        s.push_str(" ---: |");
+    }
+    s.push('\n');
+    for (i, row) in tt.matrix.iter().enumerate() {
+        let _ = write!(s, "| **{}** |", esc(&tt.names[i]));
+        for v in row {
+            let _ = write!(s, " {v} |");
         }
         s.push('\n');
-        for (i, row) in tt.matrix.iter().enumerate() {
-            let _ = write!(s, "| **{}** |", esc(&tt.names[i]));
-            for v in row {
-                let _ = write!(s, " {v} |");
-            }
-            s.push('\n');
-        }
     }
-    if !a.mentions.edges.is_empty() {
-        s.push_str("\n### Mentions (who addresses or names whom)\n\n| from | to | addressed | named | messages |\n| --- | --- | ---: | ---: | ---: |\n");
-        for e in &a.mentions.edges {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} |",
-                esc(name_of(r, a, &e.from)),
-                esc(name_of(r, a, &e.to)),
-                e.addressed,
-                e.named,
-                e.total
-            );
-        }
-    }
+}
 
+fn mentions(s: &mut String, r: &SimulationResults, a: &ConversationAnalysis) {
+    if a.mentions.edges.is_empty() {
+        return;
+    }
+    s.push_str("\n### Mentions (who addresses or names whom)\n\n| from | to | addressed | named | messages |\n| --- | --- | ---: | ---: | ---: |\n");
+    for e in &a.mentions.edges {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} |",
+            esc(name_of(r, a, &e.from)),
+            esc(name_of(r, a, &e.to)),
+            e.addressed,
+            e.named,
+            e.total
+        );
+    }
+}
+
+fn metrics(s: &mut String, r: &SimulationResults) {
     let m = &r.metrics;
     s.push_str("\n## Metrics\n\n| metric | value |\n| --- | ---: |\n");
     let rows: [(&str, String); 14] = [
@@ -151,5 +179,4 @@ pub fn report(r: &SimulationResults, a: &ConversationAnalysis) -> String {
     for (k, v) in rows {
         let _ = writeln!(s, "| {k} | {v} |");
     }
-    s
 }

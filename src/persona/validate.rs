@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use super::json::LineCol;
 use super::load::PersonaDatabase;
-use super::spec::PersonaSpec;
+use super::spec::{PersonaSpec, Personality, ValidationRules};
+use Severity::{Error, Warning};
 
 /// How serious a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -107,8 +108,23 @@ fn issue(severity: Severity, field: &str, message: String, hint: &str) -> Issue 
 
 /// Checks the rules that concern one persona alone (everything but duplicates).
 pub fn check_persona(p: &PersonaSpec) -> Vec<Issue> {
-    use Severity::{Error, Warning};
     let mut out = Vec::new();
+    check_identity(p, &mut out);
+    if matches!(p.origin, super::spec::Origin::TinyTroupe { .. }) {
+        check_imported_personality(&p.personality, &mut out);
+    } else {
+        check_personality(&p.personality, &mut out);
+    }
+    check_completeness(p, &mut out);
+    check_lengths(p, &mut out);
+    if let Some(rules) = &p.validation_rules {
+        check_rules(&p.personality, rules, &mut out);
+    }
+    out
+}
+
+/// The required fields, the id's characters and the temperature.
+fn check_identity(p: &PersonaSpec, out: &mut Vec<Issue>) {
     for (field, value) in [("id", &p.id), ("name", &p.name), ("role", &p.role), ("description", &p.description)] {
         if value.trim().is_empty() {
             out.push(issue(
@@ -137,68 +153,77 @@ pub fn check_persona(p: &PersonaSpec) -> Vec<Issue> {
             "use a value between 0.0 and 2.0 (0.7 is a common default)",
         ));
     }
-    let pers = &p.personality;
-    let imported = matches!(p.origin, super::spec::Origin::TinyTroupe { .. });
-    if imported {
-        // TinyTroupe requires neither goals nor a style; the loader derives them where the file
-        // allows, and says which TinyTroupe field to add where it does not.
-        if pers.traits.iter().all(|t| t.trim().is_empty()) {
-            out.push(issue(
-                Error,
-                "personality.traits",
-                "the agent has no personality traits".into(),
-                "add persona.personality.traits, e.g. [\"You are patient.\", \"You ask for evidence.\"]",
-            ));
-        }
-        if pers.goals.iter().all(|t| t.trim().is_empty()) {
-            out.push(issue(
-                Warning,
-                "personality.goals",
-                "the agent has no goals (none of long_term_goals, goals, objectives, aspirations), so it argues for nothing in particular".into(),
-                "add persona.long_term_goals, a list of what the agent wants",
-            ));
-        }
-        if pers.style.trim().is_empty() {
-            out.push(issue(
-                Warning,
-                "personality.style",
-                "the agent has no speech style and no traits to build one from".into(),
-                "add persona.style, e.g. \"Short sentences, dry humour\"",
-            ));
-        }
-    } else if pers.traits.is_empty() && pers.goals.is_empty() && pers.style.is_empty() {
+}
+
+/// A TinyTroupe agent's personality. TinyTroupe requires neither goals nor a style; the loader
+/// derives them where the file allows, and says which TinyTroupe field to add where it does not.
+fn check_imported_personality(pers: &Personality, out: &mut Vec<Issue>) {
+    if pers.traits.iter().all(|t| t.trim().is_empty()) {
+        out.push(issue(
+            Error,
+            "personality.traits",
+            "the agent has no personality traits".into(),
+            "add persona.personality.traits, e.g. [\"You are patient.\", \"You ask for evidence.\"]",
+        ));
+    }
+    if pers.goals.iter().all(|t| t.trim().is_empty()) {
+        out.push(issue(
+            Warning,
+            "personality.goals",
+            "the agent has no goals (none of long_term_goals, goals, objectives, aspirations), so it argues for nothing in particular".into(),
+            "add persona.long_term_goals, a list of what the agent wants",
+        ));
+    }
+    if pers.style.trim().is_empty() {
+        out.push(issue(
+            Warning,
+            "personality.style",
+            "the agent has no speech style and no traits to build one from".into(),
+            "add persona.style, e.g. \"Short sentences, dry humour\"",
+        ));
+    }
+}
+
+/// A native persona's personality: traits, goals and a style are all required.
+fn check_personality(pers: &Personality, out: &mut Vec<Issue>) {
+    if pers.traits.is_empty() && pers.goals.is_empty() && pers.style.is_empty() {
         out.push(issue(
             Error,
             "personality",
             "`personality` is required and missing or empty".into(),
             "add \"personality\": {\"traits\": [...], \"goals\": [...], \"style\": \"...\"}",
         ));
-    } else {
-        if pers.traits.iter().all(|t| t.trim().is_empty()) {
-            out.push(issue(
-                Error,
-                "personality.traits",
-                "`personality.traits` is empty".into(),
-                "list at least one trait, e.g. [\"analytical\"]",
-            ));
-        }
-        if pers.goals.iter().all(|t| t.trim().is_empty()) {
-            out.push(issue(
-                Error,
-                "personality.goals",
-                "`personality.goals` is empty".into(),
-                "list at least one goal the persona pursues in a discussion",
-            ));
-        }
-        if pers.style.trim().is_empty() {
-            out.push(issue(
-                Error,
-                "personality.style",
-                "`personality.style` is empty".into(),
-                "describe how the persona speaks, e.g. \"concise and professional\"",
-            ));
-        }
+        return;
     }
+    if pers.traits.iter().all(|t| t.trim().is_empty()) {
+        out.push(issue(
+            Error,
+            "personality.traits",
+            "`personality.traits` is empty".into(),
+            "list at least one trait, e.g. [\"analytical\"]",
+        ));
+    }
+    if pers.goals.iter().all(|t| t.trim().is_empty()) {
+        out.push(issue(
+            Error,
+            "personality.goals",
+            "`personality.goals` is empty".into(),
+            "list at least one goal the persona pursues in a discussion",
+        ));
+    }
+    if pers.style.trim().is_empty() {
+        out.push(issue(
+            Error,
+            "personality.style",
+            "`personality.style` is empty".into(),
+            "describe how the persona speaks, e.g. \"concise and professional\"",
+        ));
+    }
+}
+
+/// Optional fields that make a persona complete, and a known prompt format.
+fn check_completeness(p: &PersonaSpec, out: &mut Vec<Issue>) {
+    let pers = &p.personality;
     for (field, value, choices) in [
         ("personality.communication", &pers.communication, "structured, visual or direct"),
         ("personality.decisions", &pers.decisions, "data-driven, intuitive or collaborative"),
@@ -224,6 +249,11 @@ pub fn check_persona(p: &PersonaSpec) -> Vec<Issue> {
             "use \"markdown\" or \"text\"",
         ));
     }
+}
+
+/// Every text a persona holds is bounded by [`MAX_FIELD_BYTES`].
+fn check_lengths(p: &PersonaSpec, out: &mut Vec<Issue>) {
+    let pers = &p.personality;
     let long_fields =
         [("name", &p.name), ("role", &p.role), ("description", &p.description), ("personality.style", &pers.style)];
     for (field, value) in long_fields {
@@ -265,40 +295,41 @@ pub fn check_persona(p: &PersonaSpec) -> Vec<Issue> {
             "keep each text field under 64 KiB; a longer value usually means a broken export",
         ));
     }
-    if let Some(rules) = &p.validation_rules {
-        for req in &rules.required_traits {
-            if !pers.traits.iter().any(|t| t.eq_ignore_ascii_case(req)) {
-                out.push(issue(
-                    Error,
-                    "personality.traits",
-                    format!("required trait {req:?} is missing (validation_rules.required_traits)"),
-                    &format!("add {req:?} to personality.traits or drop it from validation_rules.required_traits"),
-                ));
-            }
-        }
-        if let Some(max) = rules.max_goals
-            && pers.goals.len() > max
-        {
+}
+
+/// The persona's own `validation_rules`.
+fn check_rules(pers: &Personality, rules: &ValidationRules, out: &mut Vec<Issue>) {
+    for req in &rules.required_traits {
+        if !pers.traits.iter().any(|t| t.eq_ignore_ascii_case(req)) {
             out.push(issue(
                 Error,
-                "personality.goals",
-                format!("{} goals exceed validation_rules.max_goals = {max}", pers.goals.len()),
-                &format!("keep at most {max} goals or raise max_goals"),
+                "personality.traits",
+                format!("required trait {req:?} is missing (validation_rules.required_traits)"),
+                &format!("add {req:?} to personality.traits or drop it from validation_rules.required_traits"),
             ));
         }
-        let style = pers.style.to_lowercase();
-        for c in &rules.style_constraints {
-            if !style.contains(&c.to_lowercase()) {
-                out.push(issue(
-                    Error,
-                    "personality.style",
-                    format!("style does not meet the constraint {c:?} (validation_rules.style_constraints)"),
-                    &format!("describe the style with the word {c:?}, or drop the constraint"),
-                ));
-            }
+    }
+    if let Some(max) = rules.max_goals
+        && pers.goals.len() > max
+    {
+        out.push(issue(
+            Error,
+            "personality.goals",
+            format!("{} goals exceed validation_rules.max_goals = {max}", pers.goals.len()),
+            &format!("keep at most {max} goals or raise max_goals"),
+        ));
+    }
+    let style = pers.style.to_lowercase();
+    for c in &rules.style_constraints {
+        if !style.contains(&c.to_lowercase()) {
+            out.push(issue(
+                Error,
+                "personality.style",
+                format!("style does not meet the constraint {c:?} (validation_rules.style_constraints)"),
+                &format!("describe the style with the word {c:?}, or drop the constraint"),
+            ));
         }
     }
-    out
 }
 
 /// The first string leaf under `v` (at dotted path `at`) longer than [`MAX_FIELD_BYTES`].

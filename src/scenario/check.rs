@@ -107,157 +107,29 @@ pub fn resolve(
     run_seed: u64,
 ) -> Result<ResolvedScenario, ScenarioError> {
     let mut problems = Vec::new();
-    let base = path.parent().unwrap_or(Path::new("."));
-    let var = match variant {
-        Some(v) => match s.variants.get(v) {
-            Some(var) => Some(var),
-            None => {
-                let names: Vec<&String> = s.variants.keys().collect();
-                let hint = match did_you_mean(v, &names.iter().map(|s| s.as_str()).collect::<Vec<_>>()) {
-                    Some(n) => format!("; did you mean `{n}`?"),
-                    None if names.is_empty() => "; this scenario defines no variants".into(),
-                    None => {
-                        format!("; known variants: {}", names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
-                    }
-                };
-                problems.push(format!("unknown variant `{v}`{hint}"));
-                None
-            }
-        },
-        None => None,
+    let var = variant.and_then(|v| find_variant(s, v, &mut problems));
+    let mut r = Resolver {
+        db,
+        base: path.parent().unwrap_or(Path::new(".")),
+        rng: crate::rng::stream(run_seed, crate::rng::Stream::ScenarioSample),
+        max_personas,
+        problems,
     };
-
-    let mut refs: Vec<&PersonaRef> = s.personas.iter().collect();
-    if let Some(v) = var {
-        refs.extend(v.add_personas.iter());
-    }
-    let mut rng = crate::rng::stream(run_seed, crate::rng::Stream::ScenarioSample);
-    let mut personas = Vec::new();
-    for (i, r) in refs.iter().enumerate() {
-        personas.extend(load_ref(r, db, base, &mut rng, &format!("personas[{i}]"), &mut problems));
-    }
-    let mut removed = Vec::new();
-    if let Some(v) = var {
-        for id in &v.remove_personas {
-            removed.push(id.clone());
-            let before = personas.len();
-            personas.retain(|p: &PersonaSpec| &p.id != id);
-            if personas.len() == before {
-                problems.push(format!("variant removes `{id}`, which is not in the scenario"));
-            }
-        }
-    }
-    let mut uses: Vec<&FragmentUse> = s.fragments.iter().collect();
-    if let Some(v) = var {
-        uses.extend(v.fragments.iter());
-    }
-    for u in uses {
-        apply_use(u, base, &mut personas, &mut problems);
-    }
-
-    let mut seen = std::collections::HashSet::new();
-    for p in &personas {
-        if !seen.insert(p.id.as_str()) {
-            problems.push(format!("persona `{}` takes part twice; list it once", p.id));
-        }
-    }
-    if personas.len() > max_personas {
-        problems.push(format!(
-            "{} personas take part but simulation.max_personas is {max_personas}; raise it or list fewer",
-            personas.len()
-        ));
-    }
-    if personas.is_empty() {
-        problems.push("no persona takes part; list at least one under `personas`".into());
-    }
-    for p in &personas {
-        for iss in check_persona(p).into_iter().filter(|i| i.severity == Severity::Error) {
-            problems.push(format!("persona `{}`: {}: {} (hint: {})", p.id, iss.field, iss.message, iss.hint));
-        }
-    }
-
+    let (personas, removed) = r.cast(s, var);
+    r.check_cast(&personas);
     let mut all_ids: Vec<String> = personas.iter().map(|p| p.id.clone()).collect();
     // Interventions are checked against the scenario's own length: a shorter run (--turns)
     // simply never reaches the later ones.
-    let turns = s.turns.unwrap_or(turns).max(turns);
-    let mut interventions = Vec::new();
-    for (i, iv) in s.interventions.iter().enumerate() {
-        if iv.turn == 0 || iv.turn > turns {
-            problems.push(format!(
-                "interventions[{i}]: turn {} is outside the run's turns 1..={turns}; use a turn in that range or raise `turns`",
-                iv.turn
-            ));
-        }
-        let action = match &iv.action {
-            Action::Broadcast(m) => Some(ResolvedAction::Broadcast(m.clone())),
-            Action::SetContext(c) => Some(ResolvedAction::SetContext(c.clone())),
-            Action::AddPersona(r) => {
-                let loaded = load_ref(r, db, base, &mut rng, &format!("interventions[{i}]"), &mut problems);
-                if loaded.len() > 1 {
-                    problems.push(format!("interventions[{i}]: AddPersona must name one persona"));
-                }
-                let joined = loaded.into_iter().next();
-                if let Some(p) = &joined {
-                    if all_ids.contains(&p.id) {
-                        problems.push(format!("interventions[{i}]: AddPersona `{}` already takes part", p.id));
-                    }
-                    for iss in check_persona(p).into_iter().filter(|i| i.severity == Severity::Error) {
-                        problems.push(format!(
-                            "interventions[{i}]: persona `{}`: {}: {} (hint: {})",
-                            p.id, iss.field, iss.message, iss.hint
-                        ));
-                    }
-                    all_ids.push(p.id.clone());
-                    if all_ids.len() > max_personas {
-                        problems.push(format!(
-                            "interventions[{i}]: adding `{}` makes {} personas but simulation.max_personas is {max_personas}",
-                            p.id,
-                            all_ids.len()
-                        ));
-                    }
-                }
-                joined.map(|p| ResolvedAction::AddPersona(Box::new(p)))
-            }
-            Action::RemovePersona(id) => {
-                if !all_ids.contains(id) {
-                    problems.push(unknown_id(&format!("interventions[{i}]: RemovePersona"), id, &all_ids));
-                }
-                Some(ResolvedAction::RemovePersona(id.clone()))
-            }
-        };
-        if let Some(action) = action {
-            interventions.push(ResolvedIntervention { turn: iv.turn, action });
-        }
-    }
+    let interventions = r.interventions(s, s.turns.unwrap_or(turns).max(turns), &mut all_ids);
     let known: std::collections::HashSet<&str> =
         all_ids.iter().map(String::as_str).chain(removed.iter().map(String::as_str)).collect();
-    let hearing = resolve_hearing(&s.world.hearing, base, &known, &all_ids, &mut problems);
+    let hearing = resolve_hearing(&s.world.hearing, r.base, &known, &all_ids, &mut r.problems);
     if let Some(a) = &s.activation {
-        check_activation(a, &mut problems);
+        check_activation(a, &mut r.problems);
     }
-    let mut expectations = std::collections::BTreeMap::new();
-    for (id, text) in &s.expectations {
-        if removed.contains(id) {
-            // A variant removed the persona: its expectation has no one to check.
-            continue;
-        }
-        if !all_ids.contains(id) {
-            problems.push(unknown_id("expectations", id, &all_ids));
-        } else if text.trim().is_empty() {
-            problems.push(format!(
-                "expectations: `{id}` has an empty text; write what you expect of the persona, or remove the entry"
-            ));
-        } else if text.chars().count() > MAX_EXPECTATION_CHARS {
-            problems.push(format!(
-                "expectations: `{id}` has {} characters; keep it under {MAX_EXPECTATION_CHARS} (a few sentences a judge can check claim by claim)",
-                text.chars().count()
-            ));
-        } else {
-            expectations.insert(id.clone(), text.trim().to_string());
-        }
-    }
-    if !problems.is_empty() {
-        return Err(ScenarioError::Invalid { path: path.to_path_buf(), problems });
+    let expectations = r.expectations(s, &removed, &all_ids);
+    if !r.problems.is_empty() {
+        return Err(ScenarioError::Invalid { path: path.to_path_buf(), problems: r.problems });
     }
     let context = var.and_then(|v| v.context.clone()).unwrap_or_else(|| s.world.context.clone());
     Ok(ResolvedScenario {
@@ -272,6 +144,185 @@ pub fn resolve(
         expectations,
         activation: s.activation.clone(),
     })
+}
+
+/// The variant named `v`; `None`, with a problem that names the nearest one, when there is none.
+fn find_variant<'a>(s: &'a Scenario, v: &str, problems: &mut Vec<String>) -> Option<&'a Variant> {
+    if let Some(var) = s.variants.get(v) {
+        return Some(var);
+    }
+    let names: Vec<&String> = s.variants.keys().collect();
+    let hint = match did_you_mean(v, &names.iter().map(|s| s.as_str()).collect::<Vec<_>>()) {
+        Some(n) => format!("; did you mean `{n}`?"),
+        None if names.is_empty() => "; this scenario defines no variants".into(),
+        None => format!("; known variants: {}", names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
+    };
+    problems.push(format!("unknown variant `{v}`{hint}"));
+    None
+}
+
+/// What resolving reads personas from, and the problems it collects.
+struct Resolver<'a> {
+    db: &'a PersonaDatabase,
+    /// The scenario's folder: relative files are read from there.
+    base: &'a Path,
+    /// Draws `Sample`s.
+    rng: SplitMix64,
+    max_personas: usize,
+    problems: Vec<String>,
+}
+
+impl Resolver<'_> {
+    fn load(&mut self, r: &PersonaRef, place: &str) -> Vec<PersonaSpec> {
+        load_ref(r, self.db, self.base, &mut self.rng, place, &mut self.problems)
+    }
+
+    /// The personas at the start: the scenario's and the variant's, less those the variant
+    /// removes (returned too), with fragments applied.
+    fn cast(&mut self, s: &Scenario, var: Option<&Variant>) -> (Vec<PersonaSpec>, Vec<String>) {
+        let mut refs: Vec<&PersonaRef> = s.personas.iter().collect();
+        if let Some(v) = var {
+            refs.extend(v.add_personas.iter());
+        }
+        let mut personas = Vec::new();
+        for (i, r) in refs.iter().enumerate() {
+            personas.extend(self.load(r, &format!("personas[{i}]")));
+        }
+        let mut removed = Vec::new();
+        if let Some(v) = var {
+            for id in &v.remove_personas {
+                removed.push(id.clone());
+                let before = personas.len();
+                personas.retain(|p: &PersonaSpec| &p.id != id);
+                if personas.len() == before {
+                    self.problems.push(format!("variant removes `{id}`, which is not in the scenario"));
+                }
+            }
+        }
+        let mut uses: Vec<&FragmentUse> = s.fragments.iter().collect();
+        if let Some(v) = var {
+            uses.extend(v.fragments.iter());
+        }
+        for u in uses {
+            apply_use(u, self.base, &mut personas, &mut self.problems);
+        }
+        (personas, removed)
+    }
+
+    /// Each persona once, at least one, at most `max_personas`, every one valid.
+    fn check_cast(&mut self, personas: &[PersonaSpec]) {
+        let mut seen = std::collections::HashSet::new();
+        for p in personas {
+            if !seen.insert(p.id.as_str()) {
+                self.problems.push(format!("persona `{}` takes part twice; list it once", p.id));
+            }
+        }
+        if personas.len() > self.max_personas {
+            self.problems.push(format!(
+                "{} personas take part but simulation.max_personas is {}; raise it or list fewer",
+                personas.len(),
+                self.max_personas
+            ));
+        }
+        if personas.is_empty() {
+            self.problems.push("no persona takes part; list at least one under `personas`".into());
+        }
+        for p in personas {
+            for iss in check_persona(p).into_iter().filter(|i| i.severity == Severity::Error) {
+                self.problems.push(format!("persona `{}`: {}: {} (hint: {})", p.id, iss.field, iss.message, iss.hint));
+            }
+        }
+    }
+
+    /// The interventions within `turns`, with added personas loaded; `all_ids` gains them.
+    fn interventions(&mut self, s: &Scenario, turns: u32, all_ids: &mut Vec<String>) -> Vec<ResolvedIntervention> {
+        let mut interventions = Vec::new();
+        for (i, iv) in s.interventions.iter().enumerate() {
+            if iv.turn == 0 || iv.turn > turns {
+                self.problems.push(format!(
+                    "interventions[{i}]: turn {} is outside the run's turns 1..={turns}; use a turn in that range or raise `turns`",
+                    iv.turn
+                ));
+            }
+            let action = match &iv.action {
+                Action::Broadcast(m) => Some(ResolvedAction::Broadcast(m.clone())),
+                Action::SetContext(c) => Some(ResolvedAction::SetContext(c.clone())),
+                Action::AddPersona(r) => self.add_persona(i, r, all_ids),
+                Action::RemovePersona(id) => {
+                    if !all_ids.contains(id) {
+                        self.problems.push(unknown_id(&format!("interventions[{i}]: RemovePersona"), id, all_ids));
+                    }
+                    Some(ResolvedAction::RemovePersona(id.clone()))
+                }
+            };
+            if let Some(action) = action {
+                interventions.push(ResolvedIntervention { turn: iv.turn, action });
+            }
+        }
+        interventions
+    }
+
+    /// Intervention `i`'s `AddPersona`: one valid persona, not taking part yet, within
+    /// `max_personas`.
+    fn add_persona(&mut self, i: usize, r: &PersonaRef, all_ids: &mut Vec<String>) -> Option<ResolvedAction> {
+        let loaded = self.load(r, &format!("interventions[{i}]"));
+        if loaded.len() > 1 {
+            self.problems.push(format!("interventions[{i}]: AddPersona must name one persona"));
+        }
+        let joined = loaded.into_iter().next();
+        if let Some(p) = &joined {
+            if all_ids.contains(&p.id) {
+                self.problems.push(format!("interventions[{i}]: AddPersona `{}` already takes part", p.id));
+            }
+            for iss in check_persona(p).into_iter().filter(|i| i.severity == Severity::Error) {
+                self.problems.push(format!(
+                    "interventions[{i}]: persona `{}`: {}: {} (hint: {})",
+                    p.id, iss.field, iss.message, iss.hint
+                ));
+            }
+            all_ids.push(p.id.clone());
+            if all_ids.len() > self.max_personas {
+                self.problems.push(format!(
+                    "interventions[{i}]: adding `{}` makes {} personas but simulation.max_personas is {}",
+                    p.id,
+                    all_ids.len(),
+                    self.max_personas
+                ));
+            }
+        }
+        joined.map(|p| ResolvedAction::AddPersona(Box::new(p)))
+    }
+
+    /// The expectations of personas that take part (none for those a variant removed).
+    fn expectations(
+        &mut self,
+        s: &Scenario,
+        removed: &[String],
+        all_ids: &[String],
+    ) -> std::collections::BTreeMap<String, String> {
+        let mut expectations = std::collections::BTreeMap::new();
+        for (id, text) in &s.expectations {
+            if removed.contains(id) {
+                // A variant removed the persona: its expectation has no one to check.
+                continue;
+            }
+            if !all_ids.contains(id) {
+                self.problems.push(unknown_id("expectations", id, all_ids));
+            } else if text.trim().is_empty() {
+                self.problems.push(format!(
+                    "expectations: `{id}` has an empty text; write what you expect of the persona, or remove the entry"
+                ));
+            } else if text.chars().count() > MAX_EXPECTATION_CHARS {
+                self.problems.push(format!(
+                    "expectations: `{id}` has {} characters; keep it under {MAX_EXPECTATION_CHARS} (a few sentences a judge can check claim by claim)",
+                    text.chars().count()
+                ));
+            } else {
+                expectations.insert(id.clone(), text.trim().to_string());
+            }
+        }
+        expectations
+    }
 }
 
 /// The most unknown ids reported from one hearing graph (the rest are counted).

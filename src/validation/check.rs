@@ -2,11 +2,12 @@
 //! saved as JSON.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::facts::{Claim, Fact, persona_facts, split_claims};
-use super::interview::{InterviewSampling, interview_request, plan_questions};
+use super::interview::{InterviewSampling, Question, interview_request, plan_questions};
 use super::judge::{Answered, Evidence, JudgeInput, JudgeOutcome, judge};
 use super::{Caller, Spend};
 use crate::analysis::in_character::FindingVerdict;
@@ -173,26 +174,7 @@ pub async fn check_persona(
         seed: cfg.llm.send_seed.then_some(seed),
     };
     let questions = plan_questions(&facts, &claims, opts.questions, seed);
-    let mut interview: Vec<Answered> = Vec::new();
-    let mut error = None;
-    for q in &questions {
-        let earlier: Vec<(String, String)> = interview.iter().map(|a| (a.question.clone(), a.answer.clone())).collect();
-        let req = interview_request(persona, &system, &earlier, q, &sampling);
-        match caller.call(req).await {
-            Ok(r) => {
-                // A leading "Tom Becker:" is the model labelling its line, not part of the answer.
-                let answer = match parse_reply(&r.text, &persona.name) {
-                    Reply::Speak { text, to: None } => text,
-                    _ => r.text.trim().to_string(),
-                };
-                interview.push(Answered { n: q.n, question: q.text.clone(), probe: q.probe.clone(), answer });
-            }
-            Err(e) => {
-                error = Some(format!("question {} of the interview got no answer: {e}", q.n));
-                break;
-            }
-        }
-    }
+    let (interview, mut error) = interview(caller, persona, &system, &questions, &sampling).await;
     let judge_model = opts.judge_model.clone();
     let outcome = if error.is_none() {
         let input = JudgeInput {
@@ -210,24 +192,12 @@ pub async fn check_persona(
         None
     };
     let score = outcome.as_ref().and_then(|o| o.verdict.as_ref()).map(|v| v.score);
-    let status = match (&error, score) {
-        (Some(_), _) => CheckStatus::InterviewFailed,
-        (None, None) => CheckStatus::JudgeFailed,
-        (None, Some(s)) if s >= opts.min_score => CheckStatus::Pass,
-        (None, Some(_)) => CheckStatus::BelowThreshold,
-    };
+    let status = status_of(error.is_some(), score, opts.min_score);
     if status == CheckStatus::JudgeFailed {
         error = outcome.as_ref().and_then(|o| o.error.clone());
     }
-    let unreported_claims = match outcome.as_ref().and_then(|o| o.verdict.as_ref()) {
-        Some(v) => claims
-            .iter()
-            .filter(|c| !v.findings.iter().any(|f| f.claim.eq_ignore_ascii_case(&c.id)))
-            .map(|c| c.id.clone())
-            .collect(),
-        None => Vec::new(),
-    };
-    let after = caller.spend();
+    let unreported_claims = unreported(&claims, outcome.as_ref());
+    let spend = spent_since(&before, &caller.spend());
     PersonaCheck {
         persona: CheckedPersona {
             id: persona.id.clone(),
@@ -256,17 +226,72 @@ pub async fn check_persona(
         persona_temperature: sampling.temperature,
         run_seed,
         seed,
-        spend: Spend {
-            calls: after.calls - before.calls,
-            usage: crate::llm::Usage::new(
-                after.usage.prompt_tokens - before.usage.prompt_tokens,
-                after.usage.completion_tokens - before.usage.completion_tokens,
-            ),
-            cost_usd: (after.cost_usd - before.cost_usd).max(0.0),
-        },
+        spend,
         started_at,
         finished_at: chrono::Utc::now(),
         troupe_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+/// Asks the questions in turn, each with the answers so far; stops at the first that gets no
+/// answer, with what went wrong.
+async fn interview(
+    caller: &Caller,
+    persona: &PersonaSpec,
+    system: &Arc<str>,
+    questions: &[Question],
+    sampling: &InterviewSampling,
+) -> (Vec<Answered>, Option<String>) {
+    let mut interview: Vec<Answered> = Vec::new();
+    for q in questions {
+        let earlier: Vec<(String, String)> = interview.iter().map(|a| (a.question.clone(), a.answer.clone())).collect();
+        let req = interview_request(persona, system, &earlier, q, sampling);
+        match caller.call(req).await {
+            Ok(r) => {
+                // A leading "Tom Becker:" is the model labelling its line, not part of the answer.
+                let answer = match parse_reply(&r.text, &persona.name) {
+                    Reply::Speak { text, to: None } => text,
+                    _ => r.text.trim().to_string(),
+                };
+                interview.push(Answered { n: q.n, question: q.text.clone(), probe: q.probe.clone(), answer });
+            }
+            Err(e) => return (interview, Some(format!("question {} of the interview got no answer: {e}", q.n))),
+        }
+    }
+    (interview, None)
+}
+
+/// How a check ended: whether the interview failed, and the judge's score against the pass mark.
+fn status_of(interview_failed: bool, score: Option<f64>, min_score: f64) -> CheckStatus {
+    match (interview_failed, score) {
+        (true, _) => CheckStatus::InterviewFailed,
+        (false, None) => CheckStatus::JudgeFailed,
+        (false, Some(s)) if s >= min_score => CheckStatus::Pass,
+        (false, Some(_)) => CheckStatus::BelowThreshold,
+    }
+}
+
+/// The ids of the claims the judge's findings do not mention (none without a verdict).
+fn unreported(claims: &[Claim], outcome: Option<&JudgeOutcome>) -> Vec<String> {
+    match outcome.and_then(|o| o.verdict.as_ref()) {
+        Some(v) => claims
+            .iter()
+            .filter(|c| !v.findings.iter().any(|f| f.claim.eq_ignore_ascii_case(&c.id)))
+            .map(|c| c.id.clone())
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// Calls, tokens and cost between two readings of a caller's spend.
+fn spent_since(before: &Spend, after: &Spend) -> Spend {
+    Spend {
+        calls: after.calls - before.calls,
+        usage: crate::llm::Usage::new(
+            after.usage.prompt_tokens - before.usage.prompt_tokens,
+            after.usage.completion_tokens - before.usage.completion_tokens,
+        ),
+        cost_usd: (after.cost_usd - before.cost_usd).max(0.0),
     }
 }
 

@@ -333,16 +333,7 @@ async fn chat(st: Arc<MockState>, uri: Uri, headers: HeaderMap, body: Bytes, azu
     st.max_in_flight.fetch_max(n, Ordering::Relaxed);
     let _guard = InFlight(&st);
     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    st.recorded.lock().unwrap().push(Recorded {
-        path: uri.path().to_string(),
-        query: uri.query().map(str::to_string),
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect(),
-        body: json.clone(),
-        at: Instant::now(),
-    });
+    record(&st, &uri, &headers, &json);
     let seq = st.served.fetch_add(1, Ordering::Relaxed);
     let cfg = {
         let mut c = st.cfg.lock().unwrap();
@@ -358,7 +349,53 @@ async fn chat(st: Arc<MockState>, uri: Uri, headers: HeaderMap, body: Bytes, azu
     }
     let mut cfg = cfg;
     cfg.reply = fill_credentials(&cfg.reply, &headers, azure);
+    if let Some(refused) = refusal(&cfg, &uri, &headers, &json, azure) {
+        return refused;
+    }
+    let tokens = request_tokens(&json);
+    let limit_headers = match take_from_buckets(&st, &cfg, tokens) {
+        Ok(h) => h,
+        Err(wait) => {
+            st.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return canned_response(
+                Canned::error(429, "Rate limit reached for requests", "rate_limit_exceeded")
+                    .header("retry-after", wait.as_secs_f64().ceil().max(1.0).to_string())
+                    .header("retry-after-ms", format!("{}", wait.as_millis().max(1))),
+            );
+        }
+    };
+    if !cfg.delay.is_zero() {
+        tokio::time::sleep(cfg.delay).await;
+    }
+    if let Some(fault) = injected_fault(&st, &cfg, seq).await {
+        return fault;
+    }
+    let mut resp = completion(&cfg, &json, tokens, seq);
+    for (k, v) in limit_headers {
+        resp.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            axum::http::HeaderValue::from_str(&v).unwrap(),
+        );
+    }
+    resp
+}
 
+fn record(st: &MockState, uri: &Uri, headers: &HeaderMap, json: &Value) {
+    st.recorded.lock().unwrap().push(Recorded {
+        path: uri.path().to_string(),
+        query: uri.query().map(str::to_string),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+        body: json.clone(),
+        at: Instant::now(),
+    });
+}
+
+/// The 4xx a server gives a request it refuses: a wrong key, Azure without `api-version`,
+/// `stream_options` where refused, no `messages`.
+fn refusal(cfg: &MockConfig, uri: &Uri, headers: &HeaderMap, json: &Value, azure: bool) -> Option<Response> {
     if let Some(key) = &cfg.require_key {
         let ok = if azure {
             headers.get("api-key").and_then(|v| v.to_str().ok()) == Some(key.as_str())
@@ -367,98 +404,96 @@ async fn chat(st: Arc<MockState>, uri: Uri, headers: HeaderMap, body: Bytes, azu
         };
         if !ok {
             let masked = format!("sk-****{}", &key[key.len().saturating_sub(4)..]);
-            return canned_response(Canned::error(
+            return Some(canned_response(Canned::error(
                 401,
                 &format!("Incorrect API key provided: {masked}."),
                 "invalid_api_key",
-            ));
+            )));
         }
     }
     if azure && !uri.query().unwrap_or("").contains("api-version=") {
-        return canned_response(Canned::error(
+        return Some(canned_response(Canned::error(
             400,
             "Missing required query parameter: api-version",
             "missing_api_version",
-        ));
+        )));
     }
     if cfg.reject_stream_options && json.get("stream_options").is_some() {
-        return canned_response(Canned::error(
+        return Some(canned_response(Canned::error(
             400,
             "Unrecognized request argument supplied: stream_options",
             "invalid_request_error",
-        ));
+        )));
     }
     if json.get("messages").and_then(Value::as_array).is_none() {
-        return canned_response(Canned::error(400, "'messages' is a required property", "invalid_request"));
+        return Some(canned_response(Canned::error(400, "'messages' is a required property", "invalid_request")));
     }
+    None
+}
 
-    // Rate limits: both buckets must allow the request, else 429 and nothing is taken.
-    let tokens = request_tokens(&json);
+/// Rate limits: takes one request and `tokens` from the buckets and returns the
+/// `x-ratelimit-*` headers to send, or how long to wait when either bucket cannot give them
+/// (then nothing is taken).
+fn take_from_buckets(st: &MockState, cfg: &MockConfig, tokens: u64) -> Result<Vec<(String, String)>, Duration> {
     let mut limit_headers: Vec<(String, String)> = Vec::new();
-    {
-        let now = Instant::now();
-        let mut l = st.limits.lock().unwrap();
-        let Limits { requests, tokens: tb } = &mut *l;
-        if let Some(b) = requests.as_mut() {
-            b.refill(now);
-        }
-        if let Some(b) = tb.as_mut() {
-            b.refill(now);
-        }
-        let wait = requests
-            .as_ref()
-            .map_or(Duration::ZERO, |b| b.wait_for(1.0))
-            .max(tb.as_ref().map_or(Duration::ZERO, |b| b.wait_for(tokens as f64)));
-        if !wait.is_zero() {
-            st.rate_limited.fetch_add(1, Ordering::Relaxed);
-            return canned_response(
-                Canned::error(429, "Rate limit reached for requests", "rate_limit_exceeded")
-                    .header("retry-after", wait.as_secs_f64().ceil().max(1.0).to_string())
-                    .header("retry-after-ms", format!("{}", wait.as_millis().max(1))),
-            );
-        }
-        if let Some(b) = requests.as_mut() {
-            b.level -= 1.0;
-            if cfg.ratelimit_headers {
-                limit_headers.push(("x-ratelimit-remaining-requests".into(), (b.level.floor() as u64).to_string()));
-                limit_headers.push(("x-ratelimit-reset-requests".into(), format!("{}ms", b.wait_for(1.0).as_millis())));
-            }
-        }
-        if let Some(b) = tb.as_mut() {
-            b.level -= (tokens as f64).min(b.capacity);
-            if cfg.ratelimit_headers {
-                limit_headers
-                    .push(("x-ratelimit-remaining-tokens".into(), (b.level.max(0.0).floor() as u64).to_string()));
-                limit_headers
-                    .push(("x-ratelimit-reset-tokens".into(), format!("{}ms", b.wait_for(tokens as f64).as_millis())));
-            }
+    let now = Instant::now();
+    let mut l = st.limits.lock().unwrap();
+    let Limits { requests, tokens: tb } = &mut *l;
+    if let Some(b) = requests.as_mut() {
+        b.refill(now);
+    }
+    if let Some(b) = tb.as_mut() {
+        b.refill(now);
+    }
+    let wait = requests
+        .as_ref()
+        .map_or(Duration::ZERO, |b| b.wait_for(1.0))
+        .max(tb.as_ref().map_or(Duration::ZERO, |b| b.wait_for(tokens as f64)));
+    if !wait.is_zero() {
+        return Err(wait);
+    }
+    if let Some(b) = requests.as_mut() {
+        b.level -= 1.0;
+        if cfg.ratelimit_headers {
+            limit_headers.push(("x-ratelimit-remaining-requests".into(), (b.level.floor() as u64).to_string()));
+            limit_headers.push(("x-ratelimit-reset-requests".into(), format!("{}ms", b.wait_for(1.0).as_millis())));
         }
     }
+    if let Some(b) = tb.as_mut() {
+        b.level -= (tokens as f64).min(b.capacity);
+        if cfg.ratelimit_headers {
+            limit_headers.push(("x-ratelimit-remaining-tokens".into(), (b.level.max(0.0).floor() as u64).to_string()));
+            limit_headers
+                .push(("x-ratelimit-reset-tokens".into(), format!("{}ms", b.wait_for(tokens as f64).as_millis())));
+        }
+    }
+    Ok(limit_headers)
+}
 
-    if !cfg.delay.is_zero() {
-        tokio::time::sleep(cfg.delay).await;
-    }
+/// The answer request `seq` gets instead of a completion, if any: the fault profile's draw,
+/// then `error_rate`, then `malformed`.
+async fn injected_fault(st: &MockState, cfg: &MockConfig, seq: u64) -> Option<Response> {
     let f = cfg.faults;
     if f.rate_limited + f.hang + f.malformed > 0.0 {
         // A second draw, independent of the one `error_rate` uses.
         let u = unit(seq ^ 0x5eed_fa17);
         if u < f.rate_limited {
             st.rate_limited.fetch_add(1, Ordering::Relaxed);
-            return canned_response(
+            return Some(canned_response(
                 Canned::error(429, "Rate limit reached", "rate_limit_exceeded").header("retry-after-ms", "20"),
-            );
+            ));
         } else if u < f.rate_limited + f.hang {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         } else if u < f.rate_limited + f.hang + f.malformed {
-            return canned_response(Canned::new(200, "{\"choices\": [{\"message\": {\"content\": \"unfinished"));
+            return Some(canned_response(Canned::new(200, "{\"choices\": [{\"message\": {\"content\": \"unfinished")));
         }
     }
     if cfg.error_rate > 0.0 && unit(seq) < cfg.error_rate {
         st.server_errors.fetch_add(1, Ordering::Relaxed);
-        return canned_response(Canned::new(
+        return Some(canned_response(Canned::new(
             500,
             r#"{"error": {"message": "The server had an error", "type": "server_error"}}"#,
-        ));
+        )));
     }
     if cfg.malformed {
         let mut c = Canned::new(
@@ -466,15 +501,20 @@ async fn chat(st: Arc<MockState>, uri: Uri, headers: HeaderMap, body: Bytes, azu
             "<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1>upstream is not reachable</body></html>",
         );
         c.headers.push(("content-type".into(), "text/html".into()));
-        return canned_response(c);
+        return Some(canned_response(c));
     }
+    None
+}
 
+/// The completion of `cfg.reply`: server-sent events when the request streams, else one JSON
+/// body.
+fn completion(cfg: &MockConfig, json: &Value, tokens: u64, seq: u64) -> Response {
     let model = json.get("model").and_then(Value::as_str).unwrap_or("mock").to_string();
     let prompt_tokens = tokens.saturating_sub(json.get("max_tokens").and_then(Value::as_u64).unwrap_or(0));
     let completion_tokens = troupe_sim::llm::tokens::count_tokens(&cfg.reply);
     let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens});
     let streaming = json.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let mut resp = if streaming {
+    if streaming {
         let include_usage = json.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
         let usage = (include_usage && !cfg.omit_usage).then_some(usage);
         let body = sse_body(&model, &cfg.reply, cfg.delta_chars, usage, cfg.usage_in_finish_chunk);
@@ -503,14 +543,7 @@ async fn chat(st: Arc<MockState>, uri: Uri, headers: HeaderMap, body: Bytes, azu
             body["usage"] = usage;
         }
         (StatusCode::OK, [("content-type", "application/json")], body.to_string()).into_response()
-    };
-    for (k, v) in limit_headers {
-        resp.headers_mut().insert(
-            axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            axum::http::HeaderValue::from_str(&v).unwrap(),
-        );
     }
-    resp
 }
 
 /// `text` with the credentials received quoted back: `{auth}` the whole header (`AUTH`

@@ -239,25 +239,56 @@ struct Labelled {
     text: String,
 }
 
+/// A line of the judge prompt such as "F1 (role): text", "E1: text", "A1: text" or
+/// "M1 (turn 2): text", with its letter.
+fn labelled(line: &str) -> Option<(char, Labelled)> {
+    let first = line.chars().next()?;
+    let after = &line[first.len_utf8()..];
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    if digits.is_empty() {
+        return None;
+    }
+    let label = format!("{first}{digits}");
+    let rest = &after[digits.len()..];
+    let text = match rest.split_once(": ") {
+        Some((head, text)) if head.is_empty() || head.starts_with(" (") => text.to_string(),
+        _ => return None,
+    };
+    Some((first, Labelled { label, text }))
+}
+
+/// What the persona said (answers or messages), with the stems of each and of all.
+struct Said<'a> {
+    items: &'a [Labelled],
+    stems: Vec<HashSet<String>>,
+    all: HashSet<String>,
+}
+
+impl<'a> Said<'a> {
+    fn new(items: &'a [Labelled]) -> Self {
+        let each: Vec<HashSet<String>> = items.iter().map(|s| stems(&s.text)).collect();
+        let all = each.iter().flatten().cloned().collect();
+        Said { items, stems: each, all }
+    }
+
+    /// The item sharing the most stems with `with` (the first of equals).
+    fn closest(&self, with: &HashSet<String>) -> Option<usize> {
+        (0..self.items.len()).max_by_key(|&i| (self.stems[i].intersection(with).count(), usize::MAX - i))
+    }
+
+    /// Item `i` as evidence: its label and its first 100 characters.
+    fn quote(&self, i: usize) -> String {
+        let t = &self.items[i].text;
+        let short: String = t.chars().take(100).collect();
+        format!("{}: \"{}{}\"", self.items[i].label, short, if t.chars().count() > 100 { "..." } else { "" })
+    }
+}
+
 /// A judge verdict (see the module docs) as the JSON the judge prompt asks for.
 pub(crate) fn judge_verdict(messages: &[ChatMessage]) -> String {
     let user = messages.iter().find(|m| m.role == Role::User).map(|m| &*m.content).unwrap_or("");
     let (mut facts, mut claims, mut said) = (Vec::new(), Vec::new(), Vec::new());
-    for line in user.lines() {
-        let Some(first) = line.chars().next() else { continue };
-        let after = &line[first.len_utf8()..];
-        let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
-        if digits.is_empty() {
-            continue;
-        }
-        let label = format!("{first}{digits}");
-        let rest = &after[digits.len()..];
-        // "F1 (role): text", "E1: text", "A1: text", "M1 (turn 2): text".
-        let text = match rest.split_once(": ") {
-            Some((head, text)) if head.is_empty() || head.starts_with(" (") => text.to_string(),
-            _ => continue,
-        };
-        let item = Labelled { label, text };
+    for (first, item) in user.lines().filter_map(labelled) {
         match first {
             'F' => facts.push(item),
             'E' => claims.push(item),
@@ -265,62 +296,19 @@ pub(crate) fn judge_verdict(messages: &[ChatMessage]) -> String {
             _ => {}
         }
     }
-    let said_stems: Vec<HashSet<String>> = said.iter().map(|s| stems(&s.text)).collect();
-    let all_said: HashSet<String> = said_stems.iter().flatten().cloned().collect();
-    let quote = |i: usize| {
-        let t = &said[i].text;
-        let short: String = t.chars().take(100).collect();
-        format!("{}: \"{}{}\"", said[i].label, short, if t.chars().count() > 100 { "..." } else { "" })
-    };
+    let said = Said::new(&said);
     let mut findings = Vec::new();
-    let mut coverages = Vec::new();
-    let mut supported = 0;
-    for c in &claims {
-        let cs = stems(&c.text);
-        if cs.is_empty() {
-            continue;
-        }
-        let cov = cs.intersection(&all_said).count() as f64 / cs.len() as f64;
-        coverages.push(cov);
-        let verdict = if cov >= 0.6 {
-            supported += 1;
-            "supported"
-        } else if cov > 0.0 {
-            "partial"
-        } else {
-            "not_addressed"
-        };
-        let best = (0..said.len()).max_by_key(|&i| (said_stems[i].intersection(&cs).count(), usize::MAX - i));
-        let evidence = match best {
-            Some(i) if cov > 0.0 => quote(i),
-            _ => String::new(),
-        };
-        findings.push(json!({"claim": c.label, "verdict": verdict, "evidence": evidence}));
-    }
+    let (coverages, supported) = claim_findings(&claims, &said, &mut findings);
     let fact_stems: Vec<HashSet<String>> = facts.iter().map(|f| stems(&f.text)).collect();
-    let mut echoed: Vec<(f64, usize)> = fact_stems
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.len() >= 2)
-        .map(|(i, s)| (s.intersection(&all_said).count() as f64 / s.len() as f64, i))
-        .filter(|(cov, _)| *cov >= 0.5)
-        .collect();
-    let facts_echoed = echoed.len();
-    echoed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    for (_, i) in echoed.into_iter().take(5) {
-        let best =
-            (0..said.len()).max_by_key(|&k| (said_stems[k].intersection(&fact_stems[i]).count(), usize::MAX - k));
-        let evidence = best.map(quote).unwrap_or_default();
-        findings.push(json!({"claim": facts[i].label, "verdict": "supported", "evidence": evidence}));
-    }
-    let all_facts: HashSet<String> = fact_stems.iter().flatten().cloned().collect();
+    let facts_echoed = fact_findings(&facts, &fact_stems, &said, &mut findings);
     let (score, what) = if !coverages.is_empty() {
         let s = coverages.iter().sum::<f64>() / coverages.len() as f64;
         (s, format!("{supported} of {} expectation claims found in what the persona said", claims.len()))
     } else {
-        let fitting = said_stems.iter().filter(|s| s.intersection(&all_facts).count() >= 2).count();
-        let s = if said.is_empty() { 0.0 } else { fitting as f64 / said.len() as f64 };
-        (s, format!("{fitting} of {} answers or messages echo the persona's facts", said.len()))
+        let all_facts: HashSet<String> = fact_stems.iter().flatten().cloned().collect();
+        let fitting = said.stems.iter().filter(|s| s.intersection(&all_facts).count() >= 2).count();
+        let s = if said.items.is_empty() { 0.0 } else { fitting as f64 / said.items.len() as f64 };
+        (s, format!("{fitting} of {} answers or messages echo the persona's facts", said.items.len()))
     };
     let score = (score * 100.0).round() / 100.0;
     json!({
@@ -332,6 +320,59 @@ pub(crate) fn judge_verdict(messages: &[ChatMessage]) -> String {
         "findings": findings,
     })
     .to_string()
+}
+
+/// A finding per expectation claim that has content words, and each one's coverage (the share
+/// of its words the persona said); also how many are supported (coverage 0.6 or more).
+fn claim_findings(claims: &[Labelled], said: &Said<'_>, findings: &mut Vec<serde_json::Value>) -> (Vec<f64>, usize) {
+    let mut coverages = Vec::new();
+    let mut supported = 0;
+    for c in claims {
+        let cs = stems(&c.text);
+        if cs.is_empty() {
+            continue;
+        }
+        let cov = cs.intersection(&said.all).count() as f64 / cs.len() as f64;
+        coverages.push(cov);
+        let verdict = if cov >= 0.6 {
+            supported += 1;
+            "supported"
+        } else if cov > 0.0 {
+            "partial"
+        } else {
+            "not_addressed"
+        };
+        let evidence = match said.closest(&cs) {
+            Some(i) if cov > 0.0 => said.quote(i),
+            _ => String::new(),
+        };
+        findings.push(json!({"claim": c.label, "verdict": verdict, "evidence": evidence}));
+    }
+    (coverages, supported)
+}
+
+/// A "supported" finding for each of the (at most five) facts the persona echoed best; returns
+/// how many facts it echoed (half their words or more).
+fn fact_findings(
+    facts: &[Labelled],
+    fact_stems: &[HashSet<String>],
+    said: &Said<'_>,
+    findings: &mut Vec<serde_json::Value>,
+) -> usize {
+    let mut echoed: Vec<(f64, usize)> = fact_stems
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.len() >= 2)
+        .map(|(i, s)| (s.intersection(&said.all).count() as f64 / s.len() as f64, i))
+        .filter(|(cov, _)| *cov >= 0.5)
+        .collect();
+    let facts_echoed = echoed.len();
+    echoed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    for (_, i) in echoed.into_iter().take(5) {
+        let evidence = said.closest(&fact_stems[i]).map(|k| said.quote(k)).unwrap_or_default();
+        findings.push(json!({"claim": facts[i].label, "verdict": "supported", "evidence": evidence}));
+    }
+    facts_echoed
 }
 
 #[cfg(test)]
