@@ -115,7 +115,7 @@ fn overhead(c: &mut Criterion) {
     let rt = rt();
     let personas: Vec<PersonaSpec> = (0..50).map(persona).collect();
     let cfg = config(6, TurnPolicy::RoundRobin, 0.0, 3);
-    let calls = run(&rt, cfg.clone(), personas.clone(), Hearing::Everyone).metrics.api_calls;
+    let calls = run(&rt, cfg.clone(), personas.clone(), Hearing::Everyone).metrics.counts.api_calls;
     let mut g = c.benchmark_group("overhead_50x6");
     g.sample_size(20);
     // Measured in process CPU time (both runtime threads), so the figure is CPU per run.
@@ -163,7 +163,7 @@ fn latency_bound(c: &mut Criterion) {
         "figure: latency-bound 50x2 at 200 ms: wall {:.3} s = {:.3}x the ideal 0.400 s ({} calls)",
         wall,
         wall / 0.4,
-        r.metrics.api_calls
+        r.metrics.counts.api_calls
     );
 }
 
@@ -195,7 +195,7 @@ fn scale(c: &mut Criterion) {
     println!(
         "figure: scale 10,000 personas x 3 turns (degree 8): wall {:.2} s, {} calls, peak RSS {:.0} MiB, {:.1} KiB per persona above the baseline",
         wall,
-        r.metrics.api_calls,
+        r.metrics.counts.api_calls,
         peak as f64 / 1024.0,
         peak.saturating_sub(before) as f64 / n as f64
     );
@@ -218,7 +218,7 @@ fn calls_per_persona_turn(_c: &mut Criterion) {
             let mut cfg = config(6, TurnPolicy::RoundRobin, 0.0, 8);
             cfg.simulation.consolidate_every = every;
             let r = run(&rt, cfg, personas, Hearing::Everyone);
-            row.push(format!("{n}: {:.2}", r.metrics.api_calls as f64 / (n * 6) as f64));
+            row.push(format!("{n}: {:.2}", r.metrics.counts.api_calls as f64 / (n * 6) as f64));
         }
         println!("figure: calls per persona-turn (consolidate_every = {every}): {}", row.join(", "));
     }

@@ -361,9 +361,9 @@ pub fn run_metrics(r: &SimulationResults, a: &ConversationAnalysis) -> BTreeMap<
         ("participation_gini".to_string(), a.participation.gini_messages),
         ("sentiment".to_string(), a.sentiment.mean),
         ("latency_ms".to_string(), latency),
-        ("tokens".to_string(), r.metrics.total_tokens as f64),
-        ("cost_usd".to_string(), r.metrics.cost_usd),
-        ("errors".to_string(), r.metrics.errors as f64),
+        ("tokens".to_string(), r.metrics.counts.total_tokens as f64),
+        ("cost_usd".to_string(), r.metrics.counts.cost_usd),
+        ("errors".to_string(), r.metrics.counts.errors as f64),
     ])
 }
 

@@ -69,7 +69,7 @@ async fn judge(
     let header = read_header(&dir.join(JOURNAL_FILE)).map_err(|e| e.to_string())?;
     let personas = header.plan.all_personas();
     let caller = Caller::new(engine.provider().clone(), config, engine.pricing().clone())
-        .with_prior_spend(results.metrics.cost_usd);
+        .with_prior_spend(results.metrics.counts.cost_usd);
     let model = config.validation.judge_model_or(&results.config.model).to_string();
     let ic = judge_run(&caller, config, &personas, results, &model).await;
     tracing::info!(mean_score = ?ic.mean_score, calls = ic.calls, "in-character analysis done");

@@ -140,28 +140,28 @@ impl SettingResult {
         let wall = r.metrics.duration;
         let per_s = |n: u64| if wall > 0.0 { n as f64 / wall } else { 0.0 };
         let (cost_usd, cost_estimated) = if r.synthetic {
-            let usage = Usage::new(m.prompt_tokens, m.completion_tokens);
+            let usage = Usage::new(m.counts.prompt_tokens, m.counts.completion_tokens);
             (pricing.cost(&r.config.model, usage), true)
         } else {
-            (Some(r.metrics.cost_usd), false)
+            (Some(r.metrics.counts.cost_usd), false)
         };
         SettingResult {
             workers,
             wall_s: wall,
-            calls: m.api_calls,
+            calls: m.counts.api_calls,
             answered: m.successful_calls,
             calls_per_s: per_s(m.successful_calls),
-            tokens: m.total_tokens,
-            tokens_per_s: per_s(m.total_tokens),
+            tokens: m.counts.total_tokens,
+            tokens_per_s: per_s(m.counts.total_tokens),
             p50_ms: m.llm_latency.p50_ms,
             p90_ms: m.llm_latency.p90_ms,
             p99_ms: m.llm_latency.p99_ms,
-            errors: m.errors,
-            error_rate: m.error_rate,
+            errors: m.counts.errors,
+            error_rate: m.counts.error_rate,
             errors_by_kind: m.errors_by_kind.clone(),
             rate_limited: m.errors_by_kind.get("rate_limited").copied().unwrap_or(0),
-            retries: m.retries,
-            skipped_turns: m.skipped_turns,
+            retries: m.counts.retries,
+            skipped_turns: m.counts.skipped_turns,
             completed_turns: r.completed_turns,
             cost_usd,
             cost_estimated,

@@ -47,9 +47,9 @@ async fn cost_is_priced_live_and_compared_with_the_estimate() {
     assert!(r.success, "{:?}", r.error);
     let m = &r.metrics;
     // gpt-4o: $2.50 in, $10.00 out per million tokens.
-    let expected = (m.prompt_tokens as f64 * 2.5 + m.completion_tokens as f64 * 10.0) / 1e6;
-    assert!((m.cost_usd - expected).abs() < 1e-9, "{} vs {expected}", m.cost_usd);
-    assert!(m.cost_usd > 0.0);
+    let expected = (m.counts.prompt_tokens as f64 * 2.5 + m.counts.completion_tokens as f64 * 10.0) / 1e6;
+    assert!((m.counts.cost_usd - expected).abs() < 1e-9, "{} vs {expected}", m.counts.cost_usd);
+    assert!(m.counts.cost_usd > 0.0);
     assert_eq!(r.estimate.calls, 18);
     assert!((r.estimate_accuracy.calls_ratio - 1.0).abs() < 1e-9);
     assert!(r.estimate_accuracy.cost_ratio > 0.2 && r.estimate_accuracy.cost_ratio < 5.0, "{:?}", r.estimate_accuracy);
@@ -60,7 +60,7 @@ async fn max_cost_stops_the_run_before_it_overspends_and_saves() {
     let mock = MockServer::start(MockConfig::default()).await;
     let full = engine(config(), &mock).await.run(plan(), RunOptions::default()).await.unwrap();
     let mut c = config();
-    let limit = full.metrics.cost_usd / 3.0;
+    let limit = full.metrics.counts.cost_usd / 3.0;
     c.llm.max_cost_usd = Some(limit);
     let tmp = tempfile::tempdir().unwrap();
     let r = engine(c, &mock)
@@ -70,8 +70,8 @@ async fn max_cost_stops_the_run_before_it_overspends_and_saves() {
         .unwrap();
     assert!(!r.success);
     assert!(matches!(r.stop_reason, StopReason::CostLimit(_)), "{:?}", r.stop_reason);
-    assert!(r.metrics.cost_usd <= limit, "spent {} over the limit {limit}", r.metrics.cost_usd);
-    assert!(r.metrics.cost_usd > 0.0 && r.transcript.len() > 1, "it ran until the limit");
+    assert!(r.metrics.counts.cost_usd <= limit, "spent {} over the limit {limit}", r.metrics.counts.cost_usd);
+    assert!(r.metrics.counts.cost_usd > 0.0 && r.transcript.len() > 1, "it ran until the limit");
     assert!(r.error.unwrap().contains("max_cost_usd"));
     // Saved like any other stopped run.
     assert!(r.run_dir.unwrap().join("results.json").exists());

@@ -286,7 +286,7 @@ mod with_the_feature {
         assert_eq!(results.config.prompt_style, troupe_sim::config::PromptStyle::Plain);
         let said: Vec<_> = results.transcript.iter().skip(1).collect();
         assert!(!said.is_empty() && said.iter().all(|e| !e.text.trim().is_empty()), "{said:?}");
-        assert!(results.metrics.completion_tokens > 0 && results.metrics.prompt_tokens > 0);
+        assert!(results.metrics.counts.completion_tokens > 0 && results.metrics.counts.prompt_tokens > 0);
     }
 
     #[test]
@@ -382,11 +382,14 @@ mod with_the_feature {
             rt.block_on(async { SimulationEngine::new(cfg).unwrap().run(plan, RunOptions::default()).await.unwrap() });
         assert!(results.success, "{:?}", results.error);
         let lines = results.transcript.iter().map(|e| format!("[{}] {}: {}", e.turn, e.speaker, e.text)).collect();
-        if results.metrics.errors > 0 {
+        if results.metrics.counts.errors > 0 {
             let m = &results.metrics;
-            eprintln!("errors: {}, of which timeouts: {}; retries: {}", m.errors, m.timeouts, m.retries);
+            eprintln!(
+                "errors: {}, of which timeouts: {}; retries: {}",
+                m.counts.errors, m.counts.timeouts, m.counts.retries
+            );
         }
-        (lines, results.metrics.errors, t0.elapsed().as_secs_f64())
+        (lines, results.metrics.counts.errors, t0.elapsed().as_secs_f64())
     }
 
     /// Issue 14: with one core taken by another process, the quickstart finishes without a

@@ -975,7 +975,7 @@ async fn a_full_simulation_through_the_mock() {
     // Four answers, the scripted 429 and the 500s.
     assert_eq!(m.server_errors() + 1 + 4, m.request_count());
     // Each 500 and the 429 were retried.
-    assert!(results.full_metrics.retries as usize > m.server_errors());
+    assert!(results.full_metrics.counts.retries as usize > m.server_errors());
     // Every request was a streamed chat completion from a persona.
     for r in m.requests() {
         assert_eq!(r.body["stream"], json!(true));

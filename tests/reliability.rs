@@ -320,15 +320,15 @@ async fn faults_never_lose_or_duplicate_a_message_and_counters_add_up() {
     let seqs: Vec<u64> = r.transcript.iter().map(|m| m.seq).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "no duplicate or reordered message");
     let m = &r.full_metrics;
-    assert!(m.errors > 0, "the fault profile produced no failure");
-    assert_eq!(m.api_calls, m.successful_calls + m.errors);
-    assert_eq!(m.errors_by_kind.values().sum::<u64>(), m.errors);
+    assert!(m.counts.errors > 0, "the fault profile produced no failure");
+    assert_eq!(m.counts.api_calls, m.successful_calls + m.counts.errors);
+    assert_eq!(m.errors_by_kind.values().sum::<u64>(), m.counts.errors);
     assert_eq!(m.successful_calls, (r.transcript.len() - 1 + r.passes.len() + r.thoughts.len()) as u64);
     // The journal holds one exchange per successful call, and every retry.
     let j = journal::read_journal(&r.run_dir.unwrap().join(journal::FILE_NAME)).unwrap();
     assert_eq!(j.exchanges().count() as u64, m.successful_calls);
     let retries = j.records.iter().filter(|e| matches!(e, RunEvent::Retry { .. })).count() as u64;
-    assert_eq!(retries, m.retries);
+    assert_eq!(retries, m.counts.retries);
 }
 
 #[cfg(unix)]
@@ -403,9 +403,9 @@ async fn faults_from_a_real_http_server_never_lose_or_duplicate_a_message() {
             assert_eq!(n, 1, "turn {t}, {id}");
         }
     }
-    assert_eq!(m.api_calls, m.successful_calls + m.errors);
-    assert_eq!(m.errors_by_kind.values().sum::<u64>(), m.errors);
-    assert_eq!(m.api_calls as usize, mock.request_count());
+    assert_eq!(m.counts.api_calls, m.successful_calls + m.counts.errors);
+    assert_eq!(m.errors_by_kind.values().sum::<u64>(), m.counts.errors);
+    assert_eq!(m.counts.api_calls as usize, mock.request_count());
     let seqs: Vec<u64> = r.transcript.iter().map(|e| e.seq).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
 }

@@ -800,7 +800,10 @@ async fn a_call_exceeding_persona_timeout_is_retried_and_then_succeeds() {
     assert_eq!(msg.attempts, Some(2));
     assert!(msg.text.contains("attempt 2"), "the answer comes from the retry: {}", msg.text);
     let m = &r.full_metrics;
-    assert_eq!((m.api_calls, m.successful_calls, m.errors, m.timeouts, m.retries), (2, 1, 1, 1, 1));
+    assert_eq!(
+        (m.counts.api_calls, m.successful_calls, m.counts.errors, m.counts.timeouts, m.counts.retries),
+        (2, 1, 1, 1, 1)
+    );
     assert_eq!(m.errors_by_kind.get("timeout"), Some(&1));
     let a = p.attempts();
     assert!(a[1].started - a[0].started >= Duration::from_secs(2), "the retry starts after the timeout");
@@ -831,7 +834,7 @@ async fn retries_back_off_honouring_retry_after_and_the_exponential_ceiling() {
     let r = run(cfg.clone(), p.clone(), ad_hoc(&["sarah_chen"])).await;
     assert!(r.success);
     assert_eq!(spoken(&r)[0].attempts, Some(4));
-    assert_eq!((r.full_metrics.retries, r.full_metrics.errors), (3, 3));
+    assert_eq!((r.full_metrics.counts.retries, r.full_metrics.counts.errors), (3, 3));
     assert_eq!(r.full_metrics.errors_by_kind.get("rate_limited"), Some(&3));
     let a = p.attempts();
     for w in a.windows(2) {
@@ -850,7 +853,7 @@ async fn retries_back_off_honouring_retry_after_and_the_exponential_ceiling() {
     let t0 = Instant::now();
     let r = run(cfg.clone(), p.clone(), ad_hoc(&["sarah_chen"])).await;
     assert!(r.success);
-    assert_eq!(r.full_metrics.retries, 4);
+    assert_eq!(r.full_metrics.counts.retries, 4);
     let policy = RetryPolicy::from_config(&cfg, &cfg.llm.model);
     let gaps: Vec<Duration> = p.attempts().windows(2).map(|w| w[1].started - w[0].started).collect();
     assert_eq!(gaps.len(), 4);
@@ -885,8 +888,8 @@ async fn the_fallback_model_answers_after_the_primary_keeps_failing() {
     }
     assert_eq!(r.models_used, ["fallback-model"]);
     let m = &r.full_metrics;
-    assert_eq!(m.fallbacks, 4, "one switch per call");
-    assert_eq!((m.errors, m.retries, m.api_calls), (8, 8, 12));
+    assert_eq!(m.counts.fallbacks, 4, "one switch per call");
+    assert_eq!((m.counts.errors, m.counts.retries, m.counts.api_calls), (8, 8, 12));
     assert!(
         m.llm_latency_by_model.contains_key("primary-model") && m.llm_latency_by_model.contains_key("fallback-model")
     );
@@ -930,8 +933,8 @@ async fn graceful_degradation_on_skips_the_failing_persona_and_completes() {
     let speakers: BTreeSet<&str> = spoken(&r).iter().map(|e| e.speaker_id.as_str()).collect();
     assert_eq!(speakers, BTreeSet::from(["sarah_chen", "aisha_okafor"]));
     let m = &r.full_metrics;
-    assert_eq!(m.skipped_turns, 6);
-    assert_eq!((m.errors, m.retries), (3 * 3 + 3, 3 * 2), "401 is never retried");
+    assert_eq!(m.counts.skipped_turns, 6);
+    assert_eq!((m.counts.errors, m.counts.retries), (3 * 3 + 3, 3 * 2), "401 is never retried");
 }
 
 #[tokio::test(start_paused = true)]
@@ -979,6 +982,30 @@ async fn graceful_degradation_off_stops_the_run_and_saves_partial_results() {
     let lines = std::fs::read_to_string(run_dir.join("transcript.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 5);
     assert!(run_dir.join("metrics.json").exists());
+}
+
+/// Every attempt ends as a success or an error (none is in flight at the end); every error is
+/// either retried or given up on, and with no consolidation calls each give-up is exactly one
+/// skipped turn (supervisor::fail, retry::decide).
+fn assert_counters_add_up(r: &SimulationResults) {
+    let m = &r.full_metrics;
+    assert_eq!(m.in_flight, 0);
+    assert_eq!(m.counts.api_calls, m.successful_calls + m.counts.errors);
+    assert_eq!(m.errors_by_kind.values().sum::<u64>(), m.counts.errors);
+    assert_eq!(m.counts.retries, m.counts.errors - m.counts.skipped_turns);
+    assert_eq!(m.counts.skipped_turns, r.skipped.len() as u64);
+    assert_eq!(m.counts.timeouts, m.errors_by_kind.get("timeout").copied().unwrap_or(0));
+    assert_eq!(m.successful_calls as usize, spoken(r).len() + r.thoughts.len() + r.passes.len());
+    assert_eq!(m.messages as usize, r.transcript.len());
+    for kind in ["rate_limited", "server", "timeout"] {
+        assert!(m.errors_by_kind.get(kind).copied().unwrap_or(0) > 0, "{kind} happened: {:?}", m.errors_by_kind);
+    }
+    assert_eq!(m.errors_by_kind.len(), 3, "{:?}", m.errors_by_kind);
+    assert!(
+        m.counts.retries > 0 && !r.skipped.is_empty(),
+        "the profile exercised retries ({}) and skips",
+        m.counts.retries
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1040,37 +1067,29 @@ async fn under_a_fault_profile_every_turn_is_accounted_for_and_counters_add_up()
         .collect();
     assert_eq!(saved, r.transcript);
 
-    // Counters. Every attempt ends as a success or an error (none is in flight at the end);
-    // every error is either retried or given up on, and with no consolidation calls each
-    // give-up is exactly one skipped turn (supervisor::on_done, policy::decide).
+    assert_counters_add_up(&r);
     let m = &r.full_metrics;
-    assert_eq!(m.in_flight, 0);
-    assert_eq!(m.api_calls, m.successful_calls + m.errors);
-    assert_eq!(m.errors_by_kind.values().sum::<u64>(), m.errors);
-    assert_eq!(m.retries, m.errors - m.skipped_turns);
-    assert_eq!(m.skipped_turns, r.skipped.len() as u64);
-    assert_eq!(m.timeouts, m.errors_by_kind.get("timeout").copied().unwrap_or(0));
-    assert_eq!(m.successful_calls as usize, spoken(&r).len() + r.thoughts.len() + r.passes.len());
-    assert_eq!(m.messages as usize, r.transcript.len());
-    for kind in ["rate_limited", "server", "timeout"] {
-        assert!(m.errors_by_kind.get(kind).copied().unwrap_or(0) > 0, "{kind} happened: {:?}", m.errors_by_kind);
-    }
-    assert_eq!(m.errors_by_kind.len(), 3, "{:?}", m.errors_by_kind);
-    assert!(m.retries > 0 && !r.skipped.is_empty(), "the profile exercised retries ({}) and skips", m.retries);
     // Attempts: messages say how many they took; skips took max_retries + 1.
     let tries = |e: &&TranscriptEntry| e.attempts.unwrap() as u64;
     let known: u64 = spoken(&r).iter().map(tries).sum::<u64>() + 3 * r.skipped.len() as u64;
     let quiet = (r.thoughts.len() + r.passes.len()) as u64;
-    assert!(known + quiet <= m.api_calls && m.api_calls <= known + 3 * quiet, "{known} + {quiet} vs {}", m.api_calls);
+    assert!(
+        known + quiet <= m.counts.api_calls && m.counts.api_calls <= known + 3 * quiet,
+        "{known} + {quiet} vs {}",
+        m.counts.api_calls
+    );
     // The fallback takes over exactly at the third attempt.
     for e in spoken(&r) {
         let on_fallback = e.attempts == Some(3);
         assert_eq!(e.model.as_deref(), Some(if on_fallback { "fallback-model" } else { "primary-model" }), "{e:?}");
     }
     let switched = spoken(&r).iter().filter(|e| e.attempts == Some(3)).count() as u64 + r.skipped.len() as u64;
-    assert!(switched <= m.fallbacks && m.fallbacks <= switched + quiet);
+    assert!(switched <= m.counts.fallbacks && m.counts.fallbacks <= switched + quiet);
     // The headline metrics in results.json are the same counters.
-    assert_eq!((r.metrics.api_calls, r.metrics.errors, r.metrics.retries), (m.api_calls, m.errors, m.retries));
+    assert_eq!(
+        (r.metrics.counts.api_calls, r.metrics.counts.errors, r.metrics.counts.retries),
+        (m.counts.api_calls, m.counts.errors, m.counts.retries)
+    );
 
     // And the faulty run is as reproducible as a clean one.
     let again = run(cfg.clone(), Arc::new(simulated(&cfg)), RunPlan::ad_hoc(TOPIC, personas(&ids))).await;
@@ -1102,7 +1121,7 @@ async fn a_panicking_persona_is_restarted_with_its_memory() {
         }
     }
     let new = new.expect("persona 1 came back");
-    assert_eq!(h.metrics().await.unwrap().restarts, 1);
+    assert_eq!(h.metrics().await.unwrap().counts.restarts, 1);
     let after = memory_of(&new).await;
     assert!(after.len() >= before.len());
     assert_eq!(&after.events()[..before.len()], before.events(), "memory from before the crash is intact");
@@ -1110,9 +1129,9 @@ async fn a_panicking_persona_is_restarted_with_its_memory() {
 
     let r = h.wait().await.unwrap();
     assert!(r.success, "{:?}", r.error);
-    assert_eq!(r.metrics.restarts, 1);
+    assert_eq!(r.metrics.counts.restarts, 1);
     assert_one_outcome_each(&r, three, 4);
-    assert_eq!(r.full_metrics.api_calls, 12);
+    assert_eq!(r.full_metrics.counts.api_calls, 12);
 }
 
 #[tokio::test(start_paused = true)]
@@ -1127,11 +1146,11 @@ async fn a_persona_that_panics_while_acting_is_asked_again_and_speaks_once() {
     h.persona(1).unwrap().cast(PersonaMsg::Crash).unwrap();
     let r = h.wait().await.unwrap();
     assert!(r.success, "{:?}", r.error);
-    assert_eq!(r.metrics.restarts, 1);
+    assert_eq!(r.metrics.counts.restarts, 1);
     assert_one_outcome_each(&r, three, 3);
     assert_seq_is_the_position(&r);
     // The answer to the lost act is ignored; the restarted persona asks once more.
-    assert_eq!(r.full_metrics.api_calls, 10);
+    assert_eq!(r.full_metrics.counts.api_calls, 10);
 }
 
 #[tokio::test(start_paused = true)]
@@ -1168,7 +1187,7 @@ async fn a_restart_racing_with_delivery_loses_nothing_the_persona_heard() {
     );
     let r = h.wait().await.unwrap();
     assert!(r.success, "{:?}", r.error);
-    assert_eq!(r.metrics.restarts, 1);
+    assert_eq!(r.metrics.counts.restarts, 1);
     assert_one_outcome_each(&r, three, 3);
     let sarah2 = spoken(&r).into_iter().find(|e| e.turn == 2 && e.speaker_id == "sarah_chen").unwrap().text.clone();
     let marcus2: Vec<Attempt> =

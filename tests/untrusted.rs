@@ -538,7 +538,7 @@ async fn replayed_exchanges_are_free_and_instant() {
         .expect("resume");
     let again = handle.wait().await.unwrap();
     assert!(again.success, "{:?}", again.error);
-    assert_eq!(again.metrics.api_calls, first.metrics.api_calls);
+    assert_eq!(again.metrics.counts.api_calls, first.metrics.counts.api_calls);
     assert!(t0.elapsed() < Duration::from_secs(1), "replayed exchanges waited {:?} for pacing", t0.elapsed());
 }
 

@@ -139,13 +139,13 @@ impl MetricsState {
         let s = &mut self.snap;
         match msg {
             MetricsMsg::CallStarted { queued_us } => {
-                s.api_calls += 1;
+                s.counts.api_calls += 1;
                 s.in_flight += 1;
                 record(&mut self.queue, queued_us);
             }
             MetricsMsg::CallSucceeded { model, persona: _, latency_us, usage, cost_usd, cost_usd_estimated } => {
                 match cost_usd {
-                    Some(c) => s.cost_usd += c,
+                    Some(c) => s.counts.cost_usd += c,
                     None => {
                         if !s.unpriced_models.contains(&model) {
                             s.unpriced_models.push(model.clone());
@@ -154,30 +154,30 @@ impl MetricsState {
                 }
                 s.in_flight = s.in_flight.saturating_sub(1);
                 s.successful_calls += 1;
-                s.prompt_tokens += usage.prompt_tokens;
-                s.completion_tokens += usage.completion_tokens;
+                s.counts.prompt_tokens += usage.prompt_tokens;
+                s.counts.completion_tokens += usage.completion_tokens;
                 let estimated = usage.estimated_part();
                 s.prompt_tokens_estimated += estimated.prompt_tokens;
                 s.completion_tokens_estimated += estimated.completion_tokens;
-                s.cost_usd_estimated += cost_usd_estimated;
+                s.counts.cost_usd_estimated += cost_usd_estimated;
                 self.counters = self.counters.union(usage.estimated_by);
                 record(&mut self.latency, latency_us);
                 record(self.by_model.entry(model).or_insert_with(hist), latency_us);
             }
             MetricsMsg::CallFailed { model, kind, latency_us } => {
                 s.in_flight = s.in_flight.saturating_sub(1);
-                s.errors += 1;
+                s.counts.errors += 1;
                 *s.errors_by_kind.entry(kind.as_str().to_string()).or_default() += 1;
                 if kind == ErrorKind::Timeout {
-                    s.timeouts += 1;
+                    s.counts.timeouts += 1;
                 }
                 record(&mut self.latency, latency_us);
                 record(self.by_model.entry(model).or_insert_with(hist), latency_us);
             }
-            MetricsMsg::Retry => s.retries += 1,
-            MetricsMsg::Fallback => s.fallbacks += 1,
-            MetricsMsg::Skipped => s.skipped_turns += 1,
-            MetricsMsg::Restart => s.restarts += 1,
+            MetricsMsg::Retry => s.counts.retries += 1,
+            MetricsMsg::Fallback => s.counts.fallbacks += 1,
+            MetricsMsg::Skipped => s.counts.skipped_turns += 1,
+            MetricsMsg::Restart => s.counts.restarts += 1,
             MetricsMsg::Message => s.messages += 1,
             MetricsMsg::PersonaResponse { persona, us } => {
                 record(&mut self.persona_response, us);
@@ -195,13 +195,14 @@ impl MetricsState {
     pub fn snapshot(&self) -> MetricsSnapshot {
         let mut s = self.snap.clone();
         s.elapsed_s = self.started.elapsed().as_secs_f64();
-        s.total_tokens = s.prompt_tokens + s.completion_tokens;
-        s.tokens_estimated = s.prompt_tokens_estimated + s.completion_tokens_estimated;
+        s.counts.total_tokens = s.counts.prompt_tokens + s.counts.completion_tokens;
+        s.counts.tokens_estimated = s.prompt_tokens_estimated + s.completion_tokens_estimated;
         s.tokens_estimated_by = self.counters.names().into_iter().map(String::from).collect();
-        s.tokens_estimate_note = estimate_note(&s);
+        s.counts.tokens_estimate_note = estimate_note(&s);
         s.throughput_per_min = if s.elapsed_s > 0.0 { s.messages as f64 * 60.0 / s.elapsed_s } else { 0.0 };
-        s.calls_per_message = if s.messages > 0 { s.api_calls as f64 / s.messages as f64 } else { 0.0 };
-        s.error_rate = if s.api_calls > 0 { s.errors as f64 / s.api_calls as f64 } else { 0.0 };
+        s.counts.calls_per_message = if s.messages > 0 { s.counts.api_calls as f64 / s.messages as f64 } else { 0.0 };
+        s.counts.error_rate =
+            if s.counts.api_calls > 0 { s.counts.errors as f64 / s.counts.api_calls as f64 } else { 0.0 };
         s.llm_latency = percentiles(&self.latency);
         s.llm_latency_by_model = self.by_model.iter().map(|(k, h)| (k.clone(), percentiles(h))).collect();
         s.persona_response = percentiles(&self.persona_response);
@@ -224,15 +225,15 @@ impl Default for MetricsState {
 /// What is estimated in `s` and how, in one sentence; `None` when the servers reported every
 /// token.
 fn estimate_note(s: &MetricsSnapshot) -> Option<String> {
-    if s.tokens_estimated == 0 {
+    if s.counts.tokens_estimated == 0 {
         return None;
     }
     let approximate = s.tokens_estimated_by.iter().any(|c| c == "approximate");
     let mut note = format!(
         "{} of {} tokens are estimates: the server reported no usage for some calls, so they were counted with {}{}; \
          an estimated reply never counts more than its request's max_tokens",
-        s.tokens_estimated,
-        s.total_tokens,
+        s.counts.tokens_estimated,
+        s.counts.total_tokens,
         s.tokens_estimated_by.join(" and "),
         if approximate {
             " (the approximate counter, for models whose tokenizer is unknown, runs about 20% high)"
@@ -240,8 +241,8 @@ fn estimate_note(s: &MetricsSnapshot) -> Option<String> {
             ""
         },
     );
-    if s.cost_usd_estimated > 0.0 {
-        note.push_str(&format!("; ${:.6} of the cost is priced from them", s.cost_usd_estimated));
+    if s.counts.cost_usd_estimated > 0.0 {
+        note.push_str(&format!("; ${:.6} of the cost is priced from them", s.counts.cost_usd_estimated));
     }
     Some(note)
 }
@@ -310,16 +311,16 @@ mod tests {
         s.apply(MetricsMsg::CallStarted { queued_us: 0 });
         s.apply(MetricsMsg::CallFailed { model: "m".into(), kind: ErrorKind::Timeout, latency_us: 5 });
         let snap = s.snapshot();
-        assert_eq!(snap.api_calls, 101);
-        assert_eq!(snap.errors, 1);
-        assert_eq!(snap.timeouts, 1);
+        assert_eq!(snap.counts.api_calls, 101);
+        assert_eq!(snap.counts.errors, 1);
+        assert_eq!(snap.counts.timeouts, 1);
         assert_eq!(snap.in_flight, 0);
-        assert_eq!(snap.total_tokens, 1500);
+        assert_eq!(snap.counts.total_tokens, 1500);
         assert!((snap.llm_latency_by_model["m"].p50_ms - 50.0).abs() < 1.0);
-        assert!((snap.calls_per_message - 1.01).abs() < 1e-9);
+        assert!((snap.counts.calls_per_message - 1.01).abs() < 1e-9);
         let bucketed: u64 = snap.latency_buckets.iter().map(|b| b.1).sum();
         assert_eq!(bucketed, 101);
-        assert_eq!((snap.tokens_estimated, snap.tokens_estimate_note.as_deref()), (0, None));
+        assert_eq!((snap.counts.tokens_estimated, snap.counts.tokens_estimate_note.as_deref()), (0, None));
         let json = serde_json::to_value(&snap).unwrap();
         assert!(json.as_object().unwrap().keys().all(|k| !k.contains("estimat")), "{json}");
     }
@@ -351,14 +352,17 @@ mod tests {
         };
         s.apply(ok(approximate, 0.0005, 0.0001));
         let snap = s.snapshot();
-        assert_eq!((snap.prompt_tokens, snap.completion_tokens, snap.total_tokens), (180, 35, 215));
         assert_eq!(
-            (snap.prompt_tokens_estimated, snap.completion_tokens_estimated, snap.tokens_estimated),
+            (snap.counts.prompt_tokens, snap.counts.completion_tokens, snap.counts.total_tokens),
+            (180, 35, 215)
+        );
+        assert_eq!(
+            (snap.prompt_tokens_estimated, snap.completion_tokens_estimated, snap.counts.tokens_estimated),
             (50, 15, 65)
         );
-        assert!((snap.cost_usd_estimated - 0.0011).abs() < 1e-12);
+        assert!((snap.counts.cost_usd_estimated - 0.0011).abs() < 1e-12);
         assert_eq!(snap.tokens_estimated_by, ["approximate", "tiktoken o200k_base"]);
-        let note = snap.tokens_estimate_note.unwrap();
+        let note = snap.counts.tokens_estimate_note.unwrap();
         assert!(note.starts_with("65 of 215 tokens are estimates"), "{note}");
         assert!(
             note.contains("tiktoken o200k_base") && note.contains("20% high") && note.contains("max_tokens"),

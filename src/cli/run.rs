@@ -135,7 +135,7 @@ pub async fn drive(
                 if let Some(m) = handle.metrics().await {
                     pb.set_message(format!(
                         "{} msgs | {} in flight | {} errors | p50 {:.0} ms | {} tokens | ${:.4}",
-                        m.messages, m.in_flight, m.errors, m.llm_latency.p50_ms, m.total_tokens, m.cost_usd
+                        m.messages, m.in_flight, m.counts.errors, m.llm_latency.p50_ms, m.counts.total_tokens, m.counts.cost_usd
                     ));
                 }
             },
@@ -181,9 +181,9 @@ fn report(results: &SimulationResults, run_dir: Option<&std::path::Path>, mode: 
             if results.success { "finished" } else { "stopped" },
             results.completed_turns,
             m.total_messages,
-            m.api_calls,
-            m.errors,
-            m.total_tokens,
+            m.counts.api_calls,
+            m.counts.errors,
+            m.counts.total_tokens,
             m.duration
         );
         if let Some(n) = &results.notice {

@@ -88,7 +88,7 @@ async fn run_async(g: &GlobalArgs, a: StressArgs) -> anyhow::Result<ExitCode> {
         }
         Progress::Live { workers, metrics: m } => pb.set_message(format!(
             "{workers} worker(s): {} calls | {} in flight | {} errors | p99 {:.0} ms",
-            m.api_calls, m.in_flight, m.errors, m.llm_latency.p99_ms
+            m.counts.api_calls, m.in_flight, m.counts.errors, m.llm_latency.p99_ms
         )),
         Progress::Finished { index, total, result: r } => {
             pb.set_position(index as u64 + 1);

@@ -26,59 +26,17 @@ pub struct ResultsMetrics {
     pub duration: f64,
     /// Transcript messages (the opening and moderator messages included).
     pub total_messages: u64,
-    /// Tokens sent plus received.
-    pub total_tokens: u64,
-    /// Call attempts.
-    pub api_calls: u64,
-    /// Failed call attempts.
-    pub errors: u64,
+    /// Calls, errors, tokens and cost: the metrics actor's own counters.
+    #[serde(flatten)]
+    pub counts: crate::record::metrics::Counts,
     /// Mean time for a persona to get its answer (retries included), seconds.
     pub average_response_time: f64,
-    /// Tokens sent.
-    pub prompt_tokens: u64,
-    /// Tokens received.
-    pub completion_tokens: u64,
-    /// Retries scheduled.
-    pub retries: u64,
-    /// Attempts that timed out.
-    pub timeouts: u64,
-    /// Calls moved to the fallback model.
-    pub fallbacks: u64,
-    /// Persona turns skipped.
-    pub skipped_turns: u64,
-    /// Persona actors restarted.
-    pub restarts: u64,
     /// Messages per minute.
     pub throughput_per_min: f64,
-    /// Call attempts per message.
-    pub calls_per_message: f64,
-    /// Failed attempts / attempts.
-    pub error_rate: f64,
-    /// USD spent (models with a price in the pricing table).
-    pub cost_usd: f64,
-    /// Of `total_tokens`, how many are estimates: counted by troupe-sim because the server
-    /// reported no usage for those calls. Left out (with the next two) when the server reported
-    /// every token.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub tokens_estimated: u64,
-    /// Of `cost_usd`, how much was priced from estimated tokens.
-    #[serde(default, skip_serializing_if = "is_zero_f64")]
-    pub cost_usd_estimated: f64,
-    /// What is estimated and how (the counters, the `max_tokens` cap).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tokens_estimate_note: Option<String>,
     /// Median call latency, seconds.
     pub latency_p50: f64,
     /// 99th percentile call latency, seconds.
     pub latency_p99: f64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-fn is_zero_f64(n: &f64) -> bool {
-    *n == 0.0
 }
 
 /// The settings the run used.

@@ -227,11 +227,11 @@ fn summary(h: &ResultsHead) -> Markup {
             dl.metrics {
                 dt { "Duration" } dd { (duration(m.duration)) }
                 dt { "Messages" } dd { (m.total_messages) }
-                dt { "API calls" } dd { (m.api_calls) }
-                dt { "Errors" } dd { (m.errors) }
-                dt { "Retries" } dd { (m.retries) }
-                dt { "Tokens" } dd { (m.total_tokens) " (" (m.prompt_tokens) " in, " (m.completion_tokens) " out)" }
-                dt { "Cost" } dd { (format!("${:.4}", m.cost_usd)) }
+                dt { "API calls" } dd { (m.counts.api_calls) }
+                dt { "Errors" } dd { (m.counts.errors) }
+                dt { "Retries" } dd { (m.counts.retries) }
+                dt { "Tokens" } dd { (m.counts.total_tokens) " (" (m.counts.prompt_tokens) " in, " (m.counts.completion_tokens) " out)" }
+                dt { "Cost" } dd { (format!("${:.4}", m.counts.cost_usd)) }
                 dt { "Latency p50 / p99" }
                 dd { (format!("{:.0} / {:.0} ms", m.latency_p50 * 1000.0, m.latency_p99 * 1000.0)) }
                 dt { "Throughput" } dd { (format!("{:.1} msg/min", m.throughput_per_min)) }

@@ -100,7 +100,7 @@ fn cells(r: &Row, running: bool) -> [String; 6] {
             h.started_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
             duration(h.metrics.duration),
             h.metrics.total_messages.to_string(),
-            format!("${:.4}", h.metrics.cost_usd),
+            format!("${:.4}", h.metrics.counts.cost_usd),
         ],
         (None, false) => {
             let t: chrono::DateTime<chrono::Utc> = r.modified.into();
