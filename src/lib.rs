@@ -51,7 +51,8 @@
 //! - [`validation`]: persona checks (`troupe personas check`): a seeded interview through the
 //!   run's provider, then a judge model's JSON verdict against expectations and the persona's
 //!   facts; the same judge scores a run's messages (`in_character`).
-//! - [`rng`], [`fsutil`]: stable seeded randomness and hashing; atomic writes.
+//! - [`rng`], [`fsutil`]: stable seeded randomness and hashing (every random stream of a run is
+//!   derived in one place, `rng::stream` with a named `rng::Stream`); atomic writes.
 //! - [`text`]: text rules the analysis reports and the local model's reply check acts on
 //!   (words, the near-duplicate measure, what makes a persona line readable).
 //! - [`web`]: the web app (`troupe serve`): pages, live runs over server-sent events, security.

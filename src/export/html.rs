@@ -12,7 +12,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::{ExportError, Exporter, name_of};
 use crate::analysis::{ConversationAnalysis, charts};
-use crate::record::results::{ResultsMetrics, SimulationResults};
+use crate::record::results::SimulationResults;
 use crate::record::transcript::TranscriptEntry;
 
 /// The HTML page.
@@ -137,7 +137,7 @@ pub fn page(r: &SimulationResults, a: &ConversationAnalysis, charts: &[charts::C
         h2 { "Transcript" }
         @for e in &r.transcript { (message(e)) }
         h2 { "Metrics" }
-        (kv_table(&metric_rows(&r.metrics), true))
+        (kv_table(&super::metric_rows(&r.metrics), true))
     };
     document(&format!("{} · {}", r.scenario, r.run_id), body).into_string()
 }
@@ -202,26 +202,6 @@ fn message(e: &TranscriptEntry) -> Markup {
             div.text { (e.text) }
         }
     }
-}
-
-/// The run's headline figures, as label and value.
-fn metric_rows(m: &ResultsMetrics) -> [(&'static str, String); 14] {
-    [
-        ("duration (s)", format!("{:.2}", m.duration)),
-        ("messages", m.total_messages.to_string()),
-        ("API calls", m.counts.api_calls.to_string()),
-        ("errors", m.counts.errors.to_string()),
-        ("retries", m.counts.retries.to_string()),
-        ("timeouts", m.counts.timeouts.to_string()),
-        ("fallbacks", m.counts.fallbacks.to_string()),
-        ("skipped turns", m.counts.skipped_turns.to_string()),
-        ("prompt tokens", m.counts.prompt_tokens.to_string()),
-        ("completion tokens", m.counts.completion_tokens.to_string()),
-        ("cost (USD)", format!("{:.4}", m.counts.cost_usd)),
-        ("mean response time (s)", format!("{:.3}", m.average_response_time)),
-        ("latency p50 / p99 (s)", format!("{:.3} / {:.3}", m.latency_p50, m.latency_p99)),
-        ("throughput (messages/min)", format!("{:.1}", m.throughput_per_min)),
-    ]
 }
 
 /// An SVG document ready to sit inside HTML: without an XML declaration, if it has one.

@@ -160,22 +160,7 @@ fn mentions(s: &mut String, r: &SimulationResults, a: &ConversationAnalysis) {
 fn metrics(s: &mut String, r: &SimulationResults) {
     let m = &r.metrics;
     s.push_str("\n## Metrics\n\n| metric | value |\n| --- | ---: |\n");
-    let rows: [(&str, String); 14] = [
-        ("duration (s)", format!("{:.2}", m.duration)),
-        ("messages", m.total_messages.to_string()),
-        ("API calls", m.counts.api_calls.to_string()),
-        ("errors", m.counts.errors.to_string()),
-        ("retries", m.counts.retries.to_string()),
-        ("timeouts", m.counts.timeouts.to_string()),
-        ("fallbacks", m.counts.fallbacks.to_string()),
-        ("skipped turns", m.counts.skipped_turns.to_string()),
-        ("prompt tokens", m.counts.prompt_tokens.to_string()),
-        ("completion tokens", m.counts.completion_tokens.to_string()),
-        ("cost (USD)", format!("{:.4}", m.counts.cost_usd)),
-        ("mean response time (s)", format!("{:.3}", m.average_response_time)),
-        ("latency p50 / p99 (s)", format!("{:.3} / {:.3}", m.latency_p50, m.latency_p99)),
-        ("throughput (messages/min)", format!("{:.1}", m.throughput_per_min)),
-    ];
+    let rows = super::metric_rows(m);
     for (k, v) in rows {
         let _ = writeln!(s, "| {k} | {v} |");
     }
