@@ -1039,7 +1039,7 @@ pub fn load_run(path: &Path) -> Result<SimulationResults, AnalysisError> {
 
 /// Writes `analysis.json` into `dir` and, with `charts`, the SVG charts into `dir/charts/`.
 /// Every file is written atomically. Library users call it after
-/// [`crate::record::results::save_results`]; the engine does when `output.auto_analysis` is on.
+/// [`crate::record::results::save_results`]; [`crate::review`] does when `output.auto_analysis` is on.
 pub fn save_analysis(
     results: &SimulationResults,
     dir: &Path,
