@@ -441,7 +441,10 @@ async fn a_ten_thousand_message_transcript_opens_quickly() {
     assert!(page.contains("10000 message(s) · page 1 of 100"), "the header counts every message");
     assert_eq!(page.matches("class=\"msg\"").count(), 100, "one page");
     eprintln!("10,000-message transcript: first page in {took:?}");
-    assert!(took < Duration::from_millis(300), "took {took:?}");
+    // Not a speed target (benches hold those): a bound that only quadratic work over the run
+    // (a scan of every message per message) would break, wide enough for a debug build on a
+    // machine busy with other builds.
+    assert!(took < Duration::from_secs(3), "took {took:?}");
     let (_, _, p50) = get(&e.state, "/runs/big-run?page=50").await;
     assert!(p50.contains("Message 4900:") && p50.contains("page 50 of 100"));
     let (_, _, found) = get(&e.state, "/runs/big-run?q=message+9999%3A").await;
