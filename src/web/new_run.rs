@@ -19,7 +19,7 @@ use super::error::WebError;
 use super::live::{ProviderChoice, engine_for, start_run};
 use super::security::percent_decode;
 use super::state::AppState;
-use super::templates::{Nav, csrf_field, page as layout};
+use super::templates::{Nav, csrf_field, page as layout, provider_select};
 
 /// The scenario files offered: `*.ron` directly in the scenarios folder.
 fn scenario_files(st: &AppState) -> Vec<String> {
@@ -131,13 +131,7 @@ fn settings(st: &AppState, cfg: &SimulationConfig) -> Markup {
                 }
             }
             " "
-            label {
-                "Provider "
-                select name="provider" {
-                    option value="configured" { "configured (" (st.provider.name()) ")" }
-                    option value="simulated" { "simulated (offline, synthetic text)" }
-                }
-            }
+            (provider_select(st.provider.name(), "simulated (offline, synthetic text)"))
             " "
             label { "Model " input name="model" value=(cfg.llm.model); } " "
             label {

@@ -21,7 +21,7 @@ use crate::prompt::generate::{GenerateRequest, MAX_COUNT, generate_personas};
 
 use super::error::WebError;
 use super::state::AppState;
-use super::templates::{Nav, csrf_field, page as layout};
+use super::templates::{Nav, csrf_field, page as layout, provider_select};
 
 /// The builder form: the native schema's fields as text.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -295,13 +295,7 @@ fn generate_form(st: &AppState) -> Markup {
                     " "
                     label { "How many " input type="number" name="count" min="1" max=(MAX_COUNT) value="3"; }
                     " "
-                    label {
-                        "Provider "
-                        select name="provider" {
-                            option value="configured" { "configured (" (st.provider.name()) ")" }
-                            option value="simulated" { "simulated (offline drafts)" }
-                        }
-                    }
+                    (provider_select(st.provider.name(), "simulated (offline drafts)"))
                 }
                 p {
                     button { "Draft personas" } " "

@@ -101,6 +101,20 @@ pub fn csrf_field(csrf: &str) -> Markup {
     html! { input type="hidden" name="csrf" value=(csrf); }
 }
 
+/// The provider choice of a form: the server's configured provider, or the simulated one
+/// (`simulated` says what it gives on that page).
+pub fn provider_select(configured: &str, simulated: &str) -> Markup {
+    html! {
+        label {
+            "Provider "
+            select name="provider" {
+                option value="configured" { "configured (" (configured) ")" }
+                option value="simulated" { (simulated) }
+            }
+        }
+    }
+}
+
 /// Seconds as "1.2 s" or "3 min 4 s".
 pub fn duration(s: f64) -> String {
     if s < 60.0 { format!("{s:.1} s") } else { format!("{} min {} s", (s / 60.0) as u64, (s % 60.0) as u64) }
