@@ -8,7 +8,9 @@ pub mod schema;
 
 use std::path::{Path, PathBuf};
 
-pub use check::{ResolvedAction, ResolvedIntervention, ResolvedScenario, check_scenario, resolve};
+pub use check::{
+    ResolvedAction, ResolvedIntervention, ResolvedScenario, check_scenario, database_for, resolve, uses_database,
+};
 pub use plan::{Fork, RunPlan};
 pub use schema::*;
 
@@ -49,6 +51,22 @@ pub enum ScenarioError {
     /// Personas could not be loaded.
     #[error(transparent)]
     Persona(#[from] crate::persona::PersonaError),
+    /// The scenario names personas of the database (`Id`, `Sample`) and the database could not
+    /// be read.
+    #[error(
+        "{}: the scenario takes personas from the database (simulation.personas_file = {}), which could not be read: {source}\n  hint: point simulation.personas_file at your persona file or folder (config file, TROUPE_SIMULATION__PERSONAS_FILE, or --set simulation.personas_file=PATH; a relative path is read from the current folder), or give the personas in the scenario with File(\"...\") or inline",
+        scenario.display(),
+        database.display()
+    )]
+    Database {
+        /// The scenario file.
+        scenario: PathBuf,
+        /// `simulation.personas_file`.
+        database: PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: crate::persona::PersonaError,
+    },
 }
 
 /// Reads and parses a scenario file.

@@ -273,3 +273,65 @@ fn run_with_an_unknown_persona_exits_2_with_a_suggestion() {
     );
     assert!(!out.path().join("conversations").exists(), "nothing is written for a bad command");
 }
+
+/// A scenario that brings its own personas (`File(...)`, inline) runs from any folder: the
+/// default persona database (`data/personas.agents.json`, relative to the current folder) is
+/// read only when the scenario names personas of it. When it does and the database is missing,
+/// the error names the scenario, the setting and how to point it elsewhere.
+#[test]
+fn a_scenario_with_its_own_personas_runs_from_any_folder() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let scen = tempfile::tempdir().unwrap();
+    for f in ["lisa_carter.agent.json", "mei_tanaka.agent.json"] {
+        fs::copy(Path::new(support::cli::ROOT).join("data/agents").join(f), scen.path().join(f)).unwrap();
+    }
+    let own = scen.path().join("own.ron");
+    fs::write(
+        &own,
+        r#"Scenario(name: "own", topic: "Should the library open on Sundays?", turns: 1,
+            personas: [File("lisa_carter.agent.json"), File("mei_tanaka.agent.json"),
+                       Inline({"id": "ana", "name": "Ana", "role": "librarian", "description": "Runs the branch library.",
+                               "personality": {"traits": ["calm"], "goals": ["keep it open"], "style": "plain"}})],
+            variants: {"more": (add_personas: [Inline({"id": "bo", "name": "Bo", "role": "student", "description": "Studies there at weekends.",
+                               "personality": {"traits": ["busy"], "goals": ["a quiet desk"], "style": "short"}})])})"#,
+    )
+    .unwrap();
+    let from_db = scen.path().join("from_db.ron");
+    fs::write(&from_db, r#"Scenario(name: "db", topic: "Sundays?", turns: 1, personas: [Id("sarah_chen")])"#).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let run = |args: &[&std::ffi::OsStr]| {
+        support::cli::troupe_in(elsewhere.path())
+            .args(args)
+            .args(["--set", "llm.provider=simulated", "--quiet"])
+            .output()
+            .unwrap()
+    };
+    let o = run(&["run".as_ref(), own.as_os_str(), "--output-dir".as_ref(), out.path().as_os_str()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let results = read_json(&run_dir(out.path()).join("results.json"));
+    let ids: Vec<&str> = results["agents"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    let o = support::cli::troupe_in(elsewhere.path()).args(["scenario", "check"]).arg(&own).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&[
+        "experiment".as_ref(),
+        own.as_os_str(),
+        "--variants".as_ref(),
+        "baseline,more".as_ref(),
+        "--runs".as_ref(),
+        "1".as_ref(),
+        "--output-dir".as_ref(),
+        out.path().as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let o = run(&["run".as_ref(), from_db.as_os_str(), "--output-dir".as_ref(), out.path().as_os_str()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("from_db.ron")
+            && err.contains("simulation.personas_file = data/personas.agents.json")
+            && err.contains("--set simulation.personas_file="),
+        "{err}"
+    );
+}

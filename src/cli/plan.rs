@@ -108,7 +108,7 @@ pub fn load(g: &GlobalArgs, a: &PlanArgs, flags: &Flags) -> anyhow::Result<(RunP
             let s = scenario::load_scenario(path)?;
             let layer = scenario_layer(path, &scenario_overrides(&s, a.variant.as_deref()))?;
             let cfg = super::load_config(g, Some(layer), flags)?.config;
-            let db = PersonaDatabase::load(&cfg.simulation.personas_file)?;
+            let db = scenario::database_for(&s, path, a.variant.as_deref(), &cfg.simulation.personas_file)?;
             let resolved = scenario::resolve(
                 &s,
                 path,

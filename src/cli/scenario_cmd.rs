@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use troupe_sim::config::scenario_layer;
-use troupe_sim::persona::PersonaDatabase;
 use troupe_sim::scenario::{self, check::scenario_overrides};
 
 use super::GlobalArgs;
@@ -44,7 +43,7 @@ fn check(g: &GlobalArgs, a: CheckArgs) -> anyhow::Result<ExitCode> {
         let cfg = super::load_config(g, Some(layer), &super::Flags::default())
             .map_err(|e| e.context(format!("variant {}", variant.unwrap_or("(none)"))))?
             .config;
-        let db = PersonaDatabase::load(&cfg.simulation.personas_file)?;
+        let db = scenario::database_for(&s, &a.file, variant, &cfg.simulation.personas_file)?;
         let r = scenario::resolve(
             &s,
             &a.file,

@@ -91,7 +91,15 @@ impl Planner for ScenarioPlanner {
         let err = |message: String| ExperimentError::Plan { variant: variant.to_string(), message };
         let mut cfg = self.config(Some(variant))?;
         cfg.simulation.run_seed = run_seed;
-        let db = self.db(&cfg.simulation.personas_file).map_err(|e| err(e.to_string()))?;
+        let db = if crate::scenario::uses_database(&self.scenario, self.variant_of(variant)) {
+            let database = cfg.simulation.personas_file.clone();
+            self.db(&database).map_err(|source| {
+                err(crate::scenario::ScenarioError::Database { scenario: self.path.clone(), database, source }
+                    .to_string())
+            })?
+        } else {
+            Arc::new(PersonaDatabase::default())
+        };
         let resolved = resolve(
             &self.scenario,
             &self.path,

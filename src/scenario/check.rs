@@ -147,6 +147,37 @@ pub fn resolve(
 }
 
 /// The variant named `v`; `None`, with a problem that names the nearest one, when there is none.
+/// Whether the scenario (with `variant`, or with any variant when `None`) takes personas from
+/// the database (`Id`, `Sample`), which only then has to be read.
+pub fn uses_database(s: &Scenario, variant: Option<&str>) -> bool {
+    let from_db = |r: &PersonaRef| matches!(r, PersonaRef::Id(_) | PersonaRef::Sample { .. });
+    let added = s.interventions.iter().filter_map(|i| match &i.action {
+        Action::AddPersona(r) => Some(r),
+        _ => None,
+    });
+    let variants = s.variants.iter().filter(|(name, _)| variant.is_none_or(|v| v == name.as_str()));
+    s.personas.iter().chain(added).any(from_db) || variants.flat_map(|(_, v)| &v.add_personas).any(from_db)
+}
+
+/// The persona database a scenario needs: read from `personas_file` when the scenario takes
+/// personas from it, empty otherwise (a scenario that brings its own personas runs anywhere,
+/// whether or not the default database exists).
+pub fn database_for(
+    s: &Scenario,
+    scenario_path: &Path,
+    variant: Option<&str>,
+    personas_file: &Path,
+) -> Result<PersonaDatabase, ScenarioError> {
+    if !uses_database(s, variant) {
+        return Ok(PersonaDatabase::default());
+    }
+    PersonaDatabase::load(personas_file).map_err(|source| ScenarioError::Database {
+        scenario: scenario_path.to_path_buf(),
+        database: personas_file.to_path_buf(),
+        source,
+    })
+}
+
 fn find_variant<'a>(s: &'a Scenario, v: &str, problems: &mut Vec<String>) -> Option<&'a Variant> {
     if let Some(var) = s.variants.get(v) {
         return Some(var);

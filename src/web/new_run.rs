@@ -350,9 +350,10 @@ fn apply_fields(cfg: &mut SimulationConfig, f: &RunForm) -> Result<(), WebError>
 /// The plan: the scenario resolved against the persona database, or an ad-hoc discussion of
 /// the picked personas.
 fn plan_for(cfg: &SimulationConfig, f: &RunForm, scen: Option<Chosen>) -> Result<RunPlan, WebError> {
-    let db = PersonaDatabase::load(&cfg.simulation.personas_file).map_err(|e| WebError::BadRequest(e.to_string()))?;
     let plan = match scen {
         Some((s, path, variant)) => {
+            let db = scenario::database_for(&s, &path, variant.as_deref(), &cfg.simulation.personas_file)
+                .map_err(|e| WebError::BadRequest(e.to_string()))?;
             let resolved = scenario::resolve(
                 &s,
                 &path,
@@ -379,6 +380,8 @@ fn plan_for(cfg: &SimulationConfig, f: &RunForm, scen: Option<Chosen>) -> Result
                     cfg.simulation.max_personas
                 )));
             }
+            let db = PersonaDatabase::load(&cfg.simulation.personas_file)
+                .map_err(|e| WebError::BadRequest(e.to_string()))?;
             let mut chosen = Vec::new();
             for id in &f.personas {
                 let p = db.get(id).ok_or_else(|| WebError::BadRequest(format!("unknown persona id `{id}`")))?;
