@@ -65,7 +65,7 @@ pub enum ScenarioError {
         database: PathBuf,
         /// Why it could not be read.
         #[source]
-        source: crate::persona::PersonaError,
+        source: Box<crate::persona::PersonaError>,
     },
 }
 

@@ -94,8 +94,12 @@ impl Planner for ScenarioPlanner {
         let db = if crate::scenario::uses_database(&self.scenario, self.variant_of(variant)) {
             let database = cfg.simulation.personas_file.clone();
             self.db(&database).map_err(|source| {
-                err(crate::scenario::ScenarioError::Database { scenario: self.path.clone(), database, source }
-                    .to_string())
+                err(crate::scenario::ScenarioError::Database {
+                    scenario: self.path.clone(),
+                    database,
+                    source: Box::new(source),
+                }
+                .to_string())
             })?
         } else {
             Arc::new(PersonaDatabase::default())

@@ -174,7 +174,7 @@ pub fn database_for(
     PersonaDatabase::load(personas_file).map_err(|source| ScenarioError::Database {
         scenario: scenario_path.to_path_buf(),
         database: personas_file.to_path_buf(),
-        source,
+        source: Box::new(source),
     })
 }
 
