@@ -389,14 +389,75 @@ fn provider_key(cfg: &SimulationConfig) -> String {
     v.to_string()
 }
 
-struct Job {
-    variant: String,
-    label: String,
-    k: usize,
-    seed: u64,
-    plan: RunPlan,
-    cfg: SimulationConfig,
-    provider: Arc<dyn Provider>,
+/// One run of an experiment, with everything needed to make it anywhere: what a cluster worker
+/// receives. The config carries no key (keys serialize as `[redacted]`); whoever runs the job
+/// reaches the provider with its own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunJob {
+    /// Variant name.
+    pub variant: String,
+    /// Its label in the report.
+    pub label: String,
+    /// 1-based run number within the variant.
+    pub k: usize,
+    /// The run seed.
+    pub seed: u64,
+    /// The plan (personas resolved).
+    pub plan: RunPlan,
+    /// The variant's config with `simulation.run_seed = seed`.
+    pub cfg: SimulationConfig,
+}
+
+impl RunJob {
+    /// Its folder under `runs/`: `<label>-<k>`.
+    pub fn folder(&self) -> String {
+        format!("{}-{}", crate::persona::tinytroupe::slug(&self.label), self.k)
+    }
+}
+
+/// An experiment planned: labels, the personas dealt, one job per run. Nothing has run yet.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Report labels by variant index.
+    pub labels: Vec<String>,
+    /// Personas dealt to each variant (random assignment only).
+    pub assigned: Vec<Option<Vec<String>>>,
+    /// Every run, variant by variant.
+    pub jobs: Vec<RunJob>,
+    /// When the experiment started.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Checks the spec and plans every run (a bad variant fails before anything runs), and makes
+/// the experiment's `runs/` folder.
+pub fn prepare(spec: &ExperimentSpec, planner: &dyn Planner) -> Result<Prepared, ExperimentError> {
+    check_spec(spec)?;
+    let started_at = chrono::Utc::now();
+    let labels = labels(&spec.variants, spec.blind, spec.seed);
+    let assigned = deal_personas(spec, planner)?;
+    let jobs = plan_jobs(spec, planner, &labels, &assigned)?;
+    let runs_dir = spec.dir.join("runs");
+    std::fs::create_dir_all(&runs_dir).map_err(|source| ExperimentError::Write { path: runs_dir.clone(), source })?;
+    Ok(Prepared { labels, assigned, jobs, started_at })
+}
+
+/// One provider per distinct endpoint settings, shared by the jobs that use it.
+fn providers_for(jobs: Vec<RunJob>) -> Result<Vec<(RunJob, Arc<dyn Provider>)>, ExperimentError> {
+    let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let key = provider_key(&job.cfg);
+        let provider = match providers.get(&key) {
+            Some(p) => p.clone(),
+            None => {
+                let (p, _) = crate::llm::provider_from_config(&job.cfg)?;
+                providers.insert(key, p.clone());
+                p
+            }
+        };
+        out.push((job, provider));
+    }
+    Ok(out)
 }
 
 /// Runs the experiment and writes its files; see the module docs.
@@ -405,22 +466,31 @@ pub async fn run_experiment(
     planner: &dyn Planner,
     events: Option<mpsc::UnboundedSender<ExperimentEvent>>,
 ) -> Result<(ExperimentSummary, ExperimentFiles), ExperimentError> {
-    check_spec(spec)?;
-    let started_at = chrono::Utc::now();
-    let labels = labels(&spec.variants, spec.blind, spec.seed);
-    // Plans, providers and persona assignment, before anything runs: a bad variant fails fast.
-    let assigned = deal_personas(spec, planner)?;
-    let jobs = plan_jobs(spec, planner, &labels, &assigned)?;
+    let prepared = prepare(spec, planner)?;
+    let jobs = providers_for(prepared.jobs.clone())?;
     let runs_dir = spec.dir.join("runs");
-    std::fs::create_dir_all(&runs_dir).map_err(|source| ExperimentError::Write { path: runs_dir.clone(), source })?;
-
     let parallelism = if spec.parallel { spec.max_parallel.max(1) } else { 1 };
     let extract_fields = spec.extract.clone();
     let records: Vec<Result<(RunRecord, bool), ExperimentError>> = futures_util::stream::iter(jobs)
-        .map(|job| run_one(job, &runs_dir, &extract_fields, events.clone(), spec.stop.clone()))
+        .map(|(job, provider)| {
+            let how = HowToRun { events: events.clone(), stop: spec.stop.clone(), ..HowToRun::on(provider) };
+            run_job(job, &runs_dir, &extract_fields, how)
+        })
         .buffered(parallelism)
         .collect()
         .await;
+    conclude(spec, prepared, records, parallelism)
+}
+
+/// Summarizes the runs made (a stopped run is left out and marks the experiment stopped; any
+/// other error ends it) and writes `summary.json`, `report.md` and `report.html`.
+pub fn conclude(
+    spec: &ExperimentSpec,
+    prepared: Prepared,
+    records: Vec<Result<(RunRecord, bool), ExperimentError>>,
+    parallelism: usize,
+) -> Result<(ExperimentSummary, ExperimentFiles), ExperimentError> {
+    let Prepared { labels, assigned, started_at, .. } = prepared;
     let mut runs = Vec::new();
     let mut synthetic = true;
     let mut stopped = false;
@@ -496,15 +566,13 @@ fn deal_personas(spec: &ExperimentSpec, planner: &dyn Planner) -> Result<Vec<Opt
     Ok(assigned)
 }
 
-/// One job per variant and repetition, each with its plan, config, run seed and provider (one
-/// provider per distinct endpoint, shared by the jobs that use it).
+/// One job per variant and repetition, each with its plan, config and run seed.
 fn plan_jobs(
     spec: &ExperimentSpec,
     planner: &dyn Planner,
     labels: &[String],
     assigned: &[Option<Vec<String>>],
-) -> Result<Vec<Job>, ExperimentError> {
-    let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
+) -> Result<Vec<RunJob>, ExperimentError> {
     let mut jobs = Vec::new();
     for (vi, variant) in spec.variants.iter().enumerate() {
         for k in 1..=spec.runs {
@@ -516,16 +584,7 @@ fn plan_jobs(
                 let base: std::collections::HashSet<&String> = assigned.iter().flatten().flatten().collect();
                 plan.personas.retain(|p| ids.contains(&p.id) || !base.contains(&p.id));
             }
-            let key = provider_key(&cfg);
-            let provider = match providers.get(&key) {
-                Some(p) => p.clone(),
-                None => {
-                    let (p, _) = crate::llm::provider_from_config(&cfg)?;
-                    providers.insert(key, p.clone());
-                    p
-                }
-            };
-            jobs.push(Job { variant: variant.clone(), label: labels[vi].clone(), k, seed, plan, cfg, provider });
+            jobs.push(RunJob { variant: variant.clone(), label: labels[vi].clone(), k, seed, plan, cfg });
         }
     }
     Ok(jobs)
@@ -554,24 +613,52 @@ async fn extract_run(
     Ok(values)
 }
 
-async fn run_one(
-    job: Job,
+/// How [`run_job`] makes a run.
+#[derive(Debug)]
+pub struct HowToRun {
+    /// The provider its calls go to.
+    pub provider: Arc<dyn Provider>,
+    /// Progress, for a terminal or web view.
+    pub events: Option<mpsc::UnboundedSender<ExperimentEvent>>,
+    /// Stops the run (it saves what it has).
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Use this run id (a cluster's coordinator names its runs); `None`: a new one.
+    pub run_id: Option<String>,
+    /// The run folder already holds journal segments of an earlier attempt: resume from them
+    /// (their exchanges answer again without a call), with the current provider even when it is
+    /// another server than the recorded one.
+    pub resume: bool,
+    /// Every journal line also goes here.
+    pub journal_tap: Option<crate::record::journal::JournalTap>,
+}
+
+impl HowToRun {
+    /// A fresh run on `provider`, with nothing else.
+    pub fn on(provider: Arc<dyn Provider>) -> Self {
+        HowToRun { provider, events: None, stop: None, run_id: None, resume: false, journal_tap: None }
+    }
+}
+
+/// Makes one run of an experiment in `<runs_dir>/<label>-<k>/<run-id>/`, asks its personas for
+/// the extraction fields, and returns its record (and whether its text was synthetic).
+pub async fn run_job(
+    job: RunJob,
     runs_dir: &Path,
     fields: &[ExtractField],
-    events: Option<mpsc::UnboundedSender<ExperimentEvent>>,
-    mut stop: Option<tokio::sync::watch::Receiver<bool>>,
+    how: HowToRun,
 ) -> Result<(RunRecord, bool), ExperimentError> {
+    let HowToRun { provider, events, mut stop, run_id, resume, journal_tap } = how;
     if stop.as_ref().is_some_and(|s| *s.borrow()) {
         return Err(ExperimentError::Stopped);
     }
-    let name = format!("{}-{}", crate::persona::tinytroupe::slug(&job.label), job.k);
+    let name = job.folder();
     let send = |e: ExperimentEvent| {
         if let Some(tx) = &events {
             let _ = tx.send(e);
         }
     };
     send(ExperimentEvent::RunStarted { run: name.clone() });
-    let engine = SimulationEngine::with_provider(job.cfg.clone(), job.provider.clone());
+    let engine = SimulationEngine::with_provider(job.cfg.clone(), provider.clone());
     let (tx, mut rx) = mpsc::unbounded_channel();
     let forward = events.clone().map(|ev| {
         let name = name.clone();
@@ -587,10 +674,21 @@ async fn run_one(
     let opts = RunOptions {
         save_under: Some(runs_dir.join(&name)),
         events: events.as_ref().map(|_| tx),
+        run_id: run_id.clone(),
+        journal_tap,
         ..Default::default()
     };
     let run_err = |source| ExperimentError::Run { label: job.label.clone(), k: job.k, source };
-    let handle = engine.start(job.plan, opts).await.map_err(run_err)?;
+    let handle = match (resume, &run_id) {
+        (true, Some(id)) => {
+            let dir = runs_dir.join(&name).join(id);
+            let allow = crate::engine::resume::ResumePermissions { provider_change: true };
+            crate::engine::resume::resume(&dir, &job.cfg, allow, RunOptions { save_under: None, ..opts })
+                .await
+                .map_err(run_err)?
+        }
+        _ => engine.start(job.plan, opts).await.map_err(run_err)?,
+    };
     // On stop, the run saves what it has (cancelled) and still counts in the summary.
     let watcher = stop.take().map(|mut s| {
         let stopper = handle.stopper();
@@ -614,7 +712,7 @@ async fn run_one(
     if !fields.is_empty() {
         send(ExperimentEvent::Extracting { run: name.clone() });
         extraction_values =
-            extract_run((&job.provider, &job.cfg), engine.pricing(), &personas, &results, fields, &mut metrics).await?;
+            extract_run((&provider, &job.cfg), engine.pricing(), &personas, &results, fields, &mut metrics).await?;
     }
     send(ExperimentEvent::RunFinished {
         run: name,

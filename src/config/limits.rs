@@ -73,7 +73,27 @@ pub fn check(c: &SimulationConfig) -> Result<(), OutOfRange> {
     check_latency(&c.llm.simulated.latency)?;
     check_simulation(&c.simulation)?;
     check_validation(&c.validation)?;
+    check_cluster(&c.cluster)?;
     check_log_level(&c.monitoring.log_level)
+}
+
+/// `cluster.*`: names NATS accepts in stream and subject names, and bounded waits.
+fn check_cluster(c: &super::settings::ClusterConfig) -> Result<(), OutOfRange> {
+    let ns = &c.namespace;
+    if ns.is_empty() || ns.len() > 32 || !ns.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
+        return bad(
+            "cluster.namespace",
+            format!("{ns:?}"),
+            "use 1 to 32 letters, digits, `_` or `-` (it names NATS streams and subjects)".into(),
+        );
+    }
+    if !(c.lease_seconds.is_finite() && (1.0..=3600.0).contains(&c.lease_seconds)) {
+        return bad("cluster.lease_seconds", c.lease_seconds.to_string(), "use 1 to 3600 seconds".into());
+    }
+    if !(1..=100).contains(&c.max_deliveries) {
+        return bad("cluster.max_deliveries", c.max_deliveries.to_string(), "use 1 to 100".into());
+    }
+    Ok(())
 }
 
 /// The error for `key`.

@@ -23,6 +23,9 @@ pub struct SimulationConfig {
     /// Persona checks (`troupe personas check`) and the `in_character` analysis: the judge
     /// model, the interview's length, the pass mark.
     pub validation: ValidationConfig,
+    /// Running experiments on several machines over NATS JetStream (`troupe worker`,
+    /// `troupe experiment --cluster`).
+    pub cluster: ClusterConfig,
 }
 
 impl SimulationConfig {
@@ -583,6 +586,49 @@ impl Default for MonitoringConfig {
             log_file: None,
             log_format: LogFormat::Text,
             log_prompts: false,
+        }
+    }
+}
+
+/// `[cluster]`: the NATS server workers and experiments share, and how to reach it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The NATS server (`nats://host:4222`, `tls://host:4222`); `--nats` / `--cluster` override it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// A `.creds` file (user JWT and NKey seed), as `nsc` writes them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<PathBuf>,
+    /// A token the server accepts (`authorization { token: ... }`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<SecretString>,
+    /// A file holding an NKey seed (`SU...`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nkey_file: Option<PathBuf>,
+    /// A PEM file of the certificate authority that signed the server's certificate (TLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+    /// Prefix of every stream, bucket and subject, so teams can share one server.
+    pub namespace: String,
+    /// How long a worker holds a run without reporting progress before the run is handed to
+    /// another worker (JetStream's ack wait), in seconds. Workers report every third of it.
+    pub lease_seconds: f64,
+    /// How many times a run is handed out before it is given up as failed.
+    pub max_deliveries: u32,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            url: None,
+            credentials_file: None,
+            token: None,
+            nkey_file: None,
+            tls_ca: None,
+            namespace: "troupe".into(),
+            lease_seconds: 30.0,
+            max_deliveries: 5,
         }
     }
 }

@@ -31,6 +31,9 @@ pub struct RunOptions {
     /// reads the journal). Otherwise a saved run takes it itself; either way it is held until
     /// the run's files are written.
     pub lock: Option<crate::fsutil::DirLock>,
+    /// Also send every journal line here as it is written (a cluster worker streams its
+    /// journal to JetStream, so another worker can resume the run).
+    pub journal_tap: Option<crate::record::journal::JournalTap>,
 }
 
 /// A run in progress.

@@ -51,7 +51,7 @@ impl SimulationEngine {
         let rid = self.run_id_for(&plan, opts.run_id.clone(), instance, started_at)?;
         let run_dir = opts.save_under.as_ref().map(|p| p.join(&rid));
         let files = match &run_dir {
-            Some(dir) => self.open_run_folder(dir, opts.lock, &rid, &plan, started_at)?,
+            Some(dir) => self.open_run_folder(dir, (opts.lock, opts.journal_tap), &rid, &plan, started_at)?,
             None => RunFiles { lock: opts.lock, transcript: None, journal: None },
         };
         let (tx, rx) = mpsc::unbounded_channel();
@@ -125,7 +125,7 @@ impl SimulationEngine {
     fn open_run_folder(
         &self,
         dir: &PathBuf,
-        lock: Option<DirLock>,
+        (lock, tap): (Option<DirLock>, Option<crate::record::journal::JournalTap>),
         rid: &str,
         plan: &RunPlan,
         started_at: chrono::DateTime<chrono::Utc>,
@@ -149,7 +149,7 @@ impl SimulationEngine {
             plan: plan.clone(),
             started_at,
         };
-        let journal = JournalWriter::create(&dir.join(JOURNAL_FILE), &header, self.config.output.journal_fsync)
+        let journal = JournalWriter::create_tapped(&dir.join(JOURNAL_FILE), &header, self.config.output.journal_fsync, tap)
             .map_err(|e| EngineError::Output { path: dir.clone(), source: std::io::Error::other(e.to_string()) })?;
         Ok(RunFiles { lock: Some(lock), transcript: Some(transcript), journal: Some(journal) })
     }

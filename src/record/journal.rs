@@ -143,18 +143,33 @@ pub struct JournalWriter {
     path: PathBuf,
     file: File,
     fsync: FsyncPolicy,
+    tap: Option<JournalTap>,
 }
+
+/// Receives a copy of every line a journal writes (the header first), each ending in `\n`, as
+/// soon as it is written: how a cluster worker sends its journal elsewhere while it runs.
+pub type JournalTap = tokio::sync::mpsc::UnboundedSender<Vec<u8>>;
 
 impl JournalWriter {
     /// Creates (or truncates) the journal at `path` and writes the header.
     pub fn create(path: &Path, header: &Header, fsync: FsyncPolicy) -> Result<Self, JournalError> {
+        Self::create_tapped(path, header, fsync, None)
+    }
+
+    /// [`JournalWriter::create`], also sending every line to `tap`.
+    pub fn create_tapped(
+        path: &Path,
+        header: &Header,
+        fsync: FsyncPolicy,
+        tap: Option<JournalTap>,
+    ) -> Result<Self, JournalError> {
         let file = OpenOptions::new()
             .create(true)
             .write(true)
             .truncate(true)
             .open(path)
             .map_err(|source| JournalError::Io { path: path.to_path_buf(), source })?;
-        let mut w = JournalWriter { path: path.to_path_buf(), file, fsync };
+        let mut w = JournalWriter { path: path.to_path_buf(), file, fsync, tap };
         w.write_line(&HeaderLine { header: header.clone() })?;
         w.sync()?;
         Ok(w)
@@ -174,7 +189,13 @@ impl JournalWriter {
         // Serializing these plain types cannot fail.
         let mut line = serde_json::to_vec(v).unwrap_or_default();
         line.push(b'\n');
-        self.file.write_all(&line).map_err(|source| JournalError::Io { path: self.path.clone(), source })
+        self.file.write_all(&line).map_err(|source| JournalError::Io { path: self.path.clone(), source })?;
+        if let Some(tap) = &self.tap
+            && tap.send(line).is_err()
+        {
+            self.tap = None;
+        }
+        Ok(())
     }
 
     /// Forces the file to disk.
