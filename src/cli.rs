@@ -1,6 +1,7 @@
 //! Command-line arguments and dispatch. Each command lives in its own file under `cli/`.
 
 mod analyze;
+mod cluster;
 mod config_cmd;
 mod doctor;
 mod estimate;
@@ -18,6 +19,7 @@ mod scenario_cmd;
 mod serve;
 mod stress;
 mod validate;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -113,6 +115,8 @@ pub enum Command {
     Experiment(Box<experiment::ExperimentArgs>),
     /// Serve the web app: build personas, run and watch simulations, explore and export results
     Serve(serve::ServeArgs),
+    /// Make experiment runs from a NATS JetStream queue (see `troupe experiment --cluster`)
+    Worker(worker::WorkerArgs),
 }
 
 /// Runs the parsed command.
@@ -132,6 +136,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stress(a) => stress::run(&cli.global, *a),
         Command::Model(c) => model::run(&cli.global, c),
         Command::Serve(a) => serve::run(&cli.global, a),
+        Command::Worker(a) => worker::run(&cli.global, a),
     }
 }
 

@@ -369,7 +369,7 @@ pub fn run_metrics(r: &SimulationResults, a: &ConversationAnalysis) -> BTreeMap<
 
 /// The provider settings that decide whether two runs can share one provider: the `llm`
 /// section without the sampling and model choices, which go with each request.
-fn provider_key(cfg: &SimulationConfig) -> String {
+pub fn provider_key(cfg: &SimulationConfig) -> String {
     let mut v = serde_json::to_value(&cfg.llm).unwrap_or_default();
     if let Some(m) = v.as_object_mut() {
         for k in [
@@ -441,8 +441,11 @@ pub fn prepare(spec: &ExperimentSpec, planner: &dyn Planner) -> Result<Prepared,
     Ok(Prepared { labels, assigned, jobs, started_at })
 }
 
+/// A job with the provider it runs on.
+type JobOn = (RunJob, Arc<dyn Provider>);
+
 /// One provider per distinct endpoint settings, shared by the jobs that use it.
-fn providers_for(jobs: Vec<RunJob>) -> Result<Vec<(RunJob, Arc<dyn Provider>)>, ExperimentError> {
+fn providers_for(jobs: Vec<RunJob>) -> Result<Vec<JobOn>, ExperimentError> {
     let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
     let mut out = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -679,16 +682,8 @@ pub async fn run_job(
         ..Default::default()
     };
     let run_err = |source| ExperimentError::Run { label: job.label.clone(), k: job.k, source };
-    let handle = match (resume, &run_id) {
-        (true, Some(id)) => {
-            let dir = runs_dir.join(&name).join(id);
-            let allow = crate::engine::resume::ResumePermissions { provider_change: true };
-            crate::engine::resume::resume(&dir, &job.cfg, allow, RunOptions { save_under: None, ..opts })
-                .await
-                .map_err(run_err)?
-        }
-        _ => engine.start(job.plan, opts).await.map_err(run_err)?,
-    };
+    let resume_from = run_id.as_ref().filter(|_| resume).map(|id| runs_dir.join(&name).join(id));
+    let handle = start_or_resume(&engine, job.plan, &job.cfg, opts, resume_from).await.map_err(run_err)?;
     // On stop, the run saves what it has (cancelled) and still counts in the summary.
     let watcher = stop.take().map(|mut s| {
         let stopper = handle.stopper();
@@ -719,22 +714,39 @@ pub async fn run_job(
         success: results.success,
         messages: results.transcript.len() as u64,
     });
-    Ok((
-        RunRecord {
-            variant: job.variant,
-            label: job.label,
-            k: job.k,
-            run_seed: job.seed,
-            run_id: results.run_id.clone(),
-            dir: results.run_dir.clone(),
-            success: results.success,
-            error: results.error.clone(),
-            personas: personas.iter().map(|p| p.id.clone()).collect(),
-            metrics,
-            extraction: extraction_values,
-        },
-        results.synthetic,
-    ))
+    let record = RunRecord {
+        variant: job.variant,
+        label: job.label,
+        k: job.k,
+        run_seed: job.seed,
+        run_id: results.run_id.clone(),
+        dir: results.run_dir.clone(),
+        success: results.success,
+        error: results.error.clone(),
+        personas: personas.iter().map(|p| p.id.clone()).collect(),
+        metrics,
+        extraction: extraction_values,
+    };
+    Ok((record, results.synthetic))
+}
+
+/// Starts the run, or resumes it from the journal segments in `resume_from` (with the current
+/// provider even when it is another server than the recorded one: each cluster worker has its
+/// own).
+async fn start_or_resume(
+    engine: &SimulationEngine,
+    plan: RunPlan,
+    cfg: &SimulationConfig,
+    opts: RunOptions,
+    resume_from: Option<PathBuf>,
+) -> Result<crate::engine::RunHandle, crate::engine::EngineError> {
+    match resume_from {
+        Some(dir) => {
+            let allow = crate::engine::resume::ResumePermissions { provider_change: true };
+            crate::engine::resume::resume(&dir, cfg, allow, RunOptions { save_under: None, ..opts }).await
+        }
+        None => engine.start(plan, opts).await,
+    }
 }
 
 fn summarize(

@@ -4,6 +4,7 @@
 //! Imports point down only; `tests/architecture.rs` fails on one that points up or sideways.
 //! ```text
 //! faces        web                        (the `troupe` binary's src/cli sits above it all)
+//! distributed  cluster                    NATS JetStream: workers, the queue, leases, journals
 //! tools        experiment  stress  doctor
 //! after a run  review                     analysis + in-character judge, called by the faces
 //! runtime      engine                     plan -> actors -> events -> journal -> results
@@ -69,6 +70,7 @@
 
 pub mod actors;
 pub mod analysis;
+pub mod cluster;
 pub mod config;
 pub mod cost;
 pub mod doctor;

@@ -39,6 +39,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("runtime", &["engine"]),
     ("after a run", &["review"]),
     ("tools", &["experiment", "stress", "doctor"]),
+    ("distributed", &["cluster"]),
     ("faces", &["web"]),
 ];
 

@@ -14,9 +14,25 @@ use troupe_sim::experiment::{
 use super::{GlobalArgs, UsageError};
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ExperimentArgs {
+    /// Gather an experiment queued on a cluster
+    #[command(subcommand)]
+    pub action: Option<ExperimentAction>,
     /// Scenario file (.ron) whose variants are compared
-    pub scenario: PathBuf,
+    #[arg(required = true)]
+    pub scenario: Option<PathBuf>,
+    /// Queue the runs on this NATS JetStream server for `troupe worker`s (cluster.url) and
+    /// gather their results here
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+    /// With --cluster: queue the runs and return; `troupe experiment collect ID` gathers later
+    #[arg(long, requires = "cluster")]
+    pub detach: bool,
+    /// With --cluster: wait at most this many seconds for the runs (the report then covers the
+    /// runs done, and `collect` can gather the rest later)
+    #[arg(long, value_name = "SECONDS")]
+    pub wait: Option<f64>,
     /// Variants to compare, comma-separated; "baseline" is the scenario as written
     /// [default: the scenario's experiment.variants]
     #[arg(long, value_delimiter = ',')]
@@ -50,6 +66,34 @@ pub struct ExperimentArgs {
     pub json: bool,
 }
 
+/// `troupe experiment collect`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ExperimentAction {
+    /// Gather the runs of an experiment queued with --cluster and write its report
+    Collect(CollectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    /// The experiment id (its folder name under output_dir/experiments/)
+    pub id: String,
+    /// The NATS server the runs were queued on (cluster.url)
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+    /// Output folder (output.output_dir) holding experiments/<id>/
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+    /// Wait at most this many seconds for the runs
+    #[arg(long, value_name = "SECONDS")]
+    pub wait: Option<f64>,
+    /// Do not draw progress
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print summary.json to stdout at the end
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// The most runs per variant.
 const MAX_RUNS: usize = 10_000;
 
@@ -58,6 +102,12 @@ pub fn run(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_async(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode> {
+    if let Some(ExperimentAction::Collect(c)) = &a.action {
+        return super::cluster::collect_cmd(g, c).await;
+    }
+    let Some(scenario) = a.scenario.clone() else {
+        return Err(UsageError("give a scenario file: troupe experiment SCENARIO --variants a,b".into()).into());
+    };
     let mut flags = super::Flags::default();
     flags.simulation.run_seed = a.run_seed;
     flags.simulation.max_turns = a.turns;
@@ -70,7 +120,7 @@ async fn run_async(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode
             eprintln!("note: {n}");
         }
     }
-    let planner = ScenarioPlanner::new(&a.scenario, sources)?;
+    let planner = ScenarioPlanner::new(&scenario, sources)?;
     let s = planner.scenario();
     let (variants, runs) = variants_and_runs(&planner, &a)?;
     let base = planner.config(None)?;
@@ -92,6 +142,9 @@ async fn run_async(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode
         stop: Some(stop_rx),
     };
 
+    if a.cluster.is_some() || a.detach {
+        return super::cluster::experiment_on_cluster(&a, &base, &spec, &planner).await;
+    }
     let total = (spec.variants.len() * runs) as u64;
     let pb = if a.quiet || a.json { ProgressBar::hidden() } else { ProgressBar::new(total) };
     let (tx, rx) = mpsc::unbounded_channel();
@@ -181,7 +234,7 @@ async fn show_progress(pb: &ProgressBar, mut rx: mpsc::UnboundedReceiver<Experim
 }
 
 /// Prints the summary (JSON with `--json`, else the findings and where the files are).
-fn print_outcome(
+pub(super) fn print_outcome(
     summary: &ExperimentSummary,
     files: &ExperimentFiles,
     spec: &ExperimentSpec,

@@ -149,8 +149,9 @@ impl SimulationEngine {
             plan: plan.clone(),
             started_at,
         };
-        let journal = JournalWriter::create_tapped(&dir.join(JOURNAL_FILE), &header, self.config.output.journal_fsync, tap)
-            .map_err(|e| EngineError::Output { path: dir.clone(), source: std::io::Error::other(e.to_string()) })?;
+        let journal =
+            JournalWriter::create_tapped(&dir.join(JOURNAL_FILE), &header, self.config.output.journal_fsync, tap)
+                .map_err(|e| EngineError::Output { path: dir.clone(), source: std::io::Error::other(e.to_string()) })?;
         Ok(RunFiles { lock: Some(lock), transcript: Some(transcript), journal: Some(journal) })
     }
 

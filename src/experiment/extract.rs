@@ -231,8 +231,10 @@ pub async fn extract(
     results: &SimulationResults,
     fields: &[ExtractField],
 ) -> Extraction {
-    let per: Vec<PersonaExtraction> = futures_util::stream::iter(personas.iter())
-        .map(|p| one(&provider, p, results, fields, cfg))
+    // By index: a closure over `&PersonaSpec` would make the future not `Send` for every
+    // lifetime, and a worker spawns runs onto the runtime.
+    let per: Vec<PersonaExtraction> = futures_util::stream::iter(0..personas.len())
+        .map(|i| one(&provider, &personas[i], results, fields, cfg))
         .buffered(cfg.performance.max_workers.max(1))
         .collect()
         .await;

@@ -1,0 +1,319 @@
+//! Experiments on several machines: a NATS JetStream work queue of runs, workers that make
+//! them, and a coordinator that collects them into the same experiment folder a local
+//! experiment writes.
+//!
+//! - [`coordinator`] publishes one message per run (the run id is the deduplication id) with
+//!   everything a worker needs ([`crate::experiment::RunJob`]: the resolved plan, the variant's
+//!   config without keys, the run seed), then gathers the workers' reports.
+//! - [`worker`] (`troupe worker --nats URL`) pulls runs, at most `performance.max_parallel_runs`
+//!   at once, and makes each with the same code a local experiment uses. It keeps its lease with
+//!   progress acknowledgements, streams the run's journal to JetStream line by line as it is
+//!   written ([`journal_stream`]), and a redelivered run resumes from that journal, so no paid
+//!   exchange is paid twice. The run's files go to an object store, its report to a results
+//!   stream, both under the delivery attempt, and a lease in a KV bucket fences stale workers.
+//! - Keys never travel: each worker reaches the provider with its own configuration. What comes
+//!   from the cluster (jobs, reports, journals, files) is checked like any outside input.
+//!
+//! Names: every stream, bucket and subject starts with `cluster.namespace` ([`Names`]).
+
+pub mod coordinator;
+pub mod journal_stream;
+pub mod messages;
+pub mod worker;
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, object_store, stream};
+
+use crate::config::ClusterConfig;
+
+/// Errors of the cluster layer, each saying what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// No server given.
+    #[error("no NATS server: give --nats URL (or --cluster URL), or set cluster.url")]
+    NoServer,
+    /// The server could not be reached or refused us.
+    #[error(
+        "cannot connect to the NATS server at {url}: {message}; check that nats-server runs with JetStream (`nats-server -js`) and the cluster credentials (cluster.credentials_file, cluster.token, cluster.nkey_file, cluster.tls_ca)"
+    )]
+    Connect {
+        /// The URL (without credentials).
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// A JetStream request failed.
+    #[error("NATS JetStream: {what}: {message}")]
+    JetStream {
+        /// What was being done.
+        what: String,
+        /// The server's or client's message.
+        message: String,
+    },
+    /// Something from the cluster was malformed or out of bounds.
+    #[error("from the cluster: {0}")]
+    Untrusted(String),
+    /// A local file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A JetStream error with what was being done.
+pub(crate) fn js(what: impl Into<String>) -> impl FnOnce(Box<dyn std::fmt::Display>) -> ClusterError {
+    let what = what.into();
+    move |e| ClusterError::JetStream { what, message: e.to_string() }
+}
+
+/// Maps any displayable error to a [`ClusterError::JetStream`] naming `what`.
+pub(crate) trait JsContext<T> {
+    fn ctx(self, what: &str) -> Result<T, ClusterError>;
+}
+
+impl<T, E: std::fmt::Display + 'static> JsContext<T> for Result<T, E> {
+    fn ctx(self, what: &str) -> Result<T, ClusterError> {
+        self.map_err(|e| js(what)(Box::new(e)))
+    }
+}
+
+/// The names of a namespace's streams, buckets and subjects.
+#[derive(Debug, Clone)]
+pub struct Names {
+    ns: String,
+}
+
+impl Names {
+    /// The names under `namespace` (checked by the config's bounds: `[A-Za-z0-9_-]{1,32}`).
+    pub fn new(namespace: &str) -> Self {
+        Names { ns: namespace.to_string() }
+    }
+    /// The work queue of runs.
+    pub fn runs_stream(&self) -> String {
+        format!("{}_runs", self.ns)
+    }
+    /// Subject of an experiment's runs.
+    pub fn runs_subject(&self, exp: &str) -> String {
+        format!("{}.runs.{exp}", self.ns)
+    }
+    /// The workers' durable consumer.
+    pub fn workers_consumer(&self) -> String {
+        format!("{}_workers", self.ns)
+    }
+    /// Reports of finished runs.
+    pub fn done_stream(&self) -> String {
+        format!("{}_done", self.ns)
+    }
+    /// Subject of an experiment's reports.
+    pub fn done_subject(&self, exp: &str) -> String {
+        format!("{}.done.{exp}", self.ns)
+    }
+    /// Journals, line by line.
+    pub fn journal_stream(&self) -> String {
+        format!("{}_journal", self.ns)
+    }
+    /// Subject of one run's journal.
+    pub fn journal_subject(&self, exp: &str, run_id: &str) -> String {
+        format!("{}.journal.{exp}.{run_id}", self.ns)
+    }
+    /// Live progress (core NATS, not stored).
+    pub fn status_subject(&self, exp: &str) -> String {
+        format!("{}.status.{exp}", self.ns)
+    }
+    /// Leases: which delivery attempt owns a run (one message per run, the latest kept).
+    pub fn leases_stream(&self) -> String {
+        format!("{}_leases", self.ns)
+    }
+    /// Subject of a run's lease.
+    pub fn lease_subject(&self, exp: &str, run_id: &str) -> String {
+        format!("{}.lease.{exp}.{run_id}", self.ns)
+    }
+    /// Run folders' files.
+    pub fn files_bucket(&self) -> String {
+        format!("{}_files", self.ns)
+    }
+}
+
+/// A connection to the cluster with its JetStream objects, created when missing.
+#[derive(Clone)]
+pub struct Cluster {
+    /// The NATS client.
+    pub client: async_nats::Client,
+    /// JetStream.
+    pub js: jetstream::Context,
+    /// Names under the namespace.
+    pub names: Names,
+    /// The config's cluster section.
+    pub config: ClusterConfig,
+    /// The server URL (as given).
+    pub url: String,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("url", &self.url).field("names", &self.names).finish_non_exhaustive()
+    }
+}
+
+/// How long a JetStream request may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest job or report message (NATS' default `max_payload` is 1 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+impl Cluster {
+    /// Connects to `url` (or `cluster.url`) with the configured credentials and makes sure the
+    /// streams, the consumer and the buckets exist. A broker that goes away later is reconnected
+    /// to without end, in the background.
+    pub async fn connect(url: Option<&str>, config: &ClusterConfig, name: &str) -> Result<Self, ClusterError> {
+        let url = url.map(str::to_string).or_else(|| config.url.clone()).ok_or(ClusterError::NoServer)?;
+        let shown = crate::llm::openai::display_url(&url);
+        let connect_err = |message: String| ClusterError::Connect { url: shown.clone(), message };
+        let mut opts = async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(Duration::from_secs(5))
+            .request_timeout(Some(REQUEST_TIMEOUT))
+            .max_reconnects(None);
+        if let Some(f) = &config.credentials_file {
+            opts = opts.credentials_file(f).await.map_err(|e| connect_err(format!("{}: {e}", f.display())))?;
+        }
+        if let Some(t) = &config.token {
+            opts = opts.token(t.expose().to_string());
+        }
+        if let Some(f) = &config.nkey_file {
+            let seed = crate::fsutil::read_input(f, 4096, "an NKey seed file")
+                .map_err(|e| connect_err(format!("{}: {e}", f.display())))?;
+            let seed = String::from_utf8_lossy(&seed).trim().to_string();
+            opts = opts.nkey(seed);
+        }
+        if let Some(ca) = &config.tls_ca {
+            opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        let client = opts.connect(url.as_str()).await.map_err(|e| connect_err(e.to_string()))?;
+        let js = jetstream::new(client.clone());
+        let c = Cluster { client, js, names: Names::new(&config.namespace), config: config.clone(), url };
+        c.ensure().await?;
+        Ok(c)
+    }
+
+    /// The lease: how long a silent worker keeps a run.
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs_f64(self.config.lease_seconds)
+    }
+
+    /// Creates the streams, the workers' consumer and the buckets when missing.
+    async fn ensure(&self) -> Result<(), ClusterError> {
+        let n = &self.names;
+        let week = Duration::from_secs(7 * 24 * 3600);
+        self.js
+            .get_or_create_stream(stream::Config {
+                name: n.runs_stream(),
+                subjects: vec![format!("{}.runs.>", n.ns)],
+                retention: stream::RetentionPolicy::WorkQueue,
+                max_age: week,
+                max_message_size: MAX_MESSAGE_BYTES as i32,
+                duplicate_window: Duration::from_secs(24 * 3600),
+                ..Default::default()
+            })
+            .await
+            .ctx("creating the runs stream")?;
+        for (name, subjects) in
+            [(n.done_stream(), format!("{}.done.>", n.ns)), (n.journal_stream(), format!("{}.journal.>", n.ns))]
+        {
+            self.js
+                .get_or_create_stream(stream::Config {
+                    name,
+                    subjects: vec![subjects],
+                    max_age: week,
+                    max_message_size: MAX_MESSAGE_BYTES as i32,
+                    duplicate_window: Duration::from_secs(3600),
+                    ..Default::default()
+                })
+                .await
+                .ctx("creating a stream")?;
+        }
+        // Leases on a plain stream with compare-and-set publishes (the KV API's account query
+        // fails against Debian's nats-server 2.9).
+        self.js
+            .get_or_create_stream(stream::Config {
+                name: n.leases_stream(),
+                subjects: vec![format!("{}.lease.>", n.ns)],
+                max_messages_per_subject: 1,
+                max_age: week,
+                ..Default::default()
+            })
+            .await
+            .ctx("creating the leases stream")?;
+        if self.js.get_object_store(n.files_bucket()).await.is_err() {
+            self.js
+                .create_object_store(object_store::Config {
+                    bucket: n.files_bucket(),
+                    max_age: week,
+                    ..Default::default()
+                })
+                .await
+                .ctx("creating the files bucket")?;
+        }
+        Ok(())
+    }
+
+    /// The workers' durable pull consumer on the runs stream.
+    pub async fn workers_consumer(&self) -> Result<consumer::PullConsumer, ClusterError> {
+        let stream = self.js.get_stream(self.names.runs_stream()).await.ctx("opening the runs stream")?;
+        stream
+            .get_or_create_consumer(
+                &self.names.workers_consumer(),
+                consumer::pull::Config {
+                    durable_name: Some(self.names.workers_consumer()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: self.lease(),
+                    max_deliver: i64::from(self.config.max_deliveries),
+                    ..Default::default()
+                },
+            )
+            .await
+            .ctx("creating the workers' consumer")
+    }
+
+    /// The attempt holding a run's lease, with the lease's sequence (0: none yet).
+    pub async fn lease_holder(&self, exp: &str, run_id: &str) -> Result<(Option<u32>, u64), ClusterError> {
+        let stream = self.js.get_stream_no_info(self.names.leases_stream()).await.ctx("opening the leases stream")?;
+        match stream.get_last_raw_message_by_subject(&self.names.lease_subject(exp, run_id)).await {
+            Ok(m) => Ok((std::str::from_utf8(&m.payload).ok().and_then(|s| s.trim().parse().ok()), m.sequence)),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok((None, 0)),
+            Err(e) => Err(js("reading a lease")(Box::new(e))),
+        }
+    }
+
+    /// Takes a run's lease for `attempt` unless a newer attempt holds it (compare-and-set on the
+    /// lease's last sequence). False: a newer attempt owns the run.
+    pub async fn take_lease(&self, exp: &str, run_id: &str, attempt: u32) -> Result<bool, ClusterError> {
+        let subject = self.names.lease_subject(exp, run_id);
+        for _ in 0..20 {
+            let (holder, seq) = self.lease_holder(exp, run_id).await?;
+            match holder {
+                Some(h) if h > attempt => return Ok(false),
+                Some(h) if h == attempt => return Ok(true),
+                _ => {}
+            }
+            let publish = async_nats::jetstream::message::PublishMessage::build()
+                .payload(attempt.to_string().into())
+                .expected_last_subject_sequence(seq);
+            if let Ok(ack) = self.js.send_publish(subject.clone(), publish).await
+                && ack.await.is_ok()
+            {
+                return Ok(true);
+            }
+        }
+        Err(ClusterError::JetStream { what: "taking a lease".into(), message: "the lease kept changing".into() })
+    }
+
+    /// The files bucket.
+    pub async fn files(&self) -> Result<object_store::ObjectStore, ClusterError> {
+        self.js.get_object_store(self.names.files_bucket()).await.ctx("opening the files bucket")
+    }
+}

@@ -1,0 +1,456 @@
+//! The coordinator's side of a cluster experiment: queue every run, gather the workers'
+//! reports, write the experiment folder a local experiment writes.
+//!
+//! What was queued is saved first as `cluster.json` in the experiment folder ([`Pending`]), so
+//! `troupe experiment collect ID --cluster URL` can gather later (after `--detach`, or after the
+//! coordinator itself was stopped). A report is accepted once per run, and only from the
+//! delivery attempt that holds the run's lease; its files are fetched from the files bucket,
+//! checked, and written under `runs/<label>-<k>/<run-id>/`. Completion is judged from the
+//! reports, never from stream counts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+
+use super::messages::{MAX_FILE_BYTES, Report, Status, WorkItem, check_path, file_key, parse};
+use super::{Cluster, ClusterError, JsContext};
+use crate::experiment::{
+    ExperimentError, ExperimentFiles, ExperimentSpec, ExperimentSummary, Prepared, RunRecord, conclude,
+};
+use crate::scenario::{Assignment, ExtractField};
+
+/// `cluster.json`: an experiment queued on a cluster, enough to gather and conclude it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pending {
+    /// The experiment id.
+    pub id: String,
+    /// Scenario name.
+    pub scenario: String,
+    /// Variants compared.
+    pub variants: Vec<String>,
+    /// Runs per variant.
+    pub runs: usize,
+    /// The experiment seed.
+    pub seed: u64,
+    /// Persona assignment.
+    pub assignment: Assignment,
+    /// Blinded report.
+    pub blind: bool,
+    /// Extraction fields.
+    #[serde(default)]
+    pub extract: Vec<ExtractField>,
+    /// Report labels by variant index.
+    pub labels: Vec<String>,
+    /// Personas dealt by variant index.
+    pub assigned: Vec<Option<Vec<String>>>,
+    /// When the experiment started.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// Every run queued, in job order.
+    pub queued: Vec<QueuedRun>,
+}
+
+/// One queued run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueuedRun {
+    /// Run id.
+    pub run_id: String,
+    /// Folder under `runs/`.
+    pub folder: String,
+    /// Its message's sequence in the runs stream (to recognise the server's "gave up" notice).
+    pub seq: u64,
+    /// Variant name.
+    pub variant: String,
+    /// Report label.
+    pub label: String,
+    /// 1-based run number within the variant.
+    pub k: usize,
+    /// Run seed.
+    pub seed: u64,
+}
+
+/// Progress of a cluster experiment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    /// Runs queued in all.
+    pub total: usize,
+    /// Runs reported.
+    pub done: usize,
+    /// Of which failed.
+    pub failed: usize,
+    /// Runs in progress, by worker.
+    pub running: BTreeMap<String, usize>,
+}
+
+/// The file of a pending experiment.
+pub const PENDING_FILE: &str = "cluster.json";
+
+/// Queues every job of `prepared` and saves `cluster.json` in the experiment folder.
+pub async fn queue(cluster: &Cluster, spec: &ExperimentSpec, prepared: &Prepared) -> Result<Pending, ClusterError> {
+    let id = spec.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    super::messages::check_id("experiment id", &id)?;
+    let mut queued = Vec::with_capacity(prepared.jobs.len());
+    let mut acks = Vec::with_capacity(prepared.jobs.len());
+    for job in &prepared.jobs {
+        let folder = job.folder();
+        let run_id = format!("{}-{:016x}", folder, job.seed);
+        let item = WorkItem {
+            experiment: id.clone(),
+            run_id: run_id.clone(),
+            job: job.clone(),
+            extract: spec.extract.clone(),
+        };
+        let body = serde_json::to_vec(&item).unwrap_or_default();
+        if body.len() > super::MAX_MESSAGE_BYTES {
+            return Err(ClusterError::Untrusted(format!(
+                "run {run_id}: its plan is {} bytes, more than a queue message may hold ({} bytes); use fewer or smaller personas",
+                body.len(),
+                super::MAX_MESSAGE_BYTES
+            )));
+        }
+        let publish = async_nats::jetstream::message::PublishMessage::build()
+            .payload(body.into())
+            .message_id(format!("{id}.{run_id}"));
+        acks.push(cluster.js.send_publish(cluster.names.runs_subject(&id), publish).await.ctx("queueing a run")?);
+        queued.push(QueuedRun {
+            run_id,
+            folder,
+            seq: 0,
+            variant: job.variant.clone(),
+            label: job.label.clone(),
+            k: job.k,
+            seed: job.seed,
+        });
+    }
+    for (q, ack) in queued.iter_mut().zip(acks) {
+        q.seq = ack.await.ctx("queueing a run")?.sequence;
+    }
+    let pending = Pending {
+        id,
+        scenario: spec.scenario.clone(),
+        variants: spec.variants.clone(),
+        runs: spec.runs,
+        seed: spec.seed,
+        assignment: spec.assignment,
+        blind: spec.blind,
+        extract: spec.extract.clone(),
+        labels: prepared.labels.clone(),
+        assigned: prepared.assigned.clone(),
+        started_at: prepared.started_at,
+        queued,
+    };
+    let path = spec.dir.join(PENDING_FILE);
+    let mut bytes = serde_json::to_vec_pretty(&pending).unwrap_or_default();
+    bytes.push(b'\n');
+    crate::fsutil::write_atomic(&path, &bytes).map_err(|source| ClusterError::Io { path, source })?;
+    Ok(pending)
+}
+
+/// Reads `cluster.json` of an experiment folder (untrusted: ids and folders checked).
+pub fn read_pending(dir: &Path) -> Result<Pending, ClusterError> {
+    let path = dir.join(PENDING_FILE);
+    let bytes = crate::fsutil::read_input(&path, 64 << 20, "an experiment's cluster.json")
+        .map_err(|source| ClusterError::Io { path: path.clone(), source })?;
+    let p: Pending =
+        serde_json::from_slice(&bytes).map_err(|e| ClusterError::Untrusted(format!("{}: {e}", path.display())))?;
+    super::messages::check_id("experiment id", &p.id)?;
+    for q in &p.queued {
+        super::messages::check_id("run id", &q.run_id)?;
+        check_path(&q.folder)?;
+    }
+    Ok(p)
+}
+
+/// The spec a pending experiment was run with, in `dir`.
+pub fn spec_of(p: &Pending, dir: &Path) -> ExperimentSpec {
+    ExperimentSpec {
+        scenario: p.scenario.clone(),
+        variants: p.variants.clone(),
+        runs: p.runs,
+        parallel: true,
+        max_parallel: 1,
+        seed: p.seed,
+        dir: dir.to_path_buf(),
+        assignment: p.assignment,
+        blind: p.blind,
+        extract: p.extract.clone(),
+        stop: None,
+    }
+}
+
+/// What has been gathered so far.
+struct Gathered<'a> {
+    pending: &'a Pending,
+    index: HashMap<&'a str, usize>,
+    by_seq: HashMap<u64, usize>,
+    records: Vec<Option<RunRecord>>,
+    synthetic: bool,
+    running: HashMap<String, String>,
+    progress: Progress,
+}
+
+impl<'a> Gathered<'a> {
+    fn new(pending: &'a Pending) -> Self {
+        Gathered {
+            pending,
+            index: pending.queued.iter().enumerate().map(|(i, q)| (q.run_id.as_str(), i)).collect(),
+            by_seq: pending.queued.iter().enumerate().map(|(i, q)| (q.seq, i)).collect(),
+            records: vec![None; pending.queued.len()],
+            synthetic: true,
+            running: HashMap::new(),
+            progress: Progress { total: pending.queued.len(), ..Default::default() },
+        }
+    }
+
+    fn record(&mut self, i: usize, rec: RunRecord) {
+        self.progress.failed += usize::from(!rec.success);
+        self.progress.done += 1;
+        self.running.remove(&self.pending.queued[i].run_id);
+        self.records[i] = Some(rec);
+    }
+
+    /// A worker's progress message.
+    fn status(&mut self, payload: &[u8]) {
+        let Ok(s) = parse::<Status>("a progress message", payload) else { return };
+        let Some(&i) = self.index.get(s.run_id.as_str()) else { return };
+        if self.records[i].is_some() {
+            return;
+        }
+        match s.state.as_str() {
+            "started" | "resumed" => self.running.insert(s.run_id, s.worker.chars().take(64).collect()),
+            _ => self.running.remove(&s.run_id),
+        };
+    }
+
+    /// The server's notice that it gave up delivering a run.
+    fn given_up(&mut self, payload: &[u8], max: u32) {
+        let seq = serde_json::from_slice::<serde_json::Value>(payload).ok().and_then(|v| v["stream_seq"].as_u64());
+        if let Some(&i) = seq.and_then(|s| self.by_seq.get(&s))
+            && self.records[i].is_none()
+        {
+            self.record(i, given_up(self.pending, i, max));
+        }
+    }
+
+    fn show(&mut self, on_progress: &mut (dyn FnMut(&Progress) + Send)) {
+        self.progress.running = BTreeMap::new();
+        for w in self.running.values() {
+            *self.progress.running.entry(w.clone()).or_default() += 1;
+        }
+        on_progress(&self.progress);
+    }
+}
+
+/// Gathers every run's report (waiting at most `wait`, if given), writes the run folders and
+/// concludes the experiment. Runs the server gave up on (delivered `cluster.max_deliveries`
+/// times without a report) count as failed runs.
+pub async fn collect(
+    cluster: &Cluster,
+    pending: &Pending,
+    dir: &Path,
+    wait: Option<Duration>,
+    on_progress: &mut (dyn FnMut(&Progress) + Send),
+) -> Result<(ExperimentSummary, ExperimentFiles), ClusterError> {
+    let mut g = Gathered::new(pending);
+    let mut status = cluster.client.subscribe(cluster.names.status_subject(&pending.id)).await.ctx("watching progress")?;
+    let advisory = format!(
+        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
+        cluster.names.runs_stream(),
+        cluster.names.workers_consumer()
+    );
+    let mut gave_up = cluster.client.subscribe(advisory).await.ctx("watching for runs given up")?;
+    let reports = reports_consumer(cluster, &pending.id).await?;
+    let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+    g.show(on_progress);
+    while g.progress.done < g.progress.total && deadline.is_none_or(|d| tokio::time::Instant::now() < d) {
+        let mut batch = match reports.fetch().max_messages(64).expires(Duration::from_secs(1)).messages().await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("cannot read results ({e}); retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(Ok(m)) = batch.next().await {
+            let Some((i, report)) = accept(cluster, pending, &g.index, &g.records, &m.payload).await else { continue };
+            let mut rec = report.record.clone();
+            rec.dir = Some(fetch_files(cluster, pending, &report, dir).await?);
+            g.synthetic &= report.synthetic;
+            g.record(i, rec);
+        }
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::ZERO, status.next()).await {
+            g.status(&m.payload);
+        }
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::ZERO, gave_up.next()).await {
+            g.given_up(&m.payload, cluster.config.max_deliveries);
+        }
+        g.show(on_progress);
+    }
+    let complete = g.records.iter().all(Option::is_some);
+    let (mut summary, files) = conclude_gathered(pending, dir, g)?;
+    summary.stopped = !complete;
+    if complete {
+        tidy(cluster, pending).await;
+    }
+    Ok((summary, files))
+}
+
+/// A consumer reading every report of an experiment from the start (reports are kept until the
+/// experiment is collected, so `collect` can run any number of times).
+async fn reports_consumer(cluster: &Cluster, id: &str) -> Result<consumer::PullConsumer, ClusterError> {
+    let stream = cluster.js.get_stream(cluster.names.done_stream()).await.ctx("opening the results stream")?;
+    stream
+        .create_consumer(consumer::pull::Config {
+            filter_subject: cluster.names.done_subject(id),
+            deliver_policy: consumer::DeliverPolicy::All,
+            ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: Duration::from_secs(300),
+            ..Default::default()
+        })
+        .await
+        .ctx("reading the results")
+}
+
+/// Writes the experiment's summary and reports from what was gathered (runs without a report
+/// are left out, as a stopped local experiment leaves out runs not made).
+fn conclude_gathered(
+    pending: &Pending,
+    dir: &Path,
+    g: Gathered<'_>,
+) -> Result<(ExperimentSummary, ExperimentFiles), ClusterError> {
+    let spec = spec_of(pending, dir);
+    let prepared = Prepared {
+        labels: pending.labels.clone(),
+        assigned: pending.assigned.clone(),
+        jobs: Vec::new(),
+        started_at: pending.started_at,
+    };
+    let synthetic = g.synthetic;
+    let results: Vec<Result<(RunRecord, bool), ExperimentError>> = g
+        .records
+        .into_iter()
+        .map(|r| match r {
+            Some(r) => Ok((r, synthetic)),
+            None => Err(ExperimentError::Stopped),
+        })
+        .collect();
+    let parallelism = g.progress.running.len().max(1);
+    conclude(&spec, prepared, results, parallelism)
+        .map_err(|e| ClusterError::Io { path: dir.to_path_buf(), source: std::io::Error::other(e.to_string()) })
+}
+
+/// A report to accept: for a queued run without one yet, from the attempt holding its lease.
+async fn accept(
+    cluster: &Cluster,
+    pending: &Pending,
+    index: &HashMap<&str, usize>,
+    records: &[Option<RunRecord>],
+    payload: &[u8],
+) -> Option<(usize, Report)> {
+    let report: Report = match parse("a run's report", payload) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("ignored: {e}");
+            return None;
+        }
+    };
+    let i = *index.get(report.run_id.as_str())?;
+    if records[i].is_some() {
+        return None;
+    }
+    if let Err(e) = report.check(&pending.id, &pending.queued[i].run_id) {
+        tracing::warn!("ignored: {e}");
+        return None;
+    }
+    let holder = cluster.lease_holder(&pending.id, &report.run_id).await.ok()?.0;
+    if holder.is_some_and(|h| h != report.attempt) {
+        tracing::info!(run = %report.run_id, attempt = report.attempt, "a stale attempt's report; discarded");
+        return None;
+    }
+    Some((i, report))
+}
+
+/// Fetches a report's files into `<dir>/runs/<folder>/<run-id>/`, each checked for its size.
+async fn fetch_files(
+    cluster: &Cluster,
+    pending: &Pending,
+    report: &Report,
+    dir: &Path,
+) -> Result<PathBuf, ClusterError> {
+    let q = pending.queued.iter().find(|q| q.run_id == report.run_id).expect("checked by accept");
+    let run_dir = dir.join("runs").join(&q.folder).join(&q.run_id);
+    std::fs::create_dir_all(&run_dir).map_err(|source| ClusterError::Io { path: run_dir.clone(), source })?;
+    let bucket = cluster.files().await?;
+    for f in &report.files {
+        let key = file_key(&pending.id, &report.run_id, report.attempt, &f.path);
+        let mut obj = bucket.get(key.as_str()).await.ctx("fetching a run's file")?;
+        let mut bytes = Vec::new();
+        (&mut obj)
+            .take(MAX_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|source| ClusterError::Io { path: run_dir.join(&f.path), source })?;
+        if bytes.len() as u64 != f.bytes {
+            return Err(ClusterError::Untrusted(format!(
+                "run {}: {} holds {} bytes, the report says {}",
+                report.run_id,
+                f.path,
+                bytes.len(),
+                f.bytes
+            )));
+        }
+        let path = run_dir.join(&f.path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| ClusterError::Io { path: parent.into(), source })?;
+        }
+        crate::fsutil::write_atomic(&path, &bytes).map_err(|source| ClusterError::Io { path, source })?;
+    }
+    Ok(run_dir)
+}
+
+fn given_up(p: &Pending, i: usize, max: u32) -> RunRecord {
+    let q = &p.queued[i];
+    RunRecord {
+        variant: q.variant.clone(),
+        label: q.label.clone(),
+        k: q.k,
+        run_seed: q.seed,
+        run_id: q.run_id.clone(),
+        dir: None,
+        success: false,
+        error: Some(format!(
+            "handed out {max} time(s) (cluster.max_deliveries) without a report: workers died or stalled on it"
+        )),
+        personas: Vec::new(),
+        metrics: Default::default(),
+        extraction: Default::default(),
+    }
+}
+
+/// Removes what the cluster kept for a collected experiment: journals, reports, files.
+async fn tidy(cluster: &Cluster, p: &Pending) {
+    let n = &cluster.names;
+    for (stream, subject) in [
+        (n.journal_stream(), format!("{}.journal.{}.>", cluster.config.namespace, p.id)),
+        (n.done_stream(), n.done_subject(&p.id)),
+        (n.leases_stream(), format!("{}.lease.{}.>", cluster.config.namespace, p.id)),
+    ] {
+        if let Ok(s) = cluster.js.get_stream(stream).await {
+            let _ = s.purge().filter(subject).await;
+        }
+    }
+    if let Ok(bucket) = cluster.files().await
+        && let Ok(mut list) = bucket.list().await
+    {
+        let prefix = format!("{}/", p.id);
+        while let Some(Ok(o)) = list.next().await {
+            if o.name.starts_with(&prefix) {
+                let _ = bucket.delete(o.name.as_str()).await;
+            }
+        }
+    }
+}

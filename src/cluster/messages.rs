@@ -1,0 +1,172 @@
+//! What travels over NATS: a run to make ([`WorkItem`]), a finished run's report ([`Report`])
+//! and live progress ([`Status`]). Everything read from the cluster is untrusted: it is parsed
+//! with size bounds and checked (ids, paths, counts) before it is used.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ClusterError, MAX_MESSAGE_BYTES};
+use crate::experiment::{RunJob, RunRecord};
+use crate::record::results::valid_run_id;
+use crate::scenario::ExtractField;
+
+/// One run to make.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkItem {
+    /// The experiment id.
+    pub experiment: String,
+    /// The run id the coordinator chose (also the deduplication id).
+    pub run_id: String,
+    /// The run.
+    pub job: RunJob,
+    /// Fields asked of each persona after the run.
+    #[serde(default)]
+    pub extract: Vec<ExtractField>,
+}
+
+/// One file of a finished run, stored in the files bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path inside the run folder (`/`-separated, relative).
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// A finished run, as a worker reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// The experiment id.
+    pub experiment: String,
+    /// The run id.
+    pub run_id: String,
+    /// The delivery attempt that made it (1 = first).
+    pub attempt: u32,
+    /// The worker's name.
+    pub worker: String,
+    /// The run's record (its `dir` is the worker's and is replaced by the coordinator's).
+    pub record: RunRecord,
+    /// Its text was synthetic.
+    pub synthetic: bool,
+    /// The run folder's files, stored under [`file_key`].
+    pub files: Vec<FileEntry>,
+}
+
+/// What a worker is doing with a run (live, not stored).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// The run id.
+    pub run_id: String,
+    /// The worker.
+    pub worker: String,
+    /// `started`, `resumed`, `finished`, `failed` or `discarded`.
+    pub state: String,
+}
+
+/// Most files a run folder may bring back.
+pub const MAX_FILES: usize = 256;
+/// Largest file of a run folder brought back.
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+
+/// Where a run folder's file is kept in the files bucket.
+pub fn file_key(experiment: &str, run_id: &str, attempt: u32, path: &str) -> String {
+    format!("{experiment}/{run_id}/{attempt}/{path}")
+}
+
+/// An id fit for a subject token and a folder name.
+pub fn check_id(what: &str, id: &str) -> Result<(), ClusterError> {
+    if valid_run_id(id) {
+        Ok(())
+    } else {
+        Err(ClusterError::Untrusted(format!("{what} {:?} is not 1-128 characters of [A-Za-z0-9_-]", clip(id))))
+    }
+}
+
+/// A relative path inside a run folder: `/`-separated names, none empty, `.` or `..`, each of
+/// ordinary characters.
+pub fn check_path(p: &str) -> Result<(), ClusterError> {
+    let ok = !p.is_empty()
+        && p.len() <= 512
+        && p.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ClusterError::Untrusted(format!("file path {:?} is not a plain relative path", clip(p))))
+    }
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+/// Parses a JSON message of at most [`MAX_MESSAGE_BYTES`].
+pub fn parse<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, ClusterError> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(ClusterError::Untrusted(format!("{what}: {} bytes, more than {MAX_MESSAGE_BYTES}", bytes.len())));
+    }
+    serde_json::from_slice(bytes).map_err(|e| ClusterError::Untrusted(format!("{what}: {e}")))
+}
+
+impl WorkItem {
+    /// Checks ids and the job's config bounds.
+    pub fn check(&self) -> Result<(), ClusterError> {
+        check_id("experiment id", &self.experiment)?;
+        check_id("run id", &self.run_id)?;
+        crate::config::limits::check(&self.job.cfg)
+            .map_err(|e| ClusterError::Untrusted(format!("run {}: config {}: {}", self.run_id, e.key, e.message)))?;
+        check_path(&self.job.folder())
+    }
+}
+
+impl Report {
+    /// Checks that the report is about `run_id` of `experiment` and its files are plain paths
+    /// within bounds.
+    pub fn check(&self, experiment: &str, run_id: &str) -> Result<(), ClusterError> {
+        if self.experiment != experiment || self.run_id != run_id || self.record.run_id != run_id {
+            return Err(ClusterError::Untrusted(format!(
+                "a report for run {:?} of {:?} arrived as run {run_id}",
+                clip(&self.run_id),
+                clip(&self.experiment)
+            )));
+        }
+        if self.files.len() > MAX_FILES {
+            return Err(ClusterError::Untrusted(format!(
+                "run {run_id}: {} files, more than {MAX_FILES}",
+                self.files.len()
+            )));
+        }
+        for f in &self.files {
+            check_path(&f.path)?;
+            if f.bytes > MAX_FILE_BYTES {
+                return Err(ClusterError::Untrusted(format!("run {run_id}: {} is {} bytes", f.path, f.bytes)));
+            }
+        }
+        if self.worker.len() > 128 {
+            return Err(ClusterError::Untrusted(format!("run {run_id}: worker name longer than 128 bytes")));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_from_the_cluster_stay_inside_the_run_folder() {
+        for ok in ["results.json", "charts/participation.svg", "journal.1.jsonl"] {
+            assert!(check_path(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "/etc/passwd", "../x", "a/../../b", "a//b", "./a", "a\\b", "a b", "c:x", &"a".repeat(600)] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+        assert!(check_id("run id", "ok-1_2").is_ok());
+        assert!(
+            check_id("run id", "a.b").is_err() && check_id("run id", "*").is_err() && check_id("run id", ">").is_err()
+        );
+    }
+}

@@ -1,0 +1,333 @@
+//! `troupe worker`: makes the runs the queue hands it, with the same code as a local experiment.
+//!
+//! For each run: take the lease (the KV entry of the run holds the delivery attempt that owns
+//! it; an older attempt never takes it back), rebuild the journal of earlier attempts from
+//! JetStream and resume from it (or start afresh), stream the new journal lines as they are
+//! written, keep the lease with progress acknowledgements, then store the run folder's files
+//! under the attempt, check the lease once more (a stale worker discards its result) and report.
+//! A run this worker cannot make (no provider, say) goes back to the queue for another worker,
+//! until the last delivery, which reports it failed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{AckKind, Message};
+use futures_util::StreamExt;
+use tokio::sync::{Mutex, Semaphore, watch};
+
+use super::messages::{FileEntry, MAX_FILES, Report, Status, WorkItem, check_id, file_key, parse};
+use super::{Cluster, ClusterError, JsContext, journal_stream};
+use crate::config::SimulationConfig;
+use crate::experiment::{HowToRun, RunRecord, run_job};
+use crate::llm::Provider;
+
+/// How a worker works.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Its name in reports and progress (host and process id by default).
+    pub name: String,
+    /// Runs at once.
+    pub max_parallel: usize,
+    /// Where runs are made before their files are sent (each is removed once reported).
+    pub work_dir: PathBuf,
+    /// Stop after this many runs (tests, batch jobs); `None`: until stopped.
+    pub max_runs: Option<u64>,
+}
+
+/// What a worker did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkerStats {
+    /// Runs reported (succeeded or failed).
+    pub reported: u64,
+    /// Runs resumed from an earlier attempt's journal.
+    pub resumed: u64,
+    /// Results discarded because a newer attempt owned the run.
+    pub discarded: u64,
+    /// Runs handed back to the queue.
+    pub handed_back: u64,
+}
+
+/// Providers by endpoint settings, shared by the runs that use the same ones (one budget).
+type Providers = Arc<Mutex<HashMap<String, Arc<dyn Provider>>>>;
+
+/// Pulls and makes runs until `stop` turns true (runs going are finished first) or
+/// `max_runs` runs are done. Pulls always carry an expiry, so a broker restart never hangs it.
+pub async fn run_worker(
+    cluster: Cluster,
+    base: SimulationConfig,
+    opts: WorkerOptions,
+    mut stop: watch::Receiver<bool>,
+) -> Result<WorkerStats, ClusterError> {
+    let slots = Arc::new(Semaphore::new(opts.max_parallel.max(1)));
+    let stats = Arc::new(std::sync::Mutex::new(WorkerStats::default()));
+    let providers: Providers = Arc::default();
+    let mut consumer = cluster.workers_consumer().await?;
+    let mut taken = 0u64;
+    let mut backoff = Duration::from_millis(200);
+    tracing::info!(worker = %opts.name, "waiting for runs on {}", cluster.url);
+    while !*stop.borrow() && opts.max_runs.is_none_or(|m| taken < m) {
+        let Ok(permit) = slots.clone().acquire_owned().await else { break };
+        let fetched = consumer.fetch().max_messages(1).expires(Duration::from_secs(2)).messages().await;
+        let mut batch = match fetched {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("cannot pull runs ({e}); retrying in {backoff:?}");
+                tokio::select! { _ = tokio::time::sleep(backoff) => {}, _ = stop.changed() => {} }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                if let Ok(c) = cluster.workers_consumer().await {
+                    consumer = c;
+                }
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        let Some(msg) = batch.next().await else { continue };
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!("pull ended: {e}");
+                continue;
+            }
+        };
+        taken += 1;
+        let (cluster, base, opts2, stats, providers) =
+            (cluster.clone(), base.clone(), opts.clone(), stats.clone(), providers.clone());
+        tokio::spawn(async move {
+            let outcome = handle(&cluster, &base, &opts2, &providers, msg).await;
+            let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
+            match outcome {
+                Ok(Outcome::Reported { resumed }) => {
+                    s.reported += 1;
+                    s.resumed += u64::from(resumed);
+                }
+                Ok(Outcome::Discarded) => s.discarded += 1,
+                Ok(Outcome::HandedBack) => s.handed_back += 1,
+                Err(e) => tracing::error!("a run could not be made: {e}"),
+            }
+            drop(permit);
+        });
+    }
+    // Wait for the runs going.
+    let _all = slots.acquire_many(opts.max_parallel.max(1) as u32).await;
+    let s = stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok(s)
+}
+
+enum Outcome {
+    Reported { resumed: bool },
+    Discarded,
+    HandedBack,
+}
+
+async fn handle(
+    cluster: &Cluster,
+    base: &SimulationConfig,
+    opts: &WorkerOptions,
+    providers: &Providers,
+    msg: Message,
+) -> Result<Outcome, ClusterError> {
+    let attempt = msg.info().map(|i| i.delivered.clamp(1, i64::from(u32::MAX)) as u32).unwrap_or(1);
+    let item: WorkItem = match parse("a queued run", &msg.payload).and_then(|i: WorkItem| i.check().map(|()| i)) {
+        Ok(i) => i,
+        Err(e) => {
+            // Nobody can make it: stop its redelivery.
+            let _ = msg.ack_with(AckKind::Term).await;
+            return Err(e);
+        }
+    };
+    if !cluster.take_lease(&item.experiment, &item.run_id, attempt).await? {
+        tracing::warn!(run = %item.run_id, attempt, "a newer attempt owns this run; leaving it");
+        return Ok(Outcome::Discarded);
+    }
+    let msg = Arc::new(msg);
+    let keeper = keep_lease(msg.clone(), cluster.lease());
+    let result = make(cluster, base, opts, providers, &item, attempt).await;
+    keeper.abort();
+    let (record, synthetic, run_dir, resumed) = match result {
+        Ok(r) => r,
+        Err(e) if attempt < cluster.config.max_deliveries => {
+            tracing::warn!(run = %item.run_id, "handing the run back to the queue: {e}");
+            let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            return Ok(Outcome::HandedBack);
+        }
+        Err(e) => (failed_record(&item, &e.to_string()), false, None, false),
+    };
+    let files = match &run_dir {
+        Some(dir) => store_files(cluster, &item, attempt, dir).await?,
+        None => Vec::new(),
+    };
+    if cluster.lease_holder(&item.experiment, &item.run_id).await?.0 != Some(attempt) {
+        status(cluster, &item, &opts.name, "discarded").await;
+        tracing::warn!(run = %item.run_id, attempt, "the run was handed to another worker meanwhile; result discarded");
+        return Ok(Outcome::Discarded);
+    }
+    let report = Report {
+        experiment: item.experiment.clone(),
+        run_id: item.run_id.clone(),
+        attempt,
+        worker: opts.name.clone(),
+        record,
+        synthetic,
+        files,
+    };
+    let body = serde_json::to_vec(&report).unwrap_or_default();
+    let publish = async_nats::jetstream::message::PublishMessage::build()
+        .payload(body.into())
+        .message_id(format!("{}.{}.{attempt}", item.experiment, item.run_id));
+    let ack =
+        cluster.js.send_publish(cluster.names.done_subject(&item.experiment), publish).await.ctx("reporting a run")?;
+    ack.await.ctx("reporting a run")?;
+    msg.double_ack().await.ctx("acknowledging a run")?;
+    status(cluster, &item, &opts.name, if report.record.success { "finished" } else { "failed" }).await;
+    if let Some(dir) = run_dir.as_ref().and_then(|d| d.parent()) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    Ok(Outcome::Reported { resumed })
+}
+
+/// Makes the run: rebuilds earlier attempts' journal, resumes or starts, streams the journal.
+async fn make(
+    cluster: &Cluster,
+    base: &SimulationConfig,
+    opts: &WorkerOptions,
+    providers: &Providers,
+    item: &WorkItem,
+    attempt: u32,
+) -> Result<(RunRecord, bool, Option<PathBuf>, bool), ClusterError> {
+    let mut job = item.job.clone();
+    job.cfg = base.with_recorded_simulation(&item.job.cfg);
+    crate::config::limits::check(&job.cfg)
+        .map_err(|e| ClusterError::Untrusted(format!("run {}: config {}: {}", item.run_id, e.key, e.message)))?;
+    let provider = provider_for(providers, &job.cfg).await?;
+    let runs_dir = opts.work_dir.join(&item.experiment).join("runs");
+    let run_dir = runs_dir.join(job.folder()).join(&item.run_id);
+    // What an earlier attempt on this machine left is replaced by what the cluster recorded.
+    let _ = std::fs::remove_dir_all(&run_dir);
+    let subject = cluster.names.journal_subject(&item.experiment, &item.run_id);
+    let segments = match journal_stream::rebuild(&cluster.js, &cluster.names.journal_stream(), &subject, &run_dir).await
+    {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(run = %item.run_id, "earlier attempts' journal unusable ({e}); starting afresh");
+            let _ = std::fs::remove_dir_all(&run_dir);
+            0
+        }
+    };
+    let resumed = segments > 0;
+    status(cluster, item, &opts.name, if resumed { "resumed" } else { "started" }).await;
+    let (tap, uploader) = journal_stream::upload(cluster.js.clone(), subject, attempt);
+    let how = HowToRun {
+        run_id: Some(item.run_id.clone()),
+        resume: resumed,
+        journal_tap: Some(tap),
+        ..HowToRun::on(provider)
+    };
+    let result = run_job(job, &runs_dir, &item.extract, how).await;
+    // Every journal line is stored before the run is reported.
+    let _ = uploader.await;
+    let (mut record, synthetic) =
+        result.map_err(|e| ClusterError::JetStream { what: format!("run {}", item.run_id), message: e.to_string() })?;
+    record.run_id = item.run_id.clone();
+    Ok((record, synthetic, Some(run_dir), resumed))
+}
+
+async fn provider_for(providers: &Providers, cfg: &SimulationConfig) -> Result<Arc<dyn Provider>, ClusterError> {
+    let key = crate::experiment::provider_key(cfg);
+    let mut map = providers.lock().await;
+    if let Some(p) = map.get(&key) {
+        return Ok(p.clone());
+    }
+    let (p, _) = crate::llm::provider_from_config(cfg).map_err(|e| ClusterError::JetStream {
+        what: "setting up this worker's provider".into(),
+        message: e.to_string(),
+    })?;
+    map.insert(key, p.clone());
+    Ok(p)
+}
+
+/// A run that could not be made at all, as the experiment records it.
+fn failed_record(item: &WorkItem, why: &str) -> RunRecord {
+    RunRecord {
+        variant: item.job.variant.clone(),
+        label: item.job.label.clone(),
+        k: item.job.k,
+        run_seed: item.job.seed,
+        run_id: item.run_id.clone(),
+        dir: None,
+        success: false,
+        error: Some(why.to_string()),
+        personas: item.job.plan.personas.iter().map(|p| p.id.clone()).collect(),
+        metrics: Default::default(),
+        extraction: Default::default(),
+    }
+}
+
+/// Sends a progress acknowledgement every third of the lease.
+fn keep_lease(msg: Arc<Message>, lease: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(lease / 3).await;
+            if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                tracing::debug!("progress acknowledgement not sent: {e}");
+            }
+        }
+    })
+}
+
+async fn status(cluster: &Cluster, item: &WorkItem, worker: &str, state: &str) {
+    let s = Status { run_id: item.run_id.clone(), worker: worker.to_string(), state: state.to_string() };
+    let body = serde_json::to_vec(&s).unwrap_or_default();
+    let _ = cluster.client.publish(cluster.names.status_subject(&item.experiment), body.into()).await;
+}
+
+/// Stores every file of the run folder (hidden ones, such as the lock, left out) under the
+/// attempt.
+async fn store_files(
+    cluster: &Cluster,
+    item: &WorkItem,
+    attempt: u32,
+    dir: &Path,
+) -> Result<Vec<FileEntry>, ClusterError> {
+    let bucket = cluster.files().await?;
+    let mut out = Vec::new();
+    for (rel, path) in list_files(dir)? {
+        check_id("experiment id", &item.experiment)?;
+        let mut f =
+            tokio::fs::File::open(&path).await.map_err(|source| ClusterError::Io { path: path.clone(), source })?;
+        let info = bucket
+            .put(file_key(&item.experiment, &item.run_id, attempt, &rel).as_str(), &mut f)
+            .await
+            .ctx("storing a run's file")?;
+        out.push(FileEntry { path: rel, bytes: info.size as u64 });
+    }
+    Ok(out)
+}
+
+/// The run folder's files, relative, sorted; hidden names skipped.
+fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, ClusterError> {
+    let mut out = Vec::new();
+    let mut stack = vec![(String::new(), dir.to_path_buf())];
+    while let Some((prefix, d)) = stack.pop() {
+        let entries = std::fs::read_dir(&d).map_err(|source| ClusterError::Io { path: d.clone(), source })?;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+            let ft = e.file_type().map_err(|source| ClusterError::Io { path: e.path(), source })?;
+            if ft.is_dir() {
+                stack.push((rel, e.path()));
+            } else if ft.is_file() {
+                out.push((rel, e.path()));
+            }
+        }
+    }
+    out.sort();
+    if out.len() > MAX_FILES {
+        return Err(ClusterError::Untrusted(format!("{}: more than {MAX_FILES} files", dir.display())));
+    }
+    Ok(out)
+}

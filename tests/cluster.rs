@@ -1,0 +1,226 @@
+//! Experiments on a NATS JetStream cluster (issue 17), through the binary: a real `nats-server
+//! -js` on 127.0.0.1 (random port, temporary store), `troupe worker` processes and the
+//! coordinator `troupe experiment --cluster`. Without `nats-server` the tests skip with a note,
+//! unless `TROUPE_REQUIRE_NATS=1` (CI sets it), when they fail.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod support {
+    pub mod cli;
+    pub mod mock_openai;
+    pub mod nats;
+}
+
+use support::cli::{ROOT, run_within, troupe};
+use support::mock_openai::{MockConfig, MockServer};
+use support::nats;
+
+/// A run's transcript as `(turn, speaker, text)` lines.
+type Lines = Vec<(u64, String, String)>;
+
+/// The environment of every troupe process of a test: short leases, and the provider.
+fn env(cmd: &mut Command, provider: &[(&str, String)]) {
+    cmd.env("TROUPE_CLUSTER__LEASE_SECONDS", "2");
+    for (k, v) in provider {
+        cmd.env(k, v);
+    }
+}
+
+fn simulated() -> Vec<(&'static str, String)> {
+    vec![("TROUPE_LLM__PROVIDER", "simulated".into())]
+}
+
+fn worker(url: &str, dir: &Path, name: &str, provider: &[(&str, String)]) -> Child {
+    let mut cmd = troupe();
+    cmd.args(["worker", "--nats", url, "--name", name, "--max-parallel", "2", "--work-dir"]).arg(dir.join(name));
+    env(&mut cmd, provider);
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().unwrap()
+}
+
+/// SIGTERM: the worker finishes what it runs, prints its tally and exits.
+fn stop(mut c: Child) {
+    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(30) {
+        if c.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+/// Runs the workers' logs say they resumed from another worker's journal.
+fn resumed(dir: &Path, names: &[&str]) -> (u64, String) {
+    let mut n = 0;
+    let mut all = String::new();
+    for name in names {
+        let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+        for line in log.lines() {
+            if let Some(rest) = line.split(" run(s) reported (").nth(1) {
+                n += rest.split(' ').next().and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+        all.push_str(&log);
+    }
+    (n, all)
+}
+
+/// The one experiment folder under `<out>/experiments`.
+fn experiment_dir(out: &Path) -> PathBuf {
+    std::fs::read_dir(out.join("experiments")).unwrap().next().unwrap().unwrap().path()
+}
+
+fn summary(out: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(experiment_dir(out).join("summary.json")).unwrap()).unwrap()
+}
+
+/// `(variant, k)` → the run's transcript as `(turn, speaker, text)` lines.
+fn transcripts(out: &Path) -> HashMap<(String, u64), Lines> {
+    let s = summary(out);
+    let mut m = HashMap::new();
+    for r in s["runs"].as_array().unwrap() {
+        let dir = PathBuf::from(r["dir"].as_str().unwrap());
+        let text = std::fs::read_to_string(dir.join("transcript.jsonl")).unwrap();
+        let lines: Lines = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|v| v["text"].is_string())
+            .map(|v| {
+                (
+                    v["turn"].as_u64().unwrap_or(0),
+                    v["speaker"].as_str().or(v["agent"].as_str()).unwrap_or("").to_string(),
+                    v["text"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let key = (r["variant"].as_str().unwrap().to_string(), r["k"].as_u64().unwrap());
+        assert!(m.insert(key.clone(), lines).is_none(), "run {key:?} reported twice");
+    }
+    m
+}
+
+fn experiment(args: &[&str], out: &Path, provider: &[(&str, String)]) -> Command {
+    let mut cmd = troupe();
+    cmd.arg("experiment")
+        .arg(Path::new(ROOT).join("scenarios/content_moderation.ron"))
+        .args(["--variants", "baseline,creative", "--run-seed", "42", "--turns", "2", "--quiet"])
+        .args(["--set", "performance.rate_limit_delay=0", "--output-dir"])
+        .arg(out)
+        .args(args);
+    env(&mut cmd, provider);
+    cmd
+}
+
+/// 60 simulated runs over 3 workers: every run's result exactly once, and each run's transcript
+/// and compared metrics equal a local experiment's with the same seed.
+#[test]
+fn sixty_runs_over_three_workers_equal_a_local_experiment() {
+    let Some(n) = nats::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let workers: Vec<Child> = (1..=3).map(|i| worker(&n.url, tmp.path(), &format!("w{i}"), &simulated())).collect();
+    let (local, remote) = (tmp.path().join("local"), tmp.path().join("remote"));
+    let d =
+        run_within(&mut experiment(&["--runs", "30", "--parallel"], &local, &simulated()), Duration::from_secs(600));
+    assert_eq!(d.code, Some(0), "{}", d.both());
+    let d = run_within(
+        &mut experiment(&["--runs", "30", "--cluster", &n.url], &remote, &simulated()),
+        Duration::from_secs(600),
+    );
+    for w in workers {
+        stop(w);
+    }
+    assert_eq!(d.code, Some(0), "{}", d.both());
+    let (a, b) = (transcripts(&local), transcripts(&remote));
+    assert_eq!(b.len(), 60);
+    assert_eq!(a, b, "the cluster's transcripts differ from the local experiment's");
+    let (sa, sb) = (summary(&local), summary(&remote));
+    let metrics = |s: &Value| -> Vec<(String, u64, Value)> {
+        let mut v: Vec<(String, u64, Value)> = s["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let mut m = r["metrics"].clone();
+                m.as_object_mut().unwrap().remove("latency_ms");
+                (r["variant"].as_str().unwrap().to_string(), r["k"].as_u64().unwrap(), m)
+            })
+            .collect();
+        v.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
+        v
+    };
+    assert_eq!(metrics(&sa), metrics(&sb));
+    assert!(sb["runs"].as_array().unwrap().iter().all(|r| r["success"] == true));
+    // The report is written like a local one.
+    let dir = experiment_dir(&remote);
+    assert!(dir.join("report.html").exists() && dir.join("report.md").exists());
+}
+
+/// A worker killed with SIGKILL in the middle of its runs: they are handed to the other
+/// workers after the lease, resumed from the journal it streamed, and no exchange answered
+/// before the kill is sent to the provider again (counted at a loopback OpenAI-compatible mock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_runs_finish_elsewhere_and_nothing_is_paid_twice() {
+    let Some(n) = nats::start() else { return };
+    let delay = Duration::from_millis(150);
+    let mock = MockServer::start(MockConfig { delay, ..MockConfig::default() }).await;
+    let provider = vec![
+        ("TROUPE_LLM__PROVIDER", "openai".to_string()),
+        ("TROUPE_LLM__BASE_URL", mock.base_url()),
+        ("OPENAI_API_KEY", "sk-test-cluster".to_string()),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = worker(&n.url, tmp.path(), "victim", &provider);
+    let out = tmp.path().join("out");
+    let mut coord = experiment(&["--runs", "3", "--cluster", &n.url], &out, &provider);
+    let coord = std::thread::spawn(move || run_within(&mut coord, Duration::from_secs(300)));
+    // Kill once the victim has paid for a good part of its runs.
+    let t0 = Instant::now();
+    while mock.request_count() < 25 && t0.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut victim = victim;
+    victim.kill().unwrap();
+    let killed_at = Instant::now();
+    victim.wait().unwrap();
+    let paid_before = mock.request_count();
+    assert!(paid_before >= 25, "the victim made {paid_before} calls");
+    let others: Vec<Child> = (1..=2).map(|i| worker(&n.url, tmp.path(), &format!("w{i}"), &provider)).collect();
+    let d = tokio::task::spawn_blocking(move || coord.join().unwrap()).await.unwrap();
+    for w in others {
+        stop(w);
+    }
+    assert_eq!(d.code, Some(0), "{}", d.both());
+    let s = summary(&out);
+    assert_eq!(s["runs"].as_array().unwrap().len(), 6);
+    assert!(s["runs"].as_array().unwrap().iter().all(|r| r["success"] == true), "{s}");
+    // Paid twice: a request body (it holds the run's seed) seen again, whose first copy was
+    // answered before the kill (arrived more than the mock's delay before it).
+    let mut first: HashMap<String, Instant> = HashMap::new();
+    let mut twice = Vec::new();
+    for r in mock.requests() {
+        let body = r.body.to_string();
+        match first.get(&body) {
+            Some(&at) if at + delay + Duration::from_millis(50) < killed_at => twice.push(body),
+            Some(_) => {}
+            None => {
+                first.insert(body, r.at.into());
+            }
+        }
+    }
+    assert!(
+        twice.is_empty(),
+        "{} exchange(s) paid twice, e.g. {}",
+        twice.len(),
+        twice[0].chars().take(300).collect::<String>()
+    );
+    let (n, logs) = resumed(tmp.path(), &["w1", "w2"]);
+    assert!(n >= 1, "no run was resumed from the victim's journal:\n{logs}");
+}
