@@ -139,6 +139,28 @@ impl Names {
     }
 }
 
+/// A run's lease as read.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Lease {
+    /// The delivery attempt holding it.
+    pub attempt: Option<u32>,
+    /// The run is reported.
+    pub done: bool,
+    /// Sequence of the lease message (0: none).
+    pub seq: u64,
+}
+
+/// What taking a lease found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// This attempt holds it now.
+    Taken,
+    /// A newer attempt holds it.
+    Newer,
+    /// The run is already reported.
+    Reported,
+}
+
 /// A connection to the cluster with its JetStream objects, created when missing.
 #[derive(Clone)]
 pub struct Cluster {
@@ -279,37 +301,67 @@ impl Cluster {
             .ctx("creating the workers' consumer")
     }
 
-    /// The attempt holding a run's lease, with the lease's sequence (0: none yet).
-    pub async fn lease_holder(&self, exp: &str, run_id: &str) -> Result<(Option<u32>, u64), ClusterError> {
+    /// A run's lease: which attempt holds it, whether the run is reported, and the lease's
+    /// sequence for compare-and-set (0: no lease yet).
+    pub async fn run_lease(&self, exp: &str, run_id: &str) -> Result<Lease, ClusterError> {
         let stream = self.js.get_stream_no_info(self.names.leases_stream()).await.ctx("opening the leases stream")?;
         match stream.get_last_raw_message_by_subject(&self.names.lease_subject(exp, run_id)).await {
-            Ok(m) => Ok((std::str::from_utf8(&m.payload).ok().and_then(|s| s.trim().parse().ok()), m.sequence)),
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok((None, 0)),
+            Ok(m) => {
+                let text = String::from_utf8_lossy(&m.payload);
+                let (done, attempt) = match text.trim().strip_prefix("done ") {
+                    Some(rest) => (true, rest.parse().ok()),
+                    None => (false, text.trim().parse().ok()),
+                };
+                Ok(Lease { attempt, done, seq: m.sequence })
+            }
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(Lease::default()),
             Err(e) => Err(js("reading a lease")(Box::new(e))),
         }
     }
 
-    /// Takes a run's lease for `attempt` unless a newer attempt holds it (compare-and-set on the
-    /// lease's last sequence). False: a newer attempt owns the run.
-    pub async fn take_lease(&self, exp: &str, run_id: &str, attempt: u32) -> Result<bool, ClusterError> {
-        let subject = self.names.lease_subject(exp, run_id);
+    /// Takes a run's lease for `attempt` unless a newer attempt holds it or the run is already
+    /// reported (compare-and-set on the lease's sequence).
+    pub async fn take_lease(&self, exp: &str, run_id: &str, attempt: u32) -> Result<Take, ClusterError> {
         for _ in 0..20 {
-            let (holder, seq) = self.lease_holder(exp, run_id).await?;
-            match holder {
-                Some(h) if h > attempt => return Ok(false),
-                Some(h) if h == attempt => return Ok(true),
+            let lease = self.run_lease(exp, run_id).await?;
+            if lease.done {
+                return Ok(Take::Reported);
+            }
+            match lease.attempt {
+                Some(h) if h > attempt => return Ok(Take::Newer),
+                Some(h) if h == attempt => return Ok(Take::Taken),
                 _ => {}
             }
-            let publish = async_nats::jetstream::message::PublishMessage::build()
-                .payload(attempt.to_string().into())
-                .expected_last_subject_sequence(seq);
-            if let Ok(ack) = self.js.send_publish(subject.clone(), publish).await
-                && ack.await.is_ok()
-            {
-                return Ok(true);
+            if self.set_lease(exp, run_id, &attempt.to_string(), lease.seq).await {
+                return Ok(Take::Taken);
             }
         }
         Err(ClusterError::JetStream { what: "taking a lease".into(), message: "the lease kept changing".into() })
+    }
+
+    /// Marks a run reported by `attempt`: a copy of its message delivered again (a broker
+    /// restored from an unclean stop can bring acknowledged messages back) is then skipped.
+    pub async fn mark_reported(&self, exp: &str, run_id: &str, attempt: u32) -> Result<(), ClusterError> {
+        for _ in 0..20 {
+            let lease = self.run_lease(exp, run_id).await?;
+            if lease.done || self.set_lease(exp, run_id, &format!("done {attempt}"), lease.seq).await {
+                return Ok(());
+            }
+        }
+        Err(ClusterError::JetStream {
+            what: "marking a run reported".into(),
+            message: "the lease kept changing".into(),
+        })
+    }
+
+    async fn set_lease(&self, exp: &str, run_id: &str, value: &str, expected_seq: u64) -> bool {
+        let publish = async_nats::jetstream::message::PublishMessage::build()
+            .payload(value.to_string().into())
+            .expected_last_subject_sequence(expected_seq);
+        match self.js.send_publish(self.names.lease_subject(exp, run_id), publish).await {
+            Ok(ack) => ack.await.is_ok(),
+            Err(_) => false,
+        }
     }
 
     /// The files bucket.

@@ -224,3 +224,93 @@ async fn a_killed_workers_runs_finish_elsewhere_and_nothing_is_paid_twice() {
     let (n, logs) = resumed(tmp.path(), &["w1", "w2"]);
     assert!(n >= 1, "no run was resumed from the victim's journal:\n{logs}");
 }
+
+fn signal(c: &Child, sig: i32) {
+    unsafe { libc::kill(c.id() as i32, sig) };
+}
+
+/// The tally a worker prints when it stops: (reported, resumed, discarded).
+fn tally(dir: &Path, name: &str) -> (u64, u64, u64) {
+    let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+    let line =
+        log.lines().find(|l| l.contains(" run(s) reported (")).unwrap_or_else(|| panic!("{name}: no tally:\n{log}"));
+    let nums: Vec<u64> =
+        line.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
+    // "worker NAME: R run(s) reported (M resumed ...), D discarded as stale, H handed back"; the
+    // name may hold digits, so count from the end.
+    let n = nums.len();
+    (nums[n - 4], nums[n - 3], nums[n - 2])
+}
+
+/// Simulated runs that take a few seconds each (300 ms per call).
+fn slow() -> Vec<(&'static str, String)> {
+    vec![
+        ("TROUPE_LLM__PROVIDER", "simulated".into()),
+        ("TROUPE_LLM__SIMULATED__LATENCY__KIND", "fixed".into()),
+        ("TROUPE_LLM__SIMULATED__LATENCY__MS", "300".into()),
+    ]
+}
+
+/// A worker stopped (SIGSTOP) for longer than its lease loses its runs to another worker; when
+/// it continues (SIGCONT) and finishes them, its results are discarded, and every run is in the
+/// report exactly once.
+#[test]
+fn a_stalled_worker_loses_its_runs_and_its_late_results_are_discarded() {
+    let Some(n) = nats::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let stalled = worker(&n.url, tmp.path(), "stalled", &slow());
+    let out = tmp.path().join("out");
+    let mut coord = experiment(&["--runs", "2", "--cluster", &n.url], &out, &slow());
+    let coord = std::thread::spawn(move || run_within(&mut coord, Duration::from_secs(300)));
+    // Stop it once it is making a run.
+    let log = tmp.path().join("stalled.log");
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("run started") {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the worker never started a run");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&stalled, libc::SIGSTOP);
+    let other = worker(&n.url, tmp.path(), "other", &slow());
+    // Well past the 2 s lease: the other worker takes the stalled one's runs.
+    std::thread::sleep(Duration::from_secs(6));
+    signal(&stalled, libc::SIGCONT);
+    let d = coord.join().unwrap();
+    // Let the stalled worker finish what it was doing before it is asked to stop.
+    std::thread::sleep(Duration::from_secs(3));
+    stop(stalled);
+    stop(other);
+    assert_eq!(d.code, Some(0), "{}", d.both());
+    let runs = transcripts(&out);
+    assert_eq!(runs.len(), 4);
+    let (_, _, discarded) = tally(tmp.path(), "stalled");
+    let (_, resumed, _) = tally(tmp.path(), "other");
+    assert!(discarded >= 1, "the stalled worker's late result was not discarded");
+    assert!(resumed >= 1, "the other worker did not resume the stalled worker's runs");
+}
+
+/// The broker killed (SIGKILL) and restarted on the same store mid-experiment: every run
+/// completes, none twice, and no worker hangs (each stops on SIGTERM and prints its tally).
+#[test]
+fn a_broker_killed_and_restarted_mid_experiment_loses_no_run() {
+    let Some(mut n) = nats::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let workers: Vec<Child> = (1..=2).map(|i| worker(&n.url, tmp.path(), &format!("w{i}"), &slow())).collect();
+    let out = tmp.path().join("out");
+    let mut coord = experiment(&["--runs", "3", "--cluster", &n.url], &out, &slow());
+    let coord = std::thread::spawn(move || run_within(&mut coord, Duration::from_secs(300)));
+    std::thread::sleep(Duration::from_millis(2500));
+    n.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    n.restart();
+    let d = coord.join().unwrap();
+    for w in workers {
+        stop(w);
+    }
+    assert_eq!(d.code, Some(0), "{}", d.both());
+    let runs = transcripts(&out);
+    assert_eq!(runs.len(), 6);
+    let (mut reported, _, _) = tally(tmp.path(), "w1");
+    reported += tally(tmp.path(), "w2").0;
+    assert!(reported >= 6, "{reported} runs reported");
+}

@@ -14,17 +14,31 @@ use troupe_sim::config::{LogFormat, MonitoringConfig};
 pub struct Guard;
 
 pub fn init(m: &MonitoringConfig, quiet: bool) -> anyhow::Result<Guard> {
+    init_for(m, if quiet { Terminal::Quiet } else { Terminal::Interactive })
+}
+
+/// A long-running service (`troupe worker`): its stderr is its log, at `monitoring.log_level`.
+pub fn init_service(m: &MonitoringConfig) -> anyhow::Result<Guard> {
+    init_for(m, Terminal::Service)
+}
+
+enum Terminal {
+    Quiet,
+    Interactive,
+    Service,
+}
+
+fn init_for(m: &MonitoringConfig, t: Terminal) -> anyhow::Result<Guard> {
     let level = match m.log_level.to_uppercase().as_str() {
         "WARNING" => "warn".to_string(),
         other => other.to_lowercase(),
     };
-    // The terminal gets warnings and above by default: the transcript is the main output there.
-    let stderr_level = if quiet {
-        "error".to_string()
-    } else if level == "info" {
-        "warn".into()
-    } else {
-        level.clone()
+    // An interactive terminal gets warnings and above by default: the transcript is the main
+    // output there.
+    let stderr_level = match t {
+        Terminal::Quiet => "error".to_string(),
+        Terminal::Interactive if level == "info" => "warn".into(),
+        _ => level.clone(),
     };
     let env = std::env::var("RUST_LOG").ok();
     let filter = |default: &str| match &env {

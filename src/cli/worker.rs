@@ -36,7 +36,7 @@ async fn run_async(g: &GlobalArgs, a: WorkerArgs) -> anyhow::Result<ExitCode> {
     let mut flags = super::Flags::default();
     flags.performance.max_parallel_runs = a.max_parallel;
     let cfg = super::load_config(g, None, &flags)?.config;
-    let _log_guard = super::logging::init(&cfg.monitoring, false)?;
+    let _log_guard = super::logging::init_service(&cfg.monitoring)?;
     let name = a.name.clone().unwrap_or_else(default_name);
     let cluster = Cluster::connect(a.nats.as_deref(), &cfg.cluster, &format!("troupe worker {name}")).await?;
     let opts = WorkerOptions {

@@ -256,22 +256,28 @@ pub async fn collect(
     on_progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<(ExperimentSummary, ExperimentFiles), ClusterError> {
     let mut g = Gathered::new(pending);
-    let mut status = cluster.client.subscribe(cluster.names.status_subject(&pending.id)).await.ctx("watching progress")?;
+    let mut status =
+        cluster.client.subscribe(cluster.names.status_subject(&pending.id)).await.ctx("watching progress")?;
     let advisory = format!(
         "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
         cluster.names.runs_stream(),
         cluster.names.workers_consumer()
     );
     let mut gave_up = cluster.client.subscribe(advisory).await.ctx("watching for runs given up")?;
-    let reports = reports_consumer(cluster, &pending.id).await?;
+    let mut reports = reports_consumer(cluster, &pending.id).await?;
     let deadline = wait.map(|w| tokio::time::Instant::now() + w);
     g.show(on_progress);
     while g.progress.done < g.progress.total && deadline.is_none_or(|d| tokio::time::Instant::now() < d) {
         let mut batch = match reports.fetch().max_messages(64).expires(Duration::from_secs(1)).messages().await {
             Ok(b) => b,
             Err(e) => {
+                // A restarted broker may have lost the reading consumer: make a new one (reports
+                // already gathered are recognised and skipped).
                 tracing::warn!("cannot read results ({e}); retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                if let Ok(c) = reports_consumer(cluster, &pending.id).await {
+                    reports = c;
+                }
                 continue;
             }
         };
@@ -366,7 +372,7 @@ async fn accept(
         tracing::warn!("ignored: {e}");
         return None;
     }
-    let holder = cluster.lease_holder(&pending.id, &report.run_id).await.ok()?.0;
+    let holder = cluster.run_lease(&pending.id, &report.run_id).await.ok()?.attempt;
     if holder.is_some_and(|h| h != report.attempt) {
         tracing::info!(run = %report.run_id, attempt = report.attempt, "a stale attempt's report; discarded");
         return None;
@@ -437,7 +443,6 @@ async fn tidy(cluster: &Cluster, p: &Pending) {
     for (stream, subject) in [
         (n.journal_stream(), format!("{}.journal.{}.>", cluster.config.namespace, p.id)),
         (n.done_stream(), n.done_subject(&p.id)),
-        (n.leases_stream(), format!("{}.lease.{}.>", cluster.config.namespace, p.id)),
     ] {
         if let Ok(s) = cluster.js.get_stream(stream).await {
             let _ = s.purge().filter(subject).await;

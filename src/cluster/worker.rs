@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use tokio::sync::{Mutex, Semaphore, watch};
 
 use super::messages::{FileEntry, MAX_FILES, Report, Status, WorkItem, check_id, file_key, parse};
-use super::{Cluster, ClusterError, JsContext, journal_stream};
+use super::{Cluster, ClusterError, JsContext, Take, journal_stream};
 use crate::config::SimulationConfig;
 use crate::experiment::{HowToRun, RunRecord, run_job};
 use crate::llm::Provider;
@@ -137,9 +137,17 @@ async fn handle(
             return Err(e);
         }
     };
-    if !cluster.take_lease(&item.experiment, &item.run_id, attempt).await? {
-        tracing::warn!(run = %item.run_id, attempt, "a newer attempt owns this run; leaving it");
-        return Ok(Outcome::Discarded);
+    match cluster.take_lease(&item.experiment, &item.run_id, attempt).await? {
+        Take::Taken => {}
+        Take::Newer => {
+            tracing::warn!(run = %item.run_id, attempt, "a newer attempt owns this run; leaving it");
+            return Ok(Outcome::Discarded);
+        }
+        Take::Reported => {
+            tracing::info!(run = %item.run_id, attempt, "delivered again after it was reported; skipped");
+            let _ = msg.ack_with(AckKind::Term).await;
+            return Ok(Outcome::Discarded);
+        }
     }
     let msg = Arc::new(msg);
     let keeper = keep_lease(msg.clone(), cluster.lease());
@@ -158,7 +166,8 @@ async fn handle(
         Some(dir) => store_files(cluster, &item, attempt, dir).await?,
         None => Vec::new(),
     };
-    if cluster.lease_holder(&item.experiment, &item.run_id).await?.0 != Some(attempt) {
+    let lease = cluster.run_lease(&item.experiment, &item.run_id).await?;
+    if lease.done || lease.attempt != Some(attempt) {
         status(cluster, &item, &opts.name, "discarded").await;
         tracing::warn!(run = %item.run_id, attempt, "the run was handed to another worker meanwhile; result discarded");
         return Ok(Outcome::Discarded);
@@ -179,8 +188,10 @@ async fn handle(
     let ack =
         cluster.js.send_publish(cluster.names.done_subject(&item.experiment), publish).await.ctx("reporting a run")?;
     ack.await.ctx("reporting a run")?;
+    cluster.mark_reported(&item.experiment, &item.run_id, attempt).await?;
     msg.double_ack().await.ctx("acknowledging a run")?;
     status(cluster, &item, &opts.name, if report.record.success { "finished" } else { "failed" }).await;
+    tracing::info!(run = %item.run_id, attempt, success = report.record.success, "run reported");
     if let Some(dir) = run_dir.as_ref().and_then(|d| d.parent()) {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -217,6 +228,7 @@ async fn make(
     };
     let resumed = segments > 0;
     status(cluster, item, &opts.name, if resumed { "resumed" } else { "started" }).await;
+    tracing::info!(run = %item.run_id, attempt, "run {}", if resumed { "resumed from the cluster's journal" } else { "started" });
     let (tap, uploader) = journal_stream::upload(cluster.js.clone(), subject, attempt);
     let how = HowToRun {
         run_id: Some(item.run_id.clone()),
