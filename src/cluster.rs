@@ -19,6 +19,7 @@
 pub mod coordinator;
 pub mod journal_stream;
 pub mod messages;
+pub mod stress;
 pub mod worker;
 
 use std::time::Duration;

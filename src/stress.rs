@@ -306,12 +306,25 @@ pub async fn run_stress(
         progress(Progress::Finished { index, total, result: &row });
         rows.push(row);
     }
-    notes.extend(reading_notes(&base, plan, &workers, synthetic));
+    Ok(assemble(&base, plan, (&workers, rows), (provider, synthetic), notes, started_at))
+}
+
+/// The report of a sweep whose settings (`workers`) gave `rows`: reading notes, the best
+/// setting, the id.
+pub fn assemble(
+    base: &SimulationConfig,
+    plan: &RunPlan,
+    (workers, rows): (&[usize], Vec<SettingResult>),
+    (provider, synthetic): (String, bool),
+    mut notes: Vec<String>,
+    started_at: chrono::DateTime<chrono::Utc>,
+) -> StressReport {
+    notes.extend(reading_notes(base, plan, workers, synthetic));
     let best_workers = best_setting(&rows);
     if best_workers.is_none() {
         notes.push("no setting qualified as best: every one skipped turns, failed, or had 5% errors or more".into());
     }
-    Ok(StressReport {
+    StressReport {
         id: crate::record::results::run_id(
             &format!("{}-stress", plan.name),
             started_at,
@@ -333,11 +346,11 @@ pub async fn run_stress(
         best_workers,
         best_rule: BEST_RULE.into(),
         notes,
-    })
+    }
 }
 
 /// The settings to run: sorted, each once, every one in 1..=`MAX_WORKERS`.
-fn workers_to_run(asked: &[usize]) -> Result<Vec<usize>, StressError> {
+pub fn workers_to_run(asked: &[usize]) -> Result<Vec<usize>, StressError> {
     let mut workers = asked.to_vec();
     workers.sort_unstable();
     workers.dedup();
@@ -355,7 +368,7 @@ fn workers_to_run(asked: &[usize]) -> Result<Vec<usize>, StressError> {
 }
 
 /// `--calls n`: sets the turns that make about `n` calls with this plan, and says so.
-fn set_turns_for_calls(base: &mut SimulationConfig, plan: &RunPlan, n: u64) -> Result<String, StressError> {
+pub fn set_turns_for_calls(base: &mut SimulationConfig, plan: &RunPlan, n: u64) -> Result<String, StressError> {
     let was = base.simulation.max_turns;
     base.simulation.max_turns = turns_for_calls(plan, base, n);
     if base.simulation.max_turns > crate::config::limits::MAX_TURNS {

@@ -314,3 +314,42 @@ fn a_broker_killed_and_restarted_mid_experiment_loses_no_run() {
     reported += tally(tmp.path(), "w2").0;
     assert!(reported >= 6, "{reported} runs reported");
 }
+
+/// A stress sweep whose every setting is made by two workers at the same moment: both workers
+/// take a shard of each setting, the rows add their calls up, and the report says how it was
+/// made.
+#[test]
+fn a_stress_sweep_spreads_each_setting_over_two_workers() {
+    let Some(n) = nats::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let workers: Vec<Child> = (1..=2).map(|i| worker(&n.url, tmp.path(), &format!("w{i}"), &simulated())).collect();
+    let out = tmp.path().join("stress");
+    let mut cmd = troupe();
+    cmd.arg("stress")
+        .arg(Path::new(ROOT).join("scenarios/stress.ron"))
+        .args(["--workers", "2,4", "--turns", "2", "--json", "--cluster", &n.url, "--machines", "2", "--out"])
+        .arg(&out)
+        .args(["--set", "llm.simulated.faults.server_error=0", "--set", "llm.simulated.faults.rate_limited=0"]);
+    env(&mut cmd, &simulated());
+    let d = run_within(&mut cmd, Duration::from_secs(300));
+    let logs: Vec<String> = ["w1", "w2"]
+        .iter()
+        .map(|w| std::fs::read_to_string(tmp.path().join(format!("{w}.log"))).unwrap_or_default())
+        .collect();
+    for w in workers {
+        stop(w);
+    }
+    assert_eq!(d.code, Some(0), "{}", d.both());
+    let report: Value = serde_json::from_str(&d.stdout).unwrap();
+    let rows = report["settings"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    // stress.ron has 10 personas, Parallel: 2 turns make 20 calls per machine.
+    for r in rows {
+        assert_eq!(r["calls"], 40, "{r}");
+        assert_eq!(r["completed"], true);
+    }
+    assert!(report["notes"].to_string().contains("made by 2 worker(s) at once"), "{report}");
+    for (i, log) in logs.iter().enumerate() {
+        assert_eq!(log.matches("stress shard started").count(), 2, "worker {} made the wrong shards:\n{log}", i + 1);
+    }
+}

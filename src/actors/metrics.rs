@@ -212,6 +212,8 @@ impl MetricsState {
         s.mailbox_delay = percentiles(&self.mailbox);
         s.queue_wait = percentiles(&self.queue);
         s.latency_buckets = buckets(&self.latency);
+        s.latency_recorded =
+            self.latency.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect();
         s
     }
 }

@@ -34,6 +34,13 @@ pub struct StressArgs {
     /// Folder for the report [default: output_dir/stress/<id>]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Make the load from `troupe worker`s on this NATS JetStream server (cluster.url)
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+    /// With --cluster: how many workers make each setting's load together, at the same moment
+    /// (a setting of 32 on 4 machines: 8 calls in flight from each)
+    #[arg(long, value_name = "K", default_value_t = 1, requires = "cluster")]
+    pub machines: usize,
 }
 
 impl StressArgs {
@@ -107,7 +114,24 @@ async fn run_async(g: &GlobalArgs, a: StressArgs) -> anyhow::Result<ExitCode> {
             });
         }
     };
-    let report = stress::run_stress(&cfg, &plan, &opts, &mut on_progress).await?;
+    let report = match &a.cluster {
+        Some(url) => {
+            if a.machines == 0 || a.machines > 1024 {
+                return Err(UsageError("--machines: give 1 to 1024 workers".into()).into());
+            }
+            let cluster = troupe_sim::cluster::Cluster::connect(Some(url), &cfg.cluster, "troupe stress").await?;
+            troupe_sim::cluster::stress::run_stress_on_cluster(
+                &cluster,
+                &cfg,
+                &plan,
+                &opts,
+                a.machines,
+                &mut on_progress,
+            )
+            .await?
+        }
+        None => stress::run_stress(&cfg, &plan, &opts, &mut on_progress).await?,
+    };
     pb.finish_and_clear();
     let dir = a.out.clone().unwrap_or_else(|| stress::report_dir(&cfg.output.output_dir, &report));
     stress::save_report(&report, &dir)?;

@@ -104,7 +104,7 @@ pub async fn queue(cluster: &Cluster, spec: &ExperimentSpec, prepared: &Prepared
             job: job.clone(),
             extract: spec.extract.clone(),
         };
-        let body = serde_json::to_vec(&item).unwrap_or_default();
+        let body = serde_json::to_vec(&super::messages::Work::Run(item)).unwrap_or_default();
         if body.len() > super::MAX_MESSAGE_BYTES {
             return Err(ClusterError::Untrusted(format!(
                 "run {run_id}: its plan is {} bytes, more than a queue message may hold ({} bytes); use fewer or smaller personas",

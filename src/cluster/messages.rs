@@ -9,6 +9,16 @@ use crate::experiment::{RunJob, RunRecord};
 use crate::record::results::valid_run_id;
 use crate::scenario::ExtractField;
 
+/// What the queue holds: a run of an experiment, or one machine's part of a stress setting.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Work {
+    /// A run of an experiment.
+    Run(WorkItem),
+    /// A shard of a stress sweep's setting.
+    StressShard(super::stress::StressShard),
+}
+
 /// One run to make.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkItem {

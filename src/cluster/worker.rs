@@ -17,7 +17,7 @@ use async_nats::jetstream::{AckKind, Message};
 use futures_util::StreamExt;
 use tokio::sync::{Mutex, Semaphore, watch};
 
-use super::messages::{FileEntry, MAX_FILES, Report, Status, WorkItem, check_id, file_key, parse};
+use super::messages::{FileEntry, MAX_FILES, Report, Status, Work, WorkItem, check_id, file_key, parse};
 use super::{Cluster, ClusterError, JsContext, Take, journal_stream};
 use crate::config::SimulationConfig;
 use crate::experiment::{HowToRun, RunRecord, run_job};
@@ -52,6 +52,14 @@ pub struct WorkerStats {
 /// Providers by endpoint settings, shared by the runs that use the same ones (one budget).
 type Providers = Arc<Mutex<HashMap<String, Arc<dyn Provider>>>>;
 
+/// What a worker's runs share.
+#[derive(Clone, Default)]
+struct Shared {
+    providers: Providers,
+    /// One stress shard at a time: a setting's shards must come from different machines.
+    shard_busy: Arc<std::sync::atomic::AtomicBool>,
+}
+
 /// Pulls and makes runs until `stop` turns true (runs going are finished first) or
 /// `max_runs` runs are done. Pulls always carry an expiry, so a broker restart never hangs it.
 pub async fn run_worker(
@@ -62,7 +70,7 @@ pub async fn run_worker(
 ) -> Result<WorkerStats, ClusterError> {
     let slots = Arc::new(Semaphore::new(opts.max_parallel.max(1)));
     let stats = Arc::new(std::sync::Mutex::new(WorkerStats::default()));
-    let providers: Providers = Arc::default();
+    let shared = Shared::default();
     let mut consumer = cluster.workers_consumer().await?;
     let mut taken = 0u64;
     let mut backoff = Duration::from_millis(200);
@@ -92,10 +100,10 @@ pub async fn run_worker(
             }
         };
         taken += 1;
-        let (cluster, base, opts2, stats, providers) =
-            (cluster.clone(), base.clone(), opts.clone(), stats.clone(), providers.clone());
+        let (cluster, base, opts2, stats, shared) =
+            (cluster.clone(), base.clone(), opts.clone(), stats.clone(), shared.clone());
         tokio::spawn(async move {
-            let outcome = handle(&cluster, &base, &opts2, &providers, msg).await;
+            let outcome = handle(&cluster, &base, &opts2, &shared, msg).await;
             let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
             match outcome {
                 Ok(Outcome::Reported { resumed }) => {
@@ -125,12 +133,17 @@ async fn handle(
     cluster: &Cluster,
     base: &SimulationConfig,
     opts: &WorkerOptions,
-    providers: &Providers,
+    shared: &Shared,
     msg: Message,
 ) -> Result<Outcome, ClusterError> {
     let attempt = msg.info().map(|i| i.delivered.clamp(1, i64::from(u32::MAX)) as u32).unwrap_or(1);
-    let item: WorkItem = match parse("a queued run", &msg.payload).and_then(|i: WorkItem| i.check().map(|()| i)) {
-        Ok(i) => i,
+    let checked = parse("queued work", &msg.payload).and_then(|w: Work| match &w {
+        Work::Run(i) => i.check().map(|()| w),
+        Work::StressShard(s) => check_id("sweep id", &s.sweep).map(|()| w),
+    });
+    let item = match checked {
+        Ok(Work::Run(i)) => i,
+        Ok(Work::StressShard(s)) => return shard(cluster, base, opts, shared, msg, s).await,
         Err(e) => {
             // Nobody can make it: stop its redelivery.
             let _ = msg.ack_with(AckKind::Term).await;
@@ -151,7 +164,7 @@ async fn handle(
     }
     let msg = Arc::new(msg);
     let keeper = keep_lease(msg.clone(), cluster.lease());
-    let result = make(cluster, base, opts, providers, &item, attempt).await;
+    let result = make(cluster, base, opts, &shared.providers, &item, attempt).await;
     keeper.abort();
     let (record, synthetic, run_dir, resumed) = match result {
         Ok(r) => r,
@@ -196,6 +209,55 @@ async fn handle(
         let _ = std::fs::remove_dir_all(dir);
     }
     Ok(Outcome::Reported { resumed })
+}
+
+/// Makes one machine's part of a stress setting and reports it (no journal: a shard that is
+/// lost is made again later, and the coordinator notes how late the latest shard started).
+async fn shard(
+    cluster: &Cluster,
+    base: &SimulationConfig,
+    opts: &WorkerOptions,
+    shared: &Shared,
+    msg: Message,
+    s: super::stress::StressShard,
+) -> Result<Outcome, ClusterError> {
+    use std::sync::atomic::Ordering;
+    if shared.shard_busy.swap(true, Ordering::SeqCst) {
+        // Another machine should make this one.
+        let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_millis(100)))).await;
+        return Ok(Outcome::HandedBack);
+    }
+    let out = make_and_report_shard(cluster, base, opts, &shared.providers, msg, s).await;
+    shared.shard_busy.store(false, Ordering::SeqCst);
+    out
+}
+
+async fn make_and_report_shard(
+    cluster: &Cluster,
+    base: &SimulationConfig,
+    opts: &WorkerOptions,
+    providers: &Providers,
+    msg: Message,
+    s: super::stress::StressShard,
+) -> Result<Outcome, ClusterError> {
+    let cfg = base.with_recorded_simulation(&s.cfg);
+    crate::config::limits::check(&cfg)
+        .map_err(|e| ClusterError::Untrusted(format!("sweep {}: config {}: {}", s.sweep, e.key, e.message)))?;
+    let provider = provider_for(providers, &cfg).await?;
+    let msg = Arc::new(msg);
+    let keeper = keep_lease(msg.clone(), cluster.lease());
+    tracing::info!(sweep = %s.sweep, setting = s.setting + 1, shard = s.shard, workers = s.workers, "stress shard started");
+    let report = super::stress::make_shard(&s, cfg, provider, &opts.name).await;
+    keeper.abort();
+    let report = report?;
+    let body = serde_json::to_vec(&report).unwrap_or_default();
+    let publish = async_nats::jetstream::message::PublishMessage::build()
+        .payload(body.into())
+        .message_id(format!("{}.{}.{}.report", s.sweep, s.setting, s.shard));
+    let ack = cluster.js.send_publish(cluster.names.done_subject(&s.sweep), publish).await.ctx("reporting a shard")?;
+    ack.await.ctx("reporting a shard")?;
+    msg.double_ack().await.ctx("acknowledging a shard")?;
+    Ok(Outcome::Reported { resumed: false })
 }
 
 /// Makes the run: rebuilds earlier attempts' journal, resumes or starts, streams the journal.

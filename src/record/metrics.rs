@@ -112,6 +112,11 @@ pub struct MetricsSnapshot {
     pub queue_wait: Percentiles,
     /// Bucketed attempt latency for charts: (upper bound ms, count).
     pub latency_buckets: Vec<(f64, u64)>,
+    /// Attempt latency at the histogram's own resolution (3 significant figures): (µs, count)
+    /// for every value recorded. Kept in memory only (not saved): how runs on several machines
+    /// merge their latencies exactly (a cluster stress sweep).
+    #[serde(skip)]
+    pub latency_recorded: Vec<(u64, u64)>,
 }
 
 fn is_zero(n: &u64) -> bool {
