@@ -743,7 +743,8 @@ async fn start_or_resume(
     match resume_from {
         Some(dir) => {
             let allow = crate::engine::resume::ResumePermissions { provider_change: true };
-            crate::engine::resume::resume(&dir, cfg, allow, RunOptions { save_under: None, ..opts }).await
+            let provider = Some(engine.provider().clone());
+            crate::engine::resume::resume_on(&dir, cfg, allow, RunOptions { save_under: None, ..opts }, provider).await
         }
         None => engine.start(plan, opts).await,
     }

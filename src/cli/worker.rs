@@ -21,7 +21,7 @@ pub struct WorkerArgs {
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
     /// This worker's name in reports and progress [default: host name and process id]
-    #[arg(long)]
+    #[arg(long, env = "TROUPE_WORKER_NAME")]
     pub name: Option<String>,
     /// Stop after this many runs (batch jobs); default: until Ctrl-C or SIGTERM
     #[arg(long)]

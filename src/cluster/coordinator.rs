@@ -89,12 +89,14 @@ pub struct Progress {
 /// The file of a pending experiment.
 pub const PENDING_FILE: &str = "cluster.json";
 
-/// Queues every job of `prepared` and saves `cluster.json` in the experiment folder.
+/// Saves `cluster.json` in the experiment folder, then queues every job of `prepared` (so a
+/// coordinator stopped while queueing can still be collected), then saves it again with each
+/// run's place in the queue.
 pub async fn queue(cluster: &Cluster, spec: &ExperimentSpec, prepared: &Prepared) -> Result<Pending, ClusterError> {
     let id = spec.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     super::messages::check_id("experiment id", &id)?;
     let mut queued = Vec::with_capacity(prepared.jobs.len());
-    let mut acks = Vec::with_capacity(prepared.jobs.len());
+    let mut bodies = Vec::with_capacity(prepared.jobs.len());
     for job in &prepared.jobs {
         let folder = job.folder();
         let run_id = format!("{}-{:016x}", folder, job.seed);
@@ -112,25 +114,12 @@ pub async fn queue(cluster: &Cluster, spec: &ExperimentSpec, prepared: &Prepared
                 super::MAX_MESSAGE_BYTES
             )));
         }
-        let publish = async_nats::jetstream::message::PublishMessage::build()
-            .payload(body.into())
-            .message_id(format!("{id}.{run_id}"));
-        acks.push(cluster.js.send_publish(cluster.names.runs_subject(&id), publish).await.ctx("queueing a run")?);
-        queued.push(QueuedRun {
-            run_id,
-            folder,
-            seq: 0,
-            variant: job.variant.clone(),
-            label: job.label.clone(),
-            k: job.k,
-            seed: job.seed,
-        });
+        bodies.push(body);
+        let (variant, label, k, seed) = (job.variant.clone(), job.label.clone(), job.k, job.seed);
+        queued.push(QueuedRun { run_id, folder, seq: 0, variant, label, k, seed });
     }
-    for (q, ack) in queued.iter_mut().zip(acks) {
-        q.seq = ack.await.ctx("queueing a run")?.sequence;
-    }
-    let pending = Pending {
-        id,
+    let mut pending = Pending {
+        id: id.clone(),
         scenario: spec.scenario.clone(),
         variants: spec.variants.clone(),
         runs: spec.runs,
@@ -143,11 +132,26 @@ pub async fn queue(cluster: &Cluster, spec: &ExperimentSpec, prepared: &Prepared
         started_at: prepared.started_at,
         queued,
     };
-    let path = spec.dir.join(PENDING_FILE);
-    let mut bytes = serde_json::to_vec_pretty(&pending).unwrap_or_default();
-    bytes.push(b'\n');
-    crate::fsutil::write_atomic(&path, &bytes).map_err(|source| ClusterError::Io { path, source })?;
+    save_pending(&pending, &spec.dir)?;
+    let mut acks = Vec::with_capacity(bodies.len());
+    for (q, body) in pending.queued.iter().zip(bodies) {
+        let publish = async_nats::jetstream::message::PublishMessage::build()
+            .payload(body.into())
+            .message_id(format!("{id}.{}", q.run_id));
+        acks.push(cluster.js.send_publish(cluster.names.runs_subject(&id), publish).await.ctx("queueing a run")?);
+    }
+    for (q, ack) in pending.queued.iter_mut().zip(acks) {
+        q.seq = ack.await.ctx("queueing a run")?.sequence;
+    }
+    save_pending(&pending, &spec.dir)?;
     Ok(pending)
+}
+
+fn save_pending(p: &Pending, dir: &Path) -> Result<(), ClusterError> {
+    let path = dir.join(PENDING_FILE);
+    let mut bytes = serde_json::to_vec_pretty(p).unwrap_or_default();
+    bytes.push(b'\n');
+    crate::fsutil::write_atomic(&path, &bytes).map_err(|source| ClusterError::Io { path, source })
 }
 
 /// Reads `cluster.json` of an experiment folder (untrusted: ids and folders checked).
@@ -265,6 +269,7 @@ pub async fn collect(
     );
     let mut gave_up = cluster.client.subscribe(advisory).await.ctx("watching for runs given up")?;
     let mut reports = reports_consumer(cluster, &pending.id).await?;
+    let mut reread = false;
     let deadline = wait.map(|w| tokio::time::Instant::now() + w);
     g.show(on_progress);
     while g.progress.done < g.progress.total && deadline.is_none_or(|d| tokio::time::Instant::now() < d) {
@@ -282,11 +287,37 @@ pub async fn collect(
             }
         };
         while let Some(Ok(m)) = batch.next().await {
-            let Some((i, report)) = accept(cluster, pending, &g.index, &g.records, &m.payload).await else { continue };
+            let (i, report) = match accept(cluster, pending, &g.index, &g.records, &m.payload).await {
+                Verdict::Accept(i, report) => (i, report),
+                Verdict::Skip => continue,
+                Verdict::Retry => {
+                    // The broker could not answer: read every report again shortly (those
+                    // gathered are recognised and skipped).
+                    reread = true;
+                    break;
+                }
+            };
             let mut rec = report.record.clone();
-            rec.dir = Some(fetch_files(cluster, pending, &report, dir).await?);
+            match fetch_files(cluster, pending, &report, dir).await {
+                Ok(d) => rec.dir = Some(d),
+                Err(e @ ClusterError::Untrusted(_)) => {
+                    tracing::warn!("run {}: report ignored: {e}", report.run_id);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!("run {}: files not fetched yet ({e}); retrying", report.run_id);
+                    reread = true;
+                    break;
+                }
+            }
             g.synthetic &= report.synthetic;
             g.record(i, rec);
+        }
+        if std::mem::take(&mut reread) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if let Ok(c) = reports_consumer(cluster, &pending.id).await {
+                reports = c;
+            }
         }
         while let Ok(Some(m)) = tokio::time::timeout(Duration::ZERO, status.next()).await {
             g.status(&m.payload);
@@ -350,34 +381,48 @@ fn conclude_gathered(
 }
 
 /// A report to accept: for a queued run without one yet, from the attempt holding its lease.
+/// What to do with a report.
+enum Verdict {
+    Accept(usize, Box<Report>),
+    Skip,
+    /// The lease could not be read: try again later.
+    Retry,
+}
+
 async fn accept(
     cluster: &Cluster,
     pending: &Pending,
     index: &HashMap<&str, usize>,
     records: &[Option<RunRecord>],
     payload: &[u8],
-) -> Option<(usize, Report)> {
+) -> Verdict {
     let report: Report = match parse("a run's report", payload) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!("ignored: {e}");
-            return None;
+            return Verdict::Skip;
         }
     };
-    let i = *index.get(report.run_id.as_str())?;
+    let Some(&i) = index.get(report.run_id.as_str()) else { return Verdict::Skip };
     if records[i].is_some() {
-        return None;
+        return Verdict::Skip;
     }
     if let Err(e) = report.check(&pending.id, &pending.queued[i].run_id) {
         tracing::warn!("ignored: {e}");
-        return None;
+        return Verdict::Skip;
     }
-    let holder = cluster.run_lease(&pending.id, &report.run_id).await.ok()?.attempt;
+    let holder = match cluster.run_lease(&pending.id, &report.run_id).await {
+        Ok(l) => l.attempt,
+        Err(e) => {
+            tracing::warn!("cannot read run {}'s lease ({e}); retrying", report.run_id);
+            return Verdict::Retry;
+        }
+    };
     if holder.is_some_and(|h| h != report.attempt) {
         tracing::info!(run = %report.run_id, attempt = report.attempt, "a stale attempt's report; discarded");
-        return None;
+        return Verdict::Skip;
     }
-    Some((i, report))
+    Verdict::Accept(i, Box::new(report))
 }
 
 /// Fetches a report's files into `<dir>/runs/<folder>/<run-id>/`, each checked for its size.
@@ -387,7 +432,11 @@ async fn fetch_files(
     report: &Report,
     dir: &Path,
 ) -> Result<PathBuf, ClusterError> {
-    let q = pending.queued.iter().find(|q| q.run_id == report.run_id).expect("checked by accept");
+    let q = pending
+        .queued
+        .iter()
+        .find(|q| q.run_id == report.run_id)
+        .ok_or_else(|| ClusterError::Untrusted(format!("run {} was not queued", report.run_id)))?;
     let run_dir = dir.join("runs").join(&q.folder).join(&q.run_id);
     std::fs::create_dir_all(&run_dir).map_err(|source| ClusterError::Io { path: run_dir.clone(), source })?;
     let bucket = cluster.files().await?;

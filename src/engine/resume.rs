@@ -229,6 +229,18 @@ pub async fn resume(
     allow: ResumePermissions,
     opts: RunOptions,
 ) -> Result<super::RunHandle, EngineError> {
+    resume_on(run_dir, current, allow, opts, None).await
+}
+
+/// [`resume`], with new calls going to `provider` when one is given (a cluster worker's shared
+/// provider, with its budget) instead of one made from `current`.
+pub async fn resume_on(
+    run_dir: &Path,
+    current: &SimulationConfig,
+    allow: ResumePermissions,
+    opts: RunOptions,
+    provider: Option<Arc<dyn Provider>>,
+) -> Result<super::RunHandle, EngineError> {
     let lock = DirLock::acquire(run_dir, "troupe resume")?;
     let rec = Recording::load(run_dir)?;
     // Killed after the last turn but before results.json was written, a run still resumes:
@@ -237,7 +249,14 @@ pub async fn resume(
         return Err(EngineError::AlreadyComplete(run_dir.to_path_buf()));
     }
     let config = rec.config_with(current)?;
-    let engine = engine_for(&rec, config, CacheMode::Auto)?;
+    let engine = match provider {
+        Some(p) => SimulationEngine::with_provider(config, p).with_cache(
+            Arc::new(rec.cache()),
+            CacheMode::Auto,
+            &rec.header.provider,
+        ),
+        None => engine_for(&rec, config, CacheMode::Auto)?,
+    };
     check_same_provider(&rec, &engine, allow.provider_change)?;
     journal::rotate(run_dir)?;
     let canonical = run_dir.canonicalize().map_err(|source| EngineError::Output { path: run_dir.into(), source })?;

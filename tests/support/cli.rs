@@ -133,6 +133,12 @@ pub struct Usage {
 pub fn measure(cmd: &mut Command) -> Usage {
     let t0 = Instant::now();
     let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+    usage_of(child, t0)
+}
+
+/// Waits for `child` (started at `t0`) and reports what it used, from the kernel (`wait4`).
+#[cfg(unix)]
+pub fn usage_of(child: std::process::Child, t0: Instant) -> Usage {
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: a zeroed rusage is a valid value for wait4 to fill.
