@@ -78,6 +78,7 @@ fn on_cluster(
     common: &dyn Fn(&mut Command),
 ) -> (Duration, Duration) {
     let store = dir.join(format!("nats-{workers}"));
+    std::fs::create_dir_all(&store).unwrap();
     let t0 = Instant::now();
     let mut nats = Command::new("nats-server")
         .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-l"])

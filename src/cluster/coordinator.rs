@@ -270,6 +270,7 @@ pub async fn collect(
     let mut gave_up = cluster.client.subscribe(advisory).await.ctx("watching for runs given up")?;
     let mut reports = reports_consumer(cluster, &pending.id).await?;
     let mut reread = false;
+    let mut fetched: Vec<String> = Vec::new();
     let deadline = wait.map(|w| tokio::time::Instant::now() + w);
     g.show(on_progress);
     while g.progress.done < g.progress.total && deadline.is_none_or(|d| tokio::time::Instant::now() < d) {
@@ -299,7 +300,12 @@ pub async fn collect(
             };
             let mut rec = report.record.clone();
             match fetch_files(cluster, pending, &report, dir).await {
-                Ok(d) => rec.dir = Some(d),
+                Ok(d) => {
+                    rec.dir = Some(d);
+                    fetched.extend(
+                        report.files.iter().map(|f| file_key(&pending.id, &report.run_id, report.attempt, &f.path)),
+                    );
+                }
                 Err(e @ ClusterError::Untrusted(_)) => {
                     tracing::warn!("run {}: report ignored: {e}", report.run_id);
                     continue;
@@ -331,7 +337,10 @@ pub async fn collect(
     let (mut summary, files) = conclude_gathered(pending, dir, g)?;
     summary.stopped = !complete;
     if complete {
-        tidy(cluster, pending).await;
+        // Bounded: a slow or absent broker must not hold the finished experiment.
+        if tokio::time::timeout(Duration::from_secs(60), tidy(cluster, pending, &fetched)).await.is_err() {
+            tracing::warn!("the cluster's copies of this experiment were not all removed; they expire after a week");
+        }
     }
     Ok((summary, files))
 }
@@ -487,7 +496,7 @@ fn given_up(p: &Pending, i: usize, max: u32) -> RunRecord {
 }
 
 /// Removes what the cluster kept for a collected experiment: journals, reports, files.
-async fn tidy(cluster: &Cluster, p: &Pending) {
+async fn tidy(cluster: &Cluster, p: &Pending, fetched: &[String]) {
     let n = &cluster.names;
     for (stream, subject) in [
         (n.journal_stream(), format!("{}.journal.{}.>", cluster.config.namespace, p.id)),
@@ -497,14 +506,10 @@ async fn tidy(cluster: &Cluster, p: &Pending) {
             let _ = s.purge().filter(subject).await;
         }
     }
-    if let Ok(bucket) = cluster.files().await
-        && let Ok(mut list) = bucket.list().await
-    {
-        let prefix = format!("{}/", p.id);
-        while let Some(Ok(o)) = list.next().await {
-            if o.name.starts_with(&prefix) {
-                let _ = bucket.delete(o.name.as_str()).await;
-            }
+    // The files fetched (a stale attempt's, never fetched, expire with the bucket's age limit).
+    if let Ok(bucket) = cluster.files().await {
+        for key in fetched {
+            let _ = bucket.delete(key.as_str()).await;
         }
     }
 }
