@@ -300,11 +300,9 @@ pub async fn collect(
             };
             let mut rec = report.record.clone();
             match fetch_files(cluster, pending, &report, dir).await {
-                Ok(d) => {
+                Ok((d, keys)) => {
                     rec.dir = Some(d);
-                    fetched.extend(
-                        report.files.iter().map(|f| file_key(&pending.id, &report.run_id, report.attempt, &f.path)),
-                    );
+                    fetched.extend(keys);
                 }
                 Err(e @ ClusterError::Untrusted(_)) => {
                     tracing::warn!("run {}: report ignored: {e}", report.run_id);
@@ -434,13 +432,14 @@ async fn accept(
     Verdict::Accept(i, Box::new(report))
 }
 
-/// Fetches a report's files into `<dir>/runs/<folder>/<run-id>/`, each checked for its size.
+/// Fetches a report's files into `<dir>/runs/<folder>/<run-id>/`, each checked for its size;
+/// returns the folder and the keys fetched.
 async fn fetch_files(
     cluster: &Cluster,
     pending: &Pending,
     report: &Report,
     dir: &Path,
-) -> Result<PathBuf, ClusterError> {
+) -> Result<(PathBuf, Vec<String>), ClusterError> {
     let q = pending
         .queued
         .iter()
@@ -473,7 +472,8 @@ async fn fetch_files(
         }
         crate::fsutil::write_atomic(&path, &bytes).map_err(|source| ClusterError::Io { path, source })?;
     }
-    Ok(run_dir)
+    let keys = report.files.iter().map(|f| file_key(&pending.id, &report.run_id, report.attempt, &f.path)).collect();
+    Ok((run_dir, keys))
 }
 
 fn given_up(p: &Pending, i: usize, max: u32) -> RunRecord {
