@@ -23,7 +23,7 @@
 //! are not doubled. A warning is logged once per outage. The shared budget is used again once
 //! the broker answers and the workers heard before the outage are heard again (they reconnect
 //! at different moments, and one back on the shared budget while another still spends its share
-//! would exceed the limit), or after [`RETURN_WAIT`] at most; it starts after this worker's
+//! would exceed the limit), or after 8 s at most; it starts after this worker's
 //! last slot of its share.
 
 use std::collections::HashMap;
