@@ -11,11 +11,15 @@
 //!   written ([`journal_stream`]), and a redelivered run resumes from that journal, so no paid
 //!   exchange is paid twice. The run's files go to an object store, its report to a results
 //!   stream, both under the delivery attempt, and a lease in a KV bucket fences stale workers.
+//! - [`budget`]: one rate budget for the whole cluster: a GCRA whose state is kept on the
+//!   broker, so the requests- and tokens-per-minute limits of a key hold across every worker;
+//!   each worker keeps to an equal share while the broker is lost.
 //! - Keys never travel: each worker reaches the provider with its own configuration. What comes
 //!   from the cluster (jobs, reports, journals, files) is checked like any outside input.
 //!
 //! Names: every stream, bucket and subject starts with `cluster.namespace` ([`Names`]).
 
+pub mod budget;
 pub mod coordinator;
 pub mod journal_stream;
 pub mod messages;

@@ -359,6 +359,16 @@ pub fn provider_bills(cfg: &crate::config::SimulationConfig) -> bool {
 pub fn provider_from_config(
     cfg: &crate::config::SimulationConfig,
 ) -> Result<(Arc<dyn Provider>, Option<String>), LlmError> {
+    provider_from_config_with(cfg, None)
+}
+
+/// [`provider_from_config`], with the rate budgets of the OpenAI-compatible and Azure
+/// endpoints that have a requests- or tokens-per-minute limit shared through `shared` (a
+/// cluster's workers keep one budget per URL and key together); other providers ignore it.
+pub fn provider_from_config_with(
+    cfg: &crate::config::SimulationConfig,
+    shared: Option<Arc<dyn budget::SharedBudgetFactory>>,
+) -> Result<(Arc<dyn Provider>, Option<String>), LlmError> {
     use std::path::Path;
 
     use crate::config::ProviderKind;
@@ -374,9 +384,14 @@ pub fn provider_from_config(
     let auto = cfg.llm.provider == ProviderKind::Auto;
     match choice.kind {
         ProviderKind::Simulated => Ok((Arc::new(SimulatedProvider::new(cfg.llm.simulated.clone())), None)),
-        ProviderKind::OpenAi => Ok((Arc::new(OpenAiProvider::from_config(&cfg.llm, key())?), None)),
+        ProviderKind::OpenAi => {
+            let opts = openai::OpenAiOptions::from_config(&cfg.llm, key())?;
+            let opts = openai::OpenAiOptions { shared_budget: shared, ..opts };
+            Ok((Arc::new(OpenAiProvider::new(opts)?), None))
+        }
         ProviderKind::Azure => {
-            let p = OpenAiProvider::azure_from_config(&cfg.llm, key())?;
+            let (opts, az) = azure::azure_options_from_config(&cfg.llm, key())?;
+            let p = OpenAiProvider::azure(openai::OpenAiOptions { shared_budget: shared, ..opts }, az)?;
             let notice = auto.then(|| {
                 let t = azure::target(&cfg.llm);
                 format!(

@@ -17,11 +17,13 @@ use async_nats::jetstream::{AckKind, Message};
 use futures_util::StreamExt;
 use tokio::sync::{Mutex, Semaphore, watch};
 
+use super::budget::ClusterBudgets;
 use super::messages::{FileEntry, MAX_FILES, Report, Status, Work, WorkItem, check_id, file_key, parse};
 use super::{Cluster, ClusterError, JsContext, Take, journal_stream};
 use crate::config::SimulationConfig;
 use crate::experiment::{HowToRun, RunRecord, run_job};
 use crate::llm::Provider;
+use crate::llm::budget::SharedBudgetFactory;
 
 /// How a worker works.
 #[derive(Debug, Clone)]
@@ -50,7 +52,14 @@ pub struct WorkerStats {
 }
 
 /// Providers by endpoint settings, shared by the runs that use the same ones (one budget).
-type Providers = Arc<Mutex<HashMap<String, Arc<dyn Provider>>>>;
+type Providers = Arc<Mutex<ProviderCache>>;
+
+/// The providers built so far, and the cluster-wide rate budgets they reserve their calls in.
+#[derive(Default)]
+struct ProviderCache {
+    by_settings: HashMap<String, Arc<dyn Provider>>,
+    budgets: Option<Arc<ClusterBudgets>>,
+}
 
 /// What a worker's runs share.
 #[derive(Clone, Default)]
@@ -243,7 +252,7 @@ async fn make_and_report_shard(
     let cfg = base.with_recorded_simulation(&s.cfg);
     crate::config::limits::check(&cfg)
         .map_err(|e| ClusterError::Untrusted(format!("sweep {}: config {}: {}", s.sweep, e.key, e.message)))?;
-    let provider = provider_for(providers, &cfg).await?;
+    let provider = provider_for(cluster, providers, &cfg).await?;
     let msg = Arc::new(msg);
     let keeper = keep_lease(msg.clone(), cluster.lease());
     tracing::info!(sweep = %s.sweep, setting = s.setting + 1, shard = s.shard, workers = s.workers, "stress shard started");
@@ -273,7 +282,7 @@ async fn make(
     job.cfg = base.with_recorded_simulation(&item.job.cfg);
     crate::config::limits::check(&job.cfg)
         .map_err(|e| ClusterError::Untrusted(format!("run {}: config {}: {}", item.run_id, e.key, e.message)))?;
-    let provider = provider_for(providers, &job.cfg).await?;
+    let provider = provider_for(cluster, providers, &job.cfg).await?;
     let runs_dir = opts.work_dir.join(&item.experiment).join("runs");
     let run_dir = runs_dir.join(job.folder()).join(&item.run_id);
     // What an earlier attempt on this machine left is replaced by what the cluster recorded.
@@ -307,18 +316,37 @@ async fn make(
     Ok((record, synthetic, Some(run_dir), resumed))
 }
 
-async fn provider_for(providers: &Providers, cfg: &SimulationConfig) -> Result<Arc<dyn Provider>, ClusterError> {
+/// The provider for `cfg`'s endpoint settings. When the config limits requests or tokens per
+/// minute, its endpoints reserve their calls in the cluster-wide budget of their URL and key.
+async fn provider_for(
+    cluster: &Cluster,
+    providers: &Providers,
+    cfg: &SimulationConfig,
+) -> Result<Arc<dyn Provider>, ClusterError> {
     let key = crate::experiment::provider_key(cfg);
-    let mut map = providers.lock().await;
-    if let Some(p) = map.get(&key) {
+    let mut cache = providers.lock().await;
+    if let Some(p) = cache.by_settings.get(&key) {
         return Ok(p.clone());
     }
-    let (p, _) = crate::llm::provider_from_config(cfg).map_err(|e| ClusterError::JetStream {
+    let shared = rate_limited(cfg).then(|| {
+        let budgets = cache.budgets.get_or_insert_with(|| Arc::new(ClusterBudgets::new(cluster.clone())));
+        budgets.clone() as Arc<dyn SharedBudgetFactory>
+    });
+    let (p, _) = crate::llm::provider_from_config_with(cfg, shared).map_err(|e| ClusterError::JetStream {
         what: "setting up this worker's provider".into(),
         message: e.to_string(),
     })?;
-    map.insert(key, p.clone());
+    cache.by_settings.insert(key, p.clone());
     Ok(p)
+}
+
+/// True when `llm` limits requests or tokens per minute, for all endpoints or for one.
+fn rate_limited(cfg: &SimulationConfig) -> bool {
+    let set = |v: Option<u32>| v.is_some_and(|n| n > 0);
+    let l = &cfg.llm;
+    set(l.requests_per_minute)
+        || set(l.tokens_per_minute)
+        || l.endpoints.iter().any(|e| set(e.requests_per_minute) || set(e.tokens_per_minute))
 }
 
 /// A run that could not be made at all, as the experiment records it.

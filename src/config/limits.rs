@@ -77,6 +77,9 @@ pub fn check(c: &SimulationConfig) -> Result<(), OutOfRange> {
     check_log_level(&c.monitoring.log_level)
 }
 
+/// The most workers `cluster.workers` may name.
+pub const MAX_CLUSTER_WORKERS: u32 = 10_000;
+
 /// `cluster.*`: names NATS accepts in stream and subject names, and bounded waits.
 fn check_cluster(c: &super::settings::ClusterConfig) -> Result<(), OutOfRange> {
     let ns = &c.namespace;
@@ -92,6 +95,17 @@ fn check_cluster(c: &super::settings::ClusterConfig) -> Result<(), OutOfRange> {
     }
     if !(1..=100).contains(&c.max_deliveries) {
         return bad("cluster.max_deliveries", c.max_deliveries.to_string(), "use 1 to 100".into());
+    }
+    if let Some(w) = c.workers
+        && !(1..=MAX_CLUSTER_WORKERS).contains(&w)
+    {
+        return bad(
+            "cluster.workers",
+            w.to_string(),
+            format!(
+                "use 1 to {MAX_CLUSTER_WORKERS} (the workers sharing the provider's rate limits), or leave it unset"
+            ),
+        );
     }
     Ok(())
 }

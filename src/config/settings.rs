@@ -616,6 +616,11 @@ pub struct ClusterConfig {
     pub lease_seconds: f64,
     /// How many times a run is handed out before it is given up as failed.
     pub max_deliveries: u32,
+    /// How many workers share the provider's rate limits, at least: while the broker cannot be
+    /// reached, each worker keeps to the budget divided by the larger of this and the workers
+    /// it last heard from. Unset: only the workers heard from count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<u32>,
 }
 
 impl Default for ClusterConfig {
@@ -629,6 +634,7 @@ impl Default for ClusterConfig {
             namespace: "troupe".into(),
             lease_seconds: 30.0,
             max_deliveries: 5,
+            workers: None,
         }
     }
 }

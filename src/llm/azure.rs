@@ -76,27 +76,36 @@ impl OpenAiProvider {
     /// The Azure provider `[llm]` describes (`azure_endpoint`, then `AZURE_OPENAI_ENDPOINT`, or
     /// `llm.endpoints`; the deployment as [`target`] says), with the key already resolved.
     pub fn azure_from_config(llm: &LlmConfig, key: Option<SecretString>) -> Result<Self, LlmError> {
-        let t = target(llm);
-        let mut opts = match (t.endpoint, llm.endpoints.is_empty()) {
-            (Some(e), true) => OpenAiOptions::new(e, key),
-            (_, false) => OpenAiOptions::with_endpoints(endpoints_from_config(llm, key)?),
-            (None, true) => {
-                return Err(LlmError::new(
-                    ErrorKind::BadRequest,
-                    "llm.provider = \"azure\" needs llm.azure_endpoint (https://NAME.openai.azure.com) or AZURE_OPENAI_ENDPOINT",
-                ));
-            }
-        };
-        opts.endpoints[0].requests_per_minute = opts.endpoints[0].requests_per_minute.or(llm.requests_per_minute);
-        opts.endpoints[0].tokens_per_minute = opts.endpoints[0].tokens_per_minute.or(llm.tokens_per_minute);
-        opts.stream = llm.stream;
-        opts.stop = llm.stop.clone();
-        opts.retry_after_max = crate::config::limits::secs(llm.retry_after_max);
-        let azure = AzureOptions {
-            model: llm.model.clone(),
-            deployment: t.named.then_some(t.deployment),
-            api_version: llm.azure_api_version.clone(),
-        };
+        let (opts, azure) = azure_options_from_config(llm, key)?;
         Self::azure(opts, azure)
     }
+}
+
+/// The options [`OpenAiProvider::azure_from_config`] builds from, for a caller that adds to them.
+pub fn azure_options_from_config(
+    llm: &LlmConfig,
+    key: Option<SecretString>,
+) -> Result<(OpenAiOptions, AzureOptions), LlmError> {
+    let t = target(llm);
+    let mut opts = match (t.endpoint, llm.endpoints.is_empty()) {
+        (Some(e), true) => OpenAiOptions::new(e, key),
+        (_, false) => OpenAiOptions::with_endpoints(endpoints_from_config(llm, key)?),
+        (None, true) => {
+            return Err(LlmError::new(
+                ErrorKind::BadRequest,
+                "llm.provider = \"azure\" needs llm.azure_endpoint (https://NAME.openai.azure.com) or AZURE_OPENAI_ENDPOINT",
+            ));
+        }
+    };
+    opts.endpoints[0].requests_per_minute = opts.endpoints[0].requests_per_minute.or(llm.requests_per_minute);
+    opts.endpoints[0].tokens_per_minute = opts.endpoints[0].tokens_per_minute.or(llm.tokens_per_minute);
+    opts.stream = llm.stream;
+    opts.stop = llm.stop.clone();
+    opts.retry_after_max = crate::config::limits::secs(llm.retry_after_max);
+    let azure = AzureOptions {
+        model: llm.model.clone(),
+        deployment: t.named.then_some(t.deployment),
+        api_version: llm.azure_api_version.clone(),
+    };
+    Ok((opts, azure))
 }

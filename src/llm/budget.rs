@@ -5,17 +5,27 @@
 //! under `tokio::time::pause()` in tests. Requests are spaced evenly (burst of one request), so a
 //! budget that matches the server's limit uses it fully without tripping it. Tokens are counted
 //! before sending (an estimate: prompt plus `max_tokens`) and reconciled with the reported usage.
+//!
+//! A budget may be kept together with other processes that call the same endpoint with the same
+//! key (a cluster's workers): with a [`SharedBudget`] attached, each request reserves its slot
+//! there instead of in the local limiters. The pause after a 429 and the header-driven slowdown
+//! stay local. Providers get shared budgets from a [`SharedBudgetFactory`] given when they are
+//! built (`llm::provider_from_config_with`); this layer knows nothing of who keeps them.
 
+use std::fmt;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
+use sha2::{Digest, Sha256};
 use tokio::time::Instant;
+
+use super::BoxFuture;
 
 /// governor's clock on top of tokio's (time since the budget was made).
 #[derive(Debug, Clone)]
@@ -45,12 +55,45 @@ pub struct RateLimitHeaders {
     pub reset_tokens: Option<Duration>,
 }
 
+/// A rate budget kept together with the other processes calling one endpoint with one key.
+pub trait SharedBudget: Send + Sync + fmt::Debug + 'static {
+    /// Reserves the next slot for one request of `tokens` tokens (the estimate plus any tokens
+    /// owed from earlier calls) and says how long from now the request must wait for it. It
+    /// must answer within a short bound even when the others cannot be reached (by falling back
+    /// to a share of the budget of its own), since every call of the endpoint waits for it.
+    fn reserve(&self, tokens: u64) -> BoxFuture<Duration>;
+}
+
+/// Gives a provider, as it is built, the shared budget of each of its rate-limited endpoints.
+pub trait SharedBudgetFactory: Send + Sync + fmt::Debug + 'static {
+    /// The shared budget of the endpoint `id` ([`budget_id`]: a hash of its URL and key) with
+    /// these limits, or `None` to keep the endpoint's budget local.
+    fn shared_budget(
+        &self,
+        id: &str,
+        requests_per_minute: Option<u32>,
+        tokens_per_minute: Option<u32>,
+    ) -> Option<Arc<dyn SharedBudget>>;
+}
+
+/// Names the rate budget of an endpoint reached with `key`: 32 hex digits of SHA-256 over the
+/// URL and the key, so processes sharing a key agree on it while the name reveals neither.
+pub fn budget_id(base_url: &str, key: Option<&str>) -> String {
+    let mut h = Sha256::new();
+    h.update(base_url.trim().trim_end_matches('/').as_bytes());
+    h.update([0]);
+    h.update(key.map(str::trim).unwrap_or_default().as_bytes());
+    h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The budget of one endpoint.
 #[derive(Debug)]
 pub struct Budget {
     clock: TokioClock,
     requests: Option<Limiter>,
     tokens: Option<(Limiter, u32)>,
+    /// When set, requests reserve their slots here instead of in `requests` and `tokens`.
+    shared: Option<Arc<dyn SharedBudget>>,
     // A plain mutex: held for a compare-and-set, never across an await.
     paused_until: Mutex<Option<Instant>>,
     debt: AtomicU64,
@@ -76,11 +119,23 @@ impl Budget {
             clock,
             requests,
             tokens,
+            shared: None,
             paused_until: Mutex::new(None),
             debt: AtomicU64::new(0),
             last_estimate: AtomicU64::new(0),
             waits: AtomicU64::new(0),
         }
+    }
+
+    /// With a budget shared with other processes: requests reserve their slots there.
+    pub fn with_shared(mut self, shared: Arc<dyn SharedBudget>) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// True when requests reserve their slots in a shared budget.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
     }
 
     /// A budget with no limit.
@@ -103,6 +158,24 @@ impl Budget {
     pub async fn acquire(&self, tokens: u64) {
         self.last_estimate.store(tokens, Ordering::Relaxed);
         self.wait_pause().await;
+        match &self.shared {
+            Some(shared) => self.acquire_shared(shared.as_ref(), tokens).await,
+            None => self.acquire_local(tokens).await,
+        }
+    }
+
+    /// Reserves the slot in the shared budget (with the tokens owed), then waits for it.
+    async fn acquire_shared(&self, shared: &dyn SharedBudget, tokens: u64) {
+        let owed = self.debt.swap(0, Ordering::Relaxed);
+        let wait = shared.reserve(tokens.saturating_add(owed)).await;
+        if !wait.is_zero() {
+            self.waits.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(wait).await;
+            self.wait_pause().await;
+        }
+    }
+
+    async fn acquire_local(&self, tokens: u64) {
         if let Some(r) = &self.requests {
             while let Err(not_until) = r.check() {
                 self.waits.fetch_add(1, Ordering::Relaxed);
@@ -303,5 +376,62 @@ mod tests {
         let t0 = Instant::now();
         b.acquire(10).await; // 10 + 50 owed
         assert!(t0.elapsed() >= Duration::from_secs(6), "{:?}", t0.elapsed());
+    }
+
+    /// A shared budget that spaces requests 100 ms apart and records what it was asked.
+    #[derive(Debug, Default)]
+    struct Spacing {
+        asked: Mutex<Vec<u64>>,
+        next: Mutex<Option<Instant>>,
+    }
+
+    impl SharedBudget for Spacing {
+        fn reserve(&self, tokens: u64) -> BoxFuture<Duration> {
+            self.asked.lock().unwrap().push(tokens);
+            let now = Instant::now();
+            let mut next = self.next.lock().unwrap();
+            let slot = next.map_or(now, |n| n.max(now));
+            *next = Some(slot + Duration::from_millis(100));
+            let wait = slot - now;
+            Box::pin(async move { wait })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_budget_takes_the_place_of_the_local_one() {
+        let shared = Arc::new(Spacing::default());
+        // The local limit (6 per minute) would make this take 100 s; the shared one spaces 100 ms.
+        let b = Budget::new(Some(6), Some(600)).with_shared(shared.clone());
+        assert!(b.is_shared());
+        let t0 = Instant::now();
+        b.acquire(40).await;
+        b.reconcile(40, 65);
+        b.acquire(40).await;
+        b.acquire(40).await;
+        assert_eq!(t0.elapsed(), Duration::from_millis(200));
+        // The tokens a call used beyond its estimate are charged with the next reservation.
+        assert_eq!(*shared.asked.lock().unwrap(), vec![40, 65, 40]);
+        assert_eq!(b.waits(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_holds_callers_of_a_shared_budget_too() {
+        let b = Budget::new(Some(600), None).with_shared(Arc::new(Spacing::default()));
+        b.pause_for(Duration::from_secs(2));
+        let t0 = Instant::now();
+        b.acquire(1).await;
+        assert_eq!(t0.elapsed(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn budget_ids_name_url_and_key_without_revealing_them() {
+        let a = budget_id("https://api.openai.com/v1", Some("sk-abcdefgh12345678"));
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert!(!a.contains("abcdefgh"));
+        assert_eq!(a, budget_id("https://api.openai.com/v1/ ", Some("sk-abcdefgh12345678")));
+        assert_ne!(a, budget_id("https://api.openai.com/v1", Some("sk-other-key-000000")));
+        assert_ne!(a, budget_id("http://localhost:11434/v1", Some("sk-abcdefgh12345678")));
+        assert_ne!(a, budget_id("https://api.openai.com/v1", None));
     }
 }

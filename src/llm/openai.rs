@@ -14,6 +14,8 @@
 //! - `llm.stop` is sent as `stop`, after the request's own stop sequences.
 //! - Requests are balanced over the endpoints of an [`EndpointPool`], each with its own
 //!   [`Budget`] fed by the `x-ratelimit-*` headers; a 429 pauses every caller of the endpoint.
+//!   With a [`SharedBudgetFactory`] in the options, each rate-limited endpoint's requests reserve
+//!   their slots in a budget shared with other processes using the same URL and key.
 //! - Errors are classified into [`ErrorKind`]s that say what to check. No retries here: the
 //!   supervisor retries every provider alike.
 //!
@@ -33,7 +35,7 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use super::budget::{Budget, RateLimitHeaders, parse_reset};
+use super::budget::{Budget, RateLimitHeaders, SharedBudgetFactory, budget_id, parse_reset};
 use super::pool::{DEFAULT_COOL_DOWN, DEFAULT_FAILURE_THRESHOLD, Endpoint, EndpointPool, Lease};
 use super::sse::{SseEvent, SseParser};
 use super::tokens::{Counter, estimate_usage, prompt_tokens};
@@ -108,6 +110,9 @@ pub struct OpenAiOptions {
     /// `llm.stop`: sent with every request, after the request's own stop sequences (as the
     /// local model applies it).
     pub stop: Vec<String>,
+    /// Where endpoints with a requests- or tokens-per-minute limit get a budget shared with
+    /// other processes (a cluster's workers); `None`: every budget is this process's own.
+    pub shared_budget: Option<Arc<dyn SharedBudgetFactory>>,
 }
 
 impl OpenAiOptions {
@@ -125,6 +130,7 @@ impl OpenAiOptions {
             key_hint: ".troupe/secrets.toml or OPENAI_API_KEY".into(),
             retry_after_max: Duration::from_secs(60),
             stop: Vec::new(),
+            shared_budget: None,
         }
     }
 
@@ -185,6 +191,18 @@ pub(crate) fn endpoints_from_config(llm: &LlmConfig, key: Option<SecretString>) 
             })
         })
         .collect()
+}
+
+/// The endpoint's budget: shared through `factory` when it has a limit and a factory is given.
+fn endpoint_budget(ep: &EndpointSpec, base_url: &str, factory: Option<&dyn SharedBudgetFactory>) -> Budget {
+    let (rpm, tpm) = (ep.requests_per_minute.filter(|r| *r > 0), ep.tokens_per_minute.filter(|t| *t > 0));
+    let budget = Budget::new(rpm, tpm);
+    let Some(factory) = factory.filter(|_| rpm.is_some() || tpm.is_some()) else { return budget };
+    let key = ep.api_key.as_ref().map(|k| k.expose());
+    match factory.shared_budget(&budget_id(base_url, key), rpm, tpm) {
+        Some(shared) => budget.with_shared(shared),
+        None => budget,
+    }
 }
 
 /// Which dialect of the protocol a provider speaks.
@@ -318,6 +336,7 @@ impl OpenAiProvider {
                     format!("endpoint {i}: `{base_url}` is not a URL ({e}); write it like http://localhost:11434/v1"),
                 ));
             }
+            let budget = endpoint_budget(&ep, &base_url, opts.shared_budget.as_deref());
             let auth = match ep.api_key.filter(|k| !k.is_empty()) {
                 Some(k) => {
                     let (name, text) = match flavour {
@@ -341,10 +360,7 @@ impl OpenAiProvider {
             };
             let chat_url = format!("{base_url}/chat/completions");
             let shown = display_url(&base_url);
-            endpoints.push((
-                Target { raw_url: base_url, shown, chat_url, auth },
-                Budget::new(ep.requests_per_minute, ep.tokens_per_minute),
-            ));
+            endpoints.push((Target { raw_url: base_url, shown, chat_url, auth }, budget));
         }
         let mut extra = Vec::new();
         for (name, value) in [("openai-organization", &opts.organization), ("openai-project", &opts.project)] {
