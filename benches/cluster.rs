@@ -102,12 +102,20 @@ fn on_cluster(
     let coord: Usage = measure(&mut experiment(&dir.join(format!("cluster-{workers}")), &url));
     assert_eq!(coord.code, Some(0), "the cluster experiment failed");
     let mut cpu = coord.cpu;
+    let mut worker_cpu = Duration::ZERO;
     for (w, t) in ws {
         terminate(&w);
-        cpu += usage_of(w, t).cpu;
+        worker_cpu += usage_of(w, t).cpu;
     }
     terminate(&nats);
-    cpu += usage_of(nats, t0).cpu;
+    let nats_cpu = usage_of(nats, t0).cpu;
+    cpu += worker_cpu + nats_cpu;
+    eprintln!(
+        "  {workers} worker(s): CPU coordinator {:.2} s, workers {:.2} s, nats-server {:.2} s",
+        coord.cpu.as_secs_f64(),
+        worker_cpu.as_secs_f64(),
+        nats_cpu.as_secs_f64()
+    );
     (coord.wall, cpu)
 }
 

@@ -288,8 +288,8 @@ pub async fn collect(
             }
         };
         while let Some(Ok(m)) = batch.next().await {
-            let (i, report) = match accept(cluster, pending, &g.index, &g.records, &m.payload).await {
-                Verdict::Accept(i, report) => (i, report),
+            let (i, (report, inline)) = match accept(cluster, pending, &g.index, &g.records, &m.payload).await {
+                Verdict::Accept(i, accepted) => (i, *accepted),
                 Verdict::Skip => continue,
                 Verdict::Retry => {
                     // The broker could not answer: read every report again shortly (those
@@ -299,7 +299,7 @@ pub async fn collect(
                 }
             };
             let mut rec = report.record.clone();
-            match fetch_files(cluster, pending, &report, dir).await {
+            match fetch_files(cluster, pending, (&report, inline), dir).await {
                 Ok((d, keys)) => {
                     rec.dir = Some(d);
                     fetched.extend(keys);
@@ -390,7 +390,8 @@ fn conclude_gathered(
 /// A report to accept: for a queued run without one yet, from the attempt holding its lease.
 /// What to do with a report.
 enum Verdict {
-    Accept(usize, Box<Report>),
+    /// The report and, when it carries them, its files' bytes.
+    Accept(usize, Box<(Report, Vec<Vec<u8>>)>),
     Skip,
     /// The lease could not be read: try again later.
     Retry,
@@ -403,7 +404,7 @@ async fn accept(
     records: &[Option<RunRecord>],
     payload: &[u8],
 ) -> Verdict {
-    let report: Report = match parse("a run's report", payload) {
+    let (report, inline) = match super::messages::decode_report(payload) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!("ignored: {e}");
@@ -429,7 +430,7 @@ async fn accept(
         tracing::info!(run = %report.run_id, attempt = report.attempt, "a stale attempt's report; discarded");
         return Verdict::Skip;
     }
-    Verdict::Accept(i, Box::new(report))
+    Verdict::Accept(i, Box::new((report, inline)))
 }
 
 /// Fetches a report's files into `<dir>/runs/<folder>/<run-id>/`, each checked for its size;
@@ -437,7 +438,7 @@ async fn accept(
 async fn fetch_files(
     cluster: &Cluster,
     pending: &Pending,
-    report: &Report,
+    (report, inline): (&Report, Vec<Vec<u8>>),
     dir: &Path,
 ) -> Result<(PathBuf, Vec<String>), ClusterError> {
     let q = pending
@@ -447,6 +448,12 @@ async fn fetch_files(
         .ok_or_else(|| ClusterError::Untrusted(format!("run {} was not queued", report.run_id)))?;
     let run_dir = dir.join("runs").join(&q.folder).join(&q.run_id);
     std::fs::create_dir_all(&run_dir).map_err(|source| ClusterError::Io { path: run_dir.clone(), source })?;
+    if report.inline {
+        for (f, bytes) in report.files.iter().zip(inline) {
+            write_file(&run_dir, &f.path, &bytes)?;
+        }
+        return Ok((run_dir, Vec::new()));
+    }
     let bucket = cluster.files().await?;
     for f in &report.files {
         let key = file_key(&pending.id, &report.run_id, report.attempt, &f.path);
@@ -466,14 +473,19 @@ async fn fetch_files(
                 f.bytes
             )));
         }
-        let path = run_dir.join(&f.path);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| ClusterError::Io { path: parent.into(), source })?;
-        }
-        crate::fsutil::write_atomic(&path, &bytes).map_err(|source| ClusterError::Io { path, source })?;
+        write_file(&run_dir, &f.path, &bytes)?;
     }
     let keys = report.files.iter().map(|f| file_key(&pending.id, &report.run_id, report.attempt, &f.path)).collect();
     Ok((run_dir, keys))
+}
+
+/// Writes one of a run's files (its path checked by [`Report::check`]).
+fn write_file(run_dir: &Path, rel: &str, bytes: &[u8]) -> Result<(), ClusterError> {
+    let path = run_dir.join(rel);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| ClusterError::Io { path: parent.into(), source })?;
+    }
+    crate::fsutil::write_atomic(&path, bytes).map_err(|source| ClusterError::Io { path, source })
 }
 
 fn given_up(p: &Pending, i: usize, max: u32) -> RunRecord {

@@ -57,8 +57,60 @@ pub struct Report {
     pub record: RunRecord,
     /// Its text was synthetic.
     pub synthetic: bool,
-    /// The run folder's files, stored under [`file_key`].
+    /// The run folder's files: in the report message itself when `inline`, else stored in
+    /// the files bucket under [`file_key`].
     pub files: Vec<FileEntry>,
+    /// The files' bytes follow the report in its message ([`encode_report`]).
+    #[serde(default)]
+    pub inline: bool,
+}
+
+/// The start of a report message.
+const REPORT_MAGIC: &[u8; 4] = b"TRP1";
+
+/// A report message: `TRP1`, the JSON report's length (u32, little-endian), the JSON, then,
+/// when the report is `inline`, each file's bytes in the order of `files`.
+pub fn encode_report(r: &Report, inline: &[Vec<u8>]) -> Vec<u8> {
+    let json = serde_json::to_vec(r).unwrap_or_default();
+    let mut out = Vec::with_capacity(8 + json.len() + inline.iter().map(Vec::len).sum::<usize>());
+    out.extend_from_slice(REPORT_MAGIC);
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&json);
+    for f in inline {
+        out.extend_from_slice(f);
+    }
+    out
+}
+
+/// Reads a report message: the report and, when inline, each file's bytes (their sizes checked
+/// against the report, and the message against its bound).
+pub fn decode_report(payload: &[u8]) -> Result<(Report, Vec<Vec<u8>>), ClusterError> {
+    let bad = |m: &str| ClusterError::Untrusted(format!("a run's report: {m}"));
+    if payload.len() > MAX_MESSAGE_BYTES {
+        return Err(bad("larger than a message may be"));
+    }
+    if payload.len() < 8 || &payload[..4] != REPORT_MAGIC {
+        return Err(bad("not a report message (no TRP1 header)"));
+    }
+    let n = u32::from_le_bytes([payload[4], payload[5], payload[6], payload[7]]) as usize;
+    let json = payload.get(8..8 + n).ok_or_else(|| bad("shorter than its header says"))?;
+    let report: Report = parse("a run's report", json)?;
+    let mut rest = &payload[8 + n..];
+    let mut files = Vec::new();
+    if report.inline {
+        for f in &report.files {
+            let len = usize::try_from(f.bytes).map_err(|_| bad("a file size out of range"))?;
+            if rest.len() < len {
+                return Err(bad("its files are shorter than it says"));
+            }
+            files.push(rest[..len].to_vec());
+            rest = &rest[len..];
+        }
+    }
+    if !rest.is_empty() {
+        return Err(bad("bytes left over after its files"));
+    }
+    Ok((report, files))
 }
 
 /// What a worker is doing with a run (live, not stored).
@@ -165,6 +217,35 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_messages_carry_their_files_and_refuse_a_mismatch() {
+        let record: RunRecord = serde_json::from_value(serde_json::json!({
+            "variant": "v", "label": "v", "k": 1, "run_seed": 1, "run_id": "r", "dir": null,
+            "success": true, "personas": [], "metrics": {}
+        }))
+        .unwrap();
+        let files = vec![FileEntry { path: "a.json".into(), bytes: 3 }, FileEntry { path: "b".into(), bytes: 2 }];
+        let r = Report {
+            experiment: "e".into(),
+            run_id: "r".into(),
+            attempt: 1,
+            worker: "w".into(),
+            record,
+            synthetic: true,
+            files,
+            inline: true,
+        };
+        let msg = encode_report(&r, &[b"abc".to_vec(), b"de".to_vec()]);
+        let (back, data) = decode_report(&msg).unwrap();
+        assert_eq!((back.run_id.as_str(), data), ("r", vec![b"abc".to_vec(), b"de".to_vec()]));
+        assert!(decode_report(&msg[..msg.len() - 1]).is_err());
+        let mut longer = msg.clone();
+        longer.push(b'x');
+        assert!(decode_report(&longer).is_err());
+        assert!(decode_report(b"{\"run_id\": 1}").is_err());
+        assert!(decode_report(&msg[..6]).is_err());
+    }
 
     #[test]
     fn paths_from_the_cluster_stay_inside_the_run_folder() {

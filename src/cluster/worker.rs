@@ -184,9 +184,9 @@ async fn handle(
         }
         Err(e) => (failed_record(&item, &e.to_string()), false, None, false),
     };
-    let files = match &run_dir {
-        Some(dir) => store_files(cluster, &item, attempt, dir).await?,
-        None => Vec::new(),
+    let (files, inline) = match &run_dir {
+        Some(dir) => pack_files(cluster, &item, attempt, dir).await?,
+        None => (Vec::new(), None),
     };
     let lease = cluster.run_lease(&item.experiment, &item.run_id).await?;
     if lease.done || lease.attempt != Some(attempt) {
@@ -202,8 +202,9 @@ async fn handle(
         record,
         synthetic,
         files,
+        inline: inline.is_some(),
     };
-    let body = serde_json::to_vec(&report).unwrap_or_default();
+    let body = super::messages::encode_report(&report, inline.as_deref().unwrap_or_default());
     let publish = async_nats::jetstream::message::PublishMessage::build()
         .payload(body.into())
         .message_id(format!("{}.{}.{attempt}", item.experiment, item.run_id));
@@ -288,8 +289,13 @@ async fn make(
     // What an earlier attempt on this machine left is replaced by what the cluster recorded.
     let _ = std::fs::remove_dir_all(&run_dir);
     let subject = cluster.names.journal_subject(&item.experiment, &item.run_id);
-    let segments = match journal_stream::rebuild(&cluster.js, &cluster.names.journal_stream(), &subject, &run_dir).await
-    {
+    // Only a run delivered before can have a journal in the cluster.
+    let rebuilt = if attempt > 1 {
+        journal_stream::rebuild(&cluster.js, &cluster.names.journal_stream(), &subject, &run_dir).await
+    } else {
+        Ok(0)
+    };
+    let segments = match rebuilt {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!(run = %item.run_id, "earlier attempts' journal unusable ({e}); starting afresh");
@@ -386,6 +392,32 @@ async fn status(cluster: &Cluster, item: &WorkItem, worker: &str, state: &str) {
 
 /// Stores every file of the run folder (hidden ones, such as the lock, left out) under the
 /// attempt.
+/// The run folder's files: carried in the report itself when they fit in a message with room to
+/// spare (the usual case, and the cheapest for the broker), else stored in the files bucket.
+async fn pack_files(
+    cluster: &Cluster,
+    item: &WorkItem,
+    attempt: u32,
+    dir: &Path,
+) -> Result<(Vec<FileEntry>, Option<Vec<Vec<u8>>>), ClusterError> {
+    let list = list_files(dir)?;
+    let mut total = 0u64;
+    for (_, path) in &list {
+        total += std::fs::metadata(path).map_err(|source| ClusterError::Io { path: path.clone(), source })?.len();
+    }
+    if total > (super::MAX_MESSAGE_BYTES / 2) as u64 {
+        return Ok((store_files(cluster, item, attempt, dir).await?, None));
+    }
+    let mut entries = Vec::with_capacity(list.len());
+    let mut data = Vec::with_capacity(list.len());
+    for (rel, path) in list {
+        let bytes = std::fs::read(&path).map_err(|source| ClusterError::Io { path, source })?;
+        entries.push(FileEntry { path: rel, bytes: bytes.len() as u64 });
+        data.push(bytes);
+    }
+    Ok((entries, Some(data)))
+}
+
 async fn store_files(
     cluster: &Cluster,
     item: &WorkItem,
