@@ -327,6 +327,10 @@ impl Cluster {
     /// Takes a run's lease for `attempt` unless a newer attempt holds it or the run is already
     /// reported (compare-and-set on the lease's sequence).
     pub async fn take_lease(&self, exp: &str, run_id: &str, attempt: u32) -> Result<Take, ClusterError> {
+        // A first delivery usually finds no lease: create it in one request.
+        if attempt == 1 && self.set_lease(exp, run_id, "1", 0).await {
+            return Ok(Take::Taken);
+        }
         for _ in 0..20 {
             let lease = self.run_lease(exp, run_id).await?;
             if lease.done {
@@ -346,7 +350,11 @@ impl Cluster {
 
     /// Marks a run reported by `attempt`: a copy of its message delivered again (a broker
     /// restored from an unclean stop can bring acknowledged messages back) is then skipped.
-    pub async fn mark_reported(&self, exp: &str, run_id: &str, attempt: u32) -> Result<(), ClusterError> {
+    /// `seq`: the lease's sequence as last read, tried first.
+    pub async fn mark_reported(&self, exp: &str, run_id: &str, attempt: u32, seq: u64) -> Result<(), ClusterError> {
+        if self.set_lease(exp, run_id, &format!("done {attempt}"), seq).await {
+            return Ok(());
+        }
         for _ in 0..20 {
             let lease = self.run_lease(exp, run_id).await?;
             if lease.done || self.set_lease(exp, run_id, &format!("done {attempt}"), lease.seq).await {

@@ -8,6 +8,50 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Replaces `path` with `bytes` through a temporary file and a rename, so a reader never sees a
+/// half-written file, but without forcing anything to disk: for many files made durable
+/// together afterwards with [`sync_filesystem`].
+pub fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.tmp.{}.{n}", std::process::id()));
+    let result = fs::write(&tmp, bytes).and_then(|()| fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Forces everything written to the filesystem holding `dir` to disk: one `syncfs` on Linux,
+/// else every file under `dir`, then `dir` itself.
+pub fn sync_filesystem(dir: &Path) -> io::Result<()> {
+    let d = File::open(dir)?;
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `d` is an open descriptor for the whole call.
+        if unsafe { libc::syncfs(d.as_raw_fd()) } == 0 {
+            return Ok(());
+        }
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in fs::read_dir(&p)?.flatten() {
+            let path = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path);
+            } else {
+                File::open(&path)?.sync_all()?;
+            }
+        }
+    }
+    d.sync_all()
+}
+
 /// Writes `bytes` to `path` atomically: a temp file in the same folder, fsync, rename, fsync of
 /// the folder. A failure at any step leaves the old file untouched and removes the temp file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {

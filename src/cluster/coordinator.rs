@@ -274,7 +274,7 @@ pub async fn collect(
     let deadline = wait.map(|w| tokio::time::Instant::now() + w);
     g.show(on_progress);
     while g.progress.done < g.progress.total && deadline.is_none_or(|d| tokio::time::Instant::now() < d) {
-        let mut batch = match reports.fetch().max_messages(64).expires(Duration::from_secs(1)).messages().await {
+        let mut batch = match reports.batch().max_messages(64).expires(Duration::from_millis(250)).messages().await {
             Ok(b) => b,
             Err(e) => {
                 // A restarted broker may have lost the reading consumer: make a new one (reports
@@ -335,6 +335,8 @@ pub async fn collect(
     let (mut summary, files) = conclude_gathered(pending, dir, g)?;
     summary.stopped = !complete;
     if complete {
+        // The run folders reach the disk before the cluster's copies go.
+        crate::fsutil::sync_filesystem(dir).map_err(|source| ClusterError::Io { path: dir.to_path_buf(), source })?;
         // Bounded: a slow or absent broker must not hold the finished experiment.
         if tokio::time::timeout(Duration::from_secs(60), tidy(cluster, pending, &fetched)).await.is_err() {
             tracing::warn!("the cluster's copies of this experiment were not all removed; they expire after a week");
@@ -485,7 +487,8 @@ fn write_file(run_dir: &Path, rel: &str, bytes: &[u8]) -> Result<(), ClusterErro
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|source| ClusterError::Io { path: parent.into(), source })?;
     }
-    crate::fsutil::write_atomic(&path, bytes).map_err(|source| ClusterError::Io { path, source })
+    // Made durable all together (one `syncfs`) before the cluster's copies are removed.
+    crate::fsutil::write_replace(&path, bytes).map_err(|source| ClusterError::Io { path, source })
 }
 
 fn given_up(p: &Pending, i: usize, max: u32) -> RunRecord {

@@ -184,7 +184,8 @@ async fn gather(
                 ),
             });
         }
-        let Ok(mut batch) = reports.fetch().max_messages(16).expires(Duration::from_secs(1)).messages().await else {
+        let Ok(mut batch) = reports.batch().max_messages(16).expires(Duration::from_millis(500)).messages().await
+        else {
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         };

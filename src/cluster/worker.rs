@@ -84,9 +84,11 @@ pub async fn run_worker(
     let mut taken = 0u64;
     let mut backoff = Duration::from_millis(200);
     tracing::info!(worker = %opts.name, "waiting for runs on {}", cluster.url);
+    // `batch` waits up to its expiry for a run (a `fetch` would return at once when the queue is
+    // empty, and the loop would spin).
     while !*stop.borrow() && opts.max_runs.is_none_or(|m| taken < m) {
         let Ok(permit) = slots.clone().acquire_owned().await else { break };
-        let fetched = consumer.fetch().max_messages(1).expires(Duration::from_secs(2)).messages().await;
+        let fetched = consumer.batch().max_messages(1).expires(Duration::from_secs(2)).messages().await;
         let mut batch = match fetched {
             Ok(b) => b,
             Err(e) => {
@@ -211,7 +213,7 @@ async fn handle(
     let ack =
         cluster.js.send_publish(cluster.names.done_subject(&item.experiment), publish).await.ctx("reporting a run")?;
     ack.await.ctx("reporting a run")?;
-    cluster.mark_reported(&item.experiment, &item.run_id, attempt).await?;
+    cluster.mark_reported(&item.experiment, &item.run_id, attempt, lease.seq).await?;
     msg.double_ack().await.ctx("acknowledging a run")?;
     status(cluster, &item, &opts.name, if report.record.success { "finished" } else { "failed" }).await;
     tracing::info!(run = %item.run_id, attempt, success = report.record.success, "run reported");
