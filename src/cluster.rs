@@ -377,6 +377,22 @@ impl Cluster {
         }
     }
 
+    /// A consumer reading every report published under `id` (an experiment or a sweep) from
+    /// the start, without acknowledgements; dropped by the server after 5 idle minutes.
+    pub async fn reports_reader(&self, id: &str) -> Result<consumer::PullConsumer, ClusterError> {
+        let stream = self.js.get_stream(self.names.done_stream()).await.ctx("opening the results stream")?;
+        stream
+            .create_consumer(consumer::pull::Config {
+                filter_subject: self.names.done_subject(id),
+                deliver_policy: consumer::DeliverPolicy::All,
+                ack_policy: consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(300),
+                ..Default::default()
+            })
+            .await
+            .ctx("reading the reports")
+    }
+
     /// The files bucket.
     pub async fn files(&self) -> Result<object_store::ObjectStore, ClusterError> {
         self.js.get_object_store(self.names.files_bucket()).await.ctx("opening the files bucket")

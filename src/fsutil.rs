@@ -8,17 +8,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Replaces `path` with `bytes` through a temporary file and a rename, so a reader never sees a
-/// half-written file, but without forcing anything to disk: for many files made durable
-/// together afterwards with [`sync_filesystem`].
-pub fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// `path`'s folder and a fresh hidden temporary name in it.
+fn temp_beside(path: &Path) -> (&Path, PathBuf) {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.tmp.{}.{n}", std::process::id()));
+    (dir, dir.join(format!(".{name}.tmp.{}.{n}", std::process::id())))
+}
+
+/// Replaces `path` with `bytes` through a temporary file and a rename, so a reader never sees a
+/// half-written file, but without forcing anything to disk: for many files made durable
+/// together afterwards with [`sync_filesystem`].
+pub fn write_replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let (_, tmp) = temp_beside(path);
     let result = fs::write(&tmp, bytes).and_then(|()| fs::rename(&tmp, path));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -55,13 +60,7 @@ pub fn sync_filesystem(dir: &Path) -> io::Result<()> {
 /// Writes `bytes` to `path` atomically: a temp file in the same folder, fsync, rename, fsync of
 /// the folder. A failure at any step leaves the old file untouched and removes the temp file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.tmp.{}.{n}", std::process::id()));
+    let (dir, tmp) = temp_beside(path);
     let result = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;

@@ -4,7 +4,7 @@
 //! Imports point down only; `tests/architecture.rs` fails on one that points up or sideways.
 //! ```text
 //! faces        web                        (the `troupe` binary's src/cli sits above it all)
-//! distributed  cluster                    NATS JetStream: workers, the queue, leases, journals
+//! distributed  cluster                    NATS JetStream: workers, queue, leases, journals, budget
 //! tools        experiment  stress  doctor
 //! after a run  review                     analysis + in-character judge, called by the faces
 //! runtime      engine                     plan -> actors -> events -> journal -> results
@@ -49,6 +49,9 @@
 //! - [`analysis`]: conversation analysis (`analysis.json`) and SVG charts; [`export`]: one
 //!   exporter per format (json, jsonl, csv, markdown, html); [`experiment`]: variants × runs
 //!   with statistics, blinding and per-persona extraction.
+//! - [`cluster`]: experiments and stress sweeps on several machines through NATS JetStream: the
+//!   coordinator queues runs, `troupe worker`s make them (leases, journals streamed for resume,
+//!   files back in the report), and one GCRA rate budget per key holds across every worker.
 //! - [`validation`]: persona checks (`troupe personas check`): a seeded interview through the
 //!   run's provider, then a judge model's JSON verdict against expectations and the persona's
 //!   facts; the same judge scores a run's messages (`in_character`).

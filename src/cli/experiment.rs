@@ -185,6 +185,11 @@ fn variants_and_runs(planner: &ScenarioPlanner, a: &ExperimentArgs) -> anyhow::R
 /// Ctrl-C or SIGTERM: the runs going save what they have, no new run starts, and the summary
 /// covers the runs made.
 fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
+    stop_on_signal_saying("stopping: the runs going save what they have; no new run starts")
+}
+
+/// A receiver that turns true on Ctrl-C or SIGTERM, after `note` is printed.
+pub(super) fn stop_on_signal_saying(note: &'static str) -> tokio::sync::watch::Receiver<bool> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let mut term = super::Terminate::new();
@@ -192,7 +197,7 @@ fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        eprintln!("stopping: the runs going save what they have; no new run starts");
+        eprintln!("{note}");
         let _ = stop_tx.send(true);
     });
     stop_rx

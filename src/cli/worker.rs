@@ -51,16 +51,7 @@ async fn run_async(g: &GlobalArgs, a: WorkerArgs) -> anyhow::Result<ExitCode> {
         opts.max_parallel,
         cfg.cluster.lease_seconds
     );
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        let mut term = super::Terminate::new();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        eprintln!("stopping: finishing the runs going; no new run is taken");
-        let _ = stop_tx.send(true);
-    });
+    let stop_rx = super::experiment::stop_on_signal_saying("stopping: finishing the runs going; no new run is taken");
     let stats = run_worker(cluster, cfg, opts, stop_rx).await?;
     eprintln!(
         "worker {name}: {} run(s) reported ({} resumed from another worker's journal), {} discarded as stale, {} handed back",

@@ -348,17 +348,7 @@ pub async fn collect(
 /// A consumer reading every report of an experiment from the start (reports are kept until the
 /// experiment is collected, so `collect` can run any number of times).
 async fn reports_consumer(cluster: &Cluster, id: &str) -> Result<consumer::PullConsumer, ClusterError> {
-    let stream = cluster.js.get_stream(cluster.names.done_stream()).await.ctx("opening the results stream")?;
-    stream
-        .create_consumer(consumer::pull::Config {
-            filter_subject: cluster.names.done_subject(id),
-            deliver_policy: consumer::DeliverPolicy::All,
-            ack_policy: consumer::AckPolicy::None,
-            inactive_threshold: Duration::from_secs(300),
-            ..Default::default()
-        })
-        .await
-        .ctx("reading the results")
+    cluster.reports_reader(id).await
 }
 
 /// Writes the experiment's summary and reports from what was gathered (runs without a report

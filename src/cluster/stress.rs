@@ -99,7 +99,7 @@ pub async fn run_stress_on_cluster(
         started_at.timestamp_micros() as u64,
     );
     check_id("sweep id", &sweep)?;
-    let reports = reports_consumer(cluster, &sweep).await?;
+    let reports = cluster.reports_reader(&sweep).await?;
     let (mut rows, mut provider, mut synthetic, mut skew_ms) = (Vec::new(), String::new(), false, 0i64);
     for (index, &w) in workers.iter().enumerate() {
         progress(Progress::Started { index, total: workers.len(), workers: w });
@@ -148,20 +148,6 @@ async fn publish(cluster: &Cluster, s: &StressShard) -> Result<(), ClusterError>
     let ack = cluster.js.send_publish(cluster.names.runs_subject(&s.sweep), publish).await.ctx("queueing a shard")?;
     ack.await.ctx("queueing a shard")?;
     Ok(())
-}
-
-async fn reports_consumer(cluster: &Cluster, sweep: &str) -> Result<consumer::PullConsumer, ClusterError> {
-    let stream = cluster.js.get_stream(cluster.names.done_stream()).await.ctx("opening the results stream")?;
-    stream
-        .create_consumer(consumer::pull::Config {
-            filter_subject: cluster.names.done_subject(sweep),
-            deliver_policy: consumer::DeliverPolicy::All,
-            ack_policy: consumer::AckPolicy::None,
-            inactive_threshold: Duration::from_secs(300),
-            ..Default::default()
-        })
-        .await
-        .ctx("reading the shards' reports")
 }
 
 /// Waits for the `n` shards of setting `index` (one report each, the first wins).
