@@ -232,8 +232,10 @@ fn signal(c: &Child, sig: i32) {
 /// The tally a worker prints when it stops: (reported, resumed, discarded).
 fn tally(dir: &Path, name: &str) -> (u64, u64, u64) {
     let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
-    let line =
-        log.lines().find(|l| l.contains(" run(s) reported (")).unwrap_or_else(|| panic!("{name}: no tally:\n{log}"));
+    let line = log
+        .lines()
+        .find(|l| l.contains(" run(s) reported ("))
+        .unwrap_or_else(|| panic!("{name}: no tally (it did not stop on SIGTERM within 30 s?):\n{log}"));
     let nums: Vec<u64> =
         line.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
     // "worker NAME: R run(s) reported (M resumed ...), D discarded as stale, H handed back"; the
@@ -280,13 +282,21 @@ fn a_stalled_worker_loses_its_runs_and_its_late_results_are_discarded() {
     std::thread::sleep(Duration::from_secs(3));
     stop(stalled);
     stop(other);
-    assert_eq!(d.code, Some(0), "{}", d.both());
+    let logs = || {
+        ["stalled", "other"]
+            .iter()
+            .map(|n| {
+                format!("--- {n}\n{}", std::fs::read_to_string(tmp.path().join(format!("{n}.log"))).unwrap_or_default())
+            })
+            .collect::<String>()
+    };
+    assert_eq!(d.code, Some(0), "{}\n{}", d.both(), logs());
     let runs = transcripts(&out);
     assert_eq!(runs.len(), 4);
     let (_, _, discarded) = tally(tmp.path(), "stalled");
     let (_, resumed, _) = tally(tmp.path(), "other");
-    assert!(discarded >= 1, "the stalled worker's late result was not discarded");
-    assert!(resumed >= 1, "the other worker did not resume the stalled worker's runs");
+    assert!(discarded >= 1, "the stalled worker's late result was not discarded\n{}", logs());
+    assert!(resumed >= 1, "the other worker did not resume the stalled worker's runs\n{}", logs());
 }
 
 /// The broker killed (SIGKILL) and restarted on the same store mid-experiment: every run
