@@ -163,6 +163,12 @@ fn sixty_runs_over_three_workers_equal_a_local_experiment() {
     assert!(dir.join("report.html").exists() && dir.join("report.md").exists());
 }
 
+/// How long after an answer its journal line may still be on its way to JetStream: a few
+/// milliseconds on an idle machine; a busy CI machine has shown more than 50 ms. A worker that
+/// streamed nothing, or a resume that reused nothing, would pay again exchanges answered
+/// seconds before the kill, far outside this window.
+const JOURNAL_WINDOW: Duration = Duration::from_millis(500);
+
 /// A worker killed with SIGKILL in the middle of its runs: they are handed to the other
 /// workers after the lease, resumed from the journal it streamed, and no exchange answered
 /// before the kill is sent to the provider again (counted at a loopback OpenAI-compatible mock).
@@ -208,7 +214,7 @@ async fn a_killed_workers_runs_finish_elsewhere_and_nothing_is_paid_twice() {
     for r in mock.requests() {
         let body = r.body.to_string();
         match first.get(&body) {
-            Some(&at) if at + delay + Duration::from_millis(50) < killed_at => twice.push(body),
+            Some(&at) if at + delay + JOURNAL_WINDOW < killed_at => twice.push(body),
             Some(_) => {}
             None => {
                 first.insert(body, r.at.into());
