@@ -70,12 +70,6 @@ pub enum ClusterError {
     },
 }
 
-/// A JetStream error with what was being done.
-pub(crate) fn js(what: impl Into<String>) -> impl FnOnce(Box<dyn std::fmt::Display>) -> ClusterError {
-    let what = what.into();
-    move |e| ClusterError::JetStream { what, message: e.to_string() }
-}
-
 /// Maps any displayable error to a [`ClusterError::JetStream`] naming `what`.
 pub(crate) trait JsContext<T> {
     fn ctx(self, what: &str) -> Result<T, ClusterError>;
@@ -83,7 +77,7 @@ pub(crate) trait JsContext<T> {
 
 impl<T, E: std::fmt::Display + 'static> JsContext<T> for Result<T, E> {
     fn ctx(self, what: &str) -> Result<T, ClusterError> {
-        self.map_err(|e| js(what)(Box::new(e)))
+        self.map_err(|e| ClusterError::JetStream { what: what.to_string(), message: e.to_string() })
     }
 }
 
@@ -320,7 +314,7 @@ impl Cluster {
                 Ok(Lease { attempt, done, seq: m.sequence })
             }
             Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(Lease::default()),
-            Err(e) => Err(js("reading a lease")(Box::new(e))),
+            Err(e) => Err(e).ctx("reading a lease"),
         }
     }
 

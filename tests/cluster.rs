@@ -44,17 +44,8 @@ fn worker(url: &str, dir: &Path, name: &str, provider: &[(&str, String)]) -> Chi
 }
 
 /// SIGTERM: the worker finishes what it runs, prints its tally and exits.
-fn stop(mut c: Child) {
-    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(30) {
-        if c.try_wait().unwrap().is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = c.kill();
-    let _ = c.wait();
+fn stop(c: Child) {
+    support::cli::terminate(c, Duration::from_secs(30));
 }
 
 /// Runs the workers' logs say they resumed from another worker's journal.

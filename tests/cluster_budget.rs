@@ -199,17 +199,8 @@ fn experiment(url: &str, out: &Path, runs: u32, mock: &str) -> Command {
 }
 
 /// SIGTERM, then SIGKILL if it lingers.
-fn stop(mut c: Child) {
-    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(20) {
-        if c.try_wait().unwrap().is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = c.kill();
-    let _ = c.wait();
+fn stop(c: Child) {
+    support::cli::terminate(c, Duration::from_secs(20));
 }
 
 fn logs(dir: &Path, names: &[&str]) -> String {

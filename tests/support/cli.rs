@@ -51,6 +51,23 @@ pub fn troupe_in(dir: &Path) -> Command {
     c
 }
 
+/// SIGTERM, then SIGKILL if `c` is still running after `limit` (a worker finishes its runs,
+/// prints its tally and exits on SIGTERM).
+#[cfg(unix)]
+pub fn terminate(mut c: std::process::Child, limit: Duration) {
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if c.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
 /// What a finished command left.
 #[derive(Debug)]
 pub struct Done {
