@@ -8,8 +8,12 @@
 //!  └── WorldActor        the clock and the turn loop; delivers messages, applies interventions
 //! ```
 //! Transcript events flow from the world to the engine on an unbounded channel.
+//!
+//! With `--metrics-addr`, one `MonitorActor` per process hears every run's metrics actor
+//! start and stop, and answers `/metrics` scrapes with all of them added up.
 
 pub mod metrics;
+pub mod monitor;
 pub mod persona;
 pub mod supervisor;
 pub mod world;

@@ -9,6 +9,7 @@ mod experiment;
 mod export;
 mod flags;
 mod logging;
+mod metrics;
 mod model;
 mod persona_check;
 mod personas;

@@ -7,7 +7,7 @@
 //! distributed  cluster                    NATS JetStream: workers, queue, leases, journals, budget
 //! tools        experiment  stress  doctor
 //! after a run  review                     analysis + in-character judge, called by the faces
-//! runtime      engine                     plan -> actors -> events -> journal -> results
+//! runtime      engine  monitoring         plan -> actors -> events -> journal -> results; /metrics
 //! checks       export  validation
 //! actors       actors  analysis           analysis reads saved records only
 //! planning     estimate
@@ -52,6 +52,8 @@
 //! - [`cluster`]: experiments and stress sweeps on several machines through NATS JetStream: the
 //!   coordinator queues runs, `troupe worker`s make them (leases, journals streamed for resume,
 //!   files back in the report), and one GCRA rate budget per key holds across every worker.
+//! - [`monitoring`]: `/metrics` in the Prometheus text format (`--metrics-addr`), served from
+//!   the metrics actors' own figures through the process' `MonitorActor`.
 //! - [`validation`]: persona checks (`troupe personas check`): a seeded interview through the
 //!   run's provider, then a judge model's JSON verdict against expectations and the persona's
 //!   facts; the same judge scores a run's messages (`in_character`).
@@ -68,6 +70,7 @@
 //! engine ── MetricsActor
 //!        ── SupervisorActor ── PersonaActor × N (linked; restarted with their memory on panic)
 //!        ── WorldActor (asks personas to act, delivers what they say)
+//! MonitorActor (one per process, with --metrics-addr) ◂── every run's MetricsActor
 //! ```
 #![warn(missing_docs, missing_debug_implementations)]
 
@@ -85,6 +88,7 @@ pub mod fsutil;
 pub mod llm;
 pub mod memory;
 pub mod model;
+pub mod monitoring;
 pub mod persona;
 pub mod prompt;
 pub mod record;

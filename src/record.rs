@@ -6,8 +6,10 @@
 //! - [`results`]: `results.json` (the old engine's shape) and the run folder's other files.
 //! - [`metrics`]: counters and latency percentiles (`metrics.json`, live snapshots).
 //! - [`estimate`]: the pre-run estimate as saved, and its accuracy.
+//! - [`exposition`]: metrics in the Prometheus text format, added up across runs.
 
 pub mod estimate;
+pub mod exposition;
 pub mod journal;
 pub mod metrics;
 pub mod results;

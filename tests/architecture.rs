@@ -36,7 +36,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("planning", &["estimate"]),
     ("actors", &["actors", "analysis"]),
     ("checks", &["export", "validation"]),
-    ("runtime", &["engine"]),
+    ("runtime", &["engine", "monitoring"]),
     ("after a run", &["review"]),
     ("tools", &["experiment", "stress", "doctor"]),
     ("distributed", &["cluster"]),

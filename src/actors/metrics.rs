@@ -7,7 +7,9 @@ use tokio::time::Instant;
 use hdrhistogram::Histogram;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
+use super::monitor::MonitorMsg;
 use crate::llm::{ErrorKind, TokenCounters, Usage};
+use crate::record::exposition::{Exposition, HistogramSample};
 use crate::record::metrics::{MetricsSnapshot, Percentiles};
 
 /// The metrics actor (holds no data; see `MetricsState`).
@@ -75,34 +77,66 @@ pub enum MetricsMsg {
     },
     /// Reply with a snapshot.
     Snapshot(RpcReplyPort<MetricsSnapshot>),
+    /// Reply with the figures in the Prometheus families (`/metrics`).
+    Export(RpcReplyPort<Exposition>),
+}
+
+/// What the metrics actor starts with.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsArgs {
+    /// The provider's name (a label on the call metrics).
+    pub provider: String,
+    /// `llm.requests_per_minute`, shown as the budget.
+    pub requests_per_minute: Option<u32>,
+    /// `llm.tokens_per_minute`, shown as the budget.
+    pub tokens_per_minute: Option<u32>,
+    /// The process' monitor, told when this actor starts and (with its last figures) stops.
+    pub monitor: Option<ActorRef<MonitorMsg>>,
 }
 
 /// The metrics actor's state.
 #[derive(Debug)]
 pub struct MetricsState {
     started: Instant,
+    args: MetricsArgs,
     snap: MetricsSnapshot,
     /// The counters behind estimated tokens.
     counters: TokenCounters,
-    latency: Histogram<u64>,
-    by_model: BTreeMap<String, Histogram<u64>>,
-    persona_response: Histogram<u64>,
+    latency: Timing,
+    by_model: BTreeMap<String, Timing>,
+    persona_response: Timing,
     persona_sums: BTreeMap<usize, (u64, u64)>,
-    turns: Histogram<u64>,
-    mailbox: Histogram<u64>,
-    queue: Histogram<u64>,
+    turns: Timing,
+    mailbox: Timing,
+    queue: Timing,
 }
 
-fn hist() -> Histogram<u64> {
-    // 1 us .. 1 hour at 3 significant figures; values above are clamped.
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
+/// A latency histogram (1 µs .. 1 hour at 3 significant figures; values above are clamped)
+/// and the exact sum of what it recorded (Prometheus' `_sum`).
+#[derive(Debug, Clone)]
+struct Timing {
+    h: Histogram<u64>,
+    sum_us: u64,
 }
 
-fn record(h: &mut Histogram<u64>, us: u64) {
-    h.saturating_record(us.max(1));
+fn hist() -> Timing {
+    let h = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid");
+    Timing { h, sum_us: 0 }
 }
 
-fn percentiles(h: &Histogram<u64>) -> Percentiles {
+fn record(t: &mut Timing, us: u64) {
+    t.h.saturating_record(us.max(1));
+    t.sum_us = t.sum_us.saturating_add(us);
+}
+
+impl Timing {
+    fn sample(&self) -> HistogramSample {
+        HistogramSample::from_hdr(&self.h, self.sum_us)
+    }
+}
+
+fn percentiles(t: &Timing) -> Percentiles {
+    let h = &t.h;
     if h.is_empty() {
         return Percentiles::default();
     }
@@ -120,8 +154,14 @@ fn percentiles(h: &Histogram<u64>) -> Percentiles {
 impl MetricsState {
     /// Fresh state.
     pub fn new() -> Self {
+        Self::with_args(MetricsArgs::default())
+    }
+
+    /// Fresh state with the labels and budget of `args`.
+    pub fn with_args(args: MetricsArgs) -> Self {
         MetricsState {
             started: Instant::now(),
+            args,
             snap: MetricsSnapshot::default(),
             counters: TokenCounters::default(),
             latency: hist(),
@@ -187,7 +227,7 @@ impl MetricsState {
             }
             MetricsMsg::TurnDuration { us } => record(&mut self.turns, us),
             MetricsMsg::MailboxDelay { us } => record(&mut self.mailbox, us),
-            MetricsMsg::Snapshot(_) => {}
+            MetricsMsg::Snapshot(_) | MetricsMsg::Export(_) => {}
         }
     }
 
@@ -211,10 +251,59 @@ impl MetricsState {
         s.turn_duration = percentiles(&self.turns);
         s.mailbox_delay = percentiles(&self.mailbox);
         s.queue_wait = percentiles(&self.queue);
-        s.latency_buckets = buckets(&self.latency);
+        s.latency_buckets = buckets(&self.latency.h);
         s.latency_recorded =
-            self.latency.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect();
+            self.latency.h.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect();
         s
+    }
+}
+
+impl MetricsState {
+    /// The figures as Prometheus families (names and labels in the README's "Monitoring").
+    pub fn export(&self) -> Exposition {
+        let mut e = Exposition::default();
+        let s = &self.snap;
+        let p = [("provider", self.args.provider.as_str())];
+        e.counter("troupe_llm_requests_total", "LLM call attempts started.", &p, s.counts.api_calls as f64);
+        e.gauge("troupe_llm_requests_in_flight", "LLM call attempts in flight.", &p, s.in_flight as f64);
+        for (kind, n) in &s.errors_by_kind {
+            let l = [p[0], ("kind", kind.as_str())];
+            e.counter("troupe_llm_request_errors_total", "Failed LLM call attempts by kind.", &l, *n as f64);
+        }
+        e.counter("troupe_llm_retries_total", "Retries scheduled.", &p, s.counts.retries as f64);
+        e.counter("troupe_llm_fallbacks_total", "Calls moved to the fallback model.", &p, s.counts.fallbacks as f64);
+        for (dir, n) in [("prompt", s.counts.prompt_tokens), ("completion", s.counts.completion_tokens)] {
+            let l = [p[0], ("direction", dir)];
+            e.counter("troupe_llm_tokens_total", "Tokens sent (prompt) and received (completion).", &l, n as f64);
+        }
+        e.counter("troupe_llm_cost_usd_total", "USD spent on priced models.", &p, s.counts.cost_usd);
+        for (model, t) in &self.by_model {
+            let l = [p[0], ("model", model.as_str())];
+            e.histogram("troupe_llm_request_duration_seconds", "LLM call attempt latency.", &l, t.sample());
+        }
+        e.histogram(
+            "troupe_llm_queue_wait_seconds",
+            "Time calls waited in the supervisor's queue.",
+            &[],
+            self.queue.sample(),
+        );
+        let help = "A persona's response time for one act, all attempts.";
+        e.histogram("troupe_persona_response_duration_seconds", help, &[], self.persona_response.sample());
+        let help = "Time messages waited in persona mailboxes.";
+        e.histogram("troupe_persona_mailbox_delay_seconds", help, &[], self.mailbox.sample());
+        e.histogram("troupe_turn_duration_seconds", "Turn duration.", &[], self.turns.sample());
+        e.counter("troupe_messages_total", "Transcript messages.", &[], s.messages as f64);
+        e.counter("troupe_persona_turns_skipped_total", "Persona turns skipped.", &[], s.counts.skipped_turns as f64);
+        e.counter("troupe_persona_restarts_total", "Persona actors restarted.", &[], s.counts.restarts as f64);
+        if let Some(rpm) = self.args.requests_per_minute {
+            let help = "The requests-per-minute budget (llm.requests_per_minute).";
+            e.setting("troupe_budget_requests_per_minute", help, &p, f64::from(rpm));
+        }
+        if let Some(tpm) = self.args.tokens_per_minute {
+            let help = "The tokens-per-minute budget (llm.tokens_per_minute).";
+            e.setting("troupe_budget_tokens_per_minute", help, &p, f64::from(tpm));
+        }
+        e
     }
 }
 
@@ -269,10 +358,24 @@ fn buckets(h: &Histogram<u64>) -> Vec<(f64, u64)> {
 impl Actor for MetricsActor {
     type Msg = MetricsMsg;
     type State = MetricsState;
-    type Arguments = ();
+    type Arguments = MetricsArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, _: ()) -> Result<Self::State, ActorProcessingErr> {
-        Ok(MetricsState::new())
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: MetricsArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        if let Some(m) = &args.monitor {
+            let _ = m.cast(MonitorMsg::Attach(myself));
+        }
+        Ok(MetricsState::with_args(args))
+    }
+
+    async fn post_stop(&self, myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        if let Some(m) = &state.args.monitor {
+            let _ = m.cast(MonitorMsg::Detach { id: myself.get_id(), last: state.export() });
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -284,6 +387,9 @@ impl Actor for MetricsActor {
         match msg {
             MetricsMsg::Snapshot(reply) => {
                 let _ = reply.send(state.snapshot());
+            }
+            MetricsMsg::Export(reply) => {
+                let _ = reply.send(state.export());
             }
             other => state.apply(other),
         }

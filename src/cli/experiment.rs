@@ -64,6 +64,8 @@ pub struct ExperimentArgs {
     /// Print summary.json to stdout at the end
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub metrics: super::metrics::MetricsArgs,
 }
 
 /// `troupe experiment collect`.
@@ -113,6 +115,7 @@ async fn run_async(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode
     flags.simulation.max_turns = a.turns;
     flags.performance.max_parallel_runs = a.max_parallel;
     flags.output.output_dir = a.output_dir.clone();
+    a.metrics.apply(&mut flags);
     let sources = super::sources(g, None, &flags)?;
     // The planner loads the config once per variant; its notes are shown once, here.
     if let Ok(loaded) = troupe_sim::config::load_config(&sources) {
@@ -141,17 +144,30 @@ async fn run_async(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode
         extract: s.extract.clone(),
         stop: Some(stop_rx),
     };
+    let exporter = super::metrics::start(&base.monitoring).await?;
+    let code = run_spec(&a, &base, &spec, &planner).await;
+    super::metrics::finish(exporter).await;
+    code
+}
 
+/// Runs the experiment here or on the cluster, shows its progress and outcome.
+async fn run_spec(
+    a: &ExperimentArgs,
+    base: &troupe_sim::config::SimulationConfig,
+    spec: &ExperimentSpec,
+    planner: &ScenarioPlanner,
+) -> anyhow::Result<ExitCode> {
+    let runs = spec.runs;
     if a.cluster.is_some() || a.detach {
-        return super::cluster::experiment_on_cluster(&a, &base, &spec, &planner).await;
+        return super::cluster::experiment_on_cluster(a, base, spec, planner).await;
     }
     let total = (spec.variants.len() * runs) as u64;
     let pb = if a.quiet || a.json { ProgressBar::hidden() } else { ProgressBar::new(total) };
     let (tx, rx) = mpsc::unbounded_channel();
-    let (res, ()) = tokio::join!(experiment::run_experiment(&spec, &planner, Some(tx)), show_progress(&pb, rx));
+    let (res, ()) = tokio::join!(experiment::run_experiment(spec, planner, Some(tx)), show_progress(&pb, rx));
     pb.finish_and_clear();
     let (summary, files) = res?;
-    print_outcome(&summary, &files, &spec, a.json)?;
+    print_outcome(&summary, &files, spec, a.json)?;
     if summary.stopped {
         eprintln!("error: the experiment was stopped before all its runs were made; the report covers the runs made");
     }

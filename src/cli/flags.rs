@@ -79,6 +79,10 @@ pub struct OutputFlags {
 pub struct MonitoringFlags {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_linger_seconds: Option<f64>,
 }
 
 fn is_unset<T: Default + PartialEq>(v: &T) -> bool {

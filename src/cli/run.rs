@@ -43,6 +43,8 @@ pub struct RunArgs {
     /// Print results.json to stdout at the end
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub metrics: super::metrics::MetricsArgs,
 }
 
 pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -63,8 +65,24 @@ async fn run_async(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
         let handle = resume::replay(dir, &current, opts).await?;
         return drive(handle, rx, turns, &a.mode()).await;
     }
-    let (plan, cfg) = super::plan::load(g, &a.plan, &a.plan.flags()?)?;
+    let mut flags = a.plan.flags()?;
+    a.metrics.apply(&mut flags);
+    let (plan, cfg) = super::plan::load(g, &a.plan, &flags)?;
     let _log_guard = super::logging::init(&cfg.monitoring, a.quiet)?;
+    let exporter = super::metrics::start(&cfg.monitoring).await?;
+    let code = start_and_drive(plan, cfg, &a, rx, tx).await;
+    super::metrics::finish(exporter).await;
+    code
+}
+
+/// Starts a new run (or a fork) and shows it until it ends.
+async fn start_and_drive(
+    plan: troupe_sim::scenario::RunPlan,
+    cfg: troupe_sim::config::SimulationConfig,
+    a: &RunArgs,
+    rx: mpsc::UnboundedReceiver<RunEvent>,
+    tx: mpsc::UnboundedSender<RunEvent>,
+) -> anyhow::Result<ExitCode> {
     let save_under = (!a.no_save).then(|| conversations_dir(&cfg.output.output_dir));
     let opts = RunOptions { save_under, events: Some(tx), ..Default::default() };
     let turns = cfg.simulation.max_turns;

@@ -48,6 +48,8 @@ pub struct ServeArgs {
     /// Runs going at once; starting one more answers 429 until one ends
     #[arg(long, default_value = "4", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_runs: u32,
+    #[command(flatten)]
+    pub metrics: super::metrics::MetricsArgs,
 }
 
 /// The token given, and where from: `--token-file`, else `--token`, else `TROUPE_WEB_TOKEN`
@@ -131,7 +133,9 @@ fn open_file_limit() -> Option<u64> {
 }
 
 pub fn run(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<ExitCode> {
-    let loaded = super::load_config(g, None, &super::Flags::default())?;
+    let mut flags = super::Flags::default();
+    a.metrics.apply(&mut flags);
+    let loaded = super::load_config(g, None, &flags)?;
     let logs = LogBuffer::default();
     init_logging(&loaded.config.monitoring, &logs);
     let generated;
@@ -185,6 +189,7 @@ pub fn run(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<ExitCode> {
             (None, _) => {}
         }
         let app = state.clone();
+        let exporter = super::metrics::start(&app.config().monitoring).await?;
         troupe_sim::web::serve(listener, state, async {
             // Ctrl-C and SIGTERM (systemd, a container runtime) stop it the same way.
             let mut term = super::Terminate::new();
@@ -196,6 +201,7 @@ pub fn run(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("the web server failed")?;
         save_live_runs(&app).await;
+        super::metrics::finish(exporter).await;
         Ok(ExitCode::SUCCESS)
     })?
 }

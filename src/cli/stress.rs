@@ -41,6 +41,8 @@ pub struct StressArgs {
     /// (a setting of 32 on 4 machines: 8 calls in flight from each)
     #[arg(long, value_name = "K", default_value_t = 1, requires = "cluster")]
     pub machines: usize,
+    #[command(flatten)]
+    pub metrics: super::metrics::MetricsArgs,
 }
 
 impl StressArgs {
@@ -68,6 +70,7 @@ impl StressArgs {
         f.llm.requests_per_minute = self.rpm;
         f.llm.tokens_per_minute = self.tpm;
         f.performance.rate_limit_delay = Some(self.plan.rate_limit_delay.unwrap_or(0.0));
+        self.metrics.apply(&mut f);
         Ok(f)
     }
 }
@@ -83,6 +86,30 @@ async fn run_async(g: &GlobalArgs, a: StressArgs) -> anyhow::Result<ExitCode> {
     // when configured, gets everything).
     let _log_guard = super::logging::init(&cfg.monitoring, true)?;
     let opts = StressOptions { workers: a.workers.clone(), calls: a.calls };
+    let exporter = super::metrics::start(&cfg.monitoring).await?;
+    let report = sweep(&a, &cfg, &plan, &opts, exporter.as_ref()).await;
+    super::metrics::finish(exporter).await;
+    let report = report?;
+    let dir = a.out.clone().unwrap_or_else(|| stress::report_dir(&cfg.output.output_dir, &report));
+    stress::save_report(&report, &dir)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    eprintln!("saved: {} (stress.json, stress.csv, stress.svg)", dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs every setting (here or on the cluster), drawing progress; the setting being run is
+/// also a gauge on `/metrics`.
+async fn sweep(
+    a: &StressArgs,
+    cfg: &troupe_sim::config::SimulationConfig,
+    plan: &troupe_sim::scenario::RunPlan,
+    opts: &StressOptions,
+    exporter: Option<&troupe_sim::monitoring::MetricsExporter>,
+) -> anyhow::Result<StressReport> {
     let pb = ProgressBar::new(a.workers.len() as u64);
     pb.set_style(
         ProgressStyle::with_template("{spinner} setting {pos}/{len} {wide_msg}")
@@ -90,6 +117,13 @@ async fn run_async(g: &GlobalArgs, a: StressArgs) -> anyhow::Result<ExitCode> {
     );
     let mut on_progress = |p: Progress<'_>| match p {
         Progress::Started { index, workers, .. } => {
+            if let Some(e) = exporter {
+                e.show_setting(
+                    "troupe_stress_workers",
+                    "Concurrent calls (workers) of the stress setting running.",
+                    workers as f64,
+                );
+            }
             pb.set_position(index as u64);
             pb.set_message(format!("{workers} worker(s): starting"));
         }
@@ -120,28 +154,13 @@ async fn run_async(g: &GlobalArgs, a: StressArgs) -> anyhow::Result<ExitCode> {
                 return Err(UsageError("--machines: give 1 to 1024 workers".into()).into());
             }
             let cluster = troupe_sim::cluster::Cluster::connect(Some(url), &cfg.cluster, "troupe stress").await?;
-            troupe_sim::cluster::stress::run_stress_on_cluster(
-                &cluster,
-                &cfg,
-                &plan,
-                &opts,
-                a.machines,
-                &mut on_progress,
-            )
-            .await?
+            troupe_sim::cluster::stress::run_stress_on_cluster(&cluster, cfg, plan, opts, a.machines, &mut on_progress)
+                .await?
         }
-        None => stress::run_stress(&cfg, &plan, &opts, &mut on_progress).await?,
+        None => stress::run_stress(cfg, plan, opts, &mut on_progress).await?,
     };
     pb.finish_and_clear();
-    let dir = a.out.clone().unwrap_or_else(|| stress::report_dir(&cfg.output.output_dir, &report));
-    stress::save_report(&report, &dir)?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_table(&report);
-    }
-    eprintln!("saved: {} (stress.json, stress.csv, stress.svg)", dir.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(report)
 }
 
 fn print_table(r: &StressReport) {

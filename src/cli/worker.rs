@@ -26,6 +26,8 @@ pub struct WorkerArgs {
     /// Stop after this many runs (batch jobs); default: until Ctrl-C or SIGTERM
     #[arg(long)]
     pub max_runs: Option<u64>,
+    #[command(flatten)]
+    pub metrics: super::metrics::MetricsArgs,
 }
 
 pub fn run(g: &GlobalArgs, a: WorkerArgs) -> anyhow::Result<ExitCode> {
@@ -35,8 +37,10 @@ pub fn run(g: &GlobalArgs, a: WorkerArgs) -> anyhow::Result<ExitCode> {
 async fn run_async(g: &GlobalArgs, a: WorkerArgs) -> anyhow::Result<ExitCode> {
     let mut flags = super::Flags::default();
     flags.performance.max_parallel_runs = a.max_parallel;
+    a.metrics.apply(&mut flags);
     let cfg = super::load_config(g, None, &flags)?.config;
     let _log_guard = super::logging::init_service(&cfg.monitoring)?;
+    let exporter = super::metrics::start(&cfg.monitoring).await?;
     let name = a.name.clone().unwrap_or_else(default_name);
     let cluster = Cluster::connect(a.nats.as_deref(), &cfg.cluster, &format!("troupe worker {name}")).await?;
     let opts = WorkerOptions {
@@ -52,7 +56,9 @@ async fn run_async(g: &GlobalArgs, a: WorkerArgs) -> anyhow::Result<ExitCode> {
         cfg.cluster.lease_seconds
     );
     let stop_rx = super::experiment::stop_on_signal_saying("stopping: finishing the runs going; no new run is taken");
-    let stats = run_worker(cluster, cfg, opts, stop_rx).await?;
+    let stats = run_worker(cluster, cfg, opts, stop_rx).await;
+    super::metrics::finish(exporter).await;
+    let stats = stats?;
     eprintln!(
         "worker {name}: {} run(s) reported ({} resumed from another worker's journal), {} discarded as stale, {} handed back",
         stats.reported, stats.resumed, stats.discarded, stats.handed_back

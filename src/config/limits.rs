@@ -74,7 +74,27 @@ pub fn check(c: &SimulationConfig) -> Result<(), OutOfRange> {
     check_simulation(&c.simulation)?;
     check_validation(&c.validation)?;
     check_cluster(&c.cluster)?;
+    check_monitoring(&c.monitoring)?;
     check_log_level(&c.monitoring.log_level)
+}
+
+/// `monitoring.*`: an address that parses, a bounded linger.
+fn check_monitoring(m: &super::settings::MonitoringConfig) -> Result<(), OutOfRange> {
+    if let Some(a) = &m.metrics_addr
+        && a.parse::<std::net::SocketAddr>().is_err()
+    {
+        return bad(
+            "monitoring.metrics_addr",
+            format!("{a:?}"),
+            "give host:port with a numeric host, e.g. 127.0.0.1:9464 (or 0.0.0.0:9464 to be scraped from elsewhere)"
+                .into(),
+        );
+    }
+    let l = m.metrics_linger_seconds;
+    if !(l.is_finite() && (0.0..=3600.0).contains(&l)) {
+        return bad("monitoring.metrics_linger_seconds", l.to_string(), "use 0 to 3600 seconds".into());
+    }
+    Ok(())
 }
 
 /// The most workers `cluster.workers` may name.

@@ -575,6 +575,13 @@ pub struct MonitoringConfig {
     pub log_format: LogFormat,
     /// Log prompt text at `trace` level (off by default: prompts may hold private data).
     pub log_prompts: bool,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` while the command works
+    /// (`--metrics-addr`); e.g. `127.0.0.1:9464`. Unset: not served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<String>,
+    /// Seconds `/metrics` keeps serving after the work ends, so a scraper sees the final
+    /// figures (`--metrics-linger`; 0 to 3600).
+    pub metrics_linger_seconds: f64,
 }
 
 impl Default for MonitoringConfig {
@@ -586,6 +593,8 @@ impl Default for MonitoringConfig {
             log_file: None,
             log_format: LogFormat::Text,
             log_prompts: false,
+            metrics_addr: None,
+            metrics_linger_seconds: 0.0,
         }
     }
 }

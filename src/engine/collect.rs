@@ -110,6 +110,9 @@ pub(super) async fn collect(
     links.world.stop(None);
     links.supervisor.stop(None);
     links.metrics.stop(None);
+    if let Some(m) = crate::actors::monitor::installed() {
+        let _ = m.cast(crate::actors::monitor::MonitorMsg::RunFinished { outcome: final_state.reason.as_str() });
+    }
     let mut results = build_results(ctx, g.transcript, g.extra, final_state, snap, duration, g.write_error);
     if let Some(dir) = results.run_dir.clone()
         && let Err(e) = save_results(&results, &dir)

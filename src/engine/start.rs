@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use super::collect::{Collect, Links, collect};
 use super::{EngineError, RunHandle, RunOptions, SimulationEngine};
-use crate::actors::metrics::{MetricsActor, MetricsMsg};
+use crate::actors::metrics::{MetricsActor, MetricsArgs, MetricsMsg};
 use crate::actors::supervisor::{SupervisorActor, SupervisorArgs, SupervisorMsg};
 use crate::actors::world::{Switch, WorldActor, WorldArgs, WorldMsg};
 use crate::cost::Pricing;
@@ -166,7 +166,13 @@ impl SimulationEngine {
         span: tracing::Span,
     ) -> Result<Actors, EngineError> {
         let spawn_err = |e: ractor::SpawnErr| EngineError::Spawn(e.to_string());
-        let (metrics, _) = Actor::spawn(None, MetricsActor, ()).await.map_err(spawn_err)?;
+        let margs = MetricsArgs {
+            provider: self.provider.name().to_string(),
+            requests_per_minute: self.config.llm.requests_per_minute,
+            tokens_per_minute: self.config.llm.tokens_per_minute,
+            monitor: crate::actors::monitor::installed(),
+        };
+        let (metrics, _) = Actor::spawn(None, MetricsActor, margs).await.map_err(spawn_err)?;
         let args = SupervisorArgs {
             provider: self.provider.clone(),
             config: self.config.clone(),

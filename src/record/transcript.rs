@@ -82,6 +82,19 @@ pub enum StopReason {
     Failed(String),
 }
 
+impl StopReason {
+    /// One word for how a run ended (the `outcome` label of `troupe_runs_finished_total`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StopReason::Completed => "completed",
+            StopReason::Timeout => "timeout",
+            StopReason::Cancelled => "cancelled",
+            StopReason::CostLimit(_) => "cost_limit",
+            StopReason::Failed(_) => "failed",
+        }
+    }
+}
+
 /// The world's final state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FinalState {

@@ -1,0 +1,140 @@
+//! Seeing a process from outside while it works: `/metrics` in the Prometheus text format,
+//! served from the metrics actors' own figures.
+//!
+//! [`MetricsExporter::start`] spawns the process' [`MonitorActor`] (every run started
+//! afterwards reports to it) and serves `GET /metrics` on the given address until
+//! [`MetricsExporter::finish`], which first lingers so a scraper sees the final figures.
+//! [`server`] is the bounded HTTP loop this and the web app share.
+
+pub mod server;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use ractor::{Actor, ActorRef};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::actors::monitor::{self, MonitorActor, MonitorMsg};
+use server::{Bounds, serve_bounded};
+
+/// The Prometheus text format's content type.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Why metrics cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum MonitoringError {
+    /// The address does not parse.
+    #[error("monitoring.metrics_addr = {addr:?} is not an address: give host:port, e.g. 127.0.0.1:9464")]
+    BadAddress {
+        /// What was given.
+        addr: String,
+    },
+    /// Binding failed (in use, not ours).
+    #[error(
+        "cannot serve metrics on {addr}: {source}; choose a free port with --metrics-addr 127.0.0.1:PORT \
+         (or monitoring.metrics_addr), or 127.0.0.1:0 for any"
+    )]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Another exporter already runs in this process.
+    #[error("metrics are already exported by this process; start one exporter per process")]
+    AlreadyStarted,
+    /// The monitor actor could not start.
+    #[error("cannot start the monitor actor: {0}")]
+    Spawn(String),
+}
+
+/// A running `/metrics` endpoint and the process' monitor behind it.
+#[derive(Debug)]
+pub struct MetricsExporter {
+    addr: SocketAddr,
+    monitor: ActorRef<MonitorMsg>,
+    linger: Duration,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl MetricsExporter {
+    /// Binds `addr`, installs the process' monitor and serves `/metrics`; `linger` is how long
+    /// [`finish`](Self::finish) keeps serving after the work ends.
+    pub async fn start(addr: &str, linger: Duration) -> Result<MetricsExporter, MonitoringError> {
+        let sock: SocketAddr = addr.parse().map_err(|_| MonitoringError::BadAddress { addr: addr.to_string() })?;
+        if monitor::installed().is_some() {
+            return Err(MonitoringError::AlreadyStarted);
+        }
+        let listener =
+            tokio::net::TcpListener::bind(sock).await.map_err(|source| MonitoringError::Bind { addr: sock, source })?;
+        let local = listener.local_addr().map_err(|source| MonitoringError::Bind { addr: sock, source })?;
+        let (actor, _) =
+            Actor::spawn(None, MonitorActor, ()).await.map_err(|e| MonitoringError::Spawn(e.to_string()))?;
+        if !monitor::install(actor.clone()) {
+            actor.stop(None);
+            return Err(MonitoringError::AlreadyStarted);
+        }
+        let (stop, stopped) = oneshot::channel::<()>();
+        let bounds = Bounds { header_timeout: Duration::from_secs(10), max_connections: 64 };
+        let task = tokio::spawn(serve_bounded(listener, router(actor.clone()), bounds, async move {
+            let _ = stopped.await;
+        }));
+        tracing::info!(addr = %local, "serving Prometheus metrics at http://{local}/metrics");
+        Ok(MetricsExporter { addr: local, monitor: actor, linger, stop: Some(stop), task })
+    }
+
+    /// The address served (the port chosen when `:0` was given).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The monitor, for process-level figures ([`MonitorMsg::Process`]).
+    pub fn monitor(&self) -> &ActorRef<MonitorMsg> {
+        &self.monitor
+    }
+
+    /// Shows a process-level gauge (the stress setting running, say), replacing the last one
+    /// shown.
+    pub fn show_setting(&self, name: &'static str, help: &'static str, value: f64) {
+        let mut e = crate::record::exposition::Exposition::default();
+        e.gauge(name, help, &[], value);
+        let _ = self.monitor.cast(MonitorMsg::Process(e));
+    }
+
+    /// Keeps serving for the linger time (cut short by Ctrl-C), then stops the server.
+    pub async fn finish(mut self) {
+        if !self.linger.is_zero() {
+            tracing::info!(seconds = self.linger.as_secs_f64(), "serving final metrics before exiting");
+            tokio::select! {
+                () = tokio::time::sleep(self.linger) => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// `GET /metrics` (and a pointer to it at `/`).
+pub fn router(monitor: ActorRef<MonitorMsg>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/", get(|| async { "troupe-sim: metrics at /metrics\n" }))
+        .with_state(monitor)
+}
+
+async fn metrics(State(monitor): State<ActorRef<MonitorMsg>>) -> Response {
+    match monitor.call(MonitorMsg::Scrape, Some(Duration::from_secs(10))).await {
+        Ok(ractor::rpc::CallResult::Success(text)) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "the monitor did not answer; try again\n").into_response(),
+    }
+}
