@@ -190,6 +190,13 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
             || e.is::<UsageError>()
             || e.is::<troupe_sim::record::journal::JournalError>()
             || matches!(
+                e.downcast_ref::<troupe_sim::monitoring::MonitoringError>(),
+                Some(
+                    troupe_sim::monitoring::MonitoringError::Bind { .. }
+                        | troupe_sim::monitoring::MonitoringError::BadAddress { .. }
+                )
+            )
+            || matches!(
                 e.downcast_ref::<troupe_sim::analysis::AnalysisError>(),
                 Some(troupe_sim::analysis::AnalysisError::Read { .. })
             )

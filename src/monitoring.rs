@@ -108,13 +108,15 @@ impl MetricsExporter {
         let _ = self.monitor.cast(MonitorMsg::Process(e));
     }
 
-    /// Keeps serving for the linger time (cut short by Ctrl-C), then stops the server.
+    /// Keeps serving for the linger time (cut short by Ctrl-C or SIGTERM), then stops the
+    /// server.
     pub async fn finish(mut self) {
         if !self.linger.is_zero() {
             tracing::info!(seconds = self.linger.as_secs_f64(), "serving final metrics before exiting");
             tokio::select! {
                 () = tokio::time::sleep(self.linger) => {}
                 _ = tokio::signal::ctrl_c() => {}
+                () = terminated() => {}
             }
         }
         if let Some(stop) = self.stop.take() {
@@ -137,4 +139,14 @@ async fn metrics(State(monitor): State<ActorRef<MonitorMsg>>) -> Response {
         Ok(ractor::rpc::CallResult::Success(text)) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "the monitor did not answer; try again\n").into_response(),
     }
+}
+
+/// SIGTERM (never on platforms without it).
+async fn terminated() {
+    #[cfg(unix)]
+    if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        s.recv().await;
+        return;
+    }
+    std::future::pending::<()>().await;
 }

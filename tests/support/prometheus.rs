@@ -1,0 +1,104 @@
+//! A real Prometheus on loopback for a test: a free port, a temporary TSDB, one scrape job at a
+//! 1 s interval, stopped on drop. Without `prometheus` a test skips with a note, unless
+//! `TROUPE_REQUIRE_PROMETHEUS=1` (CI sets it), when it fails.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running Prometheus.
+pub struct Prometheus {
+    child: Child,
+    /// `127.0.0.1:PORT` of its HTTP API.
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// True when `tool --version` runs; else skips with a note (or fails when required).
+pub fn available(tool: &str) -> bool {
+    if Command::new(tool).arg("--version").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var("TROUPE_REQUIRE_PROMETHEUS").as_deref() != Ok("1"),
+        "TROUPE_REQUIRE_PROMETHEUS=1 but {tool} is not installed (apt-get install prometheus)"
+    );
+    eprintln!("note: {tool} not found; skipping (apt-get install prometheus)");
+    false
+}
+
+/// A port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts Prometheus scraping `target` (`127.0.0.1:PORT`) every second.
+pub fn start(target: &str) -> Prometheus {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: troupe\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address={addr}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let p = Prometheus { child, addr, _dir: dir };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if get(&p.addr, "/-/ready").is_some_and(|b| b.contains("Ready")) {
+            return p;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("prometheus did not become ready on {} within 30 s", p.addr);
+}
+
+impl Prometheus {
+    /// The first sample of an instant query's result, if any.
+    pub fn query(&self, q: &str) -> Option<f64> {
+        let body = get(&self.addr, &format!("/api/v1/query?query={}", encode(q)))?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+}
+
+/// `GET path` over HTTP/1.0; the body when the status is 200.
+pub fn get(addr: &str, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200")
+        .then(|| body.to_string())
+        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_string()))
+}
+
+fn encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
