@@ -4,9 +4,11 @@
 //! [`MetricsExporter::start`] spawns the process' [`MonitorActor`] (every run started
 //! afterwards reports to it) and serves `GET /metrics` on the given address until
 //! [`MetricsExporter::finish`], which first lingers so a scraper sees the final figures.
-//! [`server`] is the bounded HTTP loop this and the web app share.
+//! [`server`] is the bounded HTTP loop this and the web app share; [`traces`] exports the
+//! runtime's spans over OTLP (`[monitoring] otlp_endpoint`) and carries trace context to workers.
 
 pub mod server;
+pub mod traces;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -49,9 +51,21 @@ pub enum MonitoringError {
     /// Another exporter already runs in this process.
     #[error("metrics are already exported by this process; start one exporter per process")]
     AlreadyStarted,
-    /// The monitor actor could not start.
-    #[error("cannot start the monitor actor: {0}")]
+    /// The monitor actor (or the trace exporter's thread) could not start.
+    #[error("cannot start monitoring: {0}")]
     Spawn(String),
+    /// The OTLP endpoint is not an http(s) URL.
+    #[error(
+        "monitoring.otlp_endpoint = {endpoint:?} is not an OTLP/HTTP URL: give http(s)://host:4318 (the collector's \
+         OTLP/HTTP port; /v1/traces is added) or the full traces URL"
+    )]
+    BadEndpoint {
+        /// What was given.
+        endpoint: String,
+    },
+    /// The OTLP exporter could not be built.
+    #[error("cannot set up the OTLP trace exporter: {0}")]
+    Exporter(String),
 }
 
 /// A running `/metrics` endpoint and the process' monitor behind it.

@@ -182,6 +182,8 @@ pub struct PersonaState {
     metrics: ActorRef<MetricsMsg>,
     act: u64,
     current: Option<(u32, Arc<str>)>,
+    /// The span of the act going on (its calls hang from it); closed when the act ends.
+    act_span: tracing::Span,
     new_summary: Option<Arc<str>>,
 }
 
@@ -211,6 +213,7 @@ impl Actor for PersonaActor {
             metrics: a.metrics,
             act: 0,
             current: None,
+            act_span: tracing::Span::none(),
             new_summary: None,
         })
     }
@@ -255,6 +258,8 @@ fn on_act(st: &mut PersonaState, turn: u32, batch: Vec<MemoryEvent>, context: Ar
     st.act += 1;
     st.new_summary = None;
     st.current = Some((turn, context));
+    // Under the turn's span, which the world's message carried in.
+    st.act_span = tracing::debug_span!("persona_act", persona = %st.spawn.spec.id, turn, act = st.act);
     let every = st.spawn.consolidate_every;
     if every > 0 && st.memory.since_summary() >= every {
         send(st, true);
@@ -274,6 +279,7 @@ fn send(st: &mut PersonaState, summary: bool) {
         act_request(&st.system, &s.spec, &st.memory, &s.facts, &context, turn, &s.sampling)
     };
     let tag = CallTag { turn, act: st.act, summary };
+    let _in_act = st.act_span.enter();
     let _ = st.supervisor.cast(SupervisorMsg::Call { persona: st.idx, tag, request: req });
 }
 
@@ -327,4 +333,5 @@ fn on_done(st: &mut PersonaState, tag: CallTag, result: Result<CallSuccess, Call
     };
     let summary = st.new_summary.take();
     let _ = st.spawn.world.cast(WorldMsg::Acted { turn, idx: st.idx, outcome, summary });
+    st.act_span = tracing::Span::none();
 }

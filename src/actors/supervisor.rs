@@ -431,7 +431,18 @@ fn start(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, id: u64, no
     let timeout = st.timeout;
     let attempt = c.attempt;
     let me = myself.clone();
-    let span = tracing::debug_span!(parent: &c.span, "llm_call", persona = %c.request.meta.persona, turn = c.tag.turn, attempt, model = %c.request.model);
+    let span = tracing::debug_span!(
+        parent: &c.span,
+        "llm_call",
+        persona = %c.request.meta.persona,
+        turn = c.tag.turn,
+        attempt,
+        model = %c.request.model,
+        provider = st.provider.name(),
+        outcome = tracing::field::Empty,
+        prompt_tokens = tracing::field::Empty,
+        completion_tokens = tracing::field::Empty,
+    );
     if st.config.monitoring.log_prompts {
         span.in_scope(|| tracing::trace!(prompt = ?c.request.messages, "request"));
     }
@@ -440,10 +451,28 @@ fn start(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, id: u64, no
             let t0 = Instant::now();
             let result = compute_deadline(fut, on_start, timeout).await;
             let latency_us = t0.elapsed().as_micros() as u64;
+            record_outcome(&tracing::Span::current(), &result);
             let _ = me.cast(SupervisorMsg::Done { id, attempt, result, latency_us });
         }
         .instrument(span),
     );
+}
+
+/// The call span's outcome (`ok` or the error's kind) and tokens.
+fn record_outcome(span: &tracing::Span, result: &Result<ChatResponse, LlmError>) {
+    if span.is_disabled() {
+        return;
+    }
+    match result {
+        Ok(r) => {
+            span.record("outcome", "ok");
+            span.record("prompt_tokens", r.usage.prompt_tokens);
+            span.record("completion_tokens", r.usage.completion_tokens);
+        }
+        Err(e) => {
+            span.record("outcome", e.kind.as_str());
+        }
+    }
 }
 
 /// Awaits a call with `persona_timeout` counted from when the provider began computing it

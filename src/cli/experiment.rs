@@ -145,7 +145,9 @@ async fn run_async(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode
         stop: Some(stop_rx),
     };
     let exporter = super::metrics::start(&base.monitoring).await?;
-    let code = run_spec(&a, &base, &spec, &planner).await;
+    // One trace for the experiment: its runs' spans (here or on workers) hang from this one.
+    let span = tracing::info_span!("experiment", id = %id, scenario = %spec.scenario);
+    let code = tracing::Instrument::instrument(run_spec(&a, &base, &spec, &planner), span).await;
     super::metrics::finish(exporter).await;
     code
 }

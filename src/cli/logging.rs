@@ -8,10 +8,12 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
 use tracing_subscriber::prelude::*;
 use troupe_sim::config::{LogFormat, MonitoringConfig};
+use troupe_sim::monitoring::traces::{TraceGuard, otlp_layer};
 
-/// Keeps the file writer alive; drop it at the end of `main`.
+/// Keeps the file writer and the trace exporter alive; dropping it flushes the spans not yet
+/// exported.
 #[derive(Debug)]
-pub struct Guard;
+pub struct Guard(#[allow(dead_code)] Option<TraceGuard>);
 
 pub fn init(m: &MonitoringConfig, quiet: bool) -> anyhow::Result<Guard> {
     init_for(m, if quiet { Terminal::Quiet } else { Terminal::Interactive })
@@ -51,7 +53,14 @@ fn init_for(m: &MonitoringConfig, t: Terminal) -> anyhow::Result<Guard> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .with_filter(filter(&stderr_level));
-    let registry = tracing_subscriber::registry().with(stderr);
+    let (otel, traces) = match &m.otlp_endpoint {
+        Some(endpoint) => {
+            let (layer, guard) = otlp_layer(endpoint, &m.otlp_service_name)?;
+            (Some(layer.with_filter(tracing_subscriber::filter::filter_fn(exported))), Some(guard))
+        }
+        None => (None, None),
+    };
+    let registry = tracing_subscriber::registry().with(stderr).with(otel);
     match &m.log_file {
         Some(path) => {
             let file = OpenOptions::new()
@@ -80,5 +89,11 @@ fn init_for(m: &MonitoringConfig, t: Terminal) -> anyhow::Result<Guard> {
             let _ = registry.try_init();
         }
     }
-    Ok(Guard)
+    Ok(Guard(traces))
+}
+
+/// What goes to the trace collector: troupe-sim's spans, and warnings and errors as span
+/// events (never the `trace`-level prompt text).
+fn exported(meta: &tracing::Metadata<'_>) -> bool {
+    meta.target().starts_with("troupe") && (meta.is_span() || *meta.level() <= tracing::Level::WARN)
 }

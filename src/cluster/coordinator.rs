@@ -134,10 +134,15 @@ pub async fn queue(cluster: &Cluster, spec: &ExperimentSpec, prepared: &Prepared
     };
     save_pending(&pending, &spec.dir)?;
     let mut acks = Vec::with_capacity(bodies.len());
+    // With traces exported, each run's spans on its worker join the experiment's trace.
+    let traceparent = crate::monitoring::traces::traceparent(&tracing::Span::current());
     for (q, body) in pending.queued.iter().zip(bodies) {
-        let publish = async_nats::jetstream::message::PublishMessage::build()
+        let mut publish = async_nats::jetstream::message::PublishMessage::build()
             .payload(body.into())
             .message_id(format!("{id}.{}", q.run_id));
+        if let Some(tp) = &traceparent {
+            publish = publish.header(crate::monitoring::traces::TRACEPARENT, tp.as_str());
+        }
         acks.push(cluster.js.send_publish(cluster.names.runs_subject(&id), publish).await.ctx("queueing a run")?);
     }
     for (q, ack) in pending.queued.iter_mut().zip(acks) {

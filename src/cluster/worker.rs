@@ -18,6 +18,8 @@ use futures_util::StreamExt;
 use tokio::sync::{Mutex, Semaphore, watch};
 
 use super::budget::ClusterBudgets;
+use tracing::Instrument;
+
 use super::messages::{FileEntry, MAX_FILES, Report, Status, Work, WorkItem, check_id, file_key, parse};
 use super::{Cluster, ClusterError, JsContext, Take, journal_stream};
 use crate::config::SimulationConfig;
@@ -113,8 +115,12 @@ pub async fn run_worker(
         taken += 1;
         let (cluster, base, opts2, stats, shared) =
             (cluster.clone(), base.clone(), opts.clone(), stats.clone(), shared.clone());
+        let span = tracing::info_span!("cluster_work", worker = %opts.name);
+        if let Some(tp) = msg.headers.as_ref().and_then(|h| h.get(crate::monitoring::traces::TRACEPARENT)) {
+            crate::monitoring::traces::adopt(&span, tp.as_str());
+        }
         tokio::spawn(async move {
-            let outcome = handle(&cluster, &base, &opts2, &shared, msg).await;
+            let outcome = handle(&cluster, &base, &opts2, &shared, msg).instrument(span).await;
             let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
             match outcome {
                 Ok(Outcome::Reported { resumed }) => {

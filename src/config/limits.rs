@@ -94,6 +94,22 @@ fn check_monitoring(m: &super::settings::MonitoringConfig) -> Result<(), OutOfRa
     if !(l.is_finite() && (0.0..=3600.0).contains(&l)) {
         return bad("monitoring.metrics_linger_seconds", l.to_string(), "use 0 to 3600 seconds".into());
     }
+    if let Some(e) = &m.otlp_endpoint {
+        let ok = e.len() <= 2048
+            && (e.starts_with("http://") || e.starts_with("https://"))
+            && e.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
+        if !ok {
+            return bad(
+                "monitoring.otlp_endpoint",
+                format!("{e:?}"),
+                "give the collector's OTLP/HTTP URL, e.g. http://127.0.0.1:4318".into(),
+            );
+        }
+    }
+    let name = &m.otlp_service_name;
+    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        return bad("monitoring.otlp_service_name", format!("{name:?}"), "use 1 to 128 printable characters".into());
+    }
     Ok(())
 }
 

@@ -582,6 +582,12 @@ pub struct MonitoringConfig {
     /// Seconds `/metrics` keeps serving after the work ends, so a scraper sees the final
     /// figures (`--metrics-linger`; 0 to 3600).
     pub metrics_linger_seconds: f64,
+    /// Export traces with OTLP/HTTP to this collector (`http://127.0.0.1:4318`; `/v1/traces` is
+    /// added). Unset: no traces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` traces carry.
+    pub otlp_service_name: String,
 }
 
 impl Default for MonitoringConfig {
@@ -595,6 +601,8 @@ impl Default for MonitoringConfig {
             log_prompts: false,
             metrics_addr: None,
             metrics_linger_seconds: 0.0,
+            otlp_endpoint: None,
+            otlp_service_name: "troupe".into(),
         }
     }
 }

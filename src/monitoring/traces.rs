@@ -1,0 +1,119 @@
+//! OpenTelemetry traces over OTLP/HTTP (`[monitoring] otlp_endpoint`): the `tracing` spans the
+//! runtime already opens (simulation > turn > persona_act > llm_call) exported by
+//! tracing-opentelemetry through a batch processor (bounded queue: when the collector is slow
+//! or gone, spans are dropped, never piled up), and the W3C `traceparent` that carries a trace
+//! to workers over NATS headers.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::MonitoringError;
+
+/// The header (and W3C name) a trace context travels in.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// How long one export may take before it is given up (the batch is dropped).
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Keeps the exporter running; dropping it flushes the spans not yet sent (waiting at most the
+/// export timeout) and stops it.
+#[derive(Debug)]
+pub struct TraceGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TraceGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take() {
+            // The exporter's blocking HTTP client must not be driven from an async worker thread.
+            let _ = std::thread::spawn(move || {
+                if let Err(e) = p.shutdown_with_timeout(EXPORT_TIMEOUT) {
+                    eprintln!("warning: not every trace span was exported: {e}");
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// The full OTLP/HTTP traces URL for `endpoint`: a base (`http://collector:4318`) gets
+/// `/v1/traces`, as `OTEL_EXPORTER_OTLP_ENDPOINT` does; a URL with a path is used as given.
+pub fn traces_url(endpoint: &str) -> Result<String, MonitoringError> {
+    let bad = || MonitoringError::BadEndpoint { endpoint: endpoint.to_string() };
+    let url = reqwest::Url::parse(endpoint).map_err(|_| bad())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(bad());
+    }
+    Ok(if url.path() == "/" { format!("{}/v1/traces", endpoint.trim_end_matches('/')) } else { endpoint.to_string() })
+}
+
+/// A `tracing` layer exporting spans to `endpoint` as `service`, and the guard that flushes it.
+pub fn otlp_layer<S>(
+    endpoint: &str,
+    service: &str,
+) -> Result<(tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>, TraceGuard), MonitoringError>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    let url = traces_url(endpoint)?;
+    let service = service.to_string();
+    // Built on its own thread: the blocking HTTP client may not be made inside an async runtime.
+    let provider = std::thread::spawn(move || -> Result<SdkTracerProvider, String> {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(url)
+            .with_timeout(EXPORT_TIMEOUT)
+            .with_headers(HashMap::new())
+            .build()
+            .map_err(|e| e.to_string())?;
+        let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
+        Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
+    })
+    .join()
+    .map_err(|_| MonitoringError::Spawn("the OTLP exporter's setup panicked".into()))?
+    .map_err(MonitoringError::Exporter)?;
+    let tracer = provider.tracer("troupe-sim");
+    let layer = tracing_opentelemetry::layer().with_tracer(tracer).with_tracked_inactivity(false);
+    Ok((layer, TraceGuard { provider: Some(provider) }))
+}
+
+/// The W3C `traceparent` of `span`, when it is being exported.
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    carrier.remove(TRACEPARENT)
+}
+
+/// Makes `span` a child of the remote span named by `traceparent` (from another machine:
+/// anything but a well-formed W3C value is ignored).
+pub fn adopt(span: &tracing::Span, traceparent: &str) {
+    if traceparent.len() != 55 || !traceparent.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+        return;
+    }
+    let carrier = HashMap::from([(TRACEPARENT.to_string(), traceparent.to_string())]);
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    let _ = span.set_parent(cx);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_base_endpoint_gets_the_traces_path_and_bad_ones_are_refused() {
+        assert_eq!(traces_url("http://127.0.0.1:4318").unwrap(), "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(traces_url("http://127.0.0.1:4318/").unwrap(), "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(traces_url("https://c.example/otlp/v1/traces").unwrap(), "https://c.example/otlp/v1/traces");
+        for bad in ["127.0.0.1:4318", "grpc://c:4317", "http://", ""] {
+            assert!(traces_url(bad).is_err(), "{bad}");
+        }
+    }
+}

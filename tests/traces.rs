@@ -1,0 +1,108 @@
+//! OpenTelemetry traces from the `troupe` binary, received by an OTLP/HTTP receiver the test
+//! starts on loopback: one trace per run; simulation > turn > persona_act > llm_call, every
+//! turn a child of the run (never of the turn before); the call's provider, model, tokens and
+//! outcome as attributes; no prompt text and no key anywhere.
+
+mod support {
+    pub mod cli;
+    pub mod otlp;
+}
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use support::cli::{run_within, troupe};
+use support::otlp;
+
+const KEY: &str = "sk-trace-test-secret-0000000000000000";
+
+#[test]
+fn a_run_is_one_trace_of_turns_acts_and_calls_with_their_attributes() {
+    let rx = otlp::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = troupe();
+    cmd.args(["run", "scenarios/product_launch.ron", "-q", "--rate-limit-delay", "0", "--turns", "3"])
+        .arg("--output-dir")
+        .arg(tmp.path())
+        .args(["--set", "llm.provider=simulated"])
+        .args(["--set", "llm.simulated.faults.rate_limited=0.2", "--set", "llm.simulated.faults.retry_after_secs=0.01"])
+        .args(["--set", &format!("monitoring.otlp_endpoint={}", rx.endpoint)])
+        .env("OPENAI_API_KEY", KEY);
+    let done = run_within(&mut cmd, Duration::from_secs(120));
+    assert_eq!(done.code, Some(0), "{}", done.both());
+    let spans = rx.spans();
+    let by_name = |n: &str| spans.iter().filter(|s| s.name == n).collect::<Vec<_>>();
+    let traces: BTreeSet<_> = spans.iter().map(|s| s.trace_id.as_str()).collect();
+    assert_eq!(traces.len(), 1, "one trace per run: {traces:?}");
+    let run = by_name("simulation");
+    assert_eq!(run.len(), 1, "{spans:#?}");
+    assert!(run[0].parent.is_empty(), "the run's span is the root");
+    assert_eq!(run[0].service, "troupe");
+    assert_eq!(run[0].attributes.get("scenario").map(String::as_str), Some("product_launch"));
+
+    let turns = by_name("turn");
+    assert!(turns.len() >= 3, "a span per turn: {}", turns.len());
+    assert!(
+        turns.iter().all(|t| t.parent == run[0].span_id),
+        "every turn hangs from the run, none from the turn before"
+    );
+    let turn_ids: BTreeSet<_> = turns.iter().map(|t| t.span_id.as_str()).collect();
+
+    let acts = by_name("persona_act");
+    assert!(acts.len() >= 15, "5 personas x 3 turns: {}", acts.len());
+    assert!(acts.iter().all(|a| turn_ids.contains(a.parent.as_str())), "acts hang from their turn");
+    let act_ids: BTreeSet<_> = acts.iter().map(|a| a.span_id.as_str()).collect();
+
+    let calls = by_name("llm_call");
+    assert!(calls.len() >= acts.len(), "{} calls for {} acts", calls.len(), acts.len());
+    assert!(calls.iter().all(|c| act_ids.contains(c.parent.as_str())), "calls hang from their act");
+    let outcomes: BTreeMap<&str, usize> = calls.iter().fold(BTreeMap::new(), |mut m, c| {
+        *m.entry(c.attributes.get("outcome").map_or("(none)", String::as_str)).or_default() += 1;
+        m
+    });
+    assert!(outcomes.contains_key("ok") && outcomes.contains_key("rate_limited"), "{outcomes:?}");
+    let ok = calls.iter().find(|c| c.attributes.get("outcome").is_some_and(|o| o == "ok")).unwrap();
+    for key in ["provider", "model", "persona", "turn", "attempt", "prompt_tokens", "completion_tokens"] {
+        assert!(ok.attributes.contains_key(key), "llm_call has {key}: {:?}", ok.attributes);
+    }
+    assert_eq!(ok.attributes["provider"], "simulated");
+    assert!(ok.attributes["prompt_tokens"].parse::<u64>().unwrap() > 0);
+    assert!(calls.iter().any(|c| c.attributes.get("attempt").is_some_and(|a| a != "1")), "retries show as attempts");
+
+    // Never a prompt, never the key.
+    let scenario = std::fs::read_to_string("scenarios/product_launch.ron").unwrap();
+    let context = scenario.split("context: \"").nth(1).unwrap().get(..60).unwrap().to_string();
+    for s in &spans {
+        for v in s.attributes.values() {
+            assert!(!v.contains(KEY) && !v.contains(&context), "{}: {v}", s.name);
+        }
+    }
+}
+
+#[test]
+fn a_collector_that_is_down_costs_the_run_nothing() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = troupe();
+    cmd.args(["run", "scenarios/product_launch.ron", "-q", "--rate-limit-delay", "0", "--turns", "2"])
+        .arg("--output-dir")
+        .arg(tmp.path())
+        .args(["--set", "llm.provider=simulated"])
+        .args(["--set", &format!("monitoring.otlp_endpoint=http://{closed}")]);
+    let done = run_within(&mut cmd, Duration::from_secs(60));
+    assert_eq!(done.code, Some(0), "{}", done.both());
+    let out = troupe()
+        .args([
+            "run",
+            "scenarios/product_launch.ron",
+            "-q",
+            "--no-save",
+            "--set",
+            "monitoring.otlp_endpoint=grpc://x:4317",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("monitoring.otlp_endpoint") && err.contains("http://127.0.0.1:4318"), "{err}");
+}
