@@ -17,6 +17,8 @@
 //! - `metrics`: 100 personas x 100 turns (10,000 calls) with and without `--metrics-addr`,
 //!   scraped every 100 ms while it runs (a Prometheus scrapes every 15 s by default): what
 //!   exporting costs per call.
+//! - `traces`: the same 10,000 calls with and without `monitoring.otlp_endpoint`, exported to an
+//!   OTLP/HTTP receiver in this bench process: what tracing costs per call.
 //! - `http`: 50 personas x 60 turns = 3,000 calls against a loopback OpenAI-compatible mock
 //!   served by this bench process (its CPU is not counted), with and without saving; and bare
 //!   reqwest making the same 3,000 requests (50 at a time) from a child process, the floor.
@@ -25,6 +27,8 @@
 mod cli;
 #[path = "../tests/support/mock_openai.rs"]
 mod mock_openai;
+#[path = "../tests/support/otlp.rs"]
+mod otlp;
 #[path = "../tests/support/population.rs"]
 mod population;
 
@@ -93,9 +97,52 @@ fn main() {
     if wanted("metrics") {
         metrics_overhead(tmp.path());
     }
+    if wanted("traces") {
+        traces_overhead(tmp.path());
+    }
     if wanted("http") {
         http(tmp.path());
     }
+}
+
+/// The panel at 100 turns, alternately without and with its spans exported over OTLP; the least
+/// CPU of 5 runs each.
+fn traces_overhead(dir: &Path) {
+    let dir = dir.join("traces");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shape = Shape { n: 100, turns: 100, degree: None, active: None, policy: "Parallel" };
+    let pop = write(&dir, shape);
+    let calls = calls_of(shape);
+    let rx = otlp::start();
+    let cmd = |traced: bool| {
+        let out = dir.join("out");
+        let _ = std::fs::remove_dir_all(&out);
+        let mut c = troupe();
+        c.arg("run").arg(&pop.scenario).arg("-q").arg("--output-dir").arg(&out);
+        if traced {
+            c.args(["--set", &format!("monitoring.otlp_endpoint={}", rx.endpoint)]);
+        }
+        c
+    };
+    let (mut off, mut on) = (None::<Usage>, None::<Usage>);
+    for _ in 0..5 {
+        for traced in [false, true] {
+            let u = measure(&mut cmd(traced));
+            assert_eq!(u.code, Some(0), "the run failed");
+            let best = if traced { &mut on } else { &mut off };
+            *best = Some(best.map_or(u, |b| if u.cpu < b.cpu { u } else { b }));
+        }
+    }
+    let (off, on) = (off.unwrap(), on.unwrap());
+    let spans = rx.spans().len();
+    row("traces: 100 personas x 100 turns, saving on, no tracing", calls, off);
+    row("traces: the same exported over OTLP/HTTP", calls, on);
+    let per = |u: Usage| u.cpu.as_secs_f64() * 1e6 / calls as f64;
+    println!(
+        "figure: exporting traces costs {:+.2} µs CPU per call ({spans} spans received over 5 runs, {:.1} per call)",
+        per(on) - per(off),
+        spans as f64 / (5 * calls) as f64
+    );
 }
 
 /// The panel at 100 turns, alternately without and with `/metrics` served and scraped every

@@ -11,13 +11,17 @@ use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::MonitoringError;
 
 /// The header (and W3C name) a trace context travels in.
 pub const TRACEPARENT: &str = "traceparent";
+
+/// Spans waiting for export at most (a few MB); beyond, new spans are dropped rather than
+/// held: a run at full speed on a fast provider makes spans faster than a collector takes them.
+pub const MAX_QUEUED_SPANS: usize = 16_384;
 
 /// How long one export may take before it is given up (the batch is dropped).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,7 +78,13 @@ where
             .build()
             .map_err(|e| e.to_string())?;
         let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
-        Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
+        let batch = BatchConfigBuilder::default()
+            .with_max_queue_size(MAX_QUEUED_SPANS)
+            .with_max_export_batch_size(2048)
+            .with_scheduled_delay(Duration::from_secs(1))
+            .build();
+        let processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch).build();
+        Ok(SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource).build())
     })
     .join()
     .map_err(|_| MonitoringError::Spawn("the OTLP exporter's setup panicked".into()))?
