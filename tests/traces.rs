@@ -5,6 +5,7 @@
 
 mod support {
     pub mod cli;
+    pub mod nats;
     pub mod otlp;
 }
 
@@ -129,4 +130,45 @@ fn twenty_thousand_turns_traced_stay_flat_and_bounded() {
     assert!(turns.iter().all(|t| t.parent == run[0].span_id), "a turn nested under another");
     let mib = usage.max_rss as f64 / (1024.0 * 1024.0);
     assert!(mib < 400.0, "peak RSS {mib:.0} MiB for 20,000 traced turns");
+}
+
+/// An experiment on a cluster is one trace: the coordinator's `experiment` span travels in each
+/// queued run's NATS headers, and the worker's `simulation` spans hang from it (through its
+/// `cluster_work` span), though they come from another process with its own service name.
+#[test]
+fn a_cluster_experiment_is_one_trace_across_coordinator_and_worker() {
+    let Some(n) = support::nats::start() else { return };
+    let rx = otlp::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let env = |cmd: &mut std::process::Command, service: &str| {
+        cmd.env("TROUPE_LLM__PROVIDER", "simulated")
+            .env("TROUPE_MONITORING__OTLP_ENDPOINT", &rx.endpoint)
+            .env("TROUPE_MONITORING__OTLP_SERVICE_NAME", service);
+    };
+    let mut w = troupe();
+    w.args(["worker", "--nats", &n.url, "--name", "w1", "--max-parallel", "2", "--work-dir"])
+        .arg(tmp.path().join("w1"));
+    env(&mut w, "troupe-worker");
+    let worker = w.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut e = troupe();
+    e.args(["experiment", "scenarios/content_moderation.ron", "--variants", "baseline,creative", "--runs", "1"])
+        .args(["--turns", "2", "--quiet", "--set", "performance.rate_limit_delay=0", "--cluster", &n.url])
+        .arg("--output-dir")
+        .arg(tmp.path().join("out"));
+    env(&mut e, "troupe");
+    let done = run_within(&mut e, Duration::from_secs(300));
+    support::cli::terminate(worker, Duration::from_secs(30));
+    assert_eq!(done.code, Some(0), "{}", done.both());
+    let spans = rx.spans();
+    let exp: Vec<_> = spans.iter().filter(|s| s.name == "experiment").collect();
+    assert_eq!(exp.len(), 1, "{spans:#?}");
+    assert_eq!(exp[0].service, "troupe");
+    let runs: Vec<_> = spans.iter().filter(|s| s.name == "simulation").collect();
+    assert_eq!(runs.len(), 2, "two runs made on the worker");
+    for r in &runs {
+        assert_eq!(r.service, "troupe-worker");
+        assert_eq!(r.trace_id, exp[0].trace_id, "the worker's run is in the experiment's trace");
+        let work = spans.iter().find(|s| s.span_id == r.parent).expect("the run's parent span was exported");
+        assert_eq!((work.name.as_str(), work.parent.as_str()), ("cluster_work", exp[0].span_id.as_str()));
+    }
 }
