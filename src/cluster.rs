@@ -187,6 +187,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
 impl Cluster {
+    /// The largest message this server takes: its `max_payload`, at most
+    /// [`MAX_MESSAGE_BYTES`].
+    pub fn message_limit(&self) -> usize {
+        match self.client.server_info().max_payload {
+            0 => MAX_MESSAGE_BYTES,
+            n => n.min(MAX_MESSAGE_BYTES),
+        }
+    }
+
     /// Connects to `url` (or `cluster.url`) with the configured credentials and makes sure the
     /// streams, the consumer and the buckets exist. A broker that goes away later is reconnected
     /// to without end, in the background.

@@ -360,3 +360,28 @@ fn a_stress_sweep_spreads_each_setting_over_two_workers() {
         assert_eq!(log.matches("stress shard started").count(), 2, "worker {} made the wrong shards:\n{log}", i + 1);
     }
 }
+
+/// A server that takes only small messages (`max_payload: 32768`): the runs' files go through
+/// the object store, journal lines longer than a message are sent in pieces, and the result is
+/// the local experiment's.
+#[test]
+fn a_server_with_small_messages_gets_files_through_the_object_store() {
+    let Some(n) = nats::start_with("max_payload: 32768\n") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let w = worker(&n.url, tmp.path(), "w1", &simulated());
+    let (local, remote) = (tmp.path().join("local"), tmp.path().join("remote"));
+    let d = run_within(&mut experiment(&["--runs", "2"], &local, &simulated()), Duration::from_secs(300));
+    assert_eq!(d.code, Some(0), "{}", d.both());
+    let d = run_within(
+        &mut experiment(&["--runs", "2", "--cluster", &n.url], &remote, &simulated()),
+        Duration::from_secs(300),
+    );
+    stop(w);
+    let log = std::fs::read_to_string(tmp.path().join("w1.log")).unwrap_or_default();
+    assert_eq!(d.code, Some(0), "{}\n{log}", d.both());
+    assert!(log.contains("through the object store"), "the files were sent inline: {log}");
+    assert!(!log.contains("not stored yet"), "a journal message was refused: {log}");
+    assert_eq!(transcripts(&local), transcripts(&remote));
+    let dir = experiment_dir(&remote);
+    assert!(dir.join("report.html").exists());
+}

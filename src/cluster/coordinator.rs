@@ -107,11 +107,12 @@ pub async fn queue(cluster: &Cluster, spec: &ExperimentSpec, prepared: &Prepared
             extract: spec.extract.clone(),
         };
         let body = serde_json::to_vec(&super::messages::Work::Run(item)).unwrap_or_default();
-        if body.len() > super::MAX_MESSAGE_BYTES {
+        if body.len() > cluster.message_limit() {
             return Err(ClusterError::Untrusted(format!(
-                "run {run_id}: its plan is {} bytes, more than a queue message may hold ({} bytes); use fewer or smaller personas",
+                "run {run_id}: its plan is {} bytes, more than a queue message may hold ({} bytes, the server's \
+                 max_payload); use fewer or smaller personas, or raise max_payload in the NATS server's configuration",
                 body.len(),
-                super::MAX_MESSAGE_BYTES
+                cluster.message_limit()
             )));
         }
         bodies.push(body);

@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{ClusterError, JsContext, MAX_MESSAGE_BYTES};
+use super::{ClusterError, JsContext};
 use crate::record::journal::{FILE_NAME, JournalTap};
 
 /// The header naming a message's delivery attempt.
@@ -25,13 +25,16 @@ pub const ATTEMPT_HEADER: &str = "Troupe-Attempt";
 pub const MAX_REBUILT_BYTES: u64 = 1 << 30;
 /// How long the first line of a burst waits for the rest.
 const COALESCE: Duration = Duration::from_millis(5);
-/// Lines sent in one message at most (bytes), well under the server's payload limit.
-const BATCH_BYTES: usize = MAX_MESSAGE_BYTES / 4;
-
-/// Starts sending a journal's lines to `subject`. Returns the tap to give the run and the task,
-/// which ends once the tap's last sender is dropped and every line is stored, with the number of
-/// lines sent. While the broker is away it keeps trying (the lines stay in memory and on disk).
-pub fn upload(js: jetstream::Context, subject: String, attempt: u32) -> (JournalTap, JoinHandle<u64>) {
+/// Starts sending a journal's lines to `subject`, in messages of at most half `limit` (the
+/// server's largest message): a burst of lines is gathered up to a quarter of it, and a line
+/// longer than that (a header holding a large plan) is cut into pieces, which the rebuild joins
+/// again (it concatenates an attempt's messages in order). Returns the tap to give the run and
+/// the task, which ends once the tap's last sender is dropped and every line is stored, with
+/// the number of lines sent. While the broker is away it keeps trying (the lines stay in memory
+/// and on disk).
+pub fn upload(js: jetstream::Context, subject: String, attempt: u32, limit: usize) -> (JournalTap, JoinHandle<u64>) {
+    let batch_bytes = (limit / 4).max(1024);
+    let piece = (limit / 2).max(1024);
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let task = tokio::spawn(async move {
         let mut sent = 0u64;
@@ -41,7 +44,7 @@ pub fn upload(js: jetstream::Context, subject: String, attempt: u32) -> (Journal
             // Lines come in bursts (an exchange, then its message): gather a burst into one
             // message. A crash loses at most this much more than it would anyway.
             tokio::time::sleep(COALESCE).await;
-            while batch.len() < BATCH_BYTES {
+            while batch.len() < batch_bytes {
                 match rx.try_recv() {
                     Ok(more) => {
                         batch.extend_from_slice(&more);
@@ -50,7 +53,13 @@ pub fn upload(js: jetstream::Context, subject: String, attempt: u32) -> (Journal
                     Err(_) => break,
                 }
             }
-            publish_until_stored(&js, &subject, attempt, batch.into()).await;
+            let batch = bytes::Bytes::from(batch);
+            let mut at = 0;
+            while at < batch.len() {
+                let end = (at + piece).min(batch.len());
+                publish_until_stored(&js, &subject, attempt, batch.slice(at..end)).await;
+                at = end;
+            }
             sent += lines;
         }
         sent

@@ -314,7 +314,7 @@ async fn make(
     let resumed = segments > 0;
     status(cluster, item, &opts.name, if resumed { "resumed" } else { "started" }).await;
     tracing::info!(run = %item.run_id, attempt, "run {}", if resumed { "resumed from the cluster's journal" } else { "started" });
-    let (tap, uploader) = journal_stream::upload(cluster.js.clone(), subject, attempt);
+    let (tap, uploader) = journal_stream::upload(cluster.js.clone(), subject, attempt, cluster.message_limit());
     let how = HowToRun {
         run_id: Some(item.run_id.clone()),
         resume: resumed,
@@ -413,7 +413,9 @@ async fn pack_files(
     for (_, path) in &list {
         total += std::fs::metadata(path).map_err(|source| ClusterError::Io { path: path.clone(), source })?.len();
     }
-    if total > (super::MAX_MESSAGE_BYTES / 2) as u64 {
+    // Inline, the files and the report must fit in one message of this server's size.
+    if total > (cluster.message_limit() / 2) as u64 {
+        tracing::info!(run = %item.run_id, bytes = total, "sending the run's files through the object store");
         return Ok((store_files(cluster, item, attempt, dir).await?, None));
     }
     let mut entries = Vec::with_capacity(list.len());

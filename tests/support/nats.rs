@@ -24,6 +24,11 @@ impl Drop for Nats {
 
 /// Starts one, or `None` (after a note) when `nats-server` is missing and not required.
 pub fn start() -> Option<Nats> {
+    start_with("")
+}
+
+/// Starts one with these lines of server configuration (`max_payload: 32768`, say).
+pub fn start_with(config: &str) -> Option<Nats> {
     if Command::new("nats-server").arg("--version").output().is_err() {
         assert!(
             std::env::var("TROUPE_REQUIRE_NATS").as_deref() != Ok("1"),
@@ -33,12 +38,15 @@ pub fn start() -> Option<Nats> {
         return None;
     }
     let store = tempfile::tempdir().unwrap();
+    std::fs::write(store.path().join("server.conf"), config).unwrap();
     let (child, port) = spawn(store.path(), "-1");
     Some(Nats { child: Some(child), url: format!("nats://127.0.0.1:{port}"), port, store })
 }
 
 fn spawn(store: &std::path::Path, port: &str) -> (Child, String) {
     let mut child = Command::new("nats-server")
+        .arg("-c")
+        .arg(store.join("server.conf"))
         .args(["-js", "-a", "127.0.0.1", "-p", port, "-sd"])
         .arg(store)
         .stdout(Stdio::null())
