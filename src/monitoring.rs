@@ -2,7 +2,8 @@
 //! served from the metrics actors' own figures.
 //!
 //! [`MetricsExporter::start`] spawns the process' [`MonitorActor`] (every run started
-//! afterwards reports to it) and serves `GET /metrics` on the given address until
+//! afterwards reports to it) and serves `GET /metrics` (and the last transcript lines as JSON
+//! at `GET /messages`) on the given address until
 //! [`MetricsExporter::finish`], which first lingers so a scraper sees the final figures.
 //! [`server`] is the bounded HTTP loop this and the web app share.
 
@@ -126,12 +127,21 @@ impl MetricsExporter {
     }
 }
 
-/// `GET /metrics` (and a pointer to it at `/`).
+/// `GET /metrics`, `GET /messages` (the last transcript lines, oldest first, as a JSON array
+/// of [`RecentMessage`](crate::actors::monitor::RecentMessage)) and a pointer to both at `/`.
 pub fn router(monitor: ActorRef<MonitorMsg>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/", get(|| async { "troupe-sim: metrics at /metrics\n" }))
+        .route("/messages", get(messages))
+        .route("/", get(|| async { "troupe-sim: metrics at /metrics, the last messages at /messages\n" }))
         .with_state(monitor)
+}
+
+async fn messages(State(monitor): State<ActorRef<MonitorMsg>>) -> Response {
+    match monitor.call(MonitorMsg::Recent, Some(Duration::from_secs(10))).await {
+        Ok(ractor::rpc::CallResult::Success(lines)) => axum::Json(lines).into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "the monitor did not answer; try again\n").into_response(),
+    }
 }
 
 async fn metrics(State(monitor): State<ActorRef<MonitorMsg>>) -> Response {
