@@ -7,6 +7,8 @@
 //! [`MetricsExporter::finish`], which first lingers so a scraper sees the final figures.
 //! [`server`] is the bounded HTTP loop this and the web app share.
 
+pub mod figures;
+pub mod scrape;
 pub mod server;
 
 use std::net::SocketAddr;
