@@ -511,6 +511,7 @@ mod tests {
     #[test]
     fn the_view_draws_into_any_size_without_panicking() {
         let text = "troupe_llm_requests_total 5\n\
+                    troupe_stress_workers 8\n\
                     troupe_llm_request_duration_seconds_bucket{le=\"0.5\"} 5\n\
                     troupe_llm_request_duration_seconds_bucket{le=\"+Inf\"} 5\n";
         let app = app_with(text);
@@ -524,6 +525,7 @@ mod tests {
         assert!(screen.contains("calls total    5"), "{screen}");
         assert!(screen.contains("errors total   0 "), "an empty sum is 0, not -0: {screen}");
         assert!(screen.contains("500ms"), "{screen}");
+        assert!(screen.contains("stress workers 8"), "{screen}");
     }
 
     #[test]
