@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use support::cli::{ROOT, run_dirs, scrub, troupe};
-use support::prometheus::free_port;
+use support::prometheus::{free_port, get};
+use troupe_sim::monitoring::scrape::Scrape;
 
 /// True when tmux runs; else skips with a note (or fails when required).
 fn tmux_available() -> bool {
@@ -32,10 +33,11 @@ fn tmux_available() -> bool {
     false
 }
 
-/// A detached tmux session on a server of its own, killed on drop.
+/// A detached tmux session on a server of its own, killed (and its socket file removed) on drop.
 struct Tmux {
     socket: String,
     session: String,
+    socket_path: Option<String>,
 }
 
 impl Tmux {
@@ -43,7 +45,7 @@ impl Tmux {
     fn start(script: &str) -> Tmux {
         static N: AtomicUsize = AtomicUsize::new(0);
         let id = format!("troupe-top-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-        let t = Tmux { socket: id.clone(), session: id };
+        let mut t = Tmux { socket: id.clone(), session: id, socket_path: None };
         let out = t
             .cmd()
             .args(["new-session", "-d", "-s", &t.session, "-x", "120", "-y", "40", "-c", ROOT])
@@ -51,6 +53,8 @@ impl Tmux {
             .output()
             .unwrap();
         assert!(out.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&out.stderr));
+        let path = t.cmd().args(["display-message", "-p", "#{socket_path}"]).output().unwrap();
+        t.socket_path = Some(String::from_utf8_lossy(&path.stdout).trim().to_string()).filter(|p| !p.is_empty());
         t
     }
 
@@ -109,17 +113,23 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.cmd().arg("kill-server").output();
+        // tmux leaves its socket file behind.
+        if let Some(p) = &self.socket_path {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
-/// `troupe top --metrics-addr ADDR` and, after it, its exit status and whether the terminal
-/// is back in cooked mode (raw mode turns `icanon` off), kept on screen for a few seconds.
+/// `troupe top --metrics-addr ADDR` and, after it, one line with its exit status and whether
+/// the terminal is back in cooked mode (raw mode turns `icanon` off), kept on screen for a few
+/// seconds.
 fn top_script(addr: &str) -> String {
     let bin = assert_cmd::cargo::cargo_bin("troupe");
     let bin = bin.to_string_lossy().replace('\'', r"'\''");
     format!(
-        "'{bin}' top --metrics-addr {addr}; echo \"top exited $?\"; \
-         if stty -a | grep -q -- -icanon; then echo terminal left raw; else echo terminal cooked; fi; sleep 3"
+        "'{bin}' top --metrics-addr {addr}; code=$?; \
+         if stty -a | grep -q -- -icanon; then t='left raw'; else t=cooked; fi; \
+         echo \"top exited $code, terminal $t\"; sleep 3"
     )
 }
 
@@ -207,13 +217,16 @@ fn top_follows_a_simulated_run_to_its_end_and_quits_on_q() {
     assert_eq!(first_number(&pane, "running"), Some(0.0), "{pane}");
     assert_eq!(first_number(&pane, "errors total"), results["metrics"]["errors"].as_f64(), "{pane}");
     assert_eq!(first_number(&pane, "429s"), Some(0.0), "{pane}");
-    // The overall latency row: p50, p90, p99, mean, calls (then the next panel's words). Every
-    // call took 300 ms and a bit, so all are in the (0.25 s, 0.5 s] bucket, and
-    // histogram_quantile interpolates within it.
+    // The overall latency row: p50, p90, p99, mean, calls (then the next panel's words). The
+    // p99 is histogram_quantile's over what is served (final now: the run is over), and every
+    // call took 300 ms or more, so it lies above the 0.25 s bound.
     let overall = after(&pane, "overall");
     assert!(overall.len() >= 5, "{pane}");
     let p99 = duration(overall[2]).unwrap_or_else(|| panic!("p99 {:?}\n{pane}", overall[2]));
-    assert!((0.25..=0.5).contains(&p99), "{pane}");
+    let served = get(&addr, "/metrics").expect("/metrics answers during the linger");
+    let hist = Scrape::parse(&served).unwrap().histogram("troupe_llm_request_duration_seconds").unwrap();
+    let want = hist.quantile(0.99).unwrap();
+    assert!((p99 - want).abs() < 1e-4 && p99 >= 0.25, "p99 {p99} on screen, {want} from /metrics\n{pane}");
     assert_eq!(overall[4].parse::<f64>().ok(), Some(calls), "{pane}");
     assert!(pane.contains("latency buckets") && pane.contains("500ms"), "{pane}");
     assert_eq!(first_number(&pane, "messages total"), Some(results["transcript"].as_array().unwrap().len() as f64));
@@ -225,8 +238,7 @@ fn top_follows_a_simulated_run_to_its_end_and_quits_on_q() {
 
     tmux.keys("q");
     let after_quit = tmux.wait_for(Duration::from_secs(10), "top's exit", |p| p.contains("top exited"));
-    assert!(after_quit.contains("top exited 0"), "{after_quit}");
-    assert!(after_quit.contains("terminal cooked"), "raw mode was left on: {after_quit}");
+    assert!(after_quit.contains("top exited 0, terminal cooked"), "{after_quit}");
     assert!(!after_quit.contains("calls total"), "the alternate screen was not left: {after_quit}");
     assert!(tmux.ended_within(Duration::from_secs(15)), "the tmux session did not end");
     support::cli::terminate(run, Duration::from_secs(20));
@@ -239,13 +251,15 @@ fn top_waits_for_a_closed_port_and_quits_on_escape() {
     }
     let addr = format!("127.0.0.1:{}", free_port());
     let tmux = Tmux::start(&top_script(&addr));
-    let pane = tmux.wait_for(Duration::from_secs(30), "waiting", |p| p.contains(&format!("waiting for {addr}")));
-    assert!(pane.contains("retrying every 1.00s"), "{pane}");
+    // Before the first scrape's answer the line also says "waiting for"; after it, why and when.
+    tmux.wait_for(Duration::from_secs(30), "waiting", |p| {
+        p.contains(&format!("waiting for {addr} (")) && p.contains("retrying every 1.00s")
+    });
     std::thread::sleep(Duration::from_millis(2500));
     assert!(tmux.pane().contains("waiting for"), "still waiting after a few tries");
     tmux.keys("Escape");
     let after_quit = tmux.wait_for(Duration::from_secs(10), "top's exit", |p| p.contains("top exited"));
-    assert!(after_quit.contains("top exited 0") && after_quit.contains("terminal cooked"), "{after_quit}");
+    assert!(after_quit.contains("top exited 0, terminal cooked"), "{after_quit}");
 }
 
 #[test]
@@ -267,7 +281,7 @@ fn top_shows_an_error_line_for_what_is_not_a_metrics_endpoint() {
     assert!(pane.contains("calls total"), "the view stays up: {pane}");
     tmux.keys("q");
     let after_quit = tmux.wait_for(Duration::from_secs(10), "top's exit", |p| p.contains("top exited"));
-    assert!(after_quit.contains("top exited 0"), "{after_quit}");
+    assert!(after_quit.contains("top exited 0, terminal cooked"), "{after_quit}");
 }
 
 #[test]
