@@ -19,6 +19,7 @@ mod run;
 mod scenario_cmd;
 mod serve;
 mod stress;
+mod top;
 mod validate;
 mod worker;
 
@@ -118,6 +119,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Make experiment runs from a NATS JetStream queue (see `troupe experiment --cluster`)
     Worker(worker::WorkerArgs),
+    /// Watch a running simulation or stress sweep live in the terminal, from its --metrics-addr
+    Top(top::TopArgs),
 }
 
 /// Runs the parsed command.
@@ -138,6 +141,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Model(c) => model::run(&cli.global, c),
         Command::Serve(a) => serve::run(&cli.global, a),
         Command::Worker(a) => worker::run(&cli.global, a),
+        Command::Top(a) => top::run(&cli.global, a),
     }
 }
 

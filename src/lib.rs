@@ -53,7 +53,9 @@
 //!   coordinator queues runs, `troupe worker`s make them (leases, journals streamed for resume,
 //!   files back in the report), and one GCRA rate budget per key holds across every worker.
 //! - [`monitoring`]: `/metrics` in the Prometheus text format (`--metrics-addr`), served from
-//!   the metrics actors' own figures through the process' `MonitorActor`.
+//!   the metrics actors' own figures through the process' `MonitorActor`, and the last
+//!   transcript lines at `/messages`; reading them back from outside (`monitoring::scrape`,
+//!   `monitoring::figures`: rates and quantiles) for `troupe top`.
 //! - [`validation`]: persona checks (`troupe personas check`): a seeded interview through the
 //!   run's provider, then a judge model's JSON verdict against expectations and the persona's
 //!   facts; the same judge scores a run's messages (`in_character`).

@@ -2,11 +2,14 @@
 //! served from the metrics actors' own figures.
 //!
 //! [`MetricsExporter::start`] spawns the process' [`MonitorActor`] (every run started
-//! afterwards reports to it) and serves `GET /metrics` on the given address until
+//! afterwards reports to it) and serves `GET /metrics` (and the last transcript lines as JSON
+//! at `GET /messages`) on the given address until
 //! [`MetricsExporter::finish`], which first lingers so a scraper sees the final figures.
 //! [`server`] is the bounded HTTP loop this and the web app share; [`traces`] exports the
 //! runtime's spans over OTLP (`[monitoring] otlp_endpoint`) and carries trace context to workers.
 
+pub mod figures;
+pub mod scrape;
 pub mod server;
 pub mod traces;
 
@@ -97,7 +100,8 @@ impl MetricsExporter {
         }
         let (stop, stopped) = oneshot::channel::<()>();
         let bounds = Bounds { header_timeout: Duration::from_secs(10), max_connections: 64 };
-        let task = tokio::spawn(serve_bounded(listener, router(actor.clone()), bounds, async move {
+        let app = router(actor.clone(), local.ip().is_loopback());
+        let task = tokio::spawn(serve_bounded(listener, app, bounds, async move {
             let _ = stopped.await;
         }));
         tracing::info!(addr = %local, "serving Prometheus metrics at http://{local}/metrics");
@@ -140,12 +144,28 @@ impl MetricsExporter {
     }
 }
 
-/// `GET /metrics` (and a pointer to it at `/`).
-pub fn router(monitor: ActorRef<MonitorMsg>) -> Router {
+/// `GET /metrics`, `GET /messages` (the last transcript lines, oldest first, as a JSON array
+/// of [`RecentMessage`](crate::actors::monitor::RecentMessage)) and a pointer to both at `/`.
+/// What personas said is served only when `messages` is true (the CLI: a loopback address);
+/// metrics hold no text and may be scraped from elsewhere.
+pub fn router(monitor: ActorRef<MonitorMsg>, messages: bool) -> Router {
+    let said = if messages { get(recent) } else { get(|| async { (StatusCode::FORBIDDEN, NOT_HERE) }) };
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/", get(|| async { "troupe-sim: metrics at /metrics\n" }))
+        .route("/messages", said)
+        .route("/", get(|| async { "troupe-sim: metrics at /metrics, the last messages at /messages\n" }))
         .with_state(monitor)
+}
+
+/// Why `/messages` is refused on a non-loopback address.
+const NOT_HERE: &str = "the last messages (what personas said) are served on a loopback --metrics-addr only; \
+                        run `troupe top` on the same machine or through an SSH tunnel\n";
+
+async fn recent(State(monitor): State<ActorRef<MonitorMsg>>) -> Response {
+    match monitor.call(MonitorMsg::Recent, Some(Duration::from_secs(10))).await {
+        Ok(ractor::rpc::CallResult::Success(lines)) => axum::Json(lines).into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "the monitor did not answer; try again\n").into_response(),
+    }
 }
 
 async fn metrics(State(monitor): State<ActorRef<MonitorMsg>>) -> Response {

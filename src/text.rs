@@ -315,9 +315,45 @@ pub fn is_stop_word(w: &str) -> bool {
     SET.get_or_init(|| STOP_WORDS.iter().copied().collect()).contains(w)
 }
 
+/// `text` as one line of at most `max_chars` characters, for a view that shows many lines:
+/// whitespace and control characters (newlines, escape sequences' ESC) become single spaces,
+/// and a longer text is cut at a character boundary and ends with `…`.
+pub fn one_line(text: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    if max_chars == 0 {
+        return out;
+    }
+    let mut n = 0;
+    let words = text.split(|c: char| c.is_whitespace() || c.is_control()).filter(|w| !w.is_empty());
+    for (i, w) in words.enumerate() {
+        for c in (i > 0).then_some(' ').into_iter().chain(w.chars()) {
+            if n == max_chars {
+                out.pop();
+                out.truncate(out.trim_end().len());
+                out.push('…');
+                return out;
+            }
+            out.push(c);
+            n += 1;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_line_collapses_and_cuts_at_a_character() {
+        assert_eq!(one_line("  a\nb\t\u{1b}[2Jc  ", 80), "a b [2Jc");
+        assert_eq!(one_line("héllo wörld", 11), "héllo wörld");
+        assert_eq!(one_line("héllo wörld", 10), "héllo wör…");
+        assert_eq!(one_line("ab cd", 3), "ab…");
+        assert_eq!(one_line("ab cd", 4), "ab…");
+        assert_eq!(one_line("abc", 0), "");
+        assert_eq!(one_line(&"x".repeat(1_000_000), 5).chars().count(), 5);
+    }
 
     #[test]
     fn words_tokens_questions_names() {

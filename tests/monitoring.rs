@@ -242,3 +242,27 @@ fn a_taken_port_is_a_clear_error_naming_the_flag() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("monitoring.metrics_addr") && err.contains("127.0.0.1:9464"), "{err}");
 }
+
+/// On an address others can reach, `/metrics` is served but what personas said is not.
+#[test]
+fn messages_are_served_on_loopback_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = start_run(tmp.path(), "0.0.0.0:0", 1);
+    let addr = served_addr(&mut child).replace("0.0.0.0", "127.0.0.1");
+    let _ = results_of(tmp.path(), Duration::from_secs(60));
+    let metrics = get(&addr, "/metrics");
+    let raw = raw_get(&addr, "/messages");
+    interrupt(child);
+    assert!(metrics.is_some_and(|m| m.contains("troupe_llm_requests_total")));
+    assert!(raw.starts_with("HTTP/1.1 403") && raw.contains("loopback --metrics-addr only"), "{raw}");
+}
+
+fn raw_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}

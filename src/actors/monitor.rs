@@ -1,20 +1,58 @@
 //! The monitor actor: one per process when metrics are exported (`--metrics-addr`). Every
 //! run's metrics actor tells it when it starts and, with its last figures, when it stops; a
 //! scrape asks the live ones for their figures and adds the finished runs' totals, so counters
-//! only go up across runs, as Prometheus expects.
+//! only go up across runs, as Prometheus expects. It also keeps the last few transcript lines
+//! of every run ([`said`], fed by the engine's collector), for `/messages` and `troupe top`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
 
+use serde::{Deserialize, Serialize};
+
 use super::metrics::MetricsMsg;
 use crate::record::exposition::Exposition;
+use crate::record::transcript::TranscriptEntry;
 
 /// How long a scrape waits for one run's metrics actor (busy actors answer within
 /// microseconds; a stopping one may not answer at all).
 const EXPORT_WAIT: Duration = Duration::from_secs(2);
+
+/// Transcript lines the monitor keeps (the last ones said, across runs).
+pub const RECENT_MESSAGES: usize = 20;
+
+/// Characters kept of a line's text and of a speaker's name: enough to read, bounded so the
+/// ring stays small whatever a persona says.
+pub const RECENT_TEXT_CHARS: usize = 240;
+const RECENT_NAME_CHARS: usize = 64;
+
+/// One line of the transcript as `/messages` serves it: who said what, on one line, cut.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecentMessage {
+    /// The run's turn (0 for the opening).
+    pub turn: u32,
+    /// The speaker's display name.
+    pub speaker: String,
+    /// Whom it was said to, when spoken to one persona.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// What was said, on one line, at most [`RECENT_TEXT_CHARS`] characters.
+    pub text: String,
+}
+
+impl RecentMessage {
+    /// The bounded line of a transcript entry.
+    pub fn of(e: &TranscriptEntry) -> Self {
+        RecentMessage {
+            turn: e.turn,
+            speaker: crate::text::one_line(&e.speaker, RECENT_NAME_CHARS),
+            to: e.to.as_deref().map(|t| crate::text::one_line(t, RECENT_NAME_CHARS)),
+            text: crate::text::one_line(&e.text, RECENT_TEXT_CHARS),
+        }
+    }
+}
 
 /// The monitor actor (holds no data; see `MonitorState`).
 #[derive(Debug)]
@@ -43,6 +81,10 @@ pub enum MonitorMsg {
     Process(Exposition),
     /// Reply with every run's figures added up, in the Prometheus text format.
     Scrape(RpcReplyPort<String>),
+    /// A transcript line was said (see [`said`]).
+    Said(RecentMessage),
+    /// Reply with the last lines said, oldest first.
+    Recent(RpcReplyPort<Vec<RecentMessage>>),
 }
 
 /// The monitor's state.
@@ -55,6 +97,7 @@ pub struct MonitorState {
     started: u64,
     outcomes: BTreeMap<&'static str, u64>,
     process: Exposition,
+    recent: VecDeque<RecentMessage>,
 }
 
 impl MonitorState {
@@ -113,6 +156,15 @@ impl Actor for MonitorActor {
             MonitorMsg::Scrape(reply) => {
                 let _ = reply.send(state.scrape().await);
             }
+            MonitorMsg::Said(line) => {
+                if state.recent.len() == RECENT_MESSAGES {
+                    state.recent.pop_front();
+                }
+                state.recent.push_back(line);
+            }
+            MonitorMsg::Recent(reply) => {
+                let _ = reply.send(state.recent.iter().cloned().collect());
+            }
         }
         Ok(())
     }
@@ -130,4 +182,52 @@ pub fn install(monitor: ActorRef<MonitorMsg>) -> bool {
 /// The process' monitor, if one was installed.
 pub fn installed() -> Option<ActorRef<MonitorMsg>> {
     INSTALLED.get().cloned()
+}
+
+/// Tells the process' monitor, when one is installed, that `e` went into a transcript (one
+/// load of a `OnceLock` and nothing else when none is).
+pub fn said(e: &TranscriptEntry) {
+    if let Some(m) = INSTALLED.get() {
+        let _ = m.cast(MonitorMsg::Said(RecentMessage::of(e)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64, text: &str) -> TranscriptEntry {
+        TranscriptEntry {
+            seq,
+            turn: 1,
+            speaker: "Ana\nLee".into(),
+            speaker_id: "ana".into(),
+            role: "persona".into(),
+            text: text.into(),
+            to: None,
+            timestamp: chrono::Utc::now(),
+            model: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            latency_ms: None,
+            attempts: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_monitor_keeps_the_last_lines_bounded_and_cut() {
+        let (m, handle) = Actor::spawn(None, MonitorActor, ()).await.unwrap();
+        let long = "word ".repeat(1000);
+        for i in 0..(RECENT_MESSAGES as u64 + 5) {
+            let text = if i % 2 == 0 { format!("line {i}") } else { long.clone() };
+            m.cast(MonitorMsg::Said(RecentMessage::of(&entry(i, &text)))).unwrap();
+        }
+        let lines = m.call(MonitorMsg::Recent, None).await.unwrap().unwrap();
+        assert_eq!(lines.len(), RECENT_MESSAGES);
+        assert_eq!(lines.last().unwrap().text, format!("line {}", RECENT_MESSAGES + 4));
+        assert_eq!(lines[0].speaker, "Ana Lee");
+        assert!(lines.iter().all(|l| l.text.chars().count() <= RECENT_TEXT_CHARS));
+        m.stop(None);
+        handle.await.unwrap();
+    }
 }

@@ -1,6 +1,7 @@
 //! Receiving a run's events: each is journaled first (a crash loses nothing paid for), messages
 //! are appended to `transcript.jsonl` one line per write, and everything is forwarded to the
-//! caller's view. At the end: in-flight calls are drained, the results assembled and saved.
+//! caller's view (and, with a monitor installed, to its ring of last lines for `/messages`). At
+//! the end: in-flight calls are drained, the results assembled and saved.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -157,12 +158,14 @@ impl Gathered {
         self.final_state.is_some()
     }
 
-    /// Keeps what the results need; appends messages to the transcript file.
+    /// Keeps what the results need; appends messages to the transcript file and shows them to
+    /// the process' monitor.
     fn keep(&mut self, ev: &RunEvent, links: &mut Links) {
         let x = &mut self.extra;
         match ev {
             RunEvent::Message(e) => {
                 self.append_line(e, links);
+                crate::actors::monitor::said(e);
                 self.transcript.push(e.clone());
             }
             RunEvent::Skipped(s) => x.skipped.push(s.clone()),
