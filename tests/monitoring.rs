@@ -5,6 +5,7 @@
 
 mod support {
     pub mod cli;
+    pub mod dashboard;
     pub mod prometheus;
 }
 
@@ -103,7 +104,10 @@ fn a_real_prometheus_scrapes_a_running_simulation_and_counts_what_results_json_c
     let tmp = tempfile::tempdir().unwrap();
     let target = format!("127.0.0.1:{}", free_port());
     let prom = prometheus::start(&target);
-    let child = start_run(tmp.path(), &target, 8);
+    // A longer run makes a fuller picture of the dashboard (the README's was made with 60).
+    let turns = std::env::var("TROUPE_DASHBOARD_TURNS").ok().and_then(|t| t.parse().ok()).unwrap_or(8);
+    let t0 = Instant::now();
+    let child = start_run(tmp.path(), &target, turns);
     let results = results_of(tmp.path(), Duration::from_secs(120));
     let calls = n(&results, "api_calls");
     assert!(calls >= 40.0, "5 personas x 8 turns make at least 40 calls: {calls}");
@@ -127,6 +131,16 @@ fn a_real_prometheus_scrapes_a_running_simulation_and_counts_what_results_json_c
         Some(1.0),
         "Prometheus scraped the run while it was going"
     );
+    // The dashboard's queries over what Prometheus holds, drawn (and photographed by headless
+    // Chromium when it is installed) into target/ui-screenshots/grafana/.
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(support::cli::ROOT).join("config/grafana/troupe.json")).unwrap(),
+    )
+    .unwrap();
+    let chromium = Some("/usr/bin/chromium").filter(|c| Path::new(c).exists());
+    let out = Path::new(support::cli::ROOT).join("target/ui-screenshots/grafana");
+    let drawn = support::dashboard::render(&prom, &dash, t0.elapsed().as_secs() + 5, &out, chromium);
+    assert!(drawn >= 12, "the dashboard's panels show {drawn} series from this run");
     interrupt(child);
 }
 

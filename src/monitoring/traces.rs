@@ -90,7 +90,14 @@ where
     .map_err(|_| MonitoringError::Spawn("the OTLP exporter's setup panicked".into()))?
     .map_err(MonitoringError::Exporter)?;
     let tracer = provider.tracer("troupe-sim");
-    let layer = tracing_opentelemetry::layer().with_tracer(tracer).with_tracked_inactivity(false);
+    // Only the spans' own fields: source locations, thread ids and targets would add five
+    // attributes to every span for nothing a reader of a run's trace needs.
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_tracked_inactivity(false)
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false);
     Ok((layer, TraceGuard { provider: Some(provider) }))
 }
 

@@ -81,6 +81,37 @@ impl Prometheus {
     }
 }
 
+impl Prometheus {
+    /// A range query (1 s steps): each series' labels and `(time, value)` points.
+    pub fn query_range(
+        &self,
+        q: &str,
+        start: u64,
+        end: u64,
+    ) -> Vec<(serde_json::Map<String, serde_json::Value>, Vec<(f64, f64)>)> {
+        let path = format!("/api/v1/query_range?query={}&start={start}&end={end}&step=1", encode(q));
+        let Some(body) = get(&self.addr, &path) else { return Vec::new() };
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let Some(result) = v["data"]["result"].as_array() else { return Vec::new() };
+        result
+            .iter()
+            .map(|r| {
+                let labels = r["metric"].as_object().cloned().unwrap_or_default();
+                let points = r["values"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|p| Some((p[0].as_f64()?, p[1].as_str()?.parse::<f64>().ok()?)))
+                            .filter(|p| p.1.is_finite())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (labels, points)
+            })
+            .collect()
+    }
+}
+
 /// `GET path` over HTTP/1.0; the body when the status is 200.
 pub fn get(addr: &str, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(addr).ok()?;
