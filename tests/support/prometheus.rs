@@ -81,14 +81,12 @@ impl Prometheus {
     }
 }
 
+/// One series of a range query: its labels and `(time, value)` points.
+pub type Series = (serde_json::Map<String, serde_json::Value>, Vec<(f64, f64)>);
+
 impl Prometheus {
     /// A range query (1 s steps): each series' labels and `(time, value)` points.
-    pub fn query_range(
-        &self,
-        q: &str,
-        start: u64,
-        end: u64,
-    ) -> Vec<(serde_json::Map<String, serde_json::Value>, Vec<(f64, f64)>)> {
+    pub fn query_range(&self, q: &str, start: u64, end: u64) -> Vec<Series> {
         let path = format!("/api/v1/query_range?query={}&start={start}&end={end}&step=1", encode(q));
         let Some(body) = get(&self.addr, &path) else { return Vec::new() };
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
