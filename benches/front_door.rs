@@ -105,20 +105,30 @@ fn main() {
     }
 }
 
-/// The panel at 100 turns, alternately without and with its spans exported over OTLP; the least
-/// CPU of 5 runs each.
-fn traces_overhead(dir: &Path) {
-    let dir = dir.join("traces");
+/// The panel at 100 turns (10,000 calls) in `dir/name`: the folder, the population, the calls.
+fn long_panel(dir: &Path, name: &str) -> (std::path::PathBuf, population::Population, u64) {
+    let dir = dir.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let shape = Shape { n: 100, turns: 100, degree: None, active: None, policy: "Parallel" };
     let pop = write(&dir, shape);
-    let calls = calls_of(shape);
+    (dir, pop, calls_of(shape))
+}
+
+/// `troupe run SCENARIO -q --output-dir OUT`, `OUT` emptied first.
+fn run_saving(scenario: &Path, out: &Path) -> std::process::Command {
+    let _ = std::fs::remove_dir_all(out);
+    let mut c = troupe();
+    c.arg("run").arg(scenario).arg("-q").arg("--output-dir").arg(out);
+    c
+}
+
+/// The panel at 100 turns, alternately without and with its spans exported over OTLP; the least
+/// CPU of 5 runs each.
+fn traces_overhead(dir: &Path) {
+    let (dir, pop, calls) = long_panel(dir, "traces");
     let rx = otlp::start();
     let cmd = |traced: bool| {
-        let out = dir.join("out");
-        let _ = std::fs::remove_dir_all(&out);
-        let mut c = troupe();
-        c.arg("run").arg(&pop.scenario).arg("-q").arg("--output-dir").arg(&out);
+        let mut c = run_saving(&pop.scenario, &dir.join("out"));
         if traced {
             c.args(["--set", &format!("monitoring.otlp_endpoint={}", rx.endpoint)]);
         }
@@ -148,16 +158,9 @@ fn traces_overhead(dir: &Path) {
 /// The panel at 100 turns, alternately without and with `/metrics` served and scraped every
 /// 100 ms; the least CPU of 5 runs each.
 fn metrics_overhead(dir: &Path) {
-    let dir = dir.join("metrics");
-    std::fs::create_dir_all(&dir).unwrap();
-    let shape = Shape { n: 100, turns: 100, degree: None, active: None, policy: "Parallel" };
-    let pop = write(&dir, shape);
-    let calls = calls_of(shape);
+    let (dir, pop, calls) = long_panel(dir, "metrics");
     let cmd = |addr: Option<&str>| {
-        let out = dir.join("out");
-        let _ = std::fs::remove_dir_all(&out);
-        let mut c = troupe();
-        c.arg("run").arg(&pop.scenario).arg("-q").arg("--output-dir").arg(&out);
+        let mut c = run_saving(&pop.scenario, &dir.join("out"));
         if let Some(a) = addr {
             c.args(["--metrics-addr", a]);
         }

@@ -9,12 +9,11 @@ mod support {
     pub mod prometheus;
 }
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use support::cli::{run_dirs, troupe};
+use support::cli::troupe;
 use support::prometheus::{self, free_port, get};
 
 /// A simulated run slow enough to be scraped while it goes: 5 personas x `turns`, 300 ms per
@@ -37,35 +36,6 @@ fn start_run(out: &Path, addr: &str, turns: u32) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-/// The address the binary says it serves metrics on (it prints `metrics: http://ADDR/metrics`).
-fn served_addr(child: &mut Child) -> String {
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.strip_prefix("metrics: http://") {
-            let addr = rest.trim_end_matches("/metrics").to_string();
-            std::thread::spawn(move || lines.for_each(drop));
-            return addr;
-        }
-    }
-    panic!("the binary never said where it serves metrics");
-}
-
-/// Waits for the run's `results.json` and reads it.
-fn results_of(out: &Path, limit: Duration) -> serde_json::Value {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(dir) = run_dirs(out).into_iter().next()
-            && let Ok(text) = std::fs::read_to_string(dir.join("results.json"))
-            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-        {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("no results.json within {limit:?}");
 }
 
 /// SIGINT ends the linger; the process must then exit 0.
@@ -108,7 +78,7 @@ fn a_real_prometheus_scrapes_a_running_simulation_and_counts_what_results_json_c
     let turns = std::env::var("TROUPE_DASHBOARD_TURNS").ok().and_then(|t| t.parse().ok()).unwrap_or(8);
     let t0 = Instant::now();
     let child = start_run(tmp.path(), &target, turns);
-    let results = results_of(tmp.path(), Duration::from_secs(120));
+    let results = support::cli::wait_for_results(tmp.path(), Duration::from_secs(120));
     let calls = n(&results, "api_calls");
     assert!(calls >= 40.0, "5 personas x 8 turns make at least 40 calls: {calls}");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -148,7 +118,7 @@ fn a_real_prometheus_scrapes_a_running_simulation_and_counts_what_results_json_c
 fn metrics_equal_results_json_pass_promtool_and_cover_the_dashboard() {
     let tmp = tempfile::tempdir().unwrap();
     let mut child = start_run(tmp.path(), "127.0.0.1:0", 3);
-    let addr = served_addr(&mut child);
+    let addr = support::cli::served_metrics_addr(&mut child);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut during = String::new();
     while Instant::now() < deadline && !during.contains("troupe_runs_running 1\n") {
@@ -156,7 +126,7 @@ fn metrics_equal_results_json_pass_promtool_and_cover_the_dashboard() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(during.contains("troupe_runs_running 1\n"), "the run shows while it goes: {during}");
-    let results = results_of(tmp.path(), Duration::from_secs(60));
+    let results = support::cli::wait_for_results(tmp.path(), Duration::from_secs(60));
     let text = get(&addr, "/metrics").expect("/metrics answers during the linger");
     interrupt(child);
 
@@ -262,8 +232,8 @@ fn a_taken_port_is_a_clear_error_naming_the_flag() {
 fn messages_are_served_on_loopback_only() {
     let tmp = tempfile::tempdir().unwrap();
     let mut child = start_run(tmp.path(), "0.0.0.0:0", 1);
-    let addr = served_addr(&mut child).replace("0.0.0.0", "127.0.0.1");
-    let _ = results_of(tmp.path(), Duration::from_secs(60));
+    let addr = support::cli::served_metrics_addr(&mut child).replace("0.0.0.0", "127.0.0.1");
+    let _ = support::cli::wait_for_results(tmp.path(), Duration::from_secs(60));
     let metrics = get(&addr, "/metrics");
     let raw = raw_get(&addr, "/messages");
     interrupt(child);

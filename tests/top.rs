@@ -10,13 +10,13 @@ mod support {
     pub mod prometheus;
 }
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use support::cli::{ROOT, run_dirs, scrub, troupe};
+use support::cli::{ROOT, scrub, troupe};
 use support::prometheus::{free_port, get};
 use troupe_sim::monitoring::scrape::Scrape;
 
@@ -148,34 +148,6 @@ fn start_run(out: &Path) -> Child {
         .unwrap()
 }
 
-/// The address the binary says it serves metrics on (`metrics: http://ADDR/metrics`).
-fn served_addr(child: &mut Child) -> String {
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.strip_prefix("metrics: http://") {
-            let addr = rest.trim_end_matches("/metrics").to_string();
-            std::thread::spawn(move || lines.for_each(drop));
-            return addr;
-        }
-    }
-    panic!("the binary never said where it serves metrics");
-}
-
-fn results_of(out: &Path, limit: Duration) -> serde_json::Value {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(dir) = run_dirs(out).into_iter().next()
-            && let Ok(text) = std::fs::read_to_string(dir.join("results.json"))
-            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-        {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("no results.json within {limit:?}");
-}
-
 /// The words after `label` on the first pane line holding it.
 fn after<'a>(pane: &'a str, label: &str) -> Vec<&'a str> {
     let Some(line) = pane.lines().find(|l| l.contains(label)) else { return Vec::new() };
@@ -202,10 +174,10 @@ fn top_follows_a_simulated_run_to_its_end_and_quits_on_q() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let mut run = start_run(tmp.path());
-    let addr = served_addr(&mut run);
+    let addr = support::cli::served_metrics_addr(&mut run);
     let tmux = Tmux::start(&top_script(&addr));
     tmux.wait_for(Duration::from_secs(30), "the run going", |p| p.contains("calls total") && p.contains("live"));
-    let results = results_of(tmp.path(), Duration::from_secs(120));
+    let results = support::cli::wait_for_results(tmp.path(), Duration::from_secs(120));
     let calls = results["metrics"]["api_calls"].as_f64().unwrap();
     assert!(calls >= 40.0, "5 personas x 8 turns make at least 40 calls: {calls}");
     let pane = tmux.wait_for(Duration::from_secs(30), "the finished run's calls", |p| {

@@ -168,3 +168,34 @@ pub fn usage_of(child: std::process::Child, t0: Instant) -> Usage {
     let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
     Usage { code, wall: t0.elapsed(), cpu: tv(ru.ru_utime) + tv(ru.ru_stime), max_rss: ru.ru_maxrss as u64 * 1024 }
 }
+
+/// The address a command started with `--metrics-addr` says it serves metrics on (it prints
+/// `metrics: http://ADDR/metrics` on stderr); the rest of stderr is drained.
+pub fn served_metrics_addr(child: &mut std::process::Child) -> String {
+    use std::io::{BufRead, BufReader};
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("metrics: http://") {
+            let addr = rest.trim_end_matches("/metrics").to_string();
+            std::thread::spawn(move || lines.for_each(drop));
+            return addr;
+        }
+    }
+    panic!("the binary never said where it serves metrics");
+}
+
+/// Waits for the first run folder's `results.json` under `out` and reads it.
+pub fn wait_for_results(out: &Path, limit: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(dir) = run_dirs(out).into_iter().next()
+            && let Ok(text) = std::fs::read_to_string(dir.join("results.json"))
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no results.json within {limit:?}");
+}
