@@ -368,7 +368,10 @@ fn a_stress_sweep_spreads_each_setting_over_two_workers() {
 fn a_server_with_small_messages_gets_files_through_the_object_store() {
     let Some(n) = nats::start_with("max_payload: 32768\n") else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let w = worker(&n.url, tmp.path(), "w1", &simulated());
+    // This worker also serves its metrics (its runs by state).
+    let mut metrics = simulated();
+    metrics.push(("TROUPE_MONITORING__METRICS_ADDR", "127.0.0.1:0".into()));
+    let w = worker(&n.url, tmp.path(), "w1", &metrics);
     let (local, remote) = (tmp.path().join("local"), tmp.path().join("remote"));
     let d = run_within(&mut experiment(&["--runs", "2"], &local, &simulated()), Duration::from_secs(300));
     assert_eq!(d.code, Some(0), "{}", d.both());
@@ -376,9 +379,21 @@ fn a_server_with_small_messages_gets_files_through_the_object_store() {
         &mut experiment(&["--runs", "2", "--cluster", &n.url], &remote, &simulated()),
         Duration::from_secs(300),
     );
+    let log = std::fs::read_to_string(tmp.path().join("w1.log")).unwrap_or_default();
+    let addr = log.lines().find_map(|l| l.strip_prefix("metrics: http://")).map(|a| a.trim_end_matches("/metrics"));
+    // The worker counts a run once its report is stored, a moment after the coordinator saw it.
+    let mut scraped = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && !scraped.contains("troupe_worker_runs_total{outcome=\"reported\"} 4\n") {
+        scraped = addr.and_then(|a| support::cli::http_get(a, "/metrics")).unwrap_or_default();
+        std::thread::sleep(Duration::from_millis(50));
+    }
     stop(w);
     let log = std::fs::read_to_string(tmp.path().join("w1.log")).unwrap_or_default();
     assert_eq!(d.code, Some(0), "{}\n{log}", d.both());
+    // 2 variants x 2 runs, all made by this worker.
+    assert!(scraped.contains("troupe_worker_runs_total{outcome=\"reported\"} 4\n"), "{scraped}\n{log}");
+    assert!(scraped.contains("troupe_runs_finished_total{outcome=\"completed\"} 4\n"), "{scraped}");
     assert!(log.contains("through the object store"), "the files were sent inline: {log}");
     assert!(!log.contains("not stored yet"), "a journal message was refused: {log}");
     assert_eq!(transcripts(&local), transcripts(&remote));

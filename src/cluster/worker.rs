@@ -51,6 +51,23 @@ pub struct WorkerStats {
     pub discarded: u64,
     /// Runs handed back to the queue.
     pub handed_back: u64,
+    /// Work that could not be made at all (a broker error, a malformed message).
+    pub errors: u64,
+}
+
+/// The worker's tally on `/metrics`, when metrics are served (`--metrics-addr`).
+fn show_stats(s: &WorkerStats) {
+    let Some(m) = crate::actors::monitor::installed() else { return };
+    let mut e = crate::record::exposition::Exposition::default();
+    let help = "Queued work this worker took, by what became of it.";
+    for (outcome, n) in
+        [("reported", s.reported), ("discarded", s.discarded), ("handed_back", s.handed_back), ("error", s.errors)]
+    {
+        e.counter("troupe_worker_runs_total", help, &[("outcome", outcome)], n as f64);
+    }
+    let help = "Runs this worker resumed from an earlier attempt's streamed journal.";
+    e.counter("troupe_worker_runs_resumed_total", help, &[], s.resumed as f64);
+    let _ = m.cast(crate::actors::monitor::MonitorMsg::Process(e));
 }
 
 /// Providers by endpoint settings, shared by the runs that use the same ones (one budget).
@@ -86,6 +103,7 @@ pub async fn run_worker(
     let mut taken = 0u64;
     let mut backoff = Duration::from_millis(200);
     tracing::info!(worker = %opts.name, "waiting for runs on {}", cluster.url);
+    show_stats(&WorkerStats::default());
     // `batch` waits up to its expiry for a run (a `fetch` would return at once when the queue is
     // empty, and the loop would spin).
     while !*stop.borrow() && opts.max_runs.is_none_or(|m| taken < m) {
@@ -129,8 +147,12 @@ pub async fn run_worker(
                 }
                 Ok(Outcome::Discarded) => s.discarded += 1,
                 Ok(Outcome::HandedBack) => s.handed_back += 1,
-                Err(e) => tracing::error!("a run could not be made: {e}"),
+                Err(e) => {
+                    s.errors += 1;
+                    tracing::error!("a run could not be made: {e}");
+                }
             }
+            show_stats(&s);
             drop(permit);
         });
     }
