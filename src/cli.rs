@@ -198,6 +198,8 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
                 Some(
                     troupe_sim::monitoring::MonitoringError::Bind { .. }
                         | troupe_sim::monitoring::MonitoringError::BadAddress { .. }
+                        | troupe_sim::monitoring::MonitoringError::BadEndpoint { .. }
+                        | troupe_sim::monitoring::MonitoringError::Exporter(_)
                 )
             )
             || matches!(

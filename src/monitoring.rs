@@ -35,21 +35,21 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 #[derive(Debug, thiserror::Error)]
 pub enum MonitoringError {
     /// The address does not parse.
-    #[error("monitoring.metrics_addr = {addr:?} is not an address: give host:port, e.g. 127.0.0.1:9464")]
+    #[error("monitoring.metrics_addr = {addr:?} is not an address: give IP:PORT, e.g. 127.0.0.1:9464")]
     BadAddress {
         /// What was given.
         addr: String,
     },
     /// Binding failed (in use, not ours).
     #[error(
-        "cannot serve metrics on {addr}: {source}; choose a free port with --metrics-addr 127.0.0.1:PORT \
+        "cannot serve metrics on {addr}: {error}; choose a free port with --metrics-addr 127.0.0.1:PORT \
          (or monitoring.metrics_addr), or 127.0.0.1:0 for any"
     )]
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
+        /// Why (shown in the message, so not a separate cause).
+        error: std::io::Error,
     },
     /// Another exporter already runs in this process.
     #[error("metrics are already exported by this process; start one exporter per process")]
@@ -85,13 +85,14 @@ impl MetricsExporter {
     /// Binds `addr`, installs the process' monitor and serves `/metrics`; `linger` is how long
     /// [`finish`](Self::finish) keeps serving after the work ends.
     pub async fn start(addr: &str, linger: Duration) -> Result<MetricsExporter, MonitoringError> {
-        let sock: SocketAddr = addr.parse().map_err(|_| MonitoringError::BadAddress { addr: addr.to_string() })?;
+        let sock = crate::config::limits::metrics_socket(addr)
+            .ok_or_else(|| MonitoringError::BadAddress { addr: addr.to_string() })?;
         if monitor::installed().is_some() {
             return Err(MonitoringError::AlreadyStarted);
         }
         let listener =
-            tokio::net::TcpListener::bind(sock).await.map_err(|source| MonitoringError::Bind { addr: sock, source })?;
-        let local = listener.local_addr().map_err(|source| MonitoringError::Bind { addr: sock, source })?;
+            tokio::net::TcpListener::bind(sock).await.map_err(|error| MonitoringError::Bind { addr: sock, error })?;
+        let local = listener.local_addr().map_err(|error| MonitoringError::Bind { addr: sock, error })?;
         let (actor, _) =
             Actor::spawn(None, MonitorActor, ()).await.map_err(|e| MonitoringError::Spawn(e.to_string()))?;
         if !monitor::install(actor.clone()) {

@@ -92,20 +92,23 @@ fn a_collector_that_is_down_costs_the_run_nothing() {
         .args(["--set", &format!("monitoring.otlp_endpoint=http://{closed}")]);
     let done = run_within(&mut cmd, Duration::from_secs(60));
     assert_eq!(done.code, Some(0), "{}", done.both());
-    let out = troupe()
-        .args([
-            "run",
-            "scenarios/product_launch.ron",
-            "-q",
-            "--no-save",
-            "--set",
-            "monitoring.otlp_endpoint=grpc://x:4317",
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("monitoring.otlp_endpoint") && err.contains("http://127.0.0.1:4318"), "{err}");
+    assert!(done.took < Duration::from_secs(30), "{:?}", done.took);
+    // ... but it says the spans were lost, and where they were to go.
+    assert!(
+        done.stderr.contains("could not be sent to") && done.stderr.contains(&closed.to_string()),
+        "{}",
+        done.stderr
+    );
+    for bad in ["grpc://x:4317", "http://127.0.0.1:99999", "https://[::1", "127.0.0.1:4318"] {
+        let out = troupe()
+            .args(["run", "scenarios/product_launch.ron", "-q", "--no-save"])
+            .args(["--set", &format!("monitoring.otlp_endpoint={bad}")])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        assert!(err.contains("monitoring.otlp_endpoint") && err.contains("http://127.0.0.1:4318"), "{bad}: {err}");
+    }
 }
 
 /// A long run traced: spans never nest per turn (a stack or memory that grows with the turns),

@@ -266,9 +266,13 @@ impl MetricsState {
         let p = [("provider", self.args.provider.as_str())];
         e.counter("troupe_llm_requests_total", "LLM call attempts started.", &p, s.counts.api_calls as f64);
         e.gauge("troupe_llm_requests_in_flight", "LLM call attempts in flight.", &p, s.in_flight as f64);
+        let help = "Failed LLM call attempts by kind.";
+        // The 429s' series is there from the start (a dashboard shows 0, not "no data").
+        let rate_limited = [p[0], ("kind", ErrorKind::RateLimited.as_str())];
+        e.counter("troupe_llm_request_errors_total", help, &rate_limited, 0.0);
         for (kind, n) in &s.errors_by_kind {
             let l = [p[0], ("kind", kind.as_str())];
-            e.counter("troupe_llm_request_errors_total", "Failed LLM call attempts by kind.", &l, *n as f64);
+            e.counter("troupe_llm_request_errors_total", help, &l, *n as f64);
         }
         e.counter("troupe_llm_retries_total", "Retries scheduled.", &p, s.counts.retries as f64);
         e.counter("troupe_llm_fallbacks_total", "Calls moved to the fallback model.", &p, s.counts.fallbacks as f64);

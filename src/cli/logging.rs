@@ -53,13 +53,7 @@ fn init_for(m: &MonitoringConfig, t: Terminal) -> anyhow::Result<Guard> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .with_filter(filter(&stderr_level));
-    let (otel, traces) = match &m.otlp_endpoint {
-        Some(endpoint) => {
-            let (layer, guard) = otlp_layer(endpoint, &m.otlp_service_name)?;
-            (Some(layer.with_filter(tracing_subscriber::filter::filter_fn(exported))), Some(guard))
-        }
-        None => (None, None),
-    };
+    let (otel, traces) = trace_layer(m)?;
     let registry = tracing_subscriber::registry().with(stderr).with(otel);
     match &m.log_file {
         Some(path) => {
@@ -90,6 +84,19 @@ fn init_for(m: &MonitoringConfig, t: Terminal) -> anyhow::Result<Guard> {
         }
     }
     Ok(Guard(traces))
+}
+
+/// The OTLP layer when `monitoring.otlp_endpoint` is set (shared with `troupe serve`'s logging),
+/// and the guard that flushes it.
+pub fn trace_layer<S>(
+    m: &MonitoringConfig,
+) -> anyhow::Result<(Option<impl tracing_subscriber::Layer<S> + Send + Sync + use<S>>, Option<TraceGuard>)>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a> + Send + Sync,
+{
+    let Some(endpoint) = &m.otlp_endpoint else { return Ok((None, None)) };
+    let (layer, guard) = otlp_layer(endpoint, &m.otlp_service_name)?;
+    Ok((Some(layer.with_filter(tracing_subscriber::filter::filter_fn(exported))), Some(guard)))
 }
 
 /// What goes to the trace collector: troupe-sim's spans, and warnings and errors as span

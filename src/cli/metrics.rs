@@ -17,7 +17,7 @@ pub struct MetricsArgs {
     pub metrics_addr: Option<String>,
     /// Seconds /metrics keeps serving after the work ends, so a scraper sees the final figures
     /// (monitoring.metrics_linger_seconds)
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub metrics_linger: Option<f64>,
 }
 
@@ -31,7 +31,12 @@ impl MetricsArgs {
 
 /// Starts serving when `monitoring.metrics_addr` is set.
 pub async fn start(m: &MonitoringConfig) -> anyhow::Result<Option<MetricsExporter>> {
-    let Some(addr) = &m.metrics_addr else { return Ok(None) };
+    let Some(addr) = &m.metrics_addr else {
+        if m.metrics_linger_seconds > 0.0 {
+            eprintln!("note: monitoring.metrics_linger_seconds (--metrics-linger) does nothing without --metrics-addr");
+        }
+        return Ok(None);
+    };
     let linger = Duration::from_secs_f64(m.metrics_linger_seconds.clamp(0.0, 3600.0));
     let e = MetricsExporter::start(addr, linger).await?;
     eprintln!("metrics: http://{}/metrics", e.local_addr());

@@ -137,7 +137,7 @@ pub fn run(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<ExitCode> {
     a.metrics.apply(&mut flags);
     let loaded = super::load_config(g, None, &flags)?;
     let logs = LogBuffer::default();
-    init_logging(&loaded.config.monitoring, &logs);
+    let _traces = init_logging(&loaded.config.monitoring, &logs)?;
     let generated;
     let given = given_token(&a, std::env::var("TROUPE_WEB_TOKEN").ok())?;
     let token = match given {
@@ -225,7 +225,11 @@ async fn save_live_runs(st: &AppState) {
 
 /// Logs to stderr at `monitoring.log_level` (or `RUST_LOG`), and into the ring buffer the
 /// Settings page shows, at debug for troupe itself.
-fn init_logging(m: &MonitoringConfig, logs: &LogBuffer) {
+/// Returns the guard that flushes traces at exit, when they are exported.
+fn init_logging(
+    m: &MonitoringConfig,
+    logs: &LogBuffer,
+) -> anyhow::Result<Option<troupe_sim::monitoring::traces::TraceGuard>> {
     let level = match m.log_level.to_uppercase().as_str() {
         "WARNING" => "warn".to_string(),
         other => other.to_lowercase(),
@@ -234,10 +238,15 @@ fn init_logging(m: &MonitoringConfig, logs: &LogBuffer) {
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new(format!("{level},ractor=warn")));
-    let stderr =
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_filter(stderr_filter);
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .with_filter(stderr_filter);
     let ring = logs.layer().with_filter(EnvFilter::new("info,troupe_sim=debug,ractor=warn"));
-    let _ = tracing_subscriber::registry().with(stderr).with(ring).try_init();
+    let (otel, traces) = super::logging::trace_layer(m)?;
+    let _ = tracing_subscriber::registry().with(stderr).with(ring).with(otel).try_init();
+    Ok(traces)
 }
 
 #[cfg(test)]

@@ -75,6 +75,8 @@ impl StressArgs {
     }
 }
 
+const STRESS_WORKERS_HELP: &str = "Concurrent calls (workers) of the stress setting running; 0 after the sweep.";
+
 pub fn run(g: &GlobalArgs, a: StressArgs) -> anyhow::Result<ExitCode> {
     a.check()?;
     super::block_on(run_async(g, a))?
@@ -88,6 +90,9 @@ async fn run_async(g: &GlobalArgs, a: StressArgs) -> anyhow::Result<ExitCode> {
     let opts = StressOptions { workers: a.workers.clone(), calls: a.calls };
     let exporter = super::metrics::start(&cfg.monitoring).await?;
     let report = sweep(&a, &cfg, &plan, &opts, exporter.as_ref()).await;
+    if let Some(e) = &exporter {
+        e.show_setting("troupe_stress_workers", STRESS_WORKERS_HELP, 0.0);
+    }
     super::metrics::finish(exporter).await;
     let report = report?;
     let dir = a.out.clone().unwrap_or_else(|| stress::report_dir(&cfg.output.output_dir, &report));

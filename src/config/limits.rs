@@ -78,15 +78,25 @@ pub fn check(c: &SimulationConfig) -> Result<(), OutOfRange> {
     check_log_level(&c.monitoring.log_level)
 }
 
-/// `monitoring.*`: an address that parses, a bounded linger.
+/// The socket address `--metrics-addr` names: an IP and a port (`127.0.0.1:9464`,
+/// `[::1]:0`), or `localhost:PORT` (taken as 127.0.0.1).
+pub fn metrics_socket(addr: &str) -> Option<std::net::SocketAddr> {
+    if let Some(port) = addr.strip_prefix("localhost:") {
+        return Some(std::net::SocketAddr::from(([127, 0, 0, 1], port.parse::<u16>().ok()?)));
+    }
+    addr.parse().ok()
+}
+
+/// `monitoring.*`: an address that parses, a bounded linger, an OTLP/HTTP URL.
 fn check_monitoring(m: &super::settings::MonitoringConfig) -> Result<(), OutOfRange> {
     if let Some(a) = &m.metrics_addr
-        && a.parse::<std::net::SocketAddr>().is_err()
+        && metrics_socket(a).is_none()
     {
         return bad(
             "monitoring.metrics_addr",
             format!("{a:?}"),
-            "give host:port with a numeric host, e.g. 127.0.0.1:9464 (or 0.0.0.0:9464 to be scraped from elsewhere)"
+            "give an IP address and a port from 0 to 65535 (--metrics-addr), e.g. 127.0.0.1:9464, \
+             localhost:9464, [::1]:9464, or 0.0.0.0:9464 to be scraped from elsewhere; port 0 picks a free one"
                 .into(),
         );
     }
@@ -96,13 +106,14 @@ fn check_monitoring(m: &super::settings::MonitoringConfig) -> Result<(), OutOfRa
     }
     if let Some(e) = &m.otlp_endpoint {
         let ok = e.len() <= 2048
-            && (e.starts_with("http://") || e.starts_with("https://"))
-            && e.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
+            && reqwest::Url::parse(e).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
         if !ok {
             return bad(
                 "monitoring.otlp_endpoint",
                 format!("{e:?}"),
-                "give the collector's OTLP/HTTP URL, e.g. http://127.0.0.1:4318".into(),
+                "give the collector's OTLP/HTTP URL, e.g. http://127.0.0.1:4318 (a port from 1 to 65535; \
+                 /v1/traces is added)"
+                    .into(),
             );
         }
     }

@@ -5,13 +5,16 @@
 //! to workers over NATS headers.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig as _};
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::MonitoringError;
@@ -27,23 +30,79 @@ pub const MAX_QUEUED_SPANS: usize = 16_384;
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Keeps the exporter running; dropping it flushes the spans not yet sent (waiting at most the
-/// export timeout) and stops it.
+/// export timeout, saying so after a second) and stops it, then says how many spans were lost.
 #[derive(Debug)]
 pub struct TraceGuard {
     provider: Option<SdkTracerProvider>,
+    tally: Arc<Tally>,
+    url: String,
 }
 
 impl Drop for TraceGuard {
     fn drop(&mut self) {
-        if let Some(p) = self.provider.take() {
-            // The exporter's blocking HTTP client must not be driven from an async worker thread.
-            let _ = std::thread::spawn(move || {
-                if let Err(e) = p.shutdown_with_timeout(EXPORT_TIMEOUT) {
-                    eprintln!("warning: not every trace span was exported: {e}");
-                }
-            })
-            .join();
+        let Some(p) = self.provider.take() else { return };
+        // The exporter's blocking HTTP client must not be driven from an async worker thread.
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let flush = std::thread::spawn(move || {
+            let r = p.shutdown_with_timeout(EXPORT_TIMEOUT);
+            let _ = done_tx.send(());
+            r
+        });
+        if done.recv_timeout(Duration::from_secs(1)).is_err() {
+            eprintln!("note: sending the last trace spans to {} (at most {} s)", self.url, EXPORT_TIMEOUT.as_secs());
         }
+        let shutdown = flush.join().unwrap_or(Ok(()));
+        let lost = self.tally.lost_spans.load(Ordering::Relaxed);
+        if lost > 0 || shutdown.is_err() {
+            let why = self.tally.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let why = why.or_else(|| shutdown.err().map(|e| e.to_string())).unwrap_or_default();
+            eprintln!(
+                "warning: {lost} trace span(s) could not be sent to {} ({why}); is the collector running there? \
+                 (monitoring.otlp_endpoint)",
+                self.url
+            );
+        }
+    }
+}
+
+/// What the exporter could not send, shared by its thread and the guard that reports it. A
+/// std `Mutex`: the exporter's thread is not an actor, and nothing is awaited under it.
+#[derive(Debug, Default)]
+struct Tally {
+    lost_spans: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// The OTLP exporter, counting what it fails to send (the SDK drops failed batches silently).
+#[derive(Debug)]
+struct Counting<E> {
+    inner: E,
+    tally: Arc<Tally>,
+}
+
+impl<E: SpanExporter> SpanExporter for Counting<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let n = batch.len() as u64;
+        let r = self.inner.export(batch).await;
+        if let Err(e) = &r {
+            if self.tally.lost_spans.fetch_add(n, Ordering::Relaxed) == 0 {
+                tracing::warn!(error = %e, "trace spans could not be sent to the collector");
+            }
+            *self.tally.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        }
+        r
+    }
+
+    fn shutdown_with_timeout(&mut self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&mut self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
     }
 }
 
@@ -68,6 +127,8 @@ where
 {
     let url = traces_url(endpoint)?;
     let service = service.to_string();
+    let tally = Arc::new(Tally::default());
+    let (shown, counted) = (url.clone(), tally.clone());
     // Built on its own thread: the blocking HTTP client may not be made inside an async runtime.
     let provider = std::thread::spawn(move || -> Result<SdkTracerProvider, String> {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -83,6 +144,7 @@ where
             .with_max_export_batch_size(2048)
             .with_scheduled_delay(Duration::from_secs(1))
             .build();
+        let exporter = Counting { inner: exporter, tally: counted };
         let processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch).build();
         Ok(SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource).build())
     })
@@ -98,7 +160,7 @@ where
         .with_location(false)
         .with_threads(false)
         .with_target(false);
-    Ok((layer, TraceGuard { provider: Some(provider) }))
+    Ok((layer, TraceGuard { provider: Some(provider), tally, url: shown }))
 }
 
 /// The W3C `traceparent` of `span`, when it is being exported.

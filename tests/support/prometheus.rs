@@ -88,7 +88,13 @@ impl Prometheus {
     /// A range query (1 s steps): each series' labels and `(time, value)` points.
     pub fn query_range(&self, q: &str, start: u64, end: u64) -> Vec<Series> {
         let path = format!("/api/v1/query_range?query={}&start={start}&end={end}&step=1", encode(q));
-        let Some(body) = get(&self.addr, &path) else { return Vec::new() };
+        // A busy machine (other tests running) can make one request fail: try a few times.
+        let Some(body) = (0..5).find_map(|i| {
+            std::thread::sleep(Duration::from_millis(200 * i));
+            get(&self.addr, &path).filter(|b| b.contains("\"status\":\"success\""))
+        }) else {
+            return Vec::new();
+        };
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         let Some(result) = v["data"]["result"].as_array() else { return Vec::new() };
         result
