@@ -89,7 +89,9 @@ async fn run_async(g: &GlobalArgs, a: StressArgs) -> anyhow::Result<ExitCode> {
     let _log_guard = super::logging::init(&cfg.monitoring, true)?;
     let opts = StressOptions { workers: a.workers.clone(), calls: a.calls };
     let exporter = super::metrics::start(&cfg.monitoring).await?;
-    let report = sweep(&a, &cfg, &plan, &opts, exporter.as_ref()).await;
+    // One trace for the sweep: its settings' runs (here or on workers) hang from this span.
+    let span = tracing::info_span!("stress", scenario = %plan.name, settings = a.workers.len());
+    let report = tracing::Instrument::instrument(sweep(&a, &cfg, &plan, &opts, exporter.as_ref()), span).await;
     if let Some(e) = &exporter {
         e.show_setting("troupe_stress_workers", STRESS_WORKERS_HELP, 0.0);
     }

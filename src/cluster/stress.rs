@@ -142,9 +142,13 @@ fn setting_wait(cfg: &SimulationConfig) -> Duration {
 
 async fn publish(cluster: &Cluster, s: &StressShard) -> Result<(), ClusterError> {
     let body = serde_json::to_vec(&super::messages::Work::StressShard(s.clone())).unwrap_or_default();
-    let publish = async_nats::jetstream::message::PublishMessage::build()
+    let mut publish = async_nats::jetstream::message::PublishMessage::build()
         .payload(body.into())
         .message_id(format!("{}.{}.{}", s.sweep, s.setting, s.shard));
+    // With traces exported, the shard's spans on its worker join the sweep's trace.
+    if let Some(tp) = crate::monitoring::traces::traceparent(&tracing::Span::current()) {
+        publish = publish.header(crate::monitoring::traces::TRACEPARENT, tp.as_str());
+    }
     let ack = cluster.js.send_publish(cluster.names.runs_subject(&s.sweep), publish).await.ctx("queueing a shard")?;
     ack.await.ctx("queueing a shard")?;
     Ok(())
