@@ -79,6 +79,9 @@ pub struct MetricsExporter {
     linger: Duration,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    /// Turns true at Ctrl-C or SIGTERM, heard from the start: one that comes while the run
+    /// ends, before the linger, must still cut the linger short.
+    interrupted: tokio::sync::watch::Receiver<bool>,
 }
 
 impl MetricsExporter {
@@ -106,7 +109,15 @@ impl MetricsExporter {
             let _ = stopped.await;
         }));
         tracing::info!(addr = %local, "serving Prometheus metrics at http://{local}/metrics");
-        Ok(MetricsExporter { addr: local, monitor: actor, linger, stop: Some(stop), task })
+        let (tell, interrupted) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                () = terminated() => {}
+            }
+            let _ = tell.send(true);
+        });
+        Ok(MetricsExporter { addr: local, monitor: actor, linger, stop: Some(stop), task, interrupted })
     }
 
     /// The address served (the port chosen when `:0` was given).
@@ -130,12 +141,12 @@ impl MetricsExporter {
     /// Keeps serving for the linger time (cut short by Ctrl-C or SIGTERM), then stops the
     /// server.
     pub async fn finish(mut self) {
-        if !self.linger.is_zero() {
+        if !self.linger.is_zero() && !*self.interrupted.borrow() {
             tracing::info!(seconds = self.linger.as_secs_f64(), "serving final metrics before exiting");
+            let mut interrupted = self.interrupted.clone();
             tokio::select! {
                 () = tokio::time::sleep(self.linger) => {}
-                _ = tokio::signal::ctrl_c() => {}
-                () = terminated() => {}
+                _ = interrupted.wait_for(|i| *i) => {}
             }
         }
         if let Some(stop) = self.stop.take() {

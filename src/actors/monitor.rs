@@ -81,8 +81,8 @@ pub enum MonitorMsg {
     Process(Exposition),
     /// Reply with every run's figures added up, in the Prometheus text format.
     Scrape(RpcReplyPort<String>),
-    /// A transcript line was said (see [`said`]).
-    Said(RecentMessage),
+    /// Transcript lines said since a run last told (see [`said`]), oldest first.
+    Said(Vec<RecentMessage>),
     /// Reply with the last lines said, oldest first.
     Recent(RpcReplyPort<Vec<RecentMessage>>),
 }
@@ -156,11 +156,13 @@ impl Actor for MonitorActor {
             MonitorMsg::Scrape(reply) => {
                 let _ = reply.send(state.scrape().await);
             }
-            MonitorMsg::Said(line) => {
-                if state.recent.len() == RECENT_MESSAGES {
-                    state.recent.pop_front();
+            MonitorMsg::Said(lines) => {
+                for line in lines.into_iter().rev().take(RECENT_MESSAGES).rev() {
+                    if state.recent.len() == RECENT_MESSAGES {
+                        state.recent.pop_front();
+                    }
+                    state.recent.push_back(line);
                 }
-                state.recent.push_back(line);
             }
             MonitorMsg::Recent(reply) => {
                 let _ = reply.send(state.recent.iter().cloned().collect());
@@ -184,12 +186,24 @@ pub fn installed() -> Option<ActorRef<MonitorMsg>> {
     INSTALLED.get().cloned()
 }
 
-/// Tells the process' monitor, when one is installed, that `e` went into a transcript (one
-/// load of a `OnceLock` and nothing else when none is).
-pub fn said(e: &TranscriptEntry) {
-    if let Some(m) = INSTALLED.get() {
-        let _ = m.cast(MonitorMsg::Said(RecentMessage::of(e)));
+/// How often a run tells the monitor what was said: a message per transcript line would wake
+/// the monitor (and cost a few microseconds) per call.
+pub const SAID_EVERY: Duration = Duration::from_millis(250);
+
+/// Tells the process' monitor, when one is installed, the lines of `transcript` after the
+/// first `*told` (at most the last [`RECENT_MESSAGES`]), cut; `*told` moves to the end.
+pub fn said(transcript: &[TranscriptEntry], told: &mut usize) {
+    let Some(m) = INSTALLED.get() else { return };
+    let from = (*told).max(transcript.len().saturating_sub(RECENT_MESSAGES)).min(transcript.len());
+    *told = transcript.len();
+    if from < transcript.len() {
+        let _ = m.cast(MonitorMsg::Said(transcript[from..].iter().map(RecentMessage::of).collect()));
     }
+}
+
+/// True when a monitor is installed (a run then tells it what was said every [`SAID_EVERY`]).
+pub fn listening() -> bool {
+    INSTALLED.get().is_some()
 }
 
 #[cfg(test)]
@@ -218,10 +232,14 @@ mod tests {
     async fn the_monitor_keeps_the_last_lines_bounded_and_cut() {
         let (m, handle) = Actor::spawn(None, MonitorActor, ()).await.unwrap();
         let long = "word ".repeat(1000);
-        for i in 0..(RECENT_MESSAGES as u64 + 5) {
-            let text = if i % 2 == 0 { format!("line {i}") } else { long.clone() };
-            m.cast(MonitorMsg::Said(RecentMessage::of(&entry(i, &text)))).unwrap();
-        }
+        let lines: Vec<_> = (0..(RECENT_MESSAGES as u64 + 5))
+            .map(|i| {
+                let text = if i % 2 == 0 { format!("line {i}") } else { long.clone() };
+                RecentMessage::of(&entry(i, &text))
+            })
+            .collect();
+        m.cast(MonitorMsg::Said(lines[..3].to_vec())).unwrap();
+        m.cast(MonitorMsg::Said(lines[3..].to_vec())).unwrap();
         let lines = m.call(MonitorMsg::Recent, None).await.unwrap().unwrap();
         assert_eq!(lines.len(), RECENT_MESSAGES);
         assert_eq!(lines.last().unwrap().text, format!("line {}", RECENT_MESSAGES + 4));

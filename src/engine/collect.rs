@@ -67,7 +67,6 @@ pub(super) struct Extra {
 }
 
 /// What was collected so far.
-#[derive(Default)]
 struct Gathered {
     transcript: Vec<TranscriptEntry>,
     extra: Extra,
@@ -77,6 +76,24 @@ struct Gathered {
     /// for it again), so events are drained but neither shown, kept nor forwarded.
     journal_failed: Option<String>,
     journaled_turns: u32,
+    /// Transcript lines the process' monitor was told of, and when (see `monitor::said`).
+    told: usize,
+    told_at: Instant,
+}
+
+impl Default for Gathered {
+    fn default() -> Self {
+        Gathered {
+            transcript: Vec::new(),
+            extra: Extra::default(),
+            final_state: None,
+            write_error: None,
+            journal_failed: None,
+            journaled_turns: 0,
+            told: 0,
+            told_at: Instant::now(),
+        }
+    }
 }
 
 /// Collects the run's events until it finishes, then saves its results.
@@ -112,6 +129,7 @@ pub(super) async fn collect(
     links.supervisor.stop(None);
     links.metrics.stop(None);
     if let Some(m) = crate::actors::monitor::installed() {
+        crate::actors::monitor::said(&g.transcript, &mut g.told);
         let _ = m.cast(crate::actors::monitor::MonitorMsg::RunFinished { outcome: final_state.reason.as_str() });
     }
     let mut results = build_results(ctx, g.transcript, g.extra, final_state, snap, duration, g.write_error);
@@ -165,8 +183,11 @@ impl Gathered {
         match ev {
             RunEvent::Message(e) => {
                 self.append_line(e, links);
-                crate::actors::monitor::said(e);
                 self.transcript.push(e.clone());
+                if crate::actors::monitor::listening() && self.told_at.elapsed() >= crate::actors::monitor::SAID_EVERY {
+                    crate::actors::monitor::said(&self.transcript, &mut self.told);
+                    self.told_at = Instant::now();
+                }
             }
             RunEvent::Skipped(s) => x.skipped.push(s.clone()),
             RunEvent::Thought { turn, persona, text } => x.thoughts.push((*turn, persona.clone(), text.clone())),
