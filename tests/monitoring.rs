@@ -244,7 +244,12 @@ fn messages_are_served_on_loopback_only() {
     let mut child = start_run(tmp.path(), "0.0.0.0:0", 1);
     let addr = support::cli::served_metrics_addr(&mut child).replace("0.0.0.0", "127.0.0.1");
     let _ = support::cli::wait_for_results(tmp.path(), Duration::from_secs(60));
-    let metrics = get(&addr, "/metrics");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut metrics = get(&addr, "/metrics");
+    while Instant::now() < deadline && !metrics.as_ref().is_some_and(|m| m.contains("troupe_llm_requests_total")) {
+        std::thread::sleep(Duration::from_millis(100));
+        metrics = get(&addr, "/metrics");
+    }
     let raw = raw_get(&addr, "/messages");
     interrupt(child);
     assert!(metrics.is_some_and(|m| m.contains("troupe_llm_requests_total")));
