@@ -157,7 +157,7 @@ fn traces_overhead(dir: &Path) {
 }
 
 /// The panel at 100 turns, alternately without and with `/metrics` served and scraped every
-/// 100 ms; the least CPU of 5 runs each.
+/// 100 ms: the median difference over `FRONT_DOOR_PAIRS` pairs (12), and the least CPU of each.
 fn metrics_overhead(dir: &Path) {
     let (dir, pop, calls) = long_panel(dir, "metrics");
     let cmd = |addr: Option<&str>| {
@@ -205,16 +205,9 @@ fn metrics_overhead(dir: &Path) {
 
 /// GETs `/metrics` every 100 ms until `stop`; how many answered.
 fn scrape_until(addr: &str, stop: &std::sync::atomic::AtomicBool) -> usize {
-    use std::io::{Read, Write};
     let mut answered = 0;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut body = Vec::new();
-            if write!(s, "GET /metrics HTTP/1.0\r\n\r\n").is_ok() && s.read_to_end(&mut body).is_ok() {
-                answered += usize::from(body.starts_with(b"HTTP/1.1 200") || body.starts_with(b"HTTP/1.0 200"));
-            }
-        }
+        answered += usize::from(cli::http_get(addr, "/metrics").is_some());
         std::thread::sleep(Duration::from_millis(100));
     }
     answered

@@ -3,8 +3,6 @@
 //! `TROUPE_REQUIRE_PROMETHEUS=1` (CI sets it), when it fails.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -116,18 +114,8 @@ impl Prometheus {
     }
 }
 
-/// `GET path` over HTTP/1.0; the body when the status is 200.
-pub fn get(addr: &str, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200")
-        .then(|| body.to_string())
-        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_string()))
-}
+/// `GET path`: the body when the answer is 200 (the one HTTP helper the tests share).
+pub use super::cli::http_get as get;
 
 fn encode(q: &str) -> String {
     q.bytes()
