@@ -18,6 +18,7 @@ mod resume;
 mod run;
 mod scenario_cmd;
 mod serve;
+mod shard;
 mod stress;
 mod top;
 mod validate;
@@ -121,6 +122,8 @@ pub enum Command {
     Worker(worker::WorkerArgs),
     /// Watch a running simulation or stress sweep live in the terminal, from its --metrics-addr
     Top(top::TopArgs),
+    /// Host personas of sharded runs from a NATS server (see `troupe run --cluster`)
+    Shard(shard::ShardArgs),
 }
 
 /// Runs the parsed command.
@@ -142,6 +145,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(a) => serve::run(&cli.global, a),
         Command::Worker(a) => worker::run(&cli.global, a),
         Command::Top(a) => top::run(&cli.global, a),
+        Command::Shard(a) => shard::run(&cli.global, a),
     }
 }
 

@@ -14,6 +14,11 @@
 //! - [`budget`]: one rate budget for the whole cluster: a GCRA whose state is kept on the
 //!   broker, so the requests- and tokens-per-minute limits of a key hold across every worker;
 //!   each worker keeps to an equal share while the broker is lost.
+//! - [`sharding`] spreads one run's personas over `troupe shard` processes ([`shard`]): the
+//!   world stays on the coordinator; per turn each shard gets one message (split only when it
+//!   would pass the server's message size) with who acts and what each heard ([`wire`]); shards
+//!   journal what their personas did to a stream before the coordinator hears it; heartbeats
+//!   tell a lost shard, whose personas move, rebuilt from the world's record.
 //! - Keys never travel: each worker reaches the provider with its own configuration. What comes
 //!   from the cluster (jobs, reports, journals, files) is checked like any outside input.
 //!
@@ -23,7 +28,10 @@ pub mod budget;
 pub mod coordinator;
 pub mod journal_stream;
 pub mod messages;
+pub mod shard;
+pub mod sharding;
 pub mod stress;
+pub mod wire;
 pub mod worker;
 
 use std::time::Duration;
@@ -135,6 +143,22 @@ impl Names {
     /// Run folders' files.
     pub fn files_bucket(&self) -> String {
         format!("{}_files", self.ns)
+    }
+    /// Shards' heartbeats (core NATS, not stored).
+    pub fn shard_heartbeats(&self) -> String {
+        format!("{}.shards.heartbeat", self.ns)
+    }
+    /// Where one shard is sent its part of each turn (core NATS).
+    pub fn shard_subject(&self, shard: &str) -> String {
+        format!("{}.shard.{shard}", self.ns)
+    }
+    /// What shards did, journaled before the coordinator hears it.
+    pub fn exchanges_stream(&self) -> String {
+        format!("{}_shardex", self.ns)
+    }
+    /// Subject of one sharded run's outcomes.
+    pub fn exchanges_subject(&self, run_id: &str) -> String {
+        format!("{}.ex.{run_id}", self.ns)
     }
 }
 
@@ -251,9 +275,11 @@ impl Cluster {
             })
             .await
             .ctx("creating the runs stream")?;
-        for (name, subjects) in
-            [(n.done_stream(), format!("{}.done.>", n.ns)), (n.journal_stream(), format!("{}.journal.>", n.ns))]
-        {
+        for (name, subjects) in [
+            (n.done_stream(), format!("{}.done.>", n.ns)),
+            (n.journal_stream(), format!("{}.journal.>", n.ns)),
+            (n.exchanges_stream(), format!("{}.ex.>", n.ns)),
+        ] {
             self.js
                 .get_or_create_stream(stream::Config {
                     name,

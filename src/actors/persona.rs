@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 
 use super::metrics::MetricsMsg;
@@ -52,8 +52,8 @@ pub struct PersonaSpawn {
     pub memory_recent: usize,
     /// Summarize every N events (0: never).
     pub consolidate_every: usize,
-    /// The world to report to.
-    pub world: ActorRef<WorldMsg>,
+    /// The world to report to (or, on a shard, the host standing in for it).
+    pub world: DerivedActorRef<WorldMsg>,
 }
 
 /// Spawn arguments.
@@ -332,6 +332,6 @@ fn on_done(st: &mut PersonaState, tag: CallTag, result: Result<CallSuccess, Call
         Err(e) => Outcome::Skipped { reason: e.reason },
     };
     let summary = st.new_summary.take();
-    let _ = st.spawn.world.cast(WorldMsg::Acted { turn, idx: st.idx, outcome, summary });
+    let _ = st.spawn.world.send_message(WorldMsg::Acted { turn, idx: st.idx, outcome, summary });
     st.act_span = tracing::Span::none();
 }

@@ -213,7 +213,7 @@ impl Actor for SupervisorActor {
                     match spawn_persona(&myself, st, idx, spawn, history).await {
                         Ok(_) => {
                             let _ = st.metrics.cast(MetricsMsg::Restart);
-                            let _ = world.cast(WorldMsg::PersonaRestarted { idx });
+                            let _ = world.send_message(WorldMsg::PersonaRestarted { idx });
                         }
                         Err(e) => {
                             tracing::error!(persona = idx, error = %e, "could not restart persona")
@@ -292,7 +292,7 @@ impl Actor for SupervisorActor {
             if let Some(idx) = idx {
                 tracing::warn!(persona = idx, error = %err, "persona actor failed; restarting it with its memory");
                 if let Some((spawn, _)) = st.personas.get(&idx) {
-                    let _ = spawn.world.cast(WorldMsg::PersonaFailed { idx });
+                    let _ = spawn.world.send_message(WorldMsg::PersonaFailed { idx });
                 }
             }
         }
@@ -388,7 +388,7 @@ fn within_cost_limit(st: &mut SupervisorState, id: u64) -> bool {
     );
     tracing::warn!(%reason, "stopping the run before it costs more");
     if let Some(world) = st.personas.values().next().map(|(s, _)| s.world.clone()) {
-        let _ = world.cast(WorldMsg::Stop(StopReason::CostLimit(reason)));
+        let _ = world.send_message(WorldMsg::Stop(StopReason::CostLimit(reason)));
     }
     false
 }
@@ -545,7 +545,7 @@ fn fail(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, id: u64, err
     let decision = match policy::fatal(&err, st.any_success) {
         Some(reason) => {
             if let Some(world) = st.personas.values().next().map(|(s, _)| s.world.clone()) {
-                let _ = world.cast(WorldMsg::Stop(StopReason::Failed(reason.clone())));
+                let _ = world.send_message(WorldMsg::Stop(StopReason::Failed(reason.clone())));
             }
             Decision::GiveUp { reason }
         }

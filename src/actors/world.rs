@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::metrics::MetricsMsg;
 use super::persona::{Outcome, PersonaMsg, PersonaSpawn, now_us};
+use super::remote::{Rebuild, RemoteAct, RemoteSpawn, ToHosts};
 use super::supervisor::{SupervisorMsg, persona_name};
 use crate::config::{SimulationConfig, TurnPolicy};
 use crate::memory::{MemoryEvent, Utterance};
@@ -68,6 +69,8 @@ pub struct WorldArgs {
     pub provider: Arc<dyn crate::llm::Provider>,
     /// How many personas act each turn (everyone when unset).
     pub activation: Option<crate::scenario::Activation>,
+    /// Personas live elsewhere (a sharded run): acts go here, not to local actors.
+    pub remote: Option<mpsc::UnboundedSender<ToHosts>>,
 }
 
 /// Where a fork leaves its recorded history: after turn `at_turn`, the world takes `plan` and
@@ -114,6 +117,9 @@ pub enum WorldMsg {
     },
     /// Reply with persona `idx`'s memory log.
     GetLog(usize, RpcReplyPort<Vec<MemoryEvent>>),
+    /// Reply with what rebuilds these personas elsewhere (a sharded run): their spawn and
+    /// their memory before their latest batch.
+    Rebuild(Vec<usize>, RpcReplyPort<Vec<Rebuild>>),
 }
 
 #[derive(Debug)]
@@ -135,6 +141,12 @@ struct Slot {
     /// Between `PersonaFailed` and `PersonaRestarted`: its respawn history is already fixed, so
     /// new events stay in `pending` until the new actor can take them.
     restarting: bool,
+    /// Length of `log` before the latest batch it was sent (a remote persona's rebuild point).
+    mark: usize,
+    /// Its system prompt, once written for a remote rebuild (written, and trims told, once).
+    system: Option<Arc<str>>,
+    /// Its place in this turn's order (finding it by a scan made a turn quadratic).
+    order_pos: usize,
 }
 
 #[derive(Debug)]
@@ -183,6 +195,7 @@ pub struct WorldState {
     turn_span: tracing::Span,
     provider: Arc<dyn crate::llm::Provider>,
     activation: Option<crate::scenario::Activation>,
+    remote: Option<mpsc::UnboundedSender<ToHosts>>,
 }
 
 impl Actor for WorldActor {
@@ -193,7 +206,8 @@ impl Actor for WorldActor {
     async fn pre_start(&self, _myself: ActorRef<Self::Msg>, a: WorldArgs) -> Result<Self::State, ActorProcessingErr> {
         let c = a.config.clone();
         let mut st = WorldState {
-            policy: c.simulation.policy(),
+            // Remote personas are asked all at once (the carrier refuses other policies).
+            policy: if a.remote.is_some() { TurnPolicy::Parallel } else { c.simulation.policy() },
             max_turns: c.simulation.max_turns,
             config: a.config,
             facts: a.facts,
@@ -226,6 +240,7 @@ impl Actor for WorldActor {
             run_span: a.span,
             provider: a.provider,
             activation: a.activation,
+            remote: a.remote,
         };
         st.slots.reserve(a.personas.len());
         for p in a.personas {
@@ -238,6 +253,9 @@ impl Actor for WorldActor {
     async fn post_start(&self, myself: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
         let limit = crate::config::limits::secs(st.config.performance.timeout_seconds);
         ractor::time::send_after(limit, myself.get_cell(), || WorldMsg::Stop(StopReason::Timeout));
+        if let Some(r) = &st.remote {
+            let _ = r.send(ToHosts::Started { world: myself, metrics: st.metrics.clone(), events: st.events.clone() });
+        }
         Ok(())
     }
 
@@ -248,8 +266,14 @@ impl Actor for WorldActor {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         if st.finished {
-            if let WorldMsg::GetLog(idx, reply) = msg {
-                let _ = reply.send(st.slots.get(idx).map(|s| s.log.clone()).unwrap_or_default());
+            match msg {
+                WorldMsg::GetLog(idx, reply) => {
+                    let _ = reply.send(st.slots.get(idx).map(|s| s.log.clone()).unwrap_or_default());
+                }
+                WorldMsg::Rebuild(_, reply) => {
+                    let _ = reply.send(Vec::new());
+                }
+                _ => {}
             }
             return Ok(());
         }
@@ -270,6 +294,11 @@ impl Actor for WorldActor {
             WorldMsg::PersonaRestarted { idx } => on_restarted(st, idx),
             WorldMsg::GetLog(idx, reply) => {
                 let _ = reply.send(st.slots.get(idx).map(|s| s.log.clone()).unwrap_or_default());
+            }
+            WorldMsg::Rebuild(idxs, reply) => {
+                let n = st.slots.len();
+                let r = idxs.into_iter().filter(|&i| i < n).map(|i| rebuild(st, i)).collect();
+                let _ = reply.send(r);
             }
         }
         Ok(())
@@ -355,6 +384,9 @@ fn add_persona(st: &mut WorldState, p: PersonaSpec) -> usize {
         log: Vec::new(),
         actor: None,
         restarting: false,
+        mark: 0,
+        system: None,
+        order_pos: 0,
     });
     st.awaiting.push(false);
     st.names.add(&st.slots[idx], idx);
@@ -392,7 +424,7 @@ async fn ensure_actor(myself: &ActorRef<WorldMsg>, st: &mut WorldState, idx: usi
         memory_prefix: c.simulation.memory_prefix,
         memory_recent: c.simulation.memory_recent,
         consolidate_every: c.simulation.consolidate_every,
-        world: myself.clone(),
+        world: myself.get_derived(),
         spec,
     };
     let history = st.slots[idx].log.clone();
@@ -563,6 +595,10 @@ async fn begin_turn(myself: &ActorRef<WorldMsg>, st: &mut WorldState) {
     if st.policy == TurnPolicy::RandomOrder {
         rng::stream(st.sampling_config.simulation.run_seed, Stream::TurnOrder { turn }).shuffle(&mut order);
     }
+    if st.remote.is_some() {
+        ask_remote(myself, st, order);
+        return;
+    }
     // Actors start when their persona first acts.
     let mut ready = Vec::with_capacity(order.len());
     for i in order {
@@ -574,6 +610,9 @@ async fn begin_turn(myself: &ActorRef<WorldMsg>, st: &mut WorldState) {
         }
     }
     let order = ready;
+    for (pos, &i) in order.iter().enumerate() {
+        st.slots[i].order_pos = pos;
+    }
     st.order = order;
     st.next = 0;
     st.outstanding = 0;
@@ -684,6 +723,60 @@ fn apply_intervention(st: &mut WorldState, action: ResolvedAction) {
     emit(st, RunEvent::Intervention { turn, description });
 }
 
+/// A sharded run's turn: everyone in `order` is asked at once, in one message to the carrier
+/// (the `Parallel` policy: all act on the same snapshot, delivered in persona order).
+fn ask_remote(myself: &ActorRef<WorldMsg>, st: &mut WorldState, order: Vec<usize>) {
+    st.next = order.len();
+    st.outstanding = order.len();
+    st.parallel_results = vec![None; order.len()];
+    let mut acts = Vec::with_capacity(order.len());
+    for (pos, &idx) in order.iter().enumerate() {
+        st.awaiting[idx] = true;
+        let s = &mut st.slots[idx];
+        s.order_pos = pos;
+        let batch = std::mem::take(&mut s.pending);
+        s.mark = s.log.len();
+        s.log.extend(batch.iter().cloned());
+        acts.push(RemoteAct { idx, id: s.id.clone(), batch });
+    }
+    st.order = order;
+    if st.order.is_empty() {
+        end_turn(myself, st);
+        return;
+    }
+    let turn = ToHosts::Turn { turn: st.turn, context: st.context.clone(), acts };
+    if st.remote.as_ref().is_none_or(|r| r.send(turn).is_err()) {
+        finish(st, StopReason::Failed("the shards' carrier is gone; the run cannot go on".into()));
+    }
+}
+
+/// What rebuilds persona `idx` on a shard: its spawn (the system prompt written once, within
+/// its model's budget) and its memory before its latest batch.
+fn rebuild(st: &mut WorldState, idx: usize) -> Rebuild {
+    let spec = st.slots[idx].spec.clone();
+    let sampling = sampling_for(&spec, &st.sampling_config);
+    let system = match st.slots[idx].system.clone() {
+        Some(s) => s,
+        None => {
+            let s = persona_system(st, &spec, &sampling.model);
+            st.slots[idx].system = Some(s.clone());
+            s
+        }
+    };
+    let c = &st.config.simulation;
+    let spawn = RemoteSpawn {
+        spec: (*spec).clone(),
+        system: system.to_string(),
+        facts: (*st.facts).clone(),
+        sampling,
+        memory_prefix: c.memory_prefix,
+        memory_recent: c.memory_recent,
+        consolidate_every: c.consolidate_every,
+    };
+    let s = &st.slots[idx];
+    Rebuild { idx, spawn, history: s.log[..s.mark.min(s.log.len())].to_vec() }
+}
+
 fn ask_next(st: &mut WorldState) {
     let Some(&idx) = st.order.get(st.next) else {
         return;
@@ -729,7 +822,8 @@ fn on_acted(
     }
     match st.policy {
         TurnPolicy::Parallel => {
-            if let Some(pos) = st.order.iter().position(|&i| i == idx) {
+            let pos = st.slots[idx].order_pos;
+            if st.order.get(pos) == Some(&idx) {
                 st.parallel_results[pos] = Some(outcome);
             }
             if st.next < st.order.len() {
@@ -925,6 +1019,9 @@ fn finish(st: &mut WorldState, reason: StopReason) {
     st.finished = true;
     let completed_turns = if st.turn_complete { st.turn } else { st.turn.saturating_sub(1) };
     let state = FinalState { success: reason == StopReason::Completed, completed_turns, reason };
+    if let Some(r) = &st.remote {
+        let _ = r.send(ToHosts::Ended);
+    }
     emit(st, RunEvent::Finished(state.clone()));
     if let Some(done) = st.done.take() {
         let _ = done.send(state);

@@ -45,6 +45,16 @@ pub struct RunArgs {
     pub json: bool,
     #[command(flatten)]
     pub metrics: super::metrics::MetricsArgs,
+    /// Spread the personas over the `troupe shard` processes of this NATS server (cluster.url);
+    /// the world, the clock and the journal stay here
+    #[arg(long, value_name = "URL", conflicts_with_all = ["replay", "fork"])]
+    pub cluster: Option<String>,
+    /// A sharded run waits for this many shards before it starts (on --cluster or cluster.url)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1000), conflicts_with_all = ["replay", "fork"])]
+    pub shards: Option<u16>,
+    /// Seconds a sharded run waits for its shards to answer
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub shard_wait: f64,
 }
 
 pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -84,8 +94,15 @@ async fn start_and_drive(
     tx: mpsc::UnboundedSender<RunEvent>,
 ) -> anyhow::Result<ExitCode> {
     let save_under = (!a.no_save).then(|| conversations_dir(&cfg.output.output_dir));
-    let opts = RunOptions { save_under, events: Some(tx), ..Default::default() };
+    let mut opts = RunOptions { save_under, events: Some(tx), ..Default::default() };
     let turns = cfg.simulation.max_turns;
+    let sharded = match a.cluster.is_some() || a.shards.is_some() {
+        true => Some(shard_over_cluster(a, &cfg).await?),
+        false => None,
+    };
+    if let Some(s) = &sharded {
+        opts.remote = Some(s.remote.clone());
+    }
     let handle = match (&a.fork, a.at_turn) {
         (Some(dir), Some(at)) => resume::fork(dir, at, plan, cfg, opts).await?,
         _ => {
@@ -103,7 +120,49 @@ async fn start_and_drive(
             engine.start(plan, opts).await?
         }
     };
-    drive(handle, rx, turns, &a.mode()).await
+    let code = drive(handle, rx, turns, &a.mode()).await;
+    if let Some(s) = sharded {
+        drop(s.remote);
+        match tokio::time::timeout(Duration::from_secs(30), s.task).await {
+            Ok(Ok(r)) => eprintln!(
+                "sharded over {} shard(s): {} part(s), {:.1} MB sent, {:.1} MB of outcomes, {} persona(s) placed, {} act(s) sent again, {} shard(s) lost",
+                r.shards.len(),
+                r.parts,
+                r.bytes_sent as f64 / 1e6,
+                r.bytes_received as f64 / 1e6,
+                r.placed,
+                r.resent,
+                r.shards_lost
+            ),
+            _ => eprintln!("note: the shards were not all told that the run ended; they drop it after 10 minutes"),
+        }
+    }
+    code
+}
+
+/// Finds the shards of a sharded run and starts its carrier.
+async fn shard_over_cluster(
+    a: &RunArgs,
+    cfg: &troupe_sim::config::SimulationConfig,
+) -> anyhow::Result<troupe_sim::cluster::sharding::Sharded> {
+    use troupe_sim::config::TurnPolicy;
+    if cfg.simulation.policy() != TurnPolicy::Parallel {
+        return Err(super::UsageError(
+            "a sharded run asks every persona of a turn at once: give --policy parallel (or set simulation.turn_policy = \"parallel\"); round-robin and random order make each persona wait for the one before".into(),
+        )
+        .into());
+    }
+    if !(a.shard_wait.is_finite() && (0.1..=3600.0).contains(&a.shard_wait)) {
+        return Err(super::UsageError(format!("--shard-wait {}: give 0.1 to 3600 seconds", a.shard_wait)).into());
+    }
+    let cluster = troupe_sim::cluster::Cluster::connect(a.cluster.as_deref(), &cfg.cluster, "troupe run").await?;
+    let opts = troupe_sim::cluster::sharding::ShardingOptions {
+        shards: a.shards.map(usize::from),
+        wait: Duration::from_secs_f64(a.shard_wait),
+    };
+    let sharded = troupe_sim::cluster::sharding::start(cluster, cfg, opts).await?;
+    eprintln!("sharded run over {} shard(s): {}", sharded.shards.len(), sharded.shards.join(", "));
+    Ok(sharded)
 }
 
 /// How a run is shown.

@@ -71,11 +71,11 @@ fn show_stats(s: &WorkerStats) {
 }
 
 /// Providers by endpoint settings, shared by the runs that use the same ones (one budget).
-type Providers = Arc<Mutex<ProviderCache>>;
+pub(super) type Providers = Arc<Mutex<ProviderCache>>;
 
 /// The providers built so far, and the cluster-wide rate budgets they reserve their calls in.
 #[derive(Default)]
-struct ProviderCache {
+pub(super) struct ProviderCache {
     by_settings: HashMap<String, Arc<dyn Provider>>,
     budgets: Option<Arc<ClusterBudgets>>,
 }
@@ -354,7 +354,7 @@ async fn make(
 
 /// The provider for `cfg`'s endpoint settings. When the config limits requests or tokens per
 /// minute, its endpoints reserve their calls in the cluster-wide budget of their URL and key.
-async fn provider_for(
+pub(super) async fn provider_for(
     cluster: &Cluster,
     providers: &Providers,
     cfg: &SimulationConfig,

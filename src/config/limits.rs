@@ -140,6 +140,10 @@ fn check_cluster(c: &super::settings::ClusterConfig) -> Result<(), OutOfRange> {
     if !(c.lease_seconds.is_finite() && (1.0..=3600.0).contains(&c.lease_seconds)) {
         return bad("cluster.lease_seconds", c.lease_seconds.to_string(), "use 1 to 3600 seconds".into());
     }
+    if !(c.shard_deadline_seconds.is_finite() && (1.0..=600.0).contains(&c.shard_deadline_seconds)) {
+        let v = c.shard_deadline_seconds.to_string();
+        return bad("cluster.shard_deadline_seconds", v, "use 1 to 600 seconds (shards beat twice a second)".into());
+    }
     if !(1..=100).contains(&c.max_deliveries) {
         return bad("cluster.max_deliveries", c.max_deliveries.to_string(), "use 1 to 100".into());
     }

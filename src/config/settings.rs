@@ -638,6 +638,9 @@ pub struct ClusterConfig {
     /// it last heard from. Unset: only the workers heard from count.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<u32>,
+    /// A shard silent this long (no heartbeat; shards beat twice a second) is taken for lost in
+    /// a sharded run, and its personas move to the other shards, in seconds.
+    pub shard_deadline_seconds: f64,
 }
 
 impl Default for ClusterConfig {
@@ -651,6 +654,7 @@ impl Default for ClusterConfig {
             namespace: "troupe".into(),
             lease_seconds: 30.0,
             max_deliveries: 5,
+            shard_deadline_seconds: 5.0,
             workers: None,
         }
     }

@@ -34,6 +34,9 @@ pub struct RunOptions {
     /// Also send every journal line here as it is written (a cluster worker streams its
     /// journal to JetStream, so another worker can resume the run).
     pub journal_tap: Option<crate::record::journal::JournalTap>,
+    /// The personas live elsewhere (a sharded run, `crate::cluster::sharding`): the world sends
+    /// its turns here instead of asking local persona actors.
+    pub remote: Option<tokio::sync::mpsc::UnboundedSender<crate::actors::remote::ToHosts>>,
 }
 
 /// A run in progress.

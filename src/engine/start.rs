@@ -14,6 +14,7 @@ use tracing::Instrument;
 use super::collect::{Collect, Links, collect};
 use super::{EngineError, RunHandle, RunOptions, SimulationEngine};
 use crate::actors::metrics::{MetricsActor, MetricsArgs, MetricsMsg};
+use crate::actors::remote::ToHosts;
 use crate::actors::supervisor::{SupervisorActor, SupervisorArgs, SupervisorMsg};
 use crate::actors::world::{Switch, WorldActor, WorldArgs, WorldMsg};
 use crate::cost::Pricing;
@@ -57,7 +58,7 @@ impl SimulationEngine {
         let (tx, rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = oneshot::channel();
         let span = tracing::info_span!("simulation", run = %rid, scenario = %plan.name, personas = plan.personas.len());
-        let actors = self.spawn_actors(&plan, instance, tx, done_tx, span.clone()).await?;
+        let actors = self.spawn_actors(&plan, instance, (tx, opts.remote), done_tx, span.clone()).await?;
         span.in_scope(|| tracing::info!("simulation started"));
         span.in_scope(|| {
             let _ = actors.world.cast(WorldMsg::Start);
@@ -161,7 +162,7 @@ impl SimulationEngine {
         &self,
         plan: &RunPlan,
         instance: u64,
-        events: mpsc::UnboundedSender<RunEvent>,
+        (events, remote): (mpsc::UnboundedSender<RunEvent>, Option<mpsc::UnboundedSender<ToHosts>>),
         done: oneshot::Sender<FinalState>,
         span: tracing::Span,
     ) -> Result<Actors, EngineError> {
@@ -189,7 +190,8 @@ impl SimulationEngine {
                 return Err(spawn_err(e));
             }
         };
-        let world_args = self.world_args(plan, instance, &supervisor, &metrics, events, done, span.clone());
+        let mut world_args = self.world_args(plan, instance, &supervisor, &metrics, events, done, span.clone());
+        world_args.remote = remote;
         match Actor::spawn(None, WorldActor, world_args).instrument(span).await {
             Ok((world, _)) => Ok(Actors { metrics, supervisor, world }),
             Err(e) => {
@@ -234,6 +236,7 @@ impl SimulationEngine {
             span,
             provider: self.provider.clone(),
             activation: first.activation.clone(),
+            remote: None,
             config: self.config.clone(),
             supervisor: supervisor.clone(),
             metrics: metrics.clone(),
