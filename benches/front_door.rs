@@ -20,6 +20,10 @@
 //!   machine's noise between two runs is larger than the cost.
 //! - `traces`: the same 10,000 calls with and without `monitoring.otlp_endpoint`, exported to an
 //!   OTLP/HTTP receiver in this bench process: what tracing costs per call.
+//! - `sharded`: 100,000 personas x 3 turns, degree 8, everyone acting, over 3 `troupe shard`
+//!   processes and a `nats-server -js` on this machine, then the same run in one process: the
+//!   coordinator's wall time, CPU per persona-turn and bytes sent per persona-turn, and the
+//!   shards' CPU (all on the same 2 cores, so the wall time is the whole machine's work).
 //! - `http`: 50 personas x 60 turns = 3,000 calls against a loopback OpenAI-compatible mock
 //!   served by this bench process (its CPU is not counted), with and without saving; and bare
 //!   reqwest making the same 3,000 requests (50 at a time) from a child process, the floor.
@@ -28,6 +32,8 @@
 mod cli;
 #[path = "../tests/support/mock_openai.rs"]
 mod mock_openai;
+#[path = "../tests/support/nats.rs"]
+mod nats;
 #[path = "../tests/support/otlp.rs"]
 mod otlp;
 #[path = "../tests/support/population.rs"]
@@ -101,9 +107,85 @@ fn main() {
     if wanted("traces") {
         traces_overhead(tmp.path());
     }
+    if wanted("sharded") {
+        sharded(tmp.path());
+    }
     if wanted("http") {
         http(tmp.path());
     }
+}
+
+/// CPU seconds a live process has used so far (`/proc/PID/stat`, user + system).
+fn cpu_so_far(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// 100,000 personas x 3 turns over 3 shards, and the same in one process.
+fn sharded(dir: &Path) {
+    let Some(n) = nats::start() else { return };
+    let dir = dir.join("sharded");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shape = Shape { n: 100_000, turns: 3, degree: Some(8), active: None, policy: "Parallel" };
+    let pop = write(&dir, shape);
+    let acts = calls_of(shape);
+    let shards: Vec<std::process::Child> = (1..=3)
+        .map(|i| {
+            let mut c = troupe();
+            c.args(["shard", "--nats", &n.url, "--id", &format!("bench{i}")]).env("TROUPE_LLM__PROVIDER", "simulated");
+            c.stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            c.spawn().unwrap()
+        })
+        .collect();
+    for save in [true, false] {
+        let err = dir.join("coordinator.log");
+        let mut c = run_saving(&pop.scenario, &dir.join("out-sharded"));
+        c.args(["--policy", "parallel", "--cluster", &n.url, "--shards", "3"]);
+        if !save {
+            c.arg("--no-save");
+        }
+        c.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+        c.stderr(std::fs::File::create(&err).unwrap());
+        let before: f64 = shards.iter().map(|s| cpu_so_far(s.id())).sum();
+        let t0 = std::time::Instant::now();
+        let u = cli::usage_of(c.spawn().unwrap(), t0);
+        let shard_cpu = shards.iter().map(|s| cpu_so_far(s.id())).sum::<f64>() - before;
+        let log = std::fs::read_to_string(&err).unwrap_or_default();
+        assert_eq!(u.code, Some(0), "the sharded run failed:\n{log}");
+        let saving = if save { "saving on" } else { "--no-save" };
+        row(
+            &format!(
+                "sharded: {} personas x {} turns, degree 8, 3 shards, coordinator, {saving}",
+                shape.n, shape.turns
+            ),
+            acts,
+            u,
+        );
+        let sent = log.split(" bytes per persona act").next().and_then(|l| l.rsplit('(').next()).unwrap_or("?");
+        println!(
+            "figure: sharded ({saving}): coordinator CPU per persona-turn {:.1} µs, bytes sent per persona-turn {sent}, shards' CPU {:.1} s ({:.1} µs per persona-turn)",
+            u.cpu.as_secs_f64() * 1e6 / acts as f64,
+            shard_cpu,
+            shard_cpu * 1e6 / acts as f64
+        );
+    }
+    for s in shards {
+        cli::terminate(s, Duration::from_secs(10));
+    }
+    let one = best_of(1, || run_saving(&pop.scenario, &dir.join("out-one")));
+    row(
+        &format!("the same in one process: {} personas x {} turns, degree 8, saving on", shape.n, shape.turns),
+        acts,
+        one,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The panel at 100 turns (10,000 calls) in `dir/name`: the folder, the population, the calls.

@@ -51,7 +51,9 @@
 //!   with statistics, blinding and per-persona extraction.
 //! - [`cluster`]: experiments and stress sweeps on several machines through NATS JetStream: the
 //!   coordinator queues runs, `troupe worker`s make them (leases, journals streamed for resume,
-//!   files back in the report), and one GCRA rate budget per key holds across every worker.
+//!   files back in the report), and one GCRA rate budget per key holds across every worker;
+//!   sharded runs: the world on the coordinator (`cluster::sharding`), persona actors on
+//!   `troupe shard`s (`cluster::shard`, the `actors::host` actor standing in for the world).
 //! - [`monitoring`]: `/metrics` in the Prometheus text format (`--metrics-addr`), served from
 //!   the metrics actors' own figures through the process' `MonitorActor`, and the last
 //!   transcript lines at `/messages`; reading them back from outside (`monitoring::scrape`,
@@ -73,6 +75,9 @@
 //!        ── SupervisorActor ── PersonaActor × N (linked; restarted with their memory on panic)
 //!        ── WorldActor (asks personas to act, delivers what they say)
 //! MonitorActor (one per process, with --metrics-addr) ◂── every run's MetricsActor
+//!
+//! sharded run: coordinator WorldActor ──(cluster::sharding, NATS)──▸ troupe shard:
+//!              MetricsActor, SupervisorActor ── PersonaActor × its share, HostActor (the world's stand-in)
 //! ```
 #![warn(missing_docs, missing_debug_implementations)]
 

@@ -61,7 +61,9 @@ fn lines(out: &Path) -> Lines {
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|e| e.get("text").is_some())
-        .map(|e| (e["turn"].as_u64().unwrap(), e["speaker_id"].as_str().unwrap().into(), e["text"].as_str().unwrap().into()))
+        .map(|e| {
+            (e["turn"].as_u64().unwrap(), e["speaker_id"].as_str().unwrap().into(), e["text"].as_str().unwrap().into())
+        })
         .collect()
 }
 
@@ -103,7 +105,8 @@ fn twenty_thousand_personas_over_three_shards_say_what_one_process_says() {
     let shards: Vec<Child> = ids.iter().map(|id| shard(&n.url, tmp.path(), id, &env)).collect();
     let local = run_within(&mut run(&pop.scenario, &tmp.path().join("local"), None, &env), Duration::from_secs(600));
     assert_eq!(local.code, Some(0), "{}", local.both());
-    let d = run_within(&mut run(&pop.scenario, &tmp.path().join("sharded"), Some(&n.url), &env), Duration::from_secs(600));
+    let d =
+        run_within(&mut run(&pop.scenario, &tmp.path().join("sharded"), Some(&n.url), &env), Duration::from_secs(600));
     for s in shards {
         support::cli::terminate(s, Duration::from_secs(10));
     }

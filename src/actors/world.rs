@@ -143,8 +143,8 @@ struct Slot {
     restarting: bool,
     /// Length of `log` before the latest batch it was sent (a remote persona's rebuild point).
     mark: usize,
-    /// Its system prompt, once written for a remote rebuild (written, and trims told, once).
-    system: Option<Arc<str>>,
+    /// True once a remote rebuild wrote its system prompt (facts left out are told once).
+    prompted: bool,
     /// Its place in this turn's order (finding it by a scan made a turn quadratic).
     order_pos: usize,
 }
@@ -385,7 +385,7 @@ fn add_persona(st: &mut WorldState, p: PersonaSpec) -> usize {
         actor: None,
         restarting: false,
         mark: 0,
-        system: None,
+        prompted: false,
         order_pos: 0,
     });
     st.awaiting.push(false);
@@ -750,18 +750,21 @@ fn ask_remote(myself: &ActorRef<WorldMsg>, st: &mut WorldState, order: Vec<usize
     }
 }
 
-/// What rebuilds persona `idx` on a shard: its spawn (the system prompt written once, within
-/// its model's budget) and its memory before its latest batch.
+/// What rebuilds persona `idx` on a shard: its spawn (the system prompt within its model's
+/// budget) and its memory before its latest batch.
 fn rebuild(st: &mut WorldState, idx: usize) -> Rebuild {
     let spec = st.slots[idx].spec.clone();
     let sampling = sampling_for(&spec, &st.sampling_config);
-    let system = match st.slots[idx].system.clone() {
-        Some(s) => s,
-        None => {
-            let s = persona_system(st, &spec, &sampling.model);
-            st.slots[idx].system = Some(s.clone());
-            s
-        }
+    // Written again for a move rather than kept: 100,000 prompts would weigh on the coordinator.
+    let system = if st.slots[idx].prompted {
+        let budget = crate::prompt::prompt_budget(
+            st.config.llm.persona_budget_tokens,
+            st.provider.context_window(&sampling.model),
+        );
+        crate::prompt::persona_prompt(&spec, budget).text
+    } else {
+        st.slots[idx].prompted = true;
+        persona_system(st, &spec, &sampling.model)
     };
     let c = &st.config.simulation;
     let spawn = RemoteSpawn {

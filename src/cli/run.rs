@@ -125,11 +125,13 @@ async fn start_and_drive(
         drop(s.remote);
         match tokio::time::timeout(Duration::from_secs(30), s.task).await {
             Ok(Ok(r)) => eprintln!(
-                "sharded over {} shard(s): {} part(s), {:.1} MB sent, {:.1} MB of outcomes, {} persona(s) placed, {} act(s) sent again, {} shard(s) lost",
+                "sharded over {} shard(s): {} part(s), {:.1} MB sent ({} bytes per persona act), {:.1} MB of outcomes ({} bytes per act), {} persona(s) placed, {} act(s) sent again, {} shard(s) lost",
                 r.shards.len(),
                 r.parts,
                 r.bytes_sent as f64 / 1e6,
+                r.bytes_sent / r.acts.max(1),
                 r.bytes_received as f64 / 1e6,
+                r.bytes_received / r.acts.max(1),
                 r.placed,
                 r.resent,
                 r.shards_lost

@@ -55,10 +55,10 @@ async fn run_async(g: &GlobalArgs, a: ShardArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The worker's default name (host and process id) and a random part: a shard restarted with
+/// the same process id on the same host is still a new shard.
 fn default_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-    let host: String = host.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(40).collect();
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    format!("{}-{}-{:05x}", if host.is_empty() { "shard" } else { &host }, std::process::id(), nanos & 0xfffff)
+    format!("{}-{:05x}", super::worker::default_name(), nanos & 0xfffff)
 }

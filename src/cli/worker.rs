@@ -66,7 +66,7 @@ async fn run_async(g: &GlobalArgs, a: WorkerArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn default_name() -> String {
+pub(super) fn default_name() -> String {
     let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
     let host: String = host.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(40).collect();
     format!("{}-{}", if host.is_empty() { "worker" } else { &host }, std::process::id())

@@ -87,7 +87,7 @@ pub async fn run_shard(
                 match super::messages::parse::<ToShard>("a turn part", &m.payload) {
                     Ok(ToShard::Turn(part)) => {
                         let n = part.acts.len() as u64;
-                        match take_part(&cluster, &base, &providers, &opts.id, &mut runs, part).await {
+                        match take_part(&cluster, &base, &providers, &opts.id, &mut runs, *part).await {
                             Ok(()) => {
                                 stats.acts += n;
                                 acts.store(stats.acts, Ordering::Relaxed);

@@ -418,7 +418,7 @@ impl Carrier {
             table: table.finish(),
             acts,
         };
-        let body = match serde_json::to_vec(&ToShard::Turn(part)) {
+        let body = match serde_json::to_vec(&ToShard::Turn(Box::new(part))) {
             Ok(b) => b,
             Err(e) => return tracing::error!("cannot encode a turn part: {e}"),
         };

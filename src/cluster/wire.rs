@@ -34,7 +34,7 @@ pub struct Heartbeat {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ToShard {
     /// A part of a turn.
-    Turn(TurnPart),
+    Turn(Box<TurnPart>),
     /// The run is over: drop its personas.
     End {
         /// Run id.
@@ -140,6 +140,7 @@ pub enum WireKind {
 pub struct TableBuilder {
     table: Vec<Utterance>,
     at: HashMap<u64, u32>,
+    bytes: usize,
 }
 
 impl TableBuilder {
@@ -158,14 +159,15 @@ impl TableBuilder {
     fn slot(&mut self, u: &Arc<Utterance>) -> u32 {
         let next = self.table.len() as u32;
         *self.at.entry(u.seq).or_insert_with(|| {
+            self.bytes += u.text.len() + u.speaker.len() + u.role.len() + u.speaker_id.len() + 64;
             self.table.push((**u).clone());
             next
         })
     }
 
-    /// Bytes of text in the table so far (a part's size, roughly).
+    /// Bytes of text in the table so far (a part's size, roughly), kept as it grows.
     pub fn text_bytes(&self) -> usize {
-        self.table.iter().map(|u| u.text.len() + u.speaker.len() + u.role.len() + u.speaker_id.len() + 64).sum()
+        self.bytes
     }
 
     /// The table.
