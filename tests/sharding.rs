@@ -245,3 +245,67 @@ fn a_broker_restart_mid_run_pauses_the_run_and_it_completes() {
     let (a, b) = (lines(&tmp.path().join("local")), lines(&out));
     assert!(a == b, "{}\n{}", first_difference(&a, &b), logs(tmp.path(), &ids));
 }
+
+/// The coordinator killed (SIGKILL) during turn 2: `troupe resume RUN_DIR --cluster URL`
+/// continues the run on the shards; the recorded exchanges travel with the acts and are
+/// answered again without reaching the provider; the transcript is the one-process run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_coordinator_resumes_on_the_shards_and_nothing_is_paid_twice() {
+    let Some(n) = nats::start() else { return };
+    let delay = Duration::from_millis(100);
+    let mock = MockServer::start(MockConfig { delay, ..MockConfig::default() }).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let pop = write(tmp.path(), Shape { n: 60, turns: 3, degree: Some(8), active: None, policy: "Parallel" });
+    let env = vec![
+        ("TROUPE_LLM__PROVIDER", "openai".to_string()),
+        ("TROUPE_LLM__BASE_URL", mock.base_url()),
+        ("OPENAI_API_KEY", "sk-test-shards".to_string()),
+        ("TROUPE_PERFORMANCE__MAX_WORKERS", "4".to_string()),
+    ];
+    let ids = ["c1", "c2", "c3"];
+    let shards: Vec<Child> = ids.iter().map(|id| shard(&n.url, tmp.path(), id, &env)).collect();
+    let out = tmp.path().join("sharded");
+    let mut coord = run(&pop.scenario, &out, Some(&n.url), &env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while mock.request_count() < 80 && t0.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    coord.kill().unwrap();
+    let killed_at = Instant::now();
+    coord.wait().unwrap();
+    let paid_before = mock.request_count();
+    let dir = run_dirs(&out).pop().expect("a run folder");
+    let mut r = troupe();
+    r.arg("resume").arg(&dir).args(["-q", "--cluster", &n.url, "--shards", "3"]);
+    for (k, v) in &env {
+        r.env(k, v);
+    }
+    let done = tokio::task::spawn_blocking(move || run_within(&mut r, Duration::from_secs(300))).await.unwrap();
+    for s in shards {
+        support::cli::terminate(s, Duration::from_secs(10));
+    }
+    assert_eq!(done.code, Some(0), "{}\n{}", done.both(), logs(tmp.path(), &ids));
+    assert!(done.stderr.contains("sharded over 3 shard(s)"), "{}", done.stderr);
+    let mut first: HashMap<String, Instant> = HashMap::new();
+    let mut twice = 0;
+    for r in mock.requests() {
+        let body = r.body.to_string();
+        match first.get(&body) {
+            Some(&at) if at + delay + Duration::from_millis(500) < killed_at => twice += 1,
+            Some(_) => {}
+            None => {
+                first.insert(body, r.at.into());
+            }
+        }
+    }
+    assert_eq!(twice, 0, "{twice} exchange(s) paid twice ({paid_before} made before the kill)");
+    let local = run_within(&mut run(&pop.scenario, &tmp.path().join("local"), None, &env), Duration::from_secs(300));
+    assert_eq!(local.code, Some(0), "{}", local.both());
+    let (a, b) = (lines(&tmp.path().join("local")), lines(&out));
+    assert!(a == b, "{}", first_difference(&a, &b));
+}

@@ -28,6 +28,16 @@ pub struct ResumeArgs {
     /// Print results.json to stdout at the end
     #[arg(long)]
     pub json: bool,
+    /// Continue a sharded run on the `troupe shard`s of this NATS server (cluster.url): the
+    /// recorded exchanges travel with the acts and are answered again without paying
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+    /// Wait for this many shards before continuing (on --cluster or cluster.url)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub shards: Option<u16>,
+    /// Seconds to wait for the shards to answer
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub shard_wait: f64,
 }
 
 pub fn run(g: &GlobalArgs, a: ResumeArgs) -> anyhow::Result<ExitCode> {
@@ -46,7 +56,23 @@ pub fn run(g: &GlobalArgs, a: ResumeArgs) -> anyhow::Result<ExitCode> {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let allow = ResumePermissions { provider_change: a.allow_provider_change };
-        let opts = RunOptions { events: Some(tx), ..Default::default() };
+        let mut opts = RunOptions { events: Some(tx), ..Default::default() };
+        let sharded = match a.cluster.is_some() || a.shards.is_some() {
+            true => {
+                super::run::check_parallel(&config)?;
+                super::run::check_shard_wait(a.shard_wait)?;
+                let so = troupe_sim::cluster::sharding::ShardingOptions {
+                    shards: a.shards.map(usize::from),
+                    wait: std::time::Duration::from_secs_f64(a.shard_wait),
+                    recorded: troupe_sim::cluster::sharding::ShardingOptions::recorded_from(&rec.exchanges),
+                };
+                Some(super::run::shard_with(&a.cluster, &rec.run_id, so, &config).await?)
+            }
+            false => None,
+        };
+        if let Some(s) = &sharded {
+            opts.remote = Some(s.remote.clone());
+        }
         let handle = match resume::resume(&a.run_dir, &current, allow, opts).await {
             Ok(h) => h,
             Err(troupe_sim::engine::EngineError::AlreadyComplete(dir)) => {
@@ -55,6 +81,10 @@ pub fn run(g: &GlobalArgs, a: ResumeArgs) -> anyhow::Result<ExitCode> {
             }
             Err(e) => return Err(e.into()),
         };
-        drive(handle, rx, config.simulation.max_turns, &Mode { quiet: a.quiet, json: a.json }).await
+        let code = drive(handle, rx, config.simulation.max_turns, &Mode { quiet: a.quiet, json: a.json }).await;
+        if let Some(s) = sharded {
+            super::run::report_sharded(s).await;
+        }
+        code
     })?
 }

@@ -97,7 +97,19 @@ async fn start_and_drive(
     let mut opts = RunOptions { save_under, events: Some(tx), ..Default::default() };
     let turns = cfg.simulation.max_turns;
     let sharded = match a.cluster.is_some() || a.shards.is_some() {
-        true => Some(shard_over_cluster(a, &cfg).await?),
+        true => {
+            // The run id names the run's outcomes on the cluster, so it is chosen here.
+            let now = chrono::Utc::now();
+            let stream = troupe_sim::rng::Stream::RunId {
+                instance: u64::from(std::process::id()),
+                micros: now.timestamp_micros() as u64,
+            };
+            let suffix = troupe_sim::rng::derive(cfg.simulation.run_seed, stream);
+            let rid = troupe_sim::record::results::run_id(&plan.name, now, suffix);
+            let s = shard_over_cluster(a, &cfg, &rid).await?;
+            opts.run_id = Some(rid);
+            Some(s)
+        }
         false => None,
     };
     if let Some(s) = &sharded {
@@ -122,49 +134,77 @@ async fn start_and_drive(
     };
     let code = drive(handle, rx, turns, &a.mode()).await;
     if let Some(s) = sharded {
-        drop(s.remote);
-        match tokio::time::timeout(Duration::from_secs(30), s.task).await {
-            Ok(Ok(r)) => eprintln!(
-                "sharded over {} shard(s): {} part(s), {:.1} MB sent ({} bytes per persona act), {:.1} MB of outcomes ({} bytes per act), {} persona(s) placed, {} act(s) sent again, {} shard(s) lost",
-                r.shards.len(),
-                r.parts,
-                r.bytes_sent as f64 / 1e6,
-                r.bytes_sent / r.acts.max(1),
-                r.bytes_received as f64 / 1e6,
-                r.bytes_received / r.acts.max(1),
-                r.placed,
-                r.resent,
-                r.shards_lost
-            ),
-            _ => eprintln!("note: the shards were not all told that the run ended; they drop it after 10 minutes"),
-        }
+        report_sharded(s).await;
     }
     code
+}
+
+/// A sharded run needs the parallel policy.
+pub fn check_parallel(cfg: &troupe_sim::config::SimulationConfig) -> anyhow::Result<()> {
+    if cfg.simulation.policy() != troupe_sim::config::TurnPolicy::Parallel {
+        return Err(super::UsageError(
+            "a sharded run asks every persona of a turn at once: give --policy parallel (or set simulation.turn_policy = \"parallel\"); round-robin and random order make each persona wait for the one before".into(),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// `--shard-wait` within bounds.
+pub fn check_shard_wait(s: f64) -> anyhow::Result<()> {
+    if !(s.is_finite() && (0.1..=3600.0).contains(&s)) {
+        return Err(super::UsageError(format!("--shard-wait {s}: give 0.1 to 3600 seconds")).into());
+    }
+    Ok(())
 }
 
 /// Finds the shards of a sharded run and starts its carrier.
 async fn shard_over_cluster(
     a: &RunArgs,
     cfg: &troupe_sim::config::SimulationConfig,
+    run_id: &str,
 ) -> anyhow::Result<troupe_sim::cluster::sharding::Sharded> {
-    use troupe_sim::config::TurnPolicy;
-    if cfg.simulation.policy() != TurnPolicy::Parallel {
-        return Err(super::UsageError(
-            "a sharded run asks every persona of a turn at once: give --policy parallel (or set simulation.turn_policy = \"parallel\"); round-robin and random order make each persona wait for the one before".into(),
-        )
-        .into());
-    }
-    if !(a.shard_wait.is_finite() && (0.1..=3600.0).contains(&a.shard_wait)) {
-        return Err(super::UsageError(format!("--shard-wait {}: give 0.1 to 3600 seconds", a.shard_wait)).into());
-    }
-    let cluster = troupe_sim::cluster::Cluster::connect(a.cluster.as_deref(), &cfg.cluster, "troupe run").await?;
+    check_parallel(cfg)?;
+    check_shard_wait(a.shard_wait)?;
     let opts = troupe_sim::cluster::sharding::ShardingOptions {
         shards: a.shards.map(usize::from),
         wait: Duration::from_secs_f64(a.shard_wait),
+        recorded: Default::default(),
     };
-    let sharded = troupe_sim::cluster::sharding::start(cluster, cfg, opts).await?;
+    shard_with(&a.cluster, run_id, opts, cfg).await
+}
+
+/// Checks the policy, connects and starts a sharded run's carrier (`run` and `resume`).
+pub async fn shard_with(
+    url: &Option<String>,
+    run_id: &str,
+    opts: troupe_sim::cluster::sharding::ShardingOptions,
+    cfg: &troupe_sim::config::SimulationConfig,
+) -> anyhow::Result<troupe_sim::cluster::sharding::Sharded> {
+    let cluster = troupe_sim::cluster::Cluster::connect(url.as_deref(), &cfg.cluster, "troupe run").await?;
+    let sharded = troupe_sim::cluster::sharding::start(cluster, run_id, cfg, opts).await?;
     eprintln!("sharded run over {} shard(s): {}", sharded.shards.len(), sharded.shards.join(", "));
     Ok(sharded)
+}
+
+/// After a sharded run: waits for its carrier and prints what it did.
+pub async fn report_sharded(s: troupe_sim::cluster::sharding::Sharded) {
+    drop(s.remote);
+    match tokio::time::timeout(Duration::from_secs(30), s.task).await {
+        Ok(Ok(r)) => eprintln!(
+            "sharded over {} shard(s): {} part(s), {:.1} MB sent ({} bytes per persona act), {:.1} MB of outcomes ({} bytes per act), {} persona(s) placed, {} act(s) sent again, {} shard(s) lost",
+            r.shards.len(),
+            r.parts,
+            r.bytes_sent as f64 / 1e6,
+            r.bytes_sent / r.acts.max(1),
+            r.bytes_received as f64 / 1e6,
+            r.bytes_received / r.acts.max(1),
+            r.placed,
+            r.resent,
+            r.shards_lost
+        ),
+        _ => eprintln!("note: the shards were not all told that the run ended; they drop it after 10 minutes"),
+    }
 }
 
 /// How a run is shown.

@@ -24,7 +24,8 @@ use crate::actors::host::{HostActor, HostArgs, HostMsg, HostReport};
 use crate::actors::metrics::{MetricsActor, MetricsArgs, MetricsMsg};
 use crate::actors::persona::PersonaSpawn;
 use crate::actors::supervisor::{SupervisorActor, SupervisorArgs, SupervisorMsg};
-use crate::config::SimulationConfig;
+use crate::config::{CacheMode, SimulationConfig};
+use crate::llm::cache::{CachingProvider, ResponseCache};
 use crate::memory::Utterance;
 use crate::record::transcript::RunEvent;
 
@@ -58,6 +59,8 @@ pub struct ShardStats {
 /// One run hosted here.
 struct Hosted {
     host: ActorRef<HostMsg>,
+    /// A resumed run's recorded answers, served by the run's provider before it pays.
+    recorded: Option<Arc<ResponseCache>>,
     supervisor: ActorRef<SupervisorMsg>,
     metrics: ActorRef<MetricsMsg>,
     last_seen: Instant,
@@ -175,6 +178,13 @@ async fn take_part(
     let table: Vec<Arc<Utterance>> = part.table.into_iter().map(Arc::new).collect();
     let context: Arc<str> = part.context.into();
     for act in part.acts {
+        if let Some(cache) = &h.recorded {
+            for x in &act.recorded {
+                if let Ok(k) = u64::from_str_radix(&x.key, 16) {
+                    cache.insert(k, x.response.clone());
+                }
+            }
+        }
         let batch = decode(&table, act.batch)?;
         let place = match act.place {
             Some(p) => {
@@ -221,7 +231,12 @@ async fn host_run(
     let cfg = base.with_recorded_simulation(&part.config);
     crate::config::limits::check(&cfg)
         .map_err(|e| ClusterError::Untrusted(format!("run {}: config {}: {}", part.run, e.key, e.message)))?;
-    let provider = provider_for(cluster, providers, &cfg).await?;
+    let mut provider = provider_for(cluster, providers, &cfg).await?;
+    let recorded = part.resumed.then(|| Arc::new(ResponseCache::in_memory()));
+    if let Some(cache) = &recorded {
+        let name = provider.name().to_string();
+        provider = Arc::new(CachingProvider::new(Some(provider), cache.clone(), CacheMode::Auto, &name));
+    }
     let spawn_err = |e: ractor::SpawnErr| ClusterError::JetStream {
         what: "starting a run's actors".into(),
         message: e.to_string(),
@@ -253,7 +268,7 @@ async fn host_run(
         .map_err(spawn_err)?;
     tokio::spawn(journal_outcomes(cluster.clone(), part.run.clone(), shard.to_string(), out_rx, ev_rx));
     tracing::info!(run = %part.run, "hosting personas of a sharded run");
-    Ok(Hosted { host, supervisor, metrics, last_seen: Instant::now() })
+    Ok(Hosted { host, recorded, supervisor, metrics, last_seen: Instant::now() })
 }
 
 /// Publishes what the personas did to the run's exchanges stream, in batches, each with the

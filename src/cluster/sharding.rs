@@ -35,6 +35,7 @@ use crate::actors::persona::Outcome;
 use crate::actors::remote::{Rebuild, RemoteAct, ToHosts};
 use crate::actors::world::WorldMsg;
 use crate::config::SimulationConfig;
+use crate::record::journal::Exchange;
 use crate::record::transcript::{RunEvent, StopReason};
 
 /// How a sharded run finds its shards.
@@ -44,6 +45,20 @@ pub struct ShardingOptions {
     pub shards: Option<usize>,
     /// How long to wait for them.
     pub wait: Duration,
+    /// A resumed run's recorded exchanges by (persona id, turn): sent with each act, so the
+    /// shards answer them again without paying.
+    pub recorded: HashMap<(String, u32), Vec<Exchange>>,
+}
+
+impl ShardingOptions {
+    /// Groups a recording's exchanges by persona and turn.
+    pub fn recorded_from(exchanges: &[Exchange]) -> HashMap<(String, u32), Vec<Exchange>> {
+        let mut m: HashMap<(String, u32), Vec<Exchange>> = HashMap::new();
+        for x in exchanges {
+            m.entry((x.persona.clone(), x.turn)).or_default().push(x.clone());
+        }
+        m
+    }
 }
 
 /// What the carrier did, for the closing line and the benchmark.
@@ -84,8 +99,15 @@ pub struct Sharded {
 /// No shard: nobody answers for `u16::MAX`.
 const NOWHERE: u16 = u16::MAX;
 
-/// Finds the live shards and starts the carrier for one run.
-pub async fn start(cluster: Cluster, cfg: &SimulationConfig, opts: ShardingOptions) -> Result<Sharded, ClusterError> {
+/// Finds the live shards and starts the carrier for run `run` (the engine's run id, so a
+/// resumed run reads what its shards journaled before the coordinator was lost).
+pub async fn start(
+    cluster: Cluster,
+    run: &str,
+    cfg: &SimulationConfig,
+    opts: ShardingOptions,
+) -> Result<Sharded, ClusterError> {
+    super::messages::check_id("run id", run)?;
     let mut beats = cluster.client.subscribe(cluster.names.shard_heartbeats()).await.ctx("listening for shards")?;
     let found = find_shards(&mut beats, &opts).await;
     if found.is_empty() || opts.shards.is_some_and(|n| found.len() < n) {
@@ -97,16 +119,7 @@ pub async fn start(cluster: Cluster, cfg: &SimulationConfig, opts: ShardingOptio
             opts.shards.map(|n| format!(", {n} wanted")).unwrap_or_default(),
         )));
     }
-    let run = format!(
-        "sharded-{:016x}",
-        crate::rng::derive(
-            cfg.simulation.run_seed,
-            crate::rng::Stream::RunId {
-                instance: std::process::id() as u64,
-                micros: chrono::Utc::now().timestamp_micros() as u64,
-            }
-        )
-    );
+    let run = run.to_string();
     let subject = cluster.names.exchanges_subject(&run);
     let stream = cluster.js.get_stream(cluster.names.exchanges_stream()).await.ctx("opening the exchanges stream")?;
     let outcomes = read_outcomes(&stream, &subject, 0).await?;
@@ -136,6 +149,8 @@ pub async fn start(cluster: Cluster, cfg: &SimulationConfig, opts: ShardingOptio
         outstanding: HashMap::new(),
         lost_all_since: None,
         spent: 0.0,
+        recorded: opts.recorded,
+        early: HashMap::new(),
         report: ShardingReport { shards: names.clone(), ..Default::default() },
     };
     let task = tokio::spawn(carrier.run(rx, beats, outcomes, stream, subject));
@@ -256,6 +271,11 @@ struct Carrier {
     outstanding: HashMap<usize, (u16, RemoteAct)>,
     lost_all_since: Option<Instant>,
     spent: f64,
+    /// A resumed run's recorded exchanges by (persona id, turn).
+    recorded: HashMap<(String, u32), Vec<Exchange>>,
+    /// Outcomes journaled for turns not asked yet: a resumed run finds its lost coordinator's
+    /// last answers on the stream, and uses them instead of asking (and paying) again.
+    early: HashMap<(u32, usize), WireKind>,
     report: ShardingReport,
 }
 
@@ -351,6 +371,7 @@ impl Carrier {
     async fn dispatch(&mut self, acts: Vec<RemoteAct>, again: bool) {
         let mut by_shard: HashMap<u16, Vec<(RemoteAct, bool)>> = HashMap::new();
         let mut rebuild = Vec::new();
+        let acts = self.answer_early(acts);
         for act in acts {
             let s = self.owner(act.idx, &act.id);
             if s == NOWHERE {
@@ -381,6 +402,31 @@ impl Carrier {
         }
     }
 
+    /// Answers the acts whose outcome is already on the stream; returns the others. A persona
+    /// answered so is rebuilt wherever it acts next (its actor, if any, missed this batch).
+    fn answer_early(&mut self, acts: Vec<RemoteAct>) -> Vec<RemoteAct> {
+        if self.early.is_empty() {
+            return acts;
+        }
+        let mut rest = Vec::with_capacity(acts.len());
+        for act in acts {
+            match self.early.remove(&(self.turn, act.idx)) {
+                Some(WireKind::Acted { outcome, summary, events }) => {
+                    self.owner(act.idx, &act.id);
+                    self.placed[act.idx] = NOWHERE;
+                    self.record_calls(act.idx, &outcome, events);
+                    if let Some(w) = &self.world {
+                        let summary = summary.map(|s| s.into());
+                        let _ = w.cast(WorldMsg::Acted { turn: self.turn, idx: act.idx, outcome, summary });
+                    }
+                }
+                _ => rest.push(act),
+            }
+        }
+        self.early.retain(|(t, _), _| *t > self.turn);
+        rest
+    }
+
     /// Sends one shard its acts, in as few parts as the server's message size allows.
     async fn send_acts(&mut self, s: u16, acts: Vec<(RemoteAct, bool)>, built: &mut HashMap<usize, Rebuild>) {
         let budget = self.limit / 2;
@@ -393,8 +439,9 @@ impl Carrier {
                 Box::new(WirePlace { spawn: r.spawn, history: table.encode(&r.history) })
             });
             let batch = table.encode(&act.batch);
-            extra += batch.len() * 8 + 32;
-            part.push(WireAct { idx: act.idx as u32, batch, place });
+            let recorded = self.recorded.get(&(act.id.to_string(), self.turn)).cloned().unwrap_or_default();
+            extra += batch.len() * 8 + 32 + recorded.iter().map(|x| x.response.text.len() + 512).sum::<usize>();
+            part.push(WireAct { idx: act.idx as u32, batch, place, recorded });
             self.placed[act.idx] = s;
             self.outstanding.insert(act.idx, (s, act));
             if table.text_bytes() + extra >= budget {
@@ -417,6 +464,7 @@ impl Carrier {
             context: self.context.to_string(),
             table: table.finish(),
             acts,
+            resumed: !self.recorded.is_empty(),
         };
         let body = match serde_json::to_vec(&ToShard::Turn(Box::new(part))) {
             Ok(b) => b,
@@ -482,6 +530,10 @@ impl Carrier {
         let mut lost = Vec::new();
         for item in o.items {
             let idx = item.idx as usize;
+            if item.turn > self.turn && matches!(item.kind, WireKind::Acted { .. }) {
+                self.early.insert((item.turn, idx), item.kind);
+                continue;
+            }
             if item.turn != self.turn || !self.outstanding.contains_key(&idx) {
                 self.report.duplicates += 1;
                 continue;

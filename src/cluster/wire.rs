@@ -16,6 +16,7 @@ use crate::actors::persona::Outcome;
 use crate::actors::remote::RemoteSpawn;
 use crate::config::SimulationConfig;
 use crate::memory::{MemoryEvent, Utterance};
+use crate::record::journal::Exchange;
 use crate::record::transcript::{RunEvent, StopReason};
 
 /// A shard is alive: sent twice a second on the heartbeat subject.
@@ -57,6 +58,9 @@ pub struct TurnPart {
     pub table: Vec<Utterance>,
     /// Who acts.
     pub acts: Vec<WireAct>,
+    /// A resumed run: the shard answers recorded calls from what `acts` carry.
+    #[serde(default)]
+    pub resumed: bool,
 }
 
 /// One persona's act in a part.
@@ -69,6 +73,9 @@ pub struct WireAct {
     /// Its spawn and memory, when it is (re)made on this shard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub place: Option<Box<WirePlace>>,
+    /// A resumed run's recorded answers to this act's calls: served again, not paid again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recorded: Vec<Exchange>,
 }
 
 /// A persona rebuilt on a shard.
