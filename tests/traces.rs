@@ -175,3 +175,44 @@ fn a_cluster_experiment_is_one_trace_across_coordinator_and_worker() {
         assert_eq!((work.name.as_str(), work.parent.as_str()), ("cluster_work", exp[0].span_id.as_str()));
     }
 }
+
+/// A sharded run is one trace: each turn part carries its turn's trace context in NATS headers,
+/// and the shard's `persona_act` and `llm_call` spans hang from the coordinator's `turn`
+/// (through the shard's `shard_turn`), though another process exports them.
+#[test]
+fn a_sharded_run_is_one_trace_across_coordinator_and_shard() {
+    let Some(n) = support::nats::start() else { return };
+    let rx = otlp::start();
+    let env = |cmd: &mut std::process::Command, service: &str| {
+        cmd.env("TROUPE_LLM__PROVIDER", "simulated")
+            .env("TROUPE_MONITORING__OTLP_ENDPOINT", &rx.endpoint)
+            .env("TROUPE_MONITORING__OTLP_SERVICE_NAME", service);
+    };
+    let mut s = troupe();
+    s.args(["shard", "--nats", &n.url, "--id", "traced"]);
+    env(&mut s, "troupe-shard");
+    let shard = s.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut r = troupe();
+    r.args(["run", "scenarios/quickstart.ron", "-q", "--policy", "parallel", "--turns", "2", "--cluster", &n.url])
+        .args(["--shards", "1", "--output-dir"])
+        .arg(tmp.path());
+    env(&mut r, "troupe");
+    let done = run_within(&mut r, Duration::from_secs(120));
+    support::cli::terminate(shard, Duration::from_secs(30));
+    assert_eq!(done.code, Some(0), "{}", done.both());
+    let spans = rx.spans();
+    let runs: Vec<_> = spans.iter().filter(|s| s.name == "simulation" && s.service == "troupe").collect();
+    assert_eq!(runs.len(), 1, "{spans:#?}");
+    let turns: BTreeSet<&str> = spans.iter().filter(|s| s.name == "turn").map(|s| s.span_id.as_str()).collect();
+    let parts: Vec<_> = spans.iter().filter(|s| s.name == "shard_turn").collect();
+    assert!(!parts.is_empty(), "no shard_turn span exported: {spans:#?}");
+    for p in &parts {
+        assert_eq!(p.service, "troupe-shard");
+        assert_eq!(p.trace_id, runs[0].trace_id, "the shard's part is in the run's trace");
+        assert!(turns.contains(p.parent.as_str()), "a shard_turn hangs from a coordinator turn");
+    }
+    let acts: Vec<_> = spans.iter().filter(|s| s.name == "persona_act").collect();
+    assert!(!acts.is_empty());
+    assert!(acts.iter().all(|a| a.service == "troupe-shard" && a.trace_id == runs[0].trace_id), "{acts:#?}");
+}

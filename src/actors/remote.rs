@@ -39,6 +39,8 @@ pub enum ToHosts {
         context: Arc<str>,
         /// Who acts, in the world's order, with what each heard since it last acted.
         acts: Vec<RemoteAct>,
+        /// The turn's span: the shards' persona acts hang from it (trace context in the parts).
+        span: tracing::Span,
     },
     /// The run is over: nothing more will be asked.
     Ended,

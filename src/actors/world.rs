@@ -744,7 +744,7 @@ fn ask_remote(myself: &ActorRef<WorldMsg>, st: &mut WorldState, order: Vec<usize
         end_turn(myself, st);
         return;
     }
-    let turn = ToHosts::Turn { turn: st.turn, context: st.context.clone(), acts };
+    let turn = ToHosts::Turn { turn: st.turn, context: st.context.clone(), acts, span: st.turn_span.clone() };
     if st.remote.as_ref().is_none_or(|r| r.send(turn).is_err()) {
         finish(st, StopReason::Failed("the shards' carrier is gone; the run cannot go on".into()));
     }

@@ -16,6 +16,7 @@ use futures_util::StreamExt;
 use ractor::{Actor, ActorRef};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::wire::{Heartbeat, Outcomes, ToShard, TurnPart, WireKind, WireOutcome, decode};
 use super::worker::{Providers, provider_for};
@@ -90,7 +91,13 @@ pub async fn run_shard(
                 match super::messages::parse::<ToShard>("a turn part", &m.payload) {
                     Ok(ToShard::Turn(part)) => {
                         let n = part.acts.len() as u64;
-                        match take_part(&cluster, &base, &providers, &opts.id, &mut runs, *part).await {
+                        // The coordinator's turn is the parent: one trace for the whole run.
+                        let span = tracing::info_span!("shard_turn", turn = part.turn, acts = n);
+                        if let Some(tp) = m.headers.as_ref().and_then(|h| h.get(crate::monitoring::traces::TRACEPARENT)) {
+                            crate::monitoring::traces::adopt(&span, tp.as_str());
+                        }
+                        let taken = take_part(&cluster, &base, &providers, &opts.id, &mut runs, *part).instrument(span).await;
+                        match taken {
                             Ok(()) => {
                                 stats.acts += n;
                                 acts.store(stats.acts, Ordering::Relaxed);

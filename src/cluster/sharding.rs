@@ -149,6 +149,7 @@ pub async fn start(
         outstanding: HashMap::new(),
         lost_all_since: None,
         spent: 0.0,
+        traceparent: None,
         recorded: opts.recorded,
         early: HashMap::new(),
         report: ShardingReport { shards: names.clone(), ..Default::default() },
@@ -271,6 +272,8 @@ struct Carrier {
     outstanding: HashMap<usize, (u16, RemoteAct)>,
     lost_all_since: Option<Instant>,
     spent: f64,
+    /// The current turn's trace context, sent with its parts.
+    traceparent: Option<String>,
     /// A resumed run's recorded exchanges by (persona id, turn).
     recorded: HashMap<(String, u32), Vec<Exchange>>,
     /// Outcomes journaled for turns not asked yet: a resumed run finds its lost coordinator's
@@ -300,9 +303,10 @@ impl Carrier {
                         self.metrics = Some(metrics);
                         self.events = Some(events);
                     }
-                    Some(ToHosts::Turn { turn, context, acts }) => {
+                    Some(ToHosts::Turn { turn, context, acts, span }) => {
                         self.turn = turn;
                         self.context = context;
+                        self.traceparent = crate::monitoring::traces::traceparent(&span);
                         self.report.acts += acts.len() as u64;
                         self.dispatch(acts, false).await;
                     }
@@ -477,7 +481,11 @@ impl Carrier {
         self.report.parts += 1;
         self.report.bytes_sent += body.len() as u64;
         let subject = self.cluster.names.shard_subject(&self.shards[s as usize].id);
-        if let Err(e) = self.cluster.client.publish(subject, body.into()).await {
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(tp) = &self.traceparent {
+            headers.insert(crate::monitoring::traces::TRACEPARENT, tp.as_str());
+        }
+        if let Err(e) = self.cluster.client.publish_with_headers(subject, headers, body.into()).await {
             tracing::warn!("sending a turn part: {e} (sent again if unanswered)");
         }
     }
