@@ -243,7 +243,7 @@ fn a_broker_restart_mid_run_pauses_the_run_and_it_completes() {
     let local = run_within(&mut run(&pop.scenario, &tmp.path().join("local"), None, &env), Duration::from_secs(300));
     assert_eq!(local.code, Some(0), "{}", local.both());
     let (a, b) = (lines(&tmp.path().join("local")), lines(&out));
-    assert!(a == b, "{}\n{}", first_difference(&a, &b), logs(tmp.path(), &ids));
+    assert!(a == b, "{}\n{}\n{}", first_difference(&a, &b), d.both(), logs(tmp.path(), &ids));
 }
 
 /// The coordinator killed (SIGKILL) during turn 2: `troupe resume RUN_DIR --cluster URL`

@@ -180,6 +180,13 @@ async fn on_act(
     place: Option<Box<(PersonaSpawn, Vec<MemoryEvent>)>>,
 ) {
     if let Some(h) = st.personas.get(&idx)
+        && h.turn > turn
+    {
+        // A part that arrives after a later one (held back while the broker was away): acting
+        // on it would give the persona a batch twice.
+        return;
+    }
+    if let Some(h) = st.personas.get(&idx)
         && h.turn == turn
     {
         // Asked again: answer from what it did (or will do); never act twice.
@@ -197,6 +204,7 @@ async fn on_act(
             let _ = old.actor.stop_and_wait(Some("rebuilt from the world's record".into()), None).await;
         }
         let id: Arc<str> = spawn.spec.id.as_str().into();
+        tracing::debug!(persona = %id, turn, history = history.len(), "placed");
         let made = st
             .supervisor
             .call(|reply| SupervisorMsg::SpawnPersona { idx, spawn: Box::new(spawn), history, reply }, None)
@@ -217,7 +225,14 @@ async fn on_act(
         let _ = st.out.send(HostReport::Lost { turn, idx });
         return;
     };
+    if h.done.is_none() && h.turn > 0 && h.turn < turn {
+        // Its last act never finished here (the world took another shard's answer): its
+        // memory lacks what it did then, so it must be rebuilt from the world's record.
+        let _ = st.out.send(HostReport::Lost { turn, idx });
+        return;
+    }
     h.turn = turn;
     h.done = None;
+    tracing::debug!(persona = %h.id, turn, batch = batch.len(), "act");
     let _ = h.actor.cast(PersonaMsg::Act { turn, batch, context, sent_us: now_us() });
 }

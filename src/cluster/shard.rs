@@ -296,7 +296,10 @@ async fn journal_outcomes(
     let mut reports_open = true;
     loop {
         let deadline = tokio::time::sleep(LINGER);
+        // Events first: a call's exchange is sent before its persona can report, so when a
+        // report is ready its exchange already waits here and goes with it.
         tokio::select! {
+            biased;
             e = events.recv() => match e {
                 Some(e) => {
                     if let Some(p) = event_persona(&e) {

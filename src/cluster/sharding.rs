@@ -532,7 +532,8 @@ impl Carrier {
         if o.check().is_err() || o.run != self.run {
             return tracing::error!("outcomes for another run or from a malformed shard id were ignored");
         }
-        if let Some(s) = self.shards.iter_mut().find(|s| s.id == o.shard) {
+        let from = self.shards.iter().position(|s| s.id == o.shard).map_or(NOWHERE, |i| i as u16);
+        if let Some(s) = self.shards.get_mut(usize::from(from)) {
             s.last_progress = Instant::now();
         }
         let mut lost = Vec::new();
@@ -555,6 +556,11 @@ impl Carrier {
                 }
                 WireKind::Acted { outcome, summary, events } => {
                     self.outstanding.remove(&idx);
+                    if self.placed.get(idx) != Some(&from) {
+                        // Answered by a shard the persona has since moved from: the actor it
+                        // acts with next did not make this answer, so it is rebuilt.
+                        self.placed[idx] = NOWHERE;
+                    }
                     self.record_calls(idx, &outcome, events);
                     if let Some(w) = &self.world {
                         let summary = summary.map(|s| s.into());
