@@ -79,6 +79,50 @@ fn slow_calls(scenario: &Path, ms: u32) {
     std::fs::write(scenario, text.replace(r#""ms": 0.0"#, &format!(r#""ms": {ms}.0"#))).unwrap();
 }
 
+/// 60 personas on a graph of degree 8, 3 turns, against a loopback OpenAI-compatible mock that
+/// answers after `delay` (and a 2 s shard deadline).
+async fn paid_setup(
+    delay: Duration,
+) -> (MockServer, tempfile::TempDir, support::population::Population, Vec<(&'static str, String)>) {
+    let mock = MockServer::start(MockConfig { delay, ..MockConfig::default() }).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let pop = write(tmp.path(), Shape { n: 60, turns: 3, degree: Some(8), active: None, policy: "Parallel" });
+    let env = vec![
+        ("TROUPE_LLM__PROVIDER", "openai".to_string()),
+        ("TROUPE_LLM__BASE_URL", mock.base_url()),
+        ("OPENAI_API_KEY", "sk-test-shards".to_string()),
+        ("TROUPE_PERFORMANCE__MAX_WORKERS", "4".to_string()),
+        ("TROUPE_CLUSTER__SHARD_DEADLINE_SECONDS", "2".to_string()),
+    ];
+    (mock, tmp, pop, env)
+}
+
+/// Requests the mock saw again whose first copy it answered well before `killed_at` (its own
+/// `delay`, then 500 ms for the answer to be journaled on a busy machine): exchanges paid twice.
+fn paid_twice(mock: &MockServer, delay: Duration, killed_at: Instant) -> usize {
+    let mut first: HashMap<String, Instant> = HashMap::new();
+    let mut twice = 0;
+    for r in mock.requests() {
+        let body = r.body.to_string();
+        match first.get(&body) {
+            Some(&at) if at + delay + Duration::from_millis(500) < killed_at => twice += 1,
+            Some(_) => {}
+            None => {
+                first.insert(body, r.at.into());
+            }
+        }
+    }
+    twice
+}
+
+/// The same scenario run in one process (into `dir/local`) says what the sharded run in `out` said.
+fn same_as_one_process(scenario: &Path, dir: &Path, out: &Path, env: &[(&str, String)]) {
+    let local = run_within(&mut run(scenario, &dir.join("local"), None, env), Duration::from_secs(300));
+    assert_eq!(local.code, Some(0), "{}", local.both());
+    let (a, b) = (lines(&dir.join("local")), lines(out));
+    assert!(a == b, "{}", first_difference(&a, &b));
+}
+
 fn signal(c: &Child, sig: i32) {
     // SAFETY: signals our own child.
     unsafe { libc::kill(c.id() as i32, sig) };
@@ -125,16 +169,7 @@ fn twenty_thousand_personas_over_three_shards_say_what_one_process_says() {
 async fn a_killed_shards_personas_move_and_nothing_is_paid_twice() {
     let Some(n) = nats::start() else { return };
     let delay = Duration::from_millis(100);
-    let mock = MockServer::start(MockConfig { delay, ..MockConfig::default() }).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let pop = write(tmp.path(), Shape { n: 60, turns: 3, degree: Some(8), active: None, policy: "Parallel" });
-    let env = vec![
-        ("TROUPE_LLM__PROVIDER", "openai".to_string()),
-        ("TROUPE_LLM__BASE_URL", mock.base_url()),
-        ("OPENAI_API_KEY", "sk-test-shards".to_string()),
-        ("TROUPE_PERFORMANCE__MAX_WORKERS", "4".to_string()),
-        ("TROUPE_CLUSTER__SHARD_DEADLINE_SECONDS", "2".to_string()),
-    ];
+    let (mock, tmp, pop, env) = paid_setup(delay).await;
     let ids = ["k1", "k2", "victim"];
     let mut shards: Vec<Child> = ids.iter().map(|id| shard(&n.url, tmp.path(), id, &env)).collect();
     let mut coord = run(&pop.scenario, &tmp.path().join("sharded"), Some(&n.url), &env);
@@ -154,25 +189,9 @@ async fn a_killed_shards_personas_move_and_nothing_is_paid_twice() {
     }
     assert_eq!(d.code, Some(0), "{}\n{}", d.both(), logs(tmp.path(), &ids));
     assert!(d.stderr.contains("1 shard(s) lost"), "{}", d.stderr);
-    // Paid twice: a request body seen again whose first copy was answered well before the kill.
-    let mut first: HashMap<String, Instant> = HashMap::new();
-    let mut twice = 0;
-    for r in mock.requests() {
-        let body = r.body.to_string();
-        match first.get(&body) {
-            Some(&at) if at + delay + Duration::from_millis(500) < killed_at => twice += 1,
-            Some(_) => {}
-            None => {
-                first.insert(body, r.at.into());
-            }
-        }
-    }
+    let twice = paid_twice(&mock, delay, killed_at);
     assert_eq!(twice, 0, "{twice} exchange(s) paid twice");
-    // The same run in one process, against the same server.
-    let local = run_within(&mut run(&pop.scenario, &tmp.path().join("local"), None, &env), Duration::from_secs(300));
-    assert_eq!(local.code, Some(0), "{}", local.both());
-    let (a, b) = (lines(&tmp.path().join("local")), lines(&tmp.path().join("sharded")));
-    assert!(a == b, "{}", first_difference(&a, &b));
+    same_as_one_process(&pop.scenario, tmp.path(), &tmp.path().join("sharded"), &env);
 }
 
 /// A shard stopped (SIGSTOP) for longer than the deadline: it is taken for lost, its personas
@@ -253,15 +272,7 @@ fn a_broker_restart_mid_run_pauses_the_run_and_it_completes() {
 async fn a_killed_coordinator_resumes_on_the_shards_and_nothing_is_paid_twice() {
     let Some(n) = nats::start() else { return };
     let delay = Duration::from_millis(100);
-    let mock = MockServer::start(MockConfig { delay, ..MockConfig::default() }).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let pop = write(tmp.path(), Shape { n: 60, turns: 3, degree: Some(8), active: None, policy: "Parallel" });
-    let env = vec![
-        ("TROUPE_LLM__PROVIDER", "openai".to_string()),
-        ("TROUPE_LLM__BASE_URL", mock.base_url()),
-        ("OPENAI_API_KEY", "sk-test-shards".to_string()),
-        ("TROUPE_PERFORMANCE__MAX_WORKERS", "4".to_string()),
-    ];
+    let (mock, tmp, pop, env) = paid_setup(delay).await;
     let ids = ["c1", "c2", "c3"];
     let shards: Vec<Child> = ids.iter().map(|id| shard(&n.url, tmp.path(), id, &env)).collect();
     let out = tmp.path().join("sharded");
@@ -291,21 +302,7 @@ async fn a_killed_coordinator_resumes_on_the_shards_and_nothing_is_paid_twice() 
     }
     assert_eq!(done.code, Some(0), "{}\n{}", done.both(), logs(tmp.path(), &ids));
     assert!(done.stderr.contains("sharded over 3 shard(s)"), "{}", done.stderr);
-    let mut first: HashMap<String, Instant> = HashMap::new();
-    let mut twice = 0;
-    for r in mock.requests() {
-        let body = r.body.to_string();
-        match first.get(&body) {
-            Some(&at) if at + delay + Duration::from_millis(500) < killed_at => twice += 1,
-            Some(_) => {}
-            None => {
-                first.insert(body, r.at.into());
-            }
-        }
-    }
+    let twice = paid_twice(&mock, delay, killed_at);
     assert_eq!(twice, 0, "{twice} exchange(s) paid twice ({paid_before} made before the kill)");
-    let local = run_within(&mut run(&pop.scenario, &tmp.path().join("local"), None, &env), Duration::from_secs(300));
-    assert_eq!(local.code, Some(0), "{}", local.both());
-    let (a, b) = (lines(&tmp.path().join("local")), lines(&out));
-    assert!(a == b, "{}", first_difference(&a, &b));
+    same_as_one_process(&pop.scenario, tmp.path(), &out, &env);
 }
