@@ -332,11 +332,11 @@ fn draw_active(
 }
 
 /// A persona's system prompt within its model's budget; facts left out are reported (journal,
-/// results, a notice), never dropped silently.
-fn persona_system(st: &WorldState, p: &PersonaSpec, model: &str) -> Arc<str> {
+/// results, a notice) when `tell`, never dropped silently (a remote rebuild tells them once).
+fn persona_system(st: &WorldState, p: &PersonaSpec, model: &str, tell: bool) -> Arc<str> {
     let budget = crate::prompt::prompt_budget(st.config.llm.persona_budget_tokens, st.provider.context_window(model));
     let prompt = crate::prompt::persona_prompt(p, budget);
-    if !prompt.dropped.is_empty() {
+    if tell && !prompt.dropped.is_empty() {
         tracing::info!(persona = %p.id, dropped = prompt.dropped.len(), budget, "facts left out of the prompt");
         emit(
             st,
@@ -415,7 +415,7 @@ async fn ensure_actor(myself: &ActorRef<WorldMsg>, st: &mut WorldState, idx: usi
     }
     let spec = st.slots[idx].spec.clone();
     let sampling = sampling_for(&spec, &st.sampling_config);
-    let system = persona_system(st, &spec, &sampling.model);
+    let system = persona_system(st, &spec, &sampling.model, true);
     let c = &st.config;
     let spawn = PersonaSpawn {
         system,
@@ -665,7 +665,7 @@ fn apply_switch(st: &mut WorldState, sw: Switch) {
                 // A persona that has not acted yet takes the new spec when its actor starts.
                 if let Some(actor) = st.slots[i].actor.clone() {
                     let sampling = sampling_for(p, &st.sampling_config);
-                    let system = persona_system(st, p, &sampling.model);
+                    let system = persona_system(st, p, &sampling.model, true);
                     let _ = actor.cast(PersonaMsg::Reconfigure { spec, system, facts: st.facts.clone(), sampling });
                 }
             }
@@ -756,16 +756,8 @@ fn rebuild(st: &mut WorldState, idx: usize) -> Rebuild {
     let spec = st.slots[idx].spec.clone();
     let sampling = sampling_for(&spec, &st.sampling_config);
     // Written again for a move rather than kept: 100,000 prompts would weigh on the coordinator.
-    let system = if st.slots[idx].prompted {
-        let budget = crate::prompt::prompt_budget(
-            st.config.llm.persona_budget_tokens,
-            st.provider.context_window(&sampling.model),
-        );
-        crate::prompt::persona_prompt(&spec, budget).text
-    } else {
-        st.slots[idx].prompted = true;
-        persona_system(st, &spec, &sampling.model)
-    };
+    let tell = !std::mem::replace(&mut st.slots[idx].prompted, true);
+    let system = persona_system(st, &spec, &sampling.model, tell);
     let c = &st.config.simulation;
     let spawn = RemoteSpawn {
         spec: (*spec).clone(),

@@ -418,11 +418,7 @@ impl Carrier {
                 Some(WireKind::Acted { outcome, summary, events }) => {
                     self.owner(act.idx, &act.id);
                     self.placed[act.idx] = NOWHERE;
-                    self.record_calls(act.idx, &outcome, events);
-                    if let Some(w) = &self.world {
-                        let summary = summary.map(|s| s.into());
-                        let _ = w.cast(WorldMsg::Acted { turn: self.turn, idx: act.idx, outcome, summary });
-                    }
+                    self.accept(self.turn, act.idx, outcome, summary, events);
                 }
                 _ => rest.push(act),
             }
@@ -561,11 +557,7 @@ impl Carrier {
                         // acts with next did not make this answer, so it is rebuilt.
                         self.placed[idx] = NOWHERE;
                     }
-                    self.record_calls(idx, &outcome, events);
-                    if let Some(w) = &self.world {
-                        let summary = summary.map(|s| s.into());
-                        let _ = w.cast(WorldMsg::Acted { turn: item.turn, idx, outcome, summary });
-                    }
+                    self.accept(item.turn, idx, outcome, summary, events);
                 }
             }
         }
@@ -583,6 +575,15 @@ impl Carrier {
                 "max_cost_usd = {max:.4} reached: ${:.4} spent on all shards together",
                 self.spent
             )));
+        }
+    }
+
+    /// Takes a persona's answer: its calls into the metrics and the journal, its act to the world.
+    fn accept(&mut self, turn: u32, idx: usize, outcome: Outcome, summary: Option<String>, events: Vec<RunEvent>) {
+        self.record_calls(idx, &outcome, events);
+        if let Some(w) = &self.world {
+            let summary = summary.map(|s| s.into());
+            let _ = w.cast(WorldMsg::Acted { turn, idx, outcome, summary });
         }
     }
 
