@@ -20,14 +20,17 @@
 //! the budget, `rate / workers`, counting the workers heard on a heartbeat subject
 //! (`{namespace}.budgethb.{id}`) before the broker went, and at least `cluster.workers`. The
 //! share starts after the last slot this worker saw reserved, so slots reserved before the loss
-//! are not doubled. A warning is logged once per outage. The shared budget is used again once
-//! the broker answers and the workers heard before the outage are heard again (they reconnect
-//! at different moments, and one back on the shared budget while another still spends its share
-//! would exceed the limit), or after 8 s at most; it starts after this worker's
-//! last slot of its share.
+//! are not doubled. A warning is logged once per outage. Going back happens in two steps,
+//! because the workers reconnect at different moments and one back on the whole shared budget
+//! while another still spends its share would exceed the limit: once the broker answers, a
+//! worker reserves on the shared state again but still keeps its share's spacing (so it is
+//! safe next to a worker still on its share, and the shared state learns of its calls); once
+//! every worker heard before the outage says on the heartbeat subject that it reserves on the
+//! shared state too (or after 8 s at most: one that died is never heard again), it drops its
+//! share's spacing.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -45,9 +48,10 @@ pub const RESERVE_BOUND: Duration = Duration::from_secs(2);
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A worker not heard from for this long no longer counts.
 const HEARD_WITHIN: Duration = Duration::from_millis(3500);
-/// After the broker is back, how long a worker waits at most for the others it knew to be heard
-/// again before it uses the shared budget (a worker that died meanwhile is never heard again);
-/// longer than the NATS client's longest reconnection delay (4 s) plus a heartbeat.
+/// After the broker is back, how long a worker keeps its share's spacing at most while waiting
+/// for the others it knew to say they reserve on the shared state (a worker that died meanwhile
+/// is never heard again); longer than the NATS client's longest reconnection delay (4 s) plus a
+/// heartbeat.
 const RETURN_WAIT: Duration = Duration::from_secs(8);
 /// Compare-and-set attempts per reservation before giving up (the bound above comes first).
 const MAX_CAS_ATTEMPTS: u32 = 64;
@@ -149,6 +153,21 @@ impl Rates {
     }
 }
 
+impl Rates {
+    /// [`Rates::reserve`] on the shared state `tats`, and with `share` (while returning) no earlier
+    /// than this worker's share allows after `own`: the new shared state, the new `own` and when
+    /// the request may be sent.
+    pub fn reserve_with(self, share: Option<Rates>, tats: Tats, own: Tats, now: u64, tokens: u64) -> (Tats, Tats, u64) {
+        let Some(share) = share else {
+            let (next, send) = self.reserve(tats, now, tokens);
+            return (next, own, send);
+        };
+        let from = share.reserve(own, now, tokens).1;
+        let (next, send) = self.reserve(tats, from, tokens);
+        (next, share.reserve(own, send, tokens).0, send)
+    }
+}
+
 /// Wall-clock time in unix nanoseconds.
 fn unix_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -214,12 +233,19 @@ struct Inner {
     hint: u32,
     /// The workers heard on the heartbeat subject; what an outage remembers of them.
     peers: Mutex<Peers>,
-    /// True while the broker cannot be reached (or the others are not back yet): reservations
-    /// use this worker's share.
-    degraded: AtomicBool,
+    /// How reservations are made: [`SHARED`], [`SHARE`] or [`RETURNING`].
+    mode: AtomicU8,
     /// Held by one reservation at a time, so this worker's calls never race each other.
     local: tokio::sync::Mutex<Local>,
 }
+
+/// Reservations on the shared state.
+const SHARED: u8 = 0;
+/// Reservations on this worker's share only: the broker cannot be reached.
+const SHARE: u8 = 1;
+/// Reservations on the shared state that also keep the share's spacing: the broker is back but
+/// some worker known before the outage may still be on its share.
+const RETURNING: u8 = 2;
 
 /// What one worker remembers between reservations.
 #[derive(Default)]
@@ -228,6 +254,8 @@ struct Local {
     ready: bool,
     /// The latest state this worker reserved from (shared or its share).
     known: Tats,
+    /// This worker's own calls spaced as its share (kept on its share and while returning).
+    own: Tats,
 }
 
 impl std::fmt::Debug for JetStreamBudget {
@@ -235,7 +263,7 @@ impl std::fmt::Debug for JetStreamBudget {
         f.debug_struct("JetStreamBudget")
             .field("subject", &self.inner.subject)
             .field("rates", &self.inner.rates)
-            .field("degraded", &self.inner.degraded.load(Ordering::Relaxed))
+            .field("mode", &self.inner.mode.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -267,7 +295,7 @@ impl JetStreamBudget {
             rates,
             hint: cluster.config.workers.unwrap_or(1).max(1),
             peers: Mutex::new(Peers::new(me)),
-            degraded: AtomicBool::new(false),
+            mode: AtomicU8::new(SHARED),
             local: tokio::sync::Mutex::default(),
         });
         let keeper = tokio::runtime::Handle::try_current()
@@ -281,9 +309,10 @@ impl JetStreamBudget {
         self.inner.workers()
     }
 
-    /// True while reservations use this worker's share because the broker cannot be reached.
+    /// True while reservations keep to this worker's share: the broker cannot be reached, or it
+    /// is back but not every worker known before is known to use the shared state again.
     pub fn degraded(&self) -> bool {
-        self.inner.degraded.load(Ordering::Relaxed)
+        self.inner.mode() != SHARED
     }
 }
 
@@ -300,13 +329,19 @@ impl Inner {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
+    fn mode(&self) -> u8 {
+        self.mode.load(Ordering::Relaxed)
+    }
+
     /// Reserves a slot, shared when the broker answers within the bound, else of this worker's
     /// share; returns the wait until it.
     async fn reserve(&self, tokens: u64) -> Duration {
         let mut local = self.local.lock().await;
-        if !self.degraded.load(Ordering::Relaxed) {
+        let mode = self.mode();
+        if mode != SHARE {
+            let share = (mode == RETURNING).then(|| self.rates.share(self.workers()));
             let outcome = if self.connected() {
-                tokio::time::timeout(RESERVE_BOUND, self.reserve_shared(&mut local, tokens)).await
+                tokio::time::timeout(RESERVE_BOUND, self.reserve_shared(&mut local, tokens, share)).await
             } else {
                 Ok(Err(ClusterError::JetStream {
                     what: "reserving a rate slot".into(),
@@ -315,17 +350,20 @@ impl Inner {
             };
             match outcome {
                 Ok(Ok(send)) => return wait_until(send),
-                Ok(Err(e)) => self.fall_back(&e.to_string()),
-                Err(_) => self.fall_back(&format!("no answer within {RESERVE_BOUND:?}")),
+                Ok(Err(e)) => self.fall_back(&mut local, &e.to_string()),
+                Err(_) => self.fall_back(&mut local, &format!("no answer within {RESERVE_BOUND:?}")),
             }
         }
-        let (next, send) = self.rates.share(self.workers()).reserve(local.known, unix_ns(), tokens);
-        local.known = next;
+        let (next, send) = self.rates.share(self.workers()).reserve(local.own, unix_ns(), tokens);
+        local.own = next;
+        local.known = local.known.max(next);
         wait_until(send)
     }
 
-    fn fall_back(&self, why: &str) {
-        if !self.degraded.swap(true, Ordering::Relaxed) {
+    fn fall_back(&self, local: &mut Local, why: &str) {
+        if self.mode.swap(SHARE, Ordering::Relaxed) == SHARED {
+            // The share starts after the last slot this worker saw reserved.
+            local.own = local.known;
             self.peers().lost();
             tracing::warn!(
                 workers = self.workers(),
@@ -337,7 +375,8 @@ impl Inner {
 
     /// Read, reserve, compare-and-set; again when another worker wrote first. Returns when the
     /// request may be sent (unix ns).
-    async fn reserve_shared(&self, local: &mut Local, tokens: u64) -> Result<u64, ClusterError> {
+    /// With `share`, the slot also keeps this worker's share's spacing (while returning).
+    async fn reserve_shared(&self, local: &mut Local, tokens: u64, share: Option<Rates>) -> Result<u64, ClusterError> {
         if !local.ready {
             self.ensure_stream().await?;
             local.ready = true;
@@ -353,7 +392,8 @@ impl Inner {
                 }
             };
             let now = unix_ns();
-            let (next, send) = self.rates.reserve(tats.believable(now).max(local.known), now, tokens);
+            let (next, own, send) =
+                self.rates.reserve_with(share, tats.believable(now).max(local.known), local.own, now, tokens);
             let publish = jetstream::message::PublishMessage::build()
                 .payload(next.to_string().into())
                 .expected_last_subject_sequence(seq);
@@ -361,6 +401,7 @@ impl Inner {
             match ack.await {
                 Ok(_) => {
                     local.known = next;
+                    local.own = own;
                     return Ok(send);
                 }
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => continue,
@@ -414,8 +455,9 @@ fn wait_until(send: u64) -> Duration {
     Duration::from_nanos(send.saturating_sub(unix_ns()))
 }
 
-/// Says this worker is alive every [`HEARTBEAT`], counts the workers heard, and while the
-/// broker is lost checks whether it is back, then whether the others are.
+/// Says this worker is alive every [`HEARTBEAT`] (and whether it reserves on the shared state),
+/// counts the workers heard, and while the broker is lost checks whether it is back, then
+/// whether the others are.
 async fn keep(inner: Arc<Inner>, subject: String, me: String) {
     let mut sub = loop {
         match inner.client.subscribe(subject.clone()).await {
@@ -428,32 +470,50 @@ async fn keep(inner: Arc<Inner>, subject: String, me: String) {
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let _ = inner.client.publish(subject.clone(), me.clone().into()).await;
-                if inner.degraded.load(Ordering::Relaxed) {
+                let beat = heartbeat(&me, inner.mode() != SHARE);
+                let _ = inner.client.publish(subject.clone(), beat.into()).await;
+                if inner.mode() != SHARED {
                     come_back(&inner).await;
                 }
             }
             m = sub.next() => {
                 let Some(m) = m else { return };
-                if m.payload.len() <= MAX_ID_BYTES {
-                    inner.peers().heard(String::from_utf8_lossy(&m.payload).into_owned(), Instant::now());
+                if let Some((id, on_shared)) = read_heartbeat(&m.payload) {
+                    inner.peers().heard(id, on_shared, Instant::now());
                 }
             }
         }
     }
 }
 
-/// While on its share: once the broker answers and the workers known before the outage are
-/// heard again (so they come back too), uses the shared budget again.
+/// A heartbeat: the worker's id, and `shared` when it reserves on the shared state.
+fn heartbeat(me: &str, on_shared: bool) -> String {
+    format!("{me} {}", if on_shared { "shared" } else { "share" })
+}
+
+/// Reads a heartbeat; an id alone (or anything unknown after it) reads as not on the shared
+/// state. None for what is not a heartbeat.
+fn read_heartbeat(payload: &[u8]) -> Option<(String, bool)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let (id, state) = text.split_once(' ').unwrap_or((text, ""));
+    (!id.is_empty() && id.len() <= MAX_ID_BYTES).then(|| (id.to_string(), state == "shared"))
+}
+
+/// While on its share: once the broker answers, reserves on the shared state again at its
+/// share's pace; once the workers known before the outage say they do too, uses it all.
 async fn come_back(inner: &Inner) {
-    let answered = inner.peers().answered_at().is_some();
-    if !answered && inner.probe().await {
-        inner.peers().answered(Instant::now());
-    }
-    if inner.peers().may_return(Instant::now()) {
+    if inner.mode() == SHARE {
+        if inner.probe().await {
+            inner.peers().answered(Instant::now());
+            inner.mode.store(RETURNING, Ordering::Relaxed);
+            tracing::info!(
+                "the cluster's rate budget answers again; this worker reserves on it again, at its share's pace until the others are back on it"
+            );
+        }
+    } else if inner.peers().may_return(Instant::now()) {
         inner.peers().returned();
-        inner.degraded.store(false, Ordering::Relaxed);
-        tracing::info!("the cluster's rate budget answers again; this worker uses it again");
+        inner.mode.store(SHARED, Ordering::Relaxed);
+        tracing::info!("every worker is back on the cluster's rate budget; this worker uses all of it again");
     }
 }
 
@@ -461,7 +521,8 @@ async fn come_back(inner: &Inner) {
 #[derive(Debug)]
 struct Peers {
     me: String,
-    heard: HashMap<String, Instant>,
+    /// When each was last heard, and whether it then reserved on the shared state.
+    heard: HashMap<String, (Instant, bool)>,
     /// When anything was last heard.
     last: Option<Instant>,
     outage: Option<Outage>,
@@ -483,13 +544,13 @@ impl Peers {
         Peers { me: me.to_string(), heard: HashMap::new(), last: None, outage: None }
     }
 
-    /// `id` was heard at `now`.
-    fn heard(&mut self, id: String, now: Instant) {
+    /// `id` was heard at `now`, saying whether it reserves on the shared state.
+    fn heard(&mut self, id: String, on_shared: bool, now: Instant) {
         if self.heard.len() < MAX_HEARD || self.heard.contains_key(&id) {
-            self.heard.insert(id, now);
+            self.heard.insert(id, (now, on_shared));
         }
         self.last = Some(now);
-        self.heard.retain(|_, at| now.saturating_duration_since(*at) < HEARD_WITHIN);
+        self.heard.retain(|_, (at, _)| now.saturating_duration_since(*at) < HEARD_WITHIN);
     }
 
     /// The workers heard shortly before the last thing heard (so a lost broker freezes them).
@@ -497,7 +558,7 @@ impl Peers {
         let last = self.last;
         self.heard
             .iter()
-            .filter(move |(_, at)| last.is_some_and(|l| l.saturating_duration_since(**at) < HEARD_WITHIN))
+            .filter(move |(_, (at, _))| last.is_some_and(|l| l.saturating_duration_since(*at) < HEARD_WITHIN))
             .map(|(id, _)| id)
     }
 
@@ -519,24 +580,20 @@ impl Peers {
         }
     }
 
-    fn answered_at(&self) -> Option<Instant> {
-        self.outage.as_ref().and_then(|o| o.back_at)
-    }
-
-    /// The broker answered at `now`.
+    /// The broker answered at `now` (again, after a second loss while returning).
     fn answered(&mut self, now: Instant) {
         if let Some(o) = &mut self.outage {
-            o.back_at.get_or_insert(now);
+            o.back_at = Some(now);
         }
     }
 
-    /// True once the broker answered and every worker known before has been heard since (or
-    /// [`RETURN_WAIT`] has passed: one that died is never heard again).
+    /// True once the broker answered and every worker known before has since said it reserves
+    /// on the shared state (or [`RETURN_WAIT`] has passed: one that died is never heard again).
     fn may_return(&self, now: Instant) -> bool {
         let Some(o) = &self.outage else { return true };
         let Some(back) = o.back_at else { return false };
         now.saturating_duration_since(back) >= RETURN_WAIT
-            || o.before.iter().all(|id| self.heard.get(id).is_some_and(|at| *at >= back))
+            || o.before.iter().all(|id| self.heard.get(id).is_some_and(|(at, shared)| *shared && *at >= back))
     }
 
     fn returned(&mut self) {
@@ -624,7 +681,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Peers::new("me");
         for id in ["me", "b", "c"] {
-            p.heard(id.into(), at(t0, 0));
+            p.heard(id.into(), true, at(t0, 0));
         }
         assert_eq!(p.workers(), 3);
         // Nothing heard for a long while (the broker is gone): the count stays.
@@ -633,12 +690,15 @@ mod tests {
         assert!(!p.may_return(at(t0, 30_000)), "not before the broker answers");
         p.answered(at(t0, 5_000));
         // Back, but the others are not heard yet: they may still be spending their shares.
-        p.heard("me".into(), at(t0, 5_100));
+        p.heard("me".into(), true, at(t0, 5_100));
         assert_eq!(p.workers(), 3);
         assert!(!p.may_return(at(t0, 5_200)));
-        p.heard("b".into(), at(t0, 5_300));
+        p.heard("b".into(), true, at(t0, 5_300));
         assert!(!p.may_return(at(t0, 5_400)));
-        p.heard("c".into(), at(t0, 6_000));
+        // Heard, but still on its share: not yet.
+        p.heard("c".into(), false, at(t0, 5_500));
+        assert!(!p.may_return(at(t0, 5_600)));
+        p.heard("c".into(), true, at(t0, 6_000));
         assert!(p.may_return(at(t0, 6_000)));
         p.returned();
         assert_eq!(p.workers(), 3);
@@ -648,15 +708,62 @@ mod tests {
     fn a_worker_that_died_meanwhile_is_waited_for_a_bounded_time() {
         let t0 = Instant::now();
         let mut p = Peers::new("me");
-        p.heard("me".into(), at(t0, 0));
-        p.heard("dead".into(), at(t0, 100));
+        p.heard("me".into(), true, at(t0, 0));
+        p.heard("dead".into(), true, at(t0, 100));
         p.lost();
         p.answered(at(t0, 4_000));
         assert!(!p.may_return(at(t0, 4_000) + RETURN_WAIT - Duration::from_millis(1)));
         assert!(p.may_return(at(t0, 4_000) + RETURN_WAIT));
         p.returned();
         // Heard no more: after a while only this worker counts.
-        p.heard("me".into(), at(t0, 20_000));
+        p.heard("me".into(), true, at(t0, 20_000));
         assert_eq!(p.workers(), 1);
+    }
+
+    #[test]
+    fn heartbeats_say_who_reserves_on_the_shared_state() {
+        assert_eq!(read_heartbeat(heartbeat("w-1", true).as_bytes()), Some(("w-1".into(), true)));
+        assert_eq!(read_heartbeat(heartbeat("w-1", false).as_bytes()), Some(("w-1".into(), false)));
+        // An id alone (an older worker) is not taken as back on the shared state.
+        assert_eq!(read_heartbeat(b"w-1"), Some(("w-1".into(), false)));
+        assert_eq!(read_heartbeat(b""), None);
+        assert_eq!(read_heartbeat(&[0xff, 0xfe]), None);
+        assert_eq!(read_heartbeat("x".repeat(MAX_ID_BYTES + 1).as_bytes()), None);
+    }
+
+    /// Three workers at 600 a minute: one back on the shared state while the other two are still
+    /// on their shares. Returning, it keeps its share's pace, so the three together send the
+    /// rate's 30 in three seconds; on the whole shared state they would send 50.
+    #[test]
+    fn returning_keeps_the_share_next_to_workers_still_on_theirs() {
+        let rates = Rates::new(Some(600), None);
+        let share = rates.share(3);
+        let sends_in_three_seconds = |returning: bool| {
+            let (mut shared, mut own) = (Tats::default(), Tats::default());
+            let mut sends = 0;
+            loop {
+                let (next, next_own, send) = rates.reserve_with(returning.then_some(share), shared, own, T0, 0);
+                if send >= T0 + 3_000 * MS {
+                    return sends;
+                }
+                (shared, own) = (next, next_own);
+                sends += 1;
+            }
+        };
+        let others = 2 * sends_in_three_seconds_on_a_share(share);
+        assert_eq!(sends_in_three_seconds(true) + others, 30);
+        assert_eq!(sends_in_three_seconds(false) + others, 50);
+    }
+
+    fn sends_in_three_seconds_on_a_share(share: Rates) -> u32 {
+        let (mut own, mut sends) = (Tats::default(), 0);
+        loop {
+            let (next, send) = share.reserve(own, T0, 0);
+            if send >= T0 + 3_000 * MS {
+                return sends;
+            }
+            own = next;
+            sends += 1;
+        }
     }
 }
