@@ -400,3 +400,63 @@ fn a_server_with_small_messages_gets_files_through_the_object_store() {
     let dir = experiment_dir(&remote);
     assert!(dir.join("report.html").exists());
 }
+
+/// A queued run no worker can read (a worker of another version, a corrupted message) is handed
+/// back until its last delivery, then reported failed with the reason: the coordinator ends at
+/// once with the other runs done, instead of waiting for it until `--wait`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_no_worker_can_read_is_reported_failed_and_the_experiment_ends() {
+    let Some(n) = nats::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut provider = simulated();
+    provider.push(("TROUPE_CLUSTER__MAX_DELIVERIES", "2".into()));
+    let out = tmp.path().join("out");
+    let mut coord = experiment(&["--runs", "1", "--cluster", &n.url, "--wait", "240"], &out, &provider);
+    let coord = tokio::task::spawn_blocking(move || run_within(&mut coord, Duration::from_secs(300)));
+    // Once both runs are queued (no worker yet), one is replaced by a message no worker reads.
+    let pending = loop {
+        let p = std::fs::read_dir(out.join("experiments"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read(e.ok()?.path().join("cluster.json")).ok())
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+        if let Some(p) =
+            p.filter(|p| p["queued"].as_array().is_some_and(|q| q.iter().all(|r| r["seq"].as_u64() > Some(0))))
+        {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (exp, run) = (pending["id"].as_str().unwrap(), &pending["queued"][0]);
+    let run_id = run["run_id"].as_str().unwrap();
+    let client = async_nats::connect(&n.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("troupe_runs").await.unwrap();
+    assert!(stream.delete_message(run["seq"].as_u64().unwrap()).await.unwrap());
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Troupe-Run", run_id);
+    headers.insert("Nats-Msg-Id", format!("{exp}.{run_id}.unreadable").as_str());
+    let body = br#"{"kind":"a_kind_from_a_later_version","x":1}"#.to_vec();
+    js.publish_with_headers(format!("troupe.runs.{exp}"), headers, body.into()).await.unwrap().await.unwrap();
+    let w = worker(&n.url, tmp.path(), "w1", &provider);
+    let started = Instant::now();
+    let d = coord.await.unwrap();
+    let took = started.elapsed();
+    stop(w);
+    let log = std::fs::read_to_string(tmp.path().join("w1.log")).unwrap_or_default();
+    assert!(took < Duration::from_secs(120), "the coordinator waited {took:?} for the unreadable run\n{log}");
+    let s = summary(&out);
+    let runs = s["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{s}\n{}\n{log}", d.both());
+    let bad = runs.iter().find(|r| r["run_id"] == run_id).unwrap_or_else(|| panic!("{s}"));
+    assert_eq!(bad["success"], false);
+    let why = bad["error"].as_str().unwrap_or_default();
+    assert!(why.contains("could not read this run's queued work") && why.contains("w1"), "{why}");
+    // It keeps its place in the experiment: variant and seed from the coordinator's queue.
+    assert_eq!(bad["variant"], run["variant"]);
+    assert_eq!(bad["run_seed"], run["seed"]);
+    let good = runs.iter().find(|r| r["run_id"] != run_id).unwrap();
+    assert_eq!(good["success"], true, "{s}");
+    // Handed back once (another worker might have read it), reported on the last delivery.
+    assert!(log.contains("cannot read, handed back"), "{log}");
+}

@@ -140,7 +140,8 @@ pub async fn queue(cluster: &Cluster, spec: &ExperimentSpec, prepared: &Prepared
     for (q, body) in pending.queued.iter().zip(bodies) {
         let mut publish = async_nats::jetstream::message::PublishMessage::build()
             .payload(body.into())
-            .message_id(format!("{id}.{}", q.run_id));
+            .message_id(format!("{id}.{}", q.run_id))
+            .header(super::worker::RUN_HEADER, q.run_id.as_str());
         if let Some(tp) = &traceparent {
             publish = publish.header(crate::monitoring::traces::TRACEPARENT, tp.as_str());
         }
@@ -216,7 +217,10 @@ impl<'a> Gathered<'a> {
         }
     }
 
-    fn record(&mut self, i: usize, rec: RunRecord) {
+    fn record(&mut self, i: usize, mut rec: RunRecord) {
+        // Which run it is comes from this queue, never from a worker.
+        let q = &self.pending.queued[i];
+        (rec.variant, rec.label, rec.k, rec.run_seed) = (q.variant.clone(), q.label.clone(), q.k, q.seed);
         self.progress.failed += usize::from(!rec.success);
         self.progress.done += 1;
         self.running.remove(&self.pending.queued[i].run_id);

@@ -183,11 +183,7 @@ async fn handle(
     let item = match checked {
         Ok(Work::Run(i)) => i,
         Ok(Work::StressShard(s)) => return shard(cluster, base, opts, shared, msg, s).await,
-        Err(e) => {
-            // Nobody can make it: stop its redelivery.
-            let _ = msg.ack_with(AckKind::Term).await;
-            return Err(e);
-        }
+        Err(e) => return unreadable(cluster, opts, msg, attempt, e).await,
     };
     match cluster.take_lease(&item.experiment, &item.run_id, attempt).await? {
         Take::Taken => {}
@@ -218,15 +214,109 @@ async fn handle(
         Some(dir) => pack_files(cluster, &item, attempt, dir).await?,
         None => (Vec::new(), None),
     };
-    let lease = cluster.run_lease(&item.experiment, &item.run_id).await?;
+    let made = Made { record, synthetic, files, inline };
+    let outcome = report(cluster, opts, &msg, (&item.experiment, &item.run_id), attempt, made).await?;
+    if let Some(dir) = run_dir.as_ref().and_then(|d| d.parent()) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    Ok(if matches!(outcome, Outcome::Reported { .. }) { Outcome::Reported { resumed } } else { outcome })
+}
+
+/// What a worker made of a run, to report.
+struct Made {
+    record: RunRecord,
+    synthetic: bool,
+    files: Vec<FileEntry>,
+    /// The files' bytes when they travel in the report itself.
+    inline: Option<Vec<Vec<u8>>>,
+}
+
+/// Queued work this worker cannot read or refuses (from another troupe version, say, or
+/// corrupted): handed back so another worker may read it, and on its last delivery reported as
+/// a failed run with the reason (when the message names its run), so the coordinator never
+/// waits for it; a message naming no run is left to the server, whose advisory after the last
+/// delivery makes the coordinator count it failed.
+async fn unreadable(
+    cluster: &Cluster,
+    opts: &WorkerOptions,
+    msg: Message,
+    attempt: u32,
+    e: ClusterError,
+) -> Result<Outcome, ClusterError> {
+    let named = named_run(&cluster.names, &msg);
+    if attempt < cluster.config.max_deliveries || named.is_none() {
+        tracing::error!(attempt, "queued work this worker cannot read, handed back: {e}");
+        let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+        return Err(e);
+    }
+    let Some((exp, run_id)) = named else { return Err(e) };
+    match cluster.take_lease(&exp, &run_id, attempt).await? {
+        Take::Taken => {}
+        Take::Newer => return Ok(Outcome::Discarded),
+        Take::Reported => {
+            let _ = msg.ack_with(AckKind::Term).await;
+            return Ok(Outcome::Discarded);
+        }
+    }
+    let why = format!(
+        "worker {} could not read this run's queued work ({e}); is it the same troupe version as the machine that queued it (`troupe --version`)?",
+        opts.name
+    );
+    tracing::error!(run = %run_id, attempt, "{why}");
+    // The coordinator fills in the variant, label, number and seed from its own queue.
+    let record = RunRecord {
+        variant: String::new(),
+        label: String::new(),
+        k: 0,
+        run_seed: 0,
+        run_id: run_id.clone(),
+        dir: None,
+        success: false,
+        error: Some(why),
+        personas: Vec::new(),
+        metrics: Default::default(),
+        extraction: Default::default(),
+    };
+    let made = Made { record, synthetic: false, files: Vec::new(), inline: None };
+    report(cluster, opts, &msg, (&exp, &run_id), attempt, made).await
+}
+
+/// The experiment and run a queued message is for, from its subject and its `Troupe-Run`
+/// header (or, for messages queued by older versions, its `Nats-Msg-Id`), when both are ids.
+fn named_run(names: &super::Names, msg: &Message) -> Option<(String, String)> {
+    let exp = msg.subject.as_str().strip_prefix(&names.runs_subject(""))?;
+    let headers = msg.headers.as_ref()?;
+    let run = match headers.get(RUN_HEADER) {
+        Some(r) => r.as_str().to_string(),
+        None => headers.get("Nats-Msg-Id")?.as_str().strip_prefix(exp)?.strip_prefix('.')?.to_string(),
+    };
+    (check_id("experiment id", exp).is_ok() && check_id("run id", &run).is_ok()).then(|| (exp.to_string(), run))
+}
+
+/// The header naming a queued run's id, so even a worker that cannot read the run can report it.
+pub const RUN_HEADER: &str = "Troupe-Run";
+
+/// Reports what was made of run `run_id` of `exp` by delivery `attempt`, unless the run was
+/// handed to another worker meanwhile (then the result is discarded), and acknowledges it.
+async fn report(
+    cluster: &Cluster,
+    opts: &WorkerOptions,
+    msg: &Message,
+    (exp, run_id): (&str, &str),
+    attempt: u32,
+    made: Made,
+) -> Result<Outcome, ClusterError> {
+    let Made { record, synthetic, files, inline } = made;
+    let status_of = |state: &str| Status { run_id: run_id.to_string(), worker: opts.name.clone(), state: state.into() };
+    let lease = cluster.run_lease(exp, run_id).await?;
     if lease.done || lease.attempt != Some(attempt) {
-        status(cluster, &item, &opts.name, "discarded").await;
-        tracing::warn!(run = %item.run_id, attempt, "the run was handed to another worker meanwhile; result discarded");
+        status(cluster, exp, status_of("discarded")).await;
+        tracing::warn!(run = %run_id, attempt, "the run was handed to another worker meanwhile; result discarded");
         return Ok(Outcome::Discarded);
     }
     let report = Report {
-        experiment: item.experiment.clone(),
-        run_id: item.run_id.clone(),
+        experiment: exp.to_string(),
+        run_id: run_id.to_string(),
         attempt,
         worker: opts.name.clone(),
         record,
@@ -237,18 +327,14 @@ async fn handle(
     let body = super::messages::encode_report(&report, inline.as_deref().unwrap_or_default());
     let publish = async_nats::jetstream::message::PublishMessage::build()
         .payload(body.into())
-        .message_id(format!("{}.{}.{attempt}", item.experiment, item.run_id));
-    let ack =
-        cluster.js.send_publish(cluster.names.done_subject(&item.experiment), publish).await.ctx("reporting a run")?;
+        .message_id(format!("{exp}.{run_id}.{attempt}"));
+    let ack = cluster.js.send_publish(cluster.names.done_subject(exp), publish).await.ctx("reporting a run")?;
     ack.await.ctx("reporting a run")?;
-    cluster.mark_reported(&item.experiment, &item.run_id, attempt, lease.seq).await?;
+    cluster.mark_reported(exp, run_id, attempt, lease.seq).await?;
     msg.double_ack().await.ctx("acknowledging a run")?;
-    status(cluster, &item, &opts.name, if report.record.success { "finished" } else { "failed" }).await;
-    tracing::info!(run = %item.run_id, attempt, success = report.record.success, "run reported");
-    if let Some(dir) = run_dir.as_ref().and_then(|d| d.parent()) {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    Ok(Outcome::Reported { resumed })
+    status(cluster, exp, status_of(if report.record.success { "finished" } else { "failed" })).await;
+    tracing::info!(run = %run_id, attempt, success = report.record.success, "run reported");
+    Ok(Outcome::Reported { resumed: false })
 }
 
 /// Makes one machine's part of a stress setting and reports it (no journal: a shard that is
@@ -334,7 +420,13 @@ async fn make(
         }
     };
     let resumed = segments > 0;
-    status(cluster, item, &opts.name, if resumed { "resumed" } else { "started" }).await;
+    let state = if resumed { "resumed" } else { "started" };
+    status(
+        cluster,
+        &item.experiment,
+        Status { run_id: item.run_id.clone(), worker: opts.name.clone(), state: state.into() },
+    )
+    .await;
     tracing::info!(run = %item.run_id, attempt, "run {}", if resumed { "resumed from the cluster's journal" } else { "started" });
     let (tap, uploader) = journal_stream::upload(cluster.js.clone(), subject, attempt, cluster.message_limit());
     let how = HowToRun {
@@ -414,10 +506,9 @@ fn keep_lease(msg: Arc<Message>, lease: Duration) -> tokio::task::JoinHandle<()>
     })
 }
 
-async fn status(cluster: &Cluster, item: &WorkItem, worker: &str, state: &str) {
-    let s = Status { run_id: item.run_id.clone(), worker: worker.to_string(), state: state.to_string() };
+async fn status(cluster: &Cluster, exp: &str, s: Status) {
     let body = serde_json::to_vec(&s).unwrap_or_default();
-    let _ = cluster.client.publish(cluster.names.status_subject(&item.experiment), body.into()).await;
+    let _ = cluster.client.publish(cluster.names.status_subject(exp), body.into()).await;
 }
 
 /// Stores every file of the run folder (hidden ones, such as the lock, left out) under the
