@@ -8,7 +8,7 @@ mod estimate;
 mod experiment;
 mod export;
 mod flags;
-mod logging;
+pub mod logging;
 mod metrics;
 mod model;
 mod persona_check;

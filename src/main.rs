@@ -7,7 +7,10 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse_args();
-    match cli::run(args) {
+    let outcome = cli::run(args);
+    // After the command's async runtime is gone: spans close while it winds its tasks down.
+    cli::logging::flush_traces();
+    match outcome {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err}");

@@ -9,6 +9,7 @@
 //! runtime's spans over OTLP (`[monitoring] otlp_endpoint`) and carries trace context to workers.
 
 pub mod figures;
+pub mod otlp;
 pub mod scrape;
 pub mod server;
 pub mod traces;

@@ -137,7 +137,11 @@ fn twenty_thousand_turns_traced_stay_flat_and_bounded() {
     assert_eq!(usage.code, Some(0));
     let spans = rx.spans();
     let run: Vec<_> = spans.iter().filter(|s| s.name == "simulation").collect();
-    assert_eq!(run.len(), 1);
+    let mut names = std::collections::BTreeMap::<&str, usize>::new();
+    for s in &spans {
+        *names.entry(s.name.as_str()).or_default() += 1;
+    }
+    assert_eq!(run.len(), 1, "spans received by name: {names:?}");
     let turns: Vec<_> = spans.iter().filter(|s| s.name == "turn").collect();
     assert!(turns.len() >= 20_000, "every turn exported: {}", turns.len());
     assert!(turns.iter().all(|t| t.parent == run[0].span_id), "a turn nested under another");

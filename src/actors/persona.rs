@@ -332,6 +332,7 @@ fn on_done(st: &mut PersonaState, tag: CallTag, result: Result<CallSuccess, Call
         Err(e) => Outcome::Skipped { reason: e.reason },
     };
     let summary = st.new_summary.take();
-    let _ = st.spawn.world.send_message(WorldMsg::Acted { turn, idx: st.idx, outcome, summary });
+    // The act's span closes before the world hears of it: the world may end the run at once.
     st.act_span = tracing::Span::none();
+    let _ = st.spawn.world.send_message(WorldMsg::Acted { turn, idx: st.idx, outcome, summary });
 }

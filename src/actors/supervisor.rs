@@ -446,16 +446,19 @@ fn start(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, id: u64, no
     if st.config.monitoring.log_prompts {
         span.in_scope(|| tracing::trace!(prompt = ?c.request.messages, "request"));
     }
-    tokio::spawn(
-        async move {
+    tokio::spawn(async move {
+        let (result, latency_us) = async move {
             let t0 = Instant::now();
             let result = compute_deadline(fut, on_start, timeout).await;
             let latency_us = t0.elapsed().as_micros() as u64;
             record_outcome(&tracing::Span::current(), &result);
-            let _ = me.cast(SupervisorMsg::Done { id, attempt, result, latency_us });
+            (result, latency_us)
         }
-        .instrument(span),
-    );
+        .instrument(span)
+        .await;
+        // The call's span is closed by now: the run may end as soon as this answer lands.
+        let _ = me.cast(SupervisorMsg::Done { id, attempt, result, latency_us });
+    });
 }
 
 /// The call span's outcome (`ok` or the error's kind) and tokens.

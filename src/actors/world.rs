@@ -1018,6 +1018,10 @@ fn finish(st: &mut WorldState, reason: StopReason) {
         let _ = r.send(ToHosts::Ended);
     }
     emit(st, RunEvent::Finished(state.clone()));
+    // The run's spans close before anyone hears it ended (so an exporter flushed at exit has
+    // them), whatever becomes of this actor afterwards.
+    st.turn_span = tracing::Span::none();
+    st.run_span = tracing::Span::none();
     if let Some(done) = st.done.take() {
         let _ = done.send(state);
     }

@@ -51,7 +51,7 @@ pub async fn collect_cmd(g: &GlobalArgs, c: &CollectArgs) -> anyhow::Result<Exit
     let mut flags = super::Flags::default();
     flags.output.output_dir = c.output_dir.clone();
     let cfg = super::load_config(g, None, &flags)?.config;
-    let _log_guard = super::logging::init(&cfg.monitoring, c.quiet || c.json)?;
+    super::logging::init(&cfg.monitoring, c.quiet || c.json)?;
     let dir = cfg.output.output_dir.join("experiments").join(&c.id);
     let pending = coordinator::read_pending(&dir)?;
     let cluster = Cluster::connect(c.cluster.as_deref(), &cfg.cluster, "troupe experiment collect").await?;

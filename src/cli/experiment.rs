@@ -127,7 +127,7 @@ async fn run_async(g: &GlobalArgs, a: ExperimentArgs) -> anyhow::Result<ExitCode
     let s = planner.scenario();
     let (variants, runs) = variants_and_runs(&planner, &a)?;
     let base = planner.config(None)?;
-    let _log_guard = super::logging::init(&base.monitoring, a.quiet || a.json)?;
+    super::logging::init(&base.monitoring, a.quiet || a.json)?;
     let seed = base.simulation.run_seed;
     let id = experiment::experiment_id(&s.name, chrono::Utc::now(), seed);
     let stop_rx = stop_on_signal();

@@ -10,17 +10,29 @@ use tracing_subscriber::prelude::*;
 use troupe_sim::config::{LogFormat, MonitoringConfig};
 use troupe_sim::monitoring::traces::{TraceGuard, otlp_layer};
 
-/// Keeps the file writer and the trace exporter alive; dropping it flushes the spans not yet
-/// exported.
-#[derive(Debug)]
-pub struct Guard(#[allow(dead_code)] Option<TraceGuard>);
+/// The trace exporter of this process, flushed by [`flush_traces`] once the command and its
+/// async runtime are over (spans still close while the runtime winds its tasks down).
+static TRACES: std::sync::Mutex<Option<TraceGuard>> = std::sync::Mutex::new(None);
 
-pub fn init(m: &MonitoringConfig, quiet: bool) -> anyhow::Result<Guard> {
+/// Keeps `guard` until [`flush_traces`].
+pub fn keep_traces(guard: Option<TraceGuard>) {
+    if let Some(g) = guard {
+        *TRACES.lock().unwrap_or_else(|p| p.into_inner()) = Some(g);
+    }
+}
+
+/// Sends the spans not yet exported (at most the export timeout) and stops the exporter.
+pub fn flush_traces() {
+    let guard = TRACES.lock().unwrap_or_else(|p| p.into_inner()).take();
+    drop(guard);
+}
+
+pub fn init(m: &MonitoringConfig, quiet: bool) -> anyhow::Result<()> {
     init_for(m, if quiet { Terminal::Quiet } else { Terminal::Interactive })
 }
 
 /// A long-running service (`troupe worker`): its stderr is its log, at `monitoring.log_level`.
-pub fn init_service(m: &MonitoringConfig) -> anyhow::Result<Guard> {
+pub fn init_service(m: &MonitoringConfig) -> anyhow::Result<()> {
     init_for(m, Terminal::Service)
 }
 
@@ -30,7 +42,7 @@ enum Terminal {
     Service,
 }
 
-fn init_for(m: &MonitoringConfig, t: Terminal) -> anyhow::Result<Guard> {
+fn init_for(m: &MonitoringConfig, t: Terminal) -> anyhow::Result<()> {
     let level = match m.log_level.to_uppercase().as_str() {
         "WARNING" => "warn".to_string(),
         other => other.to_lowercase(),
@@ -83,7 +95,8 @@ fn init_for(m: &MonitoringConfig, t: Terminal) -> anyhow::Result<Guard> {
             let _ = registry.try_init();
         }
     }
-    Ok(Guard(traces))
+    keep_traces(traces);
+    Ok(())
 }
 
 /// The OTLP layer when `monitoring.otlp_endpoint` is set (shared with `troupe serve`'s logging),

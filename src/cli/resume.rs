@@ -43,7 +43,7 @@ pub struct ResumeArgs {
 pub fn run(g: &GlobalArgs, a: ResumeArgs) -> anyhow::Result<ExitCode> {
     let current = super::load_config(g, None, &super::Flags::default())?.config;
     super::block_on(async {
-        let _log_guard = super::logging::init(&current.monitoring, a.quiet)?;
+        super::logging::init(&current.monitoring, a.quiet)?;
         let rec = Recording::load(&a.run_dir)?;
         let config = rec.config_with(&current)?;
         if !a.quiet && !a.json {

@@ -67,7 +67,7 @@ async fn run_async(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
         // The run folder is untrusted: logging and output follow the current configuration
         // (with this command's flags), the journal only supplies the simulation.
         let current = super::load_config(g, None, &a.plan.flags()?)?.config;
-        let _log_guard = super::logging::init(&current.monitoring, a.quiet)?;
+        super::logging::init(&current.monitoring, a.quiet)?;
         let rec = Recording::load(dir)?;
         let turns = rec.config_with(&current)?.simulation.max_turns;
         let save_under = (!a.no_save).then(|| conversations_dir(&current.output.output_dir));
@@ -78,7 +78,7 @@ async fn run_async(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
     let mut flags = a.plan.flags()?;
     a.metrics.apply(&mut flags);
     let (plan, cfg) = super::plan::load(g, &a.plan, &flags)?;
-    let _log_guard = super::logging::init(&cfg.monitoring, a.quiet)?;
+    super::logging::init(&cfg.monitoring, a.quiet)?;
     let exporter = super::metrics::start(&cfg.monitoring).await?;
     let code = start_and_drive(plan, cfg, &a, rx, tx).await;
     super::metrics::finish(exporter).await;

@@ -137,7 +137,7 @@ pub fn run(g: &GlobalArgs, a: ServeArgs) -> anyhow::Result<ExitCode> {
     a.metrics.apply(&mut flags);
     let loaded = super::load_config(g, None, &flags)?;
     let logs = LogBuffer::default();
-    let _traces = init_logging(&loaded.config.monitoring, &logs)?;
+    init_logging(&loaded.config.monitoring, &logs)?;
     let generated;
     let given = given_token(&a, std::env::var("TROUPE_WEB_TOKEN").ok())?;
     let token = match given {
@@ -225,11 +225,8 @@ async fn save_live_runs(st: &AppState) {
 
 /// Logs to stderr at `monitoring.log_level` (or `RUST_LOG`), and into the ring buffer the
 /// Settings page shows, at debug for troupe itself.
-/// Returns the guard that flushes traces at exit, when they are exported.
-fn init_logging(
-    m: &MonitoringConfig,
-    logs: &LogBuffer,
-) -> anyhow::Result<Option<troupe_sim::monitoring::traces::TraceGuard>> {
+/// Traces, when exported, are flushed at exit (`logging::flush_traces`).
+fn init_logging(m: &MonitoringConfig, logs: &LogBuffer) -> anyhow::Result<()> {
     let level = match m.log_level.to_uppercase().as_str() {
         "WARNING" => "warn".to_string(),
         other => other.to_lowercase(),
@@ -246,7 +243,8 @@ fn init_logging(
     let ring = logs.layer().with_filter(EnvFilter::new("info,troupe_sim=debug,ractor=warn"));
     let (otel, traces) = super::logging::trace_layer(m)?;
     let _ = tracing_subscriber::registry().with(stderr).with(ring).with(otel).try_init();
-    Ok(traces)
+    super::logging::keep_traces(traces);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ async fn run_async(g: &GlobalArgs, a: ShardArgs) -> anyhow::Result<ExitCode> {
     let mut flags = super::Flags::default();
     a.metrics.apply(&mut flags);
     let cfg = super::load_config(g, None, &flags)?.config;
-    let _log_guard = super::logging::init_service(&cfg.monitoring)?;
+    super::logging::init_service(&cfg.monitoring)?;
     let id = match a.id.clone() {
         Some(id) => {
             troupe_sim::cluster::messages::check_id("shard id", &id)

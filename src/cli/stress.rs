@@ -86,7 +86,7 @@ async fn run_async(g: &GlobalArgs, a: StressArgs) -> anyhow::Result<ExitCode> {
     let (plan, cfg) = super::plan::load(g, &a.plan, &a.flags()?)?;
     // Retries are the point of the exercise: only errors reach the terminal (the log file,
     // when configured, gets everything).
-    let _log_guard = super::logging::init(&cfg.monitoring, true)?;
+    super::logging::init(&cfg.monitoring, true)?;
     let opts = StressOptions { workers: a.workers.clone(), calls: a.calls };
     let exporter = super::metrics::start(&cfg.monitoring).await?;
     // One trace for the sweep: its settings' runs (here or on workers) hang from this span.

@@ -39,7 +39,7 @@ async fn run_async(g: &GlobalArgs, a: WorkerArgs) -> anyhow::Result<ExitCode> {
     flags.performance.max_parallel_runs = a.max_parallel;
     a.metrics.apply(&mut flags);
     let cfg = super::load_config(g, None, &flags)?.config;
-    let _log_guard = super::logging::init_service(&cfg.monitoring)?;
+    super::logging::init_service(&cfg.monitoring)?;
     let exporter = super::metrics::start(&cfg.monitoring).await?;
     let name = a.name.clone().unwrap_or_else(default_name);
     let cluster = Cluster::connect(a.nats.as_deref(), &cfg.cluster, &format!("troupe worker {name}")).await?;

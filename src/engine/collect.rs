@@ -125,9 +125,7 @@ pub(super) async fn collect(
         drain_in_flight(&mut ctx, &mut rx, &links.metrics).await;
     }
     let snap = snapshot(&links.metrics).await.unwrap_or_default();
-    links.world.stop(None);
-    links.supervisor.stop(None);
-    links.metrics.stop(None);
+    stop_actors(&links).await;
     if let Some(m) = crate::actors::monitor::installed() {
         crate::actors::monitor::said(&g.transcript, &mut g.told);
         let _ = m.cast(crate::actors::monitor::MonitorMsg::RunFinished { outcome: final_state.reason.as_str() });
@@ -240,4 +238,16 @@ async fn drain_in_flight(
     if let Some(j) = ctx.journal.as_mut() {
         let _ = j.sync();
     }
+}
+
+/// Stops the run's actors and waits (a bounded time) until they are gone: a persona, world or
+/// metrics actor left running after its run would keep its queued messages, and the trace
+/// spans they carry, open until the process ends.
+async fn stop_actors(links: &Links) {
+    let bound = Some(std::time::Duration::from_secs(5));
+    links.world.stop(None);
+    links.supervisor.stop_children_and_wait(None, bound).await;
+    let _ = links.supervisor.stop_and_wait(None, bound).await;
+    let _ = links.world.stop_and_wait(None, bound).await;
+    let _ = links.metrics.stop_and_wait(None, bound).await;
 }

@@ -1,61 +1,61 @@
 //! OpenTelemetry traces over OTLP/HTTP (`[monitoring] otlp_endpoint`): the `tracing` spans the
-//! runtime already opens (simulation > turn > persona_act > llm_call) exported by
-//! tracing-opentelemetry through a batch processor (bounded queue: when the collector is slow
-//! or gone, spans are dropped, never piled up), and the W3C `traceparent` that carries a trace
-//! to workers over NATS headers.
+//! runtime already opens (simulation > turn > persona_act > llm_call) recorded by a small
+//! `tracing` layer of our own and exported by one thread through a bounded queue ([`super::otlp`]:
+//! when the collector is slow or gone, spans are dropped, never piled up), and the W3C
+//! `traceparent` that carries a trace to workers and shards over NATS headers.
+//!
+//! Why not tracing-opentelemetry and the OpenTelemetry SDK: measured through the binary they
+//! cost 11-23 µs of CPU per LLM call (two spans), most of it building the SDK's span objects,
+//! cloning their attributes and waking the batch thread for every span. This layer keeps a
+//! span as ids, two times and its fields in the registry's own storage and queues it with one
+//! uncontended lock when it closes.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig as _};
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing_subscriber::Registry;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
 
 use super::MonitoringError;
+use super::otlp::{EXPORT_TIMEOUT, Event, Finished, MAX_TEXT, Queue, Val};
+
+pub use super::otlp::MAX_QUEUED_SPANS;
 
 /// The header (and W3C name) a trace context travels in.
 pub const TRACEPARENT: &str = "traceparent";
 
-/// Spans waiting for export at most (a few MB); beyond, new spans are dropped rather than
-/// held: a run at full speed on a fast provider makes spans faster than a collector takes them.
-pub const MAX_QUEUED_SPANS: usize = 16_384;
-
-/// How long one export may take before it is given up (the batch is dropped).
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Events (warnings, errors) kept per span at most.
+const MAX_EVENTS: usize = 32;
 
 /// Keeps the exporter running; dropping it flushes the spans not yet sent (waiting at most the
 /// export timeout, saying so after a second) and stops it, then says how many spans were lost.
 #[derive(Debug)]
 pub struct TraceGuard {
-    provider: Option<SdkTracerProvider>,
-    tally: Arc<Tally>,
+    queue: Arc<Queue>,
+    thread: Option<std::thread::JoinHandle<()>>,
     url: String,
 }
 
 impl Drop for TraceGuard {
     fn drop(&mut self) {
-        let Some(p) = self.provider.take() else { return };
-        // The exporter's blocking HTTP client must not be driven from an async worker thread.
+        let Some(thread) = self.thread.take() else { return };
+        self.queue.stop();
         let (done_tx, done) = std::sync::mpsc::channel();
-        let flush = std::thread::spawn(move || {
-            let r = p.shutdown_with_timeout(EXPORT_TIMEOUT);
+        let waiter = std::thread::spawn(move || {
+            let _ = thread.join();
             let _ = done_tx.send(());
-            r
         });
-        if done.recv_timeout(Duration::from_secs(1)).is_err() {
+        if done.recv_timeout(std::time::Duration::from_secs(1)).is_err() {
             eprintln!("note: sending the last trace spans to {} (at most {} s)", self.url, EXPORT_TIMEOUT.as_secs());
         }
-        let shutdown = flush.join().unwrap_or(Ok(()));
-        let lost = self.tally.lost_spans.load(Ordering::Relaxed);
-        if lost > 0 || shutdown.is_err() {
-            let why = self.tally.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            let why = why.or_else(|| shutdown.err().map(|e| e.to_string())).unwrap_or_default();
+        let _ = waiter.join();
+        let lost = self.queue.tally.lost_spans.load(std::sync::atomic::Ordering::Relaxed);
+        if lost > 0 {
+            let why = self.queue.tally.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
             eprintln!(
                 "warning: {lost} trace span(s) could not be sent to {} ({why}); is the collector running there? \
                  (monitoring.otlp_endpoint)",
@@ -65,45 +65,169 @@ impl Drop for TraceGuard {
     }
 }
 
-/// What the exporter could not send, shared by its thread and the guard that reports it. A
-/// std `Mutex`: the exporter's thread is not an actor, and nothing is awaited under it.
-#[derive(Debug, Default)]
-struct Tally {
-    lost_spans: AtomicU64,
-    last_error: Mutex<Option<String>>,
+/// A span being recorded, kept in the registry's extensions of its `tracing` span.
+#[derive(Debug, Clone)]
+struct Rec {
+    trace: [u8; 16],
+    id: [u8; 8],
+    parent: Option<[u8; 8]>,
+    start: u64,
+    attrs: Vec<(&'static str, Val)>,
+    events: Vec<Event>,
 }
 
-/// The OTLP exporter, counting what it fails to send (the SDK drops failed batches silently).
+/// The layer that records spans and queues them for export when they close.
 #[derive(Debug)]
-struct Counting<E> {
-    inner: E,
-    tally: Arc<Tally>,
+pub struct OtlpLayer {
+    queue: Arc<Queue>,
 }
 
-impl<E: SpanExporter> SpanExporter for Counting<E> {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let n = batch.len() as u64;
-        let r = self.inner.export(batch).await;
-        if let Err(e) = &r {
-            if self.tally.lost_spans.fetch_add(n, Ordering::Relaxed) == 0 {
-                tracing::warn!(error = %e, "trace spans could not be sent to the collector");
-            }
-            *self.tally.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+impl<S> tracing_subscriber::Layer<S> for OtlpLayer
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let parent = match attrs.parent() {
+            Some(p) => ctx.span(p),
+            None if attrs.is_contextual() => ctx.lookup_current(),
+            None => None,
+        };
+        let from = parent.and_then(|p| p.extensions().get::<Rec>().map(|r| (r.trace, r.id)));
+        let mut rec = Rec {
+            trace: from.map_or_else(new_trace_id, |f| f.0),
+            id: new_span_id(),
+            parent: from.map(|f| f.1),
+            start: now_ns(),
+            attrs: Vec::with_capacity(attrs.fields().len()),
+            events: Vec::new(),
+        };
+        attrs.record(&mut Fields(&mut rec.attrs));
+        span.extensions_mut().insert(rec);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id)
+            && let Some(rec) = span.extensions_mut().get_mut::<Rec>()
+        {
+            values.record(&mut Fields(&mut rec.attrs));
         }
-        r
     }
 
-    fn shutdown_with_timeout(&mut self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.event_span(event) else { return };
+        let mut ext = span.extensions_mut();
+        let Some(rec) = ext.get_mut::<Rec>() else { return };
+        if rec.events.len() >= MAX_EVENTS {
+            return;
+        }
+        let mut fields = Vec::new();
+        event.record(&mut Fields(&mut fields));
+        let name = fields
+            .iter()
+            .find(|(k, _)| *k == "message")
+            .map(|(_, v)| text(v))
+            .unwrap_or_else(|| event.metadata().name().to_string());
+        let level = if *event.metadata().level() == tracing::Level::ERROR { "ERROR" } else { "WARN" };
+        rec.events.push(Event { time: now_ns(), name, level });
     }
 
-    fn force_flush(&mut self) -> OTelSdkResult {
-        self.inner.force_flush()
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        let Some(rec) = span.extensions_mut().remove::<Rec>() else { return };
+        let Rec { trace, id, parent, start, attrs, events } = rec;
+        self.queue.push(Finished { name: span.name(), trace, id, parent, start, end: now_ns(), attrs, events });
     }
+}
 
-    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
-        self.inner.set_resource(resource);
+fn text(v: &Val) -> String {
+    match v {
+        Val::Str(s) => s.clone(),
+        Val::Int(i) => i.to_string(),
+        Val::F64(f) => f.to_string(),
+        Val::Bool(b) => b.to_string(),
     }
+}
+
+/// Records a span's or an event's fields (a field recorded again replaces its value).
+struct Fields<'a>(&'a mut Vec<(&'static str, Val)>);
+
+impl Fields<'_> {
+    fn put(&mut self, field: &Field, v: Val) {
+        match self.0.iter_mut().find(|(k, _)| *k == field.name()) {
+            Some(slot) => slot.1 = v,
+            None => self.0.push((field.name(), v)),
+        }
+    }
+}
+
+/// `s` cut to at most [`MAX_TEXT`] bytes, at a character boundary.
+fn bounded(mut s: String) -> String {
+    if s.len() > MAX_TEXT {
+        let mut end = MAX_TEXT;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.put(field, Val::Str(bounded(format!("{value:?}"))));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, Val::Str(bounded(value.to_string())));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, Val::Int(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, Val::Int(i64::try_from(value).unwrap_or(i64::MAX)));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, Val::F64(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, Val::Bool(value));
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+thread_local! {
+    /// This thread's id generator (SplitMix64, seeded from the OS once per thread).
+    static IDS: Cell<u64> = Cell::new({
+        let mut b = [0u8; 8];
+        let _ = getrandom::fill(&mut b);
+        u64::from_le_bytes(b)
+    });
+}
+
+/// A random, never-zero 64-bit number.
+fn next_id() -> u64 {
+    IDS.with(|s| {
+        let x = s.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        s.set(x);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)).max(1)
+    })
+}
+
+fn new_span_id() -> [u8; 8] {
+    next_id().to_be_bytes()
+}
+
+fn new_trace_id() -> [u8; 16] {
+    let mut t = [0u8; 16];
+    t[..8].copy_from_slice(&next_id().to_be_bytes());
+    t[8..].copy_from_slice(&next_id().to_be_bytes());
+    t
 }
 
 /// The full OTLP/HTTP traces URL for `endpoint`: a base (`http://collector:4318`) gets
@@ -118,68 +242,91 @@ pub fn traces_url(endpoint: &str) -> Result<String, MonitoringError> {
 }
 
 /// A `tracing` layer exporting spans to `endpoint` as `service`, and the guard that flushes it.
-pub fn otlp_layer<S>(
-    endpoint: &str,
-    service: &str,
-) -> Result<(tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>, TraceGuard), MonitoringError>
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
+pub fn otlp_layer(endpoint: &str, service: &str) -> Result<(OtlpLayer, TraceGuard), MonitoringError> {
     let url = traces_url(endpoint)?;
-    let service = service.to_string();
-    let tally = Arc::new(Tally::default());
-    let (shown, counted) = (url.clone(), tally.clone());
-    // Built on its own thread: the blocking HTTP client may not be made inside an async runtime.
-    let provider = std::thread::spawn(move || -> Result<SdkTracerProvider, String> {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_endpoint(url)
-            .with_timeout(EXPORT_TIMEOUT)
-            .with_headers(HashMap::new())
-            .build()
-            .map_err(|e| e.to_string())?;
-        let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
-        let batch = BatchConfigBuilder::default()
-            .with_max_queue_size(MAX_QUEUED_SPANS)
-            .with_max_export_batch_size(2048)
-            .with_scheduled_delay(Duration::from_secs(1))
-            .build();
-        let exporter = Counting { inner: exporter, tally: counted };
-        let processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch).build();
-        Ok(SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource).build())
+    let queue = Arc::new(Queue::default());
+    let (q, to, service) = (queue.clone(), url.clone(), service.to_string());
+    // The blocking HTTP client lives on the exporter's own thread (it may not be made or
+    // dropped inside an async runtime).
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("otlp-export".into())
+        .spawn(move || {
+            let client = reqwest::blocking::Client::builder().timeout(EXPORT_TIMEOUT).build();
+            let client = match client {
+                Ok(c) => {
+                    let _ = ready_tx.send(Ok(()));
+                    c
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            super::otlp::export_loop(&q, &to, &service, &client);
+        })
+        .map_err(|e| MonitoringError::Spawn(format!("the OTLP exporter's thread: {e}")))?;
+    ready
+        .recv()
+        .map_err(|_| MonitoringError::Spawn("the OTLP exporter's setup panicked".into()))?
+        .map_err(MonitoringError::Exporter)?;
+    Ok((OtlpLayer { queue: queue.clone() }, TraceGuard { queue, thread: Some(thread), url }))
+}
+
+/// Runs `f` on `span`'s record, when this process exports it.
+fn with_rec<T>(span: &tracing::Span, f: impl FnOnce(&mut Rec) -> T) -> Option<T> {
+    span.with_subscriber(|(id, dispatch)| {
+        let registry = dispatch.downcast_ref::<Registry>()?;
+        let data = registry.span(id)?;
+        let mut ext = data.extensions_mut();
+        ext.get_mut::<Rec>().map(f)
     })
-    .join()
-    .map_err(|_| MonitoringError::Spawn("the OTLP exporter's setup panicked".into()))?
-    .map_err(MonitoringError::Exporter)?;
-    let tracer = provider.tracer("troupe-sim");
-    // Only the spans' own fields: source locations, thread ids and targets would add five
-    // attributes to every span for nothing a reader of a run's trace needs.
-    let layer = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_tracked_inactivity(false)
-        .with_location(false)
-        .with_threads(false)
-        .with_target(false);
-    Ok((layer, TraceGuard { provider: Some(provider), tally, url: shown }))
+    .flatten()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The W3C `traceparent` of `span`, when it is being exported.
 pub fn traceparent(span: &tracing::Span) -> Option<String> {
-    let cx = span.context();
-    let mut carrier = HashMap::new();
-    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
-    carrier.remove(TRACEPARENT)
+    with_rec(span, |r| format!("00-{}-{}-01", hex(&r.trace), hex(&r.id)))
 }
 
 /// Makes `span` a child of the remote span named by `traceparent` (from another machine:
-/// anything but a well-formed W3C value is ignored).
+/// anything but a well-formed W3C value is ignored). Spans opened under it afterwards join the
+/// remote trace.
 pub fn adopt(span: &tracing::Span, traceparent: &str) {
-    if traceparent.len() != 55 || !traceparent.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
-        return;
+    let Some((trace, parent)) = parse_traceparent(traceparent) else { return };
+    with_rec(span, |r| {
+        r.trace = trace;
+        r.parent = Some(parent);
+    });
+}
+
+/// The trace and parent span ids of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`, ids
+/// not all zero).
+fn parse_traceparent(tp: &str) -> Option<([u8; 16], [u8; 8])> {
+    let mut parts = tp.split('-');
+    let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || version != "00" || flags.len() != 2 || u8::from_str_radix(flags, 16).is_err() {
+        return None;
     }
-    let carrier = HashMap::from([(TRACEPARENT.to_string(), traceparent.to_string())]);
-    let cx = TraceContextPropagator::new().extract(&carrier);
-    let _ = span.set_parent(cx);
+    let mut t = [0u8; 16];
+    let mut p = [0u8; 8];
+    unhex(trace, &mut t)?;
+    unhex(parent, &mut p)?;
+    (t != [0; 16] && p != [0; 8]).then_some((t, p))
+}
+
+fn unhex(s: &str, out: &mut [u8]) -> Option<()> {
+    if s.len() != out.len() * 2 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(())
 }
 
 #[cfg(test)]
@@ -194,5 +341,38 @@ mod tests {
         for bad in ["127.0.0.1:4318", "grpc://c:4317", "http://", ""] {
             assert!(traces_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn traceparents_read_back_and_bad_ones_are_ignored() {
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let (t, p) = parse_traceparent(tp).unwrap();
+        assert_eq!(format!("00-{}-{}-01", hex(&t), hex(&p)), tp);
+        for bad in [
+            "",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "00-0af7651916cd43dd8448eb211c80319g-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x",
+            "00-ü0f7651916cd43dd8448eb211c80319-b7ad6b7169203331-01",
+        ] {
+            assert!(parse_traceparent(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_are_never_zero_and_do_not_repeat() {
+        let ids: std::collections::HashSet<[u8; 8]> = (0..10_000).map(|_| new_span_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        assert!(!ids.contains(&[0; 8]));
+        assert_ne!(new_trace_id(), new_trace_id());
+    }
+
+    #[test]
+    fn long_texts_are_cut_at_a_character_boundary() {
+        let s = bounded("é".repeat(MAX_TEXT));
+        assert!(s.len() <= MAX_TEXT && s.chars().all(|c| c == 'é'));
     }
 }

@@ -1,0 +1,372 @@
+//! The OTLP/HTTP side of traces: finished spans encoded as an `ExportTraceServiceRequest`
+//! (protobuf, written here field by field: the messages are few and fixed) and posted by one
+//! exporter thread, in batches, from a bounded queue.
+//!
+//! The queue is a vector behind a mutex: closing a span takes the lock for one push and wakes
+//! the exporter only when a batch is full, so a span costs its caller no system call. Spans
+//! beyond [`MAX_QUEUED_SPANS`] are dropped and counted, never held: a collector that is slow or
+//! gone never makes the run wait or grow.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Spans waiting for export at most (a few MB); beyond, new spans are dropped rather than
+/// held: a run at full speed on a fast provider makes spans faster than a collector takes them.
+pub const MAX_QUEUED_SPANS: usize = 16_384;
+
+/// Spans per request to the collector.
+const BATCH: usize = 2048;
+
+/// How often what is queued is sent, full batch or not.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// How long one export may take before it is given up (the batch is dropped); also the most
+/// the last flush at exit may take.
+pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An attribute's value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    /// Text (cut to [`MAX_TEXT`] bytes).
+    Str(String),
+    /// A whole number.
+    Int(i64),
+    /// A number.
+    F64(f64),
+    /// A flag.
+    Bool(bool),
+}
+
+/// Longest attribute or event text exported, in bytes.
+pub const MAX_TEXT: usize = 1024;
+
+/// A warning or an error logged inside a span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Unix nanoseconds.
+    pub time: u64,
+    /// The message.
+    pub name: String,
+    /// `WARN` or `ERROR`.
+    pub level: &'static str,
+}
+
+/// A finished span, as exported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    /// The span's name (`turn`, `llm_call`, ...).
+    pub name: &'static str,
+    /// Its trace.
+    pub trace: [u8; 16],
+    /// Its id.
+    pub id: [u8; 8],
+    /// Its parent's id (none for a root).
+    pub parent: Option<[u8; 8]>,
+    /// Unix nanoseconds.
+    pub start: u64,
+    /// Unix nanoseconds.
+    pub end: u64,
+    /// Its fields.
+    pub attrs: Vec<(&'static str, Val)>,
+    /// Warnings and errors logged in it.
+    pub events: Vec<Event>,
+}
+
+/// What the exporter could not send.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Spans dropped (queue full) or not accepted by the collector.
+    pub lost_spans: AtomicU64,
+    /// The last reason.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl Tally {
+    fn lost(&self, n: usize, why: &str) {
+        if self.lost_spans.fetch_add(n as u64, Ordering::Relaxed) == 0 {
+            tracing::warn!(error = %why, "trace spans could not be sent to the collector");
+        }
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.to_string());
+    }
+}
+
+/// Spans waiting for the exporter thread.
+#[derive(Debug, Default)]
+pub struct Queue {
+    state: Mutex<State>,
+    wake: Condvar,
+    /// What could not be sent.
+    pub tally: Tally,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    spans: Vec<Finished>,
+    stop: bool,
+}
+
+impl Queue {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a finished span (dropped and counted when the queue is full).
+    pub fn push(&self, span: Finished) {
+        let mut s = self.state();
+        if s.spans.len() >= MAX_QUEUED_SPANS {
+            drop(s);
+            self.tally.lost(1, &format!("more than {MAX_QUEUED_SPANS} spans waited for the collector"));
+            return;
+        }
+        s.spans.push(span);
+        if s.spans.len() == BATCH {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Asks the exporter to send what is left and end.
+    pub fn stop(&self) {
+        self.state().stop = true;
+        self.wake.notify_one();
+    }
+
+    /// Waits for a full batch, the next flush or the stop; returns what is queued and whether
+    /// to stop after sending it.
+    fn next(&self) -> (Vec<Finished>, bool) {
+        let due = Instant::now() + FLUSH_EVERY;
+        let mut s = self.state();
+        while s.spans.len() < BATCH && !s.stop {
+            let left = due.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            s = self.wake.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        (std::mem::take(&mut s.spans), s.stop)
+    }
+}
+
+/// The exporter thread's loop: sends batches to `url` as `service` until stopped, then what is
+/// left (within [`EXPORT_TIMEOUT`] all told).
+pub fn export_loop(queue: &Queue, url: &str, service: &str, client: &reqwest::blocking::Client) {
+    loop {
+        let (spans, stop) = queue.next();
+        let deadline = stop.then(|| Instant::now() + EXPORT_TIMEOUT);
+        for (k, batch) in spans.chunks(BATCH).enumerate() {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                let left = spans.len() - k * BATCH;
+                queue.tally.lost(left, "the last spans were not sent within the export timeout at exit");
+                break;
+            }
+            send(queue, url, client, batch, &encode(service, batch));
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+fn send(queue: &Queue, url: &str, client: &reqwest::blocking::Client, batch: &[Finished], body: &[u8]) {
+    let sent = client.post(url).header("Content-Type", "application/x-protobuf").body(body.to_vec()).send();
+    let why = match sent {
+        Ok(r) if r.status().is_success() => return,
+        Ok(r) => format!("the collector answered {}", r.status()),
+        // Without the URL: the guard names it, once.
+        Err(e) => chain(&e.without_url()),
+    };
+    queue.tally.lost(batch.len(), &why);
+}
+
+/// An error and its causes, as one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// A protobuf writer: only what the OTLP messages use.
+#[derive(Default)]
+struct Pb(Vec<u8>);
+
+const VARINT: u8 = 0;
+const FIXED64: u8 = 1;
+const LEN: u8 = 2;
+
+impl Pb {
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.0.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.0.push(v as u8);
+    }
+    fn key(&mut self, field: u32, wire: u8) {
+        self.varint((u64::from(field) << 3) | u64::from(wire));
+    }
+    fn bytes(&mut self, field: u32, b: &[u8]) {
+        self.key(field, LEN);
+        self.varint(b.len() as u64);
+        self.0.extend_from_slice(b);
+    }
+    fn fixed64(&mut self, field: u32, v: u64) {
+        self.key(field, FIXED64);
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn uint(&mut self, field: u32, v: u64) {
+        self.key(field, VARINT);
+        self.varint(v);
+    }
+    /// A nested message, written by `f`.
+    fn message(&mut self, field: u32, f: impl FnOnce(&mut Pb)) {
+        let mut inner = Pb::default();
+        f(&mut inner);
+        self.bytes(field, &inner.0);
+    }
+    /// A `KeyValue` in field `field`.
+    fn attr(&mut self, field: u32, key: &str, v: &Val) {
+        self.message(field, |kv| {
+            kv.bytes(1, key.as_bytes());
+            kv.message(2, |any| match v {
+                Val::Str(s) => any.bytes(1, s.as_bytes()),
+                Val::Bool(b) => any.uint(2, u64::from(*b)),
+                Val::Int(i) => any.uint(3, *i as u64),
+                Val::F64(f) => any.fixed64(4, f.to_bits()),
+            });
+        });
+    }
+}
+
+/// An `ExportTraceServiceRequest` with `spans`, from `service`.
+pub fn encode(service: &str, spans: &[Finished]) -> Vec<u8> {
+    let mut req = Pb::default();
+    // resource_spans = 1
+    req.message(1, |rs| {
+        // resource = 1
+        rs.message(1, |r| r.attr(1, "service.name", &Val::Str(service.to_string())));
+        // scope_spans = 2
+        rs.message(2, |ss| {
+            ss.message(1, |scope| {
+                scope.bytes(1, b"troupe-sim");
+                scope.bytes(2, env!("CARGO_PKG_VERSION").as_bytes());
+            });
+            for s in spans {
+                ss.message(2, |p| span(p, s));
+            }
+        });
+    });
+    req.0
+}
+
+fn span(p: &mut Pb, s: &Finished) {
+    p.bytes(1, &s.trace);
+    p.bytes(2, &s.id);
+    if let Some(parent) = &s.parent {
+        p.bytes(4, parent);
+    }
+    p.bytes(5, s.name.as_bytes());
+    // kind = INTERNAL
+    p.uint(6, 1);
+    p.fixed64(7, s.start);
+    p.fixed64(8, s.end.max(s.start));
+    for (k, v) in &s.attrs {
+        p.attr(9, k, v);
+    }
+    for e in &s.events {
+        p.message(11, |ev| {
+            ev.fixed64(1, e.time);
+            ev.bytes(2, e.name.as_bytes());
+            ev.attr(3, "level", &Val::Str(e.level.to_string()));
+        });
+    }
+    // status = 15: an error logged in the span marks it failed.
+    if let Some(e) = s.events.iter().find(|e| e.level == "ERROR") {
+        p.message(15, |st| {
+            st.bytes(2, e.name.as_bytes());
+            st.uint(3, 2);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use prost::Message;
+
+    fn sample() -> Finished {
+        Finished {
+            name: "llm_call",
+            trace: [7; 16],
+            id: [1, 2, 3, 4, 5, 6, 7, 8],
+            parent: Some([9; 8]),
+            start: 1_700_000_000_000_000_000,
+            end: 1_700_000_000_000_500_000,
+            attrs: vec![
+                ("persona", Val::Str("p-ünï".into())),
+                ("attempt", Val::Int(2)),
+                ("cost", Val::F64(0.25)),
+                ("cached", Val::Bool(true)),
+                ("negative", Val::Int(-3)),
+            ],
+            events: vec![Event { time: 1_700_000_000_000_100_000, name: "timed out".into(), level: "ERROR" }],
+        }
+    }
+
+    /// What is written here decodes with the OTLP project's own generated types, field by field.
+    #[test]
+    fn the_request_decodes_with_the_otlp_types() {
+        let body = encode("troupe", &[sample(), Finished { parent: None, events: vec![], ..sample() }]);
+        let req = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+        let rs = &req.resource_spans[0];
+        let service = &rs.resource.as_ref().unwrap().attributes[0];
+        assert_eq!(service.key, "service.name");
+        assert_eq!(service.value.as_ref().unwrap().value, Some(Value::StringValue("troupe".into())));
+        let ss = &rs.scope_spans[0];
+        assert_eq!(ss.scope.as_ref().unwrap().name, "troupe-sim");
+        let s = &ss.spans[0];
+        assert_eq!((s.name.as_str(), s.kind), ("llm_call", 1));
+        assert_eq!((s.trace_id.as_slice(), s.span_id.as_slice()), (&[7u8; 16][..], &[1u8, 2, 3, 4, 5, 6, 7, 8][..]));
+        assert_eq!(s.parent_span_id, vec![9; 8]);
+        assert_eq!(
+            (s.start_time_unix_nano, s.end_time_unix_nano),
+            (1_700_000_000_000_000_000, 1_700_000_000_000_500_000)
+        );
+        let attrs: Vec<(String, Option<Value>)> =
+            s.attributes.iter().map(|a| (a.key.clone(), a.value.as_ref().and_then(|v| v.value.clone()))).collect();
+        assert_eq!(
+            attrs,
+            vec![
+                ("persona".into(), Some(Value::StringValue("p-ünï".into()))),
+                ("attempt".into(), Some(Value::IntValue(2))),
+                ("cost".into(), Some(Value::DoubleValue(0.25))),
+                ("cached".into(), Some(Value::BoolValue(true))),
+                ("negative".into(), Some(Value::IntValue(-3))),
+            ]
+        );
+        assert_eq!(s.events[0].name, "timed out");
+        assert_eq!(s.events[0].time_unix_nano, 1_700_000_000_000_100_000);
+        let status = s.status.as_ref().unwrap();
+        assert_eq!((status.code, status.message.as_str()), (2, "timed out"));
+        // A root has no parent and no status without an error.
+        assert!(ss.spans[1].parent_span_id.is_empty() && ss.spans[1].status.is_none());
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts() {
+        let q = Queue::default();
+        for _ in 0..MAX_QUEUED_SPANS + 3 {
+            q.push(sample());
+        }
+        assert_eq!(q.tally.lost_spans.load(Ordering::Relaxed), 3);
+        q.stop();
+        let (spans, stop) = q.next();
+        assert_eq!((spans.len(), stop), (MAX_QUEUED_SPANS, true));
+    }
+}
