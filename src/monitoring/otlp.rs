@@ -25,17 +25,32 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// the last flush at exit may take.
 pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// An attribute's value.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Val {
-    /// Text (cut to [`MAX_TEXT`] bytes).
-    Str(String),
+/// A span's attributes, already written as the protobuf `KeyValue`s of an OTLP span: recorded
+/// straight from the span's fields, with no value kept apart, so a span costs one buffer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Attrs(Pb);
+
+impl Attrs {
+    /// Text (cut to [`MAX_TEXT`] bytes, at a character boundary).
+    pub fn text(&mut self, key: &str, value: &str) {
+        self.0.attr(9, key, |any| any.text(1, value));
+    }
+    /// Text written by `value`'s `Debug` (a `%` field's `Display`), cut as [`Attrs::text`].
+    pub fn debug(&mut self, key: &str, value: &dyn std::fmt::Debug) {
+        self.0.attr(9, key, |any| any.formatted(1, value));
+    }
     /// A whole number.
-    Int(i64),
+    pub fn int(&mut self, key: &str, value: i64) {
+        self.0.attr(9, key, |any| any.uint(3, value as u64));
+    }
     /// A number.
-    F64(f64),
+    pub fn float(&mut self, key: &str, value: f64) {
+        self.0.attr(9, key, |any| any.fixed64(4, value.to_bits()));
+    }
     /// A flag.
-    Bool(bool),
+    pub fn flag(&mut self, key: &str, value: bool) {
+        self.0.attr(9, key, |any| any.uint(2, u64::from(value)));
+    }
 }
 
 /// Longest attribute or event text exported, in bytes.
@@ -68,7 +83,7 @@ pub struct Finished {
     /// Unix nanoseconds.
     pub end: u64,
     /// Its fields.
-    pub attrs: Vec<(&'static str, Val)>,
+    pub attrs: Attrs,
     /// Warnings and errors logged in it.
     pub events: Vec<Event>,
 }
@@ -191,8 +206,15 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 /// A protobuf writer: only what the OTLP messages use.
-#[derive(Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 struct Pb(Vec<u8>);
+
+impl std::fmt::Write for Pb {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
 
 const VARINT: u8 = 0;
 const FIXED64: u8 = 1;
@@ -222,22 +244,50 @@ impl Pb {
         self.key(field, VARINT);
         self.varint(v);
     }
-    /// A nested message, written by `f`.
+    /// A nested message, written by `f` in place after a one-byte length, widened afterwards
+    /// when the message is 128 bytes or more (one move of its bytes; no buffer per message).
     fn message(&mut self, field: u32, f: impl FnOnce(&mut Pb)) {
-        let mut inner = Pb::default();
-        f(&mut inner);
-        self.bytes(field, &inner.0);
+        self.key(field, LEN);
+        let at = self.0.len();
+        self.0.push(0);
+        f(self);
+        let len = (self.0.len() - at - 1) as u64;
+        let mut prefix = Pb(Vec::with_capacity(0));
+        if len < 0x80 {
+            self.0[at] = len as u8;
+            return;
+        }
+        prefix.varint(len);
+        self.0.splice(at..=at, prefix.0);
     }
-    /// A `KeyValue` in field `field`.
-    fn attr(&mut self, field: u32, key: &str, v: &Val) {
+    /// A `KeyValue` in field `field` whose `AnyValue` `value` writes.
+    fn attr(&mut self, field: u32, key: &str, value: impl FnOnce(&mut Pb)) {
         self.message(field, |kv| {
             kv.bytes(1, key.as_bytes());
-            kv.message(2, |any| match v {
-                Val::Str(s) => any.bytes(1, s.as_bytes()),
-                Val::Bool(b) => any.uint(2, u64::from(*b)),
-                Val::Int(i) => any.uint(3, *i as u64),
-                Val::F64(f) => any.fixed64(4, f.to_bits()),
-            });
+            kv.message(2, value);
+        });
+    }
+    /// Text, cut to [`MAX_TEXT`] bytes at a character boundary.
+    fn text(&mut self, field: u32, s: &str) {
+        let mut end = s.len().min(MAX_TEXT);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.bytes(field, &s.as_bytes()[..end]);
+    }
+    /// Text written by `value`'s `Debug` straight into the buffer, cut as [`Pb::text`].
+    fn formatted(&mut self, field: u32, value: &dyn std::fmt::Debug) {
+        self.message(field, |b| {
+            let start = b.0.len();
+            let _ = std::fmt::Write::write_fmt(b, format_args!("{value:?}"));
+            if b.0.len() - start > MAX_TEXT {
+                let mut end = start + MAX_TEXT;
+                // Formatting wrote whole characters: back up to the start of one.
+                while end > start && (b.0[end] & 0xC0) == 0x80 {
+                    end -= 1;
+                }
+                b.0.truncate(end);
+            }
         });
     }
 }
@@ -248,7 +298,7 @@ pub fn encode(service: &str, spans: &[Finished]) -> Vec<u8> {
     // resource_spans = 1
     req.message(1, |rs| {
         // resource = 1
-        rs.message(1, |r| r.attr(1, "service.name", &Val::Str(service.to_string())));
+        rs.message(1, |r| r.attr(1, "service.name", |any| any.text(1, service)));
         // scope_spans = 2
         rs.message(2, |ss| {
             ss.message(1, |scope| {
@@ -274,14 +324,12 @@ fn span(p: &mut Pb, s: &Finished) {
     p.uint(6, 1);
     p.fixed64(7, s.start);
     p.fixed64(8, s.end.max(s.start));
-    for (k, v) in &s.attrs {
-        p.attr(9, k, v);
-    }
+    p.0.extend_from_slice(&s.attrs.0.0);
     for e in &s.events {
         p.message(11, |ev| {
             ev.fixed64(1, e.time);
             ev.bytes(2, e.name.as_bytes());
-            ev.attr(3, "level", &Val::Str(e.level.to_string()));
+            ev.attr(3, "level", |any| any.text(1, e.level));
         });
     }
     // status = 15: an error logged in the span marks it failed.
@@ -308,13 +356,15 @@ mod tests {
             parent: Some([9; 8]),
             start: 1_700_000_000_000_000_000,
             end: 1_700_000_000_000_500_000,
-            attrs: vec![
-                ("persona", Val::Str("p-ünï".into())),
-                ("attempt", Val::Int(2)),
-                ("cost", Val::F64(0.25)),
-                ("cached", Val::Bool(true)),
-                ("negative", Val::Int(-3)),
-            ],
+            attrs: {
+                let mut a = Attrs::default();
+                a.text("persona", "p-ünï");
+                a.int("attempt", 2);
+                a.float("cost", 0.25);
+                a.flag("cached", true);
+                a.int("negative", -3);
+                a
+            },
             events: vec![Event { time: 1_700_000_000_000_100_000, name: "timed out".into(), level: "ERROR" }],
         }
     }
@@ -356,6 +406,34 @@ mod tests {
         assert_eq!((status.code, status.message.as_str()), (2, "timed out"));
         // A root has no parent and no status without an error.
         assert!(ss.spans[1].parent_span_id.is_empty() && ss.spans[1].status.is_none());
+    }
+
+    /// Lengths of one, two and three bytes: a long attribute, and a batch of many spans.
+    #[test]
+    fn long_messages_keep_their_lengths() {
+        let mut long = sample();
+        long.attrs.text("error", &"x".repeat(MAX_TEXT));
+        let batch: Vec<Finished> = (0..300).map(|i| if i % 7 == 0 { long.clone() } else { sample() }).collect();
+        let body = encode("troupe", &batch);
+        assert!(body.len() > 1 << 14, "{} bytes", body.len());
+        let req = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+        let spans = &req.resource_spans[0].scope_spans[0].spans;
+        assert_eq!(spans.len(), 300);
+        assert_eq!(spans[7].attributes.last().unwrap().key, "error");
+        assert_eq!(spans[8].attributes.len(), 5);
+    }
+
+    #[test]
+    fn texts_are_cut_at_a_character_boundary() {
+        let mut a = Attrs::default();
+        a.text("t", &"é".repeat(MAX_TEXT));
+        a.debug("d", &format_args!("{}", "é".repeat(MAX_TEXT)));
+        let s = Finished { attrs: a, ..sample() };
+        let req = ExportTraceServiceRequest::decode(encode("troupe", &[s]).as_slice()).unwrap();
+        for kv in &req.resource_spans[0].scope_spans[0].spans[0].attributes {
+            let Some(Value::StringValue(v)) = kv.value.as_ref().and_then(|v| v.value.clone()) else { panic!() };
+            assert!(v.len() <= MAX_TEXT && v.len() > MAX_TEXT - 2 && v.chars().all(|c| c == 'é'), "{}", kv.key);
+        }
     }
 
     #[test]

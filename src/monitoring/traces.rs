@@ -21,7 +21,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use super::MonitoringError;
-use super::otlp::{EXPORT_TIMEOUT, Event, Finished, MAX_TEXT, Queue, Val};
+use super::otlp::{Attrs, EXPORT_TIMEOUT, Event, Finished, MAX_TEXT, Queue};
 
 pub use super::otlp::MAX_QUEUED_SPANS;
 
@@ -72,7 +72,7 @@ struct Rec {
     id: [u8; 8],
     parent: Option<[u8; 8]>,
     start: u64,
-    attrs: Vec<(&'static str, Val)>,
+    attrs: Attrs,
     events: Vec<Event>,
 }
 
@@ -99,7 +99,7 @@ where
             id: new_span_id(),
             parent: from.map(|f| f.1),
             start: now_ns(),
-            attrs: Vec::with_capacity(attrs.fields().len()),
+            attrs: Attrs::default(),
             events: Vec::new(),
         };
         attrs.record(&mut Fields(&mut rec.attrs));
@@ -121,13 +121,9 @@ where
         if rec.events.len() >= MAX_EVENTS {
             return;
         }
-        let mut fields = Vec::new();
-        event.record(&mut Fields(&mut fields));
-        let name = fields
-            .iter()
-            .find(|(k, _)| *k == "message")
-            .map(|(_, v)| text(v))
-            .unwrap_or_else(|| event.metadata().name().to_string());
+        let mut message = Message(None);
+        event.record(&mut message);
+        let name = message.0.unwrap_or_else(|| event.metadata().name().to_string());
         let level = if *event.metadata().level() == tracing::Level::ERROR { "ERROR" } else { "WARN" };
         rec.events.push(Event { time: now_ns(), name, level });
     }
@@ -140,23 +136,42 @@ where
     }
 }
 
-fn text(v: &Val) -> String {
-    match v {
-        Val::Str(s) => s.clone(),
-        Val::Int(i) => i.to_string(),
-        Val::F64(f) => f.to_string(),
-        Val::Bool(b) => b.to_string(),
+/// Records a span's fields into its attributes.
+struct Fields<'a>(&'a mut Attrs);
+
+impl Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.debug(field.name(), value);
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.text(field.name(), value);
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.int(field.name(), value);
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.int(field.name(), i64::try_from(value).unwrap_or(i64::MAX));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.float(field.name(), value);
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.flag(field.name(), value);
     }
 }
 
-/// Records a span's or an event's fields (a field recorded again replaces its value).
-struct Fields<'a>(&'a mut Vec<(&'static str, Val)>);
+/// An event's message (its other fields are not exported).
+struct Message(Option<String>);
 
-impl Fields<'_> {
-    fn put(&mut self, field: &Field, v: Val) {
-        match self.0.iter_mut().find(|(k, _)| *k == field.name()) {
-            Some(slot) => slot.1 = v,
-            None => self.0.push((field.name(), v)),
+impl Visit for Message {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = Some(bounded(format!("{value:?}")));
+        }
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0 = Some(bounded(value.to_string()));
         }
     }
 }
@@ -171,27 +186,6 @@ fn bounded(mut s: String) -> String {
         s.truncate(end);
     }
     s
-}
-
-impl Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.put(field, Val::Str(bounded(format!("{value:?}"))));
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, Val::Str(bounded(value.to_string())));
-    }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, Val::Int(value));
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, Val::Int(i64::try_from(value).unwrap_or(i64::MAX)));
-    }
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.put(field, Val::F64(value));
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, Val::Bool(value));
-    }
 }
 
 fn now_ns() -> u64 {
