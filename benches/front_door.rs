@@ -19,7 +19,8 @@
 //!   exporting costs per call, as the median of 12 alternating pairs (`FRONT_DOOR_PAIRS`): this
 //!   machine's noise between two runs is larger than the cost.
 //! - `traces`: the same 10,000 calls with and without `monitoring.otlp_endpoint`, exported to an
-//!   OTLP/HTTP receiver in this bench process: what tracing costs per call.
+//!   OTLP/HTTP receiver in this bench process: what tracing costs per call, as the median of 12
+//!   alternating pairs (`FRONT_DOOR_PAIRS`).
 //! - `sharded`: 100,000 personas x 3 turns, degree 8, everyone acting, over 3 `troupe shard`
 //!   processes and a `nats-server -js` on this machine, then the same run in one process: the
 //!   coordinator's wall time, CPU per persona-turn and bytes sent per persona-turn, and the
@@ -205,8 +206,8 @@ fn run_saving(scenario: &Path, out: &Path) -> std::process::Command {
     c
 }
 
-/// The panel at 100 turns, alternately without and with its spans exported over OTLP; the least
-/// CPU of 5 runs each.
+/// The panel at 100 turns, alternately without and with its spans exported over OTLP: the median
+/// difference over `FRONT_DOOR_PAIRS` pairs (12), and the least CPU of each.
 fn traces_overhead(dir: &Path) {
     let (dir, pop, calls) = long_panel(dir, "traces");
     let rx = otlp::start();
@@ -217,24 +218,31 @@ fn traces_overhead(dir: &Path) {
         }
         c
     };
-    let (mut off, mut on) = (None::<Usage>, None::<Usage>);
-    for _ in 0..5 {
-        for traced in [false, true] {
-            let u = measure(&mut cmd(traced));
-            assert_eq!(u.code, Some(0), "the run failed");
-            let best = if traced { &mut on } else { &mut off };
-            *best = Some(best.map_or(u, |b| if u.cpu < b.cpu { u } else { b }));
-        }
+    let pairs: usize = std::env::var("FRONT_DOOR_PAIRS").ok().and_then(|p| p.parse().ok()).unwrap_or(12);
+    let per = |u: Usage| u.cpu.as_secs_f64() * 1e6 / calls as f64;
+    let (mut off, mut on, mut diffs) = (None::<Usage>, None::<Usage>, Vec::new());
+    for _ in 0..pairs {
+        let a = measure(&mut cmd(false));
+        let u = measure(&mut cmd(true));
+        assert!(a.code == Some(0) && u.code == Some(0), "a run failed");
+        off = Some(off.map_or(a, |b| if a.cpu < b.cpu { a } else { b }));
+        on = Some(on.map_or(u, |b| if u.cpu < b.cpu { u } else { b }));
+        diffs.push(per(u) - per(a));
     }
     let (off, on) = (off.unwrap(), on.unwrap());
     let spans = rx.spans().len();
-    row("traces: 100 personas x 100 turns, saving on, no tracing", calls, off);
-    row("traces: the same exported over OTLP/HTTP", calls, on);
-    let per = |u: Usage| u.cpu.as_secs_f64() * 1e6 / calls as f64;
+    row("traces: 100 personas x 100 turns, saving on, no tracing (least CPU)", calls, off);
+    row("traces: the same exported over OTLP/HTTP (least CPU)", calls, on);
+    diffs.sort_by(f64::total_cmp);
+    let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
+    let sd = (diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (diffs.len().max(2) - 1) as f64).sqrt();
     println!(
-        "figure: exporting traces costs {:+.2} µs CPU per call ({spans} spans received over 5 runs, {:.1} per call)",
+        "figure: exporting traces costs {:+.2} µs CPU per call, median of {pairs} alternating pairs (mean {mean:+.2}, \
+         ±{:.2} on the mean; least-CPU runs {:+.2}; {spans} spans received, {:.1} per call)",
+        diffs[diffs.len() / 2],
+        sd / (diffs.len() as f64).sqrt(),
         per(on) - per(off),
-        spans as f64 / (5 * calls) as f64
+        spans as f64 / (pairs as u64 * calls) as f64
     );
 }
 

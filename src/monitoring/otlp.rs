@@ -117,7 +117,11 @@ pub struct Queue {
 
 #[derive(Debug, Default)]
 struct State {
-    spans: Vec<Finished>,
+    /// The queued spans, already encoded (each a `Span` of the request's `ScopeSpans`): the
+    /// thread that closes a span writes it, so the exporter frees nothing a worker allocated.
+    body: Pb,
+    /// How many.
+    count: usize,
     stop: bool,
 }
 
@@ -127,15 +131,16 @@ impl Queue {
     }
 
     /// Queues a finished span (dropped and counted when the queue is full).
-    pub fn push(&self, span: Finished) {
+    pub fn push(&self, span: &Finished) {
         let mut s = self.state();
-        if s.spans.len() >= MAX_QUEUED_SPANS {
+        if s.count >= MAX_QUEUED_SPANS {
             drop(s);
             self.tally.lost(1, &format!("more than {MAX_QUEUED_SPANS} spans waited for the collector"));
             return;
         }
-        s.spans.push(span);
-        if s.spans.len() == BATCH {
+        s.body.message(2, |p| encode_span(p, span));
+        s.count += 1;
+        if s.count == BATCH {
             self.wake.notify_one();
         }
     }
@@ -146,51 +151,49 @@ impl Queue {
         self.wake.notify_one();
     }
 
-    /// Waits for a full batch, the next flush or the stop; returns what is queued and whether
-    /// to stop after sending it.
-    fn next(&self) -> (Vec<Finished>, bool) {
+    /// Waits for a full batch, the next flush or the stop; returns the spans queued (encoded,
+    /// in `spare`'s place), how many, and whether to stop after sending them.
+    fn next(&self, spare: Vec<u8>) -> (Vec<u8>, usize, bool) {
         let due = Instant::now() + FLUSH_EVERY;
         let mut s = self.state();
-        while s.spans.len() < BATCH && !s.stop {
+        while s.count < BATCH && !s.stop {
             let left = due.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
             s = self.wake.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0;
         }
-        (std::mem::take(&mut s.spans), s.stop)
+        let body = std::mem::replace(&mut s.body.0, spare);
+        (body, std::mem::take(&mut s.count), s.stop)
     }
 }
 
-/// The exporter thread's loop: sends batches to `url` as `service` until stopped, then what is
-/// left (within [`EXPORT_TIMEOUT`] all told).
+/// The exporter thread's loop: sends what is queued to `url` as `service` at least every
+/// second, until stopped, then what is left (one request, within [`EXPORT_TIMEOUT`]).
 pub fn export_loop(queue: &Queue, url: &str, service: &str, client: &reqwest::blocking::Client) {
+    let mut spare = Vec::new();
     loop {
-        let (spans, stop) = queue.next();
-        let deadline = stop.then(|| Instant::now() + EXPORT_TIMEOUT);
-        for (k, batch) in spans.chunks(BATCH).enumerate() {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                let left = spans.len() - k * BATCH;
-                queue.tally.lost(left, "the last spans were not sent within the export timeout at exit");
-                break;
-            }
-            send(queue, url, client, batch, &encode(service, batch));
+        let (spans, n, stop) = queue.next(std::mem::take(&mut spare));
+        if n > 0 {
+            send(queue, url, client, n, request(service, &spans));
         }
+        spare = spans;
+        spare.clear();
         if stop {
             return;
         }
     }
 }
 
-fn send(queue: &Queue, url: &str, client: &reqwest::blocking::Client, batch: &[Finished], body: &[u8]) {
-    let sent = client.post(url).header("Content-Type", "application/x-protobuf").body(body.to_vec()).send();
+fn send(queue: &Queue, url: &str, client: &reqwest::blocking::Client, n: usize, body: Vec<u8>) {
+    let sent = client.post(url).header("Content-Type", "application/x-protobuf").body(body).send();
     let why = match sent {
         Ok(r) if r.status().is_success() => return,
         Ok(r) => format!("the collector answered {}", r.status()),
         // Without the URL: the guard names it, once.
         Err(e) => chain(&e.without_url()),
     };
-    queue.tally.lost(batch.len(), &why);
+    queue.tally.lost(n, &why);
 }
 
 /// An error and its causes, as one line.
@@ -292,9 +295,10 @@ impl Pb {
     }
 }
 
-/// An `ExportTraceServiceRequest` with `spans`, from `service`.
-pub fn encode(service: &str, spans: &[Finished]) -> Vec<u8> {
-    let mut req = Pb::default();
+/// An `ExportTraceServiceRequest` from `service` around `spans`, spans already encoded as the
+/// `Span` entries of its `ScopeSpans`.
+fn request(service: &str, spans: &[u8]) -> Vec<u8> {
+    let mut req = Pb(Vec::with_capacity(spans.len() + 128));
     // resource_spans = 1
     req.message(1, |rs| {
         // resource = 1
@@ -305,15 +309,22 @@ pub fn encode(service: &str, spans: &[Finished]) -> Vec<u8> {
                 scope.bytes(1, b"troupe-sim");
                 scope.bytes(2, env!("CARGO_PKG_VERSION").as_bytes());
             });
-            for s in spans {
-                ss.message(2, |p| span(p, s));
-            }
+            ss.0.extend_from_slice(spans);
         });
     });
     req.0
 }
 
-fn span(p: &mut Pb, s: &Finished) {
+/// An `ExportTraceServiceRequest` with `spans`, from `service`.
+pub fn encode(service: &str, spans: &[Finished]) -> Vec<u8> {
+    let mut body = Pb::default();
+    for s in spans {
+        body.message(2, |p| encode_span(p, s));
+    }
+    request(service, &body.0)
+}
+
+fn encode_span(p: &mut Pb, s: &Finished) {
     p.bytes(1, &s.trace);
     p.bytes(2, &s.id);
     if let Some(parent) = &s.parent {
@@ -439,12 +450,15 @@ mod tests {
     #[test]
     fn a_full_queue_drops_and_counts() {
         let q = Queue::default();
+        let s = sample();
         for _ in 0..MAX_QUEUED_SPANS + 3 {
-            q.push(sample());
+            q.push(&s);
         }
         assert_eq!(q.tally.lost_spans.load(Ordering::Relaxed), 3);
         q.stop();
-        let (spans, stop) = q.next();
-        assert_eq!((spans.len(), stop), (MAX_QUEUED_SPANS, true));
+        let (spans, n, stop) = q.next(Vec::new());
+        assert_eq!((n, stop), (MAX_QUEUED_SPANS, true));
+        // What was queued is what `encode` writes.
+        assert_eq!(request("troupe", &spans), encode("troupe", &vec![s; MAX_QUEUED_SPANS]));
     }
 }

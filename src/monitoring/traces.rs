@@ -132,7 +132,7 @@ where
         let Some(span) = ctx.span(&id) else { return };
         let Some(rec) = span.extensions_mut().remove::<Rec>() else { return };
         let Rec { trace, id, parent, start, attrs, events } = rec;
-        self.queue.push(Finished { name: span.name(), trace, id, parent, start, end: now_ns(), attrs, events });
+        self.queue.push(&Finished { name: span.name(), trace, id, parent, start, end: now_ns(), attrs, events });
     }
 }
 
