@@ -57,7 +57,8 @@
 //! - [`monitoring`]: `/metrics` in the Prometheus text format (`--metrics-addr`), served from
 //!   the metrics actors' own figures through the process' `MonitorActor`, and the last
 //!   transcript lines at `/messages`; reading them back from outside (`monitoring::scrape`,
-//!   `monitoring::figures`: rates and quantiles) for `troupe top`.
+//!   `monitoring::figures`: rates and quantiles) for `troupe top`; traces over OTLP/HTTP
+//!   (`monitoring::traces`, the `tracing` layer; `monitoring::otlp`, the exporter thread).
 //! - [`validation`]: persona checks (`troupe personas check`): a seeded interview through the
 //!   run's provider, then a judge model's JSON verdict against expectations and the persona's
 //!   facts; the same judge scores a run's messages (`in_character`).
