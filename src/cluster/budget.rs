@@ -151,9 +151,7 @@ impl Rates {
         }
         (next, send)
     }
-}
 
-impl Rates {
     /// [`Rates::reserve`] on the shared state `tats`, and with `share` (while returning) no earlier
     /// than this worker's share allows after `own`: the new shared state, the new `own` and when
     /// the request may be sent.

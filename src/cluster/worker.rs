@@ -214,12 +214,12 @@ async fn handle(
         Some(dir) => pack_files(cluster, &item, attempt, dir).await?,
         None => (Vec::new(), None),
     };
-    let made = Made { record, synthetic, files, inline };
+    let made = Made { record, synthetic, files, inline, resumed };
     let outcome = report(cluster, opts, &msg, (&item.experiment, &item.run_id), attempt, made).await?;
     if let Some(dir) = run_dir.as_ref().and_then(|d| d.parent()) {
         let _ = std::fs::remove_dir_all(dir);
     }
-    Ok(if matches!(outcome, Outcome::Reported { .. }) { Outcome::Reported { resumed } } else { outcome })
+    Ok(outcome)
 }
 
 /// What a worker made of a run, to report.
@@ -229,6 +229,8 @@ struct Made {
     files: Vec<FileEntry>,
     /// The files' bytes when they travel in the report itself.
     inline: Option<Vec<Vec<u8>>>,
+    /// Resumed from an earlier attempt's journal.
+    resumed: bool,
 }
 
 /// Queued work this worker cannot read or refuses (from another troupe version, say, or
@@ -243,13 +245,12 @@ async fn unreadable(
     attempt: u32,
     e: ClusterError,
 ) -> Result<Outcome, ClusterError> {
-    let named = named_run(&cluster.names, &msg);
-    if attempt < cluster.config.max_deliveries || named.is_none() {
+    let last = attempt >= cluster.config.max_deliveries;
+    let Some((exp, run_id)) = named_run(&cluster.names, &msg).filter(|_| last) else {
         tracing::error!(attempt, "queued work this worker cannot read, handed back: {e}");
         let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
         return Err(e);
-    }
-    let Some((exp, run_id)) = named else { return Err(e) };
+    };
     match cluster.take_lease(&exp, &run_id, attempt).await? {
         Take::Taken => {}
         Take::Newer => return Ok(Outcome::Discarded),
@@ -264,20 +265,8 @@ async fn unreadable(
     );
     tracing::error!(run = %run_id, attempt, "{why}");
     // The coordinator fills in the variant, label, number and seed from its own queue.
-    let record = RunRecord {
-        variant: String::new(),
-        label: String::new(),
-        k: 0,
-        run_seed: 0,
-        run_id: run_id.clone(),
-        dir: None,
-        success: false,
-        error: Some(why),
-        personas: Vec::new(),
-        metrics: Default::default(),
-        extraction: Default::default(),
-    };
-    let made = Made { record, synthetic: false, files: Vec::new(), inline: None };
+    let record = failure(&run_id, why);
+    let made = Made { record, synthetic: false, files: Vec::new(), inline: None, resumed: false };
     report(cluster, opts, &msg, (&exp, &run_id), attempt, made).await
 }
 
@@ -306,11 +295,10 @@ async fn report(
     attempt: u32,
     made: Made,
 ) -> Result<Outcome, ClusterError> {
-    let Made { record, synthetic, files, inline } = made;
-    let status_of = |state: &str| Status { run_id: run_id.to_string(), worker: opts.name.clone(), state: state.into() };
+    let Made { record, synthetic, files, inline, resumed } = made;
     let lease = cluster.run_lease(exp, run_id).await?;
     if lease.done || lease.attempt != Some(attempt) {
-        status(cluster, exp, status_of("discarded")).await;
+        status(cluster, (exp, run_id), &opts.name, "discarded").await;
         tracing::warn!(run = %run_id, attempt, "the run was handed to another worker meanwhile; result discarded");
         return Ok(Outcome::Discarded);
     }
@@ -332,9 +320,9 @@ async fn report(
     ack.await.ctx("reporting a run")?;
     cluster.mark_reported(exp, run_id, attempt, lease.seq).await?;
     msg.double_ack().await.ctx("acknowledging a run")?;
-    status(cluster, exp, status_of(if report.record.success { "finished" } else { "failed" })).await;
+    status(cluster, (exp, run_id), &opts.name, if report.record.success { "finished" } else { "failed" }).await;
     tracing::info!(run = %run_id, attempt, success = report.record.success, "run reported");
-    Ok(Outcome::Reported { resumed: false })
+    Ok(Outcome::Reported { resumed })
 }
 
 /// Makes one machine's part of a stress setting and reports it (no journal: a shard that is
@@ -420,13 +408,7 @@ async fn make(
         }
     };
     let resumed = segments > 0;
-    let state = if resumed { "resumed" } else { "started" };
-    status(
-        cluster,
-        &item.experiment,
-        Status { run_id: item.run_id.clone(), worker: opts.name.clone(), state: state.into() },
-    )
-    .await;
+    status(cluster, (&item.experiment, &item.run_id), &opts.name, if resumed { "resumed" } else { "started" }).await;
     tracing::info!(run = %item.run_id, attempt, "run {}", if resumed { "resumed from the cluster's journal" } else { "started" });
     let (tap, uploader) = journal_stream::upload(cluster.js.clone(), subject, attempt, cluster.message_limit());
     let how = HowToRun {
@@ -484,11 +466,23 @@ fn failed_record(item: &WorkItem, why: &str) -> RunRecord {
         label: item.job.label.clone(),
         k: item.job.k,
         run_seed: item.job.seed,
-        run_id: item.run_id.clone(),
+        personas: item.job.plan.personas.iter().map(|p| p.id.clone()).collect(),
+        ..failure(&item.run_id, why.to_string())
+    }
+}
+
+/// A failed run known only by its id.
+fn failure(run_id: &str, why: String) -> RunRecord {
+    RunRecord {
+        variant: String::new(),
+        label: String::new(),
+        k: 0,
+        run_seed: 0,
+        run_id: run_id.to_string(),
         dir: None,
         success: false,
-        error: Some(why.to_string()),
-        personas: item.job.plan.personas.iter().map(|p| p.id.clone()).collect(),
+        error: Some(why),
+        personas: Vec::new(),
         metrics: Default::default(),
         extraction: Default::default(),
     }
@@ -506,7 +500,8 @@ fn keep_lease(msg: Arc<Message>, lease: Duration) -> tokio::task::JoinHandle<()>
     })
 }
 
-async fn status(cluster: &Cluster, exp: &str, s: Status) {
+async fn status(cluster: &Cluster, (exp, run_id): (&str, &str), worker: &str, state: &str) {
+    let s = Status { run_id: run_id.to_string(), worker: worker.to_string(), state: state.to_string() };
     let body = serde_json::to_vec(&s).unwrap_or_default();
     let _ = cluster.client.publish(cluster.names.status_subject(exp), body.into()).await;
 }

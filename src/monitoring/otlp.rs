@@ -1,11 +1,11 @@
 //! The OTLP/HTTP side of traces: finished spans encoded as an `ExportTraceServiceRequest`
 //! (protobuf, written here field by field: the messages are few and fixed) and posted by one
-//! exporter thread, in batches, from a bounded queue.
+//! exporter thread from a bounded queue.
 //!
-//! The queue is a vector behind a mutex: closing a span takes the lock for one push and wakes
-//! the exporter only when a batch is full, so a span costs its caller no system call. Spans
-//! beyond [`MAX_QUEUED_SPANS`] are dropped and counted, never held: a collector that is slow or
-//! gone never makes the run wait or grow.
+//! The queue is the request's body being written, behind a mutex: the thread that closes a span
+//! takes the lock to append it, encoded, and wakes the exporter only when [`BATCH`] spans wait,
+//! so a span costs its caller no system call. Spans beyond [`MAX_QUEUED_SPANS`] are dropped and
+//! counted, never held: a collector that is slow or gone never makes the run wait or grow.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -15,14 +15,17 @@ use std::time::{Duration, Instant};
 /// held: a run at full speed on a fast provider makes spans faster than a collector takes them.
 pub const MAX_QUEUED_SPANS: usize = 16_384;
 
-/// Spans per request to the collector.
+/// Why spans are dropped when [`MAX_QUEUED_SPANS`] wait.
+const FULL: &str = "more than 16384 spans waited for the collector";
+
+/// Spans waiting that wake the exporter before its next flush.
 const BATCH: usize = 2048;
 
 /// How often what is queued is sent, full batch or not.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
-/// How long one export may take before it is given up (the batch is dropped); also the most
-/// the last flush at exit may take.
+/// How long one export may take before it is given up (its spans are counted lost); also the
+/// most the last flush at exit may take.
 pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A span's attributes, already written as the protobuf `KeyValue`s of an OTLP span: recorded
@@ -55,6 +58,15 @@ impl Attrs {
 
 /// Longest attribute or event text exported, in bytes.
 pub const MAX_TEXT: usize = 1024;
+
+/// `s` cut to at most [`MAX_TEXT`] bytes, at a character boundary.
+pub fn cut(s: &str) -> &str {
+    let mut end = s.len().min(MAX_TEXT);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
 
 /// A warning or an error logged inside a span.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,7 +114,11 @@ impl Tally {
         if self.lost_spans.fetch_add(n as u64, Ordering::Relaxed) == 0 {
             tracing::warn!(error = %why, "trace spans could not be sent to the collector");
         }
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.to_string());
+        let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        // A full queue drops every span closed after it: no allocation for a reason unchanged.
+        if last.as_deref() != Some(why) {
+            *last = Some(why.to_string());
+        }
     }
 }
 
@@ -135,7 +151,7 @@ impl Queue {
         let mut s = self.state();
         if s.count >= MAX_QUEUED_SPANS {
             drop(s);
-            self.tally.lost(1, &format!("more than {MAX_QUEUED_SPANS} spans waited for the collector"));
+            self.tally.lost(1, FULL);
             return;
         }
         s.body.message(2, |p| encode_span(p, span));
@@ -255,11 +271,11 @@ impl Pb {
         self.0.push(0);
         f(self);
         let len = (self.0.len() - at - 1) as u64;
-        let mut prefix = Pb(Vec::with_capacity(0));
         if len < 0x80 {
             self.0[at] = len as u8;
             return;
         }
+        let mut prefix = Pb::default();
         prefix.varint(len);
         self.0.splice(at..=at, prefix.0);
     }
@@ -270,13 +286,9 @@ impl Pb {
             kv.message(2, value);
         });
     }
-    /// Text, cut to [`MAX_TEXT`] bytes at a character boundary.
+    /// Text, [`cut`].
     fn text(&mut self, field: u32, s: &str) {
-        let mut end = s.len().min(MAX_TEXT);
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        self.bytes(field, &s.as_bytes()[..end]);
+        self.bytes(field, cut(s).as_bytes());
     }
     /// Text written by `value`'s `Debug` straight into the buffer, cut as [`Pb::text`].
     fn formatted(&mut self, field: u32, value: &dyn std::fmt::Debug) {
@@ -455,6 +467,7 @@ mod tests {
             q.push(&s);
         }
         assert_eq!(q.tally.lost_spans.load(Ordering::Relaxed), 3);
+        assert!(FULL.contains(&MAX_QUEUED_SPANS.to_string()), "{FULL}");
         q.stop();
         let (spans, n, stop) = q.next(Vec::new());
         assert_eq!((n, stop), (MAX_QUEUED_SPANS, true));

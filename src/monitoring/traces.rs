@@ -21,7 +21,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use super::MonitoringError;
-use super::otlp::{Attrs, EXPORT_TIMEOUT, Event, Finished, MAX_TEXT, Queue};
+use super::otlp::{Attrs, EXPORT_TIMEOUT, Event, Finished, Queue, cut};
 
 pub use super::otlp::MAX_QUEUED_SPANS;
 
@@ -65,17 +65,6 @@ impl Drop for TraceGuard {
     }
 }
 
-/// A span being recorded, kept in the registry's extensions of its `tracing` span.
-#[derive(Debug, Clone)]
-struct Rec {
-    trace: [u8; 16],
-    id: [u8; 8],
-    parent: Option<[u8; 8]>,
-    start: u64,
-    attrs: Attrs,
-    events: Vec<Event>,
-}
-
 /// The layer that records spans and queues them for export when they close.
 #[derive(Debug)]
 pub struct OtlpLayer {
@@ -93,12 +82,15 @@ where
             None if attrs.is_contextual() => ctx.lookup_current(),
             None => None,
         };
-        let from = parent.and_then(|p| p.extensions().get::<Rec>().map(|r| (r.trace, r.id)));
-        let mut rec = Rec {
+        let from = parent.and_then(|p| p.extensions().get::<Finished>().map(|r| (r.trace, r.id)));
+        // Kept in the registry's extensions of the span until it closes.
+        let mut rec = Finished {
+            name: span.name(),
             trace: from.map_or_else(new_trace_id, |f| f.0),
             id: new_span_id(),
             parent: from.map(|f| f.1),
             start: now_ns(),
+            end: 0,
             attrs: Attrs::default(),
             events: Vec::new(),
         };
@@ -108,7 +100,7 @@ where
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         if let Some(span) = ctx.span(id)
-            && let Some(rec) = span.extensions_mut().get_mut::<Rec>()
+            && let Some(rec) = span.extensions_mut().get_mut::<Finished>()
         {
             values.record(&mut Fields(&mut rec.attrs));
         }
@@ -117,7 +109,7 @@ where
     fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.event_span(event) else { return };
         let mut ext = span.extensions_mut();
-        let Some(rec) = ext.get_mut::<Rec>() else { return };
+        let Some(rec) = ext.get_mut::<Finished>() else { return };
         if rec.events.len() >= MAX_EVENTS {
             return;
         }
@@ -130,9 +122,9 @@ where
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(&id) else { return };
-        let Some(rec) = span.extensions_mut().remove::<Rec>() else { return };
-        let Rec { trace, id, parent, start, attrs, events } = rec;
-        self.queue.push(&Finished { name: span.name(), trace, id, parent, start, end: now_ns(), attrs, events });
+        let Some(mut rec) = span.extensions_mut().remove::<Finished>() else { return };
+        rec.end = now_ns();
+        self.queue.push(&rec);
     }
 }
 
@@ -166,26 +158,14 @@ struct Message(Option<String>);
 impl Visit for Message {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         if field.name() == "message" {
-            self.0 = Some(bounded(format!("{value:?}")));
+            self.0 = Some(cut(&format!("{value:?}")).to_string());
         }
     }
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
-            self.0 = Some(bounded(value.to_string()));
+            self.0 = Some(cut(value).to_string());
         }
     }
-}
-
-/// `s` cut to at most [`MAX_TEXT`] bytes, at a character boundary.
-fn bounded(mut s: String) -> String {
-    if s.len() > MAX_TEXT {
-        let mut end = MAX_TEXT;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-    s
 }
 
 fn now_ns() -> u64 {
@@ -268,12 +248,12 @@ pub fn otlp_layer(endpoint: &str, service: &str) -> Result<(OtlpLayer, TraceGuar
 }
 
 /// Runs `f` on `span`'s record, when this process exports it.
-fn with_rec<T>(span: &tracing::Span, f: impl FnOnce(&mut Rec) -> T) -> Option<T> {
+fn with_rec<T>(span: &tracing::Span, f: impl FnOnce(&mut Finished) -> T) -> Option<T> {
     span.with_subscriber(|(id, dispatch)| {
         let registry = dispatch.downcast_ref::<Registry>()?;
         let data = registry.span(id)?;
         let mut ext = data.extensions_mut();
-        ext.get_mut::<Rec>().map(f)
+        ext.get_mut::<Finished>().map(f)
     })
     .flatten()
 }
@@ -366,7 +346,8 @@ mod tests {
 
     #[test]
     fn long_texts_are_cut_at_a_character_boundary() {
-        let s = bounded("é".repeat(MAX_TEXT));
-        assert!(s.len() <= MAX_TEXT && s.chars().all(|c| c == 'é'));
+        let long = "é".repeat(super::super::otlp::MAX_TEXT);
+        let s = cut(&long);
+        assert!(s.len() <= super::super::otlp::MAX_TEXT && s.len() > 1000 && s.chars().all(|c| c == 'é'));
     }
 }
