@@ -305,14 +305,20 @@ impl Cluster {
             .await
             .ctx("creating the leases stream")?;
         if self.js.get_object_store(n.files_bucket()).await.is_err() {
-            self.js
+            let made = self
+                .js
                 .create_object_store(object_store::Config {
                     bucket: n.files_bucket(),
                     max_age: week,
                     ..Default::default()
                 })
-                .await
-                .ctx("creating the files bucket")?;
+                .await;
+            // Processes starting together race to create it: the loser is told the subjects
+            // overlap, and the bucket is there.
+            if made.is_err() && self.js.get_object_store(n.files_bucket()).await.is_ok() {
+                return Ok(());
+            }
+            made.ctx("creating the files bucket")?;
         }
         Ok(())
     }
