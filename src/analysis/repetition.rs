@@ -32,15 +32,57 @@ pub struct DuplicatePair {
     pub similarity: f64,
 }
 
-/// The Jaccard similarity of two sorted sets when it is at least `t`, else `None`; a set less
-/// than `t` times the other's size cannot reach it (|A ∩ B| <= min, |A ∪ B| >= max) and is not
-/// compared.
-fn jaccard_at_least(a: &[u64], b: &[u64], t: f64) -> Option<f64> {
-    let (short, long) = if a.len() <= b.len() { (a.len(), b.len()) } else { (b.len(), a.len()) };
-    if t > 0.0 && (short as f64) < t * long as f64 - 1e-9 {
-        return None;
+/// Overlap two sets need for a Jaccard similarity of at least `t`: |A ∩ B| >= t (|A| + |B|) /
+/// (1 + t), rounded down on float noise (a lower bar is always safe: verification decides).
+fn needed_overlap(a: usize, b: usize, t: f64) -> usize {
+    ((t * (a + b) as f64 / (1.0 + t) - 1e-9).ceil().max(0.0)) as usize
+}
+
+/// The Jaccard similarity of two sets sorted the same way when it is at least `t`, else `None`.
+/// Stops as soon as what is left of either set cannot bring the overlap to `need`.
+fn verify(a: &[u32], b: &[u32], t: f64, need: usize) -> Option<f64> {
+    if a.is_empty() && b.is_empty() {
+        // As `jaccard` has it: two empty sets are 0 similar.
+        return (t <= 0.0).then_some(0.0);
     }
-    Some(jaccard(a, b)).filter(|s| *s >= t)
+    let (mut i, mut j, mut inter) = (0, 0, 0usize);
+    while i < a.len() && j < b.len() {
+        if inter + (a.len() - i).min(b.len() - j) < need {
+            return None;
+        }
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                inter += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    let s = inter as f64 / (a.len() + b.len() - inter) as f64;
+    (s >= t).then_some(s)
+}
+
+/// Each message's shingles as dense ids ordered rarest first (ties by hash), the order prefix
+/// filtering needs; also how many distinct shingles there are.
+fn ranked(sh: Vec<Vec<u64>>) -> (Vec<Vec<u32>>, usize) {
+    let mut freq: HashMap<u64, u32> = HashMap::new();
+    for h in sh.iter().flatten() {
+        *freq.entry(*h).or_default() += 1;
+    }
+    let mut order: Vec<(u32, u64)> = freq.iter().map(|(h, f)| (*f, *h)).collect();
+    order.sort_unstable();
+    let rank: HashMap<u64, u32> = order.iter().enumerate().map(|(r, (_, h))| (*h, r as u32)).collect();
+    let sets = sh
+        .into_iter()
+        .map(|s| {
+            let mut v: Vec<u32> = s.iter().map(|h| rank[h]).collect();
+            v.sort_unstable();
+            v
+        })
+        .collect();
+    (sets, order.len())
 }
 
 /// Near-duplicate pairs among `(seq, speaker id, text)` messages, in transcript order.
@@ -62,44 +104,12 @@ pub struct Duplicates {
 /// Like [`near_duplicates`], keeping only the first `keep` pairs (a long synthetic run can have
 /// millions) while counting all of them and the messages that repeat an earlier one.
 pub fn near_duplicates_counted(messages: &[(u64, &str, &str)], threshold: f64, keep: usize) -> Duplicates {
-    let sh: Vec<Vec<u64>> = messages.iter().map(|m| shingles(m.2)).collect();
+    let (sets, distinct) = ranked(messages.iter().map(|m| shingles(m.2)).collect());
     let window = if messages.len() <= FULL_COMPARISON_LIMIT { usize::MAX } else { WINDOW };
     let mut out = Duplicates::default();
-    // Prefix filtering (as in PPJoin): with the shingles of every message ordered rarest first,
-    // two sets with Jaccard >= t > 0 share a shingle among the first |A| - ceil(t |A|) + 1 of
-    // either. Only messages sharing such a prefix shingle are compared: the same pairs as
-    // comparing all, and on real transcripts a small fraction of the work.
-    let filter = threshold > 0.0;
-    let mut freq: HashMap<u64, u32> = HashMap::new();
-    for h in sh.iter().flatten() {
-        *freq.entry(*h).or_default() += 1;
-    }
-    let mut index: HashMap<u64, Vec<usize>> = HashMap::new();
-    let mut candidates = Vec::new();
-    for j in 0..messages.len() {
-        let lo = j.saturating_sub(window);
-        candidates.clear();
-        if filter {
-            let mut order = sh[j].clone();
-            order.sort_unstable_by_key(|h| (freq[h], *h));
-            // ceil(t |A|), rounded down on float noise (a longer prefix is always safe).
-            let needed = ((threshold * order.len() as f64 - 1e-9).ceil().max(0.0) as usize).min(order.len());
-            let prefix = order.len() + 1 - needed;
-            for h in order.iter().take(prefix) {
-                let earlier = index.entry(*h).or_default();
-                let from = earlier.partition_point(|i| *i < lo);
-                candidates.extend_from_slice(&earlier[from..]);
-                earlier.push(j);
-            }
-            candidates.sort_unstable();
-            candidates.dedup();
-        } else {
-            candidates.extend(lo..j);
-        }
-        let mut repeats = false;
-        for &i in &candidates {
-            let Some(s) = jaccard_at_least(&sh[i], &sh[j], threshold) else { continue };
-            repeats = true;
+    let mut record = |j: usize, similar: &[(usize, f64)]| {
+        out.repeated += !similar.is_empty() as u64;
+        for &(i, s) in similar {
             out.found += 1;
             if out.pairs.len() < keep {
                 out.pairs.push(DuplicatePair {
@@ -111,9 +121,90 @@ pub fn near_duplicates_counted(messages: &[(u64, &str, &str)], threshold: f64, k
                 });
             }
         }
-        out.repeated += repeats as u64;
+    };
+    if threshold <= 0.0 {
+        // Every pair is similar enough: compare them all.
+        let mut similar = Vec::new();
+        for j in 0..sets.len() {
+            similar.clear();
+            let earlier = j.saturating_sub(window)..j;
+            similar.extend(earlier.filter_map(|i| verify(&sets[i], &sets[j], threshold, 0).map(|s| (i, s))));
+            record(j, &similar);
+        }
+    } else {
+        ppjoin(&sets, distinct, window, threshold, record);
     }
     out
+}
+
+/// For each set in turn, the earlier ones (at most `window` back) at least `threshold` > 0
+/// similar to it, in order, given to `each`.
+fn ppjoin(
+    sets: &[Vec<u32>],
+    distinct: usize,
+    window: usize,
+    threshold: f64,
+    mut each: impl FnMut(usize, &[(usize, f64)]),
+) {
+    // PPJoin (Xiao et al., 2008). With every set ordered rarest shingle first, two sets with
+    // Jaccard >= t > 0 share a shingle among the first |A| - ceil(t |A|) + 1 of each (the
+    // prefix). Only messages sharing a prefix shingle are candidates; while the prefixes are
+    // matched, a candidate whose overlap so far plus what could still follow the matched
+    // positions cannot reach the overlap needed is dropped (the positional filter). The result is
+    // the same pairs as comparing all of them (a property test checks it), for a fraction of the
+    // work on transcripts that repeat themselves.
+    let mut index: Vec<Vec<(u32, u32)>> = vec![Vec::new(); distinct];
+    // Per earlier message: prefix overlap with the current one, or `PRUNED`.
+    const PRUNED: u32 = u32::MAX;
+    let mut overlap = vec![0u32; sets.len()];
+    let mut touched: Vec<usize> = Vec::new();
+    let mut similar: Vec<(usize, f64)> = Vec::new();
+    // The overlap needed by the sum of two sizes, and the sizes a set of each size can pair with
+    // (|B| within [t |A|, |A| / t]), worked out once rather than per candidate.
+    let max_len = sets.iter().map(Vec::len).max().unwrap_or(0);
+    let need: Vec<usize> = (0..=2 * max_len).map(|sum| needed_overlap(sum, 0, threshold)).collect();
+    let sizes: Vec<(usize, usize)> = (0..=max_len)
+        .map(|l| {
+            ((threshold * l as f64 - 1e-9).ceil().max(0.0) as usize, ((l as f64 + 1e-9) / threshold).floor() as usize)
+        })
+        .collect();
+    for (j, x) in sets.iter().enumerate() {
+        let lo = j.saturating_sub(window);
+        let lx = x.len();
+        let (shortest, longest) = sizes[lx];
+        let prefix = lx + 1 - shortest.min(lx);
+        for (p, &w) in x.iter().enumerate().take(prefix) {
+            let postings = &mut index[w as usize];
+            let from = postings.partition_point(|(i, _)| (*i as usize) < lo);
+            for &(i, q) in &postings[from..] {
+                let i = i as usize;
+                let o = overlap[i];
+                if o == PRUNED {
+                    continue;
+                }
+                if o == 0 {
+                    touched.push(i);
+                }
+                let ly = sets[i].len();
+                let bound = o as usize + 1 + (lx - p - 1).min(ly - q as usize - 1);
+                let fits = (shortest..=longest).contains(&ly);
+                overlap[i] = if fits && bound >= need[lx + ly] { o + 1 } else { PRUNED };
+            }
+            postings.push((j as u32, p as u32));
+        }
+        similar.clear();
+        for &i in &touched {
+            if overlap[i] != PRUNED
+                && let Some(s) = verify(&sets[i], x, threshold, need[lx + sets[i].len()])
+            {
+                similar.push((i, s));
+            }
+            overlap[i] = 0;
+        }
+        touched.clear();
+        similar.sort_unstable_by_key(|(i, _)| *i);
+        each(j, &similar);
+    }
 }
 
 #[cfg(test)]
@@ -149,6 +240,39 @@ mod tests {
             }
         }
         v
+    }
+
+    /// Beyond [`FULL_COMPARISON_LIMIT`] messages each is compared with the [`WINDOW`] before it:
+    /// the same pairs as comparing each with those, one by one.
+    #[test]
+    fn long_runs_compare_within_the_window() {
+        const WORDS: [&str; 5] = ["we", "pilot", "budget", "cut", "bus"];
+        let mut x: u64 = 7;
+        let owned: Vec<String> = (0..FULL_COMPARISON_LIMIT + 400)
+            .map(|_| {
+                (0..6)
+                    .map(|_| {
+                        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                        WORDS[(x >> 33) as usize % WORDS.len()]
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        let m: Vec<(u64, &str, &str)> = owned.iter().enumerate().map(|(i, s)| (i as u64, "a", s.as_str())).collect();
+        let sh: Vec<Vec<u64>> = m.iter().map(|x| shingles(x.2)).collect();
+        let mut want = Vec::new();
+        for j in 0..m.len() {
+            for i in j.saturating_sub(WINDOW)..j {
+                if jaccard(&sh[i], &sh[j]) >= 0.6 {
+                    want.push((i as u64, j as u64));
+                }
+            }
+        }
+        let got = near_duplicates_counted(&m, 0.6, usize::MAX);
+        assert!(!want.is_empty());
+        assert_eq!(got.pairs.iter().map(|p| (p.first_seq, p.second_seq)).collect::<Vec<_>>(), want);
+        assert_eq!(got.found, want.len() as u64);
     }
 
     proptest::proptest! {

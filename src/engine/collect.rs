@@ -1,5 +1,6 @@
-//! Receiving a run's events: each is journaled first (a crash loses nothing paid for), messages
-//! are appended to `transcript.jsonl` one line per write, and everything is forwarded to the
+//! Receiving a run's events: each is journaled first (a crash loses nothing paid for; the
+//! events that arrived together are written in one go), messages are appended to
+//! `transcript.jsonl`, and everything is forwarded to the
 //! caller's view (and, with a monitor installed, to its ring of last lines for `/messages`). At
 //! the end: in-flight calls are drained, the results assembled and saved.
 
@@ -79,7 +80,12 @@ struct Gathered {
     /// Transcript lines the process' monitor was told of, and when (see `monitor::said`).
     told: usize,
     told_at: Instant,
+    /// Transcript lines not yet written.
+    lines: Vec<u8>,
 }
+
+/// At most this many events that arrived together are journaled in one write.
+const BATCH: usize = 512;
 
 impl Default for Gathered {
     fn default() -> Self {
@@ -92,6 +98,7 @@ impl Default for Gathered {
             journaled_turns: 0,
             told: 0,
             told_at: Instant::now(),
+            lines: Vec::new(),
         }
     }
 }
@@ -103,8 +110,15 @@ pub(super) async fn collect(
     mut links: Links,
 ) -> Result<SimulationResults, EngineError> {
     let mut g = Gathered::default();
+    let mut batch = Vec::new();
     while let Some(ev) = rx.recv().await {
-        if g.on_event(ev, &mut ctx, &mut links) {
+        // What has arrived together is journaled and appended in one write each.
+        batch.push(ev);
+        while batch.len() < BATCH && !matches!(batch.last(), Some(RunEvent::Finished(_))) {
+            let Ok(ev) = rx.try_recv() else { break };
+            batch.push(ev);
+        }
+        if g.on_batch(&mut batch, &mut ctx, &mut links) {
             break;
         }
     }
@@ -143,17 +157,23 @@ pub(super) async fn collect(
 }
 
 impl Gathered {
-    /// Journals, keeps and forwards one event; true when the run is over.
-    fn on_event(&mut self, mut ev: RunEvent, ctx: &mut Collect, links: &mut Links) -> bool {
-        let finished = matches!(ev, RunEvent::Finished(_));
+    /// Journals the events that arrived together, then keeps and forwards them; true when the
+    /// run is over. When the journal cannot be written, none of them is kept.
+    fn on_batch(&mut self, batch: &mut Vec<RunEvent>, ctx: &mut Collect, links: &mut Links) -> bool {
+        let finished = batch.iter().any(|e| matches!(e, RunEvent::Finished(_)));
         if self.journal_failed.is_some() {
+            batch.clear();
             return finished;
         }
-        if let (RunEvent::Exchange(x), Some(cache)) = (&mut ev, &ctx.cache) {
-            x.replayed = u64::from_str_radix(&x.key, 16).is_ok_and(|k| cache.was_served(k));
+        if let Some(cache) = &ctx.cache {
+            for ev in batch.iter_mut() {
+                if let RunEvent::Exchange(x) = ev {
+                    x.replayed = u64::from_str_radix(&x.key, 16).is_ok_and(|k| cache.was_served(k));
+                }
+            }
         }
         if let Some(j) = ctx.journal.as_mut()
-            && let Err(e) = j.append(&ev)
+            && let Err(e) = batch.iter().try_for_each(|ev| j.queue(ev)).and_then(|()| j.flush())
         {
             // Nothing already journaled is lost; the run stops at once rather than go on
             // unrecorded, and what it did after the failure is not kept.
@@ -162,15 +182,19 @@ impl Gathered {
             ctx.journal = None;
             let _ = links.world.cast(WorldMsg::Stop(StopReason::Failed(why.clone())));
             self.journal_failed = Some(why);
+            batch.clear();
             return finished;
         }
-        if let RunEvent::TurnEnded { turn } = ev {
-            self.journaled_turns = turn;
+        for ev in batch.drain(..) {
+            if let RunEvent::TurnEnded { turn } = ev {
+                self.journaled_turns = turn;
+            }
+            self.keep(&ev, links);
+            if let Some(fw) = &links.forward {
+                let _ = fw.send(ev);
+            }
         }
-        self.keep(&ev, links);
-        if let Some(fw) = &links.forward {
-            let _ = fw.send(ev);
-        }
+        self.write_lines(links);
         self.final_state.is_some()
     }
 
@@ -201,17 +225,26 @@ impl Gathered {
         }
     }
 
-    /// One write per line, straight to the file: a crash loses nothing already said. A failed
-    /// write stops the run.
-    fn append_line(&mut self, e: &TranscriptEntry, links: &mut Links) {
+    /// Queues a message's line for `transcript.jsonl`.
+    fn append_line(&mut self, e: &TranscriptEntry, links: &Links) {
+        if links.file.is_some() && serde_json::to_writer(&mut self.lines, e).is_ok() {
+            self.lines.push(b'\n');
+        }
+    }
+
+    /// Writes the queued transcript lines, straight to the file: a crash loses nothing already
+    /// journaled. A failed write stops the run.
+    fn write_lines(&mut self, links: &mut Links) {
         let Some(f) = links.file.as_mut() else { return };
-        let mut line = serde_json::to_vec(e).unwrap_or_default();
-        line.push(b'\n');
-        if let Err(err) = f.write_all(&line) {
+        if self.lines.is_empty() {
+            return;
+        }
+        if let Err(err) = f.write_all(&self.lines) {
             self.write_error.get_or_insert_with(|| err.to_string());
             links.file = None;
             let _ = links.world.cast(WorldMsg::Stop(StopReason::Failed("could not append to transcript.jsonl".into())));
         }
+        self.lines.clear();
     }
 }
 

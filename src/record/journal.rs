@@ -144,6 +144,8 @@ pub struct JournalWriter {
     file: File,
     fsync: FsyncPolicy,
     tap: Option<JournalTap>,
+    /// Lines queued and not yet written (see [`JournalWriter::queue`]).
+    pending: Vec<u8>,
 }
 
 /// Receives a copy of every line a journal writes (the header first), each ending in `\n`, as
@@ -169,38 +171,67 @@ impl JournalWriter {
             .truncate(true)
             .open(path)
             .map_err(|source| JournalError::Io { path: path.to_path_buf(), source })?;
-        let mut w = JournalWriter { path: path.to_path_buf(), file, fsync, tap };
-        w.write_line(&HeaderLine { header: header.clone() })?;
+        let mut w = JournalWriter { path: path.to_path_buf(), file, fsync, tap, pending: Vec::new() };
+        w.line(&HeaderLine { header: header.clone() });
+        w.flush()?;
         w.sync()?;
         Ok(w)
     }
 
     /// Appends one event as one line, written straight to the file.
     pub fn append(&mut self, e: &RunEvent) -> Result<(), JournalError> {
-        self.write_line(e)?;
+        self.queue(e)?;
+        self.flush()
+    }
+
+    /// Adds one event to the lines the next [`JournalWriter::flush`] writes in one go, which is
+    /// how a run's collector writes the events that arrived together. A turn's or the run's end
+    /// (every event with `journal_fsync = "record"`) is written and forced to disk at once.
+    pub fn queue(&mut self, e: &RunEvent) -> Result<(), JournalError> {
+        self.line(e);
         let boundary = matches!(e, RunEvent::TurnEnded { .. } | RunEvent::Finished(_));
         if self.fsync == FsyncPolicy::Record || (self.fsync == FsyncPolicy::Turn && boundary) {
+            self.flush()?;
             self.sync()?;
         }
         Ok(())
     }
 
-    fn write_line(&mut self, v: &impl Serialize) -> Result<(), JournalError> {
+    fn line(&mut self, v: &impl Serialize) {
+        let start = self.pending.len();
         // Serializing these plain types cannot fail.
-        let mut line = serde_json::to_vec(v).unwrap_or_default();
-        line.push(b'\n');
-        self.file.write_all(&line).map_err(|source| JournalError::Io { path: self.path.clone(), source })?;
+        if serde_json::to_writer(&mut self.pending, v).is_err() {
+            self.pending.truncate(start);
+            return;
+        }
+        self.pending.push(b'\n');
         if let Some(tap) = &self.tap
-            && tap.send(line).is_err()
+            && tap.send(self.pending[start..].to_vec()).is_err()
         {
             self.tap = None;
         }
-        Ok(())
+    }
+
+    /// Writes the queued lines.
+    pub fn flush(&mut self) -> Result<(), JournalError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let written = self.file.write_all(&self.pending);
+        self.pending.clear();
+        written.map_err(|source| JournalError::Io { path: self.path.clone(), source })
     }
 
     /// Forces the file to disk.
     pub fn sync(&mut self) -> Result<(), JournalError> {
         self.file.sync_data().map_err(|source| JournalError::Io { path: self.path.clone(), source })
+    }
+}
+
+impl Drop for JournalWriter {
+    /// Lines still queued are written (a writer dropped on an error path keeps what it had).
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 
@@ -401,6 +432,26 @@ mod tests {
         let j = parse_journal(&p, &bytes).unwrap();
         assert!(j.torn_tail);
         assert_eq!(j.records.len(), 2);
+    }
+
+    /// Queued events reach the file together at a flush; a turn's end is written at once, and a
+    /// dropped writer writes what it still held.
+    #[test]
+    fn queued_events_are_written_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(FILE_NAME);
+        let lines = || std::fs::read_to_string(&p).unwrap().lines().count();
+        let mut w = JournalWriter::create(&p, &header(), FsyncPolicy::Turn).unwrap();
+        w.queue(&RunEvent::TurnStarted { turn: 1 }).unwrap();
+        w.queue(&RunEvent::Passed { turn: 1, persona: "a".into() }).unwrap();
+        assert_eq!(lines(), 1, "only the header before the flush");
+        w.flush().unwrap();
+        assert_eq!(lines(), 3);
+        w.queue(&RunEvent::TurnEnded { turn: 1 }).unwrap();
+        assert_eq!(lines(), 4, "a turn's end is written at once");
+        w.queue(&RunEvent::TurnStarted { turn: 2 }).unwrap();
+        drop(w);
+        assert_eq!(read_journal(&p).unwrap().records.len(), 4);
     }
 
     #[test]

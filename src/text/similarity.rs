@@ -17,7 +17,19 @@ pub fn shingles(text: &str) -> Vec<u64> {
     let mut v: Vec<u64> = if t.len() < 3 {
         if t.is_empty() { Vec::new() } else { vec![hash_bytes(t.join(" ").as_bytes())] }
     } else {
-        t.windows(3).map(|w| hash_bytes(w.join(" ").as_bytes())).collect()
+        let mut buf = Vec::with_capacity(64);
+        t.windows(3)
+            .map(|w| {
+                buf.clear();
+                for (k, word) in w.iter().enumerate() {
+                    if k > 0 {
+                        buf.push(b' ');
+                    }
+                    buf.extend_from_slice(word.as_bytes());
+                }
+                hash_bytes(&buf)
+            })
+            .collect()
     };
     v.sort_unstable();
     v.dedup();
