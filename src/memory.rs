@@ -29,6 +29,28 @@ pub struct Utterance {
     pub text: Arc<str>,
     /// Token count of `text`.
     pub tokens: u32,
+    /// The line's head as a listener's prompt shows it, made once for all who hear it.
+    #[serde(skip)]
+    heard_head: HeadCache,
+}
+
+/// A heard line's head ("[turn 3] Ana (nurse) to Ben: ") and its tokens, made on first use. Not
+/// part of what an utterance is: it is neither sent, saved nor compared.
+#[derive(Clone, Default)]
+struct HeadCache(std::sync::OnceLock<(Box<str>, u32)>);
+
+impl PartialEq for HeadCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for HeadCache {}
+
+impl std::fmt::Debug for HeadCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("..")
+    }
 }
 
 impl Utterance {
@@ -43,7 +65,25 @@ impl Utterance {
         text: Arc<str>,
     ) -> Self {
         let tokens = count_tokens(&text).min(u32::MAX as u64) as u32;
-        Utterance { seq, turn, speaker_id, speaker, role, to, text, tokens }
+        Utterance { seq, turn, speaker_id, speaker, role, to, text, tokens, heard_head: HeadCache::default() }
+    }
+
+    /// The head of this utterance's line in a listener's prompt, and its tokens.
+    fn heard_head(&self) -> (&str, u32) {
+        let (head, tokens) = self.heard_head.0.get_or_init(|| {
+            use std::fmt::Write;
+            let mut h = format!("[turn {}] {}", self.turn, self.speaker);
+            if !self.role.is_empty() {
+                let _ = write!(h, " ({})", self.role);
+            }
+            if let Some(to) = &self.to {
+                let _ = write!(h, " to {to}");
+            }
+            h.push_str(": ");
+            let tokens = count_tokens(&h).min(u32::MAX as u64) as u32;
+            (h.into_boxed_str(), tokens)
+        });
+        (head, *tokens)
     }
 }
 
@@ -116,14 +156,12 @@ impl MemoryEvent {
         let start = out.len();
         let (text, tokens) = match self {
             MemoryEvent::Heard(u) => {
-                let _ = write!(out, "[turn {}] {}", u.turn, u.speaker);
-                if !u.role.is_empty() {
-                    let _ = write!(out, " ({})", u.role);
-                }
-                if let Some(to) = &u.to {
-                    let _ = write!(out, " to {to}");
-                }
-                (&u.text, u.tokens)
+                // Everyone who heard it shows the same line: its head is made once.
+                let (head, head_tokens) = u.heard_head();
+                out.push_str(head);
+                out.push_str(&u.text);
+                out.push('\n');
+                return head_tokens as u64 + u.tokens as u64;
             }
             MemoryEvent::Said(u) => {
                 let _ = write!(out, "[turn {}] You said", u.turn);

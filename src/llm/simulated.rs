@@ -141,8 +141,10 @@ impl SimulatedProvider {
             }
         };
         let reply = compose_reply(&profile, &conv, &vocabulary, &mut rng);
-        // Asked for a JSON action, answer with one, as a model following the prompt would.
-        if user.contains("with one JSON object") { json_action(&reply) } else { reply }
+        // Asked for a JSON action (in the closing instruction), answer with one, as a model
+        // following the prompt would.
+        let closing = user.trim_end().rsplit('\n').next().unwrap_or("");
+        if closing.contains("with one JSON object") { json_action(&reply) } else { reply }
     }
 }
 
@@ -316,21 +318,30 @@ fn parse_conversation(user: &str) -> Conversation<'_> {
         } else if let Some(c) = line.strip_prefix("Context: ") {
             context = c;
         } else if let Some(rest) = line.strip_prefix("[turn ") {
-            let Some((_, rest)) = rest.split_once("] ") else {
+            let Some((_, rest)) = split_at_pair(rest, b']', b' ') else {
                 continue;
             };
-            let Some((who, text)) = rest.split_once(": ") else {
+            let Some((who, text)) = split_at_pair(rest, b':', b' ') else {
                 continue;
             };
             if who.starts_with("You") || who.starts_with("(") {
                 continue;
             }
-            let speaker = who.split(" (").next().unwrap_or(who);
-            let speaker = speaker.split(" to ").next().unwrap_or(speaker);
+            let speaker = split_at_pair(who, b' ', b'(').map_or(who, |(s, _)| s);
+            let speaker = speaker.find(" to ").map_or(speaker, |i| &speaker[..i]);
             heard.push(Heard { speaker, text });
         }
     }
     Conversation { topic, context, heard }
+}
+
+/// `s` around the first place where ASCII `a` is followed by ASCII `b`, both left out: what
+/// `s.split_once("ab")` gives, without building a substring searcher for every prompt line.
+fn split_at_pair(s: &str, a: u8, b: u8) -> Option<(&str, &str)> {
+    let bytes = s.as_bytes();
+    let i = bytes.windows(2).position(|w| w[0] == a && w[1] == b)?;
+    // Both are ASCII, so both ends are character boundaries.
+    Some((&s[..i], &s[i + 2..]))
 }
 
 const STOP: &[&str] = &[
