@@ -131,10 +131,54 @@ pub fn near_duplicates_counted(messages: &[(u64, &str, &str)], threshold: f64, k
             similar.extend(earlier.filter_map(|i| verify(&sets[i], &sets[j], threshold, 0).map(|s| (i, s))));
             record(j, &similar);
         }
+    } else if window == usize::MAX {
+        grouped(sets, distinct, threshold, record);
     } else {
         ppjoin(&sets, distinct, window, threshold, record);
     }
     out
+}
+
+/// [`ppjoin`] over every pair, with messages whose shingles are identical (a small model
+/// repeating itself, a template) compared once: each different set is joined with the others,
+/// and the pairs of messages are made from where each set occurs.
+fn grouped(sets: Vec<Vec<u32>>, distinct: usize, threshold: f64, mut each: impl FnMut(usize, &[(usize, f64)])) {
+    let mut ids: HashMap<&[u32], usize> = HashMap::new();
+    let mut group = Vec::with_capacity(sets.len());
+    let mut first = Vec::new();
+    for (j, s) in sets.iter().enumerate() {
+        let next = ids.len();
+        let g = *ids.entry(s.as_slice()).or_insert(next);
+        if g == next {
+            first.push(j);
+        }
+        group.push(g);
+    }
+    drop(ids);
+    let unique: Vec<Vec<u32>> = first.iter().map(|&j| sets[j].clone()).collect();
+    // Which other groups each group is similar to, and how much.
+    let mut like: Vec<Vec<(usize, f64)>> = vec![Vec::new(); unique.len()];
+    ppjoin(&unique, distinct, usize::MAX, threshold, |v, similar| {
+        for &(u, s) in similar {
+            like[v].push((u, s));
+            like[u].push((v, s));
+        }
+    });
+    let mut seen: Vec<Vec<usize>> = vec![Vec::new(); unique.len()];
+    let mut similar = Vec::new();
+    for (j, &g) in group.iter().enumerate() {
+        similar.clear();
+        if !unique[g].is_empty() && threshold <= 1.0 {
+            // Identical non-empty sets are 1.0 similar.
+            similar.extend(seen[g].iter().map(|&i| (i, 1.0)));
+        }
+        for &(u, s) in &like[g] {
+            similar.extend(seen[u].iter().map(|&i| (i, s)));
+        }
+        similar.sort_unstable_by_key(|(i, _)| *i);
+        each(j, &similar);
+        seen[g].push(j);
+    }
 }
 
 /// For each set in turn, the earlier ones (at most `window` back) at least `threshold` > 0
