@@ -21,7 +21,10 @@ pub fn tokens(text: &str) -> Vec<String> {
     text.split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '’' || c == '-'))
         .map(|w| w.trim_matches(|c: char| c == '\'' || c == '’' || c == '-'))
         .filter(|w| !w.is_empty())
-        .map(|w| w.to_lowercase().replace('’', "'"))
+        .map(|w| {
+            let lower = w.to_lowercase();
+            if lower.contains('’') { lower.replace('’', "'") } else { lower }
+        })
         .collect()
 }
 
