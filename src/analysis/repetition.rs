@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::text::similarity::overlap_at_least;
 pub use crate::text::similarity::{DEFAULT_THRESHOLD, jaccard, shingles};
 
 /// Messages up to which every pair is compared.
@@ -45,21 +46,7 @@ fn verify(a: &[u32], b: &[u32], t: f64, need: usize) -> Option<f64> {
         // As `jaccard` has it: two empty sets are 0 similar.
         return (t <= 0.0).then_some(0.0);
     }
-    let (mut i, mut j, mut inter) = (0, 0, 0usize);
-    while i < a.len() && j < b.len() {
-        if inter + (a.len() - i).min(b.len() - j) < need {
-            return None;
-        }
-        match a[i].cmp(&b[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                inter += 1;
-                i += 1;
-                j += 1;
-            }
-        }
-    }
+    let inter = overlap_at_least(a, b, need)?;
     let s = inter as f64 / (a.len() + b.len() - inter) as f64;
     (s >= t).then_some(s)
 }

@@ -41,8 +41,18 @@ pub fn jaccard(a: &[u64], b: &[u64]) -> f64 {
     if a.is_empty() && b.is_empty() {
         return 0.0;
     }
+    let inter = overlap_at_least(a, b, 0).unwrap_or(0);
+    inter as f64 / (a.len() + b.len() - inter) as f64
+}
+
+/// |A ∩ B| of two sets sorted the same way, or `None` as soon as what is left of either cannot
+/// bring it to `need`.
+pub fn overlap_at_least<T: Ord>(a: &[T], b: &[T], need: usize) -> Option<usize> {
     let (mut i, mut j, mut inter) = (0, 0, 0usize);
     while i < a.len() && j < b.len() {
+        if inter + (a.len() - i).min(b.len() - j) < need {
+            return None;
+        }
         match a[i].cmp(&b[j]) {
             std::cmp::Ordering::Less => i += 1,
             std::cmp::Ordering::Greater => j += 1,
@@ -53,7 +63,7 @@ pub fn jaccard(a: &[u64], b: &[u64]) -> f64 {
             }
         }
     }
-    inter as f64 / (a.len() + b.len() - inter) as f64
+    (inter >= need).then_some(inter)
 }
 
 #[cfg(test)]
