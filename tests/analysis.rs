@@ -320,3 +320,50 @@ fn a_population_is_analysed_in_bounded_sections() {
     assert_eq!(a.repetition.pairs_found, (120 * 119 / 2) as u64);
     assert_eq!(a.repetition.pairs.len(), analysis::DUPLICATE_PAIRS_KEPT);
 }
+
+/// A run of more than `RESULTS_TRANSCRIPT_LIMIT` messages keeps its transcript in
+/// `transcript.jsonl` only; `results.json` names it and the run reads back whole. A folder whose
+/// `results.json` points anywhere else, or whose transcript lost lines, is refused with a reason.
+#[test]
+fn a_transcript_too_long_to_embed_is_referenced_and_read_back() {
+    use troupe_sim::record::results::{RESULTS_TRANSCRIPT_LIMIT, save_results};
+    let n = RESULTS_TRANSCRIPT_LIMIT + 1;
+    let transcript =
+        (0..n as u64).map(|i| entry(i, 1 + i as u32 / 100, if i % 2 == 0 { A } else { B }, "Yes.")).collect();
+    let results = results_with(&[A, B], transcript);
+    let dir = tempfile::tempdir().unwrap();
+    save_results(&results, dir.path()).unwrap();
+    let file = dir.path().join("results.json");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!text.contains("\"transcript\":"), "no embedded transcript");
+    assert!(text.contains("\"transcript_file\": \"transcript.jsonl\""));
+    assert!(text.contains(&format!("\"transcript_messages\": {n}")));
+    assert!(text.len() < 100_000, "results.json is small: {} bytes", text.len());
+    let back = analysis::load_run(dir.path()).unwrap();
+    assert_eq!(back.transcript, results.transcript);
+
+    // One message short: refused, saying so.
+    let jsonl = dir.path().join("transcript.jsonl");
+    let full = std::fs::read_to_string(&jsonl).unwrap();
+    let cut = full.trim_end().rsplit_once('\n').unwrap().0.to_string() + "\n";
+    std::fs::write(&jsonl, cut).unwrap();
+    let err = analysis::load_run(dir.path()).unwrap_err().to_string();
+    assert!(err.contains(&format!("{} messages, where results.json says {n}", n - 1)), "{err}");
+
+    // Pointing elsewhere: refused, nothing else read.
+    std::fs::write(&jsonl, full).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("\"transcript_file\": \"transcript.jsonl\"", "\"transcript_file\": \"../../etc/passwd\""),
+    )
+    .unwrap();
+    let err = analysis::load_run(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("only transcript.jsonl beside results.json is read"), "{err}");
+
+    // A run of ordinary size keeps the old engine's shape.
+    let small = results_with(&[A, B], vec![entry(0, 1, A, "Yes.")]);
+    let dir = tempfile::tempdir().unwrap();
+    save_results(&small, dir.path()).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("results.json")).unwrap();
+    assert!(text.contains("\"transcript\": [") && !text.contains("transcript_file"));
+}

@@ -76,7 +76,9 @@ pub struct ResultsConfig {
 pub struct SimulationResults {
     /// True when every turn ran.
     pub success: bool,
-    /// The messages, in order.
+    /// The messages, in order. `results.json` holds them up to [`RESULTS_TRANSCRIPT_LIMIT`];
+    /// beyond, only `transcript.jsonl` does (and [`load_results`] reads them back from it).
+    #[serde(default, skip_serializing_if = "beyond_limit")]
     pub transcript: Vec<TranscriptEntry>,
     /// Who took part.
     pub agents: Vec<AgentInfo>,
@@ -140,6 +142,36 @@ pub struct SimulationResults {
     pub analysis_error: Option<String>,
 }
 
+/// Messages up to which `results.json` holds the transcript itself, as the old engine's did.
+/// A longer run's `results.json` leaves it out and says `"transcript_file": "transcript.jsonl"`
+/// and `"transcript_messages": N` instead: a million messages are written once, not twice.
+pub const RESULTS_TRANSCRIPT_LIMIT: usize = 100_000;
+
+/// The file beside `results.json` with the transcript, one message per line.
+pub const TRANSCRIPT_FILE: &str = "transcript.jsonl";
+
+fn beyond_limit(t: &[TranscriptEntry]) -> bool {
+    t.len() > RESULTS_TRANSCRIPT_LIMIT
+}
+
+/// `results.json` of a run too long to embed its transcript: where the transcript is instead.
+#[derive(Serialize)]
+struct Referenced<'a> {
+    #[serde(flatten)]
+    results: &'a SimulationResults,
+    transcript_file: &'static str,
+    transcript_messages: usize,
+}
+
+/// What a `results.json` without a transcript says about it.
+#[derive(Deserialize)]
+struct TranscriptRef {
+    #[serde(default)]
+    transcript_file: Option<String>,
+    #[serde(default)]
+    transcript_messages: Option<usize>,
+}
+
 /// Files written by `save_results`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SavedPaths {
@@ -172,10 +204,15 @@ pub fn save_results(results: &SimulationResults, dir: &Path) -> Result<SavedPath
     std::fs::create_dir_all(dir).map_err(err(dir))?;
     let paths = SavedPaths {
         results: dir.join("results.json"),
-        transcript: dir.join("transcript.jsonl"),
+        transcript: dir.join(TRANSCRIPT_FILE),
         metrics: dir.join("metrics.json"),
     };
-    write_atomic(&paths.results, &pretty(results)).map_err(err(&paths.results))?;
+    let body = if beyond_limit(&results.transcript) {
+        pretty(&Referenced { results, transcript_file: TRANSCRIPT_FILE, transcript_messages: results.transcript.len() })
+    } else {
+        pretty(results)
+    };
+    write_atomic(&paths.results, &body).map_err(err(&paths.results))?;
     write_atomic(&paths.metrics, &pretty(&results.full_metrics)).map_err(err(&paths.metrics))?;
     write_atomic(&paths.transcript, &transcript_jsonl(&results.transcript)).map_err(err(&paths.transcript))?;
     Ok(paths)
@@ -200,11 +237,51 @@ fn pretty<T: Serialize>(v: &T) -> Vec<u8> {
     out
 }
 
-/// Reads a saved `results.json`.
+/// Reads a saved `results.json`, and the transcript from `transcript.jsonl` beside it when the
+/// run was too long to embed it (see [`RESULTS_TRANSCRIPT_LIMIT`]).
 pub fn load_results(path: &Path) -> Result<SimulationResults, String> {
     let text = crate::fsutil::read_input(path, crate::fsutil::MAX_RUN_FILE_BYTES, "results.json")
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_slice(&text).map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))
+    let at = |e: serde_json::Error| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column());
+    let mut results: SimulationResults = serde_json::from_slice(&text).map_err(at)?;
+    if results.transcript.is_empty() {
+        let r: TranscriptRef = serde_json::from_slice(&text).map_err(at)?;
+        if let Some(file) = r.transcript_file {
+            results.transcript = referenced_transcript(path, &file, r.transcript_messages)?;
+        }
+    }
+    Ok(results)
+}
+
+/// The transcript a `results.json` refers to. Only `transcript.jsonl` in the same folder is read,
+/// whatever the file names: a run folder is untrusted and must not point elsewhere.
+fn referenced_transcript(results: &Path, named: &str, count: Option<usize>) -> Result<Vec<TranscriptEntry>, String> {
+    if named != TRANSCRIPT_FILE {
+        return Err(format!(
+            "{}: \"transcript_file\" is {named:?}; only {TRANSCRIPT_FILE} beside results.json is read (was the file edited?)",
+            results.display()
+        ));
+    }
+    let path = results.parent().unwrap_or(Path::new(".")).join(TRANSCRIPT_FILE);
+    let bytes = crate::fsutil::read_input(&path, crate::fsutil::MAX_RUN_FILE_BYTES, TRANSCRIPT_FILE)
+        .map_err(|e| format!("{}: {e}; results.json keeps its transcript there", path.display()))?;
+    let mut out = Vec::with_capacity(count.unwrap_or(0).min(RESULTS_TRANSCRIPT_LIMIT * 10));
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let e =
+            serde_json::from_slice(line).map_err(|e| format!("{}:{}:{}: {e}", path.display(), i + 1, e.column()))?;
+        out.push(e);
+    }
+    match count {
+        Some(n) if n != out.len() => Err(format!(
+            "{}: {} messages, where results.json says {n}; the run folder is incomplete (copy it again, or resume the run)",
+            path.display(),
+            out.len()
+        )),
+        _ => Ok(out),
+    }
 }
 
 /// A folder-safe run id: the scenario name as a slug (at most 40 characters), a UTC timestamp
