@@ -50,13 +50,23 @@ pub fn score(text: &str) -> Sentiment {
         })
         .filter(|w| w.chars().count() > 1 || w.chars().all(char::is_alphanumeric))
         .collect();
-    let lower: Vec<String> = words.iter().map(|w| w.to_lowercase()).collect();
+    // Most words are lower-case ASCII already: kept as they are rather than copied.
+    let lower: Vec<std::borrow::Cow<'_, str>> = words
+        .iter()
+        .map(|w| {
+            if w.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+                std::borrow::Cow::Borrowed(*w)
+            } else {
+                std::borrow::Cow::Owned(w.to_lowercase())
+            }
+        })
+        .collect();
     let is_caps = |w: &str| w.chars().any(char::is_alphabetic) && !w.chars().any(char::is_lowercase);
     let mixed_caps = words.iter().any(|w| is_caps(w)) && words.iter().any(|w| !is_caps(w));
 
     let mut sentiments = Vec::with_capacity(words.len());
     for i in 0..words.len() {
-        let w = lower[i].as_str();
+        let w = &*lower[i];
         if booster(w).is_some() || (w == "kind" && lower.get(i + 1).is_some_and(|n| n == "of")) {
             sentiments.push(0.0);
             continue;
@@ -72,7 +82,7 @@ pub fn score(text: &str) -> Sentiment {
             if i <= back {
                 break;
             }
-            let prev = lower[i - back - 1].as_str();
+            let prev = &*lower[i - back - 1];
             if valence(prev).is_none()
                 && let Some(b) = booster(prev)
             {
@@ -84,7 +94,7 @@ pub fn score(text: &str) -> Sentiment {
             }
             if is_negation(prev) {
                 // "never so good" and "without doubt" intensify rather than negate.
-                let between = lower[i - back].as_str();
+                let between = &*lower[i - back];
                 let intensifying = (prev == "never" && back > 0 && (between == "so" || between == "this"))
                     || (prev == "without" && between == "doubt");
                 v *= if intensifying { 1.25 } else { N_SCALAR };
@@ -95,7 +105,7 @@ pub fn score(text: &str) -> Sentiment {
         }
         sentiments.push(v);
     }
-    if let Some(b) = lower.iter().position(|w| w == "but") {
+    if let Some(b) = lower.iter().position(|w| *w == "but") {
         for (i, s) in sentiments.iter_mut().enumerate() {
             if i < b {
                 *s *= 0.5;
