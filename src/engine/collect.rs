@@ -1,8 +1,8 @@
 //! Receiving a run's events: each is journaled first (a crash loses nothing paid for; the
 //! events that arrived together are written in one go), messages are appended to
-//! `transcript.jsonl`, and everything is forwarded to the
-//! caller's view (and, with a monitor installed, to its ring of last lines for `/messages`). At
-//! the end: in-flight calls are drained, the results assembled and saved.
+//! `transcript.jsonl`, and everything is forwarded to the caller's view (and, with a monitor
+//! installed, to its ring of last lines for `/messages`). At the end: in-flight calls are
+//! drained, the results assembled and saved.
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -149,7 +149,8 @@ pub struct JournalWriter {
 }
 
 /// Receives a copy of every line a journal writes (the header first), each ending in `\n`, as
-/// soon as it is written: how a cluster worker sends its journal elsewhere while it runs.
+/// soon as it is queued for the file: how a cluster worker sends its journal elsewhere while it
+/// runs.
 pub type JournalTap = tokio::sync::mpsc::UnboundedSender<Vec<u8>>;
 
 impl JournalWriter {

@@ -265,7 +265,8 @@ fn referenced_transcript(results: &Path, named: &str, count: Option<usize>) -> R
     let path = results.parent().unwrap_or(Path::new(".")).join(TRANSCRIPT_FILE);
     let bytes = crate::fsutil::read_input(&path, crate::fsutil::MAX_RUN_FILE_BYTES, TRANSCRIPT_FILE)
         .map_err(|e| format!("{}: {e}; results.json keeps its transcript there", path.display()))?;
-    let mut out = Vec::with_capacity(count.unwrap_or(0).min(RESULTS_TRANSCRIPT_LIMIT * 10));
+    // The count is the file's word: room is made for no more lines than the bytes could hold.
+    let mut out = Vec::with_capacity(count.unwrap_or(0).min(bytes.len() / 64));
     for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
