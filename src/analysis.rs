@@ -446,7 +446,7 @@ pub fn analyze_conversation(results: &SimulationResults) -> ConversationAnalysis
     let personas = persona_figures(results, &roster, &tally.personas, distinctive, &totals);
     let participation = participation(&roster, &tally.personas, &totals);
     let turn_taking = turn_taking(&roster, &tally.personas, &tally.pairs_taken, tally.transitions);
-    let repetition = repetition_figures(t, &totals);
+    let repetition = repetition_figures(t, std::mem::take(&mut tally.shingles), &totals);
     ConversationAnalysis {
         run_id: results.run_id.clone(),
         scenario: results.scenario.clone(),
@@ -594,6 +594,9 @@ struct Tally {
     personas: Vec<PersonaTally>,
     /// Content terms of each persona message, for the overall keywords.
     message_terms: Vec<Vec<String>>,
+    /// Each persona message's shingles (every message but the moderator's, in order), for the
+    /// near duplicates: made while the message is split into words for its terms.
+    shingles: Vec<Vec<u64>>,
     /// (speaker, persona addressed or named) -> (addressed, named, either).
     mentions: BTreeMap<(usize, usize), (u64, u64, u64)>,
     /// (previous speaker, next speaker) -> times.
@@ -621,6 +624,7 @@ impl Tally {
         Tally {
             personas: std::iter::repeat_with(PersonaTally::default).take(personas).collect(),
             message_terms: Vec::new(),
+            shingles: Vec::new(),
             mentions: BTreeMap::new(),
             pairs_taken: HashMap::new(),
             transitions: 0,
@@ -658,12 +662,15 @@ impl Tally {
         if is_moderator(e) {
             return;
         }
+        // One split into words serves the near duplicates and the keywords.
+        let words = text::tokens(&e.text);
+        self.shingles.push(repetition::shingles_of(&words));
         let Some(&i) = lookup.index.get(e.speaker_id.as_str()) else { return };
         self.personas[i].add_message(e, w, s.compound);
         let ts = self.turn_sentiment.entry(e.turn).or_default();
         ts.0 += s.compound;
         ts.1 += 1;
-        let mt = text::content_terms(&e.text, &lookup.name_tokens);
+        let mt = text::content_terms_of(words, &lookup.name_tokens);
         self.personas[i].terms.extend(mt.iter().cloned());
         self.message_terms.push(mt);
         self.add_markers(i, e);
@@ -850,13 +857,14 @@ fn sentiment_figures(
 }
 
 /// Near-duplicate persona messages.
-fn repetition_figures(transcript: &[TranscriptEntry], totals: &Totals) -> Repetition {
+fn repetition_figures(transcript: &[TranscriptEntry], shingles: Vec<Vec<u64>>, totals: &Totals) -> Repetition {
     let persona_msgs: Vec<(u64, &str, &str)> = transcript
         .iter()
         .filter(|e| !is_moderator(e))
         .map(|e| (e.seq, e.speaker_id.as_str(), e.text.as_str()))
         .collect();
-    let dups = repetition::near_duplicates_counted(&persona_msgs, repetition::DEFAULT_THRESHOLD, DUPLICATE_PAIRS_KEPT);
+    let dups =
+        repetition::near_duplicates_of(&persona_msgs, shingles, repetition::DEFAULT_THRESHOLD, DUPLICATE_PAIRS_KEPT);
     Repetition {
         threshold: repetition::DEFAULT_THRESHOLD,
         repeated_messages: dups.repeated,

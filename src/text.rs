@@ -31,7 +31,12 @@ pub fn tokens(text: &str) -> Vec<String> {
 /// Content terms for keywords: tokens of 3+ characters that hold a letter and are neither a
 /// stop word nor in `exclude` (participants' names).
 pub fn content_terms(text: &str, exclude: &HashSet<String>) -> Vec<String> {
-    tokens(text)
+    content_terms_of(tokens(text), exclude)
+}
+
+/// [`content_terms`] of a text already split by [`tokens`].
+pub fn content_terms_of(tokens: Vec<String>, exclude: &HashSet<String>) -> Vec<String> {
+    tokens
         .into_iter()
         .filter(|t| {
             t.chars().count() >= 3

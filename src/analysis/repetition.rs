@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::text::similarity::overlap_at_least;
-pub use crate::text::similarity::{DEFAULT_THRESHOLD, jaccard, shingles};
+pub use crate::text::similarity::{DEFAULT_THRESHOLD, jaccard, shingles, shingles_of};
 
 /// Messages up to which every pair is compared.
 pub const FULL_COMPARISON_LIMIT: usize = 2_000;
@@ -91,7 +91,21 @@ pub struct Duplicates {
 /// Like [`near_duplicates`], keeping only the first `keep` pairs (a long synthetic run can have
 /// millions) while counting all of them and the messages that repeat an earlier one.
 pub fn near_duplicates_counted(messages: &[(u64, &str, &str)], threshold: f64, keep: usize) -> Duplicates {
-    let (sets, distinct) = ranked(messages.iter().map(|m| shingles(m.2)).collect());
+    let sets = messages.iter().map(|m| shingles(m.2)).collect();
+    near_duplicates_of(messages, sets, threshold, keep)
+}
+
+/// [`near_duplicates_counted`] with each message's [`shingles`] already made (`sets[k]` of
+/// `messages[k]`), as the analysis makes them while it reads each message once.
+pub fn near_duplicates_of(
+    messages: &[(u64, &str, &str)],
+    sets: Vec<Vec<u64>>,
+    threshold: f64,
+    keep: usize,
+) -> Duplicates {
+    // Sets that do not match the messages one for one are made again from the texts.
+    let sets = if sets.len() == messages.len() { sets } else { messages.iter().map(|m| shingles(m.2)).collect() };
+    let (sets, distinct) = ranked(sets);
     let window = if messages.len() <= FULL_COMPARISON_LIMIT { usize::MAX } else { WINDOW };
     let mut out = Duplicates::default();
     let mut record = |j: usize, similar: &[(usize, f64)]| {

@@ -13,7 +13,11 @@ pub const DEFAULT_THRESHOLD: f64 = 0.6;
 
 /// The sorted, de-duplicated shingle hashes of a text.
 pub fn shingles(text: &str) -> Vec<u64> {
-    let t = tokens(text);
+    shingles_of(&tokens(text))
+}
+
+/// [`shingles`] of a text already split by [`tokens`](super::tokens).
+pub fn shingles_of(t: &[String]) -> Vec<u64> {
     let mut v: Vec<u64> = if t.len() < 3 {
         if t.is_empty() { Vec::new() } else { vec![hash_bytes(t.join(" ").as_bytes())] }
     } else {
