@@ -33,10 +33,11 @@ pub struct DuplicatePair {
     pub similarity: f64,
 }
 
-/// Overlap two sets need for a Jaccard similarity of at least `t`: |A ∩ B| >= t (|A| + |B|) /
-/// (1 + t), rounded down on float noise (a lower bar is always safe: verification decides).
-fn needed_overlap(a: usize, b: usize, t: f64) -> usize {
-    ((t * (a + b) as f64 / (1.0 + t) - 1e-9).ceil().max(0.0)) as usize
+/// Overlap two sets of `sizes` elements together need for a Jaccard similarity of at least `t`:
+/// |A ∩ B| >= t (|A| + |B|) / (1 + t), rounded down on float noise (a lower bar is always safe:
+/// verification decides).
+fn needed_overlap(sizes: usize, t: f64) -> usize {
+    ((t * sizes as f64 / (1.0 + t) - 1e-9).ceil().max(0.0)) as usize
 }
 
 /// The Jaccard similarity of two sets sorted the same way when it is at least `t`, else `None`.
@@ -143,7 +144,7 @@ pub fn near_duplicates_of(
 /// [`ppjoin`] over every pair, with messages whose shingles are identical (a small model
 /// repeating itself, a template) compared once: each different set is joined with the others,
 /// and the pairs of messages are made from where each set occurs.
-fn grouped(sets: Vec<Vec<u32>>, distinct: usize, threshold: f64, mut each: impl FnMut(usize, &[(usize, f64)])) {
+fn grouped(mut sets: Vec<Vec<u32>>, distinct: usize, threshold: f64, mut each: impl FnMut(usize, &[(usize, f64)])) {
     let mut ids: HashMap<&[u32], usize> = HashMap::new();
     let mut group = Vec::with_capacity(sets.len());
     let mut first = Vec::new();
@@ -156,7 +157,7 @@ fn grouped(sets: Vec<Vec<u32>>, distinct: usize, threshold: f64, mut each: impl 
         group.push(g);
     }
     drop(ids);
-    let unique: Vec<Vec<u32>> = first.iter().map(|&j| sets[j].clone()).collect();
+    let unique: Vec<Vec<u32>> = first.iter().map(|&j| std::mem::take(&mut sets[j])).collect();
     // Which other groups each group is similar to, and how much.
     let mut like: Vec<Vec<(usize, f64)>> = vec![Vec::new(); unique.len()];
     ppjoin(&unique, distinct, usize::MAX, threshold, |v, similar| {
@@ -207,7 +208,7 @@ fn ppjoin(
     // The overlap needed by the sum of two sizes, and the sizes a set of each size can pair with
     // (|B| within [t |A|, |A| / t]), worked out once rather than per candidate.
     let max_len = sets.iter().map(Vec::len).max().unwrap_or(0);
-    let need: Vec<usize> = (0..=2 * max_len).map(|sum| needed_overlap(sum, 0, threshold)).collect();
+    let need: Vec<usize> = (0..=2 * max_len).map(|sum| needed_overlap(sum, threshold)).collect();
     let sizes: Vec<(usize, usize)> = (0..=max_len)
         .map(|l| {
             ((threshold * l as f64 - 1e-9).ceil().max(0.0) as usize, ((l as f64 + 1e-9) / threshold).floor() as usize)
