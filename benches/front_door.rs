@@ -48,12 +48,23 @@ use population::{Shape, write};
 
 /// The request bare reqwest sends: the shape of a persona's act request.
 const BARE_ENV: &str = "FRONT_DOOR_BARE_URL";
+/// `system,user`: the mean lengths of the system and user messages troupe sent, so the floor
+/// sends bodies of the same size (unset: the 300-byte request the issue was measured with).
+const BARE_SIZES_ENV: &str = "FRONT_DOOR_BARE_SIZES";
 const HTTP_PERSONAS: usize = 50;
 const HTTP_TURNS: u32 = 60;
 
 fn main() {
+    if std::env::var_os("FRONT_DOOR_MOCK").is_some() {
+        serve_mock();
+        return;
+    }
     if let Ok(url) = std::env::var(BARE_ENV) {
-        bare_reqwest(&url, HTTP_PERSONAS * HTTP_TURNS as usize, HTTP_PERSONAS);
+        let sizes = std::env::var(BARE_SIZES_ENV).ok().and_then(|v| {
+            let (a, b) = v.split_once(',')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        });
+        bare_reqwest(&url, HTTP_PERSONAS * HTTP_TURNS as usize, HTTP_PERSONAS, sizes);
         return;
     }
     let only = std::env::var("FRONT_DOOR").ok();
@@ -210,7 +221,7 @@ fn run_saving(scenario: &Path, out: &Path) -> std::process::Command {
 /// difference over `FRONT_DOOR_PAIRS` pairs (12), and the least CPU of each.
 fn traces_overhead(dir: &Path) {
     let (dir, pop, calls) = long_panel(dir, "traces");
-    let rx = otlp::start();
+    let rx = otlp::start_counting();
     let cmd = |traced: bool| {
         let mut c = run_saving(&pop.scenario, &dir.join("out"));
         if traced {
@@ -230,7 +241,7 @@ fn traces_overhead(dir: &Path) {
         diffs.push(per(u) - per(a));
     }
     let (off, on) = (off.unwrap(), on.unwrap());
-    let spans = rx.spans().len();
+    let spans = rx.count();
     row("traces: 100 personas x 100 turns, saving on, no tracing (least CPU)", calls, off);
     row("traces: the same exported over OTLP/HTTP (least CPU)", calls, on);
     diffs.sort_by(f64::total_cmp);
@@ -333,6 +344,19 @@ fn best_of(runs: usize, mut cmd: impl FnMut() -> std::process::Command) -> Usage
     best.expect("at least one run")
 }
 
+/// The run of median CPU among `runs`: steadier than the least when the machine is noisy.
+fn median_of(runs: usize, mut cmd: impl FnMut() -> std::process::Command) -> Usage {
+    let mut all: Vec<Usage> = (0..runs)
+        .map(|_| {
+            let u = measure(&mut cmd());
+            assert_eq!(u.code, Some(0), "the run failed; run the same command by hand to see why");
+            u
+        })
+        .collect();
+    all.sort_by_key(|u| u.cpu);
+    all.swap_remove(runs / 2)
+}
+
 fn row(name: &str, calls: u64, u: Usage) {
     println!(
         "| {name} | {calls} | {:.2} s | {:.2} s | {:.0} MiB | {:.1} µs |",
@@ -351,20 +375,20 @@ fn machine() -> String {
 
 /// 50 personas x 60 turns against the mock: troupe without and with saving, then bare reqwest.
 fn http(dir: &Path) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let mock = rt.block_on(mock_openai::MockServer::start(mock_openai::MockConfig::default()));
+    let mut mock = MockProcess::start();
+    let base_url = mock.base_url().to_string();
     let pop = write(dir, Shape { n: HTTP_PERSONAS, turns: HTTP_TURNS, degree: None, active: None, policy: "Parallel" });
     let text =
         std::fs::read_to_string(&pop.scenario).unwrap().replace("provider: \"simulated\"", "provider: \"openai\"");
     std::fs::write(&pop.scenario, text).unwrap();
     let calls = (HTTP_PERSONAS * HTTP_TURNS as usize) as u64;
     let run = |save: bool| {
-        best_of(3, || {
+        median_of(7, || {
             let out = dir.join("http-out");
             let _ = std::fs::remove_dir_all(&out);
             let mut c = troupe();
             c.arg("run").arg(&pop.scenario).arg("-q").arg("--output-dir").arg(&out);
-            c.args(["--set", &format!("llm.base_url={}", mock.base_url()), "--set", "llm.model=gpt-4o-mini"]);
+            c.args(["--set", &format!("llm.base_url={base_url}"), "--set", "llm.model=gpt-4o-mini"]);
             if !save {
                 c.arg("--no-save");
             }
@@ -373,26 +397,132 @@ fn http(dir: &Path) {
         })
     };
     let unsaved = run(false);
+    let sizes = mock.mean_message_sizes();
     let saved = run(true);
-    let bare = best_of(3, || {
-        let mut c = std::process::Command::new(std::env::current_exe().unwrap());
-        c.env(BARE_ENV, format!("{}/chat/completions", mock.base_url()));
-        c
-    });
+    let bare_run = |sizes: Option<(usize, usize)>| {
+        median_of(7, || {
+            let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+            c.env(BARE_ENV, format!("{base_url}/chat/completions"));
+            if let Some((system, user)) = sizes {
+                c.env(BARE_SIZES_ENV, format!("{system},{user}"));
+            }
+            c
+        })
+    };
+    let bare = bare_run(None);
+    let same = bare_run(Some(sizes));
     row("http: 50 x 60 against the loopback mock, no saving", calls, unsaved);
     row("http: the same, saving on (journal, transcript, results, analysis)", calls, saved);
-    row("http: bare reqwest, the same 3,000 requests, 50 at a time", calls, bare);
+    row("http: bare reqwest, the same 3,000 requests, 50 at a time, 300-byte bodies", calls, bare);
+    let label = format!(
+        "http: bare reqwest, 3,000 requests, 50 at a time, bodies the size troupe sent ({} + {} bytes of messages)",
+        sizes.0, sizes.1
+    );
+    row(&label, calls, same);
     let per = |u: Usage| u.cpu.as_secs_f64() * 1e6 / calls as f64;
     println!(
-        "figure: HTTP CPU per call above bare reqwest: +{:.1} µs without saving, +{:.1} µs saving",
+        "figure: HTTP CPU per call above bare reqwest (300-byte bodies): +{:.1} µs without saving, +{:.1} µs saving",
         per(unsaved) - per(bare),
         per(saved) - per(bare)
     );
-    drop(rt);
+    println!(
+        "figure: HTTP CPU per call above bare reqwest sending bodies of troupe's size: +{:.1} µs without saving, +{:.1} µs saving",
+        per(unsaved) - per(same),
+        per(saved) - per(same)
+    );
+}
+
+/// The loopback mock in a process of its own (this bench with `FRONT_DOOR_MOCK=1`). Not in this
+/// process: a child's peak RSS, as the kernel reports it, starts from the peak of the process
+/// that spawned it, and the mock keeps every request it received.
+struct MockProcess {
+    child: std::process::Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    url: String,
+}
+
+impl MockProcess {
+    fn start() -> MockProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .env("FRONT_DOOR_MOCK", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the mock starts");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut url = String::new();
+        stdout.read_line(&mut url).unwrap();
+        MockProcess { child, stdout, url: url.trim().to_string() }
+    }
+
+    fn base_url(&self) -> &str {
+        &self.url
+    }
+
+    /// The mean lengths of the system and user messages of the requests received so far.
+    fn mean_message_sizes(&mut self) -> (usize, usize) {
+        use std::io::{BufRead, Write};
+        writeln!(self.child.stdin.as_mut().unwrap(), "sizes").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        let (a, b) = line.trim().split_once(',').expect("system,user");
+        (a.parse().unwrap(), b.parse().unwrap())
+    }
+}
+
+impl Drop for MockProcess {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// `FRONT_DOOR_MOCK=1`: serves the loopback mock and prints its URL; a line `sizes` on stdin
+/// answers with the mean message sizes received so far; it stops at the end of stdin. Also
+/// for measuring by hand (for instance with `farm-bench`) what the `http` workload measures.
+fn serve_mock() {
+    use std::io::BufRead;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let mock = rt.block_on(mock_openai::MockServer::start(mock_openai::MockConfig::default()));
+    println!("{}", mock.base_url());
+    for line in std::io::stdin().lock().lines() {
+        if line.unwrap().trim() == "sizes" {
+            let (system, user) = mean_message_sizes(&mock.requests());
+            println!("{system},{user}");
+        }
+    }
+}
+
+/// The mean lengths of the system and user messages of the requests the mock received.
+fn mean_message_sizes(requests: &[mock_openai::Recorded]) -> (usize, usize) {
+    let (mut system, mut user) = (0, 0);
+    for r in requests {
+        for m in r.body["messages"].as_array().into_iter().flatten() {
+            let len = m["content"].as_str().map_or(0, str::len);
+            if m["role"] == "system" { system += len } else { user += len }
+        }
+    }
+    let n = requests.len().max(1);
+    (system / n, user / n)
+}
+
+/// A conversation of about `len` bytes in the lines a persona hears (`[turn 3] Name (Role): ...`).
+fn conversation(len: usize, turn: usize) -> String {
+    let mut s = String::with_capacity(len + 120);
+    let mut k = 0;
+    while s.len() < len {
+        s.push_str(&format!("[turn {turn}] Speaker P{k} (Nurse): I think we should keep the library open and cut the parade budget instead.\n"));
+        k += 1;
+    }
+    s.truncate(len);
+    s
 }
 
 /// The floor: `total` chat requests with reqwest alone, `width` at a time, each body parsed.
-fn bare_reqwest(url: &str, total: usize, width: usize) {
+/// With `sizes`, each request's system and user messages have those lengths, and the user
+/// message is built for each request, as a client builds a prompt.
+fn bare_reqwest(url: &str, total: usize, width: usize, sizes: Option<(usize, usize)>) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
@@ -401,12 +531,26 @@ fn bare_reqwest(url: &str, total: usize, width: usize) {
         for _ in 0..width {
             let (client, next, url) = (client.clone(), next.clone(), url.to_string());
             tasks.push(tokio::spawn(async move {
-                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                let system = match sizes {
+                    Some((len, _)) => {
+                        "You are Amara P0, a Nurse. Keep the town affordable.\n".repeat(len / 53 + 1)[..len].to_string()
+                    }
+                    None => "You are Amara P0, a Nurse. Keep the town affordable.".to_string(),
+                };
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= total {
+                        break;
+                    }
+                    let user = match sizes {
+                        Some((_, len)) => conversation(len, i / width),
+                        None => "Which service should the town cut first? Say what you think.".to_string(),
+                    };
                     let body = serde_json::json!({
                         "model": "gpt-4o-mini",
                         "messages": [
-                            {"role": "system", "content": "You are Amara P0, a Nurse. Keep the town affordable."},
-                            {"role": "user", "content": "Which service should the town cut first? Say what you think."}
+                            {"role": "system", "content": system},
+                            {"role": "user", "content": user}
                         ],
                         "temperature": 0.7,
                         "max_tokens": 200

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -28,33 +29,56 @@ pub struct Span {
 pub struct Receiver {
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
-    spans: Arc<Mutex<Vec<Span>>>,
+    kept: Arc<Kept>,
+}
+
+/// What a receiver has received.
+struct Kept {
+    /// Every span, unless the receiver only counts.
+    spans: Mutex<Vec<Span>>,
+    keep: bool,
+    count: AtomicUsize,
 }
 
 impl Receiver {
-    /// Everything received so far.
+    /// Everything received so far (nothing for a receiver that only counts).
     pub fn spans(&self) -> Vec<Span> {
-        self.spans.lock().unwrap().clone()
+        self.kept.spans.lock().unwrap().clone()
+    }
+
+    /// How many spans were received so far.
+    pub fn count(&self) -> usize {
+        self.kept.count.load(Ordering::Relaxed)
     }
 }
 
-/// Starts one (a thread per connection; lives until the test process ends).
+/// Starts one that keeps every span (a thread per connection; lives until the process ends).
 pub fn start() -> Receiver {
+    start_with(true)
+}
+
+/// Starts one that decodes and counts spans but keeps none, for a benchmark: a process that
+/// grows raises the peak RSS the kernel reports for the children it starts afterwards.
+pub fn start_counting() -> Receiver {
+    start_with(false)
+}
+
+fn start_with(keep: bool) -> Receiver {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let spans = Arc::new(Mutex::new(Vec::new()));
-    let kept = spans.clone();
+    let kept = Arc::new(Kept { spans: Mutex::new(Vec::new()), keep, count: AtomicUsize::new(0) });
+    let shared = kept.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
-            let kept = kept.clone();
+            let kept = shared.clone();
             std::thread::spawn(move || serve(conn, &kept));
         }
     });
-    Receiver { endpoint, spans }
+    Receiver { endpoint, kept }
 }
 
 /// Answers requests on one kept-alive connection until the client closes it.
-fn serve(conn: TcpStream, kept: &Mutex<Vec<Span>>) {
+fn serve(conn: TcpStream, kept: &Kept) {
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut conn = conn;
     loop {
@@ -87,9 +111,9 @@ fn serve(conn: TcpStream, kept: &Mutex<Vec<Span>>) {
     }
 }
 
-fn decode(body: &[u8], kept: &Mutex<Vec<Span>>) -> &'static str {
+fn decode(body: &[u8], kept: &Kept) -> &'static str {
     let Ok(req) = ExportTraceServiceRequest::decode(body) else { return "400 Bad Request" };
-    let mut out = kept.lock().unwrap();
+    let mut out = kept.spans.lock().unwrap();
     for rs in req.resource_spans {
         let service = rs
             .resource
@@ -98,6 +122,10 @@ fn decode(body: &[u8], kept: &Mutex<Vec<Span>>) -> &'static str {
             .map(|a| text(a.value.as_ref().and_then(|v| v.value.as_ref())))
             .unwrap_or_default();
         for ss in rs.scope_spans {
+            kept.count.fetch_add(ss.spans.len(), Ordering::Relaxed);
+            if !kept.keep {
+                continue;
+            }
             for s in ss.spans {
                 let attributes = s
                     .attributes
