@@ -47,6 +47,10 @@ fn verify(a: &[u32], b: &[u32], t: f64, need: usize) -> Option<f64> {
         // As `jaccard` has it: two empty sets are 0 similar.
         return (t <= 0.0).then_some(0.0);
     }
+    if a == b {
+        // The same words (a model or a template repeating itself): no merge needed.
+        return Some(1.0);
+    }
     let inter = overlap_at_least(a, b, need)?;
     let s = inter as f64 / (a.len() + b.len() - inter) as f64;
     (s >= t).then_some(s)
