@@ -45,6 +45,7 @@ async fn host_with_latency(
         instance: 1 << 50,
         pricing: Arc::new(Default::default()),
         events: Some(ev_tx),
+        exchanges: true,
     };
     let (supervisor, _) = Actor::spawn(None, SupervisorActor, args).await.unwrap();
     let (out, rx) = mpsc::unbounded_channel();

@@ -50,6 +50,9 @@ pub struct SupervisorArgs {
     pub pricing: Arc<Pricing>,
     /// Where exchanges, retries and fallbacks are reported (the journal).
     pub events: Option<mpsc::UnboundedSender<RunEvent>>,
+    /// Whether each exchange is reported to `events`: only a journal or a listener keeps them,
+    /// and a run that saves nothing need not make them (a key and a copy of every answer).
+    pub exchanges: bool,
 }
 
 /// Messages to the supervisor.
@@ -144,6 +147,7 @@ pub struct SupervisorState {
     jitter: SplitMix64,
     pricing: Arc<Pricing>,
     events: Option<mpsc::UnboundedSender<RunEvent>>,
+    exchanges: bool,
     /// USD spent by finished calls.
     spent: f64,
     /// USD the calls in flight may still cost (their worst case).
@@ -189,6 +193,7 @@ impl Actor for SupervisorActor {
             next_id: 0,
             pricing: a.pricing,
             events: a.events,
+            exchanges: a.exchanges,
             spent: 0.0,
             reserved: 0.0,
             cost_stop: false,
@@ -637,7 +642,7 @@ fn succeed(st: &mut SupervisorState, id: u64, resp: ChatResponse, latency_us: u6
         latency_us,
         usage: resp.usage,
     });
-    emit(st, || {
+    emit_exchange(st, || {
         RunEvent::Exchange(crate::record::journal::Exchange {
             persona: c.request.meta.persona.clone(),
             turn: c.tag.turn,
@@ -666,9 +671,11 @@ fn succeed(st: &mut SupervisorState, id: u64, resp: ChatResponse, latency_us: u6
     );
 }
 
-/// Reports an event to the journal, building it only when someone listens.
-fn emit(st: &SupervisorState, e: impl FnOnce() -> RunEvent) {
-    if let Some(tx) = &st.events {
+/// Reports an exchange, made only when someone keeps it.
+fn emit_exchange(st: &SupervisorState, e: impl FnOnce() -> RunEvent) {
+    if let Some(tx) = &st.events
+        && st.exchanges
+    {
         let _ = tx.send(e());
     }
 }

@@ -267,6 +267,8 @@ async fn host_run(
         metrics: metrics.clone(),
         instance: INSTANCE.fetch_add(1, Ordering::Relaxed),
         events: Some(ev_tx),
+        // Each exchange is journaled to JetStream before the shard answers.
+        exchanges: true,
     };
     let (supervisor, _) = Actor::spawn(None, SupervisorActor, args).await.map_err(spawn_err)?;
     let (out_tx, out_rx) = mpsc::unbounded_channel();

@@ -58,7 +58,8 @@ impl SimulationEngine {
         let (tx, rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = oneshot::channel();
         let span = tracing::info_span!("simulation", run = %rid, scenario = %plan.name, personas = plan.personas.len());
-        let actors = self.spawn_actors(&plan, instance, (tx, opts.remote), done_tx, span.clone()).await?;
+        let exchanges = files.journal.is_some() || opts.events.is_some();
+        let actors = self.spawn_actors(&plan, instance, (tx, opts.remote, exchanges), done_tx, span.clone()).await?;
         span.in_scope(|| tracing::info!("simulation started"));
         span.in_scope(|| {
             let _ = actors.world.cast(WorldMsg::Start);
@@ -162,7 +163,7 @@ impl SimulationEngine {
         &self,
         plan: &RunPlan,
         instance: u64,
-        (events, remote): (mpsc::UnboundedSender<RunEvent>, Option<mpsc::UnboundedSender<ToHosts>>),
+        (events, remote, exchanges): (mpsc::UnboundedSender<RunEvent>, Option<mpsc::UnboundedSender<ToHosts>>, bool),
         done: oneshot::Sender<FinalState>,
         span: tracing::Span,
     ) -> Result<Actors, EngineError> {
@@ -182,6 +183,7 @@ impl SimulationEngine {
             // Synthetic text costs nothing; the estimate still shows what the model would cost.
             pricing: if self.provider.synthetic() { Arc::new(Pricing::default()) } else { self.pricing.clone() },
             events: Some(events.clone()),
+            exchanges,
         };
         let supervisor = match Actor::spawn(None, SupervisorActor, args).await {
             Ok((s, _)) => s,
