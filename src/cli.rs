@@ -181,11 +181,18 @@ pub fn sources(g: &GlobalArgs, scenario: Option<Layer>, flags: &Flags) -> anyhow
 /// time, I/O and signals). Every command that awaits goes through here, so they all run on the
 /// same kind of runtime and fail the same way when it cannot start.
 pub fn block_on<F: std::future::Future>(fut: F) -> anyhow::Result<F::Output> {
+    block_on_threads(None, fut)
+}
+
+/// [`block_on`] with `threads` worker threads (`None`: one per core), for `troupe run`, which
+/// chooses them for its provider ([`troupe_sim::engine::runtime_threads`]).
+pub fn block_on_threads<F: std::future::Future>(threads: Option<usize>, fut: F) -> anyhow::Result<F::Output> {
     use anyhow::Context;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("could not start the async runtime")?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n.max(1));
+    }
+    let rt = builder.enable_all().build().context("could not start the async runtime")?;
     Ok(rt.block_on(fut))
 }
 

@@ -58,31 +58,36 @@ pub struct RunArgs {
 }
 
 pub fn run(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
-    super::block_on(run_async(g, a))?
-}
-
-async fn run_async(g: &GlobalArgs, a: RunArgs) -> anyhow::Result<ExitCode> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    if let Some(dir) = &a.replay {
-        // The run folder is untrusted: logging and output follow the current configuration
-        // (with this command's flags), the journal only supplies the simulation.
-        let current = super::load_config(g, None, &a.plan.flags()?)?.config;
-        super::logging::init(&current.monitoring, a.quiet)?;
-        let rec = Recording::load(dir)?;
-        let turns = rec.config_with(&current)?.simulation.max_turns;
-        let save_under = (!a.no_save).then(|| conversations_dir(&current.output.output_dir));
-        let opts = RunOptions { save_under, events: Some(tx), ..Default::default() };
-        let handle = resume::replay(dir, &current, opts).await?;
-        return drive(handle, rx, turns, &a.mode()).await;
+    if let Some(dir) = a.replay.clone() {
+        return super::block_on(replay(g, &dir, a))?;
     }
     let mut flags = a.plan.flags()?;
     a.metrics.apply(&mut flags);
     let (plan, cfg) = super::plan::load(g, &a.plan, &flags)?;
-    super::logging::init(&cfg.monitoring, a.quiet)?;
-    let exporter = super::metrics::start(&cfg.monitoring).await?;
-    let code = start_and_drive(plan, cfg, &a, rx, tx).await;
-    super::metrics::finish(exporter).await;
-    code
+    // The runtime's threads suit the provider: a run that waits on a server needs one.
+    let threads = troupe_sim::engine::runtime_threads(&cfg);
+    super::block_on_threads(Some(threads), async move {
+        let (tx, rx) = mpsc::unbounded_channel();
+        super::logging::init(&cfg.monitoring, a.quiet)?;
+        let exporter = super::metrics::start(&cfg.monitoring).await?;
+        let code = start_and_drive(plan, cfg, &a, rx, tx).await;
+        super::metrics::finish(exporter).await;
+        code
+    })?
+}
+
+/// `troupe run --replay DIR`.
+async fn replay(g: &GlobalArgs, dir: &std::path::Path, a: RunArgs) -> anyhow::Result<ExitCode> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    // The run folder is untrusted: logging and output follow the current configuration
+    // (with this command's flags), the journal only supplies the simulation.
+    let current = super::load_config(g, None, &a.plan.flags()?)?.config;
+    super::logging::init(&current.monitoring, a.quiet)?;
+    let rec = Recording::load(dir)?;
+    let turns = rec.config_with(&current)?.simulation.max_turns;
+    let save_under = (!a.no_save).then(|| conversations_dir(&current.output.output_dir));
+    let opts = RunOptions { save_under, events: Some(tx), ..Default::default() };
+    drive(resume::replay(dir, &current, opts).await?, rx, turns, &a.mode()).await
 }
 
 /// Starts a new run (or a fork) and shows it until it ends.

@@ -27,6 +27,8 @@ pub const MAX_PERSONAS: usize = 10_000_000;
 pub const MAX_WORKERS: usize = 10_000;
 /// Most runs of an experiment at once.
 pub const MAX_PARALLEL_RUNS: usize = 256;
+/// Most threads of the async runtime (`runtime_threads`).
+pub const MAX_RUNTIME_THREADS: usize = 256;
 /// Largest cost budget, USD.
 pub const MAX_COST_USD: f64 = 1_000_000.0;
 /// Longest reply, tokens.
@@ -264,6 +266,13 @@ fn check_performance(p: &PerformanceConfig) -> Result<(), OutOfRange> {
             format!("use a number between 1 and {MAX_PARALLEL_RUNS}"),
         );
     }
+    if p.runtime_threads > MAX_RUNTIME_THREADS {
+        return bad(
+            "performance.runtime_threads",
+            p.runtime_threads.to_string(),
+            format!("use 0 (chosen for the provider) or a number between 1 and {MAX_RUNTIME_THREADS}"),
+        );
+    }
     if p.max_retries > MAX_RETRIES {
         return bad(
             "performance.max_retries",
@@ -452,6 +461,7 @@ mod tests {
             ("llm.max_cost_usd", Box::new(|c| c.llm.max_cost_usd = Some(-1.0))),
             ("llm.max_cost_usd", Box::new(|c| c.llm.max_cost_usd = Some(f64::NAN))),
             ("performance.max_workers", Box::new(|c| c.performance.max_workers = usize::MAX)),
+            ("performance.runtime_threads", Box::new(|c| c.performance.runtime_threads = usize::MAX)),
             ("simulation.max_personas", Box::new(|c| c.simulation.max_personas = usize::MAX)),
             ("simulation.memory_recent", Box::new(|c| c.simulation.memory_recent = usize::MAX)),
             ("validation.questions", Box::new(|c| c.validation.questions = 0)),

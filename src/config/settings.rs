@@ -526,6 +526,11 @@ pub struct PerformanceConfig {
     /// Runs of an experiment (`troupe experiment --parallel`) that go at once; they share the
     /// provider and its budget.
     pub max_parallel_runs: usize,
+    /// Threads of `troupe run`'s async runtime; 0 chooses ([`crate::engine::runtime_threads`]):
+    /// one when the text comes from a server or the local model (the calls wait; a thread
+    /// drives thousands of them, and waking a second costs more than it brings), one per core
+    /// with the simulated provider (the run is all computing).
+    pub runtime_threads: usize,
 }
 
 impl Default for PerformanceConfig {
@@ -543,6 +548,7 @@ impl Default for PerformanceConfig {
             backoff_max: 60.0,
             fallback_after: 3,
             max_parallel_runs: 2,
+            runtime_threads: 0,
         }
     }
 }
