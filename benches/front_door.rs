@@ -26,8 +26,10 @@
 //!   coordinator's wall time, CPU per persona-turn and bytes sent per persona-turn, and the
 //!   shards' CPU (all on the same 2 cores, so the wall time is the whole machine's work).
 //! - `http`: 50 personas x 60 turns = 3,000 calls against a loopback OpenAI-compatible mock
-//!   served by this bench process (its CPU is not counted), with and without saving; and bare
-//!   reqwest making the same 3,000 requests (50 at a time) from a child process, the floor.
+//!   served by a process of its own (its CPU is not counted), with and without saving (median
+//!   of 7 runs each); and bare reqwest on one tokio worker making 3,000 requests (50 at a
+//!   time) from a child process, the floor: once with 300-byte bodies, once with bodies the
+//!   size troupe sent.
 
 #[path = "../tests/support/cli.rs"]
 mod cli;
@@ -53,6 +55,8 @@ const BARE_ENV: &str = "FRONT_DOOR_BARE_URL";
 const BARE_SIZES_ENV: &str = "FRONT_DOOR_BARE_SIZES";
 const HTTP_PERSONAS: usize = 50;
 const HTTP_TURNS: u32 = 60;
+/// Rounds of the `http` workload's four commands (`FRONT_DOOR_ROUNDS` changes it).
+const HTTP_ROUNDS: usize = 9;
 
 fn main() {
     if std::env::var_os("FRONT_DOOR_MOCK").is_some() {
@@ -344,17 +348,21 @@ fn best_of(runs: usize, mut cmd: impl FnMut() -> std::process::Command) -> Usage
     best.expect("at least one run")
 }
 
-/// The run of median CPU among `runs`: steadier than the least when the machine is noisy.
-fn median_of(runs: usize, mut cmd: impl FnMut() -> std::process::Command) -> Usage {
-    let mut all: Vec<Usage> = (0..runs)
-        .map(|_| {
+/// Each command's run of median CPU among `rounds`, the commands run in turn in each round.
+fn medians<const N: usize>(rounds: usize, cmds: [&mut dyn FnMut() -> std::process::Command; N]) -> [Usage; N] {
+    let mut all: Vec<Vec<Usage>> = vec![Vec::new(); N];
+    let mut cmds = cmds;
+    for _ in 0..rounds {
+        for (k, cmd) in cmds.iter_mut().enumerate() {
             let u = measure(&mut cmd());
             assert_eq!(u.code, Some(0), "the run failed; run the same command by hand to see why");
-            u
-        })
-        .collect();
-    all.sort_by_key(|u| u.cpu);
-    all.swap_remove(runs / 2)
+            all[k].push(u);
+        }
+    }
+    std::array::from_fn(|k| {
+        all[k].sort_by_key(|u| u.cpu);
+        all[k][rounds / 2]
+    })
 }
 
 fn row(name: &str, calls: u64, u: Usage) {
@@ -383,39 +391,40 @@ fn http(dir: &Path) {
     std::fs::write(&pop.scenario, text).unwrap();
     let calls = (HTTP_PERSONAS * HTTP_TURNS as usize) as u64;
     let run = |save: bool| {
-        median_of(7, || {
-            let out = dir.join("http-out");
-            let _ = std::fs::remove_dir_all(&out);
-            let mut c = troupe();
-            c.arg("run").arg(&pop.scenario).arg("-q").arg("--output-dir").arg(&out);
-            c.args(["--set", &format!("llm.base_url={base_url}"), "--set", "llm.model=gpt-4o-mini"]);
-            if !save {
-                c.arg("--no-save");
-            }
-            c.env("OPENAI_API_KEY", "sk-front-door-bench-0000000000");
-            c
-        })
+        let out = dir.join("http-out");
+        let _ = std::fs::remove_dir_all(&out);
+        let mut c = troupe();
+        c.arg("run").arg(&pop.scenario).arg("-q").arg("--output-dir").arg(&out);
+        c.args(["--set", &format!("llm.base_url={base_url}"), "--set", "llm.model=gpt-4o-mini"]);
+        if !save {
+            c.arg("--no-save");
+        }
+        c.env("OPENAI_API_KEY", "sk-front-door-bench-0000000000");
+        c
     };
-    let unsaved = run(false);
-    let sizes = mock.mean_message_sizes();
-    let saved = run(true);
     let bare_run = |sizes: Option<(usize, usize)>| {
-        median_of(7, || {
-            let mut c = std::process::Command::new(std::env::current_exe().unwrap());
-            c.env(BARE_ENV, format!("{base_url}/chat/completions"));
-            if let Some((system, user)) = sizes {
-                c.env(BARE_SIZES_ENV, format!("{system},{user}"));
-            }
-            c
-        })
+        let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+        c.env(BARE_ENV, format!("{base_url}/chat/completions"));
+        if let Some((system, user)) = sizes {
+            c.env(BARE_SIZES_ENV, format!("{system},{user}"));
+        }
+        c
     };
-    let bare = bare_run(None);
-    let same = bare_run(Some(sizes));
+    let rounds = std::env::var("FRONT_DOOR_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(HTTP_ROUNDS).max(1);
+    // The sizes troupe's requests have, from one run, then the four commands in turn (so a
+    // drift in the machine's speed touches each alike), the median of each.
+    let first = measure(&mut run(false));
+    assert_eq!(first.code, Some(0), "the run failed; run the same command by hand to see why");
+    let sizes = mock.mean_message_sizes();
+    let [unsaved, saved, bare, same] = medians(
+        rounds,
+        [&mut || run(false), &mut || run(true), &mut || bare_run(None), &mut || bare_run(Some(sizes))],
+    );
     row("http: 50 x 60 against the loopback mock, no saving", calls, unsaved);
     row("http: the same, saving on (journal, transcript, results, analysis)", calls, saved);
-    row("http: bare reqwest, the same 3,000 requests, 50 at a time, 300-byte bodies", calls, bare);
+    row("http: bare reqwest (one tokio worker), the same 3,000 requests, 50 at a time, 300-byte bodies", calls, bare);
     let label = format!(
-        "http: bare reqwest, 3,000 requests, 50 at a time, bodies the size troupe sent ({} + {} bytes of messages)",
+        "http: bare reqwest (one tokio worker), 3,000 requests, 50 at a time, bodies the size troupe sent ({} + {} bytes of messages)",
         sizes.0, sizes.1
     );
     row(&label, calls, same);
@@ -523,7 +532,9 @@ fn conversation(len: usize, turn: usize) -> String {
 /// With `sizes`, each request's system and user messages have those lengths, and the user
 /// message is built for each request, as a client builds a prompt.
 fn bare_reqwest(url: &str, total: usize, width: usize, sizes: Option<(usize, usize)>) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // One worker, as troupe runs against a server: the floor with two is higher (about 1.2x).
+    let threads = std::env::var("FRONT_DOOR_BARE_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(1);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build().unwrap();
     rt.block_on(async {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
         let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -29,7 +29,6 @@
 //! # Ok(()) }
 //! ```
 
-
 mod assemble;
 mod collect;
 pub mod error;
