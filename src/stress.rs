@@ -391,7 +391,9 @@ async fn run_one(
     progress: &mut (dyn FnMut(Progress<'_>) + Send),
 ) -> Result<SimulationResults, EngineError> {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let handle = engine.start(plan, RunOptions { save_under: None, events: Some(tx), ..Default::default() }).await?;
+    let handle = engine
+        .start(plan, RunOptions { save_under: None, events: Some(tx), without_exchanges: true, ..Default::default() })
+        .await?;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {

@@ -86,7 +86,7 @@ async fn replay(g: &GlobalArgs, dir: &std::path::Path, a: RunArgs) -> anyhow::Re
     let rec = Recording::load(dir)?;
     let turns = rec.config_with(&current)?.simulation.max_turns;
     let save_under = (!a.no_save).then(|| conversations_dir(&current.output.output_dir));
-    let opts = RunOptions { save_under, events: Some(tx), ..Default::default() };
+    let opts = RunOptions { save_under, events: Some(tx), without_exchanges: true, ..Default::default() };
     drive(resume::replay(dir, &current, opts).await?, rx, turns, &a.mode()).await
 }
 
@@ -99,7 +99,7 @@ async fn start_and_drive(
     tx: mpsc::UnboundedSender<RunEvent>,
 ) -> anyhow::Result<ExitCode> {
     let save_under = (!a.no_save).then(|| conversations_dir(&cfg.output.output_dir));
-    let mut opts = RunOptions { save_under, events: Some(tx), ..Default::default() };
+    let mut opts = RunOptions { save_under, events: Some(tx), without_exchanges: true, ..Default::default() };
     let turns = cfg.simulation.max_turns;
     let sharded = match a.cluster.is_some() || a.shards.is_some() {
         true => {

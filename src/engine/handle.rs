@@ -24,6 +24,9 @@ pub struct RunOptions {
     pub save_under: Option<PathBuf>,
     /// Also send every event here (for a terminal or web view). Never dropped.
     pub events: Option<mpsc::UnboundedSender<RunEvent>>,
+    /// Leave each LLM exchange (its cache key and a copy of the answer) out of `events`: a view
+    /// of the messages needs none. A saved run's journal still has them.
+    pub without_exchanges: bool,
     /// Use this run id (and so this folder) instead of a new one: how `resume` continues a
     /// run in place.
     pub run_id: Option<String>,

@@ -58,7 +58,7 @@ impl SimulationEngine {
         let (tx, rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = oneshot::channel();
         let span = tracing::info_span!("simulation", run = %rid, scenario = %plan.name, personas = plan.personas.len());
-        let exchanges = files.journal.is_some() || opts.events.is_some();
+        let exchanges = files.journal.is_some() || (opts.events.is_some() && !opts.without_exchanges);
         let actors = self.spawn_actors(&plan, instance, (tx, opts.remote, exchanges), done_tx, span.clone()).await?;
         span.in_scope(|| tracing::info!("simulation started"));
         span.in_scope(|| {

@@ -315,7 +315,12 @@ pub async fn start_run(
     let title = plan.name.clone();
     let engine = engine_for(st, cfg, choice);
     let (tx, rx) = mpsc::unbounded_channel();
-    let opts = RunOptions { save_under: Some(st.conversations_dir()), events: Some(tx), ..Default::default() };
+    let opts = RunOptions {
+        save_under: Some(st.conversations_dir()),
+        events: Some(tx),
+        without_exchanges: true,
+        ..Default::default()
+    };
     let handle = engine.start(plan, opts).await.map_err(|e| match e {
         EngineError::Output { .. } | EngineError::Save(_) | EngineError::Spawn(_) => {
             WebError::internal("starting a run", e)
