@@ -208,7 +208,6 @@ fn ppjoin(
     const PRUNED: u32 = u32::MAX;
     let mut overlap = vec![0u32; sets.len()];
     let mut touched: Vec<usize> = Vec::new();
-    let mut similar: Vec<(usize, f64)> = Vec::new();
     // The overlap needed by the sum of two sizes, and the sizes a set of each size can pair with
     // (|B| within [t |A|, |A| / t]), worked out once rather than per candidate.
     let max_len = sets.iter().map(Vec::len).max().unwrap_or(0);
@@ -218,11 +217,24 @@ fn ppjoin(
             ((threshold * l as f64 - 1e-9).ceil().max(0.0) as usize, ((l as f64 + 1e-9) / threshold).floor() as usize)
         })
         .collect();
+    let mut repeats = Repeats::new(sets);
     for (j, x) in sets.iter().enumerate() {
         let lo = j.saturating_sub(window);
+        if lo > 0 {
+            repeats.leaves(lo - 1);
+        }
         let lx = x.len();
         let (shortest, longest) = sizes[lx];
         let prefix = lx + 1 - shortest.min(lx);
+        if let Some(similar) = repeats.repeated(j, lo) {
+            // The same shingles as a message still in the window: its pairs are known.
+            for (p, &w) in x.iter().enumerate().take(prefix) {
+                index[w as usize].push((j as u32, p as u32));
+            }
+            each(j, &similar);
+            repeats.found(j, similar);
+            continue;
+        }
         for (p, &w) in x.iter().enumerate().take(prefix) {
             let postings = &mut index[w as usize];
             let from = postings.partition_point(|(i, _)| (*i as usize) < lo);
@@ -242,7 +254,7 @@ fn ppjoin(
             }
             postings.push((j as u32, p as u32));
         }
-        similar.clear();
+        let mut similar = Vec::new();
         for &i in &touched {
             if overlap[i] != PRUNED
                 && let Some(s) = verify(&sets[i], x, threshold, need[lx + sets[i].len()])
@@ -254,6 +266,85 @@ fn ppjoin(
         touched.clear();
         similar.sort_unstable_by_key(|(i, _)| *i);
         each(j, &similar);
+        repeats.found(j, similar);
+    }
+}
+
+/// What [`ppjoin`] knows of messages whose shingles repeat (a model or a template saying the
+/// same thing again), so a repeat is not compared again. For each set whose latest occurrence
+/// `k` is in the window: the pairs found for `k`, and the later messages found similar to it.
+/// A repeat `j` of it pairs with the first ones still in the window, with `k` itself and with
+/// the later ones: the same pairs as comparing, because a later message compared with `k`.
+struct Repeats {
+    /// Which different set each message has.
+    group: Vec<u32>,
+    /// Each set's latest occurrence, `u32::MAX` before the first.
+    latest: Vec<u32>,
+    /// For each set whose latest occurrence is in the window: its pairs, and the later messages
+    /// similar to it.
+    known: HashMap<u32, (Vec<(usize, f64)>, Vec<(usize, f64)>)>,
+    /// Whether each set is empty (an empty set is similar to nothing).
+    empty: Vec<bool>,
+}
+
+impl Repeats {
+    fn new(sets: &[Vec<u32>]) -> Repeats {
+        let mut ids: HashMap<&[u32], u32> = HashMap::new();
+        let mut empty = Vec::new();
+        let group = sets
+            .iter()
+            .map(|s| {
+                let next = ids.len() as u32;
+                let g = *ids.entry(s.as_slice()).or_insert(next);
+                if g == next {
+                    empty.push(s.is_empty());
+                }
+                g
+            })
+            .collect();
+        Repeats { group, latest: vec![u32::MAX; ids.len()], known: HashMap::new(), empty }
+    }
+
+    /// Message `i` leaves the window: when its set has no later occurrence, forget it.
+    fn leaves(&mut self, i: usize) {
+        let g = self.group[i];
+        if self.latest[g as usize] == i as u32 {
+            self.known.remove(&g);
+        }
+    }
+
+    /// Message `j`'s pairs among those from `lo`, when its set's latest occurrence is there.
+    fn repeated(&mut self, j: usize, lo: usize) -> Option<Vec<(usize, f64)>> {
+        let g = self.group[j];
+        let k = self.latest[g as usize];
+        if k == u32::MAX || (k as usize) < lo {
+            return None;
+        }
+        let (mut pairs, later) = self.known.remove(&g)?;
+        let gone = pairs.partition_point(|(i, _)| *i < lo);
+        pairs.drain(..gone);
+        if !self.empty[g as usize] {
+            pairs.push((k as usize, 1.0));
+        }
+        pairs.extend(later);
+        Some(pairs)
+    }
+
+    /// Message `j` was found similar to `pairs`: it is now its set's latest occurrence, and a
+    /// later message similar to each set's latest occurrence among them.
+    fn found(&mut self, j: usize, pairs: Vec<(usize, f64)>) {
+        let g = self.group[j];
+        for &(i, s) in &pairs {
+            let gi = self.group[i];
+            if gi != g
+                && self.latest[gi as usize] == i as u32
+                && let Some((_, later)) = self.known.get_mut(&gi)
+            {
+                later.push((j, s));
+            }
+        }
+        self.latest[g as usize] = j as u32;
+        self.known.insert(g, (pairs, Vec::new()));
     }
 }
 
@@ -339,6 +430,37 @@ mod tests {
             let got: Vec<(u64, u64)> =
                 near_duplicates(&m, t).iter().map(|p| (p.first_seq, p.second_seq)).collect();
             proptest::prop_assert_eq!(got, brute(&m, t));
+        }
+
+        /// Within a window, with messages that repeat each other (found without comparing
+        /// them again): the same pairs and similarities as comparing each with those before it.
+        #[test]
+        fn windowed_join_with_repeats_finds_every_pair(
+            texts in proptest::collection::vec(proptest::collection::vec(0usize..4, 0..6), 0..80),
+            window in 1usize..12,
+            t in proptest::sample::select(vec![0.2, 0.34, 0.5, 0.6, 0.75, 1.0]),
+        ) {
+            const WORDS: [&str; 4] = ["we", "pilot", "cut", "bus"];
+            let owned: Vec<String> =
+                texts.iter().map(|w| w.iter().map(|i| WORDS[*i]).collect::<Vec<_>>().join(" ")).collect();
+            let sh: Vec<Vec<u64>> = owned.iter().map(|x| shingles(x)).collect();
+            let mut want = Vec::new();
+            for j in 0..sh.len() {
+                for i in j.saturating_sub(window)..j {
+                    let s = jaccard(&sh[i], &sh[j]);
+                    if s >= t {
+                        want.push((i, j, s));
+                    }
+                }
+            }
+            let (sets, distinct) = ranked(sh);
+            let mut got = Vec::new();
+            ppjoin(&sets, distinct, window, t, |j, similar| got.extend(similar.iter().map(|&(i, s)| (i, j, s))));
+            proptest::prop_assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                proptest::prop_assert_eq!((g.0, g.1), (w.0, w.1));
+                proptest::prop_assert!((g.2 - w.2).abs() < 1e-12);
+            }
         }
     }
 }
