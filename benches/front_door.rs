@@ -416,10 +416,8 @@ fn http(dir: &Path) {
     let first = measure(&mut run(false));
     assert_eq!(first.code, Some(0), "the run failed; run the same command by hand to see why");
     let sizes = mock.mean_message_sizes();
-    let [unsaved, saved, bare, same] = medians(
-        rounds,
-        [&mut || run(false), &mut || run(true), &mut || bare_run(None), &mut || bare_run(Some(sizes))],
-    );
+    let [unsaved, saved, bare, same] =
+        medians(rounds, [&mut || run(false), &mut || run(true), &mut || bare_run(None), &mut || bare_run(Some(sizes))]);
     row("http: 50 x 60 against the loopback mock, no saving", calls, unsaved);
     row("http: the same, saving on (journal, transcript, results, analysis)", calls, saved);
     row("http: bare reqwest (one tokio worker), the same 3,000 requests, 50 at a time, 300-byte bodies", calls, bare);

@@ -270,6 +270,9 @@ fn ppjoin(
     }
 }
 
+/// Earlier messages and their similarity to one message, in transcript order.
+type Pairs = Vec<(usize, f64)>;
+
 /// What [`ppjoin`] knows of messages whose shingles repeat (a model or a template saying the
 /// same thing again), so a repeat is not compared again. For each set whose latest occurrence
 /// `k` is in the window: the pairs found for `k`, and the later messages found similar to it.
@@ -282,7 +285,7 @@ struct Repeats {
     latest: Vec<u32>,
     /// For each set whose latest occurrence is in the window: its pairs, and the later messages
     /// similar to it.
-    known: HashMap<u32, (Vec<(usize, f64)>, Vec<(usize, f64)>)>,
+    known: HashMap<u32, (Pairs, Pairs)>,
     /// Whether each set is empty (an empty set is similar to nothing).
     empty: Vec<bool>,
 }
@@ -314,7 +317,7 @@ impl Repeats {
     }
 
     /// Message `j`'s pairs among those from `lo`, when its set's latest occurrence is there.
-    fn repeated(&mut self, j: usize, lo: usize) -> Option<Vec<(usize, f64)>> {
+    fn repeated(&mut self, j: usize, lo: usize) -> Option<Pairs> {
         let g = self.group[j];
         let k = self.latest[g as usize];
         if k == u32::MAX || (k as usize) < lo {
@@ -332,7 +335,7 @@ impl Repeats {
 
     /// Message `j` was found similar to `pairs`: it is now its set's latest occurrence, and a
     /// later message similar to each set's latest occurrence among them.
-    fn found(&mut self, j: usize, pairs: Vec<(usize, f64)>) {
+    fn found(&mut self, j: usize, pairs: Pairs) {
         let g = self.group[j];
         for &(i, s) in &pairs {
             let gi = self.group[i];
