@@ -23,6 +23,9 @@ pub enum MetricsMsg {
     CallStarted {
         /// Queue wait, microseconds.
         queued_us: u64,
+        /// For an act's first call: how long the world's message waited in the persona's
+        /// mailbox, microseconds (sent with the call rather than as a message of its own).
+        mailbox_us: Option<u64>,
     },
     /// A call attempt succeeded.
     CallSucceeded {
@@ -38,6 +41,8 @@ pub enum MetricsMsg {
         cost_usd: Option<f64>,
         /// The part of `cost_usd` priced from estimated tokens.
         cost_usd_estimated: f64,
+        /// The persona's whole response time for this act (all attempts), microseconds.
+        response_us: u64,
     },
     /// A call attempt failed.
     CallFailed {
@@ -58,20 +63,8 @@ pub enum MetricsMsg {
     Restart,
     /// A message went into the transcript.
     Message,
-    /// A persona's whole response time for one act (all attempts), microseconds.
-    PersonaResponse {
-        /// Persona index.
-        persona: usize,
-        /// Microseconds.
-        us: u64,
-    },
     /// A turn finished after `us` microseconds.
     TurnDuration {
-        /// Microseconds.
-        us: u64,
-    },
-    /// A message waited `us` microseconds in a persona's mailbox.
-    MailboxDelay {
         /// Microseconds.
         us: u64,
     },
@@ -178,12 +171,27 @@ impl MetricsState {
     pub fn apply(&mut self, msg: MetricsMsg) {
         let s = &mut self.snap;
         match msg {
-            MetricsMsg::CallStarted { queued_us } => {
+            MetricsMsg::CallStarted { queued_us, mailbox_us } => {
                 s.counts.api_calls += 1;
                 s.in_flight += 1;
                 record(&mut self.queue, queued_us);
+                if let Some(us) = mailbox_us {
+                    record(&mut self.mailbox, us);
+                }
             }
-            MetricsMsg::CallSucceeded { model, persona: _, latency_us, usage, cost_usd, cost_usd_estimated } => {
+            MetricsMsg::CallSucceeded {
+                model,
+                persona,
+                latency_us,
+                usage,
+                cost_usd,
+                cost_usd_estimated,
+                response_us,
+            } => {
+                record(&mut self.persona_response, response_us);
+                let e = self.persona_sums.entry(persona).or_default();
+                e.0 += 1;
+                e.1 += response_us;
                 match cost_usd {
                     Some(c) => s.counts.cost_usd += c,
                     None => {
@@ -219,14 +227,7 @@ impl MetricsState {
             MetricsMsg::Skipped => s.counts.skipped_turns += 1,
             MetricsMsg::Restart => s.counts.restarts += 1,
             MetricsMsg::Message => s.messages += 1,
-            MetricsMsg::PersonaResponse { persona, us } => {
-                record(&mut self.persona_response, us);
-                let e = self.persona_sums.entry(persona).or_default();
-                e.0 += 1;
-                e.1 += us;
-            }
             MetricsMsg::TurnDuration { us } => record(&mut self.turns, us),
-            MetricsMsg::MailboxDelay { us } => record(&mut self.mailbox, us),
             MetricsMsg::Snapshot(_) | MetricsMsg::Export(_) => {}
         }
     }
@@ -409,18 +410,20 @@ mod tests {
     fn counters_and_percentiles() {
         let mut s = MetricsState::new();
         for i in 1..=100u64 {
-            s.apply(MetricsMsg::CallStarted { queued_us: 0 });
+            // Every other call is an act's first: it carries the act's mailbox delay.
+            s.apply(MetricsMsg::CallStarted { queued_us: 0, mailbox_us: (i % 2 == 0).then_some(i) });
             s.apply(MetricsMsg::CallSucceeded {
                 model: "m".into(),
-                persona: 0,
+                persona: (i % 4) as usize,
                 latency_us: i * 1000,
                 usage: Usage::new(10, 5),
                 cost_usd: Some(0.001),
                 cost_usd_estimated: 0.0,
+                response_us: i * 2000,
             });
             s.apply(MetricsMsg::Message);
         }
-        s.apply(MetricsMsg::CallStarted { queued_us: 0 });
+        s.apply(MetricsMsg::CallStarted { queued_us: 0, mailbox_us: None });
         s.apply(MetricsMsg::CallFailed { model: "m".into(), kind: ErrorKind::Timeout, latency_us: 5 });
         let snap = s.snapshot();
         assert_eq!(snap.counts.api_calls, 101);
@@ -430,6 +433,11 @@ mod tests {
         assert_eq!(snap.counts.total_tokens, 1500);
         assert!((snap.llm_latency_by_model["m"].p50_ms - 50.0).abs() < 1.0);
         assert!((snap.counts.calls_per_message - 1.01).abs() < 1e-9);
+        // Each success also times its persona's whole response, and first calls the mailbox.
+        assert_eq!(snap.persona_response.count, 100);
+        assert!((snap.persona_response.p50_ms - 100.0).abs() < 2.0, "{:?}", snap.persona_response);
+        assert_eq!(snap.persona_mean_ms.len(), 4);
+        assert_eq!(snap.mailbox_delay.count, 50);
         let bucketed: u64 = snap.latency_buckets.iter().map(|b| b.1).sum();
         assert_eq!(bucketed, 101);
         assert_eq!((snap.counts.tokens_estimated, snap.counts.tokens_estimate_note.as_deref()), (0, None));
@@ -448,6 +456,7 @@ mod tests {
             usage,
             cost_usd: Some(cost),
             cost_usd_estimated: estimated,
+            response_us: 1000,
         };
         s.apply(ok(Usage::new(100, 20), 0.002, 0.0));
         let estimated = Usage {

@@ -270,7 +270,7 @@ mod tests {
         for round in 1..=20u64 {
             let args = MetricsArgs { provider: "p".into(), monitor: Some(m.clone()), ..MetricsArgs::default() };
             let (metrics, handle) = Actor::spawn(None, MetricsActor, args).await.unwrap();
-            metrics.cast(MetricsMsg::CallStarted { queued_us: 1 }).unwrap();
+            metrics.cast(MetricsMsg::CallStarted { queued_us: 1, mailbox_us: None }).unwrap();
             // Processed before the stop (a stop is a signal and jumps the queue), as the engine
             // takes its last snapshot before stopping the actor.
             metrics.call(MetricsMsg::Snapshot, None).await.unwrap();

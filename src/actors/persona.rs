@@ -10,7 +10,6 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 
-use super::metrics::MetricsMsg;
 use super::supervisor::SupervisorMsg;
 use super::world::WorldMsg;
 use crate::llm::{ChatResponse, ErrorKind};
@@ -65,10 +64,8 @@ pub struct PersonaArgs {
     pub spawn: PersonaSpawn,
     /// Memory to start with (empty, or rebuilt after a restart).
     pub history: Vec<MemoryEvent>,
-    /// Where calls go.
+    /// Where calls go (with the mailbox delays, for the metrics).
     pub supervisor: ActorRef<SupervisorMsg>,
-    /// Where mailbox delays go.
-    pub metrics: ActorRef<MetricsMsg>,
 }
 
 /// A successful call as the persona sees it.
@@ -179,7 +176,6 @@ pub struct PersonaState {
     system: Arc<str>,
     memory: EpisodicMemory,
     supervisor: ActorRef<SupervisorMsg>,
-    metrics: ActorRef<MetricsMsg>,
     act: u64,
     current: Option<(u32, Arc<str>)>,
     /// The span of the act going on (its calls hang from it); closed when the act ends.
@@ -210,7 +206,6 @@ impl Actor for PersonaActor {
             spawn: a.spawn,
             memory,
             supervisor: a.supervisor,
-            metrics: a.metrics,
             act: 0,
             current: None,
             act_span: tracing::Span::none(),
@@ -226,8 +221,7 @@ impl Actor for PersonaActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             PersonaMsg::Act { turn, batch, context, sent_us } => {
-                let _ = st.metrics.cast(MetricsMsg::MailboxDelay { us: now_us().saturating_sub(sent_us) });
-                on_act(st, turn, batch, context);
+                on_act(st, turn, batch, context, now_us().saturating_sub(sent_us));
             }
             PersonaMsg::LlmDone { tag, result } => on_done(st, tag, result),
             PersonaMsg::GetMemory(reply) => {
@@ -251,7 +245,9 @@ impl Actor for PersonaActor {
     }
 }
 
-fn on_act(st: &mut PersonaState, turn: u32, batch: Vec<MemoryEvent>, context: Arc<str>) {
+/// Hears `batch` and asks for the act's first call, which carries how long the world's message
+/// waited in the mailbox (`mailbox_us`) to the metrics.
+fn on_act(st: &mut PersonaState, turn: u32, batch: Vec<MemoryEvent>, context: Arc<str>, mailbox_us: u64) {
     for e in batch {
         st.memory.push(e);
     }
@@ -261,14 +257,11 @@ fn on_act(st: &mut PersonaState, turn: u32, batch: Vec<MemoryEvent>, context: Ar
     // Under the turn's span, which the world's message carried in.
     st.act_span = tracing::debug_span!("persona_act", persona = %st.spawn.spec.id, turn, act = st.act);
     let every = st.spawn.consolidate_every;
-    if every > 0 && st.memory.since_summary() >= every {
-        send(st, true);
-    } else {
-        send(st, false);
-    }
+    let summary = every > 0 && st.memory.since_summary() >= every;
+    send(st, summary, Some(mailbox_us));
 }
 
-fn send(st: &mut PersonaState, summary: bool) {
+fn send(st: &mut PersonaState, summary: bool, mailbox_us: Option<u64>) {
     let Some((turn, context)) = st.current.clone() else {
         return;
     };
@@ -280,7 +273,7 @@ fn send(st: &mut PersonaState, summary: bool) {
     };
     let tag = CallTag { turn, act: st.act, summary };
     let _in_act = st.act_span.enter();
-    let _ = st.supervisor.cast(SupervisorMsg::Call { persona: st.idx, tag, request: req });
+    let _ = st.supervisor.cast(SupervisorMsg::Call { persona: st.idx, tag, request: req, mailbox_us });
 }
 
 fn on_done(st: &mut PersonaState, tag: CallTag, result: Result<CallSuccess, CallFailure>) {
@@ -301,7 +294,7 @@ fn on_done(st: &mut PersonaState, tag: CallTag, result: Result<CallSuccess, Call
                 tracing::warn!(persona = %st.spawn.spec.id, turn, reason = %e.reason, "memory consolidation failed; acting without a new summary")
             }
         }
-        send(st, false);
+        send(st, false, None);
         return;
     }
     st.current = None;

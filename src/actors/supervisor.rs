@@ -84,6 +84,9 @@ pub enum SupervisorMsg {
         tag: CallTag,
         /// The request.
         request: ChatRequest,
+        /// For an act's first call: how long the act waited in the persona's mailbox,
+        /// microseconds (for the metrics).
+        mailbox_us: Option<u64>,
     },
     /// An attempt finished (posted by the call's task).
     Done {
@@ -125,6 +128,8 @@ struct CallState {
     /// The span the call was asked for in (the persona's turn): each attempt's span is its
     /// child, never the child of whatever span started it (which would chain calls together).
     span: tracing::Span,
+    /// The act's wait in the persona's mailbox, reported with the first attempt.
+    mailbox_us: Option<u64>,
 }
 
 /// The supervisor's state.
@@ -226,7 +231,7 @@ impl Actor for SupervisorActor {
                     }
                 }
             }
-            SupervisorMsg::Call { persona, tag, request } => {
+            SupervisorMsg::Call { persona, tag, request, mailbox_us } => {
                 let id = st.next_id;
                 st.next_id += 1;
                 let now = Instant::now();
@@ -248,6 +253,7 @@ impl Actor for SupervisorActor {
                         last_latency_us: 0,
                         reserved: 0.0,
                         span: tracing::Span::current(),
+                        mailbox_us,
                     },
                 );
                 match recorded {
@@ -256,7 +262,8 @@ impl Actor for SupervisorActor {
                             c.attempt = 1;
                         }
                         // Counted as a call of the run (its results cover the whole run), at no wait.
-                        let _ = st.metrics.cast(MetricsMsg::CallStarted { queued_us: 0 });
+                        let mailbox_us = st.calls.get_mut(&id).and_then(|c| c.mailbox_us.take());
+                        let _ = st.metrics.cast(MetricsMsg::CallStarted { queued_us: 0, mailbox_us });
                         succeed(st, id, resp, 0);
                     }
                     None => {
@@ -322,8 +329,7 @@ async fn spawn_persona(
     spawn: Box<PersonaSpawn>,
     history: Vec<MemoryEvent>,
 ) -> Result<ActorRef<PersonaMsg>, String> {
-    let args =
-        PersonaArgs { idx, spawn: (*spawn).clone(), history, supervisor: myself.clone(), metrics: st.metrics.clone() };
+    let args = PersonaArgs { idx, spawn: (*spawn).clone(), history, supervisor: myself.clone() };
     let name = persona_name(st.instance, idx);
     let r = Actor::spawn_linked(Some(name), PersonaActor, args, myself.get_cell()).await;
     match r {
@@ -426,7 +432,7 @@ fn start(myself: &ActorRef<SupervisorMsg>, st: &mut SupervisorState, id: u64, no
     c.attempt += 1;
     st.in_flight += 1;
     let queued_us = now.duration_since(c.queued_since).as_micros() as u64;
-    let _ = st.metrics.cast(MetricsMsg::CallStarted { queued_us });
+    let _ = st.metrics.cast(MetricsMsg::CallStarted { queued_us, mailbox_us: c.mailbox_us.take() });
     let (started, on_start) = CallStarted::channel();
     let fut = st.provider.chat_timed(
         c.request.clone(),
@@ -627,6 +633,7 @@ fn succeed(st: &mut SupervisorState, id: u64, resp: ChatResponse, latency_us: u6
         return;
     };
     st.any_success = true;
+    let total = c.created.elapsed();
     let cost_usd = st.pricing.cost(&resp.model, resp.usage);
     st.spent += cost_usd.unwrap_or(0.0);
     // The part priced from tokens the provider estimated (the server reported none).
@@ -641,6 +648,7 @@ fn succeed(st: &mut SupervisorState, id: u64, resp: ChatResponse, latency_us: u6
         persona: c.persona,
         latency_us,
         usage: resp.usage,
+        response_us: total.as_micros() as u64,
     });
     emit_exchange(st, || {
         RunEvent::Exchange(crate::record::journal::Exchange {
@@ -653,8 +661,6 @@ fn succeed(st: &mut SupervisorState, id: u64, resp: ChatResponse, latency_us: u6
             replayed: false,
         })
     });
-    let total = c.created.elapsed();
-    let _ = st.metrics.cast(MetricsMsg::PersonaResponse { persona: c.persona, us: total.as_micros() as u64 });
     send_to_persona(
         st,
         c.persona,

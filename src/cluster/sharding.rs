@@ -599,7 +599,7 @@ impl Carrier {
                     RunEvent::Exchange(x) => {
                         let cost_usd = self.pricing.cost(&x.response.model, x.response.usage);
                         self.spent += cost_usd.unwrap_or(0.0);
-                        let _ = m.cast(MetricsMsg::CallStarted { queued_us: 0 });
+                        let _ = m.cast(MetricsMsg::CallStarted { queued_us: 0, mailbox_us: None });
                         let _ = m.cast(MetricsMsg::CallSucceeded {
                             model: x.response.model.clone(),
                             persona: idx,
@@ -607,8 +607,8 @@ impl Carrier {
                             usage: x.response.usage,
                             cost_usd,
                             cost_usd_estimated: 0.0,
+                            response_us: latency_us,
                         });
-                        let _ = m.cast(MetricsMsg::PersonaResponse { persona: idx, us: latency_us });
                     }
                     RunEvent::Retry { .. } => {
                         let _ = m.cast(MetricsMsg::Retry);

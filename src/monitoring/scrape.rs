@@ -432,7 +432,7 @@ mod tests {
         let args = MetricsArgs { provider: "simulated".into(), requests_per_minute: Some(600), ..Default::default() };
         let mut m = MetricsState::with_args(args);
         for i in 1..=100u64 {
-            m.apply(MetricsMsg::CallStarted { queued_us: 10 });
+            m.apply(MetricsMsg::CallStarted { queued_us: 10, mailbox_us: None });
             m.apply(MetricsMsg::CallSucceeded {
                 model: if i % 2 == 0 { "a".into() } else { "b\"q".into() },
                 persona: 0,
@@ -440,10 +440,11 @@ mod tests {
                 usage: Usage::new(10, 5),
                 cost_usd: Some(0.001),
                 cost_usd_estimated: 0.0,
+                response_us: i * 1000,
             });
         }
         for _ in 0..2 {
-            m.apply(MetricsMsg::CallStarted { queued_us: 0 });
+            m.apply(MetricsMsg::CallStarted { queued_us: 0, mailbox_us: None });
             m.apply(MetricsMsg::CallFailed { model: "a".into(), kind: ErrorKind::RateLimited, latency_us: 500 });
         }
         m.export().render()
