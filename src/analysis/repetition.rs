@@ -140,7 +140,7 @@ pub fn near_duplicates_of(
     } else if window == usize::MAX {
         grouped(sets, distinct, threshold, record);
     } else {
-        ppjoin(&sets, distinct, window, threshold, record);
+        ppjoin(&sets, distinct, Order::Transcript { window }, threshold, record);
     }
     out
 }
@@ -162,10 +162,16 @@ fn grouped(mut sets: Vec<Vec<u32>>, distinct: usize, threshold: f64, mut each: i
     }
     drop(ids);
     let unique: Vec<Vec<u32>> = first.iter().map(|&j| std::mem::take(&mut sets[j])).collect();
-    // Which other groups each group is similar to, and how much.
+    // Which other groups each group is similar to, and how much: joined shortest first, which
+    // lets the join index shorter prefixes.
+    let mut by_size: Vec<usize> = (0..unique.len()).collect();
+    by_size.sort_by_key(|&g| unique[g].len());
+    let sorted: Vec<&[u32]> = by_size.iter().map(|&g| unique[g].as_slice()).collect();
     let mut like: Vec<Vec<(usize, f64)>> = vec![Vec::new(); unique.len()];
-    ppjoin(&unique, distinct, usize::MAX, threshold, |v, similar| {
+    ppjoin(&sorted, distinct, Order::BySize, threshold, |v, similar| {
+        let v = by_size[v];
         for &(u, s) in similar {
+            let u = by_size[u];
             like[v].push((u, s));
             like[u].push((v, s));
         }
@@ -187,12 +193,24 @@ fn grouped(mut sets: Vec<Vec<u32>>, distinct: usize, threshold: f64, mut each: i
     }
 }
 
-/// For each set in turn, the earlier ones (at most `window` back) at least `threshold` > 0
-/// similar to it, in order, given to `each`.
-fn ppjoin(
-    sets: &[Vec<u32>],
+/// The order [`ppjoin`] takes sets in.
+#[derive(Clone, Copy)]
+enum Order {
+    /// The transcript's, each compared with at most `window` before it; a set repeating one
+    /// still in the window takes its pairs ([`Repeats`]).
+    Transcript { window: usize },
+    /// Shortest first, all pairs, no set twice: then an earlier set is never the longer of a
+    /// pair, and each set needs only its first |A| - ceil(2t / (1 + t) |A|) + 1 shingles in the
+    /// index (PPJoin's indexing prefix), not the |A| - ceil(t |A|) + 1 it probes with.
+    BySize,
+}
+
+/// For each set in turn, the earlier ones at least `threshold` > 0 similar to it (within the
+/// window, in transcript order), in order, given to `each`.
+fn ppjoin<S: AsRef<[u32]>>(
+    sets: &[S],
     distinct: usize,
-    window: usize,
+    order: Order,
     threshold: f64,
     mut each: impl FnMut(usize, &[(usize, f64)]),
 ) {
@@ -210,29 +228,45 @@ fn ppjoin(
     let mut touched: Vec<usize> = Vec::new();
     // The overlap needed by the sum of two sizes, and the sizes a set of each size can pair with
     // (|B| within [t |A|, |A| / t]), worked out once rather than per candidate.
-    let max_len = sets.iter().map(Vec::len).max().unwrap_or(0);
+    let max_len = sets.iter().map(|s| s.as_ref().len()).max().unwrap_or(0);
     let need: Vec<usize> = (0..=2 * max_len).map(|sum| needed_overlap(sum, threshold)).collect();
     let sizes: Vec<(usize, usize)> = (0..=max_len)
         .map(|l| {
             ((threshold * l as f64 - 1e-9).ceil().max(0.0) as usize, ((l as f64 + 1e-9) / threshold).floor() as usize)
         })
         .collect();
-    let mut repeats = Repeats::new(sets);
+    let (window, mut repeats) = match order {
+        Order::Transcript { window } => (window, Some(Repeats::new(sets))),
+        Order::BySize => (usize::MAX, None),
+    };
+    let indexed = |l: usize, prefix: usize| match order {
+        Order::Transcript { .. } => prefix,
+        Order::BySize => {
+            let overlap = (2.0 * threshold / (1.0 + threshold) * l as f64 - 1e-9).ceil().max(0.0) as usize;
+            (l + 1 - overlap.min(l)).min(prefix)
+        }
+    };
     for (j, x) in sets.iter().enumerate() {
+        let x = x.as_ref();
         let lo = j.saturating_sub(window);
-        if lo > 0 {
-            repeats.leaves(lo - 1);
+        if lo > 0
+            && let Some(r) = repeats.as_mut()
+        {
+            r.leaves(lo - 1);
         }
         let lx = x.len();
         let (shortest, longest) = sizes[lx];
         let prefix = lx + 1 - shortest.min(lx);
-        if let Some(similar) = repeats.repeated(j, lo) {
+        let index_prefix = indexed(lx, prefix);
+        if let Some(similar) = repeats.as_mut().and_then(|r| r.repeated(j, lo)) {
             // The same shingles as a message still in the window: its pairs are known.
             for (p, &w) in x.iter().enumerate().take(prefix) {
                 index[w as usize].push((j as u32, p as u32));
             }
             each(j, &similar);
-            repeats.found(j, similar);
+            if let Some(r) = repeats.as_mut() {
+                r.found(j, similar);
+            }
             continue;
         }
         for (p, &w) in x.iter().enumerate().take(prefix) {
@@ -247,17 +281,20 @@ fn ppjoin(
                 if o == 0 {
                     touched.push(i);
                 }
-                let ly = sets[i].len();
+                let ly = sets[i].as_ref().len();
                 let bound = o as usize + 1 + (lx - p - 1).min(ly - q as usize - 1);
                 let fits = (shortest..=longest).contains(&ly);
                 overlap[i] = if fits && bound >= need[lx + ly] { o + 1 } else { PRUNED };
             }
-            postings.push((j as u32, p as u32));
+            if p < index_prefix {
+                postings.push((j as u32, p as u32));
+            }
         }
         let mut similar = Vec::new();
         for &i in &touched {
+            let y = sets[i].as_ref();
             if overlap[i] != PRUNED
-                && let Some(s) = verify(&sets[i], x, threshold, need[lx + sets[i].len()])
+                && let Some(s) = verify(y, x, threshold, need[lx + y.len()])
             {
                 similar.push((i, s));
             }
@@ -266,7 +303,9 @@ fn ppjoin(
         touched.clear();
         similar.sort_unstable_by_key(|(i, _)| *i);
         each(j, &similar);
-        repeats.found(j, similar);
+        if let Some(r) = repeats.as_mut() {
+            r.found(j, similar);
+        }
     }
 }
 
@@ -291,14 +330,15 @@ struct Repeats {
 }
 
 impl Repeats {
-    fn new(sets: &[Vec<u32>]) -> Repeats {
+    fn new<S: AsRef<[u32]>>(sets: &[S]) -> Repeats {
         let mut ids: HashMap<&[u32], u32> = HashMap::new();
         let mut empty = Vec::new();
         let group = sets
             .iter()
             .map(|s| {
+                let s = s.as_ref();
                 let next = ids.len() as u32;
-                let g = *ids.entry(s.as_slice()).or_insert(next);
+                let g = *ids.entry(s).or_insert(next);
                 if g == next {
                     empty.push(s.is_empty());
                 }
@@ -458,7 +498,7 @@ mod tests {
             }
             let (sets, distinct) = ranked(sh);
             let mut got = Vec::new();
-            ppjoin(&sets, distinct, window, t, |j, similar| got.extend(similar.iter().map(|&(i, s)| (i, j, s))));
+            ppjoin(&sets, distinct, Order::Transcript { window }, t, |j, similar| got.extend(similar.iter().map(|&(i, s)| (i, j, s))));
             proptest::prop_assert_eq!(got.len(), want.len());
             for (g, w) in got.iter().zip(&want) {
                 proptest::prop_assert_eq!((g.0, g.1), (w.0, w.1));
