@@ -319,7 +319,7 @@ const STOP_WORDS: &[&str] = &[
 
 /// True for a stop word.
 pub fn is_stop_word(w: &str) -> bool {
-    static SET: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    static SET: OnceLock<foldhash::HashSet<&'static str>> = OnceLock::new();
     SET.get_or_init(|| STOP_WORDS.iter().copied().collect()).contains(w)
 }
 

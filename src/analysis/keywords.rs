@@ -7,7 +7,7 @@
 //! its total count times the same idf over messages: frequent but not ubiquitous terms.
 //! Terms are lower-cased content words (no stop words, no participants' names).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -34,20 +34,29 @@ fn top(mut v: Vec<Keyword>, k: usize) -> Vec<Keyword> {
 }
 
 /// The top `k` keywords of each document (one document per persona, as term lists).
+/// Terms are counted in hash maps (foldhash: fast, seeded per process); the order of the
+/// result is [`top`]'s, whatever the maps' order.
 pub fn per_document(docs: &[Vec<String>], k: usize) -> Vec<Vec<Keyword>> {
-    let mut df: HashMap<&str, usize> = HashMap::new();
-    for d in docs {
-        let uniq: HashSet<&str> = d.iter().map(String::as_str).collect();
-        for t in uniq {
+    let mut df: HashMap<&str, usize> = HashMap::default();
+    // Each document's term counts, made once: its distinct terms give the document frequency.
+    let counts: Vec<HashMap<&str, u64>> = docs
+        .iter()
+        .map(|d| {
+            let mut tf: HashMap<&str, u64> = HashMap::default();
+            for t in d {
+                *tf.entry(t.as_str()).or_default() += 1;
+            }
+            tf
+        })
+        .collect();
+    for tf in &counts {
+        for t in tf.keys() {
             *df.entry(t).or_default() += 1;
         }
     }
     docs.iter()
-        .map(|d| {
-            let mut tf: BTreeMap<&str, u64> = BTreeMap::new();
-            for t in d {
-                *tf.entry(t.as_str()).or_default() += 1;
-            }
+        .zip(counts)
+        .map(|(d, tf)| {
             let len = d.len().max(1) as f64;
             let v = tf
                 .into_iter()
@@ -60,11 +69,13 @@ pub fn per_document(docs: &[Vec<String>], k: usize) -> Vec<Vec<Keyword>> {
 
 /// The top `k` keywords of a corpus of messages (term lists): count × idf over messages.
 pub fn overall(messages: &[Vec<String>], k: usize) -> Vec<Keyword> {
-    let mut df: HashMap<&str, usize> = HashMap::new();
-    let mut count: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut df: HashMap<&str, usize> = HashMap::default();
+    let mut count: HashMap<&str, u64> = HashMap::default();
+    let mut uniq: HashSet<&str> = HashSet::default();
     for m in messages {
-        let uniq: HashSet<&str> = m.iter().map(String::as_str).collect();
-        for t in uniq {
+        uniq.clear();
+        uniq.extend(m.iter().map(String::as_str));
+        for t in uniq.drain() {
             *df.entry(t).or_default() += 1;
         }
         for t in m {

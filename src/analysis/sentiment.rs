@@ -16,7 +16,6 @@
 //! valences set on VADER's scale; it is not VADER's published 7,500-word lexicon. A plural or
 //! third-person "-s" form falls back to its stem.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
@@ -230,8 +229,8 @@ fn valence(w: &str) -> Option<f64> {
     lex.get(w).copied().or_else(|| w.strip_suffix('s').filter(|s| s.len() > 3).and_then(|s| lex.get(s).copied()))
 }
 
-fn lexicon() -> &'static HashMap<&'static str, f64> {
-    static LEX: OnceLock<HashMap<&'static str, f64>> = OnceLock::new();
+fn lexicon() -> &'static foldhash::HashMap<&'static str, f64> {
+    static LEX: OnceLock<foldhash::HashMap<&'static str, f64>> = OnceLock::new();
     LEX.get_or_init(|| LEXICON.iter().copied().collect())
 }
 
