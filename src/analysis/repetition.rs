@@ -193,6 +193,26 @@ fn grouped(mut sets: Vec<Vec<u32>>, distinct: usize, threshold: f64, mut each: i
     }
 }
 
+/// The overlap needed by the sum of two sizes, and the sizes a set of each size can pair with
+/// (|B| within [t |A|, |A| / t]), worked out once rather than per candidate.
+struct Bounds {
+    need: Vec<usize>,
+    sizes: Vec<(usize, usize)>,
+}
+
+impl Bounds {
+    fn new(max_len: usize, threshold: f64) -> Bounds {
+        let need = (0..=2 * max_len).map(|sum| needed_overlap(sum, threshold)).collect();
+        let sizes = (0..=max_len)
+            .map(|l| {
+                let shortest = (threshold * l as f64 - 1e-9).ceil().max(0.0) as usize;
+                (shortest, ((l as f64 + 1e-9) / threshold).floor() as usize)
+            })
+            .collect();
+        Bounds { need, sizes }
+    }
+}
+
 /// The order [`ppjoin`] takes sets in.
 #[derive(Clone, Copy)]
 enum Order {
@@ -226,15 +246,7 @@ fn ppjoin<S: AsRef<[u32]>>(
     const PRUNED: u32 = u32::MAX;
     let mut overlap = vec![0u32; sets.len()];
     let mut touched: Vec<usize> = Vec::new();
-    // The overlap needed by the sum of two sizes, and the sizes a set of each size can pair with
-    // (|B| within [t |A|, |A| / t]), worked out once rather than per candidate.
-    let max_len = sets.iter().map(|s| s.as_ref().len()).max().unwrap_or(0);
-    let need: Vec<usize> = (0..=2 * max_len).map(|sum| needed_overlap(sum, threshold)).collect();
-    let sizes: Vec<(usize, usize)> = (0..=max_len)
-        .map(|l| {
-            ((threshold * l as f64 - 1e-9).ceil().max(0.0) as usize, ((l as f64 + 1e-9) / threshold).floor() as usize)
-        })
-        .collect();
+    let Bounds { need, sizes } = Bounds::new(sets.iter().map(|s| s.as_ref().len()).max().unwrap_or(0), threshold);
     let (window, mut repeats) = match order {
         Order::Transcript { window } => (window, Some(Repeats::new(sets))),
         Order::BySize => (usize::MAX, None),
