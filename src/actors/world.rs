@@ -71,6 +71,8 @@ pub struct WorldArgs {
     pub activation: Option<crate::scenario::Activation>,
     /// Personas live elsewhere (a sharded run): acts go here, not to local actors.
     pub remote: Option<mpsc::UnboundedSender<ToHosts>>,
+    /// The process ends with the run ([`crate::engine::handle::RunOptions::process_ends`]).
+    pub process_ends: bool,
 }
 
 /// Where a fork leaves its recorded history: after turn `at_turn`, the world takes `plan` and
@@ -196,6 +198,7 @@ pub struct WorldState {
     provider: Arc<dyn crate::llm::Provider>,
     activation: Option<crate::scenario::Activation>,
     remote: Option<mpsc::UnboundedSender<ToHosts>>,
+    process_ends: bool,
 }
 
 impl Actor for WorldActor {
@@ -241,6 +244,7 @@ impl Actor for WorldActor {
             provider: a.provider,
             activation: a.activation,
             remote: a.remote,
+            process_ends: a.process_ends,
         };
         st.slots.reserve(a.personas.len());
         for p in a.personas {
@@ -255,6 +259,15 @@ impl Actor for WorldActor {
         ractor::time::send_after(limit, myself.get_cell(), || WorldMsg::Stop(StopReason::Timeout));
         if let Some(r) = &st.remote {
             let _ = r.send(ToHosts::Started { world: myself, metrics: st.metrics.clone(), events: st.events.clone() });
+        }
+        Ok(())
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        if st.process_ends {
+            // What every persona heard, one entry at a time: the operating system reclaims it
+            // at once when the process ends (a 100,000-persona run spent 4% of its CPU freeing it).
+            std::mem::forget(std::mem::take(&mut st.slots));
         }
         Ok(())
     }

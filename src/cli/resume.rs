@@ -56,7 +56,8 @@ pub fn run(g: &GlobalArgs, a: ResumeArgs) -> anyhow::Result<ExitCode> {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let allow = ResumePermissions { provider_change: a.allow_provider_change };
-        let mut opts = RunOptions { events: Some(tx), without_exchanges: true, ..Default::default() };
+        let mut opts =
+            RunOptions { events: Some(tx), without_exchanges: true, process_ends: true, ..Default::default() };
         let sharded = match a.cluster.is_some() || a.shards.is_some() {
             true => {
                 super::run::check_parallel(&config)?;

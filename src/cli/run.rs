@@ -86,7 +86,8 @@ async fn replay(g: &GlobalArgs, dir: &std::path::Path, a: RunArgs) -> anyhow::Re
     let rec = Recording::load(dir)?;
     let turns = rec.config_with(&current)?.simulation.max_turns;
     let save_under = (!a.no_save).then(|| conversations_dir(&current.output.output_dir));
-    let opts = RunOptions { save_under, events: Some(tx), without_exchanges: true, ..Default::default() };
+    let opts =
+        RunOptions { save_under, events: Some(tx), without_exchanges: true, process_ends: true, ..Default::default() };
     drive(resume::replay(dir, &current, opts).await?, rx, turns, &a.mode()).await
 }
 
@@ -99,7 +100,8 @@ async fn start_and_drive(
     tx: mpsc::UnboundedSender<RunEvent>,
 ) -> anyhow::Result<ExitCode> {
     let save_under = (!a.no_save).then(|| conversations_dir(&cfg.output.output_dir));
-    let mut opts = RunOptions { save_under, events: Some(tx), without_exchanges: true, ..Default::default() };
+    let mut opts =
+        RunOptions { save_under, events: Some(tx), without_exchanges: true, process_ends: true, ..Default::default() };
     let turns = cfg.simulation.max_turns;
     let sharded = match a.cluster.is_some() || a.shards.is_some() {
         true => {
@@ -289,7 +291,11 @@ pub async fn drive(
             return Ok(ExitCode::from(143));
         }
     };
-    report(&results, run_dir.as_deref(), mode)
+    let code = report(&results, run_dir.as_deref(), mode);
+    // The process ends after this: freeing a long run's transcript entry by entry is work
+    // nobody waits for.
+    std::mem::forget(results);
+    code
 }
 
 /// Prints the outcome (results.json with --json, else a summary and notes) and maps it to an

@@ -27,6 +27,10 @@ pub struct RunOptions {
     /// Leave each LLM exchange (its cache key and a copy of the answer) out of `events`: a view
     /// of the messages needs none. A saved run's journal still has them.
     pub without_exchanges: bool,
+    /// The caller's process ends when the run does (the CLI): the world's record of what each
+    /// persona heard is left for the operating system to reclaim instead of being freed entry
+    /// by entry. Leave it off in a process that goes on.
+    pub process_ends: bool,
     /// Use this run id (and so this folder) instead of a new one: how `resume` continues a
     /// run in place.
     pub run_id: Option<String>,

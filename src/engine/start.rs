@@ -37,6 +37,18 @@ struct RunFiles {
 }
 
 /// The three actors of a run.
+/// How a run's actors are connected to what started them.
+struct Wiring {
+    /// Where the run's events go (the collector).
+    events: mpsc::UnboundedSender<RunEvent>,
+    /// The shards' carrier, for a sharded run.
+    remote: Option<mpsc::UnboundedSender<ToHosts>>,
+    /// Whether the supervisor reports each exchange.
+    exchanges: bool,
+    /// Whether the process ends with the run.
+    process_ends: bool,
+}
+
 struct Actors {
     metrics: ActorRef<MetricsMsg>,
     supervisor: ActorRef<SupervisorMsg>,
@@ -59,7 +71,8 @@ impl SimulationEngine {
         let (done_tx, done_rx) = oneshot::channel();
         let span = tracing::info_span!("simulation", run = %rid, scenario = %plan.name, personas = plan.personas.len());
         let exchanges = files.journal.is_some() || (opts.events.is_some() && !opts.without_exchanges);
-        let actors = self.spawn_actors(&plan, instance, (tx, opts.remote, exchanges), done_tx, span.clone()).await?;
+        let wiring = Wiring { events: tx, remote: opts.remote, exchanges, process_ends: opts.process_ends };
+        let actors = self.spawn_actors(&plan, instance, wiring, done_tx, span.clone()).await?;
         span.in_scope(|| tracing::info!("simulation started"));
         span.in_scope(|| {
             let _ = actors.world.cast(WorldMsg::Start);
@@ -163,7 +176,7 @@ impl SimulationEngine {
         &self,
         plan: &RunPlan,
         instance: u64,
-        (events, remote, exchanges): (mpsc::UnboundedSender<RunEvent>, Option<mpsc::UnboundedSender<ToHosts>>, bool),
+        Wiring { events, remote, exchanges, process_ends }: Wiring,
         done: oneshot::Sender<FinalState>,
         span: tracing::Span,
     ) -> Result<Actors, EngineError> {
@@ -194,6 +207,7 @@ impl SimulationEngine {
         };
         let mut world_args = self.world_args(plan, instance, &supervisor, &metrics, events, done, span.clone());
         world_args.remote = remote;
+        world_args.process_ends = process_ends;
         match Actor::spawn(None, WorldActor, world_args).instrument(span).await {
             Ok((world, _)) => Ok(Actors { metrics, supervisor, world }),
             Err(e) => {
@@ -239,6 +253,7 @@ impl SimulationEngine {
             provider: self.provider.clone(),
             activation: first.activation.clone(),
             remote: None,
+            process_ends: false,
             config: self.config.clone(),
             supervisor: supervisor.clone(),
             metrics: metrics.clone(),
