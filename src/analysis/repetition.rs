@@ -149,18 +149,7 @@ pub fn near_duplicates_of(
 /// repeating itself, a template) compared once: each different set is joined with the others,
 /// and the pairs of messages are made from where each set occurs.
 fn grouped(mut sets: Vec<Vec<u32>>, distinct: usize, threshold: f64, mut each: impl FnMut(usize, &[(usize, f64)])) {
-    let mut ids: HashMap<&[u32], usize> = HashMap::new();
-    let mut group = Vec::with_capacity(sets.len());
-    let mut first = Vec::new();
-    for (j, s) in sets.iter().enumerate() {
-        let next = ids.len();
-        let g = *ids.entry(s.as_slice()).or_insert(next);
-        if g == next {
-            first.push(j);
-        }
-        group.push(g);
-    }
-    drop(ids);
+    let (group, first) = groups(&sets);
     let unique: Vec<Vec<u32>> = first.iter().map(|&j| std::mem::take(&mut sets[j])).collect();
     // Which other groups each group is similar to, and how much: joined shortest first, which
     // lets the join index shorter prefixes.
@@ -179,6 +168,7 @@ fn grouped(mut sets: Vec<Vec<u32>>, distinct: usize, threshold: f64, mut each: i
     let mut seen: Vec<Vec<usize>> = vec![Vec::new(); unique.len()];
     let mut similar = Vec::new();
     for (j, &g) in group.iter().enumerate() {
+        let g = g as usize;
         similar.clear();
         if !unique[g].is_empty() && threshold <= 1.0 {
             // Identical non-empty sets are 1.0 similar.
@@ -191,6 +181,26 @@ fn grouped(mut sets: Vec<Vec<u32>>, distinct: usize, threshold: f64, mut each: i
         each(j, &similar);
         seen[g].push(j);
     }
+}
+
+/// Which different set each of `sets` has (numbered in order of first occurrence), and where
+/// each different set first occurs.
+fn groups<S: AsRef<[u32]>>(sets: &[S]) -> (Vec<u32>, Vec<usize>) {
+    let mut ids: HashMap<&[u32], u32> = HashMap::new();
+    let mut first = Vec::new();
+    let group = sets
+        .iter()
+        .enumerate()
+        .map(|(j, s)| {
+            let next = ids.len() as u32;
+            let g = *ids.entry(s.as_ref()).or_insert(next);
+            if g == next {
+                first.push(j);
+            }
+            g
+        })
+        .collect();
+    (group, first)
 }
 
 /// The overlap needed by the sum of two sizes, and the sizes a set of each size can pair with
@@ -272,7 +282,7 @@ fn ppjoin<S: AsRef<[u32]>>(
         let index_prefix = indexed(lx, prefix);
         if let Some(similar) = repeats.as_mut().and_then(|r| r.repeated(j, lo)) {
             // The same shingles as a message still in the window: its pairs are known.
-            for (p, &w) in x.iter().enumerate().take(prefix) {
+            for (p, &w) in x.iter().enumerate().take(index_prefix) {
                 index[w as usize].push((j as u32, p as u32));
             }
             each(j, &similar);
@@ -343,21 +353,9 @@ struct Repeats {
 
 impl Repeats {
     fn new<S: AsRef<[u32]>>(sets: &[S]) -> Repeats {
-        let mut ids: HashMap<&[u32], u32> = HashMap::new();
-        let mut empty = Vec::new();
-        let group = sets
-            .iter()
-            .map(|s| {
-                let s = s.as_ref();
-                let next = ids.len() as u32;
-                let g = *ids.entry(s).or_insert(next);
-                if g == next {
-                    empty.push(s.is_empty());
-                }
-                g
-            })
-            .collect();
-        Repeats { group, latest: vec![u32::MAX; ids.len()], known: HashMap::new(), empty }
+        let (group, first) = groups(sets);
+        let empty = first.iter().map(|&j| sets[j].as_ref().is_empty()).collect();
+        Repeats { group, latest: vec![u32::MAX; first.len()], known: HashMap::new(), empty }
     }
 
     /// Message `i` leaves the window: when its set has no later occurrence, forget it.

@@ -150,7 +150,7 @@ impl SimulationEngine {
             Some(l) => l,
             None => DirLock::acquire(dir, "troupe run")?,
         };
-        let path = dir.join("transcript.jsonl");
+        let path = dir.join(crate::record::results::TRANSCRIPT_FILE);
         let transcript = File::create(&path).map_err(|source| EngineError::Output { path, source })?;
         let mut config = (*self.config).clone();
         config.llm.api_key = None;
