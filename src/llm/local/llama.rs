@@ -6,7 +6,9 @@
 //! a prompt multiplies many tokens at once, which SIMD matrix code does best on f32 weights
 //! (candle's `Tensor::matmul`, i.e. the `gemm` crate); writing a reply multiplies one token per
 //! sequence at a time, which is bound by how many bytes of weights are read per step, so 8-bit
-//! Q8_0 weights (a quarter of f32's bytes, candle's AVX2 `vec_dot`) win. This network holds each
+//! Q8_0 weights (a quarter of f32's bytes) win, multiplied by our own kernel
+//! (`troupe_kernels::q8`: candle's bits, tiles that share each weight row between the
+//! sequences of a batch, VNNI where the CPU has it, and the weights fetched ahead of use). This network holds each
 //! projection in both forms when the model is small enough (SmolLM2-135M: about 540 MB of f32
 //! plus 145 MB of 8-bit). Larger models keep only the 8-bit form and read prompts with it too.
 //!
@@ -26,7 +28,8 @@
 //!   row of a batched product is the same dot products as a single row.
 //! - **Batched decoding.** [`Llama::decode`] advances several sequences by one token each with
 //!   one pass over the weights: for each weight row every sequence's activations are multiplied
-//!   while the row is in cache, so four personas cost far less than four passes.
+//!   while the row is in registers, so four personas cost far less than four passes. Attention
+//!   reads each key and value once for the query heads that share it.
 //!
 //! Prompts are read in chunks of [`CHUNK`] tokens at fixed positions (0..64, 64..128, ...), so a
 //! prompt whose first chunks were read before (a prefix cache hit) repeats exactly the same
@@ -37,10 +40,10 @@
 
 use candle_core::quantized::QTensor;
 use candle_core::quantized::gguf_file::Content;
-use candle_core::quantized::k_quants::{BlockQ8_0, GgmlType};
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 use troupe_kernels as kernels;
+use troupe_kernels::q8::{self, Q8};
 
 /// The most f32 weight bytes kept for reading prompts: up to about 500M parameters.
 const WIDE_BUDGET_BYTES: usize = 2 << 30;
@@ -51,9 +54,6 @@ const MAX_POSITIONS: usize = 8192;
 /// Prompts are read in chunks of this many tokens, starting at multiples of it: the unit of the
 /// prefix cache. 64 rows keep `gemm` efficient and a chunk's attention scores small.
 pub const CHUNK: usize = 64;
-
-/// Q8_0 block length.
-const QK: usize = 32;
 
 /// One weight matrix of `rows` outputs by `cols` inputs: 8-bit for one token per sequence
 /// (`quick`), and f32 for prompts (`wide`, only when the model is small enough).
@@ -69,7 +69,7 @@ struct Weight {
 /// the block (and in tests that compare with an f32 reference).
 #[derive(Debug, Clone)]
 enum Quick {
-    Q8(Vec<BlockQ8_0>),
+    Q8(Q8),
     F32(Vec<f32>),
 }
 
@@ -395,19 +395,24 @@ impl Llama {
             let width = dim + 2 * kvd;
             let rep = s.heads / s.kv_heads;
             let scale = 1.0 / (hd as f32).sqrt();
+            // One item per sequence and key/value head: the `rep` query heads that share it
+            // are adjacent in the query row and in `y`, and read its keys and values once. Too
+            // few items to keep every thread busy (one sequence): one item per query head.
+            let threads = rayon::current_num_threads();
+            let group = if b * s.kv_heads >= 2 * threads { rep } else { 1 };
             let attend = |item: usize, out: &mut [f32]| {
-                let (seq, head) = (item / s.heads, item % s.heads);
+                let (seq, first) = (item * group / s.heads, item * group % s.heads);
                 let c = shared[seq];
                 let len = c.len + 1;
-                let q = &qkv[seq * width + head * hd..seq * width + (head + 1) * hd];
-                let keys = c.head(&c.k, li, head / rep, len);
-                let vals = c.head(&c.v, li, head / rep, len);
-                kernels::attend(q, keys, vals, hd, scale, out);
+                let from = seq * width + first * hd;
+                let keys = c.head(&c.k, li, first / rep, len);
+                let vals = c.head(&c.v, li, first / rep, len);
+                kernels::attend(&qkv[from..from + group * hd], keys, vals, hd, scale, out);
             };
-            if rayon::current_num_threads() > 1 {
-                y.par_chunks_mut(hd).enumerate().for_each(|(i, out)| attend(i, out));
+            if threads > 1 {
+                y.par_chunks_mut(group * hd).enumerate().for_each(|(i, out)| attend(i, out));
             } else {
-                y.chunks_mut(hd).enumerate().for_each(|(i, out)| attend(i, out));
+                y.chunks_mut(group * hd).enumerate().for_each(|(i, out)| attend(i, out));
             }
             matmul_quick(&layer.wo, &y, b, &mut o);
             kernels::add_into(&mut x, &o);
@@ -549,15 +554,7 @@ fn weight(parts: &[Tensor], wide: bool) -> Result<Weight> {
     let stacked = if parts.len() == 1 { parts[0].clone() } else { Tensor::cat(parts, 0)? };
     let (rows, cols) = stacked.dims2()?;
     let values = stacked.flatten_all()?.to_vec1::<f32>()?;
-    let quick = if cols.is_multiple_of(QK) {
-        let mut blocks = vec![BlockQ8_0::zeros(); rows * cols / QK];
-        for (src, dst) in values.chunks_exact(cols).zip(blocks.chunks_exact_mut(cols / QK)) {
-            BlockQ8_0::from_float(src, dst);
-        }
-        Quick::Q8(blocks)
-    } else {
-        Quick::F32(values)
-    };
+    let quick = if cols.is_multiple_of(q8::BLOCK) { Quick::Q8(Q8::weights(&values, cols)) } else { Quick::F32(values) };
     Ok(Weight { rows, cols, quick, wide: if wide { Some(stacked.contiguous()?) } else { None } })
 }
 
@@ -570,8 +567,8 @@ fn matmul_quick(w: &Weight, x: &[f32], n: usize, out: &mut [f32]) {
     let mut t = vec![0f32; rows * n];
     match &w.quick {
         Quick::Q8(blocks) => {
-            let xq = kernels::quantize_rows(x, cols);
-            split_rows(rows, n, &mut t, &|first, dst| kernels::q8_rows(blocks, cols, &xq, n, first, dst));
+            let xq = Q8::activations(x, cols);
+            split_rows(rows, n, &mut t, &|first, dst| q8::q8_rows(blocks, &xq, first, dst));
         }
         Quick::F32(values) => {
             split_rows(rows, n, &mut t, &|first, dst| kernels::f32_rows(values, cols, x, n, first, dst));

@@ -10,7 +10,7 @@
 
 #![deny(missing_docs)]
 
-use candle_core::quantized::k_quants::{BlockQ8_0, GgmlType};
+pub mod q8;
 
 /// A dot product in a fixed order: 16 running sums over the elements by position modulo 16,
 /// then added up in order. Vectorizes without changing the result (no reassociation, no fused
@@ -58,18 +58,70 @@ mod simd {
     pub(super) fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
         super::dot_lanes(a, b)
     }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn attend_avx2(q: &[f32], keys: &[f32], vals: &[f32], hd: usize, scale: f32, out: &mut [f32]) {
+        super::attend_lanes(q, keys, vals, hd, scale, out);
+    }
 }
 
-/// One query head against its cached keys and values (`len x hd` each):
-/// `out = softmax(q . k * scale) . v`.
+/// The query heads that share one key/value head (grouped-query attention; `q` holds them one
+/// after another, each `hd` wide) against the cached keys and values (`len x hd` each):
+/// `out[h] = softmax(q[h] . k * scale) . v`. Each key and value is read once for all the
+/// heads of the group; each head gets the bits it gets alone.
 pub fn attend(q: &[f32], keys: &[f32], vals: &[f32], hd: usize, scale: f32, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd::avx2() {
+        // SAFETY: the CPU supports AVX2 (checked at run time).
+        return unsafe { simd::attend_avx2(q, keys, vals, hd, scale, out) };
+    }
+    attend_lanes(q, keys, vals, hd, scale, out);
+}
+
+/// Keys and values are fetched this many positions ahead of use: a sequence's attention cache
+/// outgrows the CPU caches (about 46 KB a position for SmolLM2-135M), and the hardware
+/// prefetcher alone leaves the scores waiting on memory.
+const AHEAD: usize = 16;
+
+/// Asks for the cache lines of `v[at..]` (a row of up to 64 values) ahead of use; past the
+/// end it does nothing.
+#[inline(always)]
+fn prefetch(v: &[f32], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if at < v.len() {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let p = v[at..].as_ptr() as *const i8;
+        // SAFETY: prefetching only hints the cache; `p` points into `v`.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(128));
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(192));
+        }
+    }
+}
+
+#[inline(always)]
+fn attend_lanes(q: &[f32], keys: &[f32], vals: &[f32], hd: usize, scale: f32, out: &mut [f32]) {
     let len = keys.len() / hd;
-    let mut scores: Vec<f32> = keys.chunks_exact(hd).map(|k| dot(q, k)).collect();
-    softmax_prefix(&mut scores, len, scale);
+    let mut scores = vec![0f32; q.len() / hd * len];
+    for (p, k) in keys.chunks_exact(hd).enumerate() {
+        prefetch(keys, (p + AHEAD) * hd);
+        for (h, qh) in q.chunks_exact(hd).enumerate() {
+            scores[h * len + p] = dot_lanes(qh, k);
+        }
+    }
+    for row in scores.chunks_exact_mut(len) {
+        softmax_prefix(row, len, scale);
+    }
     out.fill(0.0);
-    for (p, v) in scores.iter().zip(vals.chunks_exact(hd)) {
-        for (o, x) in out.iter_mut().zip(v) {
-            *o += p * x;
+    for (p, v) in vals.chunks_exact(hd).enumerate() {
+        prefetch(vals, (p + AHEAD) * hd);
+        for (h, o) in out.chunks_exact_mut(hd).enumerate() {
+            let w = scores[h * len + p];
+            for (o, x) in o.iter_mut().zip(v) {
+                *o += w * x;
+            }
         }
     }
 }
@@ -132,30 +184,7 @@ pub fn rope(row: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// Quantizes `n` rows of `cols` activations to Q8_0 (`cols` a multiple of 32).
-pub fn quantize_rows(x: &[f32], cols: usize) -> Vec<BlockQ8_0> {
-    let kb = cols / 32;
-    let n = x.len() / cols;
-    let mut xq = vec![BlockQ8_0::zeros(); n * kb];
-    for (src, dst) in x.chunks_exact(cols).zip(xq.chunks_exact_mut(kb)) {
-        BlockQ8_0::from_float(src, dst);
-    }
-    xq
-}
-
-/// Weight rows `first..` (as many as `dst` holds, `n` values each) times the `n` quantized
-/// activation rows `xq`: `dst[j * n + r] = w[first + j] . x[r]`, Q8_0 by Q8_0.
-pub fn q8_rows(blocks: &[BlockQ8_0], cols: usize, xq: &[BlockQ8_0], n: usize, first: usize, dst: &mut [f32]) {
-    let kb = cols / 32;
-    for (j, col) in dst.chunks_exact_mut(n).enumerate() {
-        let wr = &blocks[(first + j) * kb..(first + j + 1) * kb];
-        for (r, v) in col.iter_mut().enumerate() {
-            *v = BlockQ8_0::vec_dot(cols, wr, &xq[r * kb..(r + 1) * kb]);
-        }
-    }
-}
-
-/// [`q8_rows`] with f32 weights and activations, with [`dot`].
+/// [`q8::q8_rows`] with f32 weights and activations, with [`dot`].
 pub fn f32_rows(values: &[f32], cols: usize, x: &[f32], n: usize, first: usize, dst: &mut [f32]) {
     for (j, col) in dst.chunks_exact_mut(n).enumerate() {
         let wr = &values[(first + j) * cols..(first + j + 1) * cols];
@@ -189,6 +218,31 @@ mod tests {
         assert_eq!(dot(&a, &b).to_bits(), dot_lanes(&a, &b).to_bits());
         let plain: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
         assert!((dot(&a, &b) as f64 - plain).abs() < 1e-4);
+    }
+
+    #[test]
+    fn a_group_of_heads_gets_the_bits_of_each_head_alone() {
+        let (hd, len, heads) = (64, 37, 3);
+        let wave = |n: usize, f: f32| -> Vec<f32> { (0..n).map(|i| (i as f32 * f).sin()).collect() };
+        let (q, keys, vals) = (wave(heads * hd, 0.37), wave(len * hd, 0.11), wave(len * hd, 0.53));
+        let mut together = vec![0f32; heads * hd];
+        attend(&q, &keys, &vals, hd, 0.125, &mut together);
+        for h in 0..heads {
+            let qh = &q[h * hd..(h + 1) * hd];
+            let mut scores: Vec<f32> = keys.chunks_exact(hd).map(|k| dot(qh, k)).collect();
+            softmax_prefix(&mut scores, len, 0.125);
+            let mut alone = vec![0f32; hd];
+            for (p, v) in scores.iter().zip(vals.chunks_exact(hd)) {
+                for (o, x) in alone.iter_mut().zip(v) {
+                    *o += p * x;
+                }
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&together[h * hd..(h + 1) * hd]), bits(&alone), "head {h}");
+            let mut scalar = vec![0f32; hd];
+            attend_lanes(qh, &keys, &vals, hd, 0.125, &mut scalar);
+            assert_eq!(bits(&scalar), bits(&alone), "head {h}, scalar");
+        }
     }
 
     #[test]
