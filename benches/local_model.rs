@@ -8,6 +8,9 @@
 //! 4. `prefix hit`: the next turn's prompt (one more line of conversation) read with the
 //!    persona's earlier prompt in the prefix cache, against reading it cold.
 //!
+//! 5. `8-bit product`: the decode kernel alone on one thread, a 61 MB weight matrix (too big for
+//!    the CPU's caches, as the model's are) times 1 and 4 sequences, GMAC/s and GB/s of weights.
+//!
 //! Each is printed as a plain `figure:` line for the README. Decoding figures leave the
 //! prompt's reading out; `end-to-end` figures count it (what a server client sees).
 //!
@@ -111,8 +114,34 @@ fn write(m: &LocalModel, prompts: &[Vec<u32>]) -> (usize, f64, f64) {
     (tokens, all - reading, all)
 }
 
+/// The 8-bit product alone, from memory: (GMAC/s, GB/s of weights) for `n` sequences.
+#[cfg(feature = "local-model")]
+fn product(n: usize) -> (f64, f64) {
+    use troupe_kernels::q8::{Q8, q8_rows};
+    let (rows, cols) = (100_000, 576);
+    let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    let w = Q8::weights(&w, cols);
+    let x: Vec<f32> = (0..n * cols).map(|i| ((i * 31) % 100) as f32 / 50.0 - 1.0).collect();
+    let x = Q8::activations(&x, cols);
+    let mut dst = vec![0f32; rows * n];
+    q8_rows(&w, &x, 0, &mut dst);
+    let times: Vec<f64> = (0..7)
+        .map(|_| {
+            let t0 = Instant::now();
+            q8_rows(&w, &x, 0, &mut dst);
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    let t = median(times);
+    ((rows * cols * n) as f64 / t / 1e9, w.bytes() as f64 / t / 1e9)
+}
+
 #[cfg(feature = "local-model")]
 fn bench(c: &mut Criterion) {
+    for n in [1, 4] {
+        let (gmac, gbs) = product(n);
+        println!("figure: 8-bit product, one thread, {n} sequence(s): {gmac:.1} GMAC/s, {gbs:.1} GB/s of weights");
+    }
     let Some(m) = load() else { return };
     let never = || false;
     let prompts: Vec<Vec<u32>> = (0..4).map(|i| m.prompt_ids(&prompt_messages(i, 0))).collect();
