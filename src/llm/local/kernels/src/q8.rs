@@ -151,11 +151,21 @@ mod simd {
             if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
                 return None;
             }
-            if std::env::var_os("TROUPE_KERNELS_NO_VNNI").is_none() && is_x86_feature_detected!("avxvnni") {
+            if is_x86_feature_detected!("avxvnni") {
                 return Some(Level::AvxVnni);
             }
             Some(Level::Avx2)
         })
+    }
+
+    /// Every level this CPU can run, best last (the tests try each).
+    #[cfg(test)]
+    pub(super) fn levels() -> Vec<Level> {
+        match level() {
+            None => vec![],
+            Some(Level::Avx2) => vec![Level::Avx2],
+            Some(Level::AvxVnni) => vec![Level::Avx2, Level::AvxVnni],
+        }
     }
 
     /// # Safety
@@ -343,7 +353,13 @@ mod tests {
     }
 
     #[test]
-    fn every_tile_and_the_scalar_path_give_candles_bits() {
+    fn every_tile_and_every_path_give_candles_bits() {
+        // candle's own `vec_dot` has these bits only on its AVX2 path; elsewhere the scalar
+        // lanes stand for them.
+        #[cfg(target_arch = "x86_64")]
+        let candle_avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let candle_avx2 = false;
         let cols = 96;
         let rows = 11;
         let wv = values(rows * cols, 0.3);
@@ -351,15 +367,26 @@ mod tests {
         for n in 1..=6 {
             let xv = values(n * cols, 1.7 + n as f32);
             let x = Q8::activations(&xv, cols);
-            let mut dst = vec![0f32; (rows - 1) * n];
-            q8_rows(&w, &x, 1, &mut dst);
+            let mut want = vec![0f32; (rows - 1) * n];
             for j in 0..rows - 1 {
                 for r in 0..n {
-                    let want = candle_dot(&wv[(j + 1) * cols..(j + 2) * cols], &xv[r * cols..(r + 1) * cols]);
-                    assert_eq!(dst[j * n + r].to_bits(), want.to_bits(), "row {j}, sequence {r} of {n}");
-                    let scalar = dot_lanes(&w, j + 1, &x, r, cols / BLOCK);
-                    assert_eq!(scalar.to_bits(), want.to_bits(), "scalar row {j}, sequence {r} of {n}");
+                    want[j * n + r] = dot_lanes(&w, j + 1, &x, r, cols / BLOCK);
+                    if candle_avx2 {
+                        let theirs = candle_dot(&wv[(j + 1) * cols..(j + 2) * cols], &xv[r * cols..(r + 1) * cols]);
+                        assert_eq!(want[j * n + r].to_bits(), theirs.to_bits(), "scalar row {j}, sequence {r} of {n}");
+                    }
                 }
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let mut dst = vec![0f32; (rows - 1) * n];
+            q8_rows(&w, &x, 1, &mut dst);
+            assert_eq!(bits(&dst), bits(&want), "{n} sequence(s)");
+            #[cfg(target_arch = "x86_64")]
+            for level in simd::levels() {
+                let mut dst = vec![0f32; (rows - 1) * n];
+                // SAFETY: `levels` lists only what this CPU runs.
+                unsafe { simd::rows(level, &w, &x, 1, &mut dst) };
+                assert_eq!(bits(&dst), bits(&want), "{level:?}, {n} sequence(s)");
             }
         }
     }
