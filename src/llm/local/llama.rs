@@ -27,8 +27,8 @@
 //!   whatever pool it runs in. A sequence decoded in a batch gets the same bits as alone: each
 //!   row of a batched product is the same dot products as a single row.
 //! - **Batched decoding.** [`Llama::decode`] advances several sequences by one token each with
-//!   one pass over the weights: for each weight row every sequence's activations are multiplied
-//!   while the row is in registers, so four personas cost far less than four passes. Attention
+//!   one pass over the weights: each weight row is multiplied with up to four sequences'
+//!   activations while it is in registers, so four personas cost far less than four passes. Attention
 //!   reads each key and value once for the query heads that share it.
 //!
 //! Prompts are read in chunks of [`CHUNK`] tokens at fixed positions (0..64, 64..128, ...), so a
@@ -554,7 +554,11 @@ fn weight(parts: &[Tensor], wide: bool) -> Result<Weight> {
     let stacked = if parts.len() == 1 { parts[0].clone() } else { Tensor::cat(parts, 0)? };
     let (rows, cols) = stacked.dims2()?;
     let values = stacked.flatten_all()?.to_vec1::<f32>()?;
-    let quick = if cols.is_multiple_of(q8::BLOCK) { Quick::Q8(Q8::weights(&values, cols)) } else { Quick::F32(values) };
+    let quick = if cols > 0 && cols.is_multiple_of(q8::BLOCK) {
+        Quick::Q8(Q8::weights(&values, cols))
+    } else {
+        Quick::F32(values)
+    };
     Ok(Weight { rows, cols, quick, wide: if wide { Some(stacked.contiguous()?) } else { None } })
 }
 

@@ -91,7 +91,8 @@ fn prefetch(v: &[f32], at: usize) {
     if at < v.len() {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         let p = v[at..].as_ptr() as *const i8;
-        // SAFETY: prefetching only hints the cache; `p` points into `v`.
+        // SAFETY: a prefetch only hints the cache and never faults: `p` points into `v`, and
+        // the lines after it (made with `wrapping_add`, defined past the end) may lie beyond.
         unsafe {
             _mm_prefetch::<_MM_HINT_T0>(p);
             _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));

@@ -6,12 +6,16 @@
 //! the two scales, then the lanes added in one fixed order), on every CPU: the scalar path
 //! repeats the same lanes. What is faster than calling that `vec_dot` once per output:
 //! - a tile of weight rows times a tile of activation rows shares every load (a weight row's
-//!   bytes are read once for all the sequences of a batch, and one activation for four rows
-//!   when decoding alone), with independent accumulators instead of one dependency chain;
+//!   bytes are loaded once for up to four sequences of a batch, and one activation for four
+//!   rows when decoding alone), with independent accumulators instead of one dependency chain;
 //! - scales are kept as `f32` (the value of their `f16`), not converted per block;
 //! - on CPUs with AVX-VNNI or AVX-512 VNNI one instruction makes each lane's integer sum
-//!   (exact, as the products of bytes within +-127 never saturate the AVX2 path's 16-bit
-//!   pairs).
+//!   (exact: the AVX2 path's 16-bit pairs never saturate, and the VNNI path's offset sums fit
+//!   easily in 32 bits).
+//!
+//! Bytes lie within -127..=127, except in a block whose largest magnitude is so small (below
+//! about 4e-37) that its reciprocal overflows: there -128 can occur, but the block's `f16`
+//! scale is 0, so every path multiplies its sum by 0 and the bits still agree.
 
 use half::f16;
 
@@ -29,7 +33,7 @@ pub struct Q8 {
     cols: usize,
     /// One scale per block, row after row: the `f32` value of the `f16` scale.
     d: Vec<f32>,
-    /// `BLOCK` bytes per block, within -127..=127.
+    /// `BLOCK` bytes per block (see the module's note on their range).
     qs: Vec<i8>,
     /// Activations only: per block and lane of four bytes, -128 times their sum (the VNNI
     /// path multiplies the weights' bytes offset by 128 and starts each lane from this).
@@ -96,7 +100,8 @@ pub fn q8_rows(w: &Q8, x: &Q8, first: usize, dst: &mut [f32]) {
     assert_eq!(w.cols, x.cols, "weight and activation rows differ in width");
     assert_eq!(x.offsets.len(), x.qs.len() / 4, "activation rows come from Q8::activations");
     let n = x.rows();
-    assert!(n > 0 && first + dst.len() / n <= w.rows(), "rows outside the weight");
+    assert!(n > 0 && dst.len().is_multiple_of(n), "the output holds whole rows of {n} values");
+    assert!(first <= w.rows() && dst.len() / n <= w.rows() - first, "rows outside the weight");
     #[cfg(target_arch = "x86_64")]
     if let Some(level) = simd::level() {
         // SAFETY: the CPU has the features of `level` (checked at run time).
@@ -142,6 +147,9 @@ mod simd {
     #[derive(Debug, Clone, Copy, PartialEq)]
     pub(super) enum Level {
         Avx2,
+        /// AVX-512 VNNI on 256-bit registers (Ice Lake and later servers, AMD Zen 4).
+        Avx512Vnni,
+        /// The VEX-encoded AVX-VNNI (Alder Lake and later, AMD Zen 5).
         AvxVnni,
     }
 
@@ -154,6 +162,9 @@ mod simd {
             if is_x86_feature_detected!("avxvnni") {
                 return Some(Level::AvxVnni);
             }
+            if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+                return Some(Level::Avx512Vnni);
+            }
             Some(Level::Avx2)
         })
     }
@@ -161,11 +172,17 @@ mod simd {
     /// Every level this CPU can run, best last (the tests try each).
     #[cfg(test)]
     pub(super) fn levels() -> Vec<Level> {
-        match level() {
-            None => vec![],
-            Some(Level::Avx2) => vec![Level::Avx2],
-            Some(Level::AvxVnni) => vec![Level::Avx2, Level::AvxVnni],
+        let mut all = Vec::new();
+        if level().is_some() {
+            all.push(Level::Avx2);
+            if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+                all.push(Level::Avx512Vnni);
+            }
+            if is_x86_feature_detected!("avxvnni") {
+                all.push(Level::AvxVnni);
+            }
         }
+        all
     }
 
     /// # Safety
@@ -174,6 +191,7 @@ mod simd {
         unsafe {
             match level {
                 Level::Avx2 => avx2::rows(w, x, first, dst),
+                Level::Avx512Vnni => vnni512::rows(w, x, first, dst),
                 Level::AvxVnni => vnni::rows(w, x, first, dst),
             }
         }
@@ -332,6 +350,13 @@ mod simd {
     kernel!(vnni, "avx2,fma,avxvnni", |w| _mm256_xor_si256(w, _mm256_set1_epi8(-128)), |wu, w, x, off| {
         _mm256_dpbusd_avx_epi32(off, wu, x)
     });
+    // The same with AVX-512 VNNI's encoding of the instruction, on 256-bit registers.
+    kernel!(
+        vnni512,
+        "avx2,fma,avx512f,avx512vl,avx512vnni",
+        |w| _mm256_xor_si256(w, _mm256_set1_epi8(-128)),
+        |wu, w, x, off| _mm256_dpbusd_epi32(off, wu, x)
+    );
 }
 
 #[cfg(test)]
@@ -389,6 +414,14 @@ mod tests {
                 assert_eq!(bits(&dst), bits(&want), "{level:?}, {n} sequence(s)");
             }
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "rows outside the weight")]
+    fn rows_past_the_weight_panic_instead_of_reading_past_it() {
+        let w = Q8::weights(&values(2 * 32, 0.1), 32);
+        let x = Q8::activations(&values(32, 0.2), 32);
+        q8_rows(&w, &x, usize::MAX, &mut [0.0]);
     }
 
     #[test]
