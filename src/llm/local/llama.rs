@@ -8,9 +8,10 @@
 //! sequence at a time, which is bound by how many bytes of weights are read per step, so 8-bit
 //! Q8_0 weights (a quarter of f32's bytes) win, multiplied by our own kernel
 //! (`troupe_kernels::q8`: candle's bits, tiles that share each weight row between the
-//! sequences of a batch, VNNI where the CPU has it, and the weights fetched ahead of use). This network holds each
-//! projection in both forms when the model is small enough (SmolLM2-135M: about 540 MB of f32
-//! plus 145 MB of 8-bit). Larger models keep only the 8-bit form and read prompts with it too.
+//! sequences of a batch, VNNI where the CPU has it, and the weights fetched ahead of use).
+//! This network holds each projection in both forms when the model is small enough
+//! (SmolLM2-135M: about 540 MB of f32 plus 145 MB of 8-bit). Larger models keep only the 8-bit
+//! form and read prompts with it too.
 //!
 //! Everything between the matrix products (norms, rotary embedding, attention, SiLU) is our own
 //! code over plain `f32` slices rather than candle tensor ops (its inner loops live in the
@@ -28,8 +29,8 @@
 //!   row of a batched product is the same dot products as a single row.
 //! - **Batched decoding.** [`Llama::decode`] advances several sequences by one token each with
 //!   one pass over the weights: each weight row is multiplied with up to four sequences'
-//!   activations while it is in registers, so four personas cost far less than four passes. Attention
-//!   reads each key and value once for the query heads that share it.
+//!   activations while it is in registers, so four personas cost far less than four passes.
+//!   Attention reads each key and value once for the query heads that share it.
 //!
 //! Prompts are read in chunks of [`CHUNK`] tokens at fixed positions (0..64, 64..128, ...), so a
 //! prompt whose first chunks were read before (a prefix cache hit) repeats exactly the same

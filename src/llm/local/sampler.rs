@@ -50,10 +50,10 @@ impl Sampler {
     }
 
     /// Leaves in `self.order[..kept]` the most likely tokens, most likely first (ties by id), up
-    /// to the first whose running sum reaches `need`, and returns `kept` and that sum. The same prefix as
-    /// sorting the whole vocabulary, found by sorting only the best `k` (64 first, then 4x more
-    /// while they do not reach `need`): with a small model's peaked distribution a reply no
-    /// longer sorts 49,152 probabilities per token.
+    /// to the first whose running sum reaches `need`, and returns `kept` and that sum. The same
+    /// prefix as sorting the whole vocabulary, found by sorting only the best `k` (64 first,
+    /// then 4x more while they do not reach `need`): with a small model's peaked distribution a
+    /// reply no longer sorts 49,152 probabilities per token.
     fn nucleus(&mut self, p: &[f32], need: f64) -> (usize, f64) {
         let better = |a: &u32, b: &u32| p[*b as usize].total_cmp(&p[*a as usize]).then(a.cmp(b));
         let mut k = 64.min(p.len());

@@ -105,6 +105,10 @@ fn prefetch(v: &[f32], at: usize) {
 #[inline(always)]
 fn attend_lanes(q: &[f32], keys: &[f32], vals: &[f32], hd: usize, scale: f32, out: &mut [f32]) {
     let len = keys.len() / hd;
+    if len == 0 {
+        out.fill(0.0); // nothing to attend to
+        return;
+    }
     let mut scores = vec![0f32; q.len() / hd * len];
     for (p, k) in keys.chunks_exact(hd).enumerate() {
         prefetch(keys, (p + AHEAD) * hd);
