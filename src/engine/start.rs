@@ -36,7 +36,6 @@ struct RunFiles {
     journal: Option<JournalWriter>,
 }
 
-/// The three actors of a run.
 /// How a run's actors are connected to what started them.
 struct Wiring {
     /// Where the run's events go (the collector).
@@ -49,6 +48,7 @@ struct Wiring {
     process_ends: bool,
 }
 
+/// The three actors of a run.
 struct Actors {
     metrics: ActorRef<MetricsMsg>,
     supervisor: ActorRef<SupervisorMsg>,

@@ -41,10 +41,11 @@ pub struct Q8 {
 }
 
 impl Q8 {
-    /// Quantizes the rows of `x` (each `cols` wide, a multiple of [`BLOCK`]) as llama.cpp and
-    /// candle do: per block the scale is the largest magnitude / 127 (rounded to `f16`), and
-    /// each value `round(x / scale)` with the unrounded scale.
-    fn quantize(x: &[f32], cols: usize) -> Q8 {
+    /// Weight rows, quantized once when the model loads: the rows of `x` (each `cols` wide, a
+    /// multiple of [`BLOCK`]) as llama.cpp and candle quantize them. Per block the scale is the
+    /// largest magnitude / 127 (rounded to `f16`), and each value `round(x / scale)` with the
+    /// unrounded scale.
+    pub fn weights(x: &[f32], cols: usize) -> Q8 {
         assert!(cols.is_multiple_of(BLOCK) && cols > 0, "Q8 rows must be a positive multiple of {BLOCK} wide");
         let blocks = x.len() / BLOCK;
         let mut d = Vec::with_capacity(blocks);
@@ -61,14 +62,10 @@ impl Q8 {
         Q8 { cols, d, qs, offsets: Vec::new() }
     }
 
-    /// Weight rows, quantized once when the model loads (see [`Q8::quantize`]'s rule).
-    pub fn weights(x: &[f32], cols: usize) -> Q8 {
-        Q8::quantize(x, cols)
-    }
-
-    /// Activation rows, quantized for each product, with the sums the VNNI path starts from.
+    /// Activation rows, quantized for each product as [`Q8::weights`] does, with the sums the
+    /// VNNI path starts from.
     pub fn activations(x: &[f32], cols: usize) -> Q8 {
-        let mut q = Q8::quantize(x, cols);
+        let mut q = Q8::weights(x, cols);
         q.offsets = q.qs.chunks_exact(4).map(|b| -128 * b.iter().map(|&v| i32::from(v)).sum::<i32>()).collect();
         q
     }
@@ -76,11 +73,6 @@ impl Q8 {
     /// Rows held.
     pub fn rows(&self) -> usize {
         self.d.len() * BLOCK / self.cols
-    }
-
-    /// Width of a row.
-    pub fn cols(&self) -> usize {
-        self.cols
     }
 
     /// Bytes held.
@@ -153,27 +145,16 @@ mod simd {
         AvxVnni,
     }
 
+    /// The level the products run at: the best this CPU offers.
     pub(super) fn level() -> Option<Level> {
         static LEVEL: OnceLock<Option<Level>> = OnceLock::new();
-        *LEVEL.get_or_init(|| {
-            if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
-                return None;
-            }
-            if is_x86_feature_detected!("avxvnni") {
-                return Some(Level::AvxVnni);
-            }
-            if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
-                return Some(Level::Avx512Vnni);
-            }
-            Some(Level::Avx2)
-        })
+        *LEVEL.get_or_init(|| levels().last().copied())
     }
 
     /// Every level this CPU can run, best last (the tests try each).
-    #[cfg(test)]
     pub(super) fn levels() -> Vec<Level> {
         let mut all = Vec::new();
-        if level().is_some() {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             all.push(Level::Avx2);
             if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
                 all.push(Level::Avx512Vnni);
